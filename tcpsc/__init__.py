@@ -1,0 +1,46 @@
+# -*- test-case-name: tests.test_exports -*-
+"""
+tcpsc: message-oriented TCP and TLS 1.3 servers and clients on Twisted.
+
+Fragmented mode (L{MessageProtocol}: messages separated by a delimiter) and
+continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
+and connected by L{Client}, with mutual certificate authentication through
+L{TLSConfig}.
+"""
+
+from ._client import Client
+from ._errors import (
+    CertificateLoadError,
+    ClientCertificateRejected,
+    ClientError,
+    ConnectError,
+    ListenError,
+    PortError,
+    ServerCertificateRejected,
+    ServerError,
+    StartError,
+    TcpscError,
+    TLSHandshakeError,
+)
+from ._framing import MessageProtocol, StreamProtocol
+from ._server import Server
+from ._tls import TLSConfig
+
+__all__ = [
+    "CertificateLoadError",
+    "Client",
+    "ClientCertificateRejected",
+    "ClientError",
+    "ConnectError",
+    "ListenError",
+    "MessageProtocol",
+    "PortError",
+    "Server",
+    "ServerCertificateRejected",
+    "ServerError",
+    "StartError",
+    "StreamProtocol",
+    "TLSConfig",
+    "TLSHandshakeError",
+    "TcpscError",
+]

@@ -1,0 +1,478 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+Layer 2: TLS configuration.
+
+L{TLSConfig} turns three PEM files (CA, certificate, key) into Twisted
+connection creators with tcpsc's policy: TLS 1.3 and nothing older, the
+peer's chain verified against the configured CA, the client certificate
+required by the server unless explicitly waived, and the server's host name
+checked by the client (C{service_identity}).
+
+Files are read and parsed with C{cryptography} before anything is handed to
+OpenSSL, so that every problem is reported as a L{CertificateLoadError} naming
+the file, the reason, and the C++ original's code for it (30-35).
+
+The client side also solves the TLS 1.3 "late rejection" problem: the server
+verifies the client certificate only I{after} the client's handshake is
+complete, so C{handshakeCompleted} on the client does not mean "accepted".
+A server that accepted the client sends its session tickets; one that rejected
+it sends an alert instead.  L{acceptanceGate} holds the client's readiness
+until the first ticket arrives (or a short grace period passes, for servers
+that send no tickets).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL, crypto
+from service_identity import VerificationError
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    KeyPair,
+    PrivateCertificate,
+    TLSVersion,
+    optionsForClientTLS,
+    trustRootFromCertificates,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._errors import (
+    CertificateLoadError,
+    ClientCertificateRejected,
+    ServerCertificateRejected,
+    TLSHandshakeError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+    from ._framing import _ConnectionBase
+
+__all__ = ["PEMSource", "TLSConfig", "peerCertificate", "subjectPart"]
+
+#: A PEM file's path, or the PEM data itself.
+PEMSource = Union[str, "os.PathLike[str]", bytes]
+
+_SHORT_NAMES = {
+    "C": NameOID.COUNTRY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "CN": NameOID.COMMON_NAME,
+    "emailAddress": NameOID.EMAIL_ADDRESS,
+}
+
+#: How long a TLS client waits, after its handshake, for a sign that the
+#: server accepted its certificate, when the server sends no session ticket.
+DEFAULT_ACCEPTANCE_GRACE = 1.0
+
+
+def _read(source: PEMSource, what: str, code: int) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, "<PEM bytes>"
+    path = os.fspath(source)
+    try:
+        with open(path, "rb") as f:
+            return f.read(), path
+    except OSError as e:
+        raise CertificateLoadError(
+            f"cannot read the {what} file {path!r}: {e.strerror or e}", code, path
+        ) from e
+
+
+def loadCertificates(source: PEMSource, what: str, readCode: int, parseCode: int
+                     ) -> list[x509.Certificate]:
+    """
+    Read PEM certificates (a CA bundle, or a certificate followed by its
+    intermediates).
+
+    @raise CertificateLoadError: with C{readCode} if unreadable, C{parseCode}
+        if it holds no valid PEM certificate.
+    """
+    data, label = _read(source, what, readCode)
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError as e:
+        raise CertificateLoadError(
+            f"the {what} file {label!r} holds no valid PEM certificate: {e}",
+            parseCode,
+            label,
+        ) from e
+    return certificates
+
+
+def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = None
+                   ) -> PrivateKeyTypes:
+    """
+    Read an unencrypted PEM private key and check that it belongs to
+    C{certificate}.
+
+    @raise CertificateLoadError: 32 if unreadable, 35 if not a valid key or
+        not the certificate's key.
+    """
+    data, label = _read(source, "private key", 32)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise CertificateLoadError(
+            f"the private key file {label!r} holds no valid unencrypted PEM "
+            f"private key: {e}",
+            35,
+            label,
+        ) from e
+    if certificate is not None:
+        raw = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if key.public_key().public_bytes(der, raw) != certificate.public_key().public_bytes(der, raw):
+            raise CertificateLoadError(
+                f"the private key {label!r} does not match the certificate "
+                f"{certificate.subject.rfc4514_string()!r}",
+                35,
+                label,
+            )
+    return key
+
+
+def _twistedCertificate(certificate: x509.Certificate) -> Certificate:
+    return Certificate(crypto.X509.from_cryptography(certificate))
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """
+    TLS settings of a server or a client.  Paths or PEM bytes; nothing is
+    read until a server listens or a client connects, and then every problem
+    is a L{CertificateLoadError} with the original's code.
+
+    @ivar ca: the CA certificate(s) the peer's certificate must be issued by.
+        A server without one cannot require client certificates; a client
+        without one verifies the server against the system's trust store.
+    @ivar cert: this side's certificate, optionally followed by intermediate
+        certificates.  Required on a server; optional on a client.
+    @ivar key: the private key of C{cert}.
+    @ivar requireClientCertificate: (server) refuse clients without a valid
+        certificate issued by C{ca}.  True by default; turning it off while a
+        C{ca} is given still verifies certificates that clients do present.
+    @ivar verifyServer: (client) verify the server's certificate at all.
+        Turning it off makes the connection open to impersonation; it exists
+        for the original's "no CA given" mode.
+    @ivar verifyHostname: (client) check that the server's certificate is
+        issued for the host name connected to (or C{hostname}).
+    @ivar hostname: (client) the name to check and to send as SNI, when it
+        differs from the host connected to.
+    """
+
+    ca: PEMSource | None = None
+    cert: PEMSource | None = None
+    key: PEMSource | None = None
+    requireClientCertificate: bool = True
+    verifyServer: bool = True
+    verifyHostname: bool = True
+    hostname: str | None = None
+
+    def _loadCA(self) -> list[x509.Certificate] | None:
+        if self.ca is None:
+            return None
+        return loadCertificates(self.ca, "CA certificate", 30, 33)
+
+    def _loadIdentity(self) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+        assert self.cert is not None and self.key is not None
+        chain = loadCertificates(self.cert, "certificate", 31, 34)
+        key = loadPrivateKey(self.key, chain[0])
+        return chain, key
+
+    def serverOptions(self) -> CertificateOptions:
+        """
+        Build the server's TLS options.
+
+        @raise CertificateLoadError: a file is missing, unreadable, invalid,
+            or client certificates are required but no CA is given.
+        """
+        if self.cert is None:
+            raise CertificateLoadError("a TLS server needs a certificate (cert=)", 31, "")
+        if self.key is None:
+            raise CertificateLoadError("a TLS server needs a private key (key=)", 32, "")
+        ca = self._loadCA()
+        chain, key = self._loadIdentity()
+        if ca is None and self.requireClientCertificate:
+            raise CertificateLoadError(
+                "requireClientCertificate is set but no CA is given to verify "
+                "client certificates against: give ca= or set "
+                "requireClientCertificate=False",
+                30,
+                "",
+            )
+        options: dict[str, object] = {
+            "privateKey": crypto.PKey.from_cryptography_key(key),
+            "certificate": crypto.X509.from_cryptography(chain[0]),
+            "raiseMinimumTo": TLSVersion.TLSv1_3,
+        }
+        if chain[1:]:
+            options["extraCertChain"] = [crypto.X509.from_cryptography(c) for c in chain[1:]]
+        if ca is not None:
+            if self.requireClientCertificate:
+                options["trustRoot"] = trustRootFromCertificates(
+                    [_twistedCertificate(c) for c in ca]
+                )
+            else:
+                options["verify"] = True
+                options["requireCertificate"] = False
+                options["caCerts"] = [crypto.X509.from_cryptography(c) for c in ca]
+        return CertificateOptions(**options)  # type: ignore[arg-type]
+
+    def clientCreator(self, host: str) -> IOpenSSLClientConnectionCreator:
+        """
+        Build the client's connection creator for connecting to C{host}.
+
+        @raise CertificateLoadError: a file is missing, unreadable or invalid,
+            or only one of C{cert} and C{key} is given.
+        """
+        ca = self._loadCA()
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            raise CertificateLoadError(
+                f"a client certificate needs both cert= and key=; {missing}= is missing",
+                32 if missing == "key" else 31,
+                "",
+            )
+        extra: dict[str, object] = {"raiseMinimumTo": TLSVersion.TLSv1_3}
+        clientCertificate = None
+        if self.cert is not None:
+            chain, key = self._loadIdentity()
+            clientCertificate = PrivateCertificate.fromCertificateAndKeyPair(
+                _twistedCertificate(chain[0]),
+                KeyPair(crypto.PKey.from_cryptography_key(key)),
+            )
+            if chain[1:]:
+                extra["extraCertChain"] = [
+                    crypto.X509.from_cryptography(c) for c in chain[1:]
+                ]
+        trustRoot = (
+            trustRootFromCertificates([_twistedCertificate(c) for c in ca])
+            if ca is not None
+            else None
+        )
+        inner: IOpenSSLClientConnectionCreator
+        if self.verifyServer and self.verifyHostname:
+            inner = optionsForClientTLS(
+                self.hostname or host,
+                trustRoot=trustRoot,
+                clientCertificate=clientCertificate,
+                extraCertificateOptions=extra,
+            )
+        else:
+            options: dict[str, object] = dict(extra)
+            if clientCertificate is not None:
+                options["privateKey"] = clientCertificate.privateKey.original
+                options["certificate"] = clientCertificate.original
+            if self.verifyServer:
+                if trustRoot is None:
+                    from twisted.internet.ssl import platformTrust
+
+                    trustRoot = platformTrust()
+                options["trustRoot"] = trustRoot
+            inner = CertificateOptions(**options)  # type: ignore[arg-type,assignment]
+        return _AcceptanceTrackingCreator(inner)
+
+
+class _Acceptance:
+    """
+    What a TLS client learnt about the server's verdict on its certificate.
+    """
+
+    certificateRequested = False
+    accepted = False
+
+    def __init__(self) -> None:
+        self.waiters: list[Callable[[], None]] = []
+
+    def accept(self) -> None:
+        if self.accepted:
+            return
+        self.accepted = True
+        waiters, self.waiters = self.waiters, []
+        for proceed in waiters:
+            proceed()
+
+
+_acceptances: weakref.WeakKeyDictionary[TLSMemoryBIOProtocol, _Acceptance] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _infoCallback(connection: SSL.Connection, where: int, ret: int) -> None:
+    # Runs inside OpenSSL: it must never raise.
+    try:
+        acceptance = _acceptances.get(connection.get_app_data())
+        if acceptance is None:
+            return
+        state = connection.get_state_string() or b""
+        if b"certificate request" in state:
+            acceptance.certificateRequested = True
+        elif b"session ticket" in state:
+            acceptance.accept()
+    except Exception:  # pragma: no cover - defensive
+        pass
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _AcceptanceTrackingCreator:
+    """
+    Wraps a client connection creator to watch, per connection, whether the
+    server asked for a certificate and whether it then sent session tickets.
+    """
+
+    def __init__(self, inner: IOpenSSLClientConnectionCreator) -> None:
+        self._inner = inner
+
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = self._inner.clientConnectionForTLS(tlsProtocol)
+        connection.set_app_data(tlsProtocol)
+        _acceptances[tlsProtocol] = _Acceptance()
+        connection.set_info_callback(_infoCallback)
+        return connection
+
+
+def acceptanceGate(
+    clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE
+) -> Callable[[_ConnectionBase, Callable[[], None]], None]:
+    """
+    Make a readiness gate for TLS client protocols (see
+    C{_ConnectionBase._readinessGate}).
+
+    The gate lets the connection become ready at once if the server did not
+    ask for a client certificate; otherwise when the server's first session
+    ticket arrives (it sends them only after accepting the certificate), or
+    after C{grace} seconds for servers that send none.  A rejection arrives
+    as an alert instead and ends the connection before it is ready.
+    """
+
+    def gate(protocol: _ConnectionBase, proceed: Callable[[], None]) -> None:
+        acceptance = _acceptances.get(protocol.transport)
+        if acceptance is None or not acceptance.certificateRequested or acceptance.accepted:
+            proceed()
+            return
+        timer = clock.callLater(grace, acceptance.accept)
+
+        def accepted() -> None:
+            if timer.active():
+                timer.cancel()
+            proceed()
+
+        acceptance.waiters.append(accepted)
+
+    return gate
+
+
+def classifyTLSFailure(reason: Failure) -> TLSHandshakeError:
+    """
+    Turn the reason a TLS client connection ended before it was ready into
+    the most specific L{TLSHandshakeError}.
+    """
+    value = reason.value
+    if isinstance(value, VerificationError):
+        return ServerCertificateRejected(
+            f"the server's certificate is not valid for this host name: {value}", value
+        )
+    text = str(value)
+    lowered = text.lower()
+    if "certificate verify failed" in lowered:
+        return ServerCertificateRejected(
+            f"the server's certificate was rejected: {_sslReason(value)}", value
+        )
+    if "alert" in lowered and any(
+        word in lowered
+        for word in (
+            "certificate required",
+            "unknown ca",
+            "bad certificate",
+            "certificate expired",
+            "certificate unknown",
+            "unsupported certificate",
+            "certificate revoked",
+            "decrypt error",
+            "access denied",
+        )
+    ):
+        return ClientCertificateRejected(
+            f"the server rejected this client's certificate: {_sslReason(value)}", value
+        )
+    return TLSHandshakeError(f"the TLS handshake failed: {_sslReason(value)}", value)
+
+
+def _sslReason(value: BaseException) -> str:
+    """
+    The readable part of an L{SSL.Error}: its reason strings.
+    """
+    if isinstance(value, SSL.Error) and value.args and isinstance(value.args[0], list):
+        reasons = [entry[-1] for entry in value.args[0] if isinstance(entry, tuple)]
+        if reasons:
+            return "; ".join(str(r) for r in reasons)
+    return str(value) or value.__class__.__name__
+
+
+def peerCertificate(transport: object) -> x509.Certificate | None:
+    """
+    The certificate the peer presented on C{transport}, or C{None} (plain
+    TCP, no certificate, or handshake not complete).
+    """
+    getPeerCertificate = getattr(transport, "getPeerCertificate", None)
+    if getPeerCertificate is None:
+        return None
+    try:
+        certificate = getPeerCertificate()
+    except Exception:
+        return None
+    if certificate is None:
+        return None
+    return certificate.to_cryptography()  # type: ignore[no-any-return]
+
+
+def nameOID(part: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:
+    """
+    Resolve a subject part given as a L{NameOID} or a short name (C, ST, L,
+    O, OU, CN, emailAddress).
+
+    @raise ValueError: unknown short name.
+    """
+    if isinstance(part, x509.ObjectIdentifier):
+        return part
+    try:
+        return _SHORT_NAMES[part]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown subject part {part!r}: use a cryptography NameOID or one of "
+            + ", ".join(_SHORT_NAMES)
+        ) from None
+
+
+def subjectPart(
+    certificate: x509.Certificate | None, part: x509.ObjectIdentifier | str
+) -> str | None:
+    """
+    The first value of C{part} in the subject of C{certificate}, or C{None}
+    if there is no certificate or the subject has no such part.
+    """
+    oid = nameOID(part)
+    if certificate is None:
+        return None
+    attributes = certificate.subject.get_attributes_for_oid(oid)
+    if not attributes:
+        return None
+    value = attributes[0].value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

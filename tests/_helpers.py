@@ -1,0 +1,162 @@
+"""
+Shared test helpers: certificate sets made with C{cryptography} (distinct CA
+names, so that "unknown CA" is really that), waiting on conditions with a
+timeout, and an in-memory TLS pair over L{twisted.test.iosim} with one shared
+L{Clock}.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test import iosim
+
+from tcpsc import _certgen as certgen
+
+# pyOpenSSL deprecates the X509/PKey objects that Twisted itself still passes
+# around; the warnings come from inside Twisted, not from tcpsc.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="OpenSSL")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="twisted.internet._sslverify")
+
+#: Subject of the main set, as in the original's test certificates.
+SUBJECT = "C=DE,ST=my state,L=my city,O=test"
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """
+    Paths of one certificate set.
+    """
+
+    directory: Path
+    ca: str
+    server: str
+    serverKey: str
+    client: str
+    clientKey: str
+
+    def path(self, name: str) -> str:
+        return str(self.directory / name)
+
+
+def _write(issued: certgen.Issued, directory: Path, name: str) -> tuple[str, str]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    issued.writeTo(cert, key, overwrite=True)
+    return str(cert), str(key)
+
+
+@cache
+def certificates() -> CertFiles:
+    """
+    The main certificate set, made once per test process: a CA, a server
+    certificate for localhost/127.0.0.1/::1 and a client certificate
+    (CN=client), plus negative material in the same directory:
+
+      - C{other-ca.pem}, and C{other-client.pem/.key} issued by it;
+      - C{other-server.pem/.key}: a server certificate from the other CA;
+      - C{wronghost.pem/.key}: server certificate of the main CA for
+        C{wrong.example} only;
+      - C{expired-client.pem/.key}, C{expired-server.pem/.key}: issued by the
+        main CA, expired yesterday;
+      - C{notyet-client.pem/.key}: valid from tomorrow;
+      - C{selfsigned.pem/.key}: a self-signed leaf;
+      - C{fake.pem}: a text file that is not PEM.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="tcpsc-test-certs-"))
+    atexit.register(shutil.rmtree, directory, True)
+    ca = certgen.makeCA(certgen.parseSubject(SUBJECT + ",OU=CA,CN=tcpsc test CA"))
+    (directory / "ca.pem").write_bytes(ca.certificatePEM())
+    hosts = ("localhost", "127.0.0.1", "::1")
+    server = certgen.issueCertificate(
+        ca, certgen.parseSubject(SUBJECT + ",OU=server,CN=localhost"), server=True, hosts=hosts
+    )
+    client = certgen.issueCertificate(
+        ca, certgen.parseSubject(SUBJECT + ",OU=Client,CN=client"), client=True
+    )
+    serverPaths = _write(server, directory, "server")
+    clientPaths = _write(client, directory, "client")
+
+    other = certgen.makeCA("O=other,CN=other test CA")
+    (directory / "other-ca.pem").write_bytes(other.certificatePEM())
+    _write(certgen.issueCertificate(other, "CN=other-client", client=True), directory,
+           "other-client")
+    _write(certgen.issueCertificate(other, "CN=localhost", server=True, hosts=hosts), directory,
+           "other-server")
+    _write(certgen.issueCertificate(ca, "CN=wrong.example", server=True,
+                                    hosts=("wrong.example",)), directory, "wronghost")
+    now = datetime.now(UTC)
+    _write(certgen.issueCertificate(ca, "CN=expired-client", client=True,
+                                    notBefore=now - timedelta(days=10),
+                                    notAfter=now - timedelta(days=1)), directory,
+           "expired-client")
+    _write(certgen.issueCertificate(ca, "CN=localhost", server=True, hosts=hosts,
+                                    notBefore=now - timedelta(days=10),
+                                    notAfter=now - timedelta(days=1)), directory,
+           "expired-server")
+    _write(certgen.issueCertificate(ca, "CN=notyet-client", client=True,
+                                    notBefore=now + timedelta(days=1),
+                                    notAfter=now + timedelta(days=10)), directory,
+           "notyet-client")
+    _write(certgen.makeSelfSigned("CN=localhost", hosts=hosts), directory, "selfsigned")
+    (directory / "fake.pem").write_text("this is not a certificate\n")
+    return CertFiles(directory, str(directory / "ca.pem"), *serverPaths, *clientPaths)
+
+
+def waitFor(condition, timeout: float = 10.0, interval: float = 0.005,
+            clock=reactor) -> Deferred[None]:
+    """
+    Poll C{condition()} on the reactor until it is true; fail with
+    C{AssertionError} after C{timeout} seconds.  This waits on an event (with
+    a bound), it does not sleep a fixed time.
+    """
+
+    async def poll() -> None:
+        deadline = clock.seconds() + timeout
+        while not condition():
+            if clock.seconds() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s: {condition}")
+            await deferLater(clock, interval, lambda: None)
+
+    return Deferred.fromCoroutine(poll())
+
+
+def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory):
+    """
+    Connect a server and a client factory in memory over TLS, with one
+    L{Clock} shared by both TLS factories and the pump (see TWISTED_NOTES
+    2.7: without it the TLS write aggregator schedules on the real reactor).
+
+    @return: C{(serverTLSProtocol, clientTLSProtocol, pump, clock)}.
+    """
+    clock = Clock()
+    serverTLS = TLSMemoryBIOFactory(serverCreator, isClient=False, wrappedFactory=serverFactory,
+                                    clock=clock)
+    clientTLS = TLSMemoryBIOFactory(clientCreator, isClient=True, wrappedFactory=clientFactory,
+                                    clock=clock)
+    server, client, pump = iosim.connectedServerAndClient(
+        lambda: serverTLS.buildProtocol(None),
+        lambda: clientTLS.buildProtocol(None),
+        greet=False,
+        clock=clock,
+    )
+    pump.flush()
+    return server, client, pump, clock
+
+
+def openFileDescriptors() -> int:
+    """
+    How many file descriptors this process has open (Linux).
+    """
+    return len(os.listdir("/proc/self/fd"))
