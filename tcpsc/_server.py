@@ -23,6 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
@@ -146,11 +147,30 @@ def describeAddress(address: IAddress | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _IdleTimeoutFactory(TimeoutFactory):
+    """
+    Twisted's L{TimeoutFactory}, on the server's reactor instead of the
+    global one.
+    """
+
+    noisy = False
+
+    def __init__(self, server: Server, timeoutPeriod: float) -> None:
+        super().__init__(server, timeoutPeriod)
+        self._reactor = server._reactor
+
+    def callLater(self, period: float, func: Callable[[], object]) -> Any:
+        return self._reactor.callLater(period, func)
+
+
 class _ListeningFactory(Factory):
     """
     The factory of one listening port: applies the connection limit before
     anything else (a refused connection is closed at once, before any TLS
-    work), then wraps the server's protocol in TLS when the port has TLS.
+    work), then wraps the server's protocol in TLS when the port has TLS,
+    and that in Twisted's L{TimeoutProtocol} when the server has an idle
+    timeout (outermost, so that any bytes, handshake included, count as
+    activity).
     """
 
     noisy = False
@@ -158,16 +178,26 @@ class _ListeningFactory(Factory):
     def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
+        self._timeoutFactory = (
+            _IdleTimeoutFactory(server, server.idleTimeout)
+            if server.idleTimeout is not None
+            else None
+        )
 
     def logPrefix(self) -> str:
         return self._server.logPrefix()
 
     def buildProtocol(self, addr: IAddress) -> Any:
-        protocol = self._server._buildConnection(addr, tls=self._tlsFactory is not None)
-        if protocol is None or self._tlsFactory is None:
-            return protocol
+        protocol: Any = self._server._buildConnection(addr, tls=self._tlsFactory is not None)
+        if protocol is None:
+            return None
         tlsFactory = self._tlsFactory
-        return tlsFactory.protocol(tlsFactory, protocol)
+        if tlsFactory is not None:
+            protocol = tlsFactory.protocol(tlsFactory, protocol)
+        timeoutFactory = self._timeoutFactory
+        if timeoutFactory is not None:
+            protocol = TimeoutProtocol(timeoutFactory, protocol, timeoutFactory.timeoutPeriod)
+        return protocol
 
 
 class Server(Factory):
@@ -209,6 +239,7 @@ class Server(Factory):
         messageAppend: bytes | str | None = None,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         handshakeTimeout: float | None = 10.0,
+        idleTimeout: float | None = None,
         closeTimeout: float = 10.0,
         onEstablished: Callable[[int], object] | None = None,
         onClosed: Callable[[int], object] | None = None,
@@ -227,6 +258,8 @@ class Server(Factory):
         @param maxConnections: see L{maxConnections}.
         @param handshakeTimeout: seconds a TLS client has to complete its
             handshake before it is disconnected; C{None} for no limit.
+        @param idleTimeout: seconds without any byte received or sent after
+            which a connection is closed; C{None} (the default) for never.
         @param closeTimeout: seconds L{stop} waits for connections to flush
             their output and close before it aborts them.
         @param onEstablished: called with the id of each connection when it
@@ -260,6 +293,7 @@ class Server(Factory):
             raise ValueError("createSink applies to continuous mode (a StreamProtocol) only")
         self.maxConnections = maxConnections
         self.handshakeTimeout = handshakeTimeout
+        self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
         self.onEstablished = onEstablished
         self.onClosed = onClosed
