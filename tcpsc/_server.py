@@ -14,13 +14,14 @@ at once for TCP, after the handshake with the client verified for TLS.
 from __future__ import annotations
 
 import resource
+import socket
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, ISSLTransport, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
@@ -43,6 +44,12 @@ __all__ = ["DEFAULT_MAX_CONNECTIONS", "Server"]
 
 #: Default limit of simultaneous connections of one server.
 DEFAULT_MAX_CONNECTIONS = 4096
+
+#: The listen queue of a port given by number, as the original's
+#: C{listen(SOMAXCONN)}: Twisted's default of 50 makes a burst of clients
+#: wait for SYN retransmissions (a second or more) long before the
+#: connection limit is reached.
+_BACKLOG = max(50, socket.SOMAXCONN)
 
 _UNSET: Any = object()
 
@@ -277,8 +284,6 @@ class Server(Factory):
         self._settings = _connectionSettings(
             issubclass(self.protocol, StreamProtocol), delimiter, maxMessageLength, messageAppend
         )
-        if self._settings.get("maxMessageLength", 0) is not None:
-            pass
         if maxConnections < 1:
             raise ValueError(f"maxConnections must be at least 1, not {maxConnections}")
         protocolClass: type = self.protocol  # type: ignore[assignment]
@@ -304,6 +309,9 @@ class Server(Factory):
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         self._handshakeTimers: dict[int, IDelayedCall] = {}
+        # Why the server itself closed a connection that was not yet
+        # established, by id, to log it once when the connection is gone.
+        self._dropped: dict[int, str] = {}
         self._ports: list[IListeningPort] = []
         self._closeWaiters: list[Deferred[None]] = []
         _raiseFileLimit(maxConnections + 64, self.log)
@@ -356,15 +364,14 @@ class Server(Factory):
             return p
 
         def failed(f: Failure) -> Failure:
-            if f.check(CannotListenError):
-                error = f.value
-                where = describeAddress(endpoint) if not isinstance(port, int) else (
-                    f"port {port}" + (f" on {interface}" if interface else "")
-                )
-                raise ListenError(
-                    f"cannot listen on {where}: {error.socketError}"  # type: ignore[union-attr]
-                ) from error  # type: ignore[misc]
-            return f
+            if not f.check(CannotListenError):
+                return f
+            error = f.value
+            assert isinstance(error, CannotListenError)
+            # The error knows the port and interface whatever named them: a
+            # number, an endpoint description or an endpoint.
+            where = f"port {error.port}" + (f" on {error.interface}" if error.interface else "")
+            raise ListenError(f"cannot listen on {where}: {error.socketError}") from error
 
         return endpoint.listen(listening).addCallbacks(listening_, failed)
 
@@ -376,8 +383,9 @@ class Server(Factory):
             if not 0 <= port <= 65535:
                 raise PortError(f"port {port} is outside 0-65535")
             if ":" in interface:
-                return TCP6ServerEndpoint(self._reactor, port, interface=interface)
-            return TCP4ServerEndpoint(self._reactor, port, interface=interface)
+                return TCP6ServerEndpoint(self._reactor, port, backlog=_BACKLOG,
+                                          interface=interface)
+            return TCP4ServerEndpoint(self._reactor, port, backlog=_BACKLOG, interface=interface)
         if isinstance(port, str):
             if port.isdigit():
                 return self._endpoint(int(port), interface)
@@ -465,10 +473,8 @@ class Server(Factory):
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if protocol.ready or protocol.transport is None:
             return
-        self.log.warn(
-            "Closing the connection from {peer}: no TLS handshake within {timeout} s",
-            peer=describeAddress(protocol.transport.getPeer()),
-            timeout=self.handshakeTimeout,
+        self._dropped[protocol.connectionId] = (  # type: ignore[index]
+            f"no TLS handshake within {self.handshakeTimeout} s"
         )
         protocol.transport.abortConnection()
 
@@ -489,9 +495,41 @@ class Server(Factory):
             clientCommonName=subjectPart(certificate, "CN"),
         )
         if self.createSink is not None and isinstance(protocol, StreamProtocol):
-            protocol.sink = self.createSink(connectionId)
-        if self.onEstablished is not None:
-            self.onEstablished(connectionId)
+            try:
+                protocol.sink = self.createSink(connectionId)
+            except Exception:
+                # Without its sink the connection's bytes would go nowhere:
+                # close it rather than serve it half.
+                self.log.failure(
+                    "The createSink callback raised an exception; closing "
+                    "connection {connectionId}",
+                    connectionId=connectionId,
+                )
+                del self._established[connectionId]
+                self._dropped[connectionId] = "the createSink callback failed"
+                protocol.ready = False
+                protocol.transport.abortConnection()
+                return
+        self._notify(self.onEstablished, "onEstablished", connectionId)
+
+    def _notify(self, callback: Callable[[int], object] | None, name: str,
+                connectionId: int) -> None:
+        """
+        Call a user callback; an exception it raises is logged and never
+        breaks the registry's bookkeeping, nor the accepting of other
+        connections (an exception escaping into Twisted's accept loop would
+        drop the rest of the connections accepted with this one).
+        """
+        if callback is None:
+            return
+        try:
+            callback(connectionId)
+        except Exception:
+            self.log.failure(
+                "The {callback} callback raised an exception for connection {connectionId}",
+                callback=name,
+                connectionId=connectionId,
+            )
 
     def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
@@ -500,6 +538,7 @@ class Server(Factory):
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
             timer.cancel()
+        dropped = self._dropped.pop(connectionId, None)
         peer = describeAddress(protocol.transport.getPeer()) if protocol.transport else "?"
         try:
             if wasReady:
@@ -509,11 +548,18 @@ class Server(Factory):
                     peer=peer,
                     reason=reason.getErrorMessage(),
                 )
-                if self.onClosed is not None:
-                    self.onClosed(connectionId)
-            else:
+                self._notify(self.onClosed, "onClosed", connectionId)
+            elif dropped is not None:
+                self.log.warn("Closed the connection from {peer}: {why}", peer=peer, why=dropped)
+            elif ISSLTransport.providedBy(protocol.transport):
                 self.log.warn(
                     "Refused the connection from {peer}: TLS handshake failed: {reason}",
+                    peer=peer,
+                    reason=reason.getErrorMessage(),
+                )
+            else:
+                self.log.info(
+                    "Connection from {peer} closed before it was established: {reason}",
                     peer=peer,
                     reason=reason.getErrorMessage(),
                 )
@@ -643,7 +689,3 @@ class Server(Factory):
         handshake.
         """
         return len(self._open)
-
-
-def _unused() -> Deferred[None]:  # pragma: no cover - keeps succeed imported for typing
-    return succeed(None)
