@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import (
     ConnectionClosed,
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
 )
@@ -63,6 +64,18 @@ __all__ = ["Client"]
 _FATAL = (ServerCertificateRejected, ClientCertificateRejected)
 
 
+def _presentedCertificate(protocol: _ConnectionBase) -> x509.Certificate | None:
+    """
+    The certificate the server presented on a TLS connection, even when it
+    failed verification (then L{peerCertificate} has none).
+    """
+    try:
+        chain = protocol.transport.getHandle().get_peer_cert_chain()
+    except Exception:
+        return None
+    return chain[0].to_cryptography() if chain else None
+
+
 class _ClientFactory(Factory):
     noisy = False
 
@@ -78,42 +91,69 @@ class _ClientFactory(Factory):
         for name, value in client._settings.items():
             setattr(protocol, name, value)
         protocol._observer = self._attempt  # type: ignore[assignment]
-        self._attempt.pending = protocol
+        self._attempt.protocols.append(protocol)
         if self._tls:
             protocol._readinessGate = acceptanceGate(client._reactor, client.acceptanceGrace)
         return protocol
+
+
+def _stopGate(protocol: _ConnectionBase) -> None:
+    stop = getattr(protocol._readinessGate, "stop", None)
+    if stop is not None:
+        stop()
 
 
 class _Attempt:
     """
     One connection attempt and, once it is ready, the connection: the
     observer of its protocol.
+
+    An attempt ends exactly once: ready (C{ready} fires with the protocol)
+    or failed (C{ready} fails; timed out, refused, rejected, cancelled or
+    given up through L{Client.disconnect}).  Once it failed, nothing it
+    started may linger: the TCP connection attempt is cancelled, a
+    connection in its TLS handshake is aborted, the acceptance gate's timer
+    is stopped, and a connection that would become ready later is refused.
+
+    @ivar protocols: every protocol built for this attempt (normally one).
+    @ivar connecting: the endpoint's C{connect()} Deferred.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, creator: Any) -> None:
         self.client = client
-        self.ready: Deferred[_ConnectionBase] = Deferred()
+        self.creator = creator
+        self.tls = creator is not None
+        self.ready: Deferred[_ConnectionBase] = Deferred(self._cancelled)
         self.protocol: _ConnectionBase | None = None
-        self.pending: _ConnectionBase | None = None
+        self.protocols: list[_ConnectionBase] = []
+        self.connecting: Deferred[Any] | None = None
         self.connectedAt: float | None = None
         self.timer: IDelayedCall | None = None
         self.done = False
 
     def connectionReady(self, protocol: _ConnectionBase) -> None:
+        if self.done:
+            # This attempt already failed (timed out, cancelled, given up) or
+            # another connection of it won: refuse this one.  Clearing
+            # C{ready} keeps the protocol's own connectionReady hook from
+            # running.
+            protocol.ready = False
+            _stopGate(protocol)
+            protocol.transport.abortConnection()
+            return
+        self.done = True
         self._stopTimer()
         self.protocol = protocol
         self.connectedAt = self.client._reactor.seconds()
         self.client._connectionReady(self, protocol)
-        if not self.done:
-            self.done = True
-            self.ready.callback(protocol)
+        self.ready.callback(protocol)
 
     def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
-        self._stopTimer()
-        if wasReady:
+        _stopGate(protocol)
+        if wasReady and protocol is self.protocol:
             self.client._connectionClosed(self, reason)
-        else:
-            self.fail(self.client._classifyEarlyLoss(reason, protocol))
+        elif not self.done:
+            self.fail(self.client._classifyEarlyLoss(reason, protocol, self))
 
     def messageReceived(self, protocol: MessageProtocol, message: bytes) -> None:
         onMessage = self.client.onMessage
@@ -126,13 +166,31 @@ class _Attempt:
             onMessage(data)
 
     def fail(self, error: BaseException) -> None:
-        self._stopTimer()
+        """
+        End the attempt with C{error}, unless it already ended.
+        """
+        if self.done:
+            return
+        self.done = True
+        self._abandon()
+        self.ready.errback(Failure(error))
+
+    def _cancelled(self, ready: Deferred[_ConnectionBase]) -> None:
+        # The caller cancelled the Deferred of connect(); it then fails with
+        # CancelledError.
         if not self.done:
             self.done = True
-            pending = self.pending
-            if pending is not None and pending.connected and not pending.ready:
-                pending.transport.abortConnection()
-            self.ready.errback(Failure(error))
+            self._abandon()
+
+    def _abandon(self) -> None:
+        self._stopTimer()
+        for protocol in self.protocols:
+            _stopGate(protocol)
+            if protocol.connected and not protocol.ready:
+                protocol.transport.abortConnection()
+        connecting = self.connecting
+        if connecting is not None and not connecting.called:
+            connecting.cancel()
 
     def _stopTimer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -243,6 +301,8 @@ class Client:
             L{ConnectError} (50: refused, unresolvable, timed out) or
             L{TLSHandshakeError} (60; L{ServerCertificateRejected} or
             L{ClientCertificateRejected} when a certificate was refused).
+            Cancelling it gives the attempt up: the connection in progress
+            is aborted and the Deferred fails with L{twisted.internet.defer.CancelledError}.
         """
         if self._target is not None:
             return fail(StartError("the client is already connected or connecting", -1))
@@ -264,15 +324,14 @@ class Client:
         return d.addErrback(failed)
 
     def _connectOnce(self, host: str, port: int, creator: Any) -> Deferred[_ConnectionBase]:
-        attempt = self._attempt = _Attempt(self)
+        attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
             factory = TLSMemoryBIOFactory(creator, isClient=True, wrappedFactory=factory,
                                           clock=self._reactor)
         endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self.connectTimeout)
-        connecting = endpoint.connect(factory)
-        attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt,
-                                                connecting)
+        attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)
+        connecting = attempt.connecting = endpoint.connect(factory)
 
         def connectFailed(f: Failure) -> None:
             attempt.fail(self._classifyConnectFailure(f, host, port))
@@ -280,14 +339,13 @@ class Client:
         connecting.addErrback(connectFailed)
         return attempt.ready
 
-    def _timedOut(self, attempt: _Attempt, connecting: Deferred[Any]) -> None:
+    def _timedOut(self, attempt: _Attempt) -> None:
         attempt.timer = None
         host, port = self._describeTarget()
-        error = ConnectError(
-            f"connecting to {host}:{port} timed out after {self.connectTimeout} s"
+        stage = "the TLS handshake with" if attempt.protocols else "connecting to"
+        attempt.fail(
+            ConnectError(f"{stage} {host}:{port} timed out after {self.connectTimeout} s")
         )
-        attempt.fail(error)
-        connecting.cancel()
 
     def _describeTarget(self) -> tuple[str, int]:
         return self._address
@@ -303,36 +361,62 @@ class Client:
             return f.value
         return ConnectError(f"cannot connect to {host}:{port}: {f.getErrorMessage()}")
 
-    def _classifyEarlyLoss(self, reason: Failure, protocol: _ConnectionBase) -> StartError:
-        tls = self._target is not None and self._target[2] is not None
-        if not tls:
+    def _classifyEarlyLoss(self, reason: Failure, protocol: _ConnectionBase, attempt: _Attempt
+                           ) -> StartError:
+        if not attempt.tls:
             return ConnectError(f"the connection closed before it was ready: "
                                 f"{reason.getErrorMessage()}")
-        if reason.check(ConnectionClosed) and not reason.check(ConnectionRefusedError):
+        if reason.check(ConnectionClosed):
+            stage = (
+                "after the TLS handshake, before accepting this client"
+                if protocol._handshakeSeen
+                else "during the TLS handshake"
+            )
             return TLSHandshakeError(
-                "the server closed the connection during the TLS handshake"
-                f" ({reason.getErrorMessage()})",
+                f"the server closed the connection {stage} ({reason.getErrorMessage()})",
                 reason.value,
             )
-        return classifyTLSFailure(reason)
+        return classifyTLSFailure(
+            reason,
+            certificate=_presentedCertificate(protocol),
+            authorities=getattr(attempt.creator, "authorities", ()),
+        )
 
     # -- the connection ---------------------------------------------------
+
+    def _notify(self, callback: Callable[..., object] | None, name: str, *args: object) -> None:
+        """
+        Call a user callback; an exception it raises is logged, and never
+        breaks the client's own bookkeeping (readiness, reconnecting).
+        """
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            self.log.failure("The {callback} callback raised an exception", callback=name)
 
     def _connectionReady(self, attempt: _Attempt, protocol: _ConnectionBase) -> None:
         self.protocol = protocol
         host, port = self._describeTarget()
         self.log.info("Connected to {host}:{port}", host=host, port=port)
-        if self.onEstablished is not None:
-            self.onEstablished(protocol)
+        self._notify(self.onEstablished, "onEstablished", protocol)
 
     def _connectionClosed(self, attempt: _Attempt, reason: Failure) -> None:
         if attempt is self._attempt:
             self.protocol = None
         host, port = self._describeTarget()
+        rejected = None
+        if attempt.tls and not reason.check(ConnectionDone):
+            # A rejection can come after readiness when the server sent no
+            # session ticket within acceptanceGrace: it is just as final.
+            classified = classifyTLSFailure(reason)
+            if isinstance(classified, _FATAL):
+                rejected = classified
+                reason = Failure(classified)
         self.log.info("Connection to {host}:{port} closed: {reason}", host=host, port=port,
                       reason=reason.getErrorMessage())
-        if self.onClosed is not None:
-            self.onClosed(reason)
+        self._notify(self.onClosed, "onClosed", reason)
         if self._closedWaiters:
             waiters, self._closedWaiters = self._closedWaiters, []
             for waiter in waiters:
@@ -341,6 +425,11 @@ class Client:
         if self._target is None:
             return
         if not self.reconnect:
+            self._target = None
+            return
+        if rejected is not None:
+            self.log.error("Stopped reconnecting to {host}:{port}: {error}",
+                           host=host, port=port, error=rejected)
             self._target = None
             return
         lasted = self._reactor.seconds() - (attempt.connectedAt or 0)
@@ -364,10 +453,12 @@ class Client:
         host, port, tls = self._target
         try:
             creator = tls.clientCreator(host) if tls is not None else None
-        except Exception as e:
+        except Exception:
+            f = Failure()
             self.log.error("Stopped reconnecting to {host}:{port}: {error}",
-                           host=host, port=port, error=e)
+                           host=host, port=port, error=f.value)
             self._target = None
+            self._notify(self.onClosed, "onClosed", f)
             return
 
         def failed(f: Failure) -> None:
@@ -377,8 +468,7 @@ class Client:
                 self.log.error("Stopped reconnecting to {host}:{port}: {error}",
                                host=host, port=port, error=f.value)
                 self._target = None
-                if self.onClosed is not None:
-                    self.onClosed(f)
+                self._notify(self.onClosed, "onClosed", f)
                 return
             self.log.info("Reconnecting to {host}:{port} failed: {error}",
                           host=host, port=port, error=f.value)

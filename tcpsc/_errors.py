@@ -82,7 +82,9 @@ class CertificateLoadError(StartError):
 
     defaultCode = 33
 
-    def __init__(self, message: str, code: int, path: str) -> None:
+    def __init__(self, message: str, code: int | None = None, path: str = "") -> None:
+        # code and path have defaults so that copies and pickles, which
+        # rebuild the exception from its message alone, work.
         super().__init__(message, code)
         self.path = path
 

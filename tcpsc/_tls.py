@@ -18,7 +18,15 @@ complete, so C{handshakeCompleted} on the client does not mean "accepted".
 A server that accepted the client sends its session tickets; one that rejected
 it sends an alert instead.  L{acceptanceGate} holds the client's readiness
 until the first ticket arrives (or a short grace period passes, for servers
-that send no tickets).
+that send no tickets).  The ticket is noticed inside OpenSSL's info callback;
+readiness itself runs on the next reactor turn, outside OpenSSL.
+
+Failures are explained as far as the peer lets us: L{classifyTLSFailure}
+names the host name a server certificate does not match and why a server
+certificate was not trusted (L{diagnoseCertificate}); on the server side,
+L{verificationFailure} keeps OpenSSL's reason for a rejected client
+certificate, which the handshake's exception reduces to "certificate verify
+failed".
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Union
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
@@ -43,6 +53,7 @@ from twisted.internet.ssl import (
     optionsForClientTLS,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -54,15 +65,17 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.protocols.tls import TLSMemoryBIOProtocol
 
     from ._framing import _ConnectionBase
 
 __all__ = ["PEMSource", "TLSConfig", "peerCertificate", "subjectPart"]
+
+_log = Logger()
 
 #: A PEM file's path, or the PEM data itself.
 PEMSource = Union[str, "os.PathLike[str]", bytes]
@@ -138,7 +151,8 @@ def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = Non
     if certificate is not None:
         raw = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
-        if key.public_key().public_bytes(der, raw) != certificate.public_key().public_bytes(der, raw):
+        keyBytes = key.public_key().public_bytes(der, raw)
+        if keyBytes != certificate.public_key().public_bytes(der, raw):
             raise CertificateLoadError(
                 f"the private key {label!r} does not match the certificate "
                 f"{certificate.subject.rfc4514_string()!r}",
@@ -233,7 +247,14 @@ class TLSConfig:
                 options["verify"] = True
                 options["requireCertificate"] = False
                 options["caCerts"] = [crypto.X509.from_cryptography(c) for c in ca]
-        return CertificateOptions(**options)  # type: ignore[arg-type]
+        serverOptions = CertificateOptions(**options)  # type: ignore[arg-type]
+        if ca is not None:
+            # OpenSSL reports a rejected client certificate only as
+            # "certificate verify failed"; record the verification error
+            # itself (expired, unknown issuer, ...) for verificationFailure().
+            context = serverOptions.getContext()
+            context.set_verify(context.get_verify_mode(), _recordVerifyResult)
+        return serverOptions
 
     def clientCreator(self, host: str) -> IOpenSSLClientConnectionCreator:
         """
@@ -287,7 +308,101 @@ class TLSConfig:
                     trustRoot = platformTrust()
                 options["trustRoot"] = trustRoot
             inner = CertificateOptions(**options)  # type: ignore[arg-type,assignment]
-        return _AcceptanceTrackingCreator(inner)
+        return _AcceptanceTrackingCreator(inner, ca or ())
+
+
+#: X.509 verification errors (OpenSSL's X509_V_ERR_* numbers, stable across
+#: versions) and OpenSSL's own wording of them.
+_VERIFY_ERRORS = {
+    2: "unable to get issuer certificate",
+    7: "certificate signature failure",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    22: "certificate chain too long",
+    23: "certificate revoked",
+    24: "invalid CA certificate",
+    26: "unsupported certificate purpose",
+    27: "certificate not trusted",
+    28: "certificate rejected",
+}
+
+#: Why the client certificate of a server connection failed verification,
+#: by the connection's TLS protocol (Twisted makes it the connection's
+#: C{get_app_data()}).
+_verifyFailures: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+def _recordVerifyResult(
+    connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
+    # Runs inside OpenSSL: it must never raise, and it must not change the
+    # verdict, only remember why a certificate failed.
+    if not ok:
+        try:
+            owner = connection.get_app_data()
+            if owner is not None and owner not in _verifyFailures:
+                what = _VERIFY_ERRORS.get(errno, f"X.509 verification error {errno}")
+                subject = certificate.to_cryptography().subject.rfc4514_string()
+                _verifyFailures[owner] = f"{what} (certificate {subject!r}, depth {depth})"
+        except Exception:  # pragma: no cover - defensive
+            pass
+    return bool(ok)
+
+
+def verificationFailure(transport: object) -> str | None:
+    """
+    Why a TLS server rejected the client's certificate on C{transport} (the
+    L{TLSMemoryBIOProtocol} of a server connection), in OpenSSL's words:
+    C{"certificate has expired"}, C{"unable to get local issuer
+    certificate"}, ...; or C{None} if it did not reject one.  Meant for the
+    log line of a failed handshake, whose exception says only
+    C{"certificate verify failed"}.
+    """
+    try:
+        return _verifyFailures.get(transport)
+    except TypeError:
+        return None
+
+
+def diagnoseCertificate(
+    certificate: x509.Certificate,
+    authorities: Sequence[x509.Certificate],
+    now: datetime | None = None,
+) -> str | None:
+    """
+    Explain, in plain words, why C{certificate} fails verification against
+    C{authorities}: expired, not yet valid, or not issued by any of them.
+
+    @return: the explanation, or C{None} if none of these applies.
+    """
+    now = now or datetime.now(UTC)
+    subject = certificate.subject.rfc4514_string()
+    if certificate.not_valid_after_utc < now:
+        return (
+            f"the certificate {subject!r} expired on "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if certificate.not_valid_before_utc > now:
+        return (
+            f"the certificate {subject!r} is not valid before "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if authorities:
+        for authority in authorities:
+            try:
+                certificate.verify_directly_issued_by(authority)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return None
+        return (
+            f"the certificate {subject!r} is issued by "
+            f"{certificate.issuer.rfc4514_string()!r}, not by the configured CA"
+        )
+    return None
 
 
 class _Acceptance:
@@ -316,7 +431,8 @@ _acceptances: weakref.WeakKeyDictionary[TLSMemoryBIOProtocol, _Acceptance] = (
 
 
 def _infoCallback(connection: SSL.Connection, where: int, ret: int) -> None:
-    # Runs inside OpenSSL: it must never raise.
+    # Runs inside OpenSSL: it must never raise, and nothing here may call
+    # back into the connection (the waiters only schedule work).
     try:
         acceptance = _acceptances.get(connection.get_app_data())
         if acceptance is None:
@@ -335,10 +451,17 @@ class _AcceptanceTrackingCreator:
     """
     Wraps a client connection creator to watch, per connection, whether the
     server asked for a certificate and whether it then sent session tickets.
+
+    @ivar authorities: the CA certificates the server is verified against
+        (empty: the platform's trust store, or no verification), to explain
+        a rejected server certificate.
     """
 
-    def __init__(self, inner: IOpenSSLClientConnectionCreator) -> None:
+    def __init__(
+        self, inner: IOpenSSLClientConnectionCreator, authorities: Sequence[x509.Certificate] = ()
+    ) -> None:
         self._inner = inner
+        self.authorities = tuple(authorities)
 
     def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = self._inner.clientConnectionForTLS(tlsProtocol)
@@ -348,53 +471,141 @@ class _AcceptanceTrackingCreator:
         return connection
 
 
-def acceptanceGate(
-    clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE
-) -> Callable[[_ConnectionBase, Callable[[], None]], None]:
+class _AcceptanceGate:
     """
-    Make a readiness gate for TLS client protocols (see
+    A readiness gate for one TLS client connection (see
+    C{_ConnectionBase._readinessGate}); made by L{acceptanceGate}.
+    """
+
+    def __init__(self, clock: IReactorTime, grace: float) -> None:
+        self._clock = clock
+        self._grace = grace
+        self._timer: IDelayedCall | None = None
+        self._proceeding: IDelayedCall | None = None
+        self._stopped = False
+
+    def __call__(self, protocol: _ConnectionBase, proceed: Callable[[], None]) -> None:
+        acceptance = _acceptances.get(protocol.transport)  # type: ignore[arg-type]
+        if acceptance is None or not acceptance.certificateRequested or acceptance.accepted:
+            proceed()
+            return
+        if self._stopped:
+            return
+        clock, grace = self._clock, self._grace
+
+        def graceOver() -> None:
+            self._timer = None
+            _log.debug(
+                "No session ticket from the server within {grace} s of the "
+                "handshake; taking the client certificate as accepted",
+                grace=grace,
+            )
+            acceptance.accept()
+
+        def accepted() -> None:
+            self._cancelTimer()
+            if self._stopped:
+                return
+            # Usually called from OpenSSL's info callback, in the middle of
+            # reading from the connection: readiness (and whatever the
+            # application does then, such as writing or closing) must run
+            # after OpenSSL returned, never inside it.
+            self._proceeding = clock.callLater(0, self._proceed, proceed)
+
+        self._timer = clock.callLater(grace, graceOver)
+        acceptance.waiters.append(accepted)
+
+    def _proceed(self, proceed: Callable[[], None]) -> None:
+        self._proceeding = None
+        if not self._stopped:
+            proceed()
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def stop(self) -> None:
+        """
+        Stop waiting (the connection ended or the attempt was given up): no
+        timer is left behind and the connection never becomes ready through
+        this gate.
+        """
+        self._stopped = True
+        self._cancelTimer()
+        proceeding, self._proceeding = self._proceeding, None
+        if proceeding is not None and proceeding.active():
+            proceeding.cancel()
+
+
+def acceptanceGate(clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE) -> _AcceptanceGate:
+    """
+    Make a readiness gate for one TLS client protocol (see
     C{_ConnectionBase._readinessGate}).
 
     The gate lets the connection become ready at once if the server did not
     ask for a client certificate; otherwise when the server's first session
     ticket arrives (it sends them only after accepting the certificate), or
     after C{grace} seconds for servers that send none.  A rejection arrives
-    as an alert instead and ends the connection before it is ready.
+    as an alert instead and ends the connection before it is ready; the owner
+    then calls the gate's C{stop()} so that no timer outlives the connection.
     """
-
-    def gate(protocol: _ConnectionBase, proceed: Callable[[], None]) -> None:
-        acceptance = _acceptances.get(protocol.transport)
-        if acceptance is None or not acceptance.certificateRequested or acceptance.accepted:
-            proceed()
-            return
-        timer = clock.callLater(grace, acceptance.accept)
-
-        def accepted() -> None:
-            if timer.active():
-                timer.cancel()
-            proceed()
-
-        acceptance.waiters.append(accepted)
-
-    return gate
+    return _AcceptanceGate(clock, grace)
 
 
-def classifyTLSFailure(reason: Failure) -> TLSHandshakeError:
+def _mismatchedNames(error: VerificationError) -> list[str]:
+    names = []
+    for mismatch in getattr(error, "errors", ()):
+        identity = getattr(mismatch, "mismatched_id", None)
+        name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if name is not None and str(name) not in names:
+            names.append(str(name))
+    return names
+
+
+def _certificateNames(certificate: x509.Certificate) -> list[str]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    return names
+
+
+def classifyTLSFailure(
+    reason: Failure,
+    *,
+    certificate: x509.Certificate | None = None,
+    authorities: Sequence[x509.Certificate] = (),
+) -> TLSHandshakeError:
     """
     Turn the reason a TLS client connection ended before it was ready into
     the most specific L{TLSHandshakeError}.
+
+    @param certificate: the certificate the server presented, if known: it
+        makes the message of a rejected server certificate say why.
+    @param authorities: the CA certificates the server was verified against.
     """
     value = reason.value
     if isinstance(value, VerificationError):
-        return ServerCertificateRejected(
-            f"the server's certificate is not valid for this host name: {value}", value
-        )
+        names = _mismatchedNames(value)
+        wanted = " or ".join(repr(n) for n in names) or "connected to"
+        message = f"the server's certificate is not valid for the host name {wanted}"
+        if certificate is not None:
+            valid = _certificateNames(certificate)
+            message += f"; it is issued for {', '.join(valid) if valid else 'no host name'}"
+        return ServerCertificateRejected(message, value)
     text = str(value)
     lowered = text.lower()
     if "certificate verify failed" in lowered:
-        return ServerCertificateRejected(
-            f"the server's certificate was rejected: {_sslReason(value)}", value
-        )
+        message = f"the server's certificate was rejected: {_sslReason(value)}"
+        why = diagnoseCertificate(certificate, authorities) if certificate is not None else None
+        if why:
+            message += f" ({why})"
+        return ServerCertificateRejected(message, value)
     if "alert" in lowered and any(
         word in lowered
         for word in (
