@@ -144,6 +144,10 @@ class _ConnectionBase(Protocol):
         """
         wasReady = self.ready
         self.ready = False
+        # Twisted never clears this flag; clearing it here keeps a readiness
+        # gate or handshake that completes after the loss from making a dead
+        # connection ready (and reporting it ready after it was closed).
+        self.connected = False
         observer = self._observer
         if observer is not None:
             observer.connectionClosed(self, reason, wasReady)
@@ -166,8 +170,16 @@ class _ConnectionBase(Protocol):
         if not self._paused:
             return
         self._paused = False
-        if self.connected:
+        # What was held arrived first: deliver it before reading more, or a
+        # transport that delivers on resumeProducing would overtake it.
+        self._deliverHeld()
+        if not self._paused and self.connected:
             self.transport.resumeProducing()
+
+    def _deliverHeld(self) -> None:
+        """
+        Deliver what was held back while paused; a handler may pause again.
+        """
 
     def _peerDescription(self) -> str:
         transport = self.transport
@@ -219,13 +231,15 @@ class MessageProtocol(_ConnectionBase):
     _batchWrites: bool = False
 
     def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
+        # State first, so that connectionLost after a refused connection
+        # reports the loss rather than failing on missing attributes.
+        self._buffer = bytearray()
+        self._held = []
         delimiter = self.delimiter
         if not isinstance(delimiter, bytes) or not delimiter:
             raise ValueError(
                 f"delimiter must be non-empty bytes, not {delimiter!r}"
             )
-        self._buffer = bytearray()
-        self._held = []
         self._batchWrites = not ISSLTransport.providedBy(transport)
         super().makeConnection(transport)
 
@@ -339,7 +353,9 @@ class MessageProtocol(_ConnectionBase):
         self._discarded = len(buffer)
         self._discardTail = bytes(buffer[len(buffer) - overlap :]) if overlap else b""
         buffer.clear()
-        self.messageTooLong(self._discarded)
+        # The last bytes may be the start of the delimiter: report only the
+        # bytes certainly part of the message, still more than the maximum.
+        self.messageTooLong(self._discarded - overlap)
 
     def _discard(self, data: bytes, delimiter: bytes) -> bytes | None:
         """
@@ -396,9 +412,9 @@ class MessageProtocol(_ConnectionBase):
         Deliver the messages held back by L{pauseReading}, in order, then
         read from the socket again.
         """
-        if not self._paused:
-            return
         super().resumeReading()
+
+    def _deliverHeld(self) -> None:
         held = self._held
         if held:
             self._held = []
@@ -407,11 +423,11 @@ class MessageProtocol(_ConnectionBase):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Deliver what L{pauseReading} held back (it was received, so it is not
-        lost), then report the end of the connection.
+        lost), then report the end of the connection.  A handler pausing
+        again does not hold anything back any more: nothing follows.
         """
-        held = self._held
-        if held:
-            self._held = []
+        while self._held:
+            held, self._held = self._held, []
             self._paused = False
             self._parse(b"".join(held))
         super().connectionLost(reason)
@@ -424,21 +440,19 @@ class MessageProtocol(_ConnectionBase):
 
         @param message: bytes, or text to be encoded as UTF-8.  May be empty.
         @return: C{True} if the message was handed to the transport; C{False}
-            (and nothing written) if it contains the delimiter, is longer than
-            C{maxMessageLength} together with C{messageAppend}, or the
-            connection is not ready or is closing.
+            (and nothing written) if it contains the delimiter (or would
+            form one with C{messageAppend} and the delimiter after it), is
+            longer than C{maxMessageLength} together with C{messageAppend},
+            or the connection is not ready or is closing.
         """
         if isinstance(message, str):
             message = message.encode("utf-8")
         if not self.ready or self.transport.disconnecting:
             return False
+        if not self._framable(message):
+            return False
         delimiter = self.delimiter
-        if delimiter in message:
-            return False
         append = self.messageAppend
-        maxLength = self.maxMessageLength
-        if maxLength is not None and len(message) + len(append) > maxLength:
-            return False
         batch = self._batch
         if batch is not None:
             batch.append(message)
@@ -460,14 +474,32 @@ class MessageProtocol(_ConnectionBase):
         """
         if isinstance(message, str):
             message = message.encode("utf-8")
+        if not self._framable(message):
+            return None
+        return message + self.messageAppend + self.delimiter
+
+    def _framable(self, message: bytes) -> bool:
+        """
+        Whether C{message} framed is read back as C{message + messageAppend}
+        by a peer with the same settings, and fits C{maxMessageLength}.
+
+        Beyond a delimiter inside C{message}, the frame's first delimiter
+        must be its last: C{messageAppend} may hold one, and the end of the
+        message may form one with what follows it when the delimiter
+        overlaps itself (C{b"a-"} before C{b"--"} reads as C{b"a"}).  Only
+        the last C{len(delimiter) - 1} bytes of the message need that second
+        look, so a large message is not copied for it.
+        """
         delimiter = self.delimiter
         append = self.messageAppend
         maxLength = self.maxMessageLength
-        if delimiter in message or (
-            maxLength is not None and len(message) + len(append) > maxLength
-        ):
-            return None
-        return message + append + delimiter
+        if maxLength is not None and len(message) + len(append) > maxLength:
+            return False
+        if delimiter in message:
+            return False
+        overlap = len(delimiter) - 1
+        end = (message[-overlap:] if overlap else b"") + append + delimiter
+        return end.find(delimiter) == len(end) - len(delimiter)
 
     def sendFrame(self, frame: bytes) -> bool:
         """

@@ -34,7 +34,7 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
-from ._tls import TLSConfig, peerCertificate, subjectPart
+from ._tls import TLSConfig, peerCertificate, subjectPart, verificationFailure
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -552,10 +552,13 @@ class Server(Factory):
             elif dropped is not None:
                 self.log.warn("Closed the connection from {peer}: {why}", peer=peer, why=dropped)
             elif ISSLTransport.providedBy(protocol.transport):
+                detail = verificationFailure(protocol.transport)
                 self.log.warn(
                     "Refused the connection from {peer}: TLS handshake failed: {reason}",
                     peer=peer,
-                    reason=reason.getErrorMessage(),
+                    reason=reason.getErrorMessage()
+                    + (f" ({detail})" if detail is not None else ""),
+                    verification=detail,
                 )
             else:
                 self.log.info(

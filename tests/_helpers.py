@@ -145,7 +145,7 @@ def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory):
                                     clock=clock)
     clientTLS = TLSMemoryBIOFactory(clientCreator, isClient=True, wrappedFactory=clientFactory,
                                     clock=clock)
-    server, client, pump = iosim.connectedServerAndClient(
+    client, server, pump = iosim.connectedServerAndClient(
         lambda: serverTLS.buildProtocol(None),
         lambda: clientTLS.buildProtocol(None),
         greet=False,
