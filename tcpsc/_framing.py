@@ -25,6 +25,7 @@ joins the replies made while handling one read into a single write.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 from typing import Protocol as _TypingProtocol
 
@@ -229,6 +230,10 @@ class MessageProtocol(_ConnectionBase):
     # write.  None outside of that; TLS transports aggregate writes themselves.
     _batch: list[bytes] | None = None
     _batchWrites: bool = False
+    # Settings read at makeConnection for the hot path of sendMessage.
+    _suffix: bytes = b"\n"
+    _fastLimit: int = sys.maxsize
+    _fastByte: int | None = None
 
     def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
         # State first, so that connectionLost after a refused connection
@@ -241,6 +246,15 @@ class MessageProtocol(_ConnectionBase):
                 f"delimiter must be non-empty bytes, not {delimiter!r}"
             )
         self._batchWrites = not ISSLTransport.providedBy(transport)
+        # The settings are read once, here: the hot path of sendMessage then
+        # needs no attribute lookups beyond these, and a one-byte delimiter
+        # is searched for as an int (a memchr), several times faster than a
+        # bytes search on short messages.
+        append = self.messageAppend
+        self._suffix = append + delimiter
+        maxLength = self.maxMessageLength
+        self._fastLimit = sys.maxsize if maxLength is None else maxLength
+        self._fastByte = delimiter[0] if len(delimiter) == 1 and not append else None
         super().makeConnection(transport)
 
     # -- receiving --------------------------------------------------------
@@ -262,7 +276,17 @@ class MessageProtocol(_ConnectionBase):
         finally:
             self._batch = None
             if batch:
-                self.transport.write(b"".join(batch))
+                self._flushBatch(batch)
+
+    def _flushBatch(self, batch: list[bytes]) -> None:
+        """
+        Write the messages sent while one read was handled as one frame
+        sequence: the batch holds them without their common suffix
+        (C{messageAppend + delimiter}), which one join puts back.
+        """
+        batch.append(b"")
+        self.transport.write(self._suffix.join(batch))
+        batch.clear()
 
     def _parse(self, data: bytes) -> None:
         delimiter = self.delimiter
@@ -326,9 +350,7 @@ class MessageProtocol(_ConnectionBase):
         else:
             checkLength = False
         received = self.messageReceived
-        index = 0
-        for message in messages:
-            index += 1
+        for index, message in enumerate(messages, 1):
             if checkLength and len(message) > maxLength:  # type: ignore[operator]
                 self.messageTooLong(len(message))
             else:
@@ -445,24 +467,27 @@ class MessageProtocol(_ConnectionBase):
             longer than C{maxMessageLength} together with C{messageAppend},
             or the connection is not ready or is closing.
         """
-        if isinstance(message, str):
-            message = message.encode("utf-8")
+        byte = self._fastByte
+        if byte is not None and message.__class__ is bytes:
+            # One-byte delimiter, no append: the common case, kept short.
+            if byte in message or len(message) > self._fastLimit:
+                return False
+        else:
+            if isinstance(message, str):
+                message = message.encode("utf-8")
+            elif not isinstance(message, bytes):
+                message = bytes(message)
+            if not self._framable(message):
+                return False
         if not self.ready or self.transport.disconnecting:
             return False
-        if not self._framable(message):
-            return False
-        delimiter = self.delimiter
-        append = self.messageAppend
         batch = self._batch
         if batch is not None:
             batch.append(message)
-            if append:
-                batch.append(append)
-            batch.append(delimiter)
         elif len(message) >= _LARGE_MESSAGE:
-            self.transport.writeSequence((message, append + delimiter))
+            self.transport.writeSequence((message, self._suffix))
         else:
-            self.transport.write(message + append + delimiter)
+            self.transport.write(message + self._suffix)
         return True
 
     def frame(self, message: bytes | str) -> bytes | None:
@@ -512,9 +537,14 @@ class MessageProtocol(_ConnectionBase):
             return False
         batch = self._batch
         if batch is not None:
-            batch.append(frame)
-        else:
-            self.transport.write(frame)
+            suffix = self._suffix
+            if frame.endswith(suffix):
+                batch.append(frame[: len(frame) - len(suffix)])
+                return True
+            if batch:
+                # Keep the order: what was sent before this frame goes first.
+                self._flushBatch(batch)
+        self.transport.write(frame)
         return True
 
 
