@@ -1,0 +1,385 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+Connect to a message server: each line of standard input is sent as one
+message, each message received is printed on its own line.  Interactive, or
+in a pipe:
+
+  printf 'hello\\nworld\\n' | tcpsc connect localhost 8081
+
+At the end of the input (Ctrl-D, or the end of a pipe) it keeps printing
+what arrives until nothing has arrived for --wait seconds (default 1), then
+closes the connection after what was sent is flushed, and exits 0.  It exits
+0 as well when the server closes the connection cleanly; 1, with one line
+on standard error, when it cannot connect (refused, unknown host, a
+certificate problem) or the connection fails; 130 on Ctrl-C.  Status
+messages go to standard error, so standard output holds only messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .__main__ import CommandError
+
+__all__ = ["SUMMARY", "configure", "run"]
+
+SUMMARY = "send stdin lines as messages, print received messages (a chat client)"
+
+#: The longest line read from standard input; longer ones are dropped, so
+#: that input without newlines cannot make the buffer grow without bound.
+_MAX_LINE = 16 * 1024 * 1024
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"outside 1-65535: {text!r}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return seconds
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", metavar="HOST", help="host name or address of the server")
+    parser.add_argument("port", metavar="PORT", type=_port, help="its port")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS 1.3; the server's certificate must be valid for HOST")
+    parser.add_argument("--ca", metavar="PEM",
+                        help="with --tls: CA the server's certificate must be issued by "
+                        "(default: the system's trusted CAs)")
+    parser.add_argument("--cert", metavar="PEM", help="with --tls: this client's certificate")
+    parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
+    parser.add_argument("-d", "--delimiter", default="\\n", metavar="D",
+                        help="message delimiter; escapes \\n \\r \\t \\0 \\\\ \\xHH "
+                        "(default: \\n)")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="after the connection is lost, connect again (with backoff) "
+                        "until the input ends")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show connection events (connected, closed, reconnecting)")
+    parser.add_argument("--wait", type=_seconds, default=1.0, metavar="SECONDS",
+                        help="at the end of the input, exit once nothing has arrived for "
+                        "this long (default: 1; 0 exits at once)")
+
+
+def _note(message: str) -> None:
+    print(f"tcpsc connect: {message}", file=sys.stderr, flush=True)
+
+
+@implementer(IPushProducer)
+class _Throttle:
+    """
+    Pauses one side while the other cannot keep up: registered as the
+    producer of a consumer it does not own, so C{stopProducing} (called when
+    that consumer goes away) only lets the producer run again.
+    """
+
+    def __init__(self, pause: Any, resume: Any) -> None:
+        self._pause = pause
+        self._resume = resume
+
+    def pauseProducing(self) -> None:
+        self._pause()
+
+    def resumeProducing(self) -> None:
+        self._resume()
+
+    def stopProducing(self) -> None:
+        self._resume()
+
+
+@implementer(IHalfCloseableProtocol)
+class _Terminal(Protocol):
+    """
+    Standard input and output: splits input into lines for the session,
+    and tells it when input ends or output is closed.
+    """
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._buffer = bytearray()
+        self._dropping = False
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            at = self._buffer.find(b"\n")
+            if at < 0:
+                break
+            line = bytes(self._buffer[:at])
+            del self._buffer[: at + 1]
+            if self._dropping:
+                self._dropping = False
+                continue
+            self._session.lineReceived(line.removesuffix(b"\r"))
+        if len(self._buffer) > _MAX_LINE:
+            _note(f"input line longer than {_MAX_LINE} bytes: dropped")
+            self._buffer.clear()
+            self._dropping = True
+
+    def readConnectionLost(self) -> None:
+        if self._buffer and not self._dropping:
+            self._session.lineReceived(bytes(self._buffer).removesuffix(b"\r"))
+        self._buffer.clear()
+        self._session.inputEnded()
+
+    def writeConnectionLost(self) -> None:
+        self._session.outputClosed()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+class _Session:
+    """
+    One run of C{tcpsc connect}: the client, standard input and output, and
+    the decision when to exit.
+
+    @ivar done: fires with the exit status.
+    """
+
+    def __init__(self, reactor: Any, args: argparse.Namespace, interactive: bool) -> None:
+        self.reactor = reactor
+        self.args = args
+        self.interactive = interactive
+        self.done: Deferred[int] = Deferred()
+        self.client: Any = None
+        self.terminal = _Terminal(self)
+        self.stdio: Any = None
+        self._inputEnded = False
+        self._stdoutClosed = False
+        self._finishing = False
+        self._quietTimer: Any = None
+        self._connectedOnce = False
+
+    # -- the connection ---------------------------------------------------
+
+    def messageReceived(self, message: bytes) -> None:
+        if self.stdio is not None and not self._stdoutClosed:
+            self.stdio.writeSequence((message, b"\n"))
+        if self._inputEnded:
+            self._startQuietTimer()
+
+    def established(self, protocol: Any) -> None:
+        if self._connectedOnce:
+            _note(f"reconnected to {self.args.host}:{self.args.port}")
+        elif self.interactive:
+            _note(f"connected to {self.args.host}:{self.args.port}; type messages, "
+                  "Ctrl-D to quit")
+        self._connectedOnce = True
+        stdio = self.stdio
+        protocol.transport.registerProducer(
+            _Throttle(stdio.pauseProducing, stdio.resumeProducing), True
+        )
+        if not self._stdoutClosed:
+            stdio.unregisterProducer()
+            stdio.registerProducer(
+                _Throttle(protocol.pauseReading, protocol.resumeReading), True
+            )
+
+    def closed(self, reason: Failure) -> None:
+        from ._errors import ClientCertificateRejected, ServerCertificateRejected
+
+        if self._finishing:
+            return
+        if reason.check(ServerCertificateRejected, ClientCertificateRejected):
+            # Reconnecting gave up: the client logged why.
+            self.finish(1)
+        elif self.args.reconnect:
+            _note(f"connection lost ({reason.getErrorMessage()}); reconnecting")
+        elif reason.check(ConnectionDone):
+            if self.interactive:
+                _note("the server closed the connection")
+            self.finish(0)
+        else:
+            _note(f"connection lost: {reason.getErrorMessage()}")
+            self.finish(1)
+
+    # -- standard input and output ----------------------------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._finishing:
+            return
+        if self.client.send(line):
+            return
+        protocol = self.client.protocol
+        if protocol is None or not protocol.ready or protocol.transport.disconnecting:
+            _note("not connected: line dropped")
+        else:
+            _note("not sent: the line contains the delimiter or is too long")
+
+    def inputEnded(self) -> None:
+        self._inputEnded = True
+        if self.args.wait <= 0:
+            self.finish(0)
+        else:
+            self._startQuietTimer()
+
+    def outputClosed(self) -> None:
+        self._stdoutClosed = True
+        self.finish(0)
+
+    def _startQuietTimer(self) -> None:
+        if self._finishing:
+            return
+        if self._quietTimer is not None and self._quietTimer.active():
+            self._quietTimer.reset(self.args.wait)
+        else:
+            self._quietTimer = self.reactor.callLater(self.args.wait, self.finish, 0)
+
+    # -- the end ----------------------------------------------------------
+
+    def finish(self, status: int) -> None:
+        """
+        Close the connection once what was sent is flushed, then standard
+        output once what was received is written, then exit with C{status}.
+        """
+        if self._finishing:
+            return
+        self._finishing = True
+        if self.stdio is not None:
+            self.stdio.pauseProducing()
+        if self._quietTimer is not None and self._quietTimer.active():
+            self._quietTimer.cancel()
+        protocol = self.client.protocol if self.client is not None else None
+        if protocol is not None and protocol.connected:
+            # A TLS transport waits for its producer to go away before it
+            # closes: the input is done producing.
+            protocol.transport.unregisterProducer()
+        if self.stdio is not None and not self._stdoutClosed:
+            self.stdio.unregisterProducer()
+        closing = self.client.disconnect() if self.client is not None else Deferred()
+        if self.client is None:
+            closing.callback(None)
+
+        def closeOutput(_: object) -> Deferred[None] | None:
+            if self.stdio is None:
+                return None
+            self.stdio.loseConnection()
+            if self._stdoutClosed:
+                return None
+            return self.terminal.closed
+
+        closing.addBoth(closeOutput)
+        closing.addBoth(lambda _: self.done.callback(status))
+
+
+async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
+                delimiter: bytes, tls: Any) -> int:
+    from twisted.internet.stdio import StandardIO
+
+    from ._client import Client
+    from ._errors import StartError
+
+    client = Client(
+        delimiter=delimiter,
+        onMessage=session.messageReceived,
+        onEstablished=session.established,
+        onClosed=session.closed,
+        reconnect=args.reconnect,
+        reactor=reactor,
+    )
+    # Standard output is ready before anything can arrive; input is read
+    # only once connected.
+    session.stdio = StandardIO(session.terminal, reactor=reactor)
+    session.stdio.pauseProducing()
+    session.client = client
+    try:
+        await client.connect(args.host, args.port, tls)
+    except StartError as e:
+        if session.done.called:
+            # Standard output was closed while connecting.
+            return await session.done
+        session.stdio.loseConnection()
+        raise CommandError(str(e)) from None
+    session.stdio.resumeProducing()
+    return await session.done
+
+
+def _beginLogging(verbose: bool) -> None:
+    """
+    Show tcpsc's and Twisted's warnings and errors on standard error, one
+    line each (no tracebacks), prefixed like the command's own messages.
+    """
+    from twisted.logger import (
+        FileLogObserver,
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        formatEvent,
+        globalLogBeginner,
+    )
+
+    def format(event: dict[str, Any]) -> str:
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += f": {failure.getErrorMessage()}"
+        return f"tcpsc connect: {text}\n"
+
+    levels: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    if verbose:
+        levels.setLogLevelForNamespace("tcpsc", LogLevel.info)
+    output: Any = FileLogObserver(sys.stderr, format)
+    observer: Any = FilteringLogObserver(output, [levels])
+    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._tls import TLSConfig
+    from .tap import parseDelimiter
+
+    try:
+        delimiter = parseDelimiter(args.delimiter)
+    except ValueError as e:
+        raise CommandError(f"--delimiter: {e}") from None
+    tls = None
+    if args.tls:
+        if (args.cert is None) != (args.key is None):
+            raise CommandError("--cert and --key go together")
+        tls = TLSConfig(ca=args.ca, cert=args.cert, key=args.key)
+    elif args.ca or args.cert or args.key:
+        raise CommandError("--ca, --cert and --key only apply with --tls")
+
+    from twisted.internet import reactor as globalReactor
+
+    reactor: Any = globalReactor
+    _beginLogging(verbose=args.verbose)
+    session = _Session(reactor, args, interactive=sys.stdin.isatty())
+    outcome: list[object] = []
+
+    def start() -> None:
+        d = Deferred.fromCoroutine(_main(reactor, args, session, delimiter, tls))
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    if not outcome:
+        return 130
+    result = outcome[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    return int(result)  # type: ignore[call-overload]

@@ -1,0 +1,578 @@
+"""
+Tests for the C{tcpsc} command: C{tcpsc certs} and C{tcpsc connect}, run as
+real processes (C{python -m tcpsc}) where what matters is what a user sees:
+exit status, standard output and one-line errors on standard error.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpsc import Server, TLSConfig
+from tcpsc.__main__ import main
+
+from ._helpers import certificates, waitFor
+
+OPENSSL = shutil.which("openssl")
+ROOT = Path(__file__).resolve().parent.parent
+#: Bound of every wait for a spawned command.
+TIMEOUT = 30.0
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
+    )
+    return env
+
+
+def tcpsc(*args: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{python -m tcpsc ARGS} to its end.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "tcpsc", *args], capture_output=True, text=True,
+        env=_environment(), timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+    )
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    The command as a whole: help, usage errors.
+    """
+
+    def test_help(self) -> None:
+        """
+        C{tcpsc} and each subcommand have C{--help}, which describes them and
+        exits 0.
+        """
+        for command, words in (((), ("certs", "connect")),
+                               (("certs",), ("--host", "--client", "--subject", "--rsa",
+                                             "--days", "--force", "0600")),
+                               (("connect",), ("--tls", "--ca", "--cert", "--key",
+                                               "--delimiter", "--reconnect", "--wait"))):
+            result = tcpsc(*command, "--help")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertIn("usage: tcpsc", result.stdout)
+            for word in words:
+                self.assertIn(word, result.stdout)
+
+    def test_usageErrorIsOneLine(self) -> None:
+        """
+        A usage error is one line on standard error, exit status 2.
+        """
+        for args, expected in ((("bogus",), "invalid choice"),
+                               ((), "required: COMMAND"),
+                               (("connect", "localhost", "port"), "not a port number"),
+                               (("connect", "localhost", "70000"), "outside 1-65535"),
+                               (("certs", "d", "--days", "0"), "must be 1 or more")):
+            out, err = io.StringIO(), io.StringIO()
+            self.patch(sys, "stdout", out)
+            self.patch(sys, "stderr", err)
+            with self.assertRaises(SystemExit) as raised:
+                main(list(args))
+            self.assertEqual(raised.exception.code, 2)
+            lines = err.getvalue().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertIn(expected, lines[0])
+            self.assertIn("--help", lines[0])
+
+
+class CertsTests(SynchronousTestCase):
+    """
+    C{tcpsc certs DIR}.
+    """
+
+    def certs(self, *args: str) -> tuple[int, str, str]:
+        """
+        Run C{tcpsc certs ARGS} in this process.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        patches = [self.patch(sys, "stdout", out), self.patch(sys, "stderr", err)]
+        try:
+            with self.assertRaises(SystemExit) as raised:
+                main(["certs", *args])
+        finally:
+            for patch in patches:
+                patch.restore()
+        return raised.exception.code, out.getvalue(), err.getvalue()  # type: ignore[return-value]
+
+    def load(self, path: Path) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+
+    def test_defaultSet(self) -> None:
+        """
+        A CA, a server certificate for localhost, 127.0.0.1 and ::1, and one
+        client certificate; EC P-256 keys of mode 0600; the paths printed.
+        """
+        directory = Path(self.mktemp()) / "certs"
+        status, out, err = self.certs(str(directory))
+        self.assertEqual((status, err), (0, ""))
+        names = sorted(p.name for p in directory.iterdir())
+        self.assertEqual(names, ["ca.key", "ca.pem", "client.key", "client.pem",
+                                 "server.key", "server.pem"])
+        for name in names:
+            self.assertIn(str(directory / name), out)
+        for key in ("ca.key", "server.key", "client.key"):
+            self.assertEqual(stat.S_IMODE((directory / key).stat().st_mode), 0o600, key)
+        server = self.load(directory / "server.pem")
+        sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual([str(n.value) for n in sans], ["localhost", "127.0.0.1", "::1"])
+        self.assertIsInstance(server.public_key(), ec.EllipticCurvePublicKey)
+        self.assertEqual(server.public_key().curve.name, "secp256r1")
+        client = self.load(directory / "client.pem")
+        self.assertEqual(
+            client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, "client"
+        )
+        # The files work with tcpsc itself.
+        TLSConfig(ca=str(directory / "ca.pem"), cert=str(directory / "server.pem"),
+                  key=str(directory / "server.key")).serverOptions()
+
+    def test_opensslVerifies(self) -> None:
+        """
+        C{openssl verify} accepts the server certificate (for TLS servers)
+        and the client certificates (for TLS clients).
+        """
+        if OPENSSL is None:
+            raise self.skipTest("openssl is not installed")
+        directory = Path(self.mktemp())
+        status, _, _ = self.certs(str(directory), "--client", "alice", "--client", "bob")
+        self.assertEqual(status, 0)
+        for purpose, name in (("sslserver", "server"), ("sslclient", "alice"),
+                              ("sslclient", "bob")):
+            result = subprocess.run(
+                [OPENSSL, "verify", "-purpose", purpose, "-CAfile",
+                 str(directory / "ca.pem"), str(directory / f"{name}.pem")],
+                capture_output=True, text=True, timeout=TIMEOUT,
+            )
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            self.assertIn(": OK", result.stdout)
+        # And it rejects a certificate from another CA, so the check is real.
+        result = subprocess.run(
+            [OPENSSL, "verify", "-CAfile", str(directory / "ca.pem"),
+             certificates().path("other-client.pem")],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+        self.assertNotEqual(result.returncode, 0)
+
+    def test_options(self) -> None:
+        """
+        C{--host} adds names to the server certificate, C{--client} names the
+        client certificates, C{--subject} sets the shared fields, C{--days}
+        the validity.
+        """
+        directory = Path(self.mktemp())
+        status, _, err = self.certs(str(directory), "--host", "example.org", "--host",
+                                    "10.0.0.1", "--client", "alice", "--client", "bob",
+                                    "--subject", "C=DE,ST=Bavaria,L=Munich,O=Example",
+                                    "--days", "10")
+        self.assertEqual((status, err), (0, ""))
+        server = self.load(directory / "server.pem")
+        sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual([str(n.value) for n in sans],
+                         ["localhost", "127.0.0.1", "::1", "example.org", "10.0.0.1"])
+        self.assertFalse((directory / "client.pem").exists())
+        for name in ("alice", "bob"):
+            subject = self.load(directory / f"{name}.pem").subject
+            self.assertEqual(subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+                             name)
+            self.assertEqual(subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value,
+                             "Munich")
+            self.assertEqual(subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value,
+                             "DE")
+        lifetime = server.not_valid_after_utc - datetime.now(UTC)
+        self.assertTrue(timedelta(days=9) < lifetime <= timedelta(days=10), lifetime)
+
+    def test_rsa(self) -> None:
+        """
+        C{--rsa} makes RSA 3072 keys.
+        """
+        directory = Path(self.mktemp())
+        status, _, _ = self.certs(str(directory), "--rsa")
+        self.assertEqual(status, 0)
+        key = self.load(directory / "server.pem").public_key()
+        self.assertIsInstance(key, rsa.RSAPublicKey)
+        self.assertEqual(key.key_size, 3072)
+
+    def test_refusesToOverwrite(self) -> None:
+        """
+        Existing files are not overwritten: exit 1 with one line naming the
+        file and C{--force}; C{--force} replaces them.
+        """
+        directory = Path(self.mktemp())
+        self.assertEqual(self.certs(str(directory))[0], 0)
+        before = (directory / "ca.key").read_bytes()
+        result = tcpsc("certs", str(directory))
+        self.assertEqual(result.returncode, 1)
+        lines = result.stderr.splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertIn("ca.pem exists already", lines[0])
+        self.assertIn("--force", lines[0])
+        self.assertTrue(lines[0].startswith("tcpsc certs: "))
+        self.assertEqual((directory / "ca.key").read_bytes(), before)
+        self.assertEqual(self.certs(str(directory), "--force")[0], 0)
+        self.assertNotEqual((directory / "ca.key").read_bytes(), before)
+        self.assertEqual(stat.S_IMODE((directory / "ca.key").stat().st_mode), 0o600)
+
+    def test_errorsAreOneLine(self) -> None:
+        """
+        Invalid subjects and client names, and unwritable directories, are
+        one line and exit status 1, and write nothing.
+        """
+        blocker = Path(self.mktemp())
+        blocker.write_text("a file")
+        for args, expected in (
+            (("--subject", "XX=1"), "XX"),
+            (("--client", "server"), "reserved"),
+            (("--client", "a/b"), "path separator"),
+        ):
+            directory = Path(self.mktemp())
+            status, _, err = self.certs(str(directory), *args)
+            self.assertEqual(status, 1)
+            lines = err.splitlines()
+            self.assertEqual(len(lines), 1, err)
+            self.assertIn(expected, lines[0])
+            self.assertFalse(directory.exists())
+        status, _, err = self.certs(str(blocker / "sub"))
+        self.assertEqual(status, 1)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("cannot write", err)
+
+
+class _Command(ProcessProtocol):
+    """
+    A spawned C{tcpsc} command: its output, and its exit status once it
+    exited.
+    """
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.err = bytearray()
+        self.exited = False
+        self.exitCode: int | None = None
+        self._waiters: list[Deferred[int | None]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exited = True
+        self.exitCode = reason.value.exitCode
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self.exitCode)
+
+    def ended(self, timeout: float = TIMEOUT) -> Deferred[int | None]:
+        """
+        Fires with the exit status once the command exited; fails after
+        C{timeout} seconds.
+        """
+        if self.exited:
+            return succeed(self.exitCode)
+        waiter: Deferred[int | None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter.addTimeout(timeout, reactor)
+
+
+class ConnectTests(TestCase):
+    """
+    C{tcpsc connect} against a server in this process.
+    """
+
+    async def echoServer(self, tls: TLSConfig | None = None, **kwargs
+                         ) -> tuple[Server, list[bytes], int]:
+        received: list[bytes] = []
+        server: Server
+
+        def onMessage(clientId: int, message: bytes) -> None:
+            received.append(message)
+            server.send(clientId, message)
+
+        server = Server(onMessage=onMessage, **kwargs)
+        self.addCleanup(server.stop)
+        port = await server.listen(0, "127.0.0.1", tls=tls)
+        return server, received, port.getHost().port
+
+    def spawn(self, *args: str) -> _Command:
+        command = _Command()
+        transport = reactor.spawnProcess(
+            command, sys.executable, [sys.executable, "-m", "tcpsc", "connect", *args],
+            env=_environment(),
+        )
+        command.transport = transport
+
+        async def reap() -> None:
+            if not command.exited:
+                transport.signalProcess("KILL")
+                await command.ended()
+
+        self.addCleanup(lambda: ensureDeferred(reap()))
+        return command
+
+    def assertOneLine(self, command: _Command, *expected: str) -> None:
+        lines = command.err.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith("tcpsc connect: "), lines[0])
+        self.assertNotIn("Traceback", lines[0])
+        for text in expected:
+            self.assertIn(text, lines[0])
+
+    def test_echoThroughPipes(self) -> None:
+        """
+        Each input line is one message, each message received one output
+        line; a last line without a newline is sent too; at the end of the
+        input the replies still arrive, then the command exits 0.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer()
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.write("hello\nwörld\r\n\nlast".encode())
+            command.transport.closeStdin()
+            status = await command.ended()
+            self.assertEqual(status, 0, command.err)
+            self.assertEqual(received, [b"hello", "wörld".encode(), b"", b"last"])
+            self.assertEqual(bytes(command.out), "hello\nwörld\n\nlast\n".encode())
+            self.assertEqual(bytes(command.err), b"")
+
+        return ensureDeferred(scenario())
+
+    def test_lateRepliesAfterEndOfInput(self) -> None:
+        """
+        At the end of the input the command waits until the server has been
+        quiet for C{--wait} seconds, so replies that come a little later are
+        still printed.
+        """
+        async def scenario() -> None:
+            server: Server
+
+            def onMessage(clientId: int, message: bytes) -> None:
+                for delay in (0.2, 0.4):
+                    reactor.callLater(delay, server.send, clientId, b"%s %.1f" % (message, delay))
+
+            server = Server(onMessage=onMessage)
+            self.addCleanup(server.stop)
+            port = (await server.listen(0, "127.0.0.1")).getHost().port
+            # The default --wait, one second.
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.write(b"ping\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(bytes(command.out), b"ping 0.2\nping 0.4\n")
+
+        return ensureDeferred(scenario())
+
+    def test_waitZero(self) -> None:
+        """
+        With C{--wait 0} the command exits as soon as its input is sent, and
+        everything sent reaches the server.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer()
+            command = self.spawn("127.0.0.1", str(port), "--wait", "0")
+            lines = [b"line %d" % i for i in range(200)]
+            command.transport.write(b"\n".join(lines) + b"\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            await waitFor(lambda: len(received) == len(lines))
+            self.assertEqual(received, lines)
+
+        return ensureDeferred(scenario())
+
+    def test_delimiter(self) -> None:
+        """
+        C{--delimiter} (with escapes) frames the messages sent; a line
+        containing the delimiter is not sent and said so.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer(delimiter=b"\x1e")
+            command = self.spawn("127.0.0.1", str(port), "--delimiter", "\\x1e")
+            command.transport.write(b"a b\nc\x1ed\nlast\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(received, [b"a b", b"last"])
+            self.assertEqual(bytes(command.out), b"a b\nlast\n")
+            self.assertOneLine(command, "contains the delimiter")
+
+        return ensureDeferred(scenario())
+
+    def test_tls(self) -> None:
+        """
+        With C{--tls} and a client certificate, messages go over TLS 1.3 and
+        the server sees the client's certificate.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            server, received, port = await self.echoServer(
+                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            names: list[str | None] = []
+            server.onEstablished = lambda i: names.append(server.clientSubjectPart(i, "CN"))
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.write(b"secret\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(bytes(command.out), b"secret\n")
+            self.assertEqual(received, [b"secret"])
+            self.assertEqual(names, ["client"])
+
+        return ensureDeferred(scenario())
+
+    def test_clientCertificateRejected(self) -> None:
+        """
+        Without a client certificate, against a server that requires one:
+        exit 1 with one line, the original's code 60.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            _, received, port = await self.echoServer(
+                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
+            command.transport.write(b"secret\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1)
+            self.assertOneLine(command, "rejected this client's certificate", "(code 60)")
+            self.assertEqual(bytes(command.out), b"")
+            self.assertEqual(received, [])
+
+        return ensureDeferred(scenario())
+
+    def test_serverCertificateRejected(self) -> None:
+        """
+        A server certificate from another CA: exit 1 with one line, code 60.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            _, _, port = await self.echoServer(
+                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            command = self.spawn("localhost", str(port), "--tls", "--ca",
+                                 files.path("other-ca.pem"), "--cert", files.client,
+                                 "--key", files.clientKey)
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1)
+            self.assertOneLine(command, "server's certificate", "(code 60)")
+
+        return ensureDeferred(scenario())
+
+    def test_certificateFileProblem(self) -> None:
+        """
+        A missing certificate file: exit 1 with one line naming it and the
+        code 31, before connecting anywhere.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            command = self.spawn("localhost", "1", "--tls", "--ca", files.ca,
+                                 "--cert", "/nonexistent/client.pem", "--key", files.clientKey)
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1)
+            self.assertOneLine(command, "/nonexistent/client.pem", "(code 31)")
+
+        return ensureDeferred(scenario())
+
+    def test_refused(self) -> None:
+        """
+        Nobody listening: exit 1 with one line, the original's code 50.
+        """
+        async def scenario() -> None:
+            # A bound socket that does not listen: connections are refused.
+            holder = socket.socket()
+            self.addCleanup(holder.close)
+            holder.bind(("127.0.0.1", 0))
+            port = holder.getsockname()[1]
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1)
+            self.assertOneLine(command, "refused", "(code 50)")
+
+        return ensureDeferred(scenario())
+
+    def test_serverCloses(self) -> None:
+        """
+        When the server closes the connection, the command exits 0 without
+        waiting for its input to end.
+        """
+        async def scenario() -> None:
+            server: Server
+
+            def onMessage(clientId: int, message: bytes) -> None:
+                server.send(clientId, b"bye")
+                server.disconnect(clientId)
+
+            server = Server(onMessage=onMessage)
+            self.addCleanup(server.stop)
+            port = (await server.listen(0, "127.0.0.1")).getHost().port
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.write(b"hi\n")
+            # Standard input stays open.
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(bytes(command.out), b"bye\n")
+
+        return ensureDeferred(scenario())
+
+    def test_reconnect(self) -> None:
+        """
+        With C{--reconnect}, a lost connection is made again, says so on
+        standard error, and input goes to the new connection.
+        """
+        async def scenario() -> None:
+            server: Server
+            received: list[bytes] = []
+            connections: list[int] = []
+
+            def onMessage(clientId: int, message: bytes) -> None:
+                received.append(message)
+                if message == b"drop":
+                    server.disconnect(clientId)
+                else:
+                    server.send(clientId, message)
+
+            server = Server(onMessage=onMessage, onEstablished=connections.append)
+            self.addCleanup(server.stop)
+            port = (await server.listen(0, "127.0.0.1")).getHost().port
+            command = self.spawn("127.0.0.1", str(port), "--reconnect")
+            command.transport.write(b"drop\n")
+            # Lines read while it is not connected are dropped: wait until it
+            # says it is connected again.
+            await waitFor(lambda: b"reconnected" in command.err, timeout=TIMEOUT)
+            self.assertEqual(len(connections), 2)
+            command.transport.write(b"again\n")
+            await waitFor(lambda: bytes(command.out) == b"again\n", timeout=TIMEOUT)
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertIn(b"reconnecting", bytes(command.err))
+            self.assertEqual(received, [b"drop", b"again"])
+
+        return ensureDeferred(scenario())
+
+    def test_tlsOptionsNeedTLS(self) -> None:
+        """
+        C{--ca}, C{--cert} and C{--key} without C{--tls} are an error, not
+        silently plain TCP.
+        """
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as raised:
+            main(["connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"])
+        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(err.getvalue(),
+                         "tcpsc connect: --ca, --cert and --key only apply with --tls\n")
