@@ -5,7 +5,8 @@ tcpsc: message-oriented TCP and TLS 1.3 servers and clients on Twisted.
 Fragmented mode (L{MessageProtocol}: messages separated by a delimiter) and
 continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
 and connected by L{Client}, with mutual certificate authentication through
-L{TLSConfig}.
+L{TLSConfig}; and the C++ original's blocking API (L{TcpServer},
+L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
 """
 
 from ._client import Client
@@ -25,6 +26,7 @@ from ._errors import (
 from ._framing import MessageProtocol, StreamProtocol
 from ._server import Server
 from ._tls import TLSConfig
+from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
     "CertificateLoadError",
@@ -35,6 +37,7 @@ __all__ = [
     "ListenError",
     "MessageProtocol",
     "PortError",
+    "ReactorThreadError",
     "Server",
     "ServerCertificateRejected",
     "ServerError",
@@ -42,5 +45,9 @@ __all__ = [
     "StreamProtocol",
     "TLSConfig",
     "TLSHandshakeError",
+    "TcpClient",
+    "TcpServer",
     "TcpscError",
+    "TlsClient",
+    "TlsServer",
 ]

@@ -1,0 +1,1155 @@
+# -*- test-case-name: tests.test_blocking_general,tests.test_blocking_fragmented,tests.test_blocking_continuous,tests.test_blocking_regressions -*-
+"""
+Layer 5: the C++ original's API, for programs that do not run a reactor.
+
+L{TcpServer}, L{TlsServer}, L{TcpClient} and L{TlsClient} keep the names,
+arguments and start codes of the original's four classes (see
+C{ORIGINAL_SPEC.md} §2-§7), as a thin shell over L{tcpsc.Server} and
+L{tcpsc.Client}::
+
+    server = TcpServer(b"\\n")
+    server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
+    server.start(8081)
+    ...
+    server.stop()
+
+How it runs:
+
+  - One reactor runs in a background daemon thread shared by every object
+    of this module (see L{tcpsc._reactorthread}); C{start()} and C{stop()}
+    block the calling thread until the reactor has done the work, and raise
+    L{ReactorThreadError} when called from the reactor thread itself.
+  - Callbacks ("workers") run on worker threads, never in the reactor
+    thread: per connection one after the other and in order, across
+    connections concurrently (L{tcpsc._workers}).  All messages of one read
+    are handed to the worker thread at once.  A worker slower than its peer
+    pauses reading from that connection only; TCP flow control then slows
+    the peer down.
+  - C{sendMsg} may be called from any thread.  It validates the message in
+    the calling thread and queues it; the reactor writes queued messages in
+    batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
+    waits up to C{sendTimeout} seconds for room, then returns C{False}.
+
+Differences from the original, all deliberate (its bugs B1-B24 are not
+carried over): messages arrive in order; ids are never reused; C{start()}
+raises L{tcpsc.StartError} carrying the original's code instead of returning
+it; a server may be stopped from its own callbacks and restarted on the same
+port at once; a TLS client whose certificate the server rejects gets code 60
+from C{start()} instead of a connection that dies a moment later; TLS means
+TLS 1.3, and a verifying client also checks the server's host name.
+Messages are delivered as C{bytes}; C{sendMsg} takes C{bytes} or C{str}
+(encoded as UTF-8).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._client import Client
+from ._errors import ClientError, PortError, ServerError, StartError
+from ._framing import DEFAULT_MAX_MESSAGE_LENGTH, MessageProtocol, StreamProtocol
+from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
+from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
+from ._server import DEFAULT_MAX_CONNECTIONS, Server
+from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
+from ._workers import SerialExecutor, WorkerPool, currentExecutor
+
+__all__ = ["ReactorThreadError", "TcpClient", "TcpServer", "TlsClient", "TlsServer"]
+
+#: Default of C{sendTimeout}: how long C{sendMsg} waits for a slow reader.
+DEFAULT_SEND_TIMEOUT = 10.0
+
+#: Received bytes queued for a connection's worker above which reading from
+#: that connection pauses, and below which it resumes.
+INBOX_HIGH_WATER = 1024 * 1024
+INBOX_LOW_WATER = 256 * 1024
+
+_DEFAULT: Any = object()
+
+#: The original names subject parts by OpenSSL NID; these are the common ones.
+_NIDS = {
+    13: NameOID.COMMON_NAME,
+    14: NameOID.COUNTRY_NAME,
+    15: NameOID.LOCALITY_NAME,
+    16: NameOID.STATE_OR_PROVINCE_NAME,
+    17: NameOID.ORGANIZATION_NAME,
+    18: NameOID.ORGANIZATIONAL_UNIT_NAME,
+    48: NameOID.EMAIL_ADDRESS,
+}
+
+_pool: WorkerPool | None = None
+_poolLock = threading.Lock()
+
+
+def _workerPool() -> WorkerPool:
+    global _pool
+    with _poolLock:
+        if _pool is None:
+            _pool = WorkerPool()
+        return _pool
+
+
+def _reactorThread() -> ReactorThread:
+    """
+    The shared reactor thread, refusing calls made from it.
+    """
+    thread = sharedReactorThread()
+    if thread.isReactorThread():
+        raise ReactorThreadError(
+            "the blocking API of tcpsc was called from the reactor thread, where "
+            "it would wait for itself forever; code running in the reactor "
+            "(Twisted callbacks and protocols) must use the Twisted-native API, "
+            "tcpsc.Server and tcpsc.Client, instead of tcpsc.blocking"
+        )
+    return thread
+
+
+def _asBytes(value: bytes | bytearray | memoryview | str, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def _delimiterBytes(delimiter: bytes | str | int | None) -> bytes | None:
+    if delimiter is None:
+        return None
+    if isinstance(delimiter, bool):
+        raise TypeError("the delimiter must be bytes, str or a byte value, not a bool")
+    if isinstance(delimiter, int):
+        if not 0 <= delimiter <= 255:
+            raise ValueError(f"a delimiter given as a number must be 0-255, not {delimiter}")
+        return bytes((delimiter,))
+    result = _asBytes(delimiter, "the delimiter")
+    if not result:
+        raise ValueError("the delimiter must not be empty (use None for continuous mode)")
+    return result
+
+
+def _subjectOID(part: x509.ObjectIdentifier | str | int, error: type[Exception],
+                whose: str) -> x509.ObjectIdentifier:
+    """
+    Resolve a subject part given as a L{NameOID}, a short name (C, ST, L, O,
+    OU, CN, emailAddress) or an OpenSSL NID number.
+    """
+    if isinstance(part, int) and not isinstance(part, bool):
+        oid = _NIDS.get(part)
+        if oid is None:
+            raise error(f"Invalid NID {part} for {whose} certificate subject")
+        return oid
+    try:
+        return nameOID(part)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise error(f"Invalid subject part {part!r} for {whose} certificate subject: {e}"
+                    ) from None
+
+
+def _subjectValue(certificate: x509.Certificate | None, part: x509.ObjectIdentifier | str | int,
+                  error: type[Exception], whose: str) -> str:
+    oid = _subjectOID(part, error, whose)
+    if certificate is None:
+        raise error(f"The {whose} presented no certificate to read subject part {part!r} from")
+    attributes = certificate.subject.get_attributes_for_oid(oid)
+    if not attributes:
+        raise error(f"The {whose} certificate subject has no part {part!r}")
+    value = attributes[0].value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _certificatePath(value: str | os.PathLike[str] | bytes | None) -> str | bytes:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value
+    return os.fspath(value)
+
+
+class _BlockingMessageProtocol(MessageProtocol):
+    """
+    Fragmented mode: collects the messages of one read and hands them to the
+    connection's worker at once.
+    """
+
+    _conn: _Connection | None = None
+    _inbox: list[bytes] | None = None
+    _early: list[tuple[list[bytes], int]] | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        inbox: list[bytes] = []
+        self._inbox = inbox
+        try:
+            MessageProtocol.dataReceived(self, data)
+        finally:
+            self._inbox = None
+        if inbox:
+            self._handOver(inbox, len(data))
+
+    def messageReceived(self, message: bytes) -> None:
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.append(message)
+        else:
+            self._handOver([message], len(message))
+
+    def _handOver(self, batch: list[bytes], size: int) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.handOver(batch, size)
+        else:
+            # Before the connection is established (TLS data that overtook
+            # the readiness gate): kept until it is.
+            if self._early is None:
+                self._early = []
+            self._early.append((batch, size))
+
+
+class _BlockingStreamProtocol(StreamProtocol):
+    """
+    Continuous mode: hands every chunk read to the connection's worker.
+    """
+
+    _conn: _Connection | None = None
+    _early: list[tuple[list[bytes], int]] | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.handOver([data], len(data))
+        else:
+            if self._early is None:
+                self._early = []
+            self._early.append(([data], len(data)))
+
+
+class _Connection:
+    """
+    One established connection as the blocking API sees it: its worker
+    queue, its output queue, and what the getters report about it.
+
+    @ivar finished: set once the closed worker has run.
+    """
+
+    log = Logger()
+
+    def __init__(self, owner: _Endpoint, connectionId: int, protocol: Any,
+                 consume: Callable[[_Connection, list[bytes]], None]) -> None:
+        self.owner = owner
+        self.connectionId = connectionId
+        self.protocol = protocol
+        self._consume = consume
+        self._reactorThread = owner._reactorThreadObject
+        self.executor = SerialExecutor(_workerPool())
+        self.output = OutputQueue(self._reactorThread.callFromThread, self._write,
+                                  owner.maxPendingOutput)
+        transport = protocol.transport
+        peer = transport.getPeer()
+        self.ip: str = getattr(peer, "host", "")
+        self.certificate: x509.Certificate | None = peerCertificate(transport)
+        self.stream: Any = None
+        self.reason: Failure | None = None
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self._inbox = 0
+        self._readPaused = False
+        self._resumeScheduled = False
+        self._fragmented = isinstance(protocol, MessageProtocol)
+        # Sending validates in the caller's thread.  With a one-byte
+        # delimiter (which messageAppend cannot contain) the rule is short
+        # enough to inline; longer delimiters use the protocol's own check.
+        self._delimiter: bytes = b""
+        self._suffix: bytes | None = None
+        self._appendLength = 0
+        self._maxLength: int | None = None
+        if self._fragmented and len(protocol.delimiter) == 1:
+            self._delimiter = protocol.delimiter
+            self._suffix = protocol.messageAppend + protocol.delimiter
+            self._appendLength = len(protocol.messageAppend)
+            self._maxLength = protocol.maxMessageLength
+
+    # -- the reactor thread -------------------------------------------------
+
+    def begin(self, established: Callable[[_Connection], None]) -> None:
+        """
+        Start serving: output back-pressure, the established worker, then
+        whatever arrived before.
+        """
+        protocol = self.protocol
+        self.output.attach(protocol.transport)
+        self.executor.submit(established, self)
+        protocol._conn = self
+        early, protocol._early = protocol._early, None
+        for batch, size in early or ():
+            self.handOver(batch, size)
+
+    def end(self, reason: Failure | None, closed: Callable[[_Connection], None]) -> None:
+        """
+        The connection is gone: drop unsent output, queue the closed worker
+        after every message received.
+        """
+        self.reason = reason
+        self.output.close()
+        self.executor.submit(closed, self)
+
+    def handOver(self, batch: list[bytes], size: int) -> None:
+        with self._lock:
+            self._inbox += size
+            pause = self._inbox > INBOX_HIGH_WATER and not self._readPaused
+            if pause:
+                self._readPaused = True
+        self.executor.submit(self._run, (batch, size))
+        if pause:
+            self.protocol.pauseReading()
+
+    def _resume(self) -> None:
+        with self._lock:
+            self._resumeScheduled = False
+            if not self._readPaused or self._inbox > INBOX_LOW_WATER:
+                return
+            self._readPaused = False
+        self.protocol.resumeReading()
+
+    def _write(self, data: bytes) -> None:
+        protocol = self.protocol
+        transport = protocol.transport
+        if protocol.connected and transport is not None and not transport.disconnecting:
+            transport.write(data)
+
+    # -- worker threads -------------------------------------------------------
+
+    def _run(self, work: tuple[list[bytes], int]) -> None:
+        batch, size = work
+        try:
+            self._consume(self, batch)
+        finally:
+            with self._lock:
+                self._inbox -= size
+                resume = (self._readPaused and not self._resumeScheduled
+                          and self._inbox <= INBOX_LOW_WATER)
+                if resume:
+                    self._resumeScheduled = True
+            if resume:
+                self._reactorThread.callFromThread(self._resume)
+
+    # -- any thread -----------------------------------------------------------
+
+    def send(self, message: bytes | str) -> bool:
+        if type(message) is not bytes:
+            message = _asBytes(message, "the message")
+        suffix = self._suffix
+        if suffix is not None:
+            if self._delimiter in message:
+                return False
+            maxLength = self._maxLength
+            if maxLength is not None and len(message) + self._appendLength > maxLength:
+                return False
+            frame = message + suffix
+        elif self._fragmented:
+            framed = self.protocol.frame(message)
+            if framed is None:
+                return False
+            frame = framed
+        elif not message:
+            return not self.output.closed
+        else:
+            frame = message
+        if threading.get_ident() == self._reactorThread._ident:
+            return self.output.put(frame, 0)
+        return self.output.put(frame, self.owner.sendTimeout)
+
+
+class _Endpoint:
+    """
+    What servers and clients share: settings, the reactor thread, callbacks
+    on worker threads.
+    """
+
+    log = Logger()
+
+    def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
+                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int) -> None:
+        # The seed's spelling TcpServer(b"|", 4096): a number in the place of
+        # messageAppend is the maximum message length.
+        if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
+            if maxMessageLength is not _DEFAULT:
+                raise TypeError("maxMessageLength given twice")
+            maxMessageLength, messageAppend = messageAppend, b""
+        self._delimiter = _delimiterBytes(delimiter)
+        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
+        if self._delimiter is None:
+            if append or maxMessageLength is not _DEFAULT:
+                raise ValueError(
+                    "messageAppend and maxMessageLength apply to fragmented mode only; "
+                    "give a delimiter, or leave them out for continuous mode"
+                )
+            self._maxMessageLength: int | None = None
+        else:
+            if maxMessageLength is _DEFAULT:
+                maxMessageLength = DEFAULT_MAX_MESSAGE_LENGTH
+            if maxMessageLength is not None and (
+                isinstance(maxMessageLength, bool) or not isinstance(maxMessageLength, int)
+                or maxMessageLength < 0
+            ):
+                raise ValueError(f"maxMessageLength must be a non-negative int or None, "
+                                 f"not {maxMessageLength!r}")
+            if self._delimiter in append:
+                raise ValueError(f"messageAppend {append!r} contains the delimiter")
+            self._maxMessageLength = maxMessageLength
+        self._messageAppend = append
+        #: Seconds C{sendMsg} waits for a slow reader before giving up.
+        self.sendTimeout = sendTimeout
+        #: Bytes a connection may queue for sending beyond what its socket holds.
+        self.maxPendingOutput = maxPendingOutput
+        # Set by start(): the reactor thread is started on first use.
+        self._reactorThreadObject: ReactorThread = None  # type: ignore[assignment]
+        self._cond = threading.Condition(threading.Lock())
+        self._live: dict[int, _Connection] = {}
+        self._inStop: set[SerialExecutor] = set()
+        self._running = False
+        self._starting = False
+        self._workOnMessage: Callable[..., object] | None = None
+
+    @property
+    def continuous(self) -> bool:
+        """
+        Whether this object works in continuous mode (no delimiter).
+        """
+        return self._delimiter is None
+
+    def _coreSettings(self) -> dict[str, Any]:
+        if self._delimiter is None:
+            return {"protocol": _BlockingStreamProtocol, "stream": True}
+        return {
+            "protocol": _BlockingMessageProtocol,
+            "delimiter": self._delimiter,
+            "messageAppend": self._messageAppend,
+            "maxMessageLength": self._maxMessageLength,
+        }
+
+    def isRunning(self) -> bool:
+        """
+        Whether the server listens / the client is connected.
+        """
+        return self._running
+
+    def setWorkOnMessage(self, worker: Callable[..., object] | None) -> None:
+        """
+        Set the worker called with each received message.  In continuous
+        mode it is called with each received chunk of bytes (as well as the
+        chunk going to the stream).
+        """
+        self._workOnMessage = _checkCallable(worker)
+
+    def _callWorker(self, what: str, connectionId: int, worker: Callable[..., object] | None,
+                    *args: object) -> None:
+        if worker is None:
+            return
+        try:
+            worker(*args)
+        except Exception:
+            self.log.failure("The {what} worker raised for connection {connectionId}",
+                             what=what, connectionId=connectionId)
+
+    def _waitForWorkers(self, timeout: float | None) -> bool:
+        """
+        Wait until the closed worker of every connection has run, except
+        those of connections whose worker is itself waiting in C{stop()}
+        (that worker's own closed worker runs after it returns).
+        """
+        me = currentExecutor()
+        cond = self._cond
+        with cond:
+            if me is not None:
+                self._inStop.add(me)
+                cond.notify_all()
+            try:
+                return cond.wait_for(
+                    lambda: all(c.executor in self._inStop for c in self._live.values()),
+                    timeout,
+                )
+            finally:
+                if me is not None:
+                    self._inStop.discard(me)
+
+    def _finished(self, conn: _Connection) -> None:
+        conn.finished.set()
+        with self._cond:
+            if self._live.get(conn.connectionId) is conn:
+                del self._live[conn.connectionId]
+            self._cond.notify_all()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # type: ignore[attr-defined]
+
+
+def _checkCallable(worker: Callable[..., object] | None) -> Callable[..., object] | None:
+    if worker is not None and not callable(worker):
+        raise TypeError(f"a worker must be callable or None, not {worker!r}")
+    return worker
+
+
+class TcpServer(_Endpoint):
+    """
+    A message server, as the original's C{TcpServer}.
+
+    C{TcpServer()} serves continuous mode; C{TcpServer(delimiter)} (or
+    C{TcpServer(b"|", 4096)}, C{TcpServer(b"|", maxMessageLength=4096)})
+    fragmented mode.  Set the workers, then L{start}.
+
+    Connection ids are positive integers, unique for the life of the object.
+    """
+
+    _tls = False
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None = None,
+        messageAppend: bytes | str = b"",
+        maxMessageLength: int | None = _DEFAULT,
+        *,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
+        maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
+        handshakeTimeout: float | None = 10.0,
+        closeTimeout: float = 10.0,
+    ) -> None:
+        """
+        @param delimiter: one or more bytes (or a str, or a byte value such
+            as C{0}) ending each message; C{None} for continuous mode.
+        @param messageAppend: appended to every message sent, before the
+            delimiter.  A number here is taken as C{maxMessageLength}.
+        @param maxMessageLength: the longest message sent or received
+            (C{messageAppend} included); longer ones are refused by
+            C{sendMsg} and dropped on receipt.  C{None} for no limit.
+            Default 16 MiB.
+        @param maxConnections: connections beyond this are refused.
+        @param sendTimeout: seconds C{sendMsg} waits for a slow reader to
+            make room before it returns C{False}; C{None} waits forever.
+        @param maxPendingOutput: bytes queued for one connection beyond which
+            C{sendMsg} waits.
+        @param handshakeTimeout: seconds a TLS client has for its handshake.
+        @param closeTimeout: seconds L{stop} lets connections flush before
+            it aborts them.
+        """
+        super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
+                         maxPendingOutput)
+        self.maxConnections = maxConnections
+        self.handshakeTimeout = handshakeTimeout
+        self.closeTimeout = closeTimeout
+        self._core: Server | None = None
+        self._conns: dict[int, _Connection] = {}
+        self._port: int | None = None
+        self._stopDone = threading.Event()
+        self._stopDone.set()
+        self._workOnEstablished: Callable[[int], object] | None = None
+        self._workOnClosed: Callable[[int], object] | None = None
+        self._createForwardStream: Callable[[int], IO[bytes]] | None = None
+
+    # -- workers ----------------------------------------------------------------
+
+    def setWorkOnMessage(self, worker: Callable[[int, bytes], object] | None) -> None:
+        """
+        Call C{worker(clientId, message)} with each message received, on a
+        worker thread; the messages of one connection in order, one at a
+        time.
+        """
+        super().setWorkOnMessage(worker)
+
+    def setWorkOnEstablished(self, worker: Callable[[int], object] | None) -> None:
+        """
+        Call C{worker(clientId)} when a connection is established (for TLS:
+        after the handshake with the client verified), before its first
+        message.
+        """
+        self._workOnEstablished = _checkCallable(worker)
+
+    def setWorkOnClosed(self, worker: Callable[[int], object] | None) -> None:
+        """
+        Call C{worker(clientId)} when a connection ended, after its last
+        message.
+        """
+        self._workOnClosed = _checkCallable(worker)
+
+    def setCreateForwardStream(self, creator: Callable[[int], IO[bytes]] | None) -> None:
+        """
+        Continuous mode: call C{creator(clientId)} for each new connection;
+        it returns a binary file-like object (with C{write}) that gets the
+        connection's bytes, and that the server closes when the connection
+        ends.  Without a creator the bytes are discarded (unless a message
+        worker takes them).
+        """
+        self._createForwardStream = _checkCallable(creator)  # type: ignore[assignment]
+
+    # -- start and stop -----------------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        """
+        The port listened on, or C{None} when not running.
+        """
+        return self._port if self._running else None
+
+    def start(self, port: int, *, interface: str = "") -> int:
+        """
+        Listen on C{port}; return once listening.
+
+        @param port: 1-65535, or 0 for a free port.
+        @param interface: the address to listen on; all IPv4 addresses by
+            default, C{"::"} for IPv6 (and IPv4, where the system allows).
+        @return: the port listened on.
+        @raise StartError: with C{.code}: -1 already running, 10 bad port,
+            30-35 certificate files (TLS), 42 cannot listen (port in use).
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        return self._start(port, interface, None)
+
+    def _start(self, port: int, interface: str, tls: Callable[[], TLSConfig] | None) -> int:
+        reactorThread = self._reactorThreadObject = _reactorThread()
+        with self._cond:
+            if self._running or self._starting:
+                raise StartError("the server is already running", -1)
+            self._starting = True
+        try:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
+            config = tls() if tls is not None else None
+            listening = reactorThread.call(30.0, self._listen, port, interface, config)
+            self._stopDone.clear()
+            self._port = listening.getHost().port
+            self._running = True
+            self.log.info("Blocking server listening on port {port}", port=self._port)
+            return self._port
+        finally:
+            with self._cond:
+                self._starting = False
+
+    def _listen(self, port: int, interface: str, tls: TLSConfig | None) -> Any:
+        if self._core is None:
+            self._core = Server(
+                **self._coreSettings(),
+                maxConnections=self.maxConnections,
+                handshakeTimeout=self.handshakeTimeout,
+                closeTimeout=self.closeTimeout,
+                onEstablished=self._established,
+                onClosed=self._closed,
+                reactor=self._reactorThreadObject.reactor,
+            )
+        return self._core.listen(port, interface, tls)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """
+        Stop listening and close every connection, after writing what
+        C{sendMsg} accepted for it; the closed worker runs for each.  Returns
+        when all that is done (within C{closeTimeout}, after which
+        connections that did not flush are aborted) and the closed workers
+        have run.
+
+        May be called from a worker: that connection's own closed worker
+        then runs after the calling worker returns.  Does nothing when not
+        running.
+
+        @param timeout: seconds to wait for the closed workers; C{None} waits
+            as long as they take.
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        if self._core is None:
+            return
+        reactorThread = _reactorThread()
+        with self._cond:
+            wasRunning = self._running
+            self._running = False
+        if wasRunning:
+            try:
+                reactorThread.call(self.closeTimeout + 10.0, self._stopListening)
+            finally:
+                self._port = None
+                self._stopDone.set()
+        else:
+            self._stopDone.wait(self.closeTimeout + 10.0)
+        if not self._waitForWorkers(timeout):
+            self.log.warn("stop(): closed workers still running after {timeout} s",
+                          timeout=timeout)
+
+    def _stopListening(self) -> Any:
+        for conn in list(self._conns.values()):
+            conn.output.finish()
+        assert self._core is not None
+        return self._core.stop()
+
+    # -- the registry (reactor thread) ----------------------------------------
+
+    def _established(self, clientId: int) -> None:
+        assert self._core is not None
+        protocol = self._core.connection(clientId)
+        conn = _Connection(self, clientId, protocol, self._consume)
+        with self._cond:
+            self._conns[clientId] = conn
+            self._live[clientId] = conn
+        conn.begin(self._runEstablished)
+
+    def _closed(self, clientId: int) -> None:
+        with self._cond:
+            conn = self._conns.pop(clientId, None)
+        if conn is not None:
+            conn.end(None, self._runClosed)
+
+    # -- worker threads -----------------------------------------------------------
+
+    def _runEstablished(self, conn: _Connection) -> None:
+        clientId = conn.connectionId
+        creator = self._createForwardStream
+        if self._delimiter is None and creator is not None:
+            try:
+                conn.stream = creator(clientId)
+            except Exception:
+                self.log.failure("The forward stream creator raised for connection "
+                                 "{connectionId}", connectionId=clientId)
+        self._callWorker("established", clientId, self._workOnEstablished, clientId)
+
+    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+        clientId = conn.connectionId
+        if self._delimiter is None:
+            stream = conn.stream
+            if stream is not None:
+                try:
+                    for chunk in batch:
+                        stream.write(chunk)
+                    flush = getattr(stream, "flush", None)
+                    if flush is not None:
+                        flush()
+                except Exception:
+                    self.log.failure("Writing to the forward stream of connection "
+                                     "{connectionId} failed", connectionId=clientId)
+        worker = self._workOnMessage
+        if worker is None:
+            return
+        for message in batch:
+            try:
+                worker(clientId, message)
+            except Exception:
+                self.log.failure("The message worker raised for connection {connectionId}",
+                                 connectionId=clientId)
+
+    def _runClosed(self, conn: _Connection) -> None:
+        clientId = conn.connectionId
+        try:
+            self._callWorker("closed", clientId, self._workOnClosed, clientId)
+        finally:
+            stream, conn.stream = conn.stream, None
+            close = getattr(stream, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    self.log.failure("Closing the forward stream of connection "
+                                     "{connectionId} failed", connectionId=clientId)
+            self._finished(conn)
+
+    # -- any thread -------------------------------------------------------------------
+
+    def sendMsg(self, clientId: int, msg: bytes | str) -> bool:
+        """
+        Send a message (continuous mode: bytes as they are) to a client.
+
+        Waits up to C{sendTimeout} seconds while the client reads too
+        slowly to make room.
+
+        @return: C{False} if the id is not connected, the message contains
+            the delimiter or is longer than C{maxMessageLength} (together with
+            C{messageAppend}), or the client did not make room in time.
+        """
+        conn = self._conns.get(clientId)
+        if conn is None:
+            return False
+        return conn.send(msg)
+
+    def getAllClientIds(self) -> list[int]:
+        """
+        The ids of the connected clients, ascending.
+        """
+        with self._cond:
+            return sorted(self._conns)
+
+    def _connection(self, clientId: int, what: str) -> _Connection:
+        conn = self._conns.get(clientId)
+        if conn is None:
+            raise ServerError(f"No connected client {clientId!r} to read {what} from")
+        return conn
+
+    def getClientIp(self, clientId: int) -> str:
+        """
+        The IP address (IPv4 or IPv6) of a connected client.
+
+        @raise ServerError: no such client.
+        """
+        return self._connection(clientId, "the IP address").ip
+
+
+class TlsServer(TcpServer):
+    """
+    A TLS 1.3 message server, as the original's C{TlsServer}.
+
+    Certificates are given by L{setCertificates} or to L{start}.  Without a
+    CA, clients are not asked for certificates (and
+    L{requireClientAuthentication} has no effect, as in the original); with a
+    CA, clients must present a certificate issued by it unless
+    C{requireClientAuthentication(False)} was called.
+    """
+
+    _tls = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ca: str | bytes = ""
+        self._cert: str | bytes = ""
+        self._key: str | bytes = ""
+        self._clientAuth = True
+
+    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
+                        cert: str | os.PathLike[str] | bytes | None = "",
+                        key: str | os.PathLike[str] | bytes | None = "") -> None:
+        """
+        Set the paths (or PEM bytes) of the CA certificate, the server's
+        certificate and its key; read at L{start}.  Empty means not set.
+        """
+        self._ca = _certificatePath(ca)
+        self._cert = _certificatePath(cert)
+        self._key = _certificatePath(key)
+
+    def clearCertificates(self) -> None:
+        """
+        Forget the certificates set.
+        """
+        self.setCertificates("", "", "")
+
+    def requireClientAuthentication(self, clientAuth: bool = True) -> None:
+        """
+        Whether clients must present a certificate issued by the CA (default
+        C{True}); has no effect without a CA.
+        """
+        self._clientAuth = bool(clientAuth)
+
+    def start(self, port: int, ca: str | os.PathLike[str] | bytes | None = None,  # type: ignore[override]
+              cert: str | os.PathLike[str] | bytes | None = None,
+              key: str | os.PathLike[str] | bytes | None = None, *, interface: str = "") -> int:
+        """
+        Listen on C{port} with TLS 1.3; return once listening.
+
+        @param ca: if any of C{ca}, C{cert}, C{key} is given, they replace
+            the certificates set by L{setCertificates}.
+        @return: the port listened on.
+        @raise StartError: as L{TcpServer.start}, and 30/31/32 for a CA,
+            certificate or key file that cannot be read (31/32 also when not
+            set), 33/34/35 for one that is not valid (35 also for a key that
+            does not match the certificate).
+        """
+        if ca is not None or cert is not None or key is not None:
+            self.setCertificates(ca, cert, key)
+        return self._start(port, interface, self._tlsConfig)
+
+    def _tlsConfig(self) -> TLSConfig:
+        ca: str | bytes | None = self._ca or None
+        if ca is not None and not self._clientAuth:
+            # The original reads the CA file but asks clients for nothing;
+            # read it for the same errors (30, 33), then leave it out.
+            loadCertificates(ca, "CA certificate", 30, 33)
+            ca = None
+        return TLSConfig(ca=ca, cert=self._cert or None, key=self._key or None,
+                         requireClientCertificate=ca is not None)
+
+    def getSubjPartFromClientCert(self, clientId: int,
+                                  subjPart: x509.ObjectIdentifier | str | int) -> str:
+        """
+        One part of the subject of a client's certificate.
+
+        @param subjPart: a L{NameOID}, a short name (C, ST, L, O, OU, CN,
+            emailAddress) or the original's OpenSSL NID number (13 CN,
+            14 C, 15 L, 16 ST, 17 O, 18 OU, 48 emailAddress).
+        @raise ServerError: no such client, the client presented no
+            certificate, or its subject has no such part.
+        """
+        conn = self._connection(clientId, "a certificate subject part")
+        return _subjectValue(conn.certificate, subjPart, ServerError, "client")
+
+
+class TcpClient(_Endpoint):
+    """
+    A message client, as the original's C{TcpClient}.
+
+    C{TcpClient()} works in continuous mode and writes what it receives to
+    C{output} (default: standard output); C{TcpClient(delimiter)} in
+    fragmented mode, handing messages to the worker set by
+    L{setWorkOnMessage}.
+    """
+
+    _tls = False
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None = None,
+        messageAppend: bytes | str = b"",
+        maxMessageLength: int | None = _DEFAULT,
+        output: IO[bytes] | None = None,
+        *,
+        sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
+        maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
+        connectTimeout: float = 30.0,
+    ) -> None:
+        """
+        @param delimiter: as for L{TcpServer}; C{None} for continuous mode.
+        @param messageAppend: as for L{TcpServer}.
+        @param maxMessageLength: as for L{TcpServer}.
+        @param output: continuous mode: a binary file-like object receiving
+            the bytes from the server (written and flushed from a worker
+            thread; not closed by the client).  Default C{sys.stdout.buffer}.
+        @param sendTimeout: as for L{TcpServer}.
+        @param maxPendingOutput: as for L{TcpServer}.
+        @param connectTimeout: seconds L{start} may take to connect (and
+            complete the TLS handshake) before it fails with code 50.
+        """
+        if hasattr(delimiter, "write"):
+            # The original's TcpClient(std::ostream&) spelling.
+            output, delimiter = delimiter, None  # type: ignore[assignment]
+        super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
+                         maxPendingOutput)
+        self.output = output
+        self.connectTimeout = connectTimeout
+        self._core: Client | None = None
+        self._conn: _Connection | None = None
+        self._connections = 0
+        self._workOnClosed: Callable[[BaseException], object] | None = None
+
+    def setWorkOnMessage(self, worker: Callable[[bytes], object] | None) -> None:
+        """
+        Call C{worker(message)} with each message received, on a worker
+        thread, in order, one at a time.
+        """
+        super().setWorkOnMessage(worker)
+
+    def setWorkOnClosed(self, worker: Callable[[BaseException], object] | None) -> None:
+        """
+        Call C{worker(reason)} when the connection ends, whoever ended it,
+        after the last message; C{reason} is the exception that ended it
+        (such as L{twisted.internet.error.ConnectionDone}).  The original has
+        no such callback; it only turns C{isRunning()} false.
+        """
+        self._workOnClosed = _checkCallable(worker)
+
+    def start(self, host: str, port: int) -> None:
+        """
+        Connect to C{host}:C{port}; return once connected (for TLS: once the
+        handshake is done and the server accepted this client).
+
+        @raise StartError: with C{.code}: -1 already running, 10 bad port,
+            30-35 certificate files (TLS), 50 cannot connect (refused,
+            unresolvable host, timed out), 60 TLS handshake failed (also when
+            either side rejected the other's certificate).
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        reactorThread = self._reactorThreadObject = _reactorThread()
+        with self._cond:
+            if self._running or self._starting:
+                raise StartError("the client is already running", -1)
+            self._starting = True
+        try:
+            tls = self._tlsConfig()
+            core = Client(
+                **self._coreSettings(),
+                onEstablished=self._established,
+                onClosed=self._closed,
+                connectTimeout=self.connectTimeout,
+                reactor=reactorThread.reactor,
+            )
+            self._core = core
+            try:
+                reactorThread.call(self.connectTimeout + 10.0, core.connect, host, port, tls)
+            except TimeoutError as e:
+                reactorThread.callFromThread(core.disconnect)
+                raise StartError(f"connecting to {host}:{port} did not complete", 50) from e
+            except BaseException:
+                if self._core is core:
+                    self._core = None
+                raise
+        finally:
+            with self._cond:
+                self._starting = False
+
+    def _tlsConfig(self) -> TLSConfig | None:
+        return None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """
+        Close the connection after writing what C{sendMsg} accepted; return
+        once it is closed and the closed worker has run (unless called from
+        this client's own worker).  Does nothing when not connected.
+
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        core = self._core
+        if core is None and not self._live:
+            return
+        reactorThread = _reactorThread()
+        if core is not None:
+            reactorThread.call(self.connectTimeout + 10.0, self._disconnect, core)
+        if not self._waitForWorkers(timeout):
+            self.log.warn("stop(): the closed worker still runs after {timeout} s",
+                          timeout=timeout)
+
+    def _disconnect(self, core: Client) -> Any:
+        conn = self._conn
+        if conn is not None:
+            conn.output.finish()
+        if self._core is core:
+            self._core = None
+        return core.disconnect()
+
+    # -- the reactor thread -------------------------------------------------------
+
+    def _established(self, protocol: Any) -> None:
+        self._connections += 1
+        conn = _Connection(self, self._connections, protocol, self._consume)
+        with self._cond:
+            self._conn = conn
+            self._live[conn.connectionId] = conn
+            self._running = True
+        conn.begin(self._runEstablished)
+
+    def _closed(self, reason: Failure) -> None:
+        with self._cond:
+            conn, self._conn = self._conn, None
+            self._running = False
+        if conn is not None:
+            conn.end(reason, self._runClosed)
+
+    # -- worker threads -----------------------------------------------------------
+
+    def _runEstablished(self, conn: _Connection) -> None:
+        pass
+
+    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+        if self._delimiter is None:
+            output = self.output if self.output is not None else sys.stdout.buffer
+            try:
+                for chunk in batch:
+                    output.write(chunk)
+                output.flush()
+            except Exception:
+                self.log.failure("Writing received bytes to the client's output failed")
+        worker = self._workOnMessage
+        if worker is None:
+            return
+        for message in batch:
+            try:
+                worker(message)
+            except Exception:
+                self.log.failure("The client's message worker raised")
+
+    def _runClosed(self, conn: _Connection) -> None:
+        try:
+            reason = conn.reason.value if conn.reason is not None else None
+            self._callWorker("closed", conn.connectionId, self._workOnClosed, reason)
+        finally:
+            self._finished(conn)
+
+    # -- any thread -------------------------------------------------------------------
+
+    def sendMsg(self, msg: bytes | str) -> bool:
+        """
+        Send a message (continuous mode: bytes as they are) to the server.
+
+        @return: C{False} if not connected, the message contains the
+            delimiter or is too long, or the server did not make room within
+            C{sendTimeout}.
+        """
+        conn = self._conn
+        if conn is None:
+            return False
+        return conn.send(msg)
+
+
+class TlsClient(TcpClient):
+    """
+    A TLS 1.3 message client, as the original's C{TlsClient}.
+
+    Without a CA, or after C{requireServerAuthentication(False)}, the
+    server's certificate is not verified at all (as in the original);
+    otherwise it must be issued by the CA and, unless C{verifyHostname} is
+    false, be valid for the host name connected to.  A client certificate
+    is presented only if both C{cert} and C{key} are set.
+    """
+
+    _tls = True
+
+    def __init__(self, *args: Any, verifyHostname: bool = True, **kwargs: Any) -> None:
+        """
+        @param verifyHostname: check that a verified server's certificate
+            names the host connected to (the original checks no host name).
+        """
+        super().__init__(*args, **kwargs)
+        self.verifyHostname = verifyHostname
+        self._ca: str | bytes = ""
+        self._cert: str | bytes = ""
+        self._key: str | bytes = ""
+        self._serverAuth = True
+
+    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
+                        cert: str | os.PathLike[str] | bytes | None = "",
+                        key: str | os.PathLike[str] | bytes | None = "") -> None:
+        """
+        Set the paths (or PEM bytes) of the CA certificate, the client's
+        certificate and its key; read at L{start}.  Empty means not set.
+        """
+        self._ca = _certificatePath(ca)
+        self._cert = _certificatePath(cert)
+        self._key = _certificatePath(key)
+
+    def clearCertificates(self) -> None:
+        """
+        Forget the certificates set.
+        """
+        self.setCertificates("", "", "")
+
+    def requireServerAuthentication(self, serverAuth: bool = True) -> None:
+        """
+        Whether to verify the server's certificate against the CA (default
+        C{True}); has no effect without a CA.
+        """
+        self._serverAuth = bool(serverAuth)
+
+    def _tlsConfig(self) -> TLSConfig:
+        ca = self._ca or None
+        cert, key = self._cert or None, self._key or None
+        if cert is None or key is None:
+            if cert is not None or key is not None:
+                self.log.warn("A client certificate needs both a certificate and a key; "
+                              "presenting none")
+            cert = key = None
+        verify = ca is not None and self._serverAuth
+        return TLSConfig(ca=ca, cert=cert, key=key, verifyServer=verify,
+                         verifyHostname=verify and self.verifyHostname)
+
+    def getSubjPartFromServerCert(self, subjPart: x509.ObjectIdentifier | str | int) -> str:
+        """
+        One part of the subject of the server's certificate.
+
+        @param subjPart: as for L{TlsServer.getSubjPartFromClientCert}.
+        @raise ClientError: not connected, or the subject has no such part.
+        """
+        conn = self._conn
+        if conn is None:
+            raise ClientError("Not connected to any server to read certificate subject part from")
+        return _subjectValue(conn.certificate, subjPart, ClientError, "server")
