@@ -26,7 +26,7 @@ from typing import NoReturn
 __all__ = ["COMMANDS", "CommandError", "main"]
 
 #: The subcommands, in the order C{tcpsc --help} lists them.
-COMMANDS = ("certs", "connect")
+COMMANDS = ("certs", "connect", "bench")
 
 
 class CommandError(Exception):

@@ -1,0 +1,571 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+Load a delimiter-framed TCP or TLS server and measure it, in the manner of
+CppServer's performance clients.  Modes:
+
+  echo       clients send messages, the server echoes them; every echoed
+             byte is compared with what was sent (corruption, loss,
+             reordering and duplication are errors)
+  multicast  clients only read what the server broadcasts; totals and the
+             smallest and largest count per client (fairness)
+  connect    connections per second (with --tls: full handshakes per second)
+  idle       hold many idle connections open, for measuring a server's memory
+
+Each mode prints a report and, last, one line for programs:
+  RESULT mode=echo msgs_per_s=... mib_per_s=... errors=... messages=... ...
+The exit status is 0 without errors, 1 with errors (or a problem such as an
+unreadable certificate file), 2 for a usage error.  A live progress line
+goes to standard error when it is a terminal and the run lasts more than two
+seconds.
+Example, pinned to another core than the server:
+
+  taskset -c 0 tcpsc bench echo 127.0.0.1 8081 -c 100 -q 100 -m 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _loadgen as lg
+from .__main__ import CommandError
+
+__all__ = ["SUMMARY", "configure", "main", "run"]
+
+SUMMARY = "load a message server (echo, multicast, connect, idle) and measure it"
+
+_PROGRESS_AFTER = 2.0
+
+
+def _delimiter(text: str) -> bytes:
+    """
+    A delimiter given as a number (C{10}, C{0x0a}) or as text with escapes
+    (C{"\\r\\n"}).
+    """
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = None
+    if value is not None:
+        if not 0 <= value <= 255:
+            raise argparse.ArgumentTypeError(f"delimiter byte {value} is outside 0-255")
+        return bytes([value])
+    data: bytes = codecs.escape_decode(text.encode("utf-8"))[0]  # type: ignore[attr-defined]
+    if not data:
+        raise argparse.ArgumentTypeError("the delimiter must not be empty")
+    return data
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"outside 1-65535: {text!r}")
+    return port
+
+
+def _addConnectionOptions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("host", help="server address (127.0.0.1, ::1, a name)")
+    parser.add_argument("port", type=_port, help="server port")
+    parser.add_argument("--tls", action="store_true", help="TLS 1.3")
+    parser.add_argument("--ca", help="CA certificate to verify the server with (PEM)")
+    parser.add_argument("--cert", help="client certificate (PEM)")
+    parser.add_argument("--key", help="client private key (PEM)")
+    parser.add_argument("--sni", help="server name to send and check (default: HOST)")
+    parser.add_argument("--delimiter", "-d", type=_delimiter, default=b"\n",
+                        help="message delimiter: a byte value (10, 0x0a) or text with "
+                             "escapes (\\r\\n); default \\n")
+    parser.add_argument("--procs", type=_positive, default=1,
+                        help="spread the clients over this many processes")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the modes and their arguments to the C{bench} subcommand's parser.
+    """
+    modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    _fill(modes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """
+    Run the mode parsed into C{args}; the exit status.
+    """
+    return int(args.func(args))
+
+
+def _fill(modes: Any) -> None:
+    echo = modes.add_parser(
+        "echo", help="clients send messages and check the echoes",
+        description="Messages are split over the clients; each client keeps IN_FLIGHT "
+                    "messages in flight. Every echoed byte is compared with what was sent: "
+                    "corruption, loss, reordering and duplication are errors.")
+    _addConnectionOptions(echo)
+    echo.add_argument("-c", "--clients", type=_positive, default=100)
+    echo.add_argument("-m", "--messages", type=_positive, default=1_000_000,
+                      help="total messages, split over the clients")
+    echo.add_argument("-s", "--size", type=_positive, default=32,
+                      help="bytes per message, delimiter included")
+    echo.add_argument("-q", "--in-flight", dest="inflight", type=_positive, default=1000,
+                      help="messages each client keeps in flight")
+    echo.add_argument("-T", "--timeout", type=float, default=300.0,
+                      help="give up after this many seconds (missing echoes are errors)")
+    echo.set_defaults(func=_echo)
+
+    multicast = modes.add_parser(
+        "multicast", help="clients only read what the server broadcasts",
+        description="Counts the messages all clients receive during SECONDS after every "
+                    "client is connected.")
+    _addConnectionOptions(multicast)
+    multicast.add_argument("-c", "--clients", type=_positive, default=100)
+    multicast.add_argument("-T", "--seconds", type=float, default=5.0)
+    multicast.add_argument("-s", "--size", type=_positive, default=None,
+                           help="expected bytes per message, delimiter included; others "
+                                "are errors")
+    multicast.set_defaults(func=_multicast)
+
+    connect = modes.add_parser(
+        "connect", help="connections per second (TLS: handshakes per second)",
+        description="Each connection connects, does its TLS handshake, has one message "
+                    "echoed (proof the server accepted it) and is closed.")
+    _addConnectionOptions(connect)
+    connect.add_argument("-n", "--connections", type=_positive, default=2000)
+    connect.add_argument("-c", "--concurrency", type=_positive, default=10)
+    connect.add_argument("-s", "--size", type=_positive, default=32)
+    connect.add_argument("-T", "--timeout", type=float, default=300.0)
+    connect.set_defaults(func=_connect)
+
+    idle = modes.add_parser(
+        "idle", help="hold many idle connections open",
+        description="Opens CONNECTIONS connections (each proven accepted by one echoed "
+                    "message), prints a HOLDING line, and keeps them open until standard "
+                    "input ends or HOLD seconds pass.")
+    _addConnectionOptions(idle)
+    idle.add_argument("-n", "--connections", type=_positive, default=10_000)
+    idle.add_argument("-c", "--concurrency", type=_positive, default=100)
+    idle.add_argument("--hold", type=float, default=60.0)
+    idle.add_argument("-T", "--timeout", type=float, default=300.0)
+    idle.set_defaults(func=_idle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run C{tcpsc bench} with C{argv} (the arguments after C{bench}).
+    """
+    parser = argparse.ArgumentParser(
+        prog="tcpsc bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(parser)
+    options = parser.parse_args(argv)
+    try:
+        return run(options)
+    except CommandError as e:
+        print(f"tcpsc bench: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _context(options: argparse.Namespace) -> Any:
+    if not options.tls:
+        if options.ca or options.cert or options.key:
+            raise CommandError("--ca, --cert and --key only apply with --tls")
+        return None
+    if options.ca is None:
+        print("tcpsc bench: warning: --tls without --ca, server certificate NOT verified",
+              file=sys.stderr)
+    if (options.cert is None) != (options.key is None):
+        raise CommandError("--cert and --key go together")
+    try:
+        return lg.clientContext(options.ca, options.cert, options.key)
+    except (OSError, ValueError) as e:
+        raise CommandError(f"cannot load the TLS files: {e}") from None
+
+
+def _duration(ns: float) -> str:
+    if ns < 1e3:
+        return f"{ns:.0f} ns"
+    if ns < 1e6:
+        return f"{ns / 1e3:.3f} us"
+    if ns < 1e9:
+        return f"{ns / 1e6:.3f} ms"
+    return f"{ns / 1e9:.3f} s"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return f"{n:.0f} bytes"
+
+
+class _ProgressLine:
+    """
+    A live line on standard error, only on a terminal and only once the run
+    has lasted a couple of seconds.
+    """
+
+    def __init__(self, total: int | None, what: str, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total
+        self.what = what
+        self.started = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        if elapsed < _PROGRESS_AFTER:
+            return
+        rate = done / elapsed if elapsed else 0.0
+        if self.total:
+            share = min(1.0, done / self.total)
+            bar = "#" * int(share * 30)
+            text = f"[{bar:<30}] {done:,}/{self.total:,} {self.what} {rate:,.0f}/s"
+        else:
+            text = f"{done:,} {self.what} {rate:,.0f}/s {elapsed:.0f} s"
+        self.stream.write("\r" + text + "\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _worker(function: Callable[..., Any], kwargs: dict[str, Any], slot: int,
+            counters: Any, start: Any, connection: Any) -> None:
+    """
+    One process of a C{--procs} run: wait for the common start, run, send
+    the statistics back.
+    """
+    def progress(done: int) -> None:
+        counters[slot] = done
+
+    try:
+        start.wait()
+        stats = function(progress=progress, **kwargs)
+        connection.send(("ok", stats))
+    except BaseException as e:  # reported by the parent
+        connection.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        connection.close()
+
+
+def _runSpread(function: Callable[..., Any], shares: list[dict[str, Any]],
+               progress: _ProgressLine) -> list[Any]:
+    """
+    Run C{function} once per share: in this process for one share, in as
+    many forked processes otherwise, all started at once.
+    """
+    if len(shares) == 1:
+        try:
+            return [function(progress=progress.update, **shares[0])]
+        except OSError as e:  # an unknown host, no file descriptors left
+            raise CommandError(f"{shares[0].get('host')}: {e.strerror or e}") from None
+    context = multiprocessing.get_context("fork")
+    counters = context.Array("q", len(shares), lock=False)
+    start = context.Event()
+    workers = []
+    for slot, kwargs in enumerate(shares):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_worker,
+                                  args=(function, kwargs, slot, counters, start, sender))
+        process.start()
+        sender.close()
+        workers.append((process, receiver))
+    start.set()
+    results: list[Any] = []
+    try:
+        for process, receiver in workers:
+            while not receiver.poll(0.25):
+                progress.update(sum(counters))
+                if not process.is_alive() and not receiver.poll(0):
+                    raise CommandError(f"load process {process.pid} died "
+                                       f"(exit status {process.exitcode})")
+            status, value = receiver.recv()
+            if status != "ok":
+                raise CommandError(f"load process {process.pid} failed: {value}")
+            results.append(value)
+    finally:
+        for process, _ in workers:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return results
+
+
+def _spread(count: int, procs: int) -> list[tuple[int, int]]:
+    """
+    C{(first, number)} of clients for each process.
+    """
+    procs = max(1, min(procs, count))
+    shares = lg.splitMessages(count, procs)
+    result = []
+    first = 0
+    for number in shares:
+        result.append((first, number))
+        first += number
+    return result
+
+
+def _header(options: argparse.Namespace, extra: list[str]) -> None:
+    print(f"Server address: {options.host}")
+    print(f"Server port: {options.port}")
+    print(f"Working processes: {options.procs}")
+    for line in extra:
+        print(line)
+    print(f"TLS: {'TLS 1.3' if options.tls else 'no'}")
+    print()
+
+
+# -- modes --------------------------------------------------------------------
+
+
+def _echo(options: argparse.Namespace) -> int:
+    if options.messages < options.clients:
+        raise CommandError("-m must be at least -c (every client sends a message)")
+    if options.size < len(options.delimiter):
+        raise CommandError("-s includes the delimiter and must be at least its length")
+    context = _context(options)
+    counts = lg.splitMessages(options.messages, options.clients)
+    shares = []
+    for first, number in _spread(options.clients, options.procs):
+        shares.append(dict(
+            host=options.host, port=options.port, counts=counts[first:first + number],
+            size=options.size, inflight=options.inflight, delimiter=options.delimiter,
+            context=context, serverHostname=options.sni, timeout=options.timeout,
+            firstClient=first,
+        ))
+    _header(options, [
+        f"Working clients: {options.clients}",
+        f"Messages in flight per client: {options.inflight}",
+        f"Messages to send: {options.messages}",
+        f"Message size: {options.size} (including delimiter {options.delimiter!r})",
+    ])
+    sys.stdout.flush()
+    progress = _ProgressLine(options.messages, "echoed")
+    try:
+        results = _runSpread(lg.runEcho, shares, progress)
+    finally:
+        progress.finish()
+    stats = lg.EchoStats()
+    for result in results:
+        stats.merge(result)
+    return _reportEcho(options, stats)
+
+
+def _reportEcho(options: argparse.Namespace, stats: lg.EchoStats) -> int:
+    errors = stats.errors
+    print(f"Errors: {errors} (connection {stats.connectionErrors}, corrupt messages "
+          f"{stats.corruptMessages} [{stats.corruptBytes} bytes], missing echoes "
+          f"{stats.missingEchoes}, unexpected bytes {stats.unexpectedBytes})")
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print()
+    rtt = max(1, stats.end - stats.start)
+    transfer = max(1, stats.end - stats.ready)
+    connect = max(0, stats.ready - stats.start)
+    rate = stats.messages * 1e9 / rtt
+    mib = stats.receivedBytes * 1e9 / rtt / (1 << 20)
+    transferRate = stats.messages * 1e9 / transfer
+    print(f"Round-trip time: {_duration(rtt)}")
+    print(f"Total data: {_bytes(stats.receivedBytes)}")
+    print(f"Total messages: {stats.messages}")
+    print(f"Data throughput: {mib:.3f} MiB/s")
+    if stats.messages:
+        print(f"Message latency: {_duration(rtt / stats.messages)} "
+              "(round-trip time / messages, CppServer definition)")
+    print(f"Message throughput: {rate:.0f} msg/s")
+    print(f"Connect{'+handshake' if options.tls else ''} phase: {_duration(connect)}; "
+          f"transfer phase: {_duration(transfer)} -> {transferRate:.0f} msg/s")
+    histogram = stats.histogram
+    if histogram.total:
+        p50, p90, p99, p999 = (histogram.percentile(p) for p in (0.5, 0.9, 0.99, 0.999))
+        queued = " [includes queueing, q>1]" if options.inflight > 1 else ""
+        print(f"Per-message round trip (write of the batch -> echo of last byte){queued}:")
+        print(f"  p50 {_duration(p50)}  p90 {_duration(p90)}  p99 {_duration(p99)}  "
+              f"p99.9 {_duration(p999)}  max {_duration(histogram.maximum)}  "
+              f"(n={histogram.total})")
+    else:
+        p50 = p99 = 0.0
+    print(
+        f"RESULT mode=echo msgs_per_s={rate:.0f} mib_per_s={mib:.3f} errors={errors} "
+        f"messages={stats.messages} rtt_s={rtt / 1e9:.6f} xfer_msgs_per_s={transferRate:.0f} "
+        f"connect_s={connect / 1e9:.6f} p50_us={p50 / 1e3:.2f} p99_us={p99 / 1e3:.2f} "
+        f"clients={options.clients} q={options.inflight} size={options.size} "
+        f"tls={int(options.tls)} procs={options.procs}"
+    )
+    sys.stdout.flush()
+    return 1 if errors else 0
+
+
+def _multicast(options: argparse.Namespace) -> int:
+    context = _context(options)
+    shares = [
+        dict(host=options.host, port=options.port, clients=number, seconds=options.seconds,
+             size=options.size, delimiter=options.delimiter, context=context,
+             serverHostname=options.sni, firstClient=first)
+        for first, number in _spread(options.clients, options.procs)
+    ]
+    _header(options, [
+        f"Working clients: {options.clients}",
+        f"Seconds: {options.seconds:g}",
+        f"Expected message size: {options.size or 'any'}",
+    ])
+    sys.stdout.flush()
+    progress = _ProgressLine(None, "messages")
+    try:
+        results = _runSpread(lg.runMulticast, shares, progress)
+    finally:
+        progress.finish()
+    stats = lg.MulticastStats()
+    for result in results:
+        stats.merge(result)
+    seconds = max(1, stats.windowEnd - stats.windowStart) / 1e9
+    rate = stats.messages / seconds
+    mib = stats.receivedBytes / seconds / (1 << 20)
+    low = min(stats.perClient) if stats.perClient else 0
+    high = max(stats.perClient) if stats.perClient else 0
+    print(f"Errors: {stats.errors} (connection {stats.connectionErrors}, malformed-length "
+          f"messages {stats.malformed})")
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print()
+    print(f"Total time: {_duration(seconds * 1e9)}")
+    print(f"Total data: {_bytes(stats.receivedBytes)}")
+    print(f"Total messages: {stats.messages} (all clients together)")
+    print(f"Data throughput: {mib:.3f} MiB/s")
+    if stats.messages:
+        print(f"Message latency: {_duration(seconds * 1e9 / stats.messages)} "
+              "(time / messages, CppServer definition)")
+    print(f"Message throughput: {rate:.0f} msg/s")
+    print(f"Per-client messages: min {low} max {high} ({stats.connected} connected)")
+    print(
+        f"RESULT mode=multicast msgs_per_s={rate:.0f} mib_per_s={mib:.3f} errors={stats.errors} "
+        f"messages={stats.messages} seconds={seconds:.3f} clients={options.clients} "
+        f"connected={stats.connected} min_client_msgs={low} max_client_msgs={high}"
+    )
+    sys.stdout.flush()
+    return 1 if stats.errors else 0
+
+
+def _connect(options: argparse.Namespace) -> int:
+    context = _context(options)
+    total = options.connections
+    procs = max(1, min(options.procs, options.concurrency))
+    shares = []
+    connections = lg.splitMessages(total, procs)
+    concurrency = lg.splitMessages(options.concurrency, procs)
+    first = 0
+    for number, parallel in zip(connections, concurrency, strict=True):
+        shares.append(dict(host=options.host, port=options.port, connections=number,
+                           concurrency=parallel, size=options.size,
+                           delimiter=options.delimiter, context=context,
+                           serverHostname=options.sni, timeout=options.timeout,
+                           firstClient=first))
+        first += number
+    _header(options, [f"Connections: {total}", f"Concurrency: {options.concurrency}"])
+    sys.stdout.flush()
+    progress = _ProgressLine(total, "connections")
+    try:
+        results = _runSpread(lg.runConnect, shares, progress)
+    finally:
+        progress.finish()
+    stats = lg.ConnectStats()
+    for result in results:
+        stats.merge(result)
+    seconds = max(1, stats.end - stats.start) / 1e9
+    rate = stats.connections / seconds
+    histogram = stats.histogram
+    p50, p99 = histogram.percentile(0.5), histogram.percentile(0.99)
+    print(f"Errors: {stats.errors}")
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print()
+    print(f"Total time: {_duration(seconds * 1e9)}")
+    print(f"Connections: {stats.connections}")
+    print(f"Connection throughput: {rate:.0f} connections/s")
+    print(f"Connect{'+handshake' if options.tls else ''} + one echo: p50 {_duration(p50)}  "
+          f"p99 {_duration(p99)}")
+    print(
+        f"RESULT mode=connect connects_per_s={rate:.0f} errors={stats.errors} "
+        f"connections={stats.connections} seconds={seconds:.3f} p50_us={p50 / 1e3:.2f} "
+        f"p99_us={p99 / 1e3:.2f} concurrency={options.concurrency} tls={int(options.tls)}"
+    )
+    sys.stdout.flush()
+    return 1 if stats.errors else 0
+
+
+def _idle(options: argparse.Namespace) -> int:
+    context = _context(options)
+    soft, hard = lg.raiseFileLimit(options.connections + 64)
+    if soft < options.connections + 16:
+        raise CommandError(f"{options.connections} connections need more open files than "
+                           f"the limit allows (soft {soft}, hard {hard})")
+
+    def hold(stats: lg.IdleStats) -> None:
+        print(f"HOLDING connections={stats.connections} errors={stats.errors}", flush=True)
+        _waitForEndOfInput(options.hold)
+
+    stats = lg.runIdle(options.host, options.port, options.connections, options.concurrency,
+                       hold, delimiter=options.delimiter, context=context,
+                       serverHostname=options.sni, timeout=options.timeout)
+    seconds = max(1, stats.ready - stats.start) / 1e9
+    print(f"Errors: {stats.errors}")
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print(f"Connections held: {stats.connections} (opened in {seconds:.3f} s)")
+    print(f"RESULT mode=idle connections={stats.connections} errors={stats.errors} "
+          f"connect_s={seconds:.3f} tls={int(options.tls)}")
+    sys.stdout.flush()
+    return 1 if stats.errors else 0
+
+
+def _waitForEndOfInput(limit: float) -> None:
+    """
+    Block until standard input ends (or a line is read) or C{limit} seconds
+    pass.
+    """
+    import select
+
+    deadline = time.monotonic() + limit
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        time.sleep(max(0.0, limit))
+        return
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+        if ready:
+            os.read(fd, 4096)
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

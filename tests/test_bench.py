@@ -1,0 +1,210 @@
+"""
+Smoke test of C{tcpsc bench}: a short echo run against tcpsc servers in
+this process, through the real command in a child process.  Benchmarks
+themselves are not tests; this only proves the tool counts right and
+catches a server that gets the bytes wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from tcpsc import MessageProtocol, Server, TLSConfig
+
+from ._helpers import certificates
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Echo(MessageProtocol):
+    def messageReceived(self, message: bytes) -> None:
+        self.sendMessage(message)
+
+
+class _Corrupting(MessageProtocol):
+    """
+    Echoes, but changes one byte of the 100th message of each connection.
+    """
+
+    seen = 0
+
+    def messageReceived(self, message: bytes) -> None:
+        self.seen += 1
+        if self.seen == 100:
+            message = (b"!" if message[:1] != b"!" else b"#") + message[1:]
+        self.sendMessage(message)
+
+
+class _Reordering(MessageProtocol):
+    """
+    Echoes, but swaps the 10th and 11th messages of each connection.
+    """
+
+    seen = 0
+    held: bytes | None = None
+
+    def messageReceived(self, message: bytes) -> None:
+        self.seen += 1
+        if self.seen == 10:
+            self.held = message
+            return
+        self.sendMessage(message)
+        if self.held is not None:
+            self.sendMessage(self.held)
+            self.held = None
+
+
+class _Dropping(MessageProtocol):
+    """
+    Echoes all but the 50th message of each connection.
+    """
+
+    seen = 0
+
+    def messageReceived(self, message: bytes) -> None:
+        self.seen += 1
+        if self.seen != 50:
+            self.sendMessage(message)
+
+
+def _result(output: str) -> dict[str, str]:
+    """
+    The fields of the last line, which must be the RESULT line.
+    """
+    last = output.strip().splitlines()[-1]
+    words = last.split()
+    assert words[0] == "RESULT", last
+    return dict(word.split("=", 1) for word in words[1:])
+
+
+class BenchEchoTests(TestCase):
+    timeout = 60
+
+    async def _serve(self, protocol: type[MessageProtocol], tls: TLSConfig | None = None) -> int:
+        server = Server(protocol)
+        port = await server.listen(0, "127.0.0.1", tls=tls)
+        self.addCleanup(server.stop)
+        address: Any = cast(Any, port).getHost()
+        return int(address.port)
+
+    async def _bench(self, *arguments: str) -> tuple[str, str, int]:
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
+        result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+            sys.executable, ["-m", "tcpsc._cmd_bench", *arguments],
+            env=environment, path=str(ROOT), reactor=reactor,
+        )
+        out, err, code = await result
+        return out.decode(), err.decode(), code
+
+    async def _echo(self, protocol: type[MessageProtocol], *extra: str) -> tuple[str, int]:
+        port = await self._serve(protocol)
+        out, err, code = await self._bench(
+            "echo", "127.0.0.1", str(port), "-c", "3", "-m", "600", "-s", "32", "-q", "20",
+            "-T", "20", *extra,
+        )
+        return out + err, code
+
+    async def test_echo(self) -> None:
+        """
+        Against a correct echo server every message comes back: the report
+        and the RESULT line say so and the exit status is 0.
+        """
+        output, code = await self._echo(_Echo)
+        self.assertEqual(code, 0, output)
+        self.assertIn("Errors: 0 ", output)
+        self.assertIn("Total messages: 600\n", output)
+        self.assertIn("Message throughput:", output)
+        fields = _result(output)
+        self.assertEqual(fields["mode"], "echo")
+        self.assertEqual(fields["messages"], "600")
+        self.assertEqual(fields["errors"], "0")
+        self.assertEqual((fields["clients"], fields["q"], fields["size"]), ("3", "20", "32"))
+        self.assertGreater(float(fields["msgs_per_s"]), 0)
+        self.assertGreater(float(fields["p99_us"]), 0)
+        self.assertGreaterEqual(float(fields["p99_us"]), float(fields["p50_us"]))
+
+    async def test_processes(self) -> None:
+        """
+        With C{--procs 2} the clients run in two processes and their counts
+        add up.
+        """
+        output, code = await self._echo(_Echo, "--procs", "2")
+        self.assertEqual(code, 0, output)
+        fields = _result(output)
+        self.assertEqual((fields["messages"], fields["errors"], fields["procs"]),
+                         ("600", "0", "2"))
+
+    async def test_tls(self) -> None:
+        """
+        Over TLS 1.3 with a client certificate, every message comes back.
+        """
+        files = certificates()
+        port = await self._serve(
+            _Echo, TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+        out, err, code = await self._bench(
+            "echo", "localhost", str(port), "-c", "2", "-m", "400", "-q", "50", "-T", "20",
+            "--tls", "--ca", files.ca, "--cert", files.client, "--key", files.clientKey)
+        output = out + err
+        self.assertEqual(code, 0, output)
+        fields = _result(output)
+        self.assertEqual((fields["messages"], fields["errors"], fields["tls"]), ("400", "0", "1"))
+
+    async def test_corruption(self) -> None:
+        """
+        A server that alters one byte of one message per connection is
+        caught: one corrupt message per client, exit status 1.
+        """
+        output, code = await self._echo(_Corrupting)
+        self.assertEqual(code, 1, output)
+        self.assertIn("corrupt messages 3 [3 bytes]", output)
+        self.assertIn("First error: client ", output)
+        self.assertEqual(_result(output)["errors"], "3")
+
+    async def test_reordering(self) -> None:
+        """
+        Two messages swapped are two corrupt messages per client.
+        """
+        output, code = await self._echo(_Reordering)
+        self.assertEqual(code, 1, output)
+        self.assertIn("corrupt messages 6 ", output)
+        self.assertEqual(_result(output)["errors"], "6")
+
+    async def test_loss(self) -> None:
+        """
+        A message that never comes back is a missing echo once the time
+        limit is reached (and the bytes after it no longer match).
+        """
+        port = await self._serve(_Dropping)
+        out, err, code = await self._bench(
+            "echo", "127.0.0.1", str(port), "-c", "1", "-m", "100", "-q", "5", "-T", "1.5")
+        output = out + err
+        self.assertEqual(code, 1, output)
+        self.assertIn("missing echoes 1,", output)
+        self.assertNotEqual(_result(output)["errors"], "0")
+
+    async def test_refused(self) -> None:
+        """
+        Nothing listening: connection errors, not a hang or a traceback.
+        """
+        server = Server(_Echo)
+        listening = await server.listen(0, "127.0.0.1")
+        address: Any = cast(Any, listening).getHost()
+        closedPort = address.port
+        await server.stop()
+        out, err, code = await self._bench(
+            "echo", "127.0.0.1", str(closedPort), "-c", "2", "-m", "10", "-T", "5")
+        output = out + err
+        self.assertEqual(code, 1, output)
+        self.assertNotIn("Traceback", output)
+        self.assertIn("Errors: 12 (connection 2,", output)
