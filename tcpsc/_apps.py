@@ -9,6 +9,12 @@ subclasses, so they double as examples of the Twisted-native API: each is a
 few lines, and each keeps tcpsc's guarantees (validated, bounded messages)
 because it sends through L{MessageProtocol.sendMessage} or
 L{Server.broadcast}.
+
+The echo applications pass back-pressure on: while a client does not read
+its echoes, they stop reading what it sends (L{_PausesWithOutput}), so a
+client that only writes is slowed down by TCP instead of filling the
+server's memory or losing echoes.  Chat relays through L{Server.broadcast},
+which skips a client that does not read (see its policy).
 """
 
 from __future__ import annotations
@@ -30,18 +36,33 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN_APPS", "Chat", "Echo", "Record", "StreamEcho", "loadAppClass", "recordSink"]
 
 
-class Echo(MessageProtocol):
+class _PausesWithOutput:
     """
-    Each message back to its sender.
+    Mixin of a protocol that answers what it reads: it stops reading while
+    its output is congested, and reads again once the output is written.
+    """
+
+    def outputPaused(self) -> None:
+        self.pauseReading()  # type: ignore[attr-defined]
+
+    def outputResumed(self) -> None:
+        self.resumeReading()  # type: ignore[attr-defined]
+
+
+class Echo(_PausesWithOutput, MessageProtocol):
+    """
+    Each message back to its sender.  Reading pauses while the sender does
+    not read its echoes, so none is dropped.
     """
 
     def messageReceived(self, message: bytes) -> None:
         self.sendMessage(message)
 
 
-class StreamEcho(StreamProtocol):
+class StreamEcho(_PausesWithOutput, StreamProtocol):
     """
-    Continuous mode: each chunk of bytes back to its sender.
+    Continuous mode: each chunk of bytes back to its sender.  Reading pauses
+    while the sender does not read its echoes, so none is dropped.
     """
 
     def dataReceived(self, data: bytes) -> None:

@@ -21,27 +21,50 @@ The reassembly here searches only the bytes that are new (plus an overlap of
 C{len(delimiter) - 1} for a delimiter split across reads), never buffers a
 partial message beyond C{maxMessageLength + len(delimiter) - 1} bytes, and
 joins the replies made while handling one read into a single write.
+
+Output is bounded too.  A ready connection registers a small streaming
+producer (L{_OutputTracker}) on the transport that owns the socket, below TLS
+and any other wrapper, so it learns when that transport holds more than it
+writes at once (Twisted's C{bufferSize}, 64 KiB) and when it is empty again.
+In between, the connection is I{congested}: the bytes accepted for sending are
+counted, and once C{maxPendingOutput} bytes were accepted, sending returns
+C{False} and writes nothing until the transport drained.  The hot path of
+L{MessageProtocol.sendMessage} pays nothing for it: congestion lowers the
+length limit it already compares against, which diverts every message to
+the checked path.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._output import socketTransport
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DEFAULT_MAX_MESSAGE_LENGTH", "MessageProtocol", "StreamProtocol"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_LENGTH",
+    "DEFAULT_MAX_PENDING_OUTPUT",
+    "MessageProtocol",
+    "StreamProtocol",
+]
 
 #: Default bound of one message: 16 MiB.
 DEFAULT_MAX_MESSAGE_LENGTH = 16 * 1024 * 1024
+
+#: Default bound of the output one connection accepts while its peer does not
+#: keep up: 4 MiB.  A message longer than that can still be sent whenever the
+#: connection is not congested.
+DEFAULT_MAX_PENDING_OUTPUT = 4 * 1024 * 1024
 
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
@@ -66,22 +89,155 @@ class _ConnectionObserver(_TypingProtocol):
     def dataReceived(self, protocol: StreamProtocol, data: bytes) -> None: ...
 
 
+@implementer(IPushProducer)
+class _OutputTracker:
+    """
+    The streaming producer of a connection's socket transport: the transport
+    pauses it when its buffer holds more than C{bufferSize} bytes and resumes
+    it when the buffer is empty, which is exactly when the connection is
+    congested (see L{_ConnectionBase.maxPendingOutput}).
+
+    A transport has room for one producer only, and applications register
+    their own (the blocking API's output queue, a file sender, a proxy
+    throttling its other side).  So the tracker gives way: it installs
+    C{registerProducer}/C{unregisterProducer} on the transport instance
+    that unregister the tracker before anyone else registers, and register
+    it again once that producer is gone.  While another producer is
+    registered, the connection's output is bounded by that producer, not
+    by C{maxPendingOutput}.
+
+    Two Twisted details (see L{tcpsc._output}): the tracker sits on the
+    socket transport, never on a TLS transport, whose C{loseConnection}
+    would wait for it; and a paused producer that the transport resumes
+    while it is closing unregisters itself, or the transport would keep
+    calling it instead of closing.
+    """
+
+    def __init__(self, protocol: _ConnectionBase, base: Any) -> None:
+        self._protocol = protocol
+        self._base = base
+
+    @classmethod
+    def attach(cls, protocol: _ConnectionBase) -> _OutputTracker | None:
+        """
+        Track the output of C{protocol}'s socket transport.
+
+        @return: the tracker, or C{None} if the transport takes no producer.
+        """
+        base = socketTransport(protocol.transport)
+        if not callable(getattr(type(base), "registerProducer", None)):
+            return None
+        tracker = cls(protocol, base)
+        try:
+            base.registerProducer = tracker._registerOther
+            base.unregisterProducer = tracker._unregisterOther
+        except AttributeError:  # pragma: no cover - a transport with __slots__
+            return None
+        tracker._take()
+        return tracker
+
+    def _take(self) -> None:
+        """
+        Become the transport's producer, unless it has one or is closing.
+        """
+        base = self._base
+        if (getattr(base, "producer", None) is not None
+                or getattr(base, "disconnecting", False)
+                or getattr(base, "disconnected", False)
+                or getattr(base, "_writeDisconnecting", False)):
+            return
+        type(base).registerProducer(base, self, True)
+
+    def _registerOther(self, producer: Any, streaming: bool) -> None:
+        # Installed as the transport's registerProducer: give way.
+        base = self._base
+        if getattr(base, "producer", None) is self:
+            type(base).unregisterProducer(base)
+            self._protocol._outputDrained()
+        type(base).registerProducer(base, producer, streaming)
+
+    def _unregisterOther(self) -> None:
+        # Installed as the transport's unregisterProducer: take over again.
+        base = self._base
+        type(base).unregisterProducer(base)
+        if self._protocol.connected:
+            self._take()
+
+    def detach(self) -> None:
+        """
+        Stop tracking: remove what L{attach} installed on the transport.
+        """
+        base = self._base
+        attributes = getattr(base, "__dict__", {})
+        if attributes.get("registerProducer") == self._registerOther:
+            del base.registerProducer
+        if attributes.get("unregisterProducer") == self._unregisterOther:
+            del base.unregisterProducer
+        if getattr(base, "producer", None) is self:
+            type(base).unregisterProducer(base)
+
+    # -- IPushProducer, called by the transport ---------------------------
+
+    def pauseProducing(self) -> None:
+        # Called on every write while the buffer is full: cheap when paused.
+        protocol = self._protocol
+        if not protocol._congested:
+            protocol._outputCongested()
+
+    def resumeProducing(self) -> None:
+        base = self._base
+        disconnecting = getattr(base, "disconnecting", False)
+        if ((disconnecting or getattr(base, "_writeDisconnecting", False))
+                and getattr(base, "producer", None) is self):
+            # A transport that is closing (or half-closing) resumes its
+            # paused producer instead of closing: unregistering lets it
+            # close.  Unregistering makes it write again only for a full
+            # close; a half-close needs that too.
+            type(base).unregisterProducer(base)
+            if not disconnecting:
+                base.startWriting()
+        self._protocol._outputDrained()
+
+    def stopProducing(self) -> None:
+        # The connection is lost; the transport forgets its producer itself
+        # and the protocol's connectionLost detaches the tracker.
+        pass
+
+
 @implementer(IHandshakeListener)
 class _ConnectionBase(Protocol):
     """
-    Readiness, ownership and closing shared by both modes.
+    Readiness, ownership, output bound and closing shared by both modes.
 
     @ivar ready: C{True} from the moment the connection is ready (TCP:
         connected; TLS: handshake completed and the peer verified) until it is
         lost.  Sending is refused while it is C{False}.
     @ivar connectionId: the id a L{tcpsc.Server} gave this connection, or
         C{None} when no server owns it.
+    @cvar maxPendingOutput: the most bytes sending accepts while the
+        connection is congested, that is from the moment the socket
+        transport holds more than it writes at once (64 KiB) until it has
+        written everything.  Past it, sending returns C{False} and writes
+        nothing.  So a peer that does not read costs at most about
+        C{maxPendingOutput} + 64 KiB + one write of memory.  C{None}: no
+        bound (the transport buffers whatever is sent).  Messages sent while
+        handling one read are written together when that read is handled,
+        and count as one write.
     """
 
     log = Logger()
 
     ready: bool = False
     connectionId: int | None = None
+    maxPendingOutput: int | None = DEFAULT_MAX_PENDING_OUTPUT
+
+    # Output accounting: _congested while the socket transport's buffer is
+    # over its size; _room is what may still be sent until it drains.
+    _tracker: _OutputTracker | None = None
+    _congested: bool = False
+    _room: int = 0
+    # Consecutive broadcasts that skipped this connection (see Server).
+    _broadcastSkips: int = 0
 
     #: Set by the owner (server registry or client) before the connection is
     #: made; told about readiness, messages and the end of the connection.
@@ -126,6 +282,8 @@ class _ConnectionBase(Protocol):
         if self.ready or not self.connected:
             return
         self.ready = True
+        if self.maxPendingOutput is not None and self._tracker is None:
+            self._tracker = _OutputTracker.attach(self)
         observer = self._observer
         if observer is not None:
             observer.connectionReady(self)
@@ -149,6 +307,9 @@ class _ConnectionBase(Protocol):
         # gate or handshake that completes after the loss from making a dead
         # connection ready (and reporting it ready after it was closed).
         self.connected = False
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            tracker.detach()
         observer = self._observer
         if observer is not None:
             observer.connectionClosed(self, reason, wasReady)
@@ -181,6 +342,64 @@ class _ConnectionBase(Protocol):
         """
         Deliver what was held back while paused; a handler may pause again.
         """
+
+    # -- output bound -----------------------------------------------------
+
+    def outputPaused(self) -> None:
+        """
+        Called when the connection becomes congested: the transport holds
+        more than it writes at once, because the peer reads more slowly than
+        this side sends.  From now on sending accepts at most
+        C{maxPendingOutput} more bytes until L{outputResumed}.  Override it
+        to slow down; for example, a protocol that answers every message
+        calls L{pauseReading} here and L{resumeReading} in L{outputResumed},
+        which passes the back-pressure on to its own peer.
+        """
+
+    def outputResumed(self) -> None:
+        """
+        Called when the transport has written everything after
+        L{outputPaused}: sending is no longer bounded.
+        """
+
+    def _outputCongested(self) -> None:
+        self._congested = True
+        bound = self.maxPendingOutput
+        self._room = sys.maxsize if bound is None else bound
+        self._callHook(self.outputPaused)
+
+    def _outputDrained(self) -> None:
+        if not self._congested:
+            return
+        self._congested = False
+        self._room = 0
+        self._broadcastSkips = 0
+        self._callHook(self.outputResumed)
+
+    def _callHook(self, hook: Callable[[], object]) -> None:
+        # Called by the transport, in the middle of a write: an exception
+        # here would end up in the transport, or in an unrelated sender.
+        try:
+            hook()
+        except Exception:
+            self.log.failure(
+                "{hook} raised an exception (connection {connectionId})",
+                hook=getattr(hook, "__qualname__", repr(hook)),
+                connectionId=self.connectionId,
+            )
+
+    def _unsentBytes(self) -> int:
+        """
+        How many bytes the socket transport holds that the peer was not sent
+        yet, for reporting what closing a connection by force drops.
+        """
+        base = socketTransport(self.transport)
+        try:
+            return len(base.dataBuffer) - base.offset + base._tempDataLen  # type: ignore[no-any-return]
+        except (AttributeError, TypeError):
+            # No buffer to look at: what was accepted while congested.
+            bound = self.maxPendingOutput
+            return max(0, bound - self._room) if self._congested and bound is not None else 0
 
     def _peerDescription(self) -> str:
         transport = self.transport
@@ -231,8 +450,12 @@ class MessageProtocol(_ConnectionBase):
     _batch: list[bytes] | None = None
     _batchWrites: bool = False
     # Settings read at makeConnection for the hot path of sendMessage.
+    # _fastLimit is the length limit, or -1 while the connection is congested
+    # (which sends every message down the checked path); _lengthLimit keeps
+    # the limit itself.
     _suffix: bytes = b"\n"
     _fastLimit: int = sys.maxsize
+    _lengthLimit: int = sys.maxsize
     _fastByte: int | None = None
 
     def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
@@ -253,7 +476,7 @@ class MessageProtocol(_ConnectionBase):
         append = self.messageAppend
         self._suffix = append + delimiter
         maxLength = self.maxMessageLength
-        self._fastLimit = sys.maxsize if maxLength is None else maxLength
+        self._fastLimit = self._lengthLimit = sys.maxsize if maxLength is None else maxLength
         self._fastByte = delimiter[0] if len(delimiter) == 1 and not append else None
         super().makeConnection(transport)
 
@@ -456,6 +679,15 @@ class MessageProtocol(_ConnectionBase):
 
     # -- sending ----------------------------------------------------------
 
+    def _outputCongested(self) -> None:
+        self._fastLimit = -1
+        super()._outputCongested()
+
+    def _outputDrained(self) -> None:
+        if self._congested:
+            self._fastLimit = self._lengthLimit
+        super()._outputDrained()
+
     def sendMessage(self, message: bytes | str) -> bool:
         """
         Send one message: C{message + messageAppend + delimiter}.
@@ -465,20 +697,23 @@ class MessageProtocol(_ConnectionBase):
             (and nothing written) if it contains the delimiter (or would
             form one with C{messageAppend} and the delimiter after it), is
             longer than C{maxMessageLength} together with C{messageAppend},
-            or the connection is not ready or is closing.
+            the connection is congested and the frame does not fit in what
+            is left of C{maxPendingOutput}, or the connection is not ready
+            or is closing.
         """
         byte = self._fastByte
         if byte is not None and message.__class__ is bytes:
-            # One-byte delimiter, no append: the common case, kept short.
+            # One-byte delimiter, no append, not congested: the common case,
+            # kept short.  Anything else takes the checked path.
             if byte in message or len(message) > self._fastLimit:
-                return False
+                return self._sendChecked(message)
         else:
             if isinstance(message, str):
                 message = message.encode("utf-8")
             elif not isinstance(message, bytes):
                 message = bytes(message)
-            if not self._framable(message):
-                return False
+            if self._congested or not self._framable(message):
+                return self._sendChecked(message)
         if not self.ready or self.transport.disconnecting:
             return False
         batch = self._batch
@@ -488,6 +723,34 @@ class MessageProtocol(_ConnectionBase):
             self.transport.writeSequence((message, self._suffix))
         else:
             self.transport.write(message + self._suffix)
+        return True
+
+    def _sendChecked(self, message: bytes | str) -> bool:
+        """
+        L{sendMessage} for what its short paths do not handle: refused
+        messages, and congested connections.
+        """
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        elif not isinstance(message, bytes):
+            message = bytes(message)
+        if not self._framable(message):
+            return False
+        if not self.ready or self.transport.disconnecting:
+            return False
+        suffix = self._suffix
+        if self._congested:
+            size = len(message) + len(suffix)
+            if size > self._room:
+                return False
+            self._room -= size
+        batch = self._batch
+        if batch is not None:
+            batch.append(message)
+        elif len(message) >= _LARGE_MESSAGE:
+            self.transport.writeSequence((message, suffix))
+        else:
+            self.transport.write(message + suffix)
         return True
 
     def frame(self, message: bytes | str) -> bytes | None:
@@ -531,10 +794,16 @@ class MessageProtocol(_ConnectionBase):
         Write a frame built by L{frame} (by this protocol or one with the same
         settings).
 
-        @return: C{False} if the connection is not ready or is closing.
+        @return: C{False} if the connection is not ready or is closing, or is
+            congested and the frame does not fit in what is left of
+            C{maxPendingOutput}.
         """
         if not self.ready or self.transport.disconnecting:
             return False
+        if self._congested:
+            if len(frame) > self._room:
+                return False
+            self._room -= len(frame)
         batch = self._batch
         if batch is not None:
             suffix = self._suffix
@@ -579,13 +848,19 @@ class StreamProtocol(_ConnectionBase):
         """
         Write C{data} as is.
 
-        @return: C{False} if the connection is not ready or is closing.
+        @return: C{False} (and nothing written) if the connection is not
+            ready or is closing, or is congested and C{data} does not fit in
+            what is left of C{maxPendingOutput}.
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
         if not self.ready or self.transport.disconnecting:
             return False
         if data:
+            if self._congested:
+                if len(data) > self._room:
+                    return False
+                self._room -= len(data)
             self.transport.write(data)
         return True
 

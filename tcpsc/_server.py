@@ -8,25 +8,38 @@ Ids are positive integers counted up for the life of a L{Server} and never
 reused, unlike the C++ original, whose ids are file descriptor numbers the
 operating system recycles (its bug B3).  A connection is I{established} (it
 has an entry in L{Server.clientIds}, callbacks fire for it) once it is ready:
-at once for TCP, after the handshake with the client verified for TLS.
+at once for TCP, after the handshake with the client verified for TLS (and,
+with an allow-list, the client's certificate names checked).
+
+Resources stay bounded whatever peers do: connections (in total and, if
+asked, per peer address), the handshake time, idle time, each connection's
+output (see L{MessageProtocol.maxPendingOutput}), and file descriptors: a
+port given by number or as a C{tcp:}/C{tcp6:} description stops accepting
+for a moment when the process runs out of them, instead of retrying
+C{accept()} in a loop (the original's bug B23).
 """
 
 from __future__ import annotations
 
+import errno
 import resource
 import socket
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, ISSLTransport, IStreamServerEndpoint
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.python.runtime import platformType
+from zope.interface import implementer
 
 from ._errors import ListenError, PortError, ServerError
 from ._framing import (
@@ -34,7 +47,14 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
-from ._tls import TLSConfig, peerCertificate, subjectPart, verificationFailure
+from ._tls import (
+    TLSConfig,
+    certificateNames,
+    isAllowedClient,
+    peerCertificate,
+    subjectPart,
+    verificationFailure,
+)
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -52,6 +72,17 @@ DEFAULT_MAX_CONNECTIONS = 4096
 _BACKLOG = max(50, socket.SOMAXCONN)
 
 _UNSET: Any = object()
+
+#: C{accept()} errors about the one connection being accepted: go on.  Any
+#: other error (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM) would
+#: fail the same way if retried at once.
+_SKIPPED = frozenset({errno.EPERM, errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
+
+#: How long a port stops accepting after running out of file descriptors:
+#: the first pause, and the longest while it goes on (each is twice the one
+#: before).  A connection of the server that closes ends the pause at once.
+_FIRST_ACCEPT_PAUSE = 0.05
+_LONGEST_ACCEPT_PAUSE = 1.0
 
 
 def _defaultReactor() -> Any:
@@ -154,6 +185,164 @@ def describeAddress(address: IAddress | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _GuardedPort(tcp.Port):
+    """
+    A TCP port that stops accepting for a moment when C{accept()} fails for
+    want of file descriptors (or memory), instead of being called again at
+    once by the reactor, as the listening socket is still readable.
+
+    Twisted's own port, out of descriptors (EMFILE), frees a spare one it
+    keeps for the purpose, accepts every waiting connection and closes it at
+    once, logging a line for each; for the other errors (ENFILE: the
+    system's table is full; ENOBUFS, ENOMEM), or without its spare
+    descriptor, it retries in a busy loop: 100 % of a core, and a log line
+    per attempt.  This port instead leaves the waiting connections in the
+    listen queue (the kernel completes their TCP handshake; they are served
+    as soon as descriptors are free), retries after 50 ms, then twice as
+    long each time up to 1 s, or at once when one of the server's
+    connections closes (L{resumeAccepting}).  Each episode is logged twice:
+    when it starts and when the port accepts again.
+    """
+
+    _retryCall: IDelayedCall | None = None
+    _starvedSince: float | None = None
+    _pause = _FIRST_ACCEPT_PAUSE
+    _refusals = 0
+
+    def doRead(self) -> None:
+        accepted = 0
+        # Twisted's note: the win32 event loop breaks with more than one
+        # accept() per iteration.
+        attempts = 1 if platformType == "win32" else self.numberAccepts
+        for _ in range(attempts):
+            try:
+                skt, addr = self.socket.accept()
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                if e.errno in _SKIPPED:
+                    continue
+                # Out of descriptors, or anything else that would fail again
+                # on the next attempt: never retry in a loop.
+                self._starve(e)
+                return
+            accepted += 1
+            if self._starvedSince is not None:
+                self._recovered()
+            self._serve(skt, addr)
+        # Scale the accept loop to the traffic, as Twisted's port does.
+        if accepted == self.numberAccepts:
+            self.numberAccepts += 20
+        else:
+            self.numberAccepts = max(1, accepted)
+
+    def _serve(self, skt: socket.socket, addr: Any) -> None:
+        try:
+            if len(addr) == 4:
+                # IPv6: the scope id, if any, in the host.
+                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                addr = (host[0], *addr[1:])
+            protocol = self.factory.buildProtocol(self._buildAddr(addr))
+            if protocol is None:
+                skt.close()
+                return
+            session = self.sessionno
+            self.sessionno = session + 1
+            transport = self.transport(skt, protocol, addr, self, session, self.reactor)
+        except Exception:
+            skt.close()
+            Server.log.failure("Could not set up an accepted connection from {address}",
+                               address=addr)
+            return
+        try:
+            protocol.makeConnection(transport)
+        except Exception:
+            Server.log.failure("The protocol of an accepted connection failed to start")
+            transport.abortConnection()
+
+    def _starve(self, error: OSError) -> None:
+        self.stopReading()
+        self._refusals += 1
+        now = self.reactor.seconds()
+        if self._starvedSince is None:
+            self._starvedSince = now
+            self._pause = _FIRST_ACCEPT_PAUSE
+            Server.log.warn(
+                "Cannot accept connections on {address}: {error}; waiting connections "
+                "stay queued, retrying within {longest} s or as soon as a connection closes",
+                address=describeAddress(self.getHost()),
+                error=f"{errno.errorcode.get(error.errno or 0, error.errno)} "
+                f"({error.strerror or error})",
+                errno=error.errno,
+                longest=_LONGEST_ACCEPT_PAUSE,
+                openFiles=_openFileLimit(),
+            )
+        else:
+            self._pause = min(self._pause * 2, _LONGEST_ACCEPT_PAUSE)
+        self._retryCall = self.reactor.callLater(self._pause, self._retry)
+
+    def _retry(self) -> None:
+        self._retryCall = None
+        if self.connected and not self.disconnecting:
+            self.startReading()
+
+    def resumeAccepting(self) -> None:
+        """
+        Try to accept again now, if a lack of descriptors paused accepting:
+        called when the server closed a connection, which freed one.
+        """
+        call = self._retryCall
+        if call is not None and call.active():
+            call.cancel()
+            self._retry()
+
+    def _recovered(self) -> None:
+        since, self._starvedSince = self._starvedSince, None
+        Server.log.info(
+            "Accepting connections on {address} again after {seconds:.1f} s "
+            "({attempts} failed attempts)",
+            address=describeAddress(self.getHost()),
+            seconds=self.reactor.seconds() - (since or 0.0),
+            attempts=self._refusals,
+        )
+        self._refusals = 0
+
+    def connectionLost(self, reason: Failure) -> None:
+        call, self._retryCall = self._retryCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason)
+
+
+def _openFileLimit() -> int | None:
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@implementer(IStreamServerEndpoint)
+class _GuardedTCPEndpoint:
+    """
+    Listens on TCP (IPv4 or IPv6, by the interface) with a L{_GuardedPort}.
+    """
+
+    def __init__(self, reactor: Any, port: int, backlog: int, interface: str) -> None:
+        self._reactor = reactor
+        self._port = port
+        self._backlog = backlog
+        self._interface = interface
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        return execute(self._listen, factory)
+
+    def _listen(self, factory: Any) -> IListeningPort:
+        port = _GuardedPort(self._port, factory, self._backlog, self._interface, self._reactor)
+        port.startListening()
+        return port
+
+
 class _IdleTimeoutFactory(TimeoutFactory):
     """
     Twisted's L{TimeoutFactory}, on the server's reactor instead of the
@@ -172,7 +361,7 @@ class _IdleTimeoutFactory(TimeoutFactory):
 
 class _ListeningFactory(Factory):
     """
-    The factory of one listening port: applies the connection limit before
+    The factory of one listening port: applies the connection limits before
     anything else (a refused connection is closed at once, before any TLS
     work), then wraps the server's protocol in TLS when the port has TLS,
     and that in Twisted's L{TimeoutProtocol} when the server has an idle
@@ -182,9 +371,11 @@ class _ListeningFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None) -> None:
+    def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None,
+                 allowedClients: frozenset[str] | None = None) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
+        self._allowedClients = allowedClients
         self._timeoutFactory = (
             _IdleTimeoutFactory(server, server.idleTimeout)
             if server.idleTimeout is not None
@@ -195,7 +386,9 @@ class _ListeningFactory(Factory):
         return self._server.logPrefix()
 
     def buildProtocol(self, addr: IAddress) -> Any:
-        protocol: Any = self._server._buildConnection(addr, tls=self._tlsFactory is not None)
+        protocol: Any = self._server._buildConnection(
+            addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients
+        )
         if protocol is None:
             return None
         tlsFactory = self._tlsFactory
@@ -231,6 +424,12 @@ class Server(Factory):
     @ivar maxConnections: the most connections open at once (established or
         still in the TLS handshake); the next one is closed at once and a
         warning logged.
+    @ivar maxConnectionsPerPeer: the most connections open at once from one
+        peer address, or C{None} for no such limit; the next one is closed
+        at once and a warning logged.
+    @ivar maxBroadcastSkips: see L{broadcast}.
+    @ivar broadcastSkips: how many times L{broadcast} left out a congested
+        connection, in all.
     """
 
     noisy = False
@@ -253,6 +452,9 @@ class Server(Factory):
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
         reactor: IReactorCore | None = None,
+        maxConnectionsPerPeer: int | None = None,
+        maxPendingOutput: int | None = _UNSET,
+        maxBroadcastSkips: int | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -279,6 +481,11 @@ class Server(Factory):
             connection, returns an object with C{write(bytes)} that receives
             the connection's bytes and is closed when it ends.
         @param reactor: the reactor to listen with; the global one by default.
+        @param maxConnectionsPerPeer: see L{maxConnectionsPerPeer}.
+        @param maxPendingOutput: overrides the protocol's C{maxPendingOutput}
+            (bytes; C{None} for no bound): how much output a connection
+            accepts while its peer does not keep up.
+        @param maxBroadcastSkips: see L{broadcast}.
         """
         self.protocol = _protocolClass(protocol, stream)  # type: ignore[assignment]
         self._settings = _connectionSettings(
@@ -286,6 +493,21 @@ class Server(Factory):
         )
         if maxConnections < 1:
             raise ValueError(f"maxConnections must be at least 1, not {maxConnections}")
+        for name, value in (("maxConnectionsPerPeer", maxConnectionsPerPeer),
+                            ("maxBroadcastSkips", maxBroadcastSkips)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name} must be an int of at least 1 or None, not {value!r}")
+        if maxPendingOutput is not _UNSET:
+            if maxPendingOutput is not None and (
+                isinstance(maxPendingOutput, bool) or not isinstance(maxPendingOutput, int)
+                or maxPendingOutput < 0
+            ):
+                raise ValueError(
+                    f"maxPendingOutput must be a non-negative int or None, not "
+                    f"{maxPendingOutput!r}"
+                )
+            self._settings["maxPendingOutput"] = maxPendingOutput
         protocolClass: type = self.protocol  # type: ignore[assignment]
         if onMessage is not None:
             hook = "messageReceived" if issubclass(protocolClass, MessageProtocol) else "dataReceived"
@@ -297,6 +519,9 @@ class Server(Factory):
         if createSink is not None and not issubclass(protocolClass, StreamProtocol):
             raise ValueError("createSink applies to continuous mode (a StreamProtocol) only")
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
+        self.maxBroadcastSkips = maxBroadcastSkips
+        self.broadcastSkips = 0
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
@@ -310,8 +535,15 @@ class Server(Factory):
         self._established: dict[int, _ConnectionBase] = {}
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # Why the server itself closed a connection that was not yet
-        # established, by id, to log it once when the connection is gone.
+        # established, by id, to log it once when the connection is gone
+        # (an empty reason: it was logged already).
         self._dropped: dict[int, str] = {}
+        # Open connections by peer host, and the host of each connection,
+        # for maxConnectionsPerPeer.
+        self._perPeer: dict[str, int] = {}
+        self._peerHosts: dict[int, str] = {}
+        # The allow-list of the port of each connection in its handshake.
+        self._allowLists: dict[int, frozenset[str]] = {}
         self._ports: list[IListeningPort] = []
         self._closeWaiters: list[Deferred[None]] = []
         _raiseFileLimit(maxConnections + 64, self.log)
@@ -350,16 +582,21 @@ class Server(Factory):
                 )
         except Exception:
             return fail()
-        listening = _ListeningFactory(self, tlsFactory)
+        listening = _ListeningFactory(
+            self, tlsFactory, tls.allowedClients if tls is not None else None
+        )
 
         def listening_(p: IListeningPort) -> IListeningPort:
             self._ports.append(p)
             address = p.getHost()
+            allowed = tls.allowedClients if tls is not None else None
             self.log.info(
                 "Listening on {address} ({mode}{tls})",
                 address=describeAddress(address),
                 mode="continuous" if issubclass(self.protocol, StreamProtocol) else "fragmented",  # type: ignore[arg-type]
-                tls=", TLS 1.3" if tls is not None else "",
+                tls=(", TLS 1.3" if tls is not None else "")
+                + (f", clients allowed: {', '.join(sorted(allowed)) or 'none'}"
+                   if allowed is not None else ""),
             )
             return p
 
@@ -382,6 +619,8 @@ class Server(Factory):
         if isinstance(port, int):
             if not 0 <= port <= 65535:
                 raise PortError(f"port {port} is outside 0-65535")
+            if isinstance(self._reactor, PosixReactorBase):
+                return _GuardedTCPEndpoint(self._reactor, port, _BACKLOG, interface)
             if ":" in interface:
                 return TCP6ServerEndpoint(self._reactor, port, backlog=_BACKLOG,
                                           interface=interface)
@@ -390,12 +629,28 @@ class Server(Factory):
             if port.isdigit():
                 return self._endpoint(int(port), interface)
             try:
-                return serverFromString(self._reactor, port)
+                endpoint = serverFromString(self._reactor, port)
             except (ValueError, TypeError) as e:
                 raise PortError(f"not a port or endpoint description: {port!r} ({e})") from e
+            return self._guarded(endpoint)
         if IStreamServerEndpoint.providedBy(port):
             return port
         raise PortError(f"not a port, endpoint description or endpoint: {port!r}")
+
+    def _guarded(self, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
+        """
+        The same TCP endpoint with a port that pauses accepting when out of
+        file descriptors; any other endpoint as it is.
+        """
+        if not (isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
+                and isinstance(self._reactor, PosixReactorBase)):
+            return endpoint
+        try:
+            port, backlog, interface = (endpoint._port, endpoint._backlog,  # type: ignore[attr-defined]
+                                        endpoint._interface)  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - another Twisted version
+            return endpoint
+        return _GuardedTCPEndpoint(self._reactor, port, backlog, interface)
 
     @property
     def ports(self) -> list[IListeningPort]:
@@ -407,7 +662,10 @@ class Server(Factory):
     def stop(self) -> Deferred[None]:
         """
         Stop listening, then close every connection once its pending output
-        is written (aborting those still open after C{closeTimeout} seconds).
+        is written: everything a send accepted before reaches a peer that
+        reads.  Connections still open after C{closeTimeout} seconds (their
+        peer does not read, or does not answer the close) are aborted, and a
+        warning says how many, and how many bytes of output they dropped.
         C{onClosed} fires for each established connection.
 
         @return: fires when no port is listening and no connection is open;
@@ -434,26 +692,48 @@ class Server(Factory):
         return everything.addCallback(lambda _: None)
 
     def _abortAll(self) -> None:
-        if self._open:
+        protocols = list(self._open.values())
+        if protocols:
+            dropped = sum(p._unsentBytes() for p in protocols)
             self.log.warn(
-                "{count} connections did not close within {timeout} s; aborting them",
-                count=len(self._open),
+                "{count} connections did not close within {timeout} s; aborting them, "
+                "dropping {dropped} bytes of output not yet sent",
+                count=len(protocols),
                 timeout=self.closeTimeout,
+                dropped=dropped,
+                connectionIds=sorted(p.connectionId for p in protocols),  # type: ignore[type-var]
             )
-        for protocol in list(self._open.values()):
+        for protocol in protocols:
             protocol.transport.abortConnection()
 
     # -- the registry -----------------------------------------------------
 
-    def _buildConnection(self, addr: IAddress, tls: bool) -> _ConnectionBase | None:
+    def _buildConnection(self, addr: IAddress, tls: bool,
+                         allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
         if len(self._open) >= self.maxConnections:
             self.log.warn(
                 "Refused a connection from {peer}: {maxConnections} connections "
                 "are open, the limit",
                 peer=describeAddress(addr),
+                reason="maxConnections",
                 maxConnections=self.maxConnections,
             )
             return None
+        host: str | None = getattr(addr, "host", None)
+        perPeer = self.maxConnectionsPerPeer
+        if perPeer is not None and host is not None:
+            count = self._perPeer.get(host, 0)
+            if count >= perPeer:
+                self.log.warn(
+                    "Refused a connection from {peer}: {count} connections from {host} "
+                    "are open, the limit per peer",
+                    peer=describeAddress(addr),
+                    host=host,
+                    count=count,
+                    reason="maxConnectionsPerPeer",
+                    maxConnectionsPerPeer=perPeer,
+                )
+                return None
         protocol = self.buildProtocol(addr)
         assert isinstance(protocol, _ConnectionBase)
         for name, value in self._settings.items():
@@ -463,6 +743,11 @@ class Server(Factory):
         protocol.connectionId = connectionId
         protocol._observer = self
         self._open[connectionId] = protocol
+        if perPeer is not None and host is not None:
+            self._perPeer[host] = self._perPeer.get(host, 0) + 1
+            self._peerHosts[connectionId] = host
+        if allowedClients is not None:
+            self._allowLists[connectionId] = allowedClients
         if tls and self.handshakeTimeout is not None:
             self._handshakeTimers[connectionId] = self._reactor.callLater(  # type: ignore[attr-defined]
                 self.handshakeTimeout, self._handshakeTimedOut, protocol
@@ -483,8 +768,27 @@ class Server(Factory):
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
             timer.cancel()
-        self._established[connectionId] = protocol
         certificate = peerCertificate(protocol.transport)
+        allowed = self._allowLists.pop(connectionId, None)
+        if allowed is not None and not isAllowedClient(certificate, allowed):
+            # Never established: no callback, and the protocol's own
+            # connectionReady is not called either.
+            commonName = subjectPart(certificate, "CN")
+            names = certificateNames(certificate)
+            self.log.warn(
+                "Refused the connection from {peer}: its client certificate "
+                "(CN={clientCommonName!r}, DNS names: {names}) is not on the allow-list",
+                peer=describeAddress(protocol.transport.getPeer()),
+                clientCommonName=commonName,
+                clientNames=names,
+                names=", ".join(names) or "none",
+                reason="allowedClients",
+            )
+            self._dropped[connectionId] = ""
+            protocol.ready = False
+            protocol.transport.abortConnection()
+            return
+        self._established[connectionId] = protocol
         self.log.info(
             "Connection {connectionId} from {peer} established{cn}",
             connectionId=connectionId,
@@ -535,9 +839,21 @@ class Server(Factory):
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
         self._established.pop(connectionId, None)
+        self._allowLists.pop(connectionId, None)
+        host = self._peerHosts.pop(connectionId, None)
+        if host is not None:
+            remaining = self._perPeer.get(host, 1) - 1
+            if remaining > 0:
+                self._perPeer[host] = remaining
+            else:
+                self._perPeer.pop(host, None)
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
             timer.cancel()
+        # A descriptor is free again: a port that ran out of them may accept.
+        for port in self._ports:
+            if isinstance(port, _GuardedPort) and port._retryCall is not None:
+                port.resumeAccepting()
         dropped = self._dropped.pop(connectionId, None)
         peer = describeAddress(protocol.transport.getPeer()) if protocol.transport else "?"
         try:
@@ -550,7 +866,9 @@ class Server(Factory):
                 )
                 self._notify(self.onClosed, "onClosed", connectionId)
             elif dropped is not None:
-                self.log.warn("Closed the connection from {peer}: {why}", peer=peer, why=dropped)
+                if dropped:
+                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
+                                  why=dropped)
             elif ISSLTransport.providedBy(protocol.transport):
                 detail = verificationFailure(protocol.transport)
                 self.log.warn(
@@ -604,8 +922,10 @@ class Server(Factory):
         """
         Send a message (continuous mode: bytes) to one connection.
 
-        @return: C{False} for an unknown or closed id, or a message that
-            L{MessageProtocol.sendMessage} refuses.
+        @return: C{False} (and nothing written) for an unknown or closed
+            id, a message that L{MessageProtocol.sendMessage} refuses, or a
+            congested connection that already accepted C{maxPendingOutput}
+            bytes (see L{MessageProtocol.maxPendingOutput}).
         """
         protocol = self._established.get(clientId)
         if protocol is None:
@@ -618,6 +938,15 @@ class Server(Factory):
         """
         Send one message to every established connection, validating and
         framing it once.
+
+        Slow consumers: a connection that is congested and has no room left
+        for the message (see L{MessageProtocol.maxPendingOutput}) is
+        I{skipped}: it misses this message, the others get it, and the
+        server's memory stays bounded.  Each skip is counted in
+        L{broadcastSkips}; the first skip of a congestion episode is logged.
+        With C{maxBroadcastSkips} set, a connection skipped that many times
+        before it caught up is aborted (its peer then knows it missed
+        messages) and a warning is logged.
 
         @param exclude: an id, or ids, to leave out (a chat server excludes
             the sender).
@@ -636,12 +965,54 @@ class Server(Factory):
         if not targets:
             return 0
         first = targets[0]
+        written = 0
         if isinstance(first, MessageProtocol):
             frame = first.frame(data)
             if frame is None:
                 return 0
-            return sum(1 for p in targets if p.sendFrame(frame))  # type: ignore[attr-defined]
-        return sum(1 for p in targets if p.sendData(data))  # type: ignore[attr-defined]
+            for p in targets:
+                if p.sendFrame(frame):  # type: ignore[attr-defined]
+                    written += 1
+                elif p._congested:
+                    self._skipped(p)
+            return written
+        for p in targets:
+            if p.sendData(data):  # type: ignore[attr-defined]
+                written += 1
+            elif p._congested:
+                self._skipped(p)
+        return written
+
+    def _skipped(self, protocol: _ConnectionBase) -> None:
+        """
+        A broadcast left out a congested connection.
+        """
+        limit = self.maxBroadcastSkips
+        if limit is not None and protocol._broadcastSkips >= limit:
+            return  # being closed already
+        self.broadcastSkips += 1
+        protocol._broadcastSkips += 1
+        skips = protocol._broadcastSkips
+        peer = describeAddress(protocol.transport.getPeer())
+        if limit is not None and skips >= limit:
+            self.log.warn(
+                "Closing connection {connectionId} from {peer}: it missed {skips} "
+                "broadcasts in a row, its peer does not read (maxBroadcastSkips {limit})",
+                connectionId=protocol.connectionId,
+                peer=peer,
+                skips=skips,
+                limit=limit,
+            )
+            protocol.transport.abortConnection()
+        elif skips == 1:
+            self.log.warn(
+                "Connection {connectionId} from {peer} misses broadcasts: its peer does not "
+                "read fast enough, its output is over maxPendingOutput ({maxPendingOutput} "
+                "bytes)",
+                connectionId=protocol.connectionId,
+                peer=peer,
+                maxPendingOutput=protocol.maxPendingOutput,
+            )
 
     def disconnect(self, clientId: int) -> bool:
         """

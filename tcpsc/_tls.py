@@ -21,6 +21,12 @@ until the first ticket arrives (or a short grace period passes, for servers
 that send no tickets).  The ticket is noticed inside OpenSSL's info callback;
 readiness itself runs on the next reactor turn, outside OpenSSL.
 
+Authorisation beyond the chain: a server's L{TLSConfig.allowedClients} names
+the clients it serves, by certificate CN or DNS name; the server checks it
+once the handshake is complete (see L{isAllowedClient}), before the
+connection is established.  And a private key file that group or others may
+read is reported when it is loaded, once per file and mode.
+
 Failures are explained as far as the peer lets us: L{classifyTLSFailure}
 names the host name a server certificate does not match and why a server
 certificate was not trusted (L{diagnoseCertificate}); on the server side,
@@ -32,6 +38,7 @@ failed".
 from __future__ import annotations
 
 import os
+import stat
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +80,15 @@ if TYPE_CHECKING:
 
     from ._framing import _ConnectionBase
 
-__all__ = ["PEMSource", "TLSConfig", "peerCertificate", "subjectPart"]
+__all__ = [
+    "PEMSource",
+    "TLSConfig",
+    "certificateNames",
+    "checkKeyPermissions",
+    "isAllowedClient",
+    "peerCertificate",
+    "subjectPart",
+]
 
 _log = Logger()
 
@@ -93,6 +108,45 @@ _SHORT_NAMES = {
 #: How long a TLS client waits, after its handshake, for a sign that the
 #: server accepted its certificate, when the server sends no session ticket.
 DEFAULT_ACCEPTANCE_GRACE = 1.0
+
+
+#: Key files already reported as readable by others, with their mode: each
+#: is reported once per process, not once per port or connection attempt.
+_exposedKeys: set[tuple[str, int]] = set()
+
+
+def checkKeyPermissions(source: PEMSource, owner: str = "this server") -> bool:
+    """
+    Log a warning if the private key file C{source} may be read by its group
+    or by others: anyone who can read it can impersonate C{owner}.  Each
+    file is reported once per process (and again if its mode changes).  PEM
+    bytes, and systems without POSIX permissions, are not checked.
+
+    @return: whether the file is readable by group or others.
+    """
+    if isinstance(source, bytes) or os.name != "posix":
+        return False
+    path = os.fspath(source)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return False
+    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+               if mode & bit]
+    if not readers:
+        return False
+    seen = (os.path.realpath(path), mode)
+    if seen not in _exposedKeys:
+        _exposedKeys.add(seen)
+        _log.warn(
+            "The private key file {path} is readable by {readers} (mode {mode}): whoever "
+            "can read it can impersonate {owner}; restrict it with chmod 600",
+            path=path,
+            readers=" and ".join(readers),
+            mode=f"{mode:04o}",
+            owner=owner,
+        )
+    return True
 
 
 def _read(source: PEMSource, what: str, code: int) -> tuple[bytes, str]:
@@ -189,6 +243,14 @@ class TLSConfig:
         issued for the host name connected to (or C{hostname}).
     @ivar hostname: (client) the name to check and to send as SNI, when it
         differs from the host connected to.
+    @ivar allowedClients: (server) the clients served, by name: a client
+        whose certificate (verified against C{ca}) has none of these names
+        as its subject's CN or among its DNS subject alternative names is
+        disconnected right after the handshake, logged with its CN, and
+        never established.  Names are exact (DNS names compared without
+        regard to case; no wildcards).  C{None}, the default: every client
+        with a valid certificate.  Any collection of strings; kept as a
+        C{frozenset}.  Needs client certificates required.
     """
 
     ca: PEMSource | None = None
@@ -198,16 +260,38 @@ class TLSConfig:
     verifyServer: bool = True
     verifyHostname: bool = True
     hostname: str | None = None
+    allowedClients: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        allowed = self.allowedClients
+        if allowed is None:
+            return
+        if isinstance(allowed, (str, bytes)):
+            raise TypeError(
+                f"allowedClients must be a collection of names, not one string: "
+                f"write frozenset({{{allowed!r}}})"
+            )
+        names = frozenset(allowed)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"allowedClients holds {name!r}: names are non-empty strings")
+        if not self.requireClientCertificate:
+            raise ValueError(
+                "allowedClients needs client certificates: it cannot be combined with "
+                "requireClientCertificate=False"
+            )
+        object.__setattr__(self, "allowedClients", names)
 
     def _loadCA(self) -> list[x509.Certificate] | None:
         if self.ca is None:
             return None
         return loadCertificates(self.ca, "CA certificate", 30, 33)
 
-    def _loadIdentity(self) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    def _loadIdentity(self, owner: str) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
         assert self.cert is not None and self.key is not None
         chain = loadCertificates(self.cert, "certificate", 31, 34)
         key = loadPrivateKey(self.key, chain[0])
+        checkKeyPermissions(self.key, owner)
         return chain, key
 
     def serverOptions(self) -> CertificateOptions:
@@ -222,7 +306,7 @@ class TLSConfig:
         if self.key is None:
             raise CertificateLoadError("a TLS server needs a private key (key=)", 32, "")
         ca = self._loadCA()
-        chain, key = self._loadIdentity()
+        chain, key = self._loadIdentity("this server")
         if ca is None and self.requireClientCertificate:
             raise CertificateLoadError(
                 "requireClientCertificate is set but no CA is given to verify "
@@ -274,7 +358,7 @@ class TLSConfig:
         extra: dict[str, object] = {"raiseMinimumTo": TLSVersion.TLSv1_3}
         clientCertificate = None
         if self.cert is not None:
-            chain, key = self._loadIdentity()
+            chain, key = self._loadIdentity("this client")
             clientCertificate = PrivateCertificate.fromCertificateAndKeyPair(
                 _twistedCertificate(chain[0]),
                 KeyPair(crypto.PKey.from_cryptography_key(key)),
@@ -635,6 +719,39 @@ def _sslReason(value: BaseException) -> str:
         if reasons:
             return "; ".join(str(r) for r in reasons)
     return str(value) or value.__class__.__name__
+
+
+def certificateNames(certificate: x509.Certificate | None) -> list[str]:
+    """
+    The DNS names among the subject alternative names of C{certificate}, in
+    their order; empty without a certificate or that extension.
+    """
+    if certificate is None:
+        return []
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name) for name in san.get_values_for_type(x509.DNSName)]
+
+
+def isAllowedClient(certificate: x509.Certificate | None, allowed: frozenset[str]) -> bool:
+    """
+    Whether a client presenting C{certificate} is on the allow-list
+    C{allowed}: its subject's CN is one of the names, or one of its DNS
+    subject alternative names is (without regard to case).  No certificate
+    is never allowed.
+    """
+    if certificate is None:
+        return False
+    commonName = subjectPart(certificate, NameOID.COMMON_NAME)
+    if commonName is not None and commonName in allowed:
+        return True
+    names = certificateNames(certificate)
+    if not names:
+        return False
+    folded = {name.lower() for name in allowed}
+    return any(name.lower() in folded for name in names)
 
 
 def peerCertificate(transport: object) -> x509.Certificate | None:

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from ._apps import BUILTIN_APPS, loadAppClass, recordSink
 from ._errors import ListenError, StartError
-from ._framing import MessageProtocol, StreamProtocol
+from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
 from ._server import DEFAULT_MAX_CONNECTIONS, Server
 from ._tls import TLSConfig
 
@@ -110,6 +110,22 @@ def _normalisePort(port: str) -> str:
     return port
 
 
+def _count(name: str, value: str) -> int | None:
+    """
+    A number of 1 or more, or C{None} for 'none'.
+    """
+    if value.lower() in ("none", "off", "unlimited"):
+        return None
+    try:
+        number = int(value)
+        if number < 1:
+            raise ValueError
+    except ValueError:
+        raise usage.UsageError(f"--{name} {value!r}: not a number of 1 or more, or 'none'"
+                               ) from None
+    return number
+
+
 def _positive(name: str, value: str, allowNone: bool) -> float | None:
     if allowNone and value.lower() in ("none", "off", "never"):
         return None
@@ -130,7 +146,9 @@ class Options(usage.Options):
     protocol class to serve), C{stream} (continuous mode), C{delimiter}
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
-    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}).
+    C{max-connections-per-peer}, C{max-pending-output},
+    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}), and
+    C{allow-client} (a list of names, empty for no allow-list).
     """
 
     synopsis = "[options]"
@@ -155,13 +173,21 @@ class Options(usage.Options):
                              "tcpsc.MessageProtocol (or StreamProtocol) subclass."],
         ["ca", None, None, "PEM file of the CA that client certificates must be issued by."],
         ["cert", None, None, "PEM file of the server certificate (then any intermediates)."],
-        ["key", None, None, "PEM file of the server certificate's private key."],
+        ["key", None, None, "PEM file of the server certificate's private key (a warning "
+                            "is logged if group or others may read it)."],
         ["delimiter", "d", None, "Message delimiter; escapes \\n \\r \\t \\0 \\\\ \\xHH "
                                  "[default: \\n, or the --app class's delimiter]"],
         ["max-length", "m", None, "Longest message in bytes, or 'none' for no limit "
                                   "[default: 16777216, or the --app class's]"],
         ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
          "Most connections open at once; the next one is refused and logged."],
+        ["max-connections-per-peer", None, "none",
+         "Most connections open at once from one peer address, or 'none'; the next one "
+         "is refused and logged."],
+        ["max-pending-output", None, None,
+         "Bytes of output a connection accepts while its peer does not read, or 'none' "
+         "for no bound; past it, messages to that peer are not sent "
+         f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
         ["handshake-timeout", None, "10",
          "Seconds a TLS client has to complete its handshake."],
         ["idle-timeout", None, "none",
@@ -178,12 +204,21 @@ class Options(usage.Options):
             "record-dir": usage.CompleteDirs(),
             "app": usage.CompleteList(["echo", "chat", "record"]),
         },
-        multiUse=["port"],
+        multiUse=["port", "allow-client"],
     )
 
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["allow-client"] = []
+
+    # One line: twistd's --help keeps the line breaks of this docstring.
+    def opt_allow_client(self, name: str) -> None:
+        """With --tls: serve only clients whose certificate has this CN or DNS name (checked after the handshake, others are disconnected and logged); repeatable [default: any client with a valid certificate]"""
+        name = name.strip()
+        if not name:
+            raise usage.UsageError("--allow-client needs a name")
+        self["allow-client"].append(name)
 
     # One line: twistd's --help keeps the line breaks of this docstring.
     def opt_port(self, port: str) -> None:
@@ -223,6 +258,23 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--max-connections {self['max-connections']!r}: not a number of 1 or more"
             ) from None
+        self["max-connections-per-peer"] = _count(
+            "max-connections-per-peer", str(self["max-connections-per-peer"]))
+        pending = self["max-pending-output"]
+        if pending is None:
+            del self["max-pending-output"]
+        elif pending.lower() in ("none", "unlimited"):
+            self["max-pending-output"] = None
+        else:
+            try:
+                self["max-pending-output"] = int(pending)
+                if self["max-pending-output"] < 0:
+                    raise ValueError
+            except ValueError:
+                raise usage.UsageError(
+                    f"--max-pending-output {pending!r}: not a number of bytes (0 or more) "
+                    "or 'none'"
+                ) from None
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
         )
@@ -234,6 +286,13 @@ class Options(usage.Options):
         given = [f"--{name}" for name in ("ca", "cert", "key") if self[name] is not None]
         if self["no-client-auth"]:
             given.append("--no-client-auth")
+        if self["allow-client"]:
+            given.append("--allow-client")
+            if self["no-client-auth"]:
+                raise usage.UsageError(
+                    "--allow-client names clients by their certificates: it cannot be "
+                    "combined with --no-client-auth"
+                )
         if not self["tls"]:
             if given:
                 raise usage.UsageError(f"{', '.join(given)} only apply with --tls")
@@ -444,13 +503,19 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
         mode = f"fragmented mode, delimiter {delimiter!r}, {limit}"
     if tls is None:
         security = "plain TCP"
+    elif tls.allowedClients is not None:
+        security = ("TLS 1.3, client certificate required, clients allowed: "
+                    + ", ".join(sorted(tls.allowedClients)))
     elif tls.requireClientCertificate:
         security = "TLS 1.3, client certificate required"
     else:
         security = "TLS 1.3, client certificate optional"
     extra = ""
+    perPeer = options.get("max-connections-per-peer")
+    if perPeer is not None:
+        extra += f", at most {perPeer} per peer"
     if app == "record":
-        extra = f", recording into {os.path.abspath(options['record-dir'])}"
+        extra += f", recording into {os.path.abspath(options['record-dir'])}"
     return (f"app {app} ({mode}), {security}, at most {options['max-connections']} "
             f"connections{extra}")
 
@@ -478,6 +543,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             cert=options["cert"],
             key=options["key"],
             requireClientCertificate=not options["no-client-auth"],
+            allowedClients=frozenset(options["allow-client"]) or None,
         )
         try:
             tls.serverOptions()
@@ -504,10 +570,13 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise SystemExit(f"tcpsc: the --record-dir {str(directory)!r} is not writable")
         settings["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
+    if "max-pending-output" in options:
+        settings["maxPendingOutput"] = options["max-pending-output"]
     try:
         server = Server(
             protocol,
             maxConnections=options["max-connections"],
+            maxConnectionsPerPeer=options.get("max-connections-per-peer"),
             handshakeTimeout=options["handshake-timeout"],
             idleTimeout=options["idle-timeout"],
             reactor=reactor,

@@ -1,0 +1,166 @@
+"""
+Limits: the connection limit and the optional per-peer-address limit refuse
+promptly (the refused connection is closed before any TLS work) and log
+each refusal once, with the peer and the reason; and the daemon's options
+for the limits and the output bound.
+
+The message length limit is covered by L{tests.test_framing.TooLongTests}
+(a too-long message is dropped and logged once, the connection kept).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpsc import Server
+from tcpsc._apps import Echo as EchoApp
+from tcpsc.tap import Options, makeService
+from tests.test_guarantees_support import (
+    SHORT,
+    Echo,
+    GuaranteeTestCase,
+    asyncTest,
+    clientTLS,
+    serverTLS,
+    waitFor,
+    within,
+)
+
+
+class PerPeerLimitTests(GuaranteeTestCase):
+    """
+    C{maxConnectionsPerPeer} counts open connections by peer host.
+    """
+
+    async def limitPerPeer(self, tls: bool) -> None:
+        events = self.captureLogs()
+        server, port = await self.startServer(Echo, maxConnectionsPerPeer=2,
+                                              tls=serverTLS() if tls else None)
+        first = await self.connectRaw(port)
+        second = await self.connectRaw(port)
+        await waitFor(lambda: server.openConnections() == 2, SHORT)
+
+        refused = await self.connectRaw(port)
+        await within(refused.lost)
+        # Prompt: closed at accept, before any byte (or TLS handshake).
+        self.assertLess(refused.lostAt - refused.connectedAt, 2.0)  # type: ignore[operator]
+        self.assertEqual(bytes(refused.received), b"")
+        self.assertEqual(server.openConnections(), 2)
+        logged = [e for e in self.warnings(events) if e.get("peer") == refused.address]
+        self.assertEqual(len(logged), 1, logged)
+        self.assertEqual(logged[0]["reason"], "maxConnectionsPerPeer")
+        self.assertEqual(logged[0]["host"], "127.0.0.1")
+        self.assertEqual(logged[0]["count"], 2)
+
+        # Another peer address is not limited by the first one's count.
+        other = await self.connectRaw(port, bindAddress=("127.0.0.2", 0))
+        await waitFor(lambda: server.openConnections() == 3, SHORT)
+        self.assertFalse(other.lost.called)
+
+        # A connection that ends frees its place.
+        first.transport.loseConnection()
+        await within(first.lost)
+        await waitFor(lambda: server.openConnections() == 2, SHORT)
+        received: list[bytes] = []
+        client = await self.connectClient(port, tls=clientTLS() if tls else None,
+                                          onMessage=received.append)
+        self.assertTrue(client.send(b"welcome back"))
+        await waitFor(lambda: received == [b"welcome back"], SHORT)
+        self.assertFalse(second.lost.called)
+
+    @asyncTest
+    async def test_tcp(self) -> None:
+        await self.limitPerPeer(tls=False)
+
+    @asyncTest
+    async def test_tls(self) -> None:
+        await self.limitPerPeer(tls=True)
+
+    def test_validation(self) -> None:
+        """
+        The limit is an int of at least 1, or C{None} (the default).
+        """
+        self.assertIsNone(Server().maxConnectionsPerPeer)
+        for wrong in (0, -1, 1.5, True, "2"):
+            self.assertRaises(ValueError, Server, maxConnectionsPerPeer=wrong)
+        self.assertRaises(ValueError, Server, maxPendingOutput=-1)
+        self.assertRaises(ValueError, Server, maxBroadcastSkips=0)
+
+
+class ConnectionLimitTests(GuaranteeTestCase):
+    """
+    C{maxConnections}: each refusal is one warning naming the peer and the
+    reason.
+    """
+
+    @asyncTest
+    async def test_refusalsLoggedOnceEach(self) -> None:
+        events = self.captureLogs()
+        server, port = await self.startServer(Echo, maxConnections=2)
+        for _ in range(2):
+            await self.connectRaw(port)
+        await waitFor(lambda: server.openConnections() == 2, SHORT)
+        refused = [await self.connectRaw(port) for _ in range(3)]
+        for peer in refused:
+            await within(peer.lost)
+        for peer in refused:
+            logged = [e for e in self.warnings(events) if e.get("peer") == peer.address]
+            self.assertEqual(len(logged), 1, logged)
+            self.assertEqual(logged[0]["reason"], "maxConnections")
+        self.assertEqual(server.openConnections(), 2)
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class DaemonOptionTests(SynchronousTestCase):
+    """
+    C{--max-connections-per-peer}, C{--max-pending-output} and
+    C{--allow-client}.
+    """
+
+    def assertUsageError(self, *args: str, match: str) -> None:
+        with self.assertRaises(usage.UsageError) as raised:
+            parse(*args)
+        self.assertIn(match, str(raised.exception))
+
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertIsNone(options["max-connections-per-peer"])
+        self.assertNotIn("max-pending-output", options)
+        self.assertEqual(options["allow-client"], [])
+        service = makeService(options, reactor=reactor)
+        self.assertIsNone(service.server.maxConnectionsPerPeer)
+        self.assertNotIn("maxPendingOutput", service.server._settings)
+        self.assertEqual(EchoApp.maxPendingOutput, 4 * 1024 * 1024)
+
+    def test_values(self) -> None:
+        options = parse("--max-connections-per-peer", "3", "--max-pending-output", "65536")
+        self.assertEqual(options["max-connections-per-peer"], 3)
+        self.assertEqual(options["max-pending-output"], 65536)
+        service = makeService(options, reactor=reactor)
+        self.assertEqual(service.server.maxConnectionsPerPeer, 3)
+        self.assertEqual(service.server._settings["maxPendingOutput"], 65536)
+        self.assertIn("at most 3 per peer", service.description)
+        self.assertIsNone(parse("--max-pending-output", "none")["max-pending-output"])
+        self.assertIsNone(parse("--max-connections-per-peer", "none")["max-connections-per-peer"])
+
+    def test_errors(self) -> None:
+        self.assertUsageError("--max-connections-per-peer", "0", match="1 or more")
+        self.assertUsageError("--max-connections-per-peer", "x", match="1 or more")
+        self.assertUsageError("--max-pending-output", "-5", match="number of bytes")
+        self.assertUsageError("--allow-client", "client", match="only apply with --tls")
+        self.assertUsageError("--tls", "--cert", "c.pem", "--key", "k.pem", "--no-client-auth",
+                              "--allow-client", "client", match="--no-client-auth")
+        self.assertUsageError("--tls", "--ca", "a.pem", "--cert", "c.pem", "--key", "k.pem",
+                              "--allow-client", " ", match="needs a name")
+
+    def test_allowClients(self) -> None:
+        options = parse("--tls", "--ca", "a.pem", "--cert", "c.pem", "--key", "k.pem",
+                        "--allow-client", "alice", "--allow-client", "bob.example")
+        self.assertEqual(options["allow-client"], ["alice", "bob.example"])
