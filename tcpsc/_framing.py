@@ -446,9 +446,8 @@ class MessageProtocol(_ConnectionBase):
     _discardTail: bytes = b""
     _held: list[bytes]
     # Replies made while one read is being handled, written at its end as one
-    # write.  None outside of that; TLS transports aggregate writes themselves.
+    # write.  None outside of that.
     _batch: list[bytes] | None = None
-    _batchWrites: bool = False
     # Settings read at makeConnection for the hot path of sendMessage.
     # _fastLimit is the length limit, or -1 while the connection is congested
     # (which sends every message down the checked path); _lengthLimit keeps
@@ -468,7 +467,8 @@ class MessageProtocol(_ConnectionBase):
             raise ValueError(
                 f"delimiter must be non-empty bytes, not {delimiter!r}"
             )
-        self._batchWrites = not ISSLTransport.providedBy(transport)
+        if ISSLTransport.providedBy(transport):
+            self._flushBeforeClosing(transport)
         # The settings are read once, here: the hot path of sendMessage then
         # needs no attribute lookups beyond these, and a one-byte delimiter
         # is searched for as an int (a memchr), several times faster than a
@@ -489,9 +489,6 @@ class MessageProtocol(_ConnectionBase):
         if self._paused:
             self._held.append(data)
             return
-        if not self._batchWrites:
-            self._parse(data)
-            return
         batch: list[bytes] = []
         self._batch = batch
         try:
@@ -500,6 +497,27 @@ class MessageProtocol(_ConnectionBase):
             self._batch = None
             if batch:
                 self._flushBatch(batch)
+
+    def _flushBeforeClosing(self, transport) -> None:  # type: ignore[no-untyped-def]
+        """
+        Make C{transport.loseConnection} write the batched replies first.
+
+        A TLS transport drops what is written after C{loseConnection} (its
+        close_notify is already out), and a handler that replies and then
+        closes expects the reply to go out.  Batching replies on TLS too is
+        worth this: one TLS write per read instead of one per message nearly
+        doubles the rate of small messages.  (Twisted's own TLS transport
+        sets C{write} on its instances the same way.)
+        """
+        loseConnection = transport.loseConnection
+
+        def flushThenLoseConnection() -> None:
+            batch = self._batch
+            if batch:
+                self._flushBatch(batch)
+            loseConnection()
+
+        transport.loseConnection = flushThenLoseConnection
 
     def _flushBatch(self, batch: list[bytes]) -> None:
         """
