@@ -971,10 +971,18 @@ class Server(Factory):
             if frame is None:
                 return 0
             for p in targets:
-                if p.sendFrame(frame):  # type: ignore[attr-defined]
+                transport = p.transport
+                if p._congested or p._batch is not None or not p.ready:
+                    # The checked path: congestion, a read being handled.
+                    if p.sendFrame(frame):  # type: ignore[attr-defined]
+                        written += 1
+                    elif p._congested:
+                        self._skipped(p)
+                elif not transport.disconnecting:
+                    # What sendFrame does for a connection in the common
+                    # state, without a call per connection.
+                    transport.write(frame)
                     written += 1
-                elif p._congested:
-                    self._skipped(p)
             return written
         for p in targets:
             if p.sendData(data):  # type: ignore[attr-defined]
