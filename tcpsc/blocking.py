@@ -799,7 +799,35 @@ class TcpServer(_Endpoint):
         return self._connection(clientId, "the IP address").ip
 
 
-class TlsServer(TcpServer):
+class _Certificates:
+    """
+    The certificate settings the TLS classes share: paths (or PEM bytes) set
+    before L{start} and read then, as in the original.
+    """
+
+    _ca: str | bytes = ""
+    _cert: str | bytes = ""
+    _key: str | bytes = ""
+
+    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
+                        cert: str | os.PathLike[str] | bytes | None = "",
+                        key: str | os.PathLike[str] | bytes | None = "") -> None:
+        """
+        Set the paths (or PEM bytes) of the CA certificate, this side's
+        certificate and its key; read at C{start}.  Empty means not set.
+        """
+        self._ca = _certificatePath(ca)
+        self._cert = _certificatePath(cert)
+        self._key = _certificatePath(key)
+
+    def clearCertificates(self) -> None:
+        """
+        Forget the certificates set.
+        """
+        self.setCertificates("", "", "")
+
+
+class TlsServer(_Certificates, TcpServer):
     """
     A TLS 1.3 message server, as the original's C{TlsServer}.
 
@@ -814,27 +842,7 @@ class TlsServer(TcpServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ca: str | bytes = ""
-        self._cert: str | bytes = ""
-        self._key: str | bytes = ""
         self._clientAuth = True
-
-    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
-                        cert: str | os.PathLike[str] | bytes | None = "",
-                        key: str | os.PathLike[str] | bytes | None = "") -> None:
-        """
-        Set the paths (or PEM bytes) of the CA certificate, the server's
-        certificate and its key; read at L{start}.  Empty means not set.
-        """
-        self._ca = _certificatePath(ca)
-        self._cert = _certificatePath(cert)
-        self._key = _certificatePath(key)
-
-    def clearCertificates(self) -> None:
-        """
-        Forget the certificates set.
-        """
-        self.setCertificates("", "", "")
 
     def requireClientAuthentication(self, clientAuth: bool = True) -> None:
         """
@@ -1081,7 +1089,7 @@ class TcpClient(_Endpoint):
         return conn.send(msg)
 
 
-class TlsClient(TcpClient):
+class TlsClient(_Certificates, TcpClient):
     """
     A TLS 1.3 message client, as the original's C{TlsClient}.
 
@@ -1101,27 +1109,7 @@ class TlsClient(TcpClient):
         """
         super().__init__(*args, **kwargs)
         self.verifyHostname = verifyHostname
-        self._ca: str | bytes = ""
-        self._cert: str | bytes = ""
-        self._key: str | bytes = ""
         self._serverAuth = True
-
-    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
-                        cert: str | os.PathLike[str] | bytes | None = "",
-                        key: str | os.PathLike[str] | bytes | None = "") -> None:
-        """
-        Set the paths (or PEM bytes) of the CA certificate, the client's
-        certificate and its key; read at L{start}.  Empty means not set.
-        """
-        self._ca = _certificatePath(ca)
-        self._cert = _certificatePath(cert)
-        self._key = _certificatePath(key)
-
-    def clearCertificates(self) -> None:
-        """
-        Forget the certificates set.
-        """
-        self.setCertificates("", "", "")
 
     def requireServerAuthentication(self, serverAuth: bool = True) -> None:
         """
