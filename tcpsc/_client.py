@@ -488,7 +488,9 @@ class Client:
         Send a message (continuous mode: bytes).
 
         @return: C{False} if not connected, or if the message is refused
-            (see L{MessageProtocol.sendMessage}).
+            (see L{MessageProtocol.sendMessage}: it contains the delimiter, is
+            too long, or the server does not read and the connection's output
+            is over C{maxPendingOutput}).
         """
         protocol = self.protocol
         if protocol is None:

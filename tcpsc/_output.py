@@ -226,10 +226,15 @@ class OutputQueue:
 
     def resumeProducing(self) -> None:
         base = self._transport
-        if base is not None and getattr(base, "disconnecting", False):
-            # A closing TCP transport resumes a paused producer instead of
-            # closing; unregistering lets it close.
+        disconnecting = getattr(base, "disconnecting", False)
+        if base is not None and (disconnecting or getattr(base, "_writeDisconnecting", False)):
+            # A closing (or half-closing) TCP transport resumes a paused
+            # producer instead of closing; unregistering lets it close.
+            # Unregistering makes it write again only for a full close; a
+            # half-close needs that too.
             self.detach()
+            if not disconnecting:
+                base.startWriting()
         with self._cond:
             self._paused = False
             if self._scheduled or self._closed or not self._frames:
