@@ -632,15 +632,19 @@ class Server(Factory):
                 endpoint = serverFromString(self._reactor, port)
             except (ValueError, TypeError) as e:
                 raise PortError(f"not a port or endpoint description: {port!r} ({e})") from e
-            return self._guarded(endpoint)
+            # A description without backlog= gets Twisted's queue of 50; use
+            # the same queue as a port number does.
+            return self._guarded(endpoint, defaultBacklog="backlog=" not in port)
         if IStreamServerEndpoint.providedBy(port):
             return port
         raise PortError(f"not a port, endpoint description or endpoint: {port!r}")
 
-    def _guarded(self, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
+    def _guarded(self, endpoint: IStreamServerEndpoint, defaultBacklog: bool = False
+                 ) -> IStreamServerEndpoint:
         """
         The same TCP endpoint with a port that pauses accepting when out of
-        file descriptors; any other endpoint as it is.
+        file descriptors (and, if C{defaultBacklog}, the listen queue of a
+        port number); any other endpoint as it is.
         """
         if not (isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
                 and isinstance(self._reactor, PosixReactorBase)):
@@ -650,6 +654,8 @@ class Server(Factory):
                                         endpoint._interface)  # type: ignore[attr-defined]
         except AttributeError:  # pragma: no cover - another Twisted version
             return endpoint
+        if defaultBacklog:
+            backlog = max(backlog, _BACKLOG)
         return _GuardedTCPEndpoint(self._reactor, port, backlog, interface)
 
     @property

@@ -566,8 +566,22 @@ class BacklogTests(ServerTestCase):
         C{listen(SOMAXCONN)}; with Twisted's default queue of 50 the rest
         would wait for SYN retransmissions, a second or more.
         """
-        count = 200
         server, port = await self.startServer()
+        await self.burst(server, port)
+
+    @asyncTest
+    async def test_burstOfConnectionsEndpointDescription(self) -> None:
+        """
+        A port given as an endpoint description without C{backlog=} (what
+        the daemon's C{--port} becomes) gets the same listen queue.
+        """
+        server = Server()
+        self.addCleanup(lambda: within(server.stop(), 30))
+        listening = await within(server.listen("tcp:0:interface=127.0.0.1"))
+        await self.burst(server, listening.getHost().port)
+
+    async def burst(self, server: Server, port: int) -> None:
+        count = 200
         sockets: list[socket.socket] = []
 
         def closeAll() -> None:
