@@ -40,7 +40,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 from typing import Protocol as _TypingProtocol
 
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -204,7 +209,7 @@ class _OutputTracker:
         pass
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class _ConnectionBase(Protocol):
     """
     Readiness, ownership, output bound and closing shared by both modes.
@@ -289,6 +294,23 @@ class _ConnectionBase(Protocol):
             observer.connectionReady(self)
         if self.ready:
             self.connectionReady()
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer closed its sending side (a half-close, as C{nc -N} or
+        C{shutdown(SHUT_WR)} do): everything it sent was delivered; write
+        what is pending, replies included, then close.  Without this Twisted
+        drops the connection at once, unsent output with it.  (Over TLS the
+        peer's close_notify ends the connection instead: TLS has no
+        half-close.)
+        """
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        This side was closed for writing (C{loseWriteConnection}); reading
+        goes on.
+        """
 
     def connectionReady(self) -> None:
         """
@@ -718,6 +740,9 @@ class MessageProtocol(_ConnectionBase):
             the connection is congested and the frame does not fit in what
             is left of C{maxPendingOutput}, or the connection is not ready
             or is closing.
+        @raise UnicodeEncodeError: C{message} is text that UTF-8 cannot
+            encode (a lone surrogate): a programming error, not a refused
+            message, like any other wrong type.
         """
         byte = self._fastByte
         if byte is not None and message.__class__ is bytes:

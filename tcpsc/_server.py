@@ -31,7 +31,12 @@ from twisted.internet import tcp
 from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, ISSLTransport, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    ISSLTransport,
+    IStreamServerEndpoint,
+)
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -359,6 +364,22 @@ class _IdleTimeoutFactory(TimeoutFactory):
         return self._reactor.callLater(period, func)
 
 
+@implementer(IHalfCloseableProtocol)
+class _HalfCloseableTimeoutProtocol(TimeoutProtocol):
+    """
+    L{TimeoutProtocol} passing half-closes on to a protocol that handles
+    them (Twisted's wrapper does not, so the connection would be dropped at
+    the peer's half-close, unsent replies with it).
+    """
+
+    def readConnectionLost(self) -> None:
+        self.resetTimeout()
+        self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        self.wrappedProtocol.writeConnectionLost()
+
+
 class _ListeningFactory(Factory):
     """
     The factory of one listening port: applies the connection limits before
@@ -396,7 +417,9 @@ class _ListeningFactory(Factory):
             protocol = tlsFactory.protocol(tlsFactory, protocol)
         timeoutFactory = self._timeoutFactory
         if timeoutFactory is not None:
-            protocol = TimeoutProtocol(timeoutFactory, protocol, timeoutFactory.timeoutPeriod)
+            wrapper = (_HalfCloseableTimeoutProtocol
+                       if IHalfCloseableProtocol.providedBy(protocol) else TimeoutProtocol)
+            protocol = wrapper(timeoutFactory, protocol, timeoutFactory.timeoutPeriod)
         return protocol
 
 

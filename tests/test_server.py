@@ -28,6 +28,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
@@ -606,6 +607,42 @@ class BacklogTests(ServerTestCase):
         await waitFor(lambda: server.openConnections() == count, SHORT)
         closeAll()
         await waitFor(lambda: server.openConnections() == 0, SHORT)
+
+
+class HalfCloseTests(ServerTestCase):
+    """
+    A peer that half-closes after sending (C{shutdown(SHUT_WR)}, as
+    C{printf ... | nc -N} does) still gets every reply.
+    """
+
+    async def echoAfterHalfClose(self, **kwargs: Any) -> None:
+        server, port = await self.startServer(Echo, **kwargs)
+
+        def peer() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=SHORT) as s:
+                s.sendall(b"".join(b"message %d\n" % i for i in range(50)))
+                s.shutdown(socket.SHUT_WR)
+                received = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return received
+                    received += chunk
+
+        received = await within(deferToThread(peer))
+        self.assertEqual(received, b"".join(b"message %d\n" % i for i in range(50)))
+        await waitFor(lambda: server.openConnections() == 0, SHORT)
+
+    @asyncTest
+    async def test_halfClose(self) -> None:
+        await self.echoAfterHalfClose()
+
+    @asyncTest
+    async def test_halfCloseWithIdleTimeout(self) -> None:
+        """
+        The same through the idle-timeout wrapper.
+        """
+        await self.echoAfterHalfClose(idleTimeout=30.0)
 
 
 class ChurnTests(ServerTestCase):
