@@ -12,10 +12,12 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, wraps
 from pathlib import Path
+from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -130,6 +132,34 @@ def waitFor(condition, timeout: float = 10.0, interval: float = 0.005,
             await deferLater(clock, interval, lambda: None)
 
     return Deferred.fromCoroutine(poll())
+
+
+#: Bound of any single wait that should take milliseconds.
+SHORT = 10.0
+
+T = TypeVar("T")
+
+
+def asyncTest(
+    f: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Deferred[None]]:
+    """
+    Let a test method be written as a coroutine: trial waits on the Deferred.
+    """
+
+    @wraps(f)
+    def wrapper(self: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(f(self))
+
+    return wrapper
+
+
+def within(d: Deferred[T], seconds: float = SHORT) -> Deferred[T]:
+    """
+    Bound a wait: C{d} fails with L{twisted.internet.defer.TimeoutError}
+    (and trial reports it) instead of hanging the test.
+    """
+    return d.addTimeout(seconds, reactor)
 
 
 def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory):

@@ -10,9 +10,7 @@ server is stopped and every peer disconnected in the test's cleanups.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Coroutine
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -24,34 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tcpsc import Client, MessageProtocol, Server, TLSConfig
-from tests._helpers import certificates, waitFor
-
-T = TypeVar("T")
-
-#: Bound of any single wait that should take milliseconds.
-SHORT = 10.0
-
-
-def asyncTest(
-    f: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Deferred[None]]:
-    """
-    Let a test method be written as a coroutine: trial waits on the Deferred.
-    """
-
-    @wraps(f)
-    def wrapper(self: TestCase) -> Deferred[None]:
-        return Deferred.fromCoroutine(f(self))
-
-    return wrapper
-
-
-def within(d: Deferred[T], seconds: float = SHORT) -> Deferred[T]:
-    """
-    Bound a wait: C{d} fails with L{twisted.internet.defer.TimeoutError}
-    instead of hanging the test.
-    """
-    return d.addTimeout(seconds, reactor)
+from tests._helpers import SHORT, asyncTest, certificates, waitFor, within
 
 
 def turn(seconds: float = 0.0) -> Deferred[None]:

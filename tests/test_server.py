@@ -19,9 +19,7 @@ import itertools
 import select
 import socket
 import threading
-from collections.abc import Callable, Coroutine
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
@@ -35,34 +33,14 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import tcpsc
 from tcpsc import Client, MessageProtocol, Server, StreamProtocol, TLSConfig
-from tests._helpers import certificates, openFileDescriptors, waitFor
-
-T = TypeVar("T")
-
-#: Bound of any single wait that should take milliseconds.
-SHORT = 10.0
-
-
-def asyncTest(
-    f: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Deferred[None]]:
-    """
-    Let a test method be written as a coroutine: trial waits on the Deferred.
-    """
-
-    @wraps(f)
-    def wrapper(self: TestCase) -> Deferred[None]:
-        return Deferred.fromCoroutine(f(self))
-
-    return wrapper
-
-
-def within(d: Deferred[T], seconds: float = SHORT) -> Deferred[T]:
-    """
-    Bound a wait: C{d} fails with L{twisted.internet.defer.TimeoutError}
-    (and trial reports it) instead of hanging the test.
-    """
-    return d.addTimeout(seconds, reactor)
+from tests._helpers import (
+    SHORT,
+    asyncTest,
+    certificates,
+    openFileDescriptors,
+    waitFor,
+    within,
+)
 
 
 def serverTLS(requireClientCertificate: bool = True) -> TLSConfig:

@@ -22,11 +22,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -61,34 +60,7 @@ from tcpsc._tls import (
     diagnoseCertificate,
     verificationFailure,
 )
-from tests._helpers import CertFiles, certificates, tlsPair, waitFor
-
-T = TypeVar("T")
-
-#: Bound of a wait that should take milliseconds.
-SHORT = 10.0
-
-
-def asyncTest(
-    f: Callable[..., Coroutine[Any, Any, None]],
-) -> Callable[..., Deferred[None]]:
-    """
-    Let a test method be written as a coroutine: trial waits on the Deferred.
-    """
-
-    @wraps(f)
-    def wrapper(self: TestCase) -> Deferred[None]:
-        return Deferred.fromCoroutine(f(self))
-
-    return wrapper
-
-
-def within(d: Deferred[T], seconds: float = SHORT) -> Deferred[T]:
-    """
-    Bound a wait: C{d} fails with L{twisted.internet.defer.TimeoutError}
-    instead of hanging the test.
-    """
-    return d.addTimeout(seconds, reactor)
+from tests._helpers import SHORT, CertFiles, asyncTest, certificates, tlsPair, waitFor, within
 
 
 def certs() -> CertFiles:
