@@ -78,6 +78,55 @@ _BACKLOG = max(50, socket.SOMAXCONN)
 
 _UNSET: Any = object()
 
+
+def _appendableTransport() -> type | None:
+    """
+    The socket transport class whose buffer L{Server.broadcast} may append
+    to directly, or C{None} if this Twisted's transport is not the one this
+    was written for (then every broadcast goes through C{write}).
+
+    Twisted's C{write} costs about ten Python calls per connection (the TLS
+    switch, the type check, the producer check, C{startWriting} and the
+    reactor's registration check): for a broadcast, most of its time.  Once
+    a transport holds data written since it last wrote to its socket
+    (C{_tempDataLen} > 0), the rest is done already: only C{write} appends
+    to that buffer, and it was connected and open for writing then, and
+    registered with the reactor for writing, which only C{doWrite} undoes
+    once the buffer is empty, or the end of the connection (after which the
+    protocol is no longer ready and never gets here).  What is left of
+    C{write} is appending to the buffer and pausing the producer (the
+    connection's output tracker) when the buffer is over C{bufferSize},
+    which the broadcast does itself.
+    """
+    from twisted.internet import abstract
+
+    from twisted import version as twistedVersion
+
+    # The attributes used are private: trust them only in the Twisted
+    # releases this was checked against; a later one takes the write path
+    # until it is checked too.
+    if not (24 <= twistedVersion.major <= 26):
+        return None
+    fileDescriptor = abstract.FileDescriptor
+    server = tcp.Server
+    switch = getattr(tcp, "_TLSConnectionMixin", None)
+    try:
+        expected = (
+            server.write in (fileDescriptor.write, getattr(switch, "write", None))
+            and server.TLS is False
+            and server._maybePauseProducer is fileDescriptor._maybePauseProducer
+            and server._isSendBufferFull is fileDescriptor._isSendBufferFull
+            and server.doWrite is fileDescriptor.doWrite
+            and server.stopWriting is fileDescriptor.stopWriting
+        )
+    except AttributeError:  # pragma: no cover - another Twisted
+        return None
+    return server if expected else None
+
+
+#: See L{_appendableTransport}.
+_APPENDABLE: type | None = _appendableTransport()
+
 #: C{accept()} errors about the one connection being accepted: go on.  Any
 #: other error (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM) would
 #: fail the same way if retried at once.
@@ -999,8 +1048,12 @@ class Server(Factory):
             frame = first.frame(data)
             if frame is None:
                 return 0
+            size = len(frame)
+            # Only bytes may be appended: anything else goes to write,
+            # which refuses it as before.
+            appendable: Any = _APPENDABLE if frame.__class__ is bytes else None
             for p in targets:
-                transport = p.transport
+                transport: Any = p.transport
                 if p._congested or p._batch is not None or not p.ready:
                     # The checked path: congestion, a read being handled.
                     if p.sendFrame(frame):  # type: ignore[attr-defined]
@@ -1009,8 +1062,17 @@ class Server(Factory):
                         self._skipped(p)
                 elif not transport.disconnecting:
                     # What sendFrame does for a connection in the common
-                    # state, without a call per connection.
-                    transport.write(frame)
+                    # state, without a call per connection; and for a
+                    # socket transport that holds unsent data, what is left
+                    # of its write (see _appendableTransport).
+                    if (transport.__class__ is appendable and transport._tempDataLen
+                            and not transport.TLS):
+                        transport._tempDataBuffer.append(frame)
+                        transport._tempDataLen += size
+                        if transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize:
+                            transport._maybePauseProducer()
+                    else:
+                        transport.write(frame)
                     written += 1
             return written
         for p in targets:
