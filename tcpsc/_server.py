@@ -98,9 +98,8 @@ def _appendableTransport() -> type | None:
     connection's output tracker) when the buffer is over C{bufferSize},
     which the broadcast does itself.
     """
-    from twisted.internet import abstract
-
     from twisted import version as twistedVersion
+    from twisted.internet import abstract
 
     # The attributes used are private: trust them only in the Twisted
     # releases this was checked against; a later one takes the write path
