@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from tcpsc import _certgen as certgen
@@ -160,6 +162,46 @@ def within(d: Deferred[T], seconds: float = SHORT) -> Deferred[T]:
     (and trial reports it) instead of hanging the test.
     """
     return d.addTimeout(seconds, reactor)
+
+
+class RawPeer(Protocol):
+    """
+    A plain TCP peer: keeps what it receives, and when it was connected and
+    disconnected.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost: Deferred[None] = Deferred()
+        self.reason: Failure | None = None
+        self.connectedAt: float | None = None
+        self.lostAt: float | None = None
+        self.address = ""
+
+    def connectionMade(self) -> None:
+        self.connectedAt = reactor.seconds()
+        host = self.transport.getHost()
+        self.address = f"{host.host}:{host.port}"
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lostAt = reactor.seconds()
+        self.reason = reason
+        self.lost.callback(None)
+
+    def localAddress(self) -> str:
+        """
+        This peer's C{host:port}, as the server logs it.
+        """
+        return self.address
+
+    def messages(self, delimiter: bytes = b"\n") -> list[bytes]:
+        """
+        The complete messages received so far.
+        """
+        return bytes(self.received).split(delimiter)[:-1]
 
 
 def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory):

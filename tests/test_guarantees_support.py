@@ -15,14 +15,12 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tcpsc import Client, MessageProtocol, Server, TLSConfig
-from tests._helpers import SHORT, asyncTest, certificates, waitFor, within
+from tests._helpers import SHORT, RawPeer, asyncTest, certificates, waitFor, within
 
 
 def turn(seconds: float = 0.0) -> Deferred[None]:
@@ -52,37 +50,6 @@ class Echo(MessageProtocol):
         self.sendMessage(message)
 
 
-class RawPeer(Protocol):
-    """
-    A plain TCP peer: keeps what it receives, and when it was disconnected.
-    """
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost: Deferred[None] = Deferred()
-        self.reason: Failure | None = None
-        self.connectedAt: float | None = None
-        self.lostAt: float | None = None
-        self.address = ""
-
-    def connectionMade(self) -> None:
-        self.connectedAt = reactor.seconds()
-        host = self.transport.getHost()
-        self.address = f"{host.host}:{host.port}"
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lostAt = reactor.seconds()
-        self.reason = reason
-        self.lost.callback(None)
-
-    def messages(self, delimiter: bytes = b"\n") -> list[bytes]:
-        """
-        The complete messages received so far.
-        """
-        return bytes(self.received).split(delimiter)[:-1]
 
 
 def shrinkBuffers(transport: Any, size: int = 16 * 1024) -> None:

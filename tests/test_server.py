@@ -25,7 +25,6 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -35,6 +34,7 @@ import tcpsc
 from tcpsc import Client, MessageProtocol, Server, StreamProtocol, TLSConfig
 from tests._helpers import (
     SHORT,
+    RawPeer,
     asyncTest,
     certificates,
     openFileDescriptors,
@@ -65,34 +65,6 @@ class Echo(MessageProtocol):
         self.sendMessage(message)
 
 
-class RawPeer(Protocol):
-    """
-    A plain TCP peer: records what it receives and when it is disconnected.
-    """
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost: Deferred[None] = Deferred()
-        self.reason: Failure | None = None
-        self.connectedAt: float | None = None
-        self.lostAt: float | None = None
-        self.address = ""
-
-    def connectionMade(self) -> None:
-        self.connectedAt = reactor.seconds()
-        host = self.transport.getHost()
-        self.address = f"{host.host}:{host.port}"
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self.lostAt = reactor.seconds()
-        self.reason = reason
-        self.lost.callback(None)
-
-    def localAddress(self) -> str:
-        return self.address
 
 
 class RecordingSink(io.BytesIO):
