@@ -31,7 +31,6 @@ from twisted.internet.error import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from ._errors import (
@@ -53,6 +52,7 @@ from ._tls import (
     peerCertificate,
     subjectPart,
 )
+from ._tlstransport import TLSTransportFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -327,7 +327,7 @@ class Client:
         attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
-            factory = TLSMemoryBIOFactory(creator, isClient=True, wrappedFactory=factory,
+            factory = TLSTransportFactory(creator, isClient=True, wrappedFactory=factory,
                                           clock=self._reactor)
         endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self.connectTimeout)
         attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)

@@ -41,7 +41,6 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.runtime import platformType
 from zope.interface import implementer
@@ -60,6 +59,7 @@ from ._tls import (
     subjectPart,
     verificationFailure,
 )
+from ._tlstransport import TLSTransportFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -440,7 +440,7 @@ class _ListeningFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None,
+    def __init__(self, server: Server, tlsFactory: TLSTransportFactory | None,
                  allowedClients: frozenset[str] | None = None) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
@@ -647,7 +647,7 @@ class Server(Factory):
             endpoint = self._endpoint(port, interface)
             tlsFactory = None
             if tls is not None:
-                tlsFactory = TLSMemoryBIOFactory(
+                tlsFactory = TLSTransportFactory(
                     tls.serverOptions(), isClient=False, wrappedFactory=self,
                     clock=self._reactor,  # type: ignore[arg-type]
                 )

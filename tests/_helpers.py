@@ -23,11 +23,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from tcpsc import _certgen as certgen
+from tcpsc._tlstransport import TLSTransportFactory
 
 # pyOpenSSL deprecates the X509/PKey objects that Twisted itself still passes
 # around; the warnings come from inside Twisted, not from tcpsc.
@@ -204,19 +204,24 @@ class RawPeer(Protocol):
         return bytes(self.received).split(delimiter)[:-1]
 
 
-def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory):
+def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory,
+            tlsFactory=TLSTransportFactory):
     """
     Connect a server and a client factory in memory over TLS, with one
     L{Clock} shared by both TLS factories and the pump (see TWISTED_NOTES
     2.7: without it the TLS write aggregator schedules on the real reactor).
 
+    @param tlsFactory: the TLS wrapping factory of both sides: tcpsc's, as
+        L{tcpsc.Server} and L{tcpsc.Client} use, unless a test asks for
+        Twisted's L{TLSMemoryBIOFactory}.
+
     @return: C{(serverTLSProtocol, clientTLSProtocol, pump, clock)}.
     """
     clock = Clock()
-    serverTLS = TLSMemoryBIOFactory(serverCreator, isClient=False, wrappedFactory=serverFactory,
-                                    clock=clock)
-    clientTLS = TLSMemoryBIOFactory(clientCreator, isClient=True, wrappedFactory=clientFactory,
-                                    clock=clock)
+    serverTLS = tlsFactory(serverCreator, isClient=False, wrappedFactory=serverFactory,
+                           clock=clock)
+    clientTLS = tlsFactory(clientCreator, isClient=True, wrappedFactory=clientFactory,
+                           clock=clock)
     client, server, pump = iosim.connectedServerAndClient(
         lambda: serverTLS.buildProtocol(None),
         lambda: clientTLS.buildProtocol(None),
