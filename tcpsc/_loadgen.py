@@ -454,7 +454,7 @@ class _EchoEngine(_Engine):
 
     def readFast(self, connection: _Connection, now: int) -> None:
         """
-        The hot path of plain TCP, in one function: read, verify in place,
+        The hot path, in one function: read, verify in place,
         record round trips, send the next batch.  Anything unusual (bytes
         that differ, a multi-byte delimiter, a send that does not complete,
         the last echo) goes to the general methods.
@@ -465,7 +465,7 @@ class _EchoEngine(_Engine):
         view = self.view
         try:
             length = sock.recv_into(view)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as e:
             self.lost(connection, f"recv: {e}")
@@ -528,8 +528,11 @@ class _EchoEngine(_Engine):
         data = self.templateView[offset : offset + length]
         try:
             written = sock.send(data)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             written = 0
+            if self.context is not None:
+                # The retry must hand SSL_write the same bytes.
+                connection.retryLength = length
         except OSError as e:
             self.lost(connection, f"send: {e}")
             return
@@ -537,6 +540,18 @@ class _EchoEngine(_Engine):
             connection.out = data
             connection.outOffset = written
             self.flush(connection)
+
+    def readFastTLS(self, connection: _Connection, now: int) -> None:
+        """
+        L{readFast} over TLS: again while OpenSSL holds decrypted bytes that
+        no socket event will announce.
+        """
+        sock = connection.sock
+        readFast = self.readFast
+        while True:
+            readFast(connection, now)
+            if connection.state != _RUNNING or not sock.pending():
+                return
 
     def read(self, connection: _Connection, now: int) -> None:
         sock = connection.sock
@@ -712,7 +727,7 @@ def runEcho(
     poll = engine.poller.poll
     byFd = engine.byFd
     monotonic = time.monotonic_ns
-    read = engine.read if context is not None else engine.readFast
+    read = engine.readFastTLS if context is not None else engine.readFast
     while (pending or engine.running) and now < deadline:
         events = poll(min(0.25, (deadline - now) / 1e9))
         now = monotonic()

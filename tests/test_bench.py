@@ -107,11 +107,16 @@ class BenchEchoTests(TestCase):
         out, err, code = await result
         return out.decode(), err.decode(), code
 
-    async def _echo(self, protocol: type[MessageProtocol], *extra: str) -> tuple[str, int]:
-        port = await self._serve(protocol)
+    async def _echo(self, protocol: type[MessageProtocol], *extra: str,
+                    tls: bool = False) -> tuple[str, int]:
+        files = certificates()
+        config = TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey) if tls else None
+        port = await self._serve(protocol, config)
+        tlsArguments = ("--tls", "--ca", files.ca, "--cert", files.client,
+                        "--key", files.clientKey) if tls else ()
         out, err, code = await self._bench(
-            "echo", "127.0.0.1", str(port), "-c", "3", "-m", "600", "-s", "32", "-q", "20",
-            "-T", "20", *extra,
+            "echo", "localhost" if tls else "127.0.0.1", str(port), "-c", "3", "-m", "600",
+            "-s", "32", "-q", "20", "-T", "20", *tlsArguments, *extra,
         )
         return out + err, code
 
@@ -170,6 +175,23 @@ class BenchEchoTests(TestCase):
         self.assertIn("corrupt messages 3 [3 bytes]", output)
         self.assertIn("First error: client ", output)
         self.assertEqual(_result(output)["errors"], "3")
+
+    async def test_corruptionOverTLS(self) -> None:
+        """
+        Over TLS too (the load's fast path reads TLS as well).
+        """
+        output, code = await self._echo(_Corrupting, tls=True)
+        self.assertEqual(code, 1, output)
+        self.assertIn("corrupt messages 3 [3 bytes]", output)
+        self.assertEqual(_result(output)["tls"], "1")
+
+    async def test_reorderingOverTLS(self) -> None:
+        """
+        Two messages swapped over TLS: two corrupt messages per client.
+        """
+        output, code = await self._echo(_Reordering, tls=True)
+        self.assertEqual(code, 1, output)
+        self.assertIn("corrupt messages 6 ", output)
 
     async def test_reordering(self) -> None:
         """
