@@ -154,8 +154,10 @@ class TLSTransport(TLSMemoryBIOProtocol):
         if self.disconnecting and self._producer is None:
             return
         if type(data) is not bytes:
-            # A bytearray or memoryview may change after write() returns.
-            data = bytes(data)
+            # A bytearray or memoryview may change after write() returns; an
+            # int or str is a TypeError, as on Twisted's transports (bytes(5)
+            # would be five zero bytes).
+            data = bytes(memoryview(data))
         self._pending.append(data)
         self._pendingSize += len(data)
         if self._pendingSize > FLUSH_AT:
@@ -340,6 +342,13 @@ class TLSTransport(TLSMemoryBIOProtocol):
         if not (self.disconnecting or not self.connected):
             self._flushPending()
         super().loseConnection()
+
+    def unregisterProducer(self) -> None:
+        # Unregistering after loseConnection shuts TLS down: what was written
+        # before goes first.
+        if self.disconnecting and not self._lostTLSConnection:
+            self._flushPending()
+        super().unregisterProducer()
 
     def abortConnection(self) -> None:
         self._dropPending()

@@ -15,12 +15,14 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tcpsc import TLSConfig, _tlstransport
 from tcpsc._tlstransport import FLUSH_AT, TLSTransport, TLSTransportFactory
@@ -179,6 +181,46 @@ class TLSTransportTests(SynchronousTestCase):
         pair.clock.advance(0)
         pair.toClient()
         self.assertEqual(pair.client.received, b"before")
+
+    def test_writeRefusesNonBytes(self) -> None:
+        """
+        Text and numbers are refused with C{TypeError}, as by Twisted's
+        transports, and nothing is sent.
+        """
+        pair = self.pair
+        self.assertRaises(TypeError, pair.serverTLS.write, "text")
+        self.assertRaises(TypeError, pair.serverTLS.write, 5)
+        pair.clock.advance(0)
+        pair.toClient()
+        self.assertEqual(pair.client.received, b"")
+
+    def test_producerWritesAfterLoseConnection(self) -> None:
+        """
+        With a producer registered, writes after C{loseConnection} are sent,
+        and unregistering the producer sends them before closing TLS.
+        """
+        pair = self.pair
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                pass
+
+            def stopProducing(self) -> None:
+                pass
+
+        pair.serverTLS.registerProducer(Producer(), True)
+        pair.serverTLS.write(b"before ")
+        pair.serverTLS.loseConnection()
+        pair.serverTLS.write(b"after")
+        pair.serverTLS.unregisterProducer()
+        self.assertEqual(pair.clock.getDelayedCalls(), [])
+        pair.toClient()
+        self.assertEqual(pair.client.received, b"before after")
+        self.assertTrue(pair.clientWire.disconnecting)
 
     def test_largeWriteLeavesAtOnce(self) -> None:
         """
