@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from cryptography import x509
@@ -55,7 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._client import Client
-from ._errors import ClientError, PortError, ServerError, StartError
+from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
 from ._framing import DEFAULT_MAX_MESSAGE_LENGTH, MessageProtocol, StreamProtocol
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
@@ -526,6 +526,8 @@ class TcpServer(_Endpoint):
         maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
         handshakeTimeout: float | None = 10.0,
         closeTimeout: float = 10.0,
+        maxConnectionsPerPeer: int | None = None,
+        idleTimeout: float | None = None,
     ) -> None:
         """
         @param delimiter: one or more bytes (or a str, or a byte value such
@@ -544,10 +546,17 @@ class TcpServer(_Endpoint):
         @param handshakeTimeout: seconds a TLS client has for its handshake.
         @param closeTimeout: seconds L{stop} lets connections flush before
             it aborts them.
+        @param maxConnectionsPerPeer: connections from one IP address beyond
+            this are refused; C{None} for no such limit (see
+            L{tcpsc.Server.maxConnectionsPerPeer}).
+        @param idleTimeout: seconds without a byte received or sent after
+            which a connection is closed; C{None} never.
         """
         super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
                          maxPendingOutput)
         self.maxConnections = maxConnections
+        self.maxConnectionsPerPeer = maxConnectionsPerPeer
+        self.idleTimeout = idleTimeout
         self.handshakeTimeout = handshakeTimeout
         self.closeTimeout = closeTimeout
         self._core: Server | None = None
@@ -642,6 +651,8 @@ class TcpServer(_Endpoint):
             self._core = Server(
                 **self._coreSettings(),
                 maxConnections=self.maxConnections,
+                maxConnectionsPerPeer=self.maxConnectionsPerPeer,
+                idleTimeout=self.idleTimeout,
                 handshakeTimeout=self.handshakeTimeout,
                 closeTimeout=self.closeTimeout,
                 onEstablished=self._established,
@@ -840,9 +851,24 @@ class TlsServer(_Certificates, TcpServer):
 
     _tls = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, allowedClients: Iterable[str] | None = None,
+                 **kwargs: Any) -> None:
+        """
+        Takes L{TcpServer}'s arguments, and:
+
+        @param allowedClients: the clients served, by the names in their
+            certificates (see L{tcpsc.TLSConfig.allowedClients}); others are
+            refused after the handshake and logged.  C{None}: every client
+            the CA vouches for.  Needs a CA and client authentication.
+        """
         super().__init__(*args, **kwargs)
         self._clientAuth = True
+        if isinstance(allowedClients, str | bytes):
+            raise TypeError(
+                f"allowedClients must be a collection of names, not one string: "
+                f"[{allowedClients!r}]")
+        self.allowedClients: frozenset[str] | None = (
+            None if allowedClients is None else frozenset(allowedClients))
 
     def requireClientAuthentication(self, clientAuth: bool = True) -> None:
         """
@@ -876,8 +902,13 @@ class TlsServer(_Certificates, TcpServer):
             # read it for the same errors (30, 33), then leave it out.
             loadCertificates(ca, "CA certificate", 30, 33)
             ca = None
+        if self.allowedClients is not None and ca is None:
+            raise CertificateLoadError(
+                "allowedClients needs client certificates: set a CA and leave client "
+                "authentication on", 30, "")
         return TLSConfig(ca=ca, cert=self._cert or None, key=self._key or None,
-                         requireClientCertificate=ca is not None)
+                         requireClientCertificate=ca is not None,
+                         allowedClients=self.allowedClients)
 
     def getSubjPartFromClientCert(self, clientId: int,
                                   subjPart: x509.ObjectIdentifier | str | int) -> str:

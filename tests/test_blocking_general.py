@@ -29,7 +29,9 @@ from tests._helpers import certificates
 from tests.test_blocking_support import (
     DELIMITER,
     BlockingTestCase,
+    ClientSide,
     Recorder,
+    ServerSide,
     StreamRecorder,
 )
 
@@ -897,3 +899,90 @@ class IPv6Tests(BlockingTestCase):
         client.start("::1", port)
         clientId = established.waitFor(1)[0]
         self.assertEqual(server.getClientIp(clientId), "::1")
+
+
+class ServerSettingsTests(BlockingTestCase):
+    """
+    The server settings of L{tcpsc.Server} that the blocking servers pass
+    through: C{allowedClients} (TLS), C{maxConnectionsPerPeer} and
+    C{idleTimeout}.
+    """
+
+    tls = True
+
+    def startRejected(self, side: ServerSide) -> ClientSide:
+        """
+        Start a client the server will not serve; return it once it is
+        closed (at C{start}, or soon after it).
+        """
+        client = self.makeClient(DELIMITER)
+        try:
+            self.startClient(client, side.port)
+        except StartError:
+            return client
+        client.closed.waitFor(1)
+        return client
+
+    def test_allowedClients(self) -> None:
+        """
+        A client whose certificate names none of C{allowedClients} is never
+        established; one that is named is served.
+        """
+        refusing = self.makeServer(DELIMITER, allowedClients={"someone else"})
+        self.startServer(refusing)
+        self.assertEqual(refusing.server.allowedClients, frozenset({"someone else"}))
+        self.startRejected(refusing)
+        self.assertEqual(len(refusing.established), 0)
+        self.assertEqual(refusing.server.getAllClientIds(), [])
+
+        serving = self.makeServer(DELIMITER, allowedClients=["client"])
+        self.startServer(serving)
+        _, clientId = self.connect(serving, DELIMITER)
+        self.assertEqual(serving.server.getAllClientIds(), [clientId])
+
+    def test_allowedClientsNeedClientAuthentication(self) -> None:
+        """
+        C{allowedClients} without client authentication cannot work: C{start}
+        fails with code 30 and says why.
+        """
+        side = self.makeServer(DELIMITER, allowedClients={"client"})
+        with self.assertRaises(StartError) as raised:
+            self.startServer(side, clientAuth=False)
+        self.assertEqual(raised.exception.code, 30)
+        self.assertIn("allowedClients", str(raised.exception))
+
+    def test_allowedClientsIsACollection(self) -> None:
+        """
+        One name given as a string is a mistake (it would allow its letters).
+        """
+        self.assertRaises(TypeError, TlsServer, DELIMITER, allowedClients="client")
+
+    def test_maxConnectionsPerPeer(self) -> None:
+        """
+        With C{maxConnectionsPerPeer=1} a second connection from the same
+        address is closed; the first stays.
+        """
+        side = self.makeServer(DELIMITER, tls=False, maxConnectionsPerPeer=1)
+        self.startServer(side)
+        first, clientId = self.connect(side, DELIMITER, tls=False)
+        second = self.makeClient(DELIMITER, tls=False)
+        try:
+            self.startClient(second, side.port)
+        except StartError:
+            pass
+        else:
+            second.closed.waitFor(1)
+        self.assertEqual(side.server.getAllClientIds(), [clientId])
+        self.assertTrue(first.client.sendMsg(b"still here"))
+        self.assertEqual(side.messages.waitFor(1), [(clientId, b"still here")])
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection that sends nothing for C{idleTimeout} seconds is closed
+        by the server.
+        """
+        side = self.makeServer(DELIMITER, tls=False, idleTimeout=0.3)
+        self.startServer(side)
+        client, clientId = self.connect(side, DELIMITER, tls=False)
+        self.assertEqual(side.closed.waitFor(1), [clientId])
+        client.closed.waitFor(1)
