@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
@@ -57,6 +57,7 @@ from ._tlstransport import TLSTransportFactory
 if TYPE_CHECKING:
     from cryptography import x509
     from twisted.internet.interfaces import IAddress, IDelayedCall
+    from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 __all__ = ["Client"]
 
@@ -70,7 +71,9 @@ def _presentedCertificate(protocol: _ConnectionBase) -> x509.Certificate | None:
     failed verification (then L{peerCertificate} has none).
     """
     try:
-        chain = protocol.transport.getHandle().get_peer_cert_chain()
+        # Called for TLS connections only: the transport is the TLS one.
+        transport = cast("TLSMemoryBIOProtocol", protocol.transport)
+        chain = transport.getHandle().get_peer_cert_chain()
     except Exception:
         return None
     return chain[0].to_cryptography() if chain else None
@@ -84,7 +87,7 @@ class _ClientFactory(Factory):
         self._attempt = attempt
         self._tls = tls
 
-    def buildProtocol(self, addr: IAddress) -> _ConnectionBase:
+    def buildProtocol(self, addr: IAddress | None) -> _ConnectionBase:
         client = self._client
         protocol: _ConnectionBase = client.protocolClass()
         protocol.factory = self  # type: ignore[attr-defined]

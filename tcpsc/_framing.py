@@ -45,6 +45,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IPushProducer,
     ISSLTransport,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -55,6 +56,16 @@ from ._output import socketTransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    class _IConnectionTransport(ITCPTransport, IPushProducer):
+        """
+        What a connection uses of its transport: a TCP transport (Twisted's
+        socket transport, or a TLS or other wrapper of one) that can also be
+        paused and resumed.
+        """
+
+        #: C{True} once C{loseConnection} was called.
+        disconnecting: bool
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_LENGTH",
@@ -231,6 +242,10 @@ class _ConnectionBase(Protocol):
     """
 
     log = Logger()
+
+    # Set by makeConnection: None only before the connection is made, when
+    # nothing here uses it.
+    transport: _IConnectionTransport
 
     ready: bool = False
     connectionId: int | None = None

@@ -25,7 +25,7 @@ import errno
 import resource
 import socket
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
@@ -63,7 +63,13 @@ from ._tlstransport import TLSTransportFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorCore
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorFDSet, IReactorTime
+
+    class _IPortReactor(IReactorFDSet, IReactorTime):
+        """
+        What a L{_GuardedPort} needs of its reactor: watching descriptors, as
+        every port does, and timers for its pauses.
+        """
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "Server"]
 
@@ -104,7 +110,8 @@ def _appendableTransport() -> type | None:
     # The attributes used are private: trust them only in the Twisted
     # releases this was checked against; a later one takes the write path
     # until it is checked too.
-    if not (24 <= twistedVersion.major <= 26):
+    # A release's major version is a number ("NEXT" is for unreleased code).
+    if not (24 <= cast(int, twistedVersion.major) <= 26):
         return None
     fileDescriptor = abstract.FileDescriptor
     server = tcp.Server
@@ -256,6 +263,11 @@ class _GuardedPort(tcp.Port):
     connections closes (L{resumeAccepting}).  Each episode is logged twice:
     when it starts and when the port accepts again.
     """
+
+    # Both are given to the constructor (only a POSIX reactor, see
+    # Server._endpoint, gets this port).
+    factory: Factory
+    reactor: _IPortReactor
 
     _retryCall: IDelayedCall | None = None
     _starvedSince: float | None = None
@@ -422,10 +434,11 @@ class _HalfCloseableTimeoutProtocol(TimeoutProtocol):
 
     def readConnectionLost(self) -> None:
         self.resetTimeout()
-        self.wrappedProtocol.readConnectionLost()
+        # Used only for protocols that provide IHalfCloseableProtocol.
+        cast(IHalfCloseableProtocol, self.wrappedProtocol).readConnectionLost()
 
     def writeConnectionLost(self) -> None:
-        self.wrappedProtocol.writeConnectionLost()
+        cast(IHalfCloseableProtocol, self.wrappedProtocol).writeConnectionLost()
 
 
 class _ListeningFactory(Factory):
@@ -454,7 +467,7 @@ class _ListeningFactory(Factory):
     def logPrefix(self) -> str:
         return self._server.logPrefix()
 
-    def buildProtocol(self, addr: IAddress) -> Any:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         protocol: Any = self._server._buildConnection(
             addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients
         )
@@ -522,7 +535,7 @@ class Server(Factory):
         onClosed: Callable[[int], object] | None = None,
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
-        reactor: IReactorCore | None = None,
+        reactor: IReactorTime | None = None,
         maxConnectionsPerPeer: int | None = None,
         maxPendingOutput: int | None = _UNSET,
         maxBroadcastSkips: int | None = None,
@@ -600,7 +613,7 @@ class Server(Factory):
         self.onClosed = onClosed
         self.onMessage = onMessage
         self.createSink = createSink
-        self._reactor = reactor if reactor is not None else _defaultReactor()
+        self._reactor: IReactorTime = reactor if reactor is not None else _defaultReactor()
         self._nextId = 1
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
@@ -649,7 +662,7 @@ class Server(Factory):
             if tls is not None:
                 tlsFactory = TLSTransportFactory(
                     tls.serverOptions(), isClient=False, wrappedFactory=self,
-                    clock=self._reactor,  # type: ignore[arg-type]
+                    clock=self._reactor,
                 )
         except Exception:
             return fail()
@@ -755,7 +768,7 @@ class Server(Factory):
             self._closeWaiters.append(closed)
             for protocol in list(self._open.values()):
                 protocol.transport.loseConnection()
-            timer = self._reactor.callLater(self.closeTimeout, self._abortAll)  # type: ignore[attr-defined]
+            timer = self._reactor.callLater(self.closeTimeout, self._abortAll)
 
             def cancelTimer(result: object) -> object:
                 if timer.active():
@@ -763,7 +776,7 @@ class Server(Factory):
                 return result
 
             closed.addBoth(cancelTimer)
-            everything = gatherResults([stopped, closed])
+            everything: Deferred[list[Any]] = gatherResults([stopped, closed])
         else:
             everything = stopped
         return everything.addCallback(lambda _: None)
@@ -785,7 +798,7 @@ class Server(Factory):
 
     # -- the registry -----------------------------------------------------
 
-    def _buildConnection(self, addr: IAddress, tls: bool,
+    def _buildConnection(self, addr: IAddress | None, tls: bool,
                          allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
         if len(self._open) >= self.maxConnections:
             self.log.warn(
@@ -826,7 +839,7 @@ class Server(Factory):
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
         if tls and self.handshakeTimeout is not None:
-            self._handshakeTimers[connectionId] = self._reactor.callLater(  # type: ignore[attr-defined]
+            self._handshakeTimers[connectionId] = self._reactor.callLater(
                 self.handshakeTimeout, self._handshakeTimedOut, protocol
             )
         return protocol
@@ -1051,11 +1064,12 @@ class Server(Factory):
             # Only bytes may be appended: anything else goes to write,
             # which refuses it as before.
             appendable: Any = _APPENDABLE if frame.__class__ is bytes else None
-            for p in targets:
+            # One protocol class serves all of a server's connections.
+            for p in cast("list[MessageProtocol]", targets):
                 transport: Any = p.transport
                 if p._congested or p._batch is not None or not p.ready:
                     # The checked path: congestion, a read being handled.
-                    if p.sendFrame(frame):  # type: ignore[attr-defined]
+                    if p.sendFrame(frame):
                         written += 1
                     elif p._congested:
                         self._skipped(p)
@@ -1074,11 +1088,11 @@ class Server(Factory):
                         transport.write(frame)
                     written += 1
             return written
-        for p in targets:
-            if p.sendData(data):  # type: ignore[attr-defined]
+        for stream in cast("list[StreamProtocol]", targets):
+            if stream.sendData(data):
                 written += 1
-            elif p._congested:
-                self._skipped(p)
+            elif stream._congested:
+                self._skipped(stream)
         return written
 
     def _skipped(self, protocol: _ConnectionBase) -> None:

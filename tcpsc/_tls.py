@@ -42,7 +42,7 @@ import stat
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Union, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -316,7 +316,8 @@ class TLSConfig:
                 "",
             )
         options: dict[str, object] = {
-            "privateKey": crypto.PKey.from_cryptography_key(key),
+            # pyOpenSSL raises TypeError for the kinds of keys it does not take.
+            "privateKey": crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
             "certificate": crypto.X509.from_cryptography(chain[0]),
             "raiseMinimumTo": TLSVersion.TLSv1_3,
         }
@@ -361,7 +362,8 @@ class TLSConfig:
             chain, key = self._loadIdentity("this client")
             clientCertificate = PrivateCertificate.fromCertificateAndKeyPair(
                 _twistedCertificate(chain[0]),
-                KeyPair(crypto.PKey.from_cryptography_key(key)),
+                # As in serverOptions: pyOpenSSL checks the kind of key.
+                KeyPair(crypto.PKey.from_cryptography_key(key)),  # type: ignore[arg-type]
             )
             if chain[1:]:
                 extra["extraCertChain"] = [
@@ -569,7 +571,8 @@ class _AcceptanceGate:
         self._stopped = False
 
     def __call__(self, protocol: _ConnectionBase, proceed: Callable[[], None]) -> None:
-        acceptance = _acceptances.get(protocol.transport)  # type: ignore[arg-type]
+        # A gate is set on TLS client connections only.
+        acceptance = _acceptances.get(cast("TLSMemoryBIOProtocol", protocol.transport))
         if acceptance is None or not acceptance.certificateRequested or acceptance.accepted:
             proceed()
             return

@@ -17,8 +17,8 @@ Once the handshake is done, the hot calls (C{SSL_read}, C{SSL_write} and
 the memory BIOs' C{BIO_read}/C{BIO_write}) go to OpenSSL directly through the
 cffi binding pyOpenSSL itself uses, with one buffer per factory, rather than
 through pyOpenSSL's methods, which allocate a buffer and raise an exception
-for every empty read: that halves the cost of TLS per read (see
-L{_directOpenSSL}).  Errors still go through pyOpenSSL, so they are reported
+for every empty read: that halves the cost of those calls (see
+L{_directOpenSSL}, and C{benchmarks/RESULTS.md} for what TLS costs per read).  Errors still go through pyOpenSSL, so they are reported
 as they always are.
 
 Part of the TLS layer (layer 2): it knows nothing of messages.
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from OpenSSL.SSL import Connection, Error, WantReadError, ZeroReturnError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
@@ -117,6 +117,10 @@ class TLSTransport(TLSMemoryBIOProtocol):
     @ivar _reading: C{True} while the wrapped protocol handles received data.
     @ivar _scheduled: the delayed flush of writes made outside a read.
     """
+
+    factory: TLSTransportFactory
+    # Set by makeConnection: None only before the connection is made.
+    transport: ITransport
 
     _reading: bool = False
     _pendingSize: int = 0
