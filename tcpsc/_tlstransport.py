@@ -257,7 +257,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
         ssl = direct.ssl
         buffer = direct.buffer
         size = direct.size
-        copy = direct.ffi.buffer
+        unpack = direct.ffi.unpack
         if lib.BIO_write(direct.intoSSL, data, len(data)) != len(data):
             # A memory BIO only fails to take bytes when out of memory.
             raise MemoryError("OpenSSL could not buffer the bytes received")
@@ -268,7 +268,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
                 result = lib.SSL_read(ssl, buffer, size)
                 if result > 0:
                     if not self._aborted:
-                        deliver(copy(buffer, result)[:])
+                        deliver(unpack(buffer, result))
                     continue
                 if lib.SSL_get_error(ssl, result) == direct.wantRead:
                     break
@@ -336,7 +336,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
             result = lib.BIO_read(fromSSL, buffer, size)
             if result <= 0:
                 return
-            self.transport.write(direct.ffi.buffer(buffer, result)[:])
+            self.transport.write(direct.ffi.unpack(buffer, result))
             if result < size:
                 return
 
