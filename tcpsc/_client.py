@@ -192,7 +192,11 @@ class _Attempt:
             if protocol.connected and not protocol.ready:
                 protocol.transport.abortConnection()
         connecting = self.connecting
-        if connecting is not None and not connecting.called:
+        if connecting is not None:
+            # Even once it has "fired": HostnameEndpoint's Deferred fires as
+            # soon as the name is resolved and then waits on the connection
+            # attempts; cancelling it forwards the cancellation to them.  (On
+            # a Deferred that has its result, cancel() does nothing.)
             connecting.cancel()
 
     def _stopTimer(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 
 from OpenSSL import SSL
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.task import LoopingCall
 
 from tcpsc import Client, ConnectError
@@ -170,3 +170,11 @@ class ConnectTimeoutTests(GuaranteeTestCase):
         self.assertIn("timed out", str(error))
         self.assertGreaterEqual(elapsed, 0.45)
         self.assertLess(elapsed, 5)
+        # Nothing of the attempt lingers: no socket still connecting, no
+        # timer of Twisted's endpoint left to fire.
+        connecting = [s for s in reactor.getWriters() + reactor.getReaders()
+                      if isinstance(s, tcp.Client)]
+        self.assertEqual(connecting, [])
+        leftover = [c for c in reactor.getDelayedCalls()
+                    if "failIfNotConnected" in repr(c) or "iterateEndpoint" in repr(c)]
+        self.assertEqual(leftover, [])
