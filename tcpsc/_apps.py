@@ -79,7 +79,7 @@ class Chat(MessageProtocol):
     log = Logger()
 
     def messageReceived(self, message: bytes) -> None:
-        server: Server = self.factory  # type: ignore[attr-defined]
+        server: Server = self.factory
         sender: int = self.connectionId  # type: ignore[assignment]
         relayed = b"%d: %s" % (sender, message)
         # The prefix makes the message longer: check it here, so that a

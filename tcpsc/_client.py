@@ -90,10 +90,10 @@ class _ClientFactory(Factory):
     def buildProtocol(self, addr: IAddress | None) -> _ConnectionBase:
         client = self._client
         protocol: _ConnectionBase = client.protocolClass()
-        protocol.factory = self  # type: ignore[attr-defined]
+        protocol.factory = self
         for name, value in client._settings.items():
             setattr(protocol, name, value)
-        protocol._observer = self._attempt  # type: ignore[assignment]
+        protocol._observer = self._attempt
         self._attempt.protocols.append(protocol)
         if self._tls:
             protocol._readinessGate = acceptanceGate(client._reactor, client.acceptanceGrace)
@@ -504,7 +504,7 @@ class Client:
             return False
         if isinstance(protocol, MessageProtocol):
             return protocol.sendMessage(data)
-        return protocol.sendData(data)  # type: ignore[attr-defined,no-any-return]
+        return protocol.sendData(data)  # type: ignore[attr-defined]
 
     def disconnect(self) -> Deferred[None]:
         """

@@ -56,7 +56,7 @@ def _delimiter(text: str) -> bytes:
         if not 0 <= value <= 255:
             raise argparse.ArgumentTypeError(f"delimiter byte {value} is outside 0-255")
         return bytes([value])
-    data: bytes = codecs.escape_decode(text.encode("utf-8"))[0]  # type: ignore[attr-defined]
+    data: bytes = codecs.escape_decode(text.encode("utf-8"))[0]
     if not data:
         raise argparse.ArgumentTypeError("the delimiter must not be empty")
     return data

@@ -272,7 +272,7 @@ class _ConnectionBase(Protocol):
     _handshakeSeen: bool = False
     _paused: bool = False
 
-    def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def makeConnection(self, transport) -> None:
         """
         Connect, then become ready at once unless the transport is TLS.
 
@@ -432,7 +432,7 @@ class _ConnectionBase(Protocol):
         """
         base = socketTransport(self.transport)
         try:
-            return len(base.dataBuffer) - base.offset + base._tempDataLen  # type: ignore[no-any-return]
+            return len(base.dataBuffer) - base.offset + base._tempDataLen
         except (AttributeError, TypeError):
             # No buffer to look at: what was accepted while congested.
             bound = self.maxPendingOutput
@@ -494,7 +494,7 @@ class MessageProtocol(_ConnectionBase):
     _lengthLimit: int = sys.maxsize
     _fastByte: int | None = None
 
-    def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def makeConnection(self, transport) -> None:
         # State first, so that connectionLost after a refused connection
         # reports the loss rather than failing on missing attributes.
         self._buffer = bytearray()
@@ -535,7 +535,7 @@ class MessageProtocol(_ConnectionBase):
             if batch:
                 self._flushBatch(batch)
 
-    def _flushBeforeClosing(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def _flushBeforeClosing(self, transport) -> None:
         """
         Make C{transport.loseConnection} write the batched replies first.
 

@@ -571,7 +571,7 @@ class Server(Factory):
             accepts while its peer does not keep up.
         @param maxBroadcastSkips: see L{broadcast}.
         """
-        self.protocol = _protocolClass(protocol, stream)  # type: ignore[assignment]
+        self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
             issubclass(self.protocol, StreamProtocol), delimiter, maxMessageLength, messageAppend
         )
@@ -592,7 +592,7 @@ class Server(Factory):
                     f"{maxPendingOutput!r}"
                 )
             self._settings["maxPendingOutput"] = maxPendingOutput
-        protocolClass: type = self.protocol  # type: ignore[assignment]
+        protocolClass: type = self.protocol
         if onMessage is not None:
             hook = "messageReceived" if issubclass(protocolClass, MessageProtocol) else "dataReceived"
             base = MessageProtocol if hook == "messageReceived" else StreamProtocol
@@ -734,8 +734,8 @@ class Server(Factory):
                 and isinstance(self._reactor, PosixReactorBase)):
             return endpoint
         try:
-            port, backlog, interface = (endpoint._port, endpoint._backlog,  # type: ignore[attr-defined]
-                                        endpoint._interface)  # type: ignore[attr-defined]
+            port, backlog, interface = (endpoint._port, endpoint._backlog,
+                                        endpoint._interface)
         except AttributeError:  # pragma: no cover - another Twisted version
             return endpoint
         if defaultBacklog:
@@ -1022,7 +1022,7 @@ class Server(Factory):
             return False
         if isinstance(protocol, MessageProtocol):
             return protocol.sendMessage(data)
-        return protocol.sendData(data)  # type: ignore[attr-defined,no-any-return]
+        return protocol.sendData(data)  # type: ignore[attr-defined]
 
     def broadcast(self, data: bytes | str, exclude: int | Collection[int] | None = None) -> int:
         """

@@ -393,7 +393,7 @@ class TLSConfig:
 
                     trustRoot = platformTrust()
                 options["trustRoot"] = trustRoot
-            inner = CertificateOptions(**options)  # type: ignore[arg-type,assignment]
+            inner = CertificateOptions(**options)  # type: ignore[arg-type]
         return _AcceptanceTrackingCreator(inner, ca or ())
 
 
@@ -771,7 +771,7 @@ def peerCertificate(transport: object) -> x509.Certificate | None:
         return None
     if certificate is None:
         return None
-    return certificate.to_cryptography()  # type: ignore[no-any-return]
+    return certificate.to_cryptography()
 
 
 def nameOID(part: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:

@@ -877,7 +877,7 @@ class TlsServer(_Certificates, TcpServer):
         """
         self._clientAuth = bool(clientAuth)
 
-    def start(self, port: int, ca: str | os.PathLike[str] | bytes | None = None,  # type: ignore[override]
+    def start(self, port: int, ca: str | os.PathLike[str] | bytes | None = None,
               cert: str | os.PathLike[str] | bytes | None = None,
               key: str | os.PathLike[str] | bytes | None = None, *, interface: str = "") -> int:
         """
