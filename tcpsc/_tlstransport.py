@@ -131,6 +131,10 @@ class TLSTransport(TLSMemoryBIOProtocol):
                  _connectWrapped: bool = True) -> None:
         self._pending: list[bytes] = []
         self._clock: IReactorTime = factory._clock
+        # An instance attribute rather than ProtocolWrapper's class one: the
+        # framing reads it for every message sent, and Python finds an
+        # instance's own attributes faster.
+        self.disconnecting = False
         super().__init__(factory, wrappedProtocol, _connectWrapped)
 
     def makeConnection(self, transport: Any) -> None:
