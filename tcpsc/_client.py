@@ -18,8 +18,9 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import (
     ConnectionClosed,
     ConnectionDone,
@@ -56,7 +57,7 @@ from ._tlstransport import TLSTransportFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from twisted.internet.interfaces import IAddress, IDelayedCall
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IStreamClientEndpoint
     from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 __all__ = ["Client"]
@@ -196,7 +197,8 @@ class _Attempt:
             # Even once it has "fired": HostnameEndpoint's Deferred fires as
             # soon as the name is resolved and then waits on the connection
             # attempts; cancelling it forwards the cancellation to them.  (On
-            # a Deferred that has its result, cancel() does nothing.)
+            # a Deferred that has its result, cancel() does nothing; on a
+            # TCP endpoint's it stops connecting.)
             connecting.cancel()
 
     def _stopTimer(self) -> None:
@@ -330,13 +332,30 @@ class Client:
 
         return d.addErrback(failed)
 
+    def _endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        """
+        The endpoint to connect with: straight to an IP address given as
+        one; through name resolution, trying every address the name has,
+        otherwise.
+
+        L{HostnameEndpoint} reports a refused connection only at its next
+        attempt tick (0.3 s later), after it found it has no other address to
+        try; an IP address has no other, so its refusal is reported at once.
+        """
+        timeout = self.connectTimeout
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
+        return HostnameEndpoint(self._reactor, host, port, timeout=timeout)
+
     def _connectOnce(self, host: str, port: int, creator: Any) -> Deferred[_ConnectionBase]:
         attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
             factory = TLSTransportFactory(creator, isClient=True, wrappedFactory=factory,
                                           clock=self._reactor)
-        endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self.connectTimeout)
+        endpoint = self._endpoint(host, port)
         attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)
         connecting = attempt.connecting = endpoint.connect(factory)
 

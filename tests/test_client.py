@@ -19,10 +19,10 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -535,3 +535,41 @@ class StreamModeTests(ClientTestCase):
     @asyncTest
     async def test_rawBytesTLS(self) -> None:
         await self.roundTrip(tls=True)
+
+
+class EndpointChoiceTests(SynchronousTestCase):
+    """
+    An IP address is connected to directly; only a name goes through name
+    resolution (Twisted's L{HostnameEndpoint}, which tries every address of
+    the name and reports a refusal only at its next attempt tick).
+    """
+
+    def connect(self, host: str) -> tuple[MemoryReactorClock, Deferred[Any]]:
+        clock = MemoryReactorClock()
+        client = Client(reactor=clock)
+        return clock, client.connect(host, 9)
+
+    def test_ipv4AddressRefusedAtOnce(self) -> None:
+        """
+        A refused connection to an IPv4 address fails C{connect()} at once,
+        with code 50, without the clock moving.
+        """
+        clock, connecting = self.connect("127.0.0.1")
+        self.assertEqual([c[:2] for c in clock.tcpClients], [("127.0.0.1", 9)])
+        factory = clock.tcpClients[0][2]
+        factory.clientConnectionFailed(clock.connectors[0], Failure(ConnectionRefusedError()))
+        error = self.failureResultOf(connecting, ConnectError).value
+        self.assertEqual(error.code, 50)
+        self.assertIn("refused", str(error))
+        # Only the client's own connect timer was there, and it is gone.
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_ipv6Address(self) -> None:
+        """
+        An IPv6 address is connected to directly too.
+        """
+        clock, connecting = self.connect("::1")
+        self.assertEqual([c[:2] for c in clock.tcpClients], [("::1", 9)])
+        connecting.cancel()
+        self.failureResultOf(connecting, CancelledError)
+        self.assertEqual(clock.connectors[0].stoppedConnecting, True)

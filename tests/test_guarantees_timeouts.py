@@ -147,6 +147,17 @@ class ConnectTimeoutTests(GuaranteeTestCase):
         A listener whose queue is full drops new connection attempts; the
         client gives up after its connect timeout with code 50.
         """
+        await self.connectTimesOut("127.0.0.1")
+
+    @asyncTest
+    async def test_tcpConnectTimesOutByName(self) -> None:
+        """
+        The same through name resolution (Twisted's L{HostnameEndpoint},
+        whose attempts must be cancelled too).
+        """
+        await self.connectTimesOut("localhost")
+
+    async def connectTimesOut(self, host: str) -> None:
         listener = socket.socket()
         self.addCleanup(listener.close)
         listener.bind(("127.0.0.1", 0))
@@ -163,8 +174,7 @@ class ConnectTimeoutTests(GuaranteeTestCase):
         client = Client(connectTimeout=0.5)
         self.addCleanup(client.disconnect)
         started = reactor.seconds()
-        error = await within(self.assertFailure(client.connect("127.0.0.1", port),
-                                                ConnectError))
+        error = await within(self.assertFailure(client.connect(host, port), ConnectError))
         elapsed = reactor.seconds() - started
         self.assertEqual(error.code, 50)
         self.assertIn("timed out", str(error))
