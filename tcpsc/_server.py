@@ -514,6 +514,10 @@ class Server(Factory):
     @ivar maxBroadcastSkips: see L{broadcast}.
     @ivar broadcastSkips: how many times L{broadcast} left out a congested
         connection, in all.
+    @ivar logConnections: whether each connection established and each one
+        closed is logged (at info level).  Refusals, failed handshakes and
+        errors are logged either way.  Two log events are a noticeable part
+        of what a connection costs a server that accepts thousands a second.
     """
 
     noisy = False
@@ -539,6 +543,7 @@ class Server(Factory):
         maxConnectionsPerPeer: int | None = None,
         maxPendingOutput: int | None = _UNSET,
         maxBroadcastSkips: int | None = None,
+        logConnections: bool = True,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -570,6 +575,7 @@ class Server(Factory):
             (bytes; C{None} for no bound): how much output a connection
             accepts while its peer does not keep up.
         @param maxBroadcastSkips: see L{broadcast}.
+        @param logConnections: see L{logConnections}.
         """
         self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -606,6 +612,7 @@ class Server(Factory):
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.maxBroadcastSkips = maxBroadcastSkips
         self.broadcastSkips = 0
+        self.logConnections = logConnections
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
@@ -879,15 +886,16 @@ class Server(Factory):
             protocol.transport.abortConnection()
             return
         self._established[connectionId] = protocol
-        self.log.info(
-            "Connection {connectionId} from {peer} established{cn}",
-            connectionId=connectionId,
-            peer=describeAddress(protocol.transport.getPeer()),
-            cn=f" (client certificate CN={subjectPart(certificate, 'CN')!r})"
-            if certificate is not None
-            else "",
-            clientCommonName=subjectPart(certificate, "CN"),
-        )
+        if self.logConnections:
+            self.log.info(
+                "Connection {connectionId} from {peer} established{cn}",
+                connectionId=connectionId,
+                peer=describeAddress(protocol.transport.getPeer()),
+                cn=f" (client certificate CN={subjectPart(certificate, 'CN')!r})"
+                if certificate is not None
+                else "",
+                clientCommonName=subjectPart(certificate, "CN"),
+            )
         if self.createSink is not None and isinstance(protocol, StreamProtocol):
             try:
                 protocol.sink = self.createSink(connectionId)
@@ -945,15 +953,18 @@ class Server(Factory):
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
                 port.resumeAccepting()
         dropped = self._dropped.pop(connectionId, None)
-        peer = describeAddress(protocol.transport.getPeer()) if protocol.transport else "?"
+        quiet = wasReady and not self.logConnections
+        peer = "?" if quiet or not protocol.transport else describeAddress(
+            protocol.transport.getPeer())
         try:
             if wasReady:
-                self.log.info(
-                    "Connection {connectionId} from {peer} closed: {reason}",
-                    connectionId=connectionId,
-                    peer=peer,
-                    reason=reason.getErrorMessage(),
-                )
+                if self.logConnections:
+                    self.log.info(
+                        "Connection {connectionId} from {peer} closed: {reason}",
+                        connectionId=connectionId,
+                        peer=peer,
+                        reason=reason.getErrorMessage(),
+                    )
                 self._notify(self.onClosed, "onClosed", connectionId)
             elif dropped is not None:
                 if dropped:

@@ -528,6 +528,7 @@ class TcpServer(_Endpoint):
         closeTimeout: float = 10.0,
         maxConnectionsPerPeer: int | None = None,
         idleTimeout: float | None = None,
+        logConnections: bool = True,
     ) -> None:
         """
         @param delimiter: one or more bytes (or a str, or a byte value such
@@ -551,12 +552,15 @@ class TcpServer(_Endpoint):
             L{tcpsc.Server.maxConnectionsPerPeer}).
         @param idleTimeout: seconds without a byte received or sent after
             which a connection is closed; C{None} never.
+        @param logConnections: whether each connection established and
+            closed is logged (refusals and errors are, either way).
         """
         super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
                          maxPendingOutput)
         self.maxConnections = maxConnections
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeout = idleTimeout
+        self.logConnections = logConnections
         self.handshakeTimeout = handshakeTimeout
         self.closeTimeout = closeTimeout
         self._core: Server | None = None
@@ -653,6 +657,7 @@ class TcpServer(_Endpoint):
                 maxConnections=self.maxConnections,
                 maxConnectionsPerPeer=self.maxConnectionsPerPeer,
                 idleTimeout=self.idleTimeout,
+                logConnections=self.logConnections,
                 handshakeTimeout=self.handshakeTimeout,
                 closeTimeout=self.closeTimeout,
                 onEstablished=self._established,

@@ -166,6 +166,8 @@ class Options(usage.Options):
                                  "that is presented is still verified against --ca)."],
         ["stream", "s", "Continuous mode: each connection is a raw byte stream, not "
                         "delimited messages."],
+        ["quiet-connections", "q", "Do not log each connection established and closed "
+                                   "(refusals and errors are still logged)."],
     ]
 
     optParameters = [
@@ -579,6 +581,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             maxConnectionsPerPeer=options.get("max-connections-per-peer"),
             handshakeTimeout=options["handshake-timeout"],
             idleTimeout=options["idle-timeout"],
+            logConnections=not options["quiet-connections"],
             reactor=reactor,
             **settings,
         )

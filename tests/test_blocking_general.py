@@ -976,6 +976,15 @@ class ServerSettingsTests(BlockingTestCase):
         self.assertTrue(first.client.sendMsg(b"still here"))
         self.assertEqual(side.messages.waitFor(1), [(clientId, b"still here")])
 
+    def test_logConnections(self) -> None:
+        """
+        C{logConnections} reaches the server (on by default).
+        """
+        self.assertTrue(TcpServer(DELIMITER).logConnections)
+        side = self.makeServer(DELIMITER, tls=False, logConnections=False)
+        self.startServer(side)
+        self.assertIs(side.server._core.logConnections, False)  # type: ignore[union-attr]
+
     def test_idleTimeout(self) -> None:
         """
         A connection that sends nothing for C{idleTimeout} seconds is closed

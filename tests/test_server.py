@@ -1056,3 +1056,50 @@ class HostilePeerTests(ServerTestCase):
         await self.assertEchoes(client, received, b"still serving")
         self.assertEqual(len(established), 1)
 
+
+
+class ConnectionLogTests(ServerTestCase):
+    """
+    Each established connection and each close is logged, unless
+    C{logConnections=False}; refusals are logged either way.
+    """
+
+    def serverEvents(self, events: list[dict[str, Any]]) -> list[str]:
+        """
+        The formats of the server's events about connections.
+        """
+        return [e.get("log_format", "") for e in events
+                if e.get("log_namespace", "").startswith("tcpsc._server")
+                and e.get("log_format", "").startswith(("Connection ", "Refused"))]
+
+    async def connectAndClose(self, **kwargs: Any) -> tuple[list[str], RawPeer]:
+        events = self.captureLogs()
+        server, port = await self.startServer(Echo, maxConnections=1, **kwargs)
+        received: list[bytes] = []
+        client = await self.connectClient(port, onMessage=received.append)
+        await self.assertEchoes(client, received)
+        refused = await self.connectRaw(port)
+        await within(refused.lost, 5)
+        await within(client.disconnect())
+        await waitFor(lambda: server.openConnections() == 0, SHORT)
+        return self.serverEvents(events), refused
+
+    @asyncTest
+    async def test_logged(self) -> None:
+        """
+        By default: established, refused (over the limit), closed.
+        """
+        formats, _ = await self.connectAndClose()
+        self.assertEqual(len([f for f in formats if "established" in f]), 1, formats)
+        self.assertEqual(len([f for f in formats if "closed:" in f]), 1, formats)
+        self.assertEqual(len([f for f in formats if f.startswith("Refused")]), 1, formats)
+        self.assertEqual(len(formats), 3, formats)
+
+    @asyncTest
+    async def test_quiet(self) -> None:
+        """
+        With C{logConnections=False} only the refusal is logged.
+        """
+        formats, _ = await self.connectAndClose(logConnections=False)
+        self.assertEqual(len(formats), 1, formats)
+        self.assertTrue(formats[0].startswith("Refused a connection"), formats)

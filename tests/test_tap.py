@@ -141,7 +141,8 @@ class OptionsTests(SynchronousTestCase):
         text = str(Options())
         for option in ("--port", "--tls", "--ca", "--cert", "--key", "--no-client-auth",
                        "--delimiter", "--stream", "--max-length", "--max-connections",
-                       "--idle-timeout", "--handshake-timeout", "--app", "--record-dir"):
+                       "--idle-timeout", "--handshake-timeout", "--app", "--record-dir",
+                       "--quiet-connections"):
             self.assertIn(option, text)
         for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
                         "[default: echo]", "[default: none]", "[default: \\n,",
@@ -360,6 +361,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(server.handshakeTimeout, 2.0)
         self.assertEqual(server.idleTimeout, 30.0)
         self.assertIsNone(server.createSink)
+        self.assertTrue(server.logConnections)
+
+    def test_quietConnections(self) -> None:
+        """
+        C{--quiet-connections} (C{-q}) turns off the server's log line per
+        connection established and closed.
+        """
+        for flag in ("--quiet-connections", "-q"):
+            service = makeService(parse(flag), reactor=reactor)
+            self.assertFalse(service.server.logConnections)
 
     def test_tls(self) -> None:
         """
