@@ -273,6 +273,22 @@ def _worker(function: Callable[..., Any], kwargs: dict[str, Any], slot: int,
         connection.close()
 
 
+def _measure(function: Callable[..., Any], shares: list[dict[str, Any]], stats: Any,
+             total: int | None, what: str) -> Any:
+    """
+    Run C{function} over C{shares} (see L{_runSpread}) with a progress line
+    counting C{what} up to C{total}, and merge the results into C{stats}.
+    """
+    progress = _ProgressLine(total, what)
+    try:
+        results = _runSpread(function, shares, progress)
+    finally:
+        progress.finish()
+    for result in results:
+        stats.merge(result)
+    return stats
+
+
 def _runSpread(function: Callable[..., Any], shares: list[dict[str, Any]],
                progress: _ProgressLine) -> list[Any]:
     """
@@ -366,14 +382,7 @@ def _echo(options: argparse.Namespace) -> int:
         f"Message size: {options.size} (including delimiter {options.delimiter!r})",
     ])
     sys.stdout.flush()
-    progress = _ProgressLine(options.messages, "echoed")
-    try:
-        results = _runSpread(lg.runEcho, shares, progress)
-    finally:
-        progress.finish()
-    stats = lg.EchoStats()
-    for result in results:
-        stats.merge(result)
+    stats = _measure(lg.runEcho, shares, lg.EchoStats(), options.messages, "echoed")
     return _reportEcho(options, stats)
 
 
@@ -436,14 +445,7 @@ def _multicast(options: argparse.Namespace) -> int:
         f"Expected message size: {options.size or 'any'}",
     ])
     sys.stdout.flush()
-    progress = _ProgressLine(None, "messages")
-    try:
-        results = _runSpread(lg.runMulticast, shares, progress)
-    finally:
-        progress.finish()
-    stats = lg.MulticastStats()
-    for result in results:
-        stats.merge(result)
+    stats = _measure(lg.runMulticast, shares, lg.MulticastStats(), None, "messages")
     seconds = max(1, stats.windowEnd - stats.windowStart) / 1e9
     rate = stats.messages / seconds
     mib = stats.receivedBytes / seconds / (1 << 20)
@@ -489,14 +491,7 @@ def _connect(options: argparse.Namespace) -> int:
         first += number
     _header(options, [f"Connections: {total}", f"Concurrency: {options.concurrency}"])
     sys.stdout.flush()
-    progress = _ProgressLine(total, "connections")
-    try:
-        results = _runSpread(lg.runConnect, shares, progress)
-    finally:
-        progress.finish()
-    stats = lg.ConnectStats()
-    for result in results:
-        stats.merge(result)
+    stats = _measure(lg.runConnect, shares, lg.ConnectStats(), total, "connections")
     seconds = max(1, stats.end - stats.start) / 1e9
     rate = stats.connections / seconds
     histogram = stats.histogram

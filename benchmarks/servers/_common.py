@@ -98,5 +98,19 @@ def serverOptions(directory: str) -> Any:
     return tlsConfig(directory).serverOptions()
 
 
+def serveTwisted(reactor: Any, factory: Any, port: int, tls: str | None) -> None:
+    """
+    Serve C{factory} with plain Twisted on 127.0.0.1 (TLS from the certificate
+    directory C{tls}, if given), say C{READY}, and run the reactor.
+    """
+    if tls:
+        listening = reactor.listenSSL(port, factory, serverOptions(tls), interface="127.0.0.1",
+                                      backlog=4096)
+    else:
+        listening = reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=4096)
+    ready(listening.getHost().port)
+    reactor.run()
+
+
 def ready(port: int) -> None:
     print(f"READY {port}", flush=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from _broadcast import Pump
-from _common import arguments, ready, serverOptions
+from _common import arguments, serveTwisted
 
 
 def main() -> None:
@@ -54,15 +54,7 @@ def main() -> None:
 
     pump = Pump(reactor, broadcastOne)
     factory = Factory.forProtocol(Reader)
-    if options.tls:
-        port = reactor.listenSSL(
-            options.port, factory, serverOptions(options.tls), interface="127.0.0.1",
-            backlog=4096)
-    else:
-        port = reactor.listenTCP(
-            options.port, factory, interface="127.0.0.1", backlog=4096)
-    ready(port.getHost().port)
-    reactor.run()
+    serveTwisted(reactor, factory, options.port, options.tls)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import arguments, ready, serverOptions
+from _common import arguments, serveTwisted
 
 
 def main() -> None:
@@ -27,15 +27,7 @@ def main() -> None:
             self.sendLine(line)
 
     factory = Factory.forProtocol(Echo)
-    if options.tls:
-        port = reactor.listenSSL(
-            options.port, factory, serverOptions(options.tls), interface="127.0.0.1",
-            backlog=4096)
-    else:
-        port = reactor.listenTCP(
-            options.port, factory, interface="127.0.0.1", backlog=4096)
-    ready(port.getHost().port)
-    reactor.run()
+    serveTwisted(reactor, factory, options.port, options.tls)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import arguments, ready, serverOptions
+from _common import arguments, serveTwisted
 
 
 def main() -> None:
@@ -22,15 +22,7 @@ def main() -> None:
             self.transport.write(data)  # type: ignore[union-attr,call-arg,misc]
 
     factory = Factory.forProtocol(Echo)
-    if options.tls:
-        port = reactor.listenSSL(
-            options.port, factory, serverOptions(options.tls), interface="127.0.0.1",
-            backlog=4096)
-    else:
-        port = reactor.listenTCP(
-            options.port, factory, interface="127.0.0.1", backlog=4096)
-    ready(port.getHost().port)
-    reactor.run()
+    serveTwisted(reactor, factory, options.port, options.tls)
 
 
 if __name__ == "__main__":
