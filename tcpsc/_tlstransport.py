@@ -184,10 +184,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
         """
         Encrypt and send everything held, as one TLS write.
         """
-        scheduled = self._scheduled
-        if scheduled is not None:
-            self._scheduled = None
-            scheduled.cancel()
+        self._cancelScheduled()
         pending = self._pending
         if not pending:
             return
@@ -197,12 +194,15 @@ class TLSTransport(TLSMemoryBIOProtocol):
         self._write(data)
 
     def _dropPending(self) -> None:
+        self._cancelScheduled()
+        self._pending.clear()
+        self._pendingSize = 0
+
+    def _cancelScheduled(self) -> None:
         scheduled = self._scheduled
         if scheduled is not None:
             self._scheduled = None
             scheduled.cancel()
-        self._pending.clear()
-        self._pendingSize = 0
 
     # -- receiving --------------------------------------------------------
 
@@ -236,21 +236,34 @@ class TLSTransport(TLSMemoryBIOProtocol):
                     received = connection.recv(RECEIVE_SIZE)
                 except WantReadError:
                     break
-                except ZeroReturnError:
-                    # The peer's close_notify: answer it and close.
-                    self._shutdownTLS()
-                    self._tlsShutdownFinished(None)
-                except Error:
-                    self._tlsShutdownFinished(Failure())
+                except Error as e:
+                    self._readFailed(e)
                 else:
                     if not self._aborted:
                         deliver(received)
         finally:
             self._reading = False
+        self._sendAfterRead()
+
+    def _readFailed(self, error: Error) -> None:
+        """
+        Reading failed with C{error}: the peer's close_notify is answered
+        and the connection closed; anything else ends it with the error.
+        """
+        if isinstance(error, ZeroReturnError):
+            self._shutdownTLS()
+            self._tlsShutdownFinished(None)
+        else:
+            self._tlsShutdownFinished(Failure(error))
+
+    def _sendAfterRead(self) -> None:
+        """
+        Send what the read's handling wrote, or else what OpenSSL produced
+        itself (a key update's answer, session tickets).
+        """
         if self._pending and not self._lostTLSConnection:
             self._flushPending()
         else:
-            # What OpenSSL produced itself (a key update's answer, tickets).
             self._flushSendBIO()
 
     def _receiveDirect(self, direct: _Direct, data: bytes) -> None:
@@ -279,19 +292,13 @@ class TLSTransport(TLSMemoryBIOProtocol):
                 # Anything else: let pyOpenSSL raise what it always raises.
                 try:
                     direct.connection._raise_ssl_error(ssl, result)
-                except ZeroReturnError:
-                    self._shutdownTLS()
-                    self._tlsShutdownFinished(None)
-                except Error:
-                    self._tlsShutdownFinished(Failure())
+                except Error as e:
+                    self._readFailed(e)
                 else:  # pragma: no cover - an error that is no error
                     break
         finally:
             self._reading = False
-        if self._pending and not self._lostTLSConnection:
-            self._flushPending()
-        else:
-            self._flushSendBIO()
+        self._sendAfterRead()
 
     def _write(self, data: bytes) -> None:
         """
