@@ -50,6 +50,7 @@ from ._tls import (
     TLSConfig,
     acceptanceGate,
     classifyTLSFailure,
+    identityFailure,
     peerCertificate,
     subjectPart,
 )
@@ -406,6 +407,7 @@ class Client:
             reason,
             certificate=_presentedCertificate(protocol),
             authorities=getattr(attempt.creator, "authorities", ()),
+            identity=identityFailure(protocol.transport),
         )
 
     # -- the connection ---------------------------------------------------

@@ -49,7 +49,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from service_identity import VerificationError
+from service_identity import CertificateError, VerificationError
+from service_identity.cryptography import (
+    verify_certificate_hostname,
+    verify_certificate_ip_address,
+)
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
@@ -57,7 +62,7 @@ from twisted.internet.ssl import (
     KeyPair,
     PrivateCertificate,
     TLSVersion,
-    optionsForClientTLS,
+    platformTrust,
     trustRootFromCertificates,
 )
 from twisted.logger import Logger
@@ -369,32 +374,26 @@ class TLSConfig:
                 extra["extraCertChain"] = [
                     crypto.X509.from_cryptography(c) for c in chain[1:]
                 ]
-        trustRoot = (
-            trustRootFromCertificates([_twistedCertificate(c) for c in ca])
-            if ca is not None
-            else None
-        )
-        inner: IOpenSSLClientConnectionCreator
-        if self.verifyServer and self.verifyHostname:
-            inner = optionsForClientTLS(
-                self.hostname or host,
-                trustRoot=trustRoot,
-                clientCertificate=clientCertificate,
-                extraCertificateOptions=extra,
+        options: dict[str, object] = dict(extra)
+        if clientCertificate is not None:
+            options["privateKey"] = clientCertificate.privateKey.original
+            options["certificate"] = clientCertificate.original
+        if self.verifyServer:
+            options["trustRoot"] = (
+                trustRootFromCertificates([_twistedCertificate(c) for c in ca])
+                if ca is not None
+                else platformTrust()
             )
-        else:
-            options: dict[str, object] = dict(extra)
-            if clientCertificate is not None:
-                options["privateKey"] = clientCertificate.privateKey.original
-                options["certificate"] = clientCertificate.original
-            if self.verifyServer:
-                if trustRoot is None:
-                    from twisted.internet.ssl import platformTrust
-
-                    trustRoot = platformTrust()
-                options["trustRoot"] = trustRoot
-            inner = CertificateOptions(**options)  # type: ignore[arg-type]
-        return _AcceptanceTrackingCreator(inner, ca or ())
+        # Twisted's own client options (optionsForClientTLS) check the host
+        # name too, but not in a way that fails closed: a certificate without
+        # any subjectAltName is logged and accepted.  The check is tcpsc's own
+        # (see _ClientCreator), on plain CertificateOptions.
+        return _ClientCreator(
+            CertificateOptions(**options),  # type: ignore[arg-type]
+            ca or (),
+            serverName=self.hostname or host,
+            checkIdentity=self.verifyServer and self.verifyHostname,
+        )
 
 
 #: X.509 verification errors (OpenSSL's X509_V_ERR_* numbers, stable across
@@ -450,6 +449,23 @@ def verificationFailure(transport: object) -> str | None:
     """
     try:
         return _verifyFailures.get(transport)
+    except TypeError:
+        return None
+
+
+#: Why tcpsc's identity check refused the server certificate of a client
+#: connection, by the connection's TLS protocol.
+_identityFailures: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+def identityFailure(transport: object) -> str | None:
+    """
+    Why the server's certificate on the client connection C{transport} was
+    refused for its identity (the host name or address it is issued for), in
+    words that name the way out; C{None} if it was not.
+    """
+    try:
+        return _identityFailures.get(transport)
     except TypeError:
         return None
 
@@ -516,6 +532,55 @@ _acceptances: weakref.WeakKeyDictionary[TLSMemoryBIOProtocol, _Acceptance] = (
 )
 
 
+def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
+    """
+    Why the server certificate C{certificate} is not valid for C{name} (a
+    host name or an IP address), in words; C{None} if it is.
+
+    The check is service_identity's, on the subjectAltName only: like
+    Python's C{ssl}, Go and browsers, the subject's CN is never used as a
+    fallback.  Any error of the check itself is a refusal.
+    """
+    isAddress = isIPAddress(name) or isIPv6Address(name)
+    kind = "IP address" if isAddress else "host name"
+    try:
+        if isAddress:
+            verify_certificate_ip_address(certificate, name)
+        else:
+            verify_certificate_hostname(certificate, name)
+    except VerificationError:
+        valid = _certificateNames(certificate)
+        return (
+            f"the server's certificate is not valid for the {kind} {name!r}; it is issued "
+            f"for {', '.join(valid) if valid else 'no host name or address'}"
+        )
+    except CertificateError:
+        commonName = subjectPart(certificate, NameOID.COMMON_NAME)
+        issued = f" (its subject is CN={commonName})" if commonName else ""
+        if _hasSubjectAltName(certificate):
+            what = "no DNS name or IP address among its subjectAltNames"
+        else:
+            what = "no subjectAltName"
+        return (
+            f"the server's certificate has {what}{issued}, so the {kind} {name!r} cannot be "
+            f"verified; make certificates with `tcpsc certs`, or turn host name checks off "
+            f"(verifyHostname=False)"
+        )
+    except Exception as e:
+        return f"the server's certificate could not be checked against the {kind} {name!r}: {e}"
+    return None
+
+
+def _hasSubjectAltName(certificate: x509.Certificate) -> bool:
+    try:
+        certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return False
+    except Exception:
+        return True
+    return True
+
+
 def _infoCallback(connection: SSL.Connection, where: int, ret: int) -> None:
     # Runs inside OpenSSL: it must never raise, and nothing here may call
     # back into the connection (the waiters only schedule work).
@@ -533,10 +598,23 @@ def _infoCallback(connection: SSL.Connection, where: int, ret: int) -> None:
 
 
 @implementer(IOpenSSLClientConnectionCreator)
-class _AcceptanceTrackingCreator:
+class _ClientCreator:
     """
-    Wraps a client connection creator to watch, per connection, whether the
-    server asked for a certificate and whether it then sent session tickets.
+    The connection creator of a tcpsc TLS client: Twisted's
+    L{CertificateOptions} (TLS 1.3 floor, the chain verified against the
+    trust root), plus what tcpsc adds per connection:
+
+      - the server's identity, checked by tcpsc itself with
+        service_identity as soon as OpenSSL verified the chain, in the verify
+        callback, so that a refusal fails the handshake before the
+        connection is ready or anything is sent: a mismatch, a certificate
+        without subjectAltName and any error of the check all refuse
+        (L{_identityRefusal}); the reason is kept for
+        L{verificationFailure};
+      - the server name sent as SNI (for a host name, not an address);
+      - whether the server asked for a certificate and then sent session
+        tickets (L{acceptanceGate}), seen by an info callback on the context
+        this creator owns: no callback Twisted installs is replaced.
 
     @ivar authorities: the CA certificates the server is verified against
         (empty: the platform's trust store, or no verification), to explain
@@ -544,17 +622,56 @@ class _AcceptanceTrackingCreator:
     """
 
     def __init__(
-        self, inner: IOpenSSLClientConnectionCreator, authorities: Sequence[x509.Certificate] = ()
+        self,
+        options: CertificateOptions,
+        authorities: Sequence[x509.Certificate] = (),
+        *,
+        serverName: str,
+        checkIdentity: bool,
     ) -> None:
-        self._inner = inner
+        self._options = options
         self.authorities = tuple(authorities)
+        self.serverName = serverName
+        self._checkIdentity = checkIdentity
+        self._sni = (
+            None if isIPAddress(serverName) or isIPv6Address(serverName)
+            else serverName.encode("idna")
+        )
+        context = options.getContext()
+        context.set_info_callback(_infoCallback)
+        self._verifyMode = context.get_verify_mode()
 
     def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        connection = self._inner.clientConnectionForTLS(tlsProtocol)
+        connection = self._options.clientConnectionForTLS(tlsProtocol)
         connection.set_app_data(tlsProtocol)
         _acceptances[tlsProtocol] = _Acceptance()
-        connection.set_info_callback(_infoCallback)
+        if self._sni is not None:
+            connection.set_tlsext_host_name(self._sni)
+        if self._checkIdentity:
+            connection.set_verify(self._verifyMode, self._verify)
         return connection
+
+    def _verify(self, connection: SSL.Connection, certificate: crypto.X509, errno: int,
+                depth: int, ok: int) -> bool:
+        # Runs inside OpenSSL: it must never raise; anything unexpected
+        # refuses the certificate.
+        try:
+            if not ok:
+                return _recordVerifyResult(connection, certificate, errno, depth, ok)
+            if depth != 0:
+                return True
+            refusal = _identityRefusal(certificate.to_cryptography(), self.serverName)
+        except BaseException as e:
+            refusal = f"the server's certificate could not be checked: {e!r}"
+        if refusal is None:
+            return True
+        try:
+            owner = connection.get_app_data()
+            if owner is not None:
+                _identityFailures[owner] = refusal
+        except Exception:  # pragma: no cover - defensive
+            pass
+        return False
 
 
 class _AcceptanceGate:
@@ -640,18 +757,6 @@ def acceptanceGate(clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE)
     return _AcceptanceGate(clock, grace)
 
 
-def _mismatchedNames(error: VerificationError) -> list[str]:
-    names = []
-    for mismatch in getattr(error, "errors", ()):
-        identity = getattr(mismatch, "mismatched_id", None)
-        name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
-        if isinstance(name, bytes):
-            name = name.decode("ascii", "replace")
-        if name is not None and str(name) not in names:
-            names.append(str(name))
-    return names
-
-
 def _certificateNames(certificate: x509.Certificate) -> list[str]:
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -667,6 +772,7 @@ def classifyTLSFailure(
     *,
     certificate: x509.Certificate | None = None,
     authorities: Sequence[x509.Certificate] = (),
+    identity: str | None = None,
 ) -> TLSHandshakeError:
     """
     Turn the reason a TLS client connection ended before it was ready into
@@ -675,16 +781,12 @@ def classifyTLSFailure(
     @param certificate: the certificate the server presented, if known: it
         makes the message of a rejected server certificate say why.
     @param authorities: the CA certificates the server was verified against.
+    @param identity: why tcpsc's identity check refused the server's
+        certificate (see L{identityFailure}), if it did.
     """
     value = reason.value
-    if isinstance(value, VerificationError):
-        names = _mismatchedNames(value)
-        wanted = " or ".join(repr(n) for n in names) or "connected to"
-        message = f"the server's certificate is not valid for the host name {wanted}"
-        if certificate is not None:
-            valid = _certificateNames(certificate)
-            message += f"; it is issued for {', '.join(valid) if valid else 'no host name'}"
-        return ServerCertificateRejected(message, value)
+    if identity is not None:
+        return ServerCertificateRejected(identity, value)
     text = str(value)
     lowered = text.lower()
     if "certificate verify failed" in lowered:

@@ -72,6 +72,12 @@ def certificates() -> CertFiles:
       - C{other-server.pem/.key}: a server certificate from the other CA;
       - C{wronghost.pem/.key}: server certificate of the main CA for
         C{wrong.example} only;
+      - C{nosan-wronghost.pem/.key}, C{nosan-localhost.pem/.key}: server
+        certificates of the main CA without any subjectAltName, with
+        CN=wrong.example and CN=localhost (as the C++ original's script
+        makes them);
+      - C{iponly.pem/.key}: server certificate of the main CA whose only
+        subjectAltName is the IP address 127.0.0.1;
       - C{expired-client.pem/.key}, C{expired-server.pem/.key}: issued by the
         main CA, expired yesterday;
       - C{notyet-client.pem/.key}: valid from tomorrow;
@@ -100,6 +106,12 @@ def certificates() -> CertFiles:
            "other-server")
     _write(certgen.issueCertificate(ca, "CN=wrong.example", server=True,
                                     hosts=("wrong.example",)), directory, "wronghost")
+    _write(certgen.issueCertificate(ca, "CN=wrong.example", server=True), directory,
+           "nosan-wronghost")
+    _write(certgen.issueCertificate(ca, "CN=localhost", server=True), directory,
+           "nosan-localhost")
+    _write(certgen.issueCertificate(ca, "CN=127.0.0.1", server=True, hosts=("127.0.0.1",)),
+           directory, "iponly")
     now = datetime.now(UTC)
     _write(certgen.issueCertificate(ca, "CN=expired-client", client=True,
                                     notBefore=now - timedelta(days=10),

@@ -616,6 +616,25 @@ class TlsConnectTests(BlockingTestCase):
         self.startClient(lenient, side.port)
         self.assertTrue(lenient.client.isRunning())
 
+    def test_noSubjectAltName(self) -> None:
+        """
+        A server certificate of the right CA without any subjectAltName (as
+        the original's certificate script makes them) is refused (60), with
+        CN = another host or CN = the host connected to; accepted with
+        C{verifyHostname=False}.
+        """
+        _, client = self.main()
+        path = self.certs.path
+        for name in ("nosan-wronghost", "nosan-localhost"):
+            self.assertRejected((self.certs.ca, path(f"{name}.pem"), path(f"{name}.key")),
+                                client, ServerCertificateRejected)
+        side = self.makeServer(DELIMITER)
+        self.startServer(side, self.certs.ca, path("nosan-wronghost.pem"),
+                         path("nosan-wronghost.key"))
+        lenient = self.makeClient(DELIMITER, verifyHostname=False)
+        self.startClient(lenient, side.port, *client)
+        self.assertTrue(lenient.client.isRunning())
+
     def test_localhost(self) -> None:
         """
         The upstream tests connect to C{"localhost"}: the name is resolved

@@ -474,6 +474,27 @@ class ConnectTests(TestCase):
 
         return ensureDeferred(scenario())
 
+    def test_serverCertificateWithoutSubjectAltName(self) -> None:
+        """
+        A server certificate of the right CA without any subjectAltName:
+        nothing is sent, exit 1 with one line saying why and what to do.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            _, received, port = await self.echoServer(
+                tls=TLSConfig(ca=files.ca, cert=files.path("nosan-wronghost.pem"),
+                              key=files.path("nosan-wronghost.key")))
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.write(b"secret\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1)
+            self.assertOneLine(command, "no subjectAltName", "'localhost'", "(code 60)")
+            self.assertEqual(bytes(command.out), b"")
+            self.assertEqual(received, [])
+
+        return ensureDeferred(scenario())
+
     def test_certificateFileProblem(self) -> None:
         """
         A missing certificate file: exit 1 with one line naming it and the

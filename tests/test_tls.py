@@ -30,8 +30,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from service_identity.exceptions import DNSMismatch, VerificationError
-from service_identity.hazmat import DNS_ID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -707,12 +705,15 @@ class ClassifyTests(SynchronousTestCase):
     def sslError(text: str) -> SSL.Error:
         return SSL.Error([("SSL routines", "", text)])
 
-    def test_wrongHostName(self) -> None:
-        error = VerificationError(errors=[DNSMismatch(mismatched_id=DNS_ID("localhost"))])
-        result = self.classify(error, certificate=loadCertificate("wronghost.pem"))
+    def test_identityRefused(self) -> None:
+        """
+        A refusal of tcpsc's identity check is a L{ServerCertificateRejected}
+        with the check's words, whatever OpenSSL made of it.
+        """
+        why = "the server's certificate is not valid for the host name 'localhost'"
+        result = self.classify(self.sslError("certificate verify failed"), identity=why)
         self.assertIsInstance(result, ServerCertificateRejected)
-        self.assertIn("'localhost'", str(result))
-        self.assertIn("wrong.example", str(result))
+        self.assertTrue(str(result).startswith(why), str(result))
 
     def test_serverCertificateNotVerified(self) -> None:
         ca = loadCertificate("ca.pem")
@@ -888,7 +889,96 @@ class ServerCertificateTests(RealTLSTestCase):
 
     @asyncTest
     async def test_anotherIPAddress(self) -> None:
-        await self.rejected("wronghost", "'127.0.0.1'", host="127.0.0.1")
+        await self.rejected("wronghost", "IP address '127.0.0.1'", "wrong.example",
+                            host="127.0.0.1")
+
+    @asyncTest
+    async def test_noSubjectAltNameForAnotherHost(self) -> None:
+        """
+        A certificate of the right CA without any subjectAltName (CN =
+        another host) is refused: the host name cannot be verified.
+        """
+        await self.rejected("nosan-wronghost", "has no subjectAltName", "'localhost'",
+                            "CN=wrong.example", "tcpsc certs", "verifyHostname=False")
+
+    @asyncTest
+    async def test_noSubjectAltNameForThisHost(self) -> None:
+        """
+        The same with CN = the host connected to: the CN is never a fallback
+        (as in Python's ssl, Go and browsers).
+        """
+        await self.rejected("nosan-localhost", "has no subjectAltName", "'localhost'")
+        await self.rejected("nosan-localhost", "has no subjectAltName", "'127.0.0.1'",
+                            host="127.0.0.1")
+
+    @asyncTest
+    async def test_noSubjectAltNameWithoutHostNameCheck(self) -> None:
+        """
+        With host name checks off, the chain alone is verified: the same
+        certificate is accepted.
+        """
+        _, port = await self.startServer(serverTLS("nosan-wronghost"))
+        client = self.client()
+        await within(client.connect("localhost", port, tls=clientTLS(verifyHostname=False)))
+        self.assertEqual(client.serverSubjectPart("CN"), "wrong.example")
+
+    @asyncTest
+    async def test_addressSubjectAltNameByAddress(self) -> None:
+        """
+        A certificate whose only subjectAltName is an IP address is valid
+        when the client connects to that address.
+        """
+        _, port = await self.startServer(serverTLS("iponly"))
+        client = self.client()
+        await within(client.connect("127.0.0.1", port, tls=clientTLS()))
+        self.assertTrue(client.isConnected)
+
+    @asyncTest
+    async def test_addressSubjectAltNameByName(self) -> None:
+        """
+        ... and not when it connects by a name, even one that resolves to it.
+        """
+        await self.rejected("iponly", "host name 'localhost'", "127.0.0.1")
+
+    @asyncTest
+    async def test_nameAndAddressSubjectAltNames(self) -> None:
+        """
+        The usual server certificate (localhost, 127.0.0.1, ::1) is valid by
+        name and by address.
+        """
+        _, port = await self.startServer(serverTLS())
+        for host in ("localhost", "127.0.0.1"):
+            client = Client()
+            await within(client.connect(host, port, tls=clientTLS()))
+            self.assertTrue(client.isConnected, host)
+            await within(client.disconnect())
+
+    @asyncTest
+    async def test_checkThatRaisesRefuses(self) -> None:
+        """
+        Fail closed: an identity check that raises refuses the connection.
+        """
+        def broken(certificate: object, name: str) -> None:
+            raise RuntimeError("the check broke")
+
+        self.patch(tcpsc._tls, "verify_certificate_hostname", broken)
+        await self.rejected("server", "could not be checked", "the check broke")
+
+    @asyncTest
+    async def test_nothingSentBeforeRefusal(self) -> None:
+        """
+        The refusal happens inside the handshake: the server never sees the
+        connection established, nor any byte of application data.
+        """
+        received: list[bytes] = []
+        _, port = await self.startServer(serverTLS("nosan-wronghost"), protocol=None,
+                                         onMessage=lambda i, m: received.append(m))
+        client = self.client()
+        connecting = client.connect("localhost", port, tls=clientTLS())
+        self.assertFalse(client.send(b"secret"))
+        await within(self.assertFailure(connecting, ServerCertificateRejected))
+        self.assertFalse(client.send(b"secret"))
+        self.assertEqual(received, [])
 
     @asyncTest
     async def test_expired(self) -> None:
