@@ -11,9 +11,11 @@ L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
 
 from ._client import Client
 from ._errors import (
+    AbortedLocally,
     CertificateLoadError,
     ClientCertificateRejected,
     ClientError,
+    ClosedLocally,
     ConnectError,
     ListenError,
     PortError,
@@ -29,10 +31,12 @@ from ._tls import TLSConfig
 from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
+    "AbortedLocally",
     "CertificateLoadError",
     "Client",
     "ClientCertificateRejected",
     "ClientError",
+    "ClosedLocally",
     "ConnectError",
     "ListenError",
     "MessageProtocol",

@@ -43,18 +43,19 @@ from ._errors import (
     StartError,
     TLSHandshakeError,
 )
-from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
+from ._framing import DEFAULT_CLOSE_TIMEOUT, MessageProtocol, StreamProtocol, _ConnectionBase
 from ._server import _UNSET, _connectionSettings, _defaultReactor, _protocolClass
 from ._tls import (
     DEFAULT_ACCEPTANCE_GRACE,
     TLSConfig,
     acceptanceGate,
     classifyTLSFailure,
+    describeClose,
     identityFailure,
     peerCertificate,
     subjectPart,
 )
-from ._tlstransport import TLSTransportFactory
+from ._tlstransport import tlsFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -95,6 +96,8 @@ class _ClientFactory(Factory):
         protocol.factory = self
         for name, value in client._settings.items():
             setattr(protocol, name, value)
+        protocol.closeTimeout = client.closeTimeout
+        protocol._clock = client._reactor
         protocol._observer = self._attempt
         self._attempt.protocols.append(protocol)
         if self._tls:
@@ -245,6 +248,7 @@ class Client:
         jitter: float = 0.25,
         acceptanceGrace: float = DEFAULT_ACCEPTANCE_GRACE,
         reactor: Any = None,
+        closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass.
@@ -270,6 +274,9 @@ class Client:
             client's certificate, when the server asked for one.
         @param reactor: the reactor to connect with; the global one by
             default.
+        @param closeTimeout: seconds L{disconnect} gives the server to take
+            the last output (and, over TLS, close_notify) before the
+            connection is aborted; 5 by default.
         """
         self.protocolClass: type[_ConnectionBase] = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -286,6 +293,7 @@ class Client:
         self.factor = factor
         self.jitter = jitter
         self.acceptanceGrace = acceptanceGrace
+        self.closeTimeout = closeTimeout
         self._reactor = reactor if reactor is not None else _defaultReactor()
         self._random = random.Random()
         self.protocol: _ConnectionBase | None = None
@@ -354,8 +362,8 @@ class Client:
         attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
-            factory = TLSTransportFactory(creator, isClient=True, wrappedFactory=factory,
-                                          clock=self._reactor)
+            factory = tlsFactory(creator, isClient=True, wrappedFactory=factory,
+                                 clock=self._reactor)
         endpoint = self._endpoint(host, port)
         attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)
         connecting = attempt.connecting = endpoint.connect(factory)
@@ -442,8 +450,8 @@ class Client:
             if isinstance(classified, _FATAL):
                 rejected = classified
                 reason = Failure(classified)
-        self.log.info("Connection to {host}:{port} closed: {reason}", host=host, port=port,
-                      reason=reason.getErrorMessage())
+        self.log.info("Connection to {host}:{port} closed: {why}", host=host, port=port,
+                      why=describeClose(reason, attempt.tls))
         self._notify(self.onClosed, "onClosed", reason)
         if self._closedWaiters:
             waiters, self._closedWaiters = self._closedWaiters, []
@@ -529,8 +537,12 @@ class Client:
 
     def disconnect(self) -> Deferred[None]:
         """
-        Close the connection after its pending output is written, and stop
-        reconnecting.
+        Close the connection after its pending output is written (over TLS,
+        then close_notify, without waiting for the server's), and stop
+        reconnecting.  A server that does not take the last output within
+        C{closeTimeout} seconds gets the connection aborted: the close is
+        bounded.  C{onClosed} receives L{tcpsc.ClosedLocally} (or
+        L{tcpsc.AbortedLocally} when the bound ran out).
 
         @return: fires once the connection is closed.
         """
@@ -546,7 +558,7 @@ class Client:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._closedWaiters.append(waiter)
-        protocol.transport.loseConnection()
+        protocol.closeConnection("disconnect() called")
         return waiter
 
     def serverCertificate(self) -> x509.Certificate | None:

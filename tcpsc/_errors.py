@@ -12,10 +12,14 @@ words; the code is for programs.
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
+
 __all__ = [
+    "AbortedLocally",
     "CertificateLoadError",
     "ClientCertificateRejected",
     "ClientError",
+    "ClosedLocally",
     "ConnectError",
     "ListenError",
     "PortError",
@@ -139,3 +143,45 @@ class ClientError(TcpscError, LookupError):
     """
     A client lookup failed: not connected, or no such certificate data.
     """
+
+
+class ClosedLocally(ConnectionDone):
+    """
+    This side closed the connection cleanly: its pending output was written
+    (and, over TLS, its close_notify sent) before the socket was closed.
+    The reason a connection's C{connectionLost} and the C{onClosed}
+    callbacks receive; C{str()} says why, in words: C{"disconnect()
+    called"}, C{"server stopping"}, C{"idle timeout (60 s)"}, ...
+
+    A subclass of Twisted's L{ConnectionDone}, so code that checks for a
+    clean close keeps working.
+
+    @ivar why: the same words.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+    def __str__(self) -> str:
+        return self.why
+
+
+class AbortedLocally(ConnectionLost):
+    """
+    This side closed the connection by force (it aborted the socket): a
+    bound ran out, such as the peer not reading the last output, or not
+    answering close_notify, within the close timeout; or a handshake that
+    did not complete in time.  C{str()} says which, in words.
+
+    A subclass of Twisted's L{ConnectionLost}.
+
+    @ivar why: the same words.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+    def __str__(self) -> str:
+        return self.why

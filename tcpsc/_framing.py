@@ -52,10 +52,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._errors import AbortedLocally, ClosedLocally
 from ._output import socketTransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
     class _IConnectionTransport(ITCPTransport, IPushProducer):
         """
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
         disconnecting: bool
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_LENGTH",
     "DEFAULT_MAX_PENDING_OUTPUT",
     "MessageProtocol",
@@ -81,6 +85,11 @@ DEFAULT_MAX_MESSAGE_LENGTH = 16 * 1024 * 1024
 #: keep up: 4 MiB.  A message longer than that can still be sent whenever the
 #: connection is not congested.
 DEFAULT_MAX_PENDING_OUTPUT = 4 * 1024 * 1024
+
+#: Default bound of a close this side starts: how long the peer has to take
+#: the last output (and, over TLS, close_notify) before the connection is
+#: aborted.
+DEFAULT_CLOSE_TIMEOUT = 5.0
 
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
@@ -239,6 +248,10 @@ class _ConnectionBase(Protocol):
         bound (the transport buffers whatever is sent).  Messages sent while
         handling one read are written together when that read is handled,
         and count as one write.
+    @cvar closeTimeout: seconds a close this side starts (L{closeConnection})
+        may take: the peer has that long to take the last output and, over
+        TLS, the close_notify; then the connection is aborted and the reason
+        says which bound ran out.
     """
 
     log = Logger()
@@ -271,6 +284,18 @@ class _ConnectionBase(Protocol):
 
     _handshakeSeen: bool = False
     _paused: bool = False
+
+    closeTimeout: float = DEFAULT_CLOSE_TIMEOUT
+    #: The clock of the close timer, set by the owner; the global reactor if
+    #: none is set.
+    _clock: IReactorTime | None = None
+    #: Why this side is closing the connection, from L{closeConnection} on.
+    _closing: str | None = None
+    _closeTimer: IDelayedCall | None = None
+    #: Which bound of the close ran out, if the close was cut short.
+    _closeCut: str | None = None
+    #: Bytes of output the close dropped when it was cut short.
+    _closeDropped: int = 0
 
     def makeConnection(self, transport) -> None:
         """
@@ -327,6 +352,65 @@ class _ConnectionBase(Protocol):
         goes on.
         """
 
+    def closeConnection(self, why: str = "closeConnection() called") -> None:
+        """
+        Close the connection, bounded by C{closeTimeout}: stop delivering what
+        arrives (nothing more reaches the application than it can still
+        answer), write what is pending (over TLS, then close_notify), then
+        close the socket.  A peer that does not take the output within
+        C{closeTimeout} seconds gets the connection aborted.  Unlike
+        C{transport.loseConnection()}, which waits as long as the peer
+        makes it.
+
+        @param why: the reason, in words (C{"idle timeout (60 s)"}): it is
+            what C{connectionLost} receives (as L{ClosedLocally}, or
+            L{AbortedLocally} if a bound ran out) and what is logged.
+        """
+        if self._closing is not None or not self.connected:
+            return
+        self._closing = why
+        # MessageProtocol holds (and then drops) what it parses from now on;
+        # the transport stops reading, unless it must read to close (a TLS
+        # transport that waits for the peer's close_notify).
+        self._paused = True
+        transport = self.transport
+        if not getattr(transport, "waitsForCloseNotify", ISSLTransport.providedBy(transport)):
+            transport.pauseProducing()
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        assert clock is not None
+        self._closeTimer = clock.callLater(self.closeTimeout, self._closeTimedOut)
+        transport.loseConnection()
+
+    def _abort(self, why: str) -> None:
+        """
+        Abort the connection at once (nothing pending is written), for
+        C{why}, which C{connectionLost} receives as L{AbortedLocally}.
+        """
+        if not self.connected:
+            return
+        if self._closing is None:
+            self._closing = why
+            self._closeCut = ""
+        self.transport.abortConnection()
+
+    def _closeTimedOut(self) -> None:
+        self._closeTimer = None
+        if not self.connected:
+            return
+        unsent = self._closeDropped = self._unsentBytes()
+        timeout = f"{self.closeTimeout:g} s"
+        if unsent:
+            self._closeCut = (
+                f"the peer did not read the last {unsent} bytes within {timeout}"
+            )
+        elif ISSLTransport.providedBy(self.transport):
+            self._closeCut = f"the peer did not answer close_notify within {timeout}"
+        else:
+            self._closeCut = f"the connection did not close within {timeout}"
+        self.transport.abortConnection()
+
     def connectionReady(self) -> None:
         """
         Called once the connection can be used: after the TCP connection is
@@ -340,6 +424,16 @@ class _ConnectionBase(Protocol):
         """
         wasReady = self.ready
         self.ready = False
+        timer, self._closeTimer = self._closeTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        closing = self._closing
+        if closing is not None:
+            cut = self._closeCut
+            if cut is None:
+                reason = Failure(ClosedLocally(closing))
+            else:
+                reason = Failure(AbortedLocally(f"{closing}; {cut}" if cut else closing))
         # Twisted never clears this flag; clearing it here keeps a readiness
         # gate or handshake that completes after the loss from making a dead
         # connection ready (and reporting it ready after it was closed).
@@ -366,7 +460,7 @@ class _ConnectionBase(Protocol):
         """
         Undo L{pauseReading}: deliver what was held back, then read again.
         """
-        if not self._paused:
+        if not self._paused or self._closing is not None:
             return
         self._paused = False
         # What was held arrived first: deliver it before reading more, or a
@@ -524,7 +618,8 @@ class MessageProtocol(_ConnectionBase):
         Split C{data} into messages and deliver them in order.
         """
         if self._paused:
-            self._held.append(data)
+            if self._closing is None:
+                self._held.append(data)
             return
         batch: list[bytes] = []
         self._batch = batch
@@ -723,9 +818,14 @@ class MessageProtocol(_ConnectionBase):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Deliver what L{pauseReading} held back (it was received, so it is not
-        lost), then report the end of the connection.  A handler pausing
+        lost), unless this side closed the connection (L{closeConnection}:
+        then nothing can be answered any more), then report the end of the
+        connection.  A handler pausing
         again does not hold anything back any more: nothing follows.
         """
+        if self._closing is not None:
+            # This side closed it: what was held can no longer be answered.
+            self._held = []
         while self._held:
             held, self._held = self._held, []
             self._paused = False

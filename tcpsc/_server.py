@@ -22,6 +22,7 @@ C{accept()} in a loop (the original's bug B23).
 from __future__ import annotations
 
 import errno
+import inspect
 import resource
 import socket
 from collections.abc import Callable, Collection
@@ -45,8 +46,9 @@ from twisted.python.failure import Failure
 from twisted.python.runtime import platformType
 from zope.interface import implementer
 
-from ._errors import ListenError, PortError, ServerError
+from ._errors import AbortedLocally, ListenError, PortError, ServerError
 from ._framing import (
+    DEFAULT_CLOSE_TIMEOUT,
     MessageProtocol,
     StreamProtocol,
     _ConnectionBase,
@@ -54,16 +56,18 @@ from ._framing import (
 from ._tls import (
     TLSConfig,
     certificateNames,
+    describeClose,
     isAllowedClient,
     peerCertificate,
     subjectPart,
     verificationFailure,
 )
-from ._tlstransport import TLSTransportFactory
+from ._tlstransport import tlsFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorFDSet, IReactorTime
+    from twisted.protocols.tls import TLSMemoryBIOFactory
 
     class _IPortReactor(IReactorFDSet, IReactorTime):
         """
@@ -424,12 +428,27 @@ class _IdleTimeoutFactory(TimeoutFactory):
         return self._reactor.callLater(period, func)
 
 
-@implementer(IHalfCloseableProtocol)
-class _HalfCloseableTimeoutProtocol(TimeoutProtocol):
+class _IdleTimeoutProtocol(TimeoutProtocol):
     """
-    L{TimeoutProtocol} passing half-closes on to a protocol that handles
-    them (Twisted's wrapper does not, so the connection would be dropped at
-    the peer's half-close, unsent replies with it).
+    Twisted's L{TimeoutProtocol}, closing the connection through its
+    protocol when it times out: bounded, over TLS with close_notify, and
+    with the reason "idle timeout" (Twisted's closes the socket under TLS).
+
+    @ivar connection: the tcpsc protocol of the connection.
+    """
+
+    connection: _ConnectionBase
+
+    def timeoutConnection(self) -> None:
+        self.connection.closeConnection(f"idle timeout ({self.timeoutPeriod:g} s)")
+
+
+@implementer(IHalfCloseableProtocol)
+class _HalfCloseableTimeoutProtocol(_IdleTimeoutProtocol):
+    """
+    L{_IdleTimeoutProtocol} passing half-closes on to a protocol that
+    handles them (Twisted's wrapper does not, so the connection would be
+    dropped at the peer's half-close, unsent replies with it).
     """
 
     def readConnectionLost(self) -> None:
@@ -453,7 +472,7 @@ class _ListeningFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: Server, tlsFactory: TLSTransportFactory | None,
+    def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None,
                  allowedClients: frozenset[str] | None = None) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
@@ -468,20 +487,51 @@ class _ListeningFactory(Factory):
         return self._server.logPrefix()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        protocol: Any = self._server._buildConnection(
+        connection = self._server._buildConnection(
             addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients
         )
-        if protocol is None:
+        if connection is None:
             return None
+        protocol: Any = connection
         tlsFactory = self._tlsFactory
         if tlsFactory is not None:
             protocol = tlsFactory.protocol(tlsFactory, protocol)
         timeoutFactory = self._timeoutFactory
         if timeoutFactory is not None:
             wrapper = (_HalfCloseableTimeoutProtocol
-                       if IHalfCloseableProtocol.providedBy(protocol) else TimeoutProtocol)
+                       if IHalfCloseableProtocol.providedBy(protocol) else _IdleTimeoutProtocol)
             protocol = wrapper(timeoutFactory, protocol, timeoutFactory.timeoutPeriod)
+            protocol.connection = connection
         return protocol
+
+
+def _takesReason(callback: Callable[..., object]) -> bool:
+    """
+    Whether C{callback} can be called with two positional arguments (an
+    C{onClosed} that wants the reason too).
+    """
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(0, "")
+    except TypeError:
+        return False
+    return True
+
+
+class _StopCount:
+    """
+    What a L{Server.stop} closed: connections, those aborted, and the bytes
+    of output they dropped.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.aborted = 0
+        self.dropped = 0
+        self.abortedIds: list[int] = []
 
 
 class Server(Factory):
@@ -534,9 +584,9 @@ class Server(Factory):
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         handshakeTimeout: float | None = 10.0,
         idleTimeout: float | None = None,
-        closeTimeout: float = 10.0,
+        closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
         onEstablished: Callable[[int], object] | None = None,
-        onClosed: Callable[[int], object] | None = None,
+        onClosed: Callable[..., object] | None = None,
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
         reactor: IReactorTime | None = None,
@@ -558,12 +608,17 @@ class Server(Factory):
             handshake before it is disconnected; C{None} for no limit.
         @param idleTimeout: seconds without any byte received or sent after
             which a connection is closed; C{None} (the default) for never.
-        @param closeTimeout: seconds L{stop} waits for connections to flush
-            their output and close before it aborts them.
+        @param closeTimeout: seconds every close the server starts (L{stop},
+            L{disconnect}, the idle timeout, an allow-list refusal) gives
+            the peer to take the last output and, over TLS, close_notify,
+            before the connection is aborted; 5 by default.
         @param onEstablished: called with the id of each connection when it
             becomes ready.
         @param onClosed: called with the id of each established connection
-            when it ends.
+            when it ends; if it takes two arguments, with the id and why the
+            connection ended, in words (C{"the peer closed the
+            connection"}, C{"idle timeout (60 s)"}, C{"server stopping; the
+            peer did not read the last 4096 bytes within 5 s"}).
         @param onMessage: called with C{(id, message)} for each message (or,
             in continuous mode, C{(id, bytes)} for each chunk) received.
         @param createSink: continuous mode: called with the id of each new
@@ -637,6 +692,7 @@ class Server(Factory):
         self._allowLists: dict[int, frozenset[str]] = {}
         self._ports: list[IListeningPort] = []
         self._closeWaiters: list[Deferred[None]] = []
+        self._stopping: _StopCount | None = None
         _raiseFileLimit(maxConnections + 64, self.log)
 
     def logPrefix(self) -> str:
@@ -665,16 +721,16 @@ class Server(Factory):
         """
         try:
             endpoint = self._endpoint(port, interface)
-            tlsFactory = None
+            factory = None
             if tls is not None:
-                tlsFactory = TLSTransportFactory(
+                factory = tlsFactory(
                     tls.serverOptions(), isClient=False, wrappedFactory=self,
                     clock=self._reactor,
                 )
         except Exception:
             return fail()
         listening = _ListeningFactory(
-            self, tlsFactory, tls.allowedClients if tls is not None else None
+            self, factory, tls.allowedClients if tls is not None else None
         )
 
         def listening_(p: IListeningPort) -> IListeningPort:
@@ -758,50 +814,49 @@ class Server(Factory):
 
     def stop(self) -> Deferred[None]:
         """
-        Stop listening, then close every connection once its pending output
-        is written: everything a send accepted before reaches a peer that
-        reads.  Connections still open after C{closeTimeout} seconds (their
-        peer does not read, or does not answer the close) are aborted, and a
-        warning says how many, and how many bytes of output they dropped.
-        C{onClosed} fires for each established connection.
+        Stop listening, then close every connection (L{closeConnection}
+        with the reason C{"server stopping"}): nothing more is delivered
+        to the application, what it sent is written, over TLS close_notify
+        follows, and the socket is closed without waiting for the peer's
+        answer.  A connection whose peer does not take its last output
+        within C{closeTimeout} seconds is aborted.  C{onClosed} fires for
+        each established connection; one line is logged at the end, a
+        warning only if output was really dropped.
 
         @return: fires when no port is listening and no connection is open;
             the server may then L{listen} again, on the same port too.
         """
         ports, self._ports = self._ports, []
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
-        if self._open:
-            closed: Deferred[None] = Deferred()
-            self._closeWaiters.append(closed)
-            for protocol in list(self._open.values()):
-                protocol.transport.loseConnection()
-            timer = self._reactor.callLater(self.closeTimeout, self._abortAll)
-
-            def cancelTimer(result: object) -> object:
-                if timer.active():
-                    timer.cancel()
-                return result
-
-            closed.addBoth(cancelTimer)
-            everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        else:
-            everything = stopped
+        if not self._open:
+            return stopped.addCallback(lambda _: None)
+        closed: Deferred[None] = Deferred()
+        self._closeWaiters.append(closed)
+        protocols = list(self._open.values())
+        self._stopping = _StopCount(len(protocols))
+        for protocol in protocols:
+            protocol.closeConnection("server stopping")
+        closed.addCallback(self._stopped)
+        everything: Deferred[list[Any]] = gatherResults([stopped, closed])
         return everything.addCallback(lambda _: None)
 
-    def _abortAll(self) -> None:
-        protocols = list(self._open.values())
-        if protocols:
-            dropped = sum(p._unsentBytes() for p in protocols)
+    def _stopped(self, _: object) -> None:
+        count, self._stopping = self._stopping, None
+        if count is None:
+            return
+        if count.aborted:
             self.log.warn(
-                "{count} connections did not close within {timeout} s; aborting them, "
-                "dropping {dropped} bytes of output not yet sent",
-                count=len(protocols),
+                "Stopped: {count} of {total} connections did not close within {timeout} s "
+                "and were aborted, dropping {dropped} bytes of output not yet sent",
+                count=count.aborted,
+                total=count.total,
                 timeout=self.closeTimeout,
-                dropped=dropped,
-                connectionIds=sorted(p.connectionId for p in protocols),  # type: ignore[type-var]
+                dropped=count.dropped,
+                connectionIds=sorted(count.abortedIds),
             )
-        for protocol in protocols:
-            protocol.transport.abortConnection()
+        else:
+            self.log.info("Stopped: {total} connections closed, no output dropped",
+                          total=count.total)
 
     # -- the registry -----------------------------------------------------
 
@@ -835,6 +890,8 @@ class Server(Factory):
         assert isinstance(protocol, _ConnectionBase)
         for name, value in self._settings.items():
             setattr(protocol, name, value)
+        protocol.closeTimeout = self.closeTimeout
+        protocol._clock = self._reactor
         connectionId = self._nextId
         self._nextId += 1
         protocol.connectionId = connectionId
@@ -855,10 +912,8 @@ class Server(Factory):
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if protocol.ready or protocol.transport is None:
             return
-        self._dropped[protocol.connectionId] = (  # type: ignore[index]
-            f"no TLS handshake within {self.handshakeTimeout} s"
-        )
-        protocol.transport.abortConnection()
+        # Mid-handshake there is no close_notify to send: abort.
+        protocol._abort(f"handshake timeout ({self.handshakeTimeout:g} s)")
 
     def connectionReady(self, protocol: _ConnectionBase) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
@@ -883,7 +938,10 @@ class Server(Factory):
             )
             self._dropped[connectionId] = ""
             protocol.ready = False
-            protocol.transport.abortConnection()
+            # Aborted, not closed with close_notify: a graceful close would
+            # first send the session tickets, the client's sign that it was
+            # accepted (see tcpsc._tls.acceptanceGate).
+            protocol._abort("the client's certificate is not on the allow-list")
             return
         self._established[connectionId] = protocol
         if self.logConnections:
@@ -908,9 +966,9 @@ class Server(Factory):
                     connectionId=connectionId,
                 )
                 del self._established[connectionId]
-                self._dropped[connectionId] = "the createSink callback failed"
+                self._dropped[connectionId] = ""
                 protocol.ready = False
-                protocol.transport.abortConnection()
+                protocol.closeConnection("the createSink callback failed")
                 return
         self._notify(self.onEstablished, "onEstablished", connectionId)
 
@@ -930,6 +988,25 @@ class Server(Factory):
             self.log.failure(
                 "The {callback} callback raised an exception for connection {connectionId}",
                 callback=name,
+                connectionId=connectionId,
+            )
+
+    def _notifyClosed(self, connectionId: int, why: str) -> None:
+        """
+        Call C{onClosed} with the id, and with the reason if it takes two
+        arguments.
+        """
+        callback = self.onClosed
+        if callback is None:
+            return
+        if not _takesReason(callback):
+            self._notify(callback, "onClosed", connectionId)
+            return
+        try:
+            callback(connectionId, why)
+        except Exception:
+            self.log.failure(
+                "The onClosed callback raised an exception for connection {connectionId}",
                 connectionId=connectionId,
             )
 
@@ -953,37 +1030,46 @@ class Server(Factory):
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
                 port.resumeAccepting()
         dropped = self._dropped.pop(connectionId, None)
+        stopping = self._stopping
+        if stopping is not None and isinstance(reason.value, AbortedLocally):
+            stopping.aborted += 1
+            stopping.dropped += protocol._closeDropped
+            stopping.abortedIds.append(connectionId)
         quiet = wasReady and not self.logConnections
-        peer = "?" if quiet or not protocol.transport else describeAddress(
-            protocol.transport.getPeer())
+        transport = protocol.transport
+        peer = "?" if quiet or not transport else describeAddress(transport.getPeer())
+        tls = ISSLTransport.providedBy(transport)
         try:
             if wasReady:
+                why = describeClose(reason, tls)
                 if self.logConnections:
                     self.log.info(
-                        "Connection {connectionId} from {peer} closed: {reason}",
+                        "Connection {connectionId} from {peer} closed: {why}",
                         connectionId=connectionId,
                         peer=peer,
-                        reason=reason.getErrorMessage(),
+                        why=why,
                     )
-                self._notify(self.onClosed, "onClosed", connectionId)
+                self._notifyClosed(connectionId, why)
             elif dropped is not None:
                 if dropped:
                     self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
                                   why=dropped)
-            elif ISSLTransport.providedBy(protocol.transport):
-                detail = verificationFailure(protocol.transport)
+            elif isinstance(reason.value, AbortedLocally):
+                self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
+                              why=str(reason.value))
+            elif tls:
+                detail = verificationFailure(transport)
                 self.log.warn(
-                    "Refused the connection from {peer}: TLS handshake failed: {reason}",
+                    "Refused the connection from {peer}: TLS handshake failed: {why}",
                     peer=peer,
-                    reason=reason.getErrorMessage()
-                    + (f" ({detail})" if detail is not None else ""),
+                    why=describeClose(reason, tls, detail),
                     verification=detail,
                 )
             else:
                 self.log.info(
-                    "Connection from {peer} closed before it was established: {reason}",
+                    "Connection from {peer} closed before it was established: {why}",
                     peer=peer,
-                    reason=reason.getErrorMessage(),
+                    why=describeClose(reason, tls),
                 )
         finally:
             if not self._open and self._closeWaiters:
@@ -1126,7 +1212,7 @@ class Server(Factory):
                 skips=skips,
                 limit=limit,
             )
-            protocol.transport.abortConnection()
+            protocol._abort(f"it missed {skips} broadcasts in a row (maxBroadcastSkips)")
         elif skips == 1:
             self.log.warn(
                 "Connection {connectionId} from {peer} misses broadcasts: its peer does not "
@@ -1139,14 +1225,16 @@ class Server(Factory):
 
     def disconnect(self, clientId: int) -> bool:
         """
-        Close one connection after its pending output is written.
+        Close one connection after its pending output is written (see
+        L{MessageProtocol.closeConnection}: bounded by C{closeTimeout}).
+        C{onClosed} fires once it is closed.
 
         @return: C{False} for an unknown id.
         """
         protocol = self._established.get(clientId)
         if protocol is None:
             return False
-        protocol.transport.loseConnection()
+        protocol.closeConnection("disconnect() called")
         return True
 
     def clientAddress(self, clientId: int) -> tuple[str, int]:

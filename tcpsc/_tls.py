@@ -55,6 +55,7 @@ from service_identity.cryptography import (
     verify_certificate_ip_address,
 )
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
@@ -70,8 +71,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._errors import (
+    AbortedLocally,
     CertificateLoadError,
     ClientCertificateRejected,
+    ClosedLocally,
     ServerCertificateRejected,
     TLSHandshakeError,
 )
@@ -813,6 +816,69 @@ def classifyTLSFailure(
             f"the server rejected this client's certificate: {_sslReason(value)}", value
         )
     return TLSHandshakeError(f"the TLS handshake failed: {_sslReason(value)}", value)
+
+
+#: OpenSSL's reasons for a failed handshake, in words, by the side that
+#: reports them ("client": this side is the client; "server": the server).
+_TLS_REASONS = {
+    "peer did not return a certificate": "the client sent no certificate",
+    "unsupported protocol": "the peer speaks TLS 1.2 or older; TLS 1.3 is required",
+    "wrong version number": "the peer does not speak TLS (or not TLS 1.3)",
+    "http request": "the peer sent an HTTP request to a TLS port",
+    "no shared cipher": "the peer offers no cipher suite this side accepts",
+    "tlsv13 alert certificate required": "the server requires a client certificate",
+    "tlsv1 alert unknown ca": "the peer does not trust the CA of this side's certificate",
+    "tlsv1 alert protocol version": "the peer requires another TLS version",
+}
+
+#: X.509 verification errors that mean "not issued by the CA".
+_UNKNOWN_ISSUER = ("unable to get local issuer certificate", "unable to get issuer certificate",
+                   "self-signed certificate", "unable to verify the first certificate",
+                   "certificate signature failure")
+
+
+def describeTLSFailure(value: BaseException, verification: str | None = None) -> str:
+    """
+    Why a TLS connection failed, in words a person reads, rather than
+    OpenSSL's list of tuples: C{"the client sent no certificate"}, C{"the
+    client's certificate is not issued by the CA (...)"}, C{"the peer
+    speaks TLS 1.2 or older; ..."}; OpenSSL's own reason strings when no
+    better words are known.
+
+    @param verification: on a server, why the client's certificate failed
+        verification (L{verificationFailure}).
+    """
+    reason = _sslReason(value)
+    lowered = reason.lower()
+    if verification is not None and "certificate verify failed" in lowered:
+        if verification.startswith(_UNKNOWN_ISSUER):
+            return f"the client's certificate is not issued by the CA ({verification})"
+        return f"the client's certificate was rejected: {verification}"
+    for words, meaning in _TLS_REASONS.items():
+        if words in lowered:
+            # OpenSSL's words too, for searching and for reports.
+            return f"{meaning} ({reason})"
+    return reason
+
+
+def describeClose(reason: Failure, tls: bool, verification: str | None = None) -> str:
+    """
+    Why a connection ended, in words, for logs and C{onClosed}: this side's
+    own reason (L{ClosedLocally}, L{AbortedLocally}), a TLS failure
+    (L{describeTLSFailure}), or what the peer did.
+    """
+    value = reason.value
+    if isinstance(value, (ClosedLocally, AbortedLocally)):
+        return str(value)
+    if isinstance(value, SSL.Error):
+        return describeTLSFailure(value, verification)
+    if isinstance(value, ConnectionDone):
+        return "the peer closed the connection"
+    if isinstance(value, ConnectionLost):
+        if tls:
+            return "the peer closed the connection without close_notify"
+        return "the connection was lost (reset by the peer)"
+    return reason.getErrorMessage()
 
 
 def _sslReason(value: BaseException) -> str:

@@ -34,7 +34,26 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["TLSTransport", "TLSTransportFactory"]
+from . import _compat
+
+__all__ = ["TLSTransport", "TLSTransportFactory", "tlsFactory"]
+
+_compat.PRIVATE_NAMES += [
+    ("tcpsc's TLS transport: Twisted's TLS protocol", TLSMemoryBIOProtocol,
+     ("_write", "_flushSendBIO", "_bufferedWrite", "_tlsShutdownFinished", "_shutdownTLS",
+      "_unbufferPendingWrites", "_lostTLSConnection", "_aborted", "_handshakeDone",
+      "_producer", "_reason")),
+    ("the direct OpenSSL path: pyOpenSSL's connection", Connection, ("_raise_ssl_error",)),
+]
+#: Private attributes of instances (set in their constructors or once
+#: connected), checked on real connections by the tests.
+PRIVATE_INSTANCE_NAMES = [
+    ("tcpsc's TLS transport: a connected Twisted TLS protocol", TLSMemoryBIOProtocol,
+     ("_tlsConnection", "_appSendBuffer")),
+    ("tcpsc's TLS transport: Twisted's TLS factory", TLSMemoryBIOFactory, ("_clock",)),
+    ("the direct OpenSSL path: a pyOpenSSL connection", Connection,
+     ("_ssl", "_into_ssl", "_from_ssl")),
+]
 
 #: Bytes of pending writes that are encrypted at once rather than held for
 #: the end of the read or the next reactor iteration; Twisted uses the same
@@ -51,24 +70,17 @@ SEND_SLICE = 2**16
 def _directOpenSSL() -> tuple[Any, Any] | None:
     """
     The cffi C{lib} and C{ffi} through which pyOpenSSL calls OpenSSL, or
-    C{None} when this pyOpenSSL is not one the direct path was checked
-    against (then every call goes through pyOpenSSL's methods).
+    C{None} when the binding is not what the direct path was written for
+    (then every call goes through pyOpenSSL's methods).
 
-    The direct path uses private parts of pyOpenSSL: its binding module and
+    The direct path uses private parts of pyOpenSSL (its binding module and
     a L{Connection}'s C{_ssl}, C{_into_ssl}, C{_from_ssl} and
-    C{_raise_ssl_error}.  They are trusted only in the pyOpenSSL releases it
-    was checked against.
+    C{_raise_ssl_error}): like L{TLSTransport} itself, it is used only where
+    L{tcpsc._compat.PRIVATE} says the installed releases were checked.
     """
     try:
-        from OpenSSL import __version__ as version
         from OpenSSL import _util
     except ImportError:  # pragma: no cover - another pyOpenSSL
-        return None
-    try:
-        major = int(version.split(".")[0])
-    except ValueError:  # pragma: no cover - another pyOpenSSL
-        return None
-    if not 24 <= major <= 26:
         return None
     lib, ffi = getattr(_util, "lib", None), getattr(_util, "ffi", None)
     needed = ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write",
@@ -81,7 +93,7 @@ def _directOpenSSL() -> tuple[Any, Any] | None:
 
 
 #: See L{_directOpenSSL}; tests set it to C{None} to run pyOpenSSL's path.
-_DIRECT: tuple[Any, Any] | None = _directOpenSSL()
+_DIRECT: tuple[Any, Any] | None = _directOpenSSL() if _compat.PRIVATE else None
 
 
 class _Direct:
@@ -121,6 +133,10 @@ class TLSTransport(TLSMemoryBIOProtocol):
     factory: TLSTransportFactory
     # Set by makeConnection: None only before the connection is made.
     transport: ITransport
+
+    #: A close this side starts does not wait for the peer's close_notify
+    #: (see L{_shutdownTLS}): the framing need not keep reading to close.
+    waitsForCloseNotify = False
 
     _reading: bool = False
     _pendingSize: int = 0
@@ -365,6 +381,32 @@ class TLSTransport(TLSMemoryBIOProtocol):
             self._flushPending()
         super().unregisterProducer()
 
+    def _shutdownTLS(self) -> None:
+        """
+        Send close_notify (or answer the peer's) and close the socket once it
+        is written, without waiting for the peer's close_notify.
+
+        Twisted's TLS protocol closes the socket only once the peer answered
+        close_notify: a peer that never answers (some TLS stacks, any hostile
+        client) would keep the connection, its slot and a stop waiting
+        forever, and one that keeps sending meanwhile would have its data
+        delivered after the close began.  RFC 8446 (6.1) lets the side that
+        sent close_notify close the connection without waiting; Python's
+        C{ssl}, OpenSSL's C{s_client} and browsers do.
+        """
+        try:
+            self._tlsConnection.shutdown()
+        except Error:
+            # Mid-handshake OpenSSL cannot shut down (Twisted's comment in
+            # its own _shutdownTLS): there is nothing to flush cleanly.
+            pass
+        self._flushSendBIO()
+        # Nothing more is read or written over TLS: the end of the socket
+        # that follows is the end of a clean shutdown, not an EOF without
+        # close_notify.
+        self._lostTLSConnection = True
+        self.transport.loseConnection()
+
     def abortConnection(self) -> None:
         self._dropPending()
         super().abortConnection()
@@ -396,3 +438,17 @@ class TLSTransportFactory(TLSMemoryBIOFactory):
         if self._buffer is None:
             self._buffer = ffi.new("char[]", RECEIVE_SIZE)
         return self._buffer
+
+
+def tlsFactory(contextFactory: Any, isClient: bool, wrappedFactory: Any,
+               clock: IReactorTime) -> TLSMemoryBIOFactory:
+    """
+    The TLS factory of tcpsc's connections: L{TLSTransportFactory} where the
+    installed Twisted and pyOpenSSL are releases its private names were
+    checked against (L{tcpsc._compat.PRIVATE}); Twisted's own
+    L{TLSMemoryBIOFactory} otherwise, which is slower and waits (within the
+    connection's C{closeTimeout}) for the peer's close_notify.
+    """
+    factoryClass = TLSTransportFactory if _compat.PRIVATE else TLSMemoryBIOFactory
+    return factoryClass(contextFactory, isClient=isClient, wrappedFactory=wrappedFactory,
+                        clock=clock)

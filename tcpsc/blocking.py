@@ -56,7 +56,12 @@ from twisted.python.failure import Failure
 
 from ._client import Client
 from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
-from ._framing import DEFAULT_MAX_MESSAGE_LENGTH, MessageProtocol, StreamProtocol
+from ._framing import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_LENGTH,
+    MessageProtocol,
+    StreamProtocol,
+)
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
 from ._server import DEFAULT_MAX_CONNECTIONS, Server
@@ -525,7 +530,7 @@ class TcpServer(_Endpoint):
         sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
         maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
         handshakeTimeout: float | None = 10.0,
-        closeTimeout: float = 10.0,
+        closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
         maxConnectionsPerPeer: int | None = None,
         idleTimeout: float | None = None,
         logConnections: bool = True,

@@ -30,7 +30,12 @@ from twisted.python.failure import Failure
 
 from ._apps import BUILTIN_APPS, loadAppClass, recordSink
 from ._errors import ListenError, StartError
-from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
+from ._framing import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_PENDING_OUTPUT,
+    MessageProtocol,
+    StreamProtocol,
+)
 from ._server import DEFAULT_MAX_CONNECTIONS, Server
 from ._tls import TLSConfig
 
@@ -147,7 +152,8 @@ class Options(usage.Options):
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
     C{max-connections-per-peer}, C{max-pending-output},
-    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}), and
+    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}),
+    C{close-timeout} (a number), and
     C{allow-client} (a list of names, empty for no allow-list).
     """
 
@@ -194,6 +200,9 @@ class Options(usage.Options):
          "Seconds a TLS client has to complete its handshake."],
         ["idle-timeout", None, "none",
          "Seconds without traffic after which a connection is closed, or 'none'."],
+        ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
+         "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
+         "take the last output and, over TLS, close_notify, before it is aborted."],
         ["record-dir", None, ".",
          "Directory of --app record's files client-<id>.bin (created if missing)."],
     ]
@@ -282,6 +291,8 @@ class Options(usage.Options):
         )
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
                                          allowNone=True)
+        self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
+                                          allowNone=False)
         self._chooseApp()
 
     def _checkTLS(self) -> None:
@@ -581,6 +592,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             maxConnectionsPerPeer=options.get("max-connections-per-peer"),
             handshakeTimeout=options["handshake-timeout"],
             idleTimeout=options["idle-timeout"],
+            closeTimeout=options["close-timeout"],
             logConnections=not options["quiet-connections"],
             reactor=reactor,
             **settings,

@@ -326,7 +326,9 @@ class RegistryMachine(RuleBasedStateMachine):
         self.given: list[int] = []
         self.stops = 0
         self.stopped: list[object] = []
-        self.abortAt: list[float] = []  # when stop() aborts what is left
+        # When each connection the server is closing is aborted if it is
+        # still open: every close is bounded by the close timeout.
+        self.abortAt: dict[int, float] = {}
         self.nextPort = 10000
 
     # -- model helpers --
@@ -344,11 +346,10 @@ class RegistryMachine(RuleBasedStateMachine):
         self.open.discard(clientId)
         self.closing.discard(clientId)
         self.gone.add(clientId)
+        self.abortAt.pop(clientId, None)
         assert (clientId in self.closed) == wasEstablished, (clientId, self.closed)
         if not self.live():
-            # Every stop() waiting for the connections has fired, and its
-            # abort timer was cancelled.
-            self.abortAt.clear()
+            # Every stop() waiting for the connections has fired.
             assert self.stopped == [None] * self.stops, self.stopped
 
     # -- rules --
@@ -409,6 +410,7 @@ class RegistryMachine(RuleBasedStateMachine):
         if clientId in self.open:
             self.open.discard(clientId)
             self.closing.add(clientId)
+            self.abortAt[clientId] = self.clock.seconds() + self.CLOSE_TIMEOUT
             assert self.protocols[clientId][1].disconnecting
 
     @rule(clientId=connections)
@@ -454,14 +456,15 @@ class RegistryMachine(RuleBasedStateMachine):
     def timePasses(self) -> None:
         """
         The handshake timeout passes: every connection still in its
-        handshake is aborted; so is every connection left when a stop()
-        reaches its close timeout.
+        handshake is aborted; so is every connection whose close (by
+        disconnect() or stop()) reached the close timeout.
         """
         self.clock.advance(self.HANDSHAKE_TIMEOUT)
+        now = self.clock.seconds()
         for clientId in list(self.pending):
             self.end(clientId)
-        if any(when <= self.clock.seconds() for when in self.abortAt):
-            for clientId in list(self.live()):
+        for clientId, when in list(self.abortAt.items()):
+            if when <= now and clientId in self.live():
                 self.end(clientId)
 
     @rule()
@@ -469,10 +472,11 @@ class RegistryMachine(RuleBasedStateMachine):
         live = self.live()
         self.stops += 1
         self.server.stop().addBoth(self.stopped.append)
-        if live:
-            self.abortAt.append(self.clock.seconds() + self.CLOSE_TIMEOUT)
-        else:
+        if not live:
             assert self.stopped == [None] * self.stops, self.stopped
+        deadline = self.clock.seconds() + self.CLOSE_TIMEOUT
+        for clientId in live:
+            self.abortAt.setdefault(clientId, deadline)
         self.closing |= self.open
         self.open.clear()
         self.pendingClosing |= self.pending

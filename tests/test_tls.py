@@ -795,22 +795,24 @@ class OpenSSLClientTests(RealTLSTestCase):
     @asyncTest
     async def test_withoutCertificate(self) -> None:
         await self.refused(cert=None, clientSees="alert certificate required",
-                           serverLogs="peer did not return a certificate")
+                           serverLogs="the client sent no certificate")
 
     @asyncTest
     async def test_certificateFromAnotherCA(self) -> None:
         await self.refused(cert="other-client", clientSees="alert unknown ca",
-                           serverLogs="certificate verify failed")
+                           serverLogs="the client's certificate is not issued by the CA")
 
     @asyncTest
     async def test_expiredCertificate(self) -> None:
         await self.refused(cert="expired-client", clientSees="alert certificate expired",
-                           serverLogs="certificate verify failed")
+                           serverLogs="the client's certificate was rejected: certificate "
+                           "has expired")
 
     @asyncTest
     async def test_notYetValidCertificate(self) -> None:
         await self.refused(cert="notyet-client", clientSees="alert bad certificate",
-                           serverLogs="certificate verify failed")
+                           serverLogs="the client's certificate was rejected: certificate "
+                           "is not yet valid")
 
     @asyncTest
     async def test_tls12Refused(self) -> None:
