@@ -439,8 +439,11 @@ class _IdleTimeoutProtocol(TimeoutProtocol):
 
     connection: _ConnectionBase
 
-    def timeoutConnection(self) -> None:
-        self.connection.closeConnection(f"idle timeout ({self.timeoutPeriod:g} s)")
+    def timeoutFunc(self) -> None:
+        period = self.timeoutPeriod
+        # Fired: what the close writes is not activity to reset it with.
+        self.timeoutCall = None
+        self.connection.closeConnection(f"idle timeout ({period:g} s)")
 
 
 @implementer(IHalfCloseableProtocol)
