@@ -116,7 +116,10 @@ def checkedRelease(twisted: object = None, pyopenssl: object = None) -> bool:
 PRIVATE: bool = checkedRelease()
 
 #: Every private attribute tcpsc uses: C{(description, owner, names)}, where
-#: C{owner} is the class or module object the names are looked up on.
+#: C{owner} is the class or module object the names are looked up on (on an
+#: instance of the class, for attributes its constructor sets).  Names that
+#: look public but are undocumented internals (a transport's C{dataBuffer},
+#: a port's C{numberAccepts}) are listed too.
 #: C{tests.test_compat} asserts that each exists in the installed releases.
 PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
     (

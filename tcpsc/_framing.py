@@ -119,7 +119,8 @@ class _OutputTracker:
     throttling its other side).  So the tracker gives way: it installs
     C{registerProducer}/C{unregisterProducer} on the transport instance
     that unregister the tracker before anyone else registers, and register
-    it again once that producer is gone.  While another producer is
+    it again once that producer is gone (an instance patch of public
+    methods; see L{tcpsc._compat}).  While another producer is
     registered, the connection's output is bounded by that producer, not
     by C{maxPendingOutput}.
 
