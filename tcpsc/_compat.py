@@ -15,6 +15,44 @@ protocol), which is slower and behaves the same.
 L{PRIVATE_NAMES} lists every private attribute used, by its owner, so that a
 test fails on a release that renamed one instead of a user finding out.
 Tests set L{PRIVATE} to C{False} to run the public fallbacks.
+
+The fast paths outside TLS, and their fallbacks:
+
+  - L{writeToAll}: C{Server.broadcast} appends a frame to the buffer of
+    each socket transport that holds unsent data (C{_tempDataBuffer},
+    C{_tempDataLen}, C{_maybePauseProducer}), rather than calling its
+    C{write} (L{appendableTransport} says whether it does).  Fallback: the
+    transport's C{write}.
+  - C{tcpsc._server._GuardedPort}: a subclass of Twisted's TCP port whose
+    accept loop pauses when out of file descriptors; it re-implements
+    C{tcp.Port.doRead} with C{_buildAddr}, C{sessionno}, C{numberAccepts},
+    C{transport} and C{socket}.  It stays in C{tcpsc._server}, its names
+    are listed here, and the server uses it only when L{PRIVATE}.
+    Fallback: Twisted's own port (C{TCP4ServerEndpoint},
+    C{TCP6ServerEndpoint}), with the same listen queue.
+  - L{tcpEndpointArguments}: the port, listen queue and interface of
+    Twisted's TCP server endpoints (C{_port}, C{_backlog}, C{_interface}),
+    to listen on them with that port.  Fallback: the endpoint as it is.
+  - L{unsentBytes}: how much a socket transport holds unsent
+    (C{dataBuffer}, C{offset}, C{_tempDataLen}), for the warning of a
+    forced close.  Fallback: the caller's own count (what it accepted while
+    congested).
+  - L{writeClosing}: whether a socket transport half-closes once its buffer
+    is written (C{_writeDisconnecting}), for the streaming producers that
+    must unregister so that it can.  Fallback: C{None} ("cannot tell"); the
+    producer then makes the transport look at its buffer again
+    (C{startWriting}) each time it is resumed, which closes the write half
+    as soon as it was asked to.
+
+One public name is used in a fragile way: C{tcpsc._framing._OutputTracker}
+replaces C{registerProducer} and C{unregisterProducer} on a live transport
+I{instance} (and removes them again), so that an application's producer
+takes the transport's one producer slot from the tracker.  Both are public
+methods, so no release check applies; a transport class with C{__slots__}
+or a C{registerProducer} looked up other than on the instance would defeat
+it, and the tracker then does not track.  Twisted has no public way to
+share a transport's producer slot: the clean alternative is a transport of
+tcpsc's own (as for TLS) whose producer slot knows about the tracker.
 """
 
 from __future__ import annotations
@@ -23,8 +61,21 @@ from typing import Any
 
 import OpenSSL
 from twisted import version as _twistedVersion
+from twisted.internet import abstract, tcp
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-__all__ = ["PRIVATE", "PRIVATE_NAMES", "PYOPENSSL_CHECKED", "TWISTED_CHECKED", "checkedRelease"]
+__all__ = [
+    "PRIVATE",
+    "PRIVATE_NAMES",
+    "PYOPENSSL_CHECKED",
+    "TWISTED_CHECKED",
+    "appendableTransport",
+    "checkedRelease",
+    "tcpEndpointArguments",
+    "unsentBytes",
+    "writeClosing",
+    "writeToAll",
+]
 
 #: The Twisted releases (major versions, inclusive) whose private names
 #: tcpsc was checked against.
@@ -65,6 +116,184 @@ def checkedRelease(twisted: object = None, pyopenssl: object = None) -> bool:
 PRIVATE: bool = checkedRelease()
 
 #: Every private attribute tcpsc uses: C{(description, owner, names)}, where
-#: C{owner} is the class or module object the names are looked up on.
+#: C{owner} is the class or module object the names are looked up on (on an
+#: instance of the class, for attributes its constructor sets).  Names that
+#: look public but are undocumented internals (a transport's C{dataBuffer},
+#: a port's C{numberAccepts}) are listed too.
 #: C{tests.test_compat} asserts that each exists in the installed releases.
-PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = []
+PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
+    (
+        "Server.broadcast appends to a socket transport's buffer (writeToAll)",
+        tcp.Server,
+        ("_tempDataBuffer", "_tempDataLen", "_maybePauseProducer", "dataBuffer", "TLS"),
+    ),
+    (
+        "the socket transport whose write writeToAll stands for (appendableTransport)",
+        abstract.FileDescriptor,
+        ("_maybePauseProducer", "_isSendBufferFull"),
+    ),
+    (
+        "the write of a socket transport that may start TLS (appendableTransport)",
+        tcp,
+        ("_TLSConnectionMixin",),
+    ),
+    (
+        "tcpsc._server._GuardedPort re-implements the accept loop of Twisted's port",
+        tcp.Port,
+        ("_buildAddr", "sessionno", "numberAccepts", "transport", "socket"),
+    ),
+    (
+        "the arguments of Twisted's TCP server endpoints (tcpEndpointArguments)",
+        TCP4ServerEndpoint,
+        ("_port", "_backlog", "_interface"),
+    ),
+    (
+        "the arguments of Twisted's TCP server endpoints (tcpEndpointArguments)",
+        TCP6ServerEndpoint,
+        ("_port", "_backlog", "_interface"),
+    ),
+    (
+        "the unsent bytes of a socket transport (unsentBytes)",
+        tcp.Server,
+        ("dataBuffer", "offset", "_tempDataLen"),
+    ),
+    (
+        "a socket transport that half-closes once its buffer is written (writeClosing)",
+        tcp.Server,
+        ("_writeDisconnecting",),
+    ),
+]
+
+
+# -- broadcast: appending to a socket transport's buffer ---------------------
+
+
+def _appendable() -> type | None:
+    """
+    The socket transport class whose buffer L{writeToAll} may append to,
+    or C{None} if this Twisted's transport is not the one this was
+    written for (then every broadcast goes through C{write}).
+
+    Twisted's C{write} costs about ten Python calls per connection (the TLS
+    switch, the type check, the producer check, C{startWriting} and the
+    reactor's registration check): for a broadcast, most of its time.  Once
+    a transport holds data written since it last wrote to its socket
+    (C{_tempDataLen} > 0), the rest is done already: only C{write} appends
+    to that buffer, and it was connected and open for writing then, and
+    registered with the reactor for writing, which only C{doWrite} undoes
+    once the buffer is empty, or the end of the connection (after which the
+    protocol is no longer ready and never gets here).  What is left of
+    C{write} is appending to the buffer and pausing the producer (the
+    connection's output tracker) when the buffer is over C{bufferSize},
+    which L{writeToAll} does itself.
+    """
+    fileDescriptor = abstract.FileDescriptor
+    server = tcp.Server
+    switch = getattr(tcp, "_TLSConnectionMixin", None)
+    try:
+        expected = (
+            server.write in (fileDescriptor.write, getattr(switch, "write", None))
+            and server.TLS is False
+            and server._maybePauseProducer is fileDescriptor._maybePauseProducer
+            and server._isSendBufferFull is fileDescriptor._isSendBufferFull
+            and server.doWrite is fileDescriptor.doWrite
+            and server.stopWriting is fileDescriptor.stopWriting
+        )
+    except AttributeError:  # pragma: no cover - another Twisted
+        return None
+    return server if expected else None
+
+
+#: See L{_appendable}; decided once, but used only while L{PRIVATE}.
+_APPENDABLE: type | None = _appendable() if PRIVATE else None
+
+
+def appendableTransport() -> type | None:
+    """
+    The socket transport class whose buffer L{writeToAll} appends to, or
+    C{None}: the private path is off, or this Twisted's transport is not the
+    one it was written for.
+    """
+    return _APPENDABLE if PRIVATE else None
+
+
+def writeToAll(transports: list[Any], frame: bytes) -> None:
+    """
+    C{transport.write(frame)} for each transport; for one of the
+    L{appendableTransport} that holds data written since it last wrote to
+    its socket, only what is left of its C{write} (see L{_appendable}):
+    append to its buffer, and pause its producer if the buffer is over
+    C{bufferSize}.  A loop here rather than a call per transport: this is
+    what a broadcast spends its time on.
+    """
+    # Only bytes may be appended: anything else goes to write, which
+    # refuses it.
+    appendable: Any = appendableTransport() if frame.__class__ is bytes else None
+    if appendable is None:
+        for transport in transports:
+            transport.write(frame)
+        return
+    size = len(frame)
+    for transport in transports:
+        if transport.__class__ is appendable and transport._tempDataLen and not transport.TLS:
+            transport._tempDataBuffer.append(frame)
+            transport._tempDataLen += size
+            if transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize:
+                transport._maybePauseProducer()
+        else:
+            transport.write(frame)
+
+
+# -- listening: Twisted's TCP server endpoints -------------------------------
+
+
+def tcpEndpointArguments(endpoint: object) -> tuple[int, int, str] | None:
+    """
+    The port number, listen queue and interface of one of Twisted's TCP
+    server endpoints, to listen on them with another port class; C{None}
+    for any other endpoint, or when the private path is off.
+    """
+    if not (PRIVATE and isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))):
+        return None
+    try:
+        return endpoint._port, endpoint._backlog, endpoint._interface
+    except AttributeError:  # pragma: no cover - another Twisted
+        return None
+
+
+# -- the buffer of a socket transport ----------------------------------------
+
+
+def unsentBytes(transport: object) -> int | None:
+    """
+    How many bytes a socket transport holds that it did not write to its
+    socket yet; C{None} if that cannot be told (not a socket transport of
+    Twisted's, or the private path is off).
+    """
+    if not PRIVATE:
+        return None
+    try:
+        base: Any = transport
+        return len(base.dataBuffer) - base.offset + base._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+
+
+def writeClosing(transport: object) -> bool | None:
+    """
+    Whether a socket transport was asked to close its write half
+    (C{loseWriteConnection}) and will once its buffer is written; C{None}
+    if that cannot be told (the private path is off).
+
+    A transport whose buffer empties resumes its paused producer I{instead}
+    of half-closing, so a producer that is resumed while this is true must
+    unregister, and make the transport write again, for the half-close to
+    happen.  When this cannot be told, a producer that is resumed makes the
+    transport look at its buffer again (C{startWriting}; one call per
+    congestion episode), which half-closes it if it was asked to, since the
+    producer is no longer paused then.
+    """
+    if not PRIVATE:
+        return None
+    return bool(getattr(transport, "_writeDisconnecting", False))
+

@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _compat
 from ._errors import AbortedLocally, ClosedLocally
 from ._output import socketTransport
 
@@ -127,7 +128,8 @@ class _OutputTracker:
     throttling its other side).  So the tracker gives way: it installs
     C{registerProducer}/C{unregisterProducer} on the transport instance
     that unregister the tracker before anyone else registers, and register
-    it again once that producer is gone.  While another producer is
+    it again once that producer is gone (an instance patch of public
+    methods; see L{tcpsc._compat}).  While another producer is
     registered, the connection's output is bounded by that producer, not
     by C{maxPendingOutput}.
 
@@ -169,7 +171,7 @@ class _OutputTracker:
         if (getattr(base, "producer", None) is not None
                 or getattr(base, "disconnecting", False)
                 or getattr(base, "disconnected", False)
-                or getattr(base, "_writeDisconnecting", False)):
+                or _compat.writeClosing(base)):
             return
         type(base).registerProducer(base, self, True)
 
@@ -212,7 +214,8 @@ class _OutputTracker:
     def resumeProducing(self) -> None:
         base = self._base
         disconnecting = getattr(base, "disconnecting", False)
-        if ((disconnecting or getattr(base, "_writeDisconnecting", False))
+        writeClosing = _compat.writeClosing(base)
+        if ((disconnecting or writeClosing)
                 and getattr(base, "producer", None) is self):
             # A transport that is closing (or half-closing) resumes its
             # paused producer instead of closing: unregistering lets it
@@ -221,6 +224,12 @@ class _OutputTracker:
             type(base).unregisterProducer(base)
             if not disconnecting:
                 base.startWriting()
+        elif writeClosing is None and not disconnecting:
+            # Whether it half-closes cannot be told: let it look again, now
+            # that its producer is no longer paused (see _compat.writeClosing).
+            startWriting = getattr(base, "startWriting", None)
+            if startWriting is not None:
+                startWriting()
         self._protocol._outputDrained()
 
     def stopProducing(self) -> None:
@@ -524,13 +533,12 @@ class _ConnectionBase(Protocol):
         How many bytes the socket transport holds that the peer was not sent
         yet, for reporting what closing a connection by force drops.
         """
-        base = socketTransport(self.transport)
-        try:
-            return len(base.dataBuffer) - base.offset + base._tempDataLen
-        except (AttributeError, TypeError):
+        unsent = _compat.unsentBytes(socketTransport(self.transport))
+        if unsent is None:
             # No buffer to look at: what was accepted while congested.
             bound = self.maxPendingOutput
             return max(0, bound - self._room) if self._congested and bound is not None else 0
+        return unsent
 
     def _peerDescription(self) -> str:
         transport = self.transport

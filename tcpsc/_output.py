@@ -22,7 +22,9 @@ Two Twisted details shape the code: a producer registered on a TLS transport
 would delay that transport's C{loseConnection} until it is unregistered, so
 the producer goes on the TCP transport underneath; and a TCP transport whose
 paused producer is resumed while it is closing calls C{resumeProducing}
-instead of closing, so the queue unregisters itself when that happens.
+instead of closing, so the queue unregisters itself when that happens
+(L{tcpsc._compat.writeClosing} tells a half-close, in the Twisted releases
+it was checked against).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
+
+from . import _compat
 
 __all__ = ["DEFAULT_OUTPUT_LIMIT", "OutputQueue", "socketTransport"]
 
@@ -227,7 +231,8 @@ class OutputQueue:
     def resumeProducing(self) -> None:
         base = self._transport
         disconnecting = getattr(base, "disconnecting", False)
-        if base is not None and (disconnecting or getattr(base, "_writeDisconnecting", False)):
+        writeClosing = _compat.writeClosing(base)
+        if base is not None and (disconnecting or writeClosing):
             # A closing (or half-closing) TCP transport resumes a paused
             # producer instead of closing; unregistering lets it close.
             # Unregistering makes it write again only for a full close; a
@@ -235,6 +240,12 @@ class OutputQueue:
             self.detach()
             if not disconnecting:
                 base.startWriting()
+        elif writeClosing is None:
+            # Whether it half-closes cannot be told: let it look again, now
+            # that its producer is no longer paused (see _compat.writeClosing).
+            startWriting = getattr(base, "startWriting", None)
+            if startWriting is not None:
+                startWriting()
         with self._cond:
             self._paused = False
             if self._scheduled or self._closed or not self._frames:

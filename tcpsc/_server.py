@@ -16,7 +16,8 @@ asked, per peer address), the handshake time, idle time, each connection's
 output (see L{MessageProtocol.maxPendingOutput}), and file descriptors: a
 port given by number or as a C{tcp:}/C{tcp6:} description stops accepting
 for a moment when the process runs out of them, instead of retrying
-C{accept()} in a loop (the original's bug B23).
+C{accept()} in a loop (the original's bug B23), in the Twisted releases
+whose private names it was checked against (L{tcpsc._compat}).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from twisted.python.failure import Failure
 from twisted.python.runtime import platformType
 from zope.interface import implementer
 
+from . import _compat
 from ._errors import AbortedLocally, ListenError, PortError, ServerError
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -88,54 +90,6 @@ _BACKLOG = max(50, socket.SOMAXCONN)
 
 _UNSET: Any = object()
 
-
-def _appendableTransport() -> type | None:
-    """
-    The socket transport class whose buffer L{Server.broadcast} may append
-    to directly, or C{None} if this Twisted's transport is not the one this
-    was written for (then every broadcast goes through C{write}).
-
-    Twisted's C{write} costs about ten Python calls per connection (the TLS
-    switch, the type check, the producer check, C{startWriting} and the
-    reactor's registration check): for a broadcast, most of its time.  Once
-    a transport holds data written since it last wrote to its socket
-    (C{_tempDataLen} > 0), the rest is done already: only C{write} appends
-    to that buffer, and it was connected and open for writing then, and
-    registered with the reactor for writing, which only C{doWrite} undoes
-    once the buffer is empty, or the end of the connection (after which the
-    protocol is no longer ready and never gets here).  What is left of
-    C{write} is appending to the buffer and pausing the producer (the
-    connection's output tracker) when the buffer is over C{bufferSize},
-    which the broadcast does itself.
-    """
-    from twisted import version as twistedVersion
-    from twisted.internet import abstract
-
-    # The attributes used are private: trust them only in the Twisted
-    # releases this was checked against; a later one takes the write path
-    # until it is checked too.
-    # A release's major version is a number ("NEXT" is for unreleased code).
-    if not (24 <= cast(int, twistedVersion.major) <= 26):
-        return None
-    fileDescriptor = abstract.FileDescriptor
-    server = tcp.Server
-    switch = getattr(tcp, "_TLSConnectionMixin", None)
-    try:
-        expected = (
-            server.write in (fileDescriptor.write, getattr(switch, "write", None))
-            and server.TLS is False
-            and server._maybePauseProducer is fileDescriptor._maybePauseProducer
-            and server._isSendBufferFull is fileDescriptor._isSendBufferFull
-            and server.doWrite is fileDescriptor.doWrite
-            and server.stopWriting is fileDescriptor.stopWriting
-        )
-    except AttributeError:  # pragma: no cover - another Twisted
-        return None
-    return server if expected else None
-
-
-#: See L{_appendableTransport}.
-_APPENDABLE: type | None = _appendableTransport()
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
 #: other error (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM) would
@@ -266,6 +220,10 @@ class _GuardedPort(tcp.Port):
     long each time up to 1 s, or at once when one of the server's
     connections closes (L{resumeAccepting}).  Each episode is logged twice:
     when it starts and when the port accepts again.
+
+    Its accept loop is Twisted's, with private names of Twisted's port
+    (listed in L{tcpsc._compat.PRIVATE_NAMES}): a server uses this port
+    only while L{tcpsc._compat.PRIVATE}, and Twisted's own otherwise.
     """
 
     # Both are given to the constructor (only a POSIX reactor, see
@@ -769,7 +727,7 @@ class Server(Factory):
         if isinstance(port, int):
             if not 0 <= port <= 65535:
                 raise PortError(f"port {port} is outside 0-65535")
-            if isinstance(self._reactor, PosixReactorBase):
+            if _compat.PRIVATE and isinstance(self._reactor, PosixReactorBase):
                 return _GuardedTCPEndpoint(self._reactor, port, _BACKLOG, interface)
             if ":" in interface:
                 return TCP6ServerEndpoint(self._reactor, port, backlog=_BACKLOG,
@@ -782,31 +740,28 @@ class Server(Factory):
                 endpoint = serverFromString(self._reactor, port)
             except (ValueError, TypeError) as e:
                 raise PortError(f"not a port or endpoint description: {port!r} ({e})") from e
-            # A description without backlog= gets Twisted's queue of 50; use
-            # the same queue as a port number does.
-            return self._guarded(endpoint, defaultBacklog="backlog=" not in port)
+            if "backlog=" not in port and isinstance(endpoint, (TCP4ServerEndpoint,
+                                                                TCP6ServerEndpoint)):
+                # A description without backlog= gets Twisted's queue of 50; use
+                # the same queue as a port number does.
+                endpoint = serverFromString(self._reactor, f"{port}:backlog={_BACKLOG}")
+            return self._guarded(endpoint)
         if IStreamServerEndpoint.providedBy(port):
             return port
         raise PortError(f"not a port, endpoint description or endpoint: {port!r}")
 
-    def _guarded(self, endpoint: IStreamServerEndpoint, defaultBacklog: bool = False
-                 ) -> IStreamServerEndpoint:
+    def _guarded(self, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
         """
         The same TCP endpoint with a port that pauses accepting when out of
-        file descriptors (and, if C{defaultBacklog}, the listen queue of a
-        port number); any other endpoint as it is.
+        file descriptors; any other endpoint, or without the private path
+        (see L{_compat}), the endpoint as it is.
         """
-        if not (isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint))
-                and isinstance(self._reactor, PosixReactorBase)):
+        if not isinstance(self._reactor, PosixReactorBase):
             return endpoint
-        try:
-            port, backlog, interface = (endpoint._port, endpoint._backlog,
-                                        endpoint._interface)
-        except AttributeError:  # pragma: no cover - another Twisted version
+        arguments = _compat.tcpEndpointArguments(endpoint)
+        if arguments is None:
             return endpoint
-        if defaultBacklog:
-            backlog = max(backlog, _BACKLOG)
-        return _GuardedTCPEndpoint(self._reactor, port, backlog, interface)
+        return _GuardedTCPEndpoint(self._reactor, *arguments)
 
     @property
     def ports(self) -> list[IListeningPort]:
@@ -1160,10 +1115,9 @@ class Server(Factory):
             frame = first.frame(data)
             if frame is None:
                 return 0
-            size = len(frame)
-            # Only bytes may be appended: anything else goes to write,
-            # which refuses it as before.
-            appendable: Any = _APPENDABLE if frame.__class__ is bytes else None
+            # The transports of the connections in the common state, written
+            # to after the loop in one go (see _compat.writeToAll).
+            direct: list[Any] = []
             # One protocol class serves all of a server's connections.
             for p in cast("list[MessageProtocol]", targets):
                 transport: Any = p.transport
@@ -1175,19 +1129,11 @@ class Server(Factory):
                         self._skipped(p)
                 elif not transport.disconnecting:
                     # What sendFrame does for a connection in the common
-                    # state, without a call per connection; and for a
-                    # socket transport that holds unsent data, what is left
-                    # of its write (see _appendableTransport).
-                    if (transport.__class__ is appendable and transport._tempDataLen
-                            and not transport.TLS):
-                        transport._tempDataBuffer.append(frame)
-                        transport._tempDataLen += size
-                        if transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize:
-                            transport._maybePauseProducer()
-                    else:
-                        transport.write(frame)
-                    written += 1
-            return written
+                    # state, without a call per connection.
+                    direct.append(transport)
+            if direct:
+                _compat.writeToAll(direct, frame)
+            return written + len(direct)
         for stream in cast("list[StreamProtocol]", targets):
             if stream.sendData(data):
                 written += 1
