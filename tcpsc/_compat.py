@@ -44,6 +44,14 @@ The fast paths outside TLS, and their fallbacks:
     (C{startWriting}) each time it is resumed, which closes the write half
     as soon as it was asked to.
 
+The TLS transport (C{tcpsc._tlstransport.TLSTransport}) is a subclass of
+Twisted's TLS protocol that overrides and reads its private methods and
+attributes, and calls OpenSSL through pyOpenSSL's private cffi binding; it
+stays in C{tcpsc._tlstransport}, its names are listed here, and servers and
+clients use it only when L{PRIVATE} (C{tcpsc._tlstransport.tlsFactory}).
+Fallback: Twisted's own L{TLSMemoryBIOFactory}, which waits for the peer's
+close_notify (within the connection's close timeout).
+
 One public name is used in a fragile way: C{tcpsc._framing._OutputTracker}
 replaces C{registerProducer} and C{unregisterProducer} on a live transport
 I{instance} (and removes them again), so that an application's producer
@@ -60,9 +68,11 @@ from __future__ import annotations
 from typing import Any
 
 import OpenSSL
+from OpenSSL import SSL, _util
 from twisted import version as _twistedVersion
 from twisted.internet import abstract, tcp
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 __all__ = [
     "PRIVATE",
@@ -161,6 +171,28 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         "a socket transport that half-closes once its buffer is written (writeClosing)",
         tcp.Server,
         ("_writeDisconnecting",),
+    ),
+    (
+        "tcpsc._tlstransport.TLSTransport extends Twisted's TLS protocol",
+        TLSMemoryBIOProtocol,
+        ("_write", "_flushSendBIO", "_bufferedWrite", "_tlsShutdownFinished", "_shutdownTLS",
+         "_unbufferPendingWrites", "_lostTLSConnection", "_aborted", "_handshakeDone",
+         "_producer", "_reason", "_tlsConnection", "_appSendBuffer"),
+    ),
+    (
+        "tcpsc._tlstransport.TLSTransportFactory reads the clock of Twisted's TLS factory",
+        TLSMemoryBIOFactory,
+        ("_clock",),
+    ),
+    (
+        "the direct OpenSSL path of TLSTransport: a pyOpenSSL connection",
+        SSL.Connection,
+        ("_raise_ssl_error", "_ssl", "_into_ssl", "_from_ssl"),
+    ),
+    (
+        "the direct OpenSSL path of TLSTransport: pyOpenSSL's cffi binding",
+        _util,
+        ("lib", "ffi"),
     ),
 ]
 

@@ -38,22 +38,6 @@ from . import _compat
 
 __all__ = ["TLSTransport", "TLSTransportFactory", "tlsFactory"]
 
-_compat.PRIVATE_NAMES += [
-    ("tcpsc's TLS transport: Twisted's TLS protocol", TLSMemoryBIOProtocol,
-     ("_write", "_flushSendBIO", "_bufferedWrite", "_tlsShutdownFinished", "_shutdownTLS",
-      "_unbufferPendingWrites", "_lostTLSConnection", "_aborted", "_handshakeDone",
-      "_producer", "_reason")),
-    ("the direct OpenSSL path: pyOpenSSL's connection", Connection, ("_raise_ssl_error",)),
-]
-#: Private attributes of instances (set in their constructors or once
-#: connected), checked on real connections by the tests.
-PRIVATE_INSTANCE_NAMES = [
-    ("tcpsc's TLS transport: a connected Twisted TLS protocol", TLSMemoryBIOProtocol,
-     ("_tlsConnection", "_appSendBuffer")),
-    ("tcpsc's TLS transport: Twisted's TLS factory", TLSMemoryBIOFactory, ("_clock",)),
-    ("the direct OpenSSL path: a pyOpenSSL connection", Connection,
-     ("_ssl", "_into_ssl", "_from_ssl")),
-]
 
 #: Bytes of pending writes that are encrypted at once rather than held for
 #: the end of the read or the next reactor iteration; Twisted uses the same

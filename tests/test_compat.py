@@ -24,16 +24,22 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
 import tcpsc
-from tcpsc import MessageProtocol, Server, _compat
+from tcpsc import Client, MessageProtocol, Server, _compat
 from tcpsc._output import OutputQueue, socketTransport
 from tcpsc._server import _BACKLOG, _GuardedPort
 from tests._helpers import RawPeer, asyncTest, within
 from tests.test_broadcast_coalescing import countWrites
-from tests.test_guarantees_support import GuaranteeTestCase, shrinkBuffers
+from tests.test_guarantees_support import (
+    GuaranteeTestCase,
+    clientTLS,
+    serverTLS,
+    shrinkBuffers,
+)
 
 
 class ReleaseCheckTests(SynchronousTestCase):
@@ -87,9 +93,8 @@ class ReleaseCheckTests(SynchronousTestCase):
         self.assertEqual(_compat.PRIVATE, _compat.checkedRelease())
 
 
-#: Modules whose private names are not listed in PRIVATE_NAMES yet: the TLS
-#: layer's.  Take a module out of this set once its names are listed.
-_UNLISTED_MODULES = frozenset({"_tls.py", "_tlstransport.py"})
+#: Modules whose private names are not listed in PRIVATE_NAMES: none.
+_UNLISTED_MODULES: frozenset[str] = frozenset()
 
 
 def _definedByTcpsc(trees: dict[Path, ast.Module]) -> set[str]:
@@ -158,8 +163,19 @@ async def realInstances(testCase: Any) -> list[object]:
     testCase.addCleanup(lambda: within(peer.lost))
     testCase.addCleanup(peer.transport.loseConnection)
     server = await within(accepted)
+    # A TLS connection over loopback, on Twisted's own TLS transport: the
+    # names tcpsc's TLS transport uses are Twisted's.
+    tls = TLSMemoryBIOFactory(
+        serverTLS().serverOptions(), isClient=False, wrappedFactory=Factory.forProtocol(Protocol),
+        clock=reactor)
+    tlsPort = reactor.listenTCP(0, tls, interface="127.0.0.1")
+    testCase.addCleanup(tlsPort.stopListening)
+    client = Client()
+    await within(client.connect("localhost", tlsPort.getHost().port, tls=clientTLS()))
+    testCase.addCleanup(lambda: within(client.disconnect()))
+    tlsProtocol = client.protocol.transport  # type: ignore[union-attr]
     return [port, server.transport, TCP4ServerEndpoint(reactor, 0),
-            TCP6ServerEndpoint(reactor, 0)]
+            TCP6ServerEndpoint(reactor, 0), tls, tlsProtocol, tlsProtocol.getHandle()]
 
 
 class PrivateNamesTests(GuaranteeTestCase):

@@ -1124,3 +1124,32 @@ class SubjectTests(RealTLSTestCase):
         self.assertEqual(client.serverSubjectPart("ST"), "my state")
         await within(client.disconnect())
         self.assertRaises(ClientError, client.serverSubjectPart, "L")
+
+
+class _TwistedTLSTransport:
+    """
+    Mixin: run the tests on Twisted's own TLS transport, the public fallback
+    used where tcpsc's private names are not trusted.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        self.patch(tcpsc._compat, "PRIVATE", False)  # type: ignore[attr-defined]
+
+
+class ServerCertificateFallbackTests(_TwistedTLSTransport, ServerCertificateTests):
+    """
+    L{ServerCertificateTests} on Twisted's own TLS transport.
+    """
+
+
+class LateRejectionFallbackTests(_TwistedTLSTransport, LateRejectionTests):
+    """
+    L{LateRejectionTests} on Twisted's own TLS transport.
+    """
+
+
+class OpenSSLClientFallbackTests(_TwistedTLSTransport, OpenSSLClientTests):
+    """
+    L{OpenSSLClientTests} on Twisted's own TLS transport.
+    """
