@@ -12,18 +12,30 @@ close_notify, within C{closeTimeout}).
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ProcessDone
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from tcpsc import AbortedLocally, Client, ClosedLocally, Server, TLSConfig, _compat
+from tcpsc import (
+    AbortedLocally,
+    Client,
+    ClosedLocally,
+    MessageProtocol,
+    Server,
+    TLSConfig,
+    _compat,
+)
 from tests._helpers import certificates
 from tests.test_cli import _environment
+from tests.test_daemon import LOCAL, Daemon
 from tests.test_guarantees_stop import sendUntilRefused
 from tests.test_guarantees_support import (
     SHORT,
@@ -290,3 +302,66 @@ class ClientClosesTLS(ClosesTestCase):
 
 class ClientClosesTLSFallback(ClientClosesTLS):
     fallback = True
+
+
+class Streamer(MessageProtocol):
+    """
+    A client that keeps C{inFlight} messages in flight: it sends that many
+    when ready, and one more for each echo.
+    """
+
+    inFlight = 50
+    received = 0
+
+    def connectionReady(self) -> None:
+        for _ in range(self.inFlight):
+            self.sendMessage(b"m" * 32)
+
+    def messageReceived(self, message: bytes) -> None:
+        self.received += 1
+        self.sendMessage(message)
+
+
+class DaemonStopTests(ClosesTestCase):
+    """
+    SIGTERM to the TLS daemon while its clients stream: the application
+    answers every message it was delivered (counted inside it), the clients
+    get every answer, and the daemon exits promptly with nothing alarming in
+    its log.
+    """
+
+    CLIENTS = 20
+
+    @asyncTest
+    async def test_sigtermWhileStreaming(self) -> None:
+        files = certificates()
+        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca, "--cert",
+                        files.server, "--key", files.serverKey,
+                        "--app", "tests._countingecho:CountingEcho")
+        port = daemon.port()
+        protocols: list[Streamer] = []
+        lost: list[Deferred[list[Failure]]] = []
+        for _ in range(self.CLIENTS):
+            closed: Deferred[list[Failure]] = Deferred()
+            lost.append(closed)
+            client = Client(Streamer, onEstablished=protocols.append,
+                            onClosed=lambda reason, closed=closed: closed.callback([reason]))
+            self.addCleanup(lambda client=client: within(client.disconnect()))
+            await within(client.connect("localhost", port, tls=clientTLS()), 30)
+        await waitFor(lambda: all(p.received >= 200 for p in protocols), 30)
+
+        os.kill(daemon.process.pid, signal.SIGTERM)
+        reasons = [reason for [reason] in await within(gatherResults(lost), 30)]
+        await waitFor(lambda: daemon.process.poll() is not None, 30)
+        self.assertIn(daemon.process.returncode, (0, -signal.SIGTERM))
+        output = daemon.output
+        self.assertNotIn("Traceback", output)
+        self.assertIn(f"Stopped: {self.CLIENTS} connections closed, no output dropped", output)
+        counts = json.loads((daemon.directory / "counts.json").read_text())
+        self.assertEqual(counts["refused"], 0, counts)
+        self.assertEqual(counts["answered"], counts["received"], counts)
+        self.assertEqual(sum(p.received for p in protocols), counts["answered"])
+        # A client still sending when the server closed may see its
+        # connection reset rather than closed: it is closed either way.
+        for reason in reasons:
+            self.assertTrue(reason.check(ConnectionDone, ConnectionLost), reason)
