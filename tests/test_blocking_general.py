@@ -9,7 +9,10 @@ table in C{tests/README.md} maps each upstream case to its test here.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -28,12 +31,15 @@ from tcpsc.blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, 
 from tests._helpers import certificates
 from tests.test_blocking_support import (
     DELIMITER,
+    TIMEOUT,
     BlockingTestCase,
     ClientSide,
     Recorder,
     ServerSide,
     StreamRecorder,
+    waitUntil,
 )
+from tests.test_cli import _environment
 
 
 @cache
@@ -1014,3 +1020,60 @@ class ServerSettingsTests(BlockingTestCase):
         client, clientId = self.connect(side, DELIMITER, tls=False)
         self.assertEqual(side.closed.waitFor(1), [clientId])
         client.closed.waitFor(1)
+
+
+class SilentPeerTests(BlockingTestCase):
+    """
+    The blocking C{stop()}s end against a TLS peer that is not tcpsc and
+    never answers close_notify (L{tests._silentpeer}): a close does not wait
+    for the peer's answer.
+    """
+
+    tls = True
+
+    def silentPeer(self, *args: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests._silentpeer", *args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, env=_environment())
+
+        def end() -> None:
+            if process.poll() is None:
+                process.kill()
+            process.wait(TIMEOUT)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
+
+        self.addCleanup(end)
+        return process
+
+    def assertReturns(self, stop: Callable[[], None]) -> None:
+        """
+        C{stop()} returns within L{TIMEOUT}, in a thread of its own so that
+        a hang fails the test rather than blocking it.
+        """
+        thread = threading.Thread(target=stop)
+        thread.start()
+        thread.join(TIMEOUT)
+        self.assertFalse(thread.is_alive(), "stop() did not return")
+
+    def test_clientStop(self) -> None:
+        peer = self.silentPeer("server", self.certs.server, self.certs.serverKey)
+        assert peer.stdout is not None
+        port = int(peer.stdout.readline())
+        side = self.makeClient(DELIMITER)
+        self.startClient(side, port, host="localhost")
+        self.assertTrue(side.client.sendMsg(b"hello"))
+        self.assertReturns(side.client.stop)
+        self.assertFalse(side.client.isRunning())
+
+    def test_serverStop(self) -> None:
+        side = self.makeServer(DELIMITER)
+        port = self.startServer(side)
+        certs = self.certs
+        peer = self.silentPeer("client", str(port), certs.ca, certs.client, certs.clientKey)
+        assert peer.stdout is not None
+        self.assertEqual(peer.stdout.readline(), "ready\n")
+        waitUntil(lambda: side.server.getAllClientIds())
+        self.assertReturns(side.server.stop)
+        self.assertEqual(side.server.getAllClientIds(), [])
