@@ -42,10 +42,12 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import tcpsc
 from tcpsc import (
+    AbortedLocally,
     CertificateLoadError,
     Client,
     ClientCertificateRejected,
     ClientError,
+    ClosedLocally,
     MessageProtocol,
     Server,
     ServerCertificateRejected,
@@ -55,6 +57,7 @@ from tcpsc import (
 from tcpsc._tls import (
     acceptanceGate,
     classifyTLSFailure,
+    describeClose,
     diagnoseCertificate,
     verificationFailure,
 )
@@ -1153,3 +1156,50 @@ class OpenSSLClientFallbackTests(_TwistedTLSTransport, OpenSSLClientTests):
     """
     L{OpenSSLClientTests} on Twisted's own TLS transport.
     """
+
+
+class DescribeCloseTests(SynchronousTestCase):
+    """
+    L{describeClose}: why a connection ended, in words, never OpenSSL's
+    tuple lists.
+    """
+
+    @staticmethod
+    def sslError(text: str) -> SSL.Error:
+        return SSL.Error([("SSL routines", "", text)])
+
+    def test_tlsFailures(self) -> None:
+        for text, words in (
+            ("peer did not return a certificate", "the client sent no certificate"),
+            ("unsupported protocol", "the peer speaks TLS 1.2 or older"),
+            ("wrong version number", "the peer does not speak TLS"),
+            ("something new", "something new"),
+        ):
+            why = describeClose(Failure(self.sslError(text)), tls=True)
+            self.assertIn(words, why)
+            self.assertNotIn("[(", why)
+
+    def test_clientCertificateVerification(self) -> None:
+        failed = self.sslError("certificate verify failed")
+        self.assertEqual(
+            describeClose(Failure(failed), True,
+                          "unable to get local issuer certificate (certificate 'CN=x', depth 0)"),
+            "the client's certificate is not issued by the CA (unable to get local issuer "
+            "certificate (certificate 'CN=x', depth 0))")
+        self.assertEqual(
+            describeClose(Failure(failed), True, "certificate has expired"),
+            "the client's certificate was rejected: certificate has expired")
+
+    def test_closes(self) -> None:
+        self.assertEqual(describeClose(Failure(ClosedLocally("idle timeout (60 s)")), True),
+                         "idle timeout (60 s)")
+        self.assertEqual(
+            describeClose(Failure(AbortedLocally("server stopping; the peer did not answer "
+                                                 "close_notify within 5 s")), True),
+            "server stopping; the peer did not answer close_notify within 5 s")
+        self.assertEqual(describeClose(Failure(ConnectionDone()), False),
+                         "the peer closed the connection")
+        self.assertEqual(describeClose(Failure(ConnectionLost()), True),
+                         "the peer closed the connection without close_notify")
+        self.assertEqual(describeClose(Failure(ConnectionLost()), False),
+                         "the connection was lost (reset by the peer)")
