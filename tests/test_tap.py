@@ -132,6 +132,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["max-connections"], 4096)
         self.assertEqual(options["handshake-timeout"], 10.0)
         self.assertIsNone(options["idle-timeout"])
+        self.assertEqual(options["close-timeout"], 5.0)
         self.assertFalse(options["tls"])
 
     def test_helpShowsEveryOptionAndDefault(self) -> None:
@@ -141,7 +142,8 @@ class OptionsTests(SynchronousTestCase):
         text = str(Options())
         for option in ("--port", "--tls", "--ca", "--cert", "--key", "--no-client-auth",
                        "--delimiter", "--stream", "--max-length", "--max-connections",
-                       "--idle-timeout", "--handshake-timeout", "--app", "--record-dir",
+                       "--idle-timeout", "--handshake-timeout", "--close-timeout", "--app",
+                       "--record-dir",
                        "--quiet-connections"):
             self.assertIn(option, text)
         for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
@@ -208,6 +210,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--idle-timeout", "-1", match="more than 0")
         self.assertUsageError("--idle-timeout", "soon", match="not a number")
         self.assertUsageError("--idle-timeout", "inf", match="more than 0")
+        self.assertEqual(parse("--close-timeout", "0.5")["close-timeout"], 0.5)
+        self.assertUsageError("--close-timeout", "0", match="more than 0")
+        self.assertUsageError("--close-timeout", "none", match="not a number")
 
     def test_tls(self) -> None:
         """
@@ -350,7 +355,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         service = makeService(parse(
             "--port", "8081", "--port", "tcp:9000", "--max-connections", "7",
-            "--handshake-timeout", "2", "--idle-timeout", "30",
+            "--handshake-timeout", "2", "--idle-timeout", "30", "--close-timeout", "3",
         ), reactor=reactor)
         self.assertIsInstance(service, TcpscService)
         self.assertEqual(service.ports, ["tcp:8081", "tcp:9000"])
@@ -360,6 +365,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(server.maxConnections, 7)
         self.assertEqual(server.handshakeTimeout, 2.0)
         self.assertEqual(server.idleTimeout, 30.0)
+        self.assertEqual(server.closeTimeout, 3.0)
         self.assertIsNone(server.createSink)
         self.assertTrue(server.logConnections)
 
