@@ -56,7 +56,10 @@ from service_identity.cryptography import (
 )
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -302,9 +305,12 @@ class TLSConfig:
         checkKeyPermissions(self.key, owner)
         return chain, key
 
-    def serverOptions(self) -> CertificateOptions:
+    def serverOptions(self) -> _ServerCreator:
         """
-        Build the server's TLS options.
+        Build the server's TLS options: a connection creator for Twisted's
+        TLS factories (C{TLSMemoryBIOFactory}, C{wrapServerTLS}), which also
+        gives the OpenSSL context (C{getContext}) to the APIs that take a
+        context factory (C{listenSSL}).
 
         @raise CertificateLoadError: a file is missing, unreadable, invalid,
             or client certificates are required but no CA is given.
@@ -347,7 +353,7 @@ class TLSConfig:
             # itself (expired, unknown issuer, ...) for verificationFailure().
             context = serverOptions.getContext()
             context.set_verify(context.get_verify_mode(), _recordVerifyResult)
-        return serverOptions
+        return _ServerCreator(serverOptions)
 
     def clientCreator(self, host: str) -> IOpenSSLClientConnectionCreator:
         """
@@ -535,6 +541,27 @@ _acceptances: weakref.WeakKeyDictionary[TLSMemoryBIOProtocol, _Acceptance] = (
 )
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class _ServerCreator:
+    """
+    The connection creator of a tcpsc TLS server: Twisted's
+    L{CertificateOptions}, with each connection's TLS protocol as its app
+    data, which explains a rejected client certificate (see
+    L{verificationFailure}).
+    """
+
+    def __init__(self, options: CertificateOptions) -> None:
+        self._options = options
+
+    def getContext(self) -> SSL.Context:
+        return self._options.getContext()
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = SSL.Connection(self._options.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+
 def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
     """
     Why the server certificate C{certificate} is not valid for C{name} (a
@@ -645,7 +672,7 @@ class _ClientCreator:
         self._verifyMode = context.get_verify_mode()
 
     def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        connection = self._options.clientConnectionForTLS(tlsProtocol)
+        connection = SSL.Connection(self._options.getContext(), None)
         connection.set_app_data(tlsProtocol)
         _acceptances[tlsProtocol] = _Acceptance()
         if self._sni is not None:
