@@ -52,15 +52,22 @@ clients use it only when L{PRIVATE} (C{tcpsc._tlstransport.tlsFactory}).
 Fallback: Twisted's own L{TLSMemoryBIOFactory}, which waits for the peer's
 close_notify (within the connection's close timeout).
 
-One public name is used in a fragile way: C{tcpsc._framing._OutputTracker}
-replaces C{registerProducer} and C{unregisterProducer} on a live transport
-I{instance} (and removes them again), so that an application's producer
-takes the transport's one producer slot from the tracker.  Both are public
-methods, so no release check applies; a transport class with C{__slots__}
-or a C{registerProducer} looked up other than on the instance would defeat
-it, and the tracker then does not track.  Twisted has no public way to
-share a transport's producer slot: the clean alternative is a transport of
-tcpsc's own (as for TLS) whose producer slot knows about the tracker.
+Public methods are replaced on live transport I{instances} in two places;
+no release check applies to public names, but a transport class with
+C{__slots__}, or whose methods are looked up other than on the instance,
+would defeat them:
+
+  - C{tcpsc._framing.MessageProtocol} replaces C{loseConnection} on its TLS
+    transport, so that the replies batched during a read are written before
+    close_notify (Twisted's own TLS transport sets C{write} on its instances
+    the same way);
+  - C{tcpsc._framing._OutputTracker} replaces C{registerProducer} and
+    C{unregisterProducer} on the socket transport (and removes them again),
+    so that an application's producer takes the transport's one producer
+    slot from the tracker; defeated, the tracker does not track.  Twisted
+    has no public way to share a transport's producer slot: the clean
+    alternative is a transport of tcpsc's own (as for TLS) whose producer
+    slot knows about the tracker.
 """
 
 from __future__ import annotations
