@@ -145,7 +145,23 @@ class ClientError(TcpscError, LookupError):
     """
 
 
-class ClosedLocally(ConnectionDone):
+class _InWords(Exception):
+    """
+    A reason given in words: C{str()} is those words, without the class's
+    own description that Twisted's connection errors prepend.
+
+    @ivar why: the words.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+    def __str__(self) -> str:
+        return self.why
+
+
+class ClosedLocally(_InWords, ConnectionDone):
     """
     This side closed the connection cleanly: its pending output was written
     (and, over TLS, its close_notify sent) before the socket was closed.
@@ -155,19 +171,10 @@ class ClosedLocally(ConnectionDone):
 
     A subclass of Twisted's L{ConnectionDone}, so code that checks for a
     clean close keeps working.
-
-    @ivar why: the same words.
     """
 
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
 
-    def __str__(self) -> str:
-        return self.why
-
-
-class AbortedLocally(ConnectionLost):
+class AbortedLocally(_InWords, ConnectionLost):
     """
     This side closed the connection by force (it aborted the socket): a
     bound ran out, such as the peer not reading the last output, or not
@@ -175,13 +182,4 @@ class AbortedLocally(ConnectionLost):
     did not complete in time.  C{str()} says which, in words.
 
     A subclass of Twisted's L{ConnectionLost}.
-
-    @ivar why: the same words.
     """
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-    def __str__(self) -> str:
-        return self.why
