@@ -550,8 +550,9 @@ class TcpServer(_Endpoint):
         @param maxPendingOutput: bytes queued for one connection beyond which
             C{sendMsg} waits.
         @param handshakeTimeout: seconds a TLS client has for its handshake.
-        @param closeTimeout: seconds L{stop} lets connections flush before
-            it aborts them.
+        @param closeTimeout: seconds L{stop} gives each connection's peer to
+            take the last output (and, over TLS, close_notify) before the
+            connection is aborted; 5 by default.
         @param maxConnectionsPerPeer: connections from one IP address beyond
             this are refused; C{None} for no such limit (see
             L{tcpsc.Server.maxConnectionsPerPeer}).
