@@ -490,7 +490,6 @@ class _StopCount:
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.aborted = 0
         self.dropped = 0
         self.abortedIds: list[int] = []
 
@@ -641,10 +640,11 @@ class Server(Factory):
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         self._handshakeTimers: dict[int, IDelayedCall] = {}
-        # Why the server itself closed a connection that was not yet
-        # established, by id, to log it once when the connection is gone
-        # (an empty reason: it was logged already).
-        self._dropped: dict[int, str] = {}
+        # Connections the server refused after their handshake and logged
+        # then: nothing more is logged when they are gone.
+        self._refusedAndLogged: set[int] = set()
+        # The onClosed callback last called, and whether it takes the reason.
+        self._closedCallback: tuple[Callable[..., object] | None, bool] = (None, False)
         # Open connections by peer host, and the host of each connection,
         # for maxConnectionsPerPeer.
         self._perPeer: dict[str, int] = {}
@@ -802,11 +802,11 @@ class Server(Factory):
         count, self._stopping = self._stopping, None
         if count is None:
             return
-        if count.aborted:
+        if count.abortedIds:
             self.log.warn(
                 "Stopped: {count} of {total} connections did not close within {timeout} s "
                 "and were aborted, dropping {dropped} bytes of output not yet sent",
-                count=count.aborted,
+                count=len(count.abortedIds),
                 total=count.total,
                 timeout=self.closeTimeout,
                 dropped=count.dropped,
@@ -894,7 +894,7 @@ class Server(Factory):
                 names=", ".join(names) or "none",
                 reason="allowedClients",
             )
-            self._dropped[connectionId] = ""
+            self._refusedAndLogged.add(connectionId)
             protocol.ready = False
             # Aborted, not closed with close_notify: a graceful close would
             # first send the session tickets, the client's sign that it was
@@ -924,14 +924,14 @@ class Server(Factory):
                     connectionId=connectionId,
                 )
                 del self._established[connectionId]
-                self._dropped[connectionId] = ""
+                self._refusedAndLogged.add(connectionId)
                 protocol.ready = False
                 protocol.closeConnection("the createSink callback failed")
                 return
         self._notify(self.onEstablished, "onEstablished", connectionId)
 
-    def _notify(self, callback: Callable[[int], object] | None, name: str,
-                connectionId: int) -> None:
+    def _notify(self, callback: Callable[..., object] | None, name: str,
+                connectionId: int, *more: object) -> None:
         """
         Call a user callback; an exception it raises is logged and never
         breaks the registry's bookkeeping, nor the accepting of other
@@ -941,7 +941,7 @@ class Server(Factory):
         if callback is None:
             return
         try:
-            callback(connectionId)
+            callback(connectionId, *more)
         except Exception:
             self.log.failure(
                 "The {callback} callback raised an exception for connection {connectionId}",
@@ -952,21 +952,17 @@ class Server(Factory):
     def _notifyClosed(self, connectionId: int, why: str) -> None:
         """
         Call C{onClosed} with the id, and with the reason if it takes two
-        arguments.
+        arguments (looked up once per callback, not per close).
         """
         callback = self.onClosed
-        if callback is None:
-            return
-        if not _takesReason(callback):
+        known, takesReason = self._closedCallback
+        if callback is not known:
+            takesReason = callback is not None and _takesReason(callback)
+            self._closedCallback = (callback, takesReason)
+        if takesReason:
+            self._notify(callback, "onClosed", connectionId, why)
+        else:
             self._notify(callback, "onClosed", connectionId)
-            return
-        try:
-            callback(connectionId, why)
-        except Exception:
-            self.log.failure(
-                "The onClosed callback raised an exception for connection {connectionId}",
-                connectionId=connectionId,
-            )
 
     def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
@@ -987,10 +983,11 @@ class Server(Factory):
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
                 port.resumeAccepting()
-        dropped = self._dropped.pop(connectionId, None)
+        loggedAlready = connectionId in self._refusedAndLogged
+        self._refusedAndLogged.discard(connectionId)
+        aborted = isinstance(reason.value, AbortedLocally)
         stopping = self._stopping
-        if stopping is not None and isinstance(reason.value, AbortedLocally):
-            stopping.aborted += 1
+        if stopping is not None and aborted:
             stopping.dropped += protocol._closeDropped
             stopping.abortedIds.append(connectionId)
         quiet = wasReady and not self.logConnections
@@ -1008,11 +1005,9 @@ class Server(Factory):
                         why=why,
                     )
                 self._notifyClosed(connectionId, why)
-            elif dropped is not None:
-                if dropped:
-                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
-                                  why=dropped)
-            elif isinstance(reason.value, AbortedLocally):
+            elif loggedAlready:
+                pass
+            elif aborted:
                 self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
                               why=str(reason.value))
             elif tls:
