@@ -36,14 +36,13 @@ from tcpsc import (
 from tests._helpers import certificates
 from tests.test_cli import _environment
 from tests.test_daemon import LOCAL, Daemon
-from tests.test_guarantees_stop import sendUntilRefused
+from tests.test_guarantees_stop import congestedPeer
 from tests.test_guarantees_support import (
     SHORT,
     GuaranteeTestCase,
     asyncTest,
     clientTLS,
     serverTLS,
-    shrinkBuffers,
     waitFor,
     within,
 )
@@ -212,13 +211,7 @@ class ServerClosesTCP(ClosesTestCase):
     async def test_disconnectPeerThatDoesNotRead(self) -> None:
         server, port, closed = await self.recordingServer(
             maxPendingOutput=64 * 1024, maxConnectionsPerPeer=1)
-        peer = await self.connectRaw(port)
-        peer.transport.pauseProducing()
-        shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT)
-        [clientId] = server.clientIds()
-        shrinkBuffers(server.connection(clientId).transport)
-        await sendUntilRefused(server, clientId)
+        clientId = await congestedPeer(self, server, port)
         self.assertTrue(server.disconnect(clientId))
         await waitFor(lambda: closed, SHORT)
         [(_, why)] = closed

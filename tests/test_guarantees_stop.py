@@ -43,6 +43,23 @@ async def sendUntilRefused(server: Server, clientId: int, size: int = 512) -> li
     raise AssertionError("send never refused a message to a peer that does not read")
 
 
+async def congestedPeer(test: GuaranteeTestCase, server: Server, port: int) -> int:
+    """
+    Connect a raw peer that does not read, with small socket buffers, and
+    send to it until the server refuses: its connection's output is full.
+
+    @return: the connection's id.
+    """
+    peer = await test.connectRaw(port)
+    peer.transport.pauseProducing()
+    shrinkBuffers(peer.transport)
+    await waitFor(lambda: server.clientIds(), SHORT)
+    [clientId] = server.clientIds()
+    shrinkBuffers(server.connection(clientId).transport)
+    await sendUntilRefused(server, clientId)
+    return clientId
+
+
 class GracefulStopTests(GuaranteeTestCase):
     """
     C{stop()} flushes what was accepted before it closes.
@@ -93,13 +110,7 @@ class AbortTests(GuaranteeTestCase):
     async def test_abortReportsDrops(self) -> None:
         bound = 64 * 1024
         server, port = await self.startServer(closeTimeout=0.5, maxPendingOutput=bound)
-        peer = await self.connectRaw(port)
-        peer.transport.pauseProducing()
-        shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT)
-        [clientId] = server.clientIds()
-        shrinkBuffers(server.connection(clientId).transport)
-        await sendUntilRefused(server, clientId)
+        clientId = await congestedPeer(self, server, port)
 
         events = self.captureLogs()
         started = reactor.seconds()
