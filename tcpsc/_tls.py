@@ -587,7 +587,7 @@ def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
     except CertificateError:
         commonName = subjectPart(certificate, NameOID.COMMON_NAME)
         issued = f" (its subject is CN={commonName})" if commonName else ""
-        if _hasSubjectAltName(certificate):
+        if _subjectAltName(certificate) is not None:
             what = "no DNS name or IP address among its subjectAltNames"
         else:
             what = "no subjectAltName"
@@ -601,14 +601,14 @@ def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
     return None
 
 
-def _hasSubjectAltName(certificate: x509.Certificate) -> bool:
+def _subjectAltName(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None:
+    """
+    The subjectAltName extension of C{certificate}, or C{None} without one.
+    """
     try:
-        certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return False
-    except Exception:
-        return True
-    return True
+        return None
 
 
 def _infoCallback(connection: SSL.Connection, where: int, ret: int) -> None:
@@ -788,12 +788,10 @@ def acceptanceGate(clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE)
 
 
 def _certificateNames(certificate: x509.Certificate) -> list[str]:
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    names: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    names = certificateNames(certificate)
+    san = _subjectAltName(certificate)
+    if san is not None:
+        names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
     return names
 
 
@@ -924,11 +922,8 @@ def certificateNames(certificate: x509.Certificate | None) -> list[str]:
     The DNS names among the subject alternative names of C{certificate}, in
     their order; empty without a certificate or that extension.
     """
-    if certificate is None:
-        return []
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    san = _subjectAltName(certificate) if certificate is not None else None
+    if san is None:
         return []
     return [str(name) for name in san.get_values_for_type(x509.DNSName)]
 
