@@ -8,6 +8,7 @@ catches a server that gets the bytes wrong.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -316,15 +317,17 @@ class BenchOptionTests(_BenchTestCase):
                 following = text[start:start + 300]
                 self.assertIn("(default: ", following, (mode, option, following))
 
-    async def test_interrupted(self) -> None:
+    async def interrupt(self, name: str) -> tuple[int | None, int | None, bytes]:
         """
-        Ctrl-C (SIGINT) stops a run: exit status 130, no traceback.
+        Start C{tcpsc bench idle}, send it the signal C{name} while it holds
+        its connections; its exit status, the signal it died of, and its
+        output.
         """
         port = await self._serve(_Echo)
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
-        ended: Deferred[int] = Deferred()
+        ended: Deferred[tuple[int | None, int | None]] = Deferred()
         output = bytearray()
 
         class Bench(ProcessProtocol):
@@ -334,13 +337,28 @@ class BenchOptionTests(_BenchTestCase):
             errReceived = outReceived
 
             def processEnded(self, reason: Any) -> None:
-                ended.callback(reason.value.exitCode)
+                ended.callback((reason.value.exitCode, reason.value.signal))
 
         process = reactor.spawnProcess(
             Bench(), sys.executable,
             [sys.executable, "-m", "tcpsc", "bench", "idle", "127.0.0.1", str(port), "-n", "2",
              "--hold", "60"], env=environment)
         await waitFor(lambda: b"HOLDING connections=2" in output, timeout=30)
-        process.signalProcess("INT")
-        self.assertEqual(await ended.addTimeout(30, reactor), 130, output)
+        process.signalProcess(name)
+        code, number = await ended.addTimeout(30, reactor)
         self.assertNotIn(b"Traceback", bytes(output))
+        return code, number, bytes(output)
+
+    async def test_interrupted(self) -> None:
+        """
+        Ctrl-C (SIGINT) stops a run: exit status 130, no traceback.
+        """
+        code, _, output = await self.interrupt("INT")
+        self.assertEqual(code, 130, output)
+
+    async def test_terminated(self) -> None:
+        """
+        SIGTERM stops a run: it dies of the signal, no traceback.
+        """
+        code, number, output = await self.interrupt("TERM")
+        self.assertEqual((code, number), (None, signal.SIGTERM), output)

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Server, TLSConfig
-from tcpsc.__main__ import main
+from tcpsc.__main__ import Target, UsageError, main, parseTarget
 
 from ._helpers import certificates, waitFor
 
@@ -1021,6 +1021,8 @@ class UsageErrorTests(SynchronousTestCase):
              "argument -n/--connections: must be at least 1"),
             (("bench", "idle", "localhost", "8081", "--hold", "x"), "argument --hold"),
             (("bench", "echo", "unix:"), "names no socket path"),
+            (("bench", "echo", "localhost", "8081", "-d", "\\r\\n", "-s", "1"),
+             "-s includes the delimiter"),
             (("certs", "d", "--subject", "O=x,CN=y"),
              "tcpsc certs: error: argument --subject: each certificate gets its own OU "
              "and CN"),
@@ -1037,3 +1039,44 @@ class UsageErrorTests(SynchronousTestCase):
             self.assertIn("--help", lines[0])
             self.assertEqual(result.stdout, "")
         self.assertFalse(os.path.exists("d"))
+
+
+class TargetTests(SynchronousTestCase):
+    """
+    L{parseTarget}: C{HOST PORT}, or one client endpoint description.
+    """
+
+    def test_forms(self) -> None:
+        """
+        Host and port, C{tcp:HOST:PORT} with IPv6 in brackets or with
+        escaped colons, and C{unix:PATH}.
+        """
+        cases = {
+            ("localhost", "8081"): Target("localhost", 8081),
+            ("::1", "8081"): Target("::1", 8081),
+            ("tcp:localhost:8081", None): Target("localhost", 8081),
+            ("tcp:[::1]:8081", None): Target("::1", 8081),
+            ("tcp:\\:\\:1:8081", None): Target("::1", 8081),
+            ("unix:/run/s", None): Target("localhost", None, "/run/s"),
+            ("unix:path=/run/s", None): Target("localhost", None, "/run/s"),
+        }
+        for (host, port), expected in cases.items():
+            self.assertEqual(parseTarget(host, port), expected, (host, port))
+        self.assertEqual(str(Target("::1", 8081)), "[::1]:8081")
+        self.assertEqual(str(Target("localhost", None, "/run/s")), "unix:/run/s")
+
+    def test_errors(self) -> None:
+        """
+        Neither form, or both, is a usage error saying which.
+        """
+        for host, port, expected in (
+            ("localhost", None, "PORT is missing"),
+            ("tcp:localhost:8081", "8081", "without a PORT"),
+            ("tcp:localhost", None, "is not tcp:HOST:PORT"),
+            ("tcp:localhost:x", None, "not a port number"),
+            ("localhost", "0", "outside 1-65535"),
+            ("unix:", None, "no socket path"),
+        ):
+            with self.assertRaises(UsageError) as raised:
+                parseTarget(host, port)
+            self.assertIn(expected, str(raised.exception))
