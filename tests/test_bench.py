@@ -266,6 +266,18 @@ class BenchOptionTests(_BenchTestCase):
         self.assertIn("(including delimiter 10)", out)
         self.assertEqual(_result(out)["messages"], "100")
 
+    async def test_unreadableCertificate(self) -> None:
+        """
+        A certificate file that cannot be read: exit 1 with one line naming
+        the problem, before any connection.
+        """
+        port = await self._serve(_Echo)
+        out, err, code = await self._bench(
+            "echo", "localhost", str(port), "--tls", "--ca", "/nonexistent/ca.pem")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("tcpsc bench: cannot load the TLS files:", err)
+        self.assertNotIn("Traceback", err)
+
     async def test_multicastNothingReceived(self) -> None:
         """
         Against a server that broadcasts nothing (an echo server): exit 1,

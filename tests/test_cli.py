@@ -72,7 +72,9 @@ class CommandTests(SynchronousTestCase):
                                (("certs",), ("--host", "--client", "--subject", "--rsa",
                                              "--days", "--force", "0600")),
                                (("connect",), ("--tls", "--ca", "--cert", "--key",
-                                               "--delimiter", "--reconnect", "--wait"))):
+                                               "--delimiter", "--reconnect", "--wait",
+                                               "--connect-timeout", "unix:PATH",
+                                               "tcp:HOST:PORT", "130", "SIGTERM"))):
             result = tcpsc(*command, "--help")
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertIn("usage: tcpsc", result.stdout)
@@ -788,7 +790,7 @@ class ConnectFailureTests(_CommandTestCase):
                                  "--connect-timeout", "0.5")
             command.transport.closeStdin()
             self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s")
+            self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s", "(code 50)")
 
         return ensureDeferred(scenario())
 
@@ -880,6 +882,42 @@ class ConnectEndpointTests(_CommandTestCase):
             self.assertEqual(await command.ended(), 0, command.err)
             self.assertEqual(bytes(command.out), b"over unix\n")
             self.assertEqual(received, [b"over unix"])
+
+        return ensureDeferred(scenario())
+
+    def test_unixSocketTLS(self) -> None:
+        """
+        Over TLS to a UNIX socket the server's certificate is checked for
+        localhost.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            path = self.unixPath()
+            received: list[bytes] = []
+            server = Server(onMessage=lambda i, m: received.append(m))
+            self.addCleanup(server.stop)
+            await server.listen(f"unix:{path}",
+                                tls=TLSConfig(ca=files.ca, cert=files.server,
+                                              key=files.serverKey))
+            command = self.spawn(f"unix:{path}", "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.write(b"sealed\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(received, [b"sealed"])
+            # A certificate for another name is refused.
+            other = self.unixPath()
+            wrong = Server()
+            self.addCleanup(wrong.stop)
+            await wrong.listen(f"unix:{other}",
+                               tls=TLSConfig(ca=files.ca, cert=files.path("wronghost.pem"),
+                                             key=files.path("wronghost.key")))
+            command = self.spawn(f"unix:{other}", "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "localhost", "(code 60)")
+            self.flushLoggedErrors()
 
         return ensureDeferred(scenario())
 
