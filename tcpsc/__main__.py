@@ -9,8 +9,9 @@ provides:
   - C{configure(parser)}: adds its arguments to an L{argparse.ArgumentParser}
     (whose description is the module's docstring);
   - C{run(args) -> int}: does the work and returns the exit status; it raises
-    L{CommandError} for a failure the user can fix, which is printed as one
-    line.
+    L{UsageError} for options that do not go together (exit status 2, like
+    argparse's own errors) and L{CommandError} for a failure the user can
+    fix (exit status 1), each printed as one line.
 
 Adding a subcommand is adding its name to L{COMMANDS}.
 """
@@ -21,9 +22,19 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NoReturn
 
-__all__ = ["COMMANDS", "CommandError", "main"]
+__all__ = [
+    "COMMANDS",
+    "CommandError",
+    "Target",
+    "UsageError",
+    "addDelimiterOption",
+    "addTargetArguments",
+    "main",
+    "parseTarget",
+]
 
 #: The subcommands, in the order C{tcpsc --help} lists them.
 COMMANDS = ("certs", "connect", "bench")
@@ -34,6 +45,111 @@ class CommandError(Exception):
     A failure of a subcommand that the user can fix: printed as
     C{tcpsc NAME: MESSAGE} on one line, exit status 1.
     """
+
+
+class UsageError(Exception):
+    """
+    Options of a subcommand that do not go together (C{--cert} without
+    C{--key}): printed as argparse prints a usage error, exit status 2.
+    """
+
+
+def _delimiter(text: str) -> bytes:
+    from ._delimiter import parseDelimiter
+
+    try:
+        return parseDelimiter(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def addDelimiterOption(parser: argparse.ArgumentParser) -> None:
+    """
+    Add C{-d}/C{--delimiter}, with the grammar and help text every tcpsc
+    command and the daemon share (L{tcpsc._delimiter}); its value is bytes,
+    a newline by default.
+    """
+    from ._delimiter import DELIMITER_HELP
+
+    parser.add_argument("-d", "--delimiter", type=_delimiter, default=b"\n", metavar="D",
+                        help=f"{DELIMITER_HELP} (default: \\n)")
+
+
+#: What C{HOST PORT} or an endpoint description may name, for C{--help}.
+TARGET_HELP = (
+    "the server: HOST PORT (a host name or address and a port), or a client endpoint "
+    "description: tcp:HOST:PORT, or unix:PATH for a UNIX socket (as the daemon's "
+    "--port unix:PATH)"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    Where a command connects: C{host} and C{port}, or C{path}, a UNIX
+    socket (then C{host} is the name a TLS server certificate is checked
+    against, C{localhost}).
+    """
+
+    host: str
+    port: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def addTargetArguments(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the positional C{HOST PORT} (or one endpoint description) that
+    L{parseTarget} reads.
+    """
+    parser.add_argument("host", metavar="HOST", help=TARGET_HELP)
+    parser.add_argument("port", metavar="PORT", nargs="?", default=None,
+                        help="the server's port (not with an endpoint description)")
+
+
+def _portNumber(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise UsageError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port outside 1-65535: {text!r}")
+    return port
+
+
+def parseTarget(host: str, port: str | None) -> Target:
+    """
+    The L{Target} of C{HOST PORT}, or of one endpoint description
+    (C{tcp:HOST:PORT}, with an IPv6 address as C{[::1]} or with its colons
+    escaped as C{\\:}; C{unix:PATH}) given as C{host} alone.
+
+    @raise UsageError: neither, or both.
+    """
+    kind, colon, rest = host.partition(":")
+    described = colon and kind in ("tcp", "tcp6", "unix")
+    if port is not None:
+        if described:
+            raise UsageError(f"{host} is an endpoint description: give it without a PORT")
+        return Target(host, _portNumber(port))
+    if not described:
+        raise UsageError(f"PORT is missing after {host} "
+                         "(or give an endpoint such as tcp:HOST:PORT or unix:PATH)")
+    if kind == "unix":
+        path = rest.removeprefix("path=")
+        if not path:
+            raise UsageError(f"{host} names no socket path")
+        return Target("localhost", None, path)
+    address, colon, number = rest.replace("\\:", "\0").rpartition(":")
+    address = address.replace("\0", ":").strip("[]")
+    if not colon or not address:
+        raise UsageError(f"{host} is not tcp:HOST:PORT")
+    return Target(address, _portNumber(number))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = _parser().parse_args(argv)
     try:
         status = args._run(args)
+    except UsageError as e:
+        prog = " ".join(["tcpsc", args.command, *([args.mode] if "mode" in args else [])])
+        print(f"{prog}: error: {e} (see {prog} --help)", file=sys.stderr)
+        status = 2
     except CommandError as e:
         print(f"tcpsc {args.command}: {e}", file=sys.stderr)
         status = 1

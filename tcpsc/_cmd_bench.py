@@ -13,10 +13,12 @@ CppServer's performance clients.  Modes:
 
 Each mode prints a report and, last, one line for programs:
   RESULT mode=echo msgs_per_s=... mib_per_s=... errors=... messages=... ...
-The exit status is 0 without errors, 1 with errors (or a problem such as an
-unreadable certificate file), 2 for a usage error.  A live progress line
-goes to standard error when it is a terminal and the run lasts more than two
-seconds.
+The exit status is 0 without errors; 1 with errors, when multicast received
+no message at all, or on a problem such as an unreadable certificate file;
+2 for a usage error; 130 on Ctrl-C.  The server is HOST PORT, or an
+endpoint description: tcp:HOST:PORT, or unix:PATH for a UNIX socket.  A
+live progress line goes to standard error when it is a terminal and the run
+lasts more than two seconds.
 Example, pinned to another core than the server:
 
   taskset -c 0 tcpsc bench echo 127.0.0.1 8081 -c 100 -q 100 -m 2000000
@@ -25,7 +27,6 @@ Example, pinned to another core than the server:
 from __future__ import annotations
 
 import argparse
-import codecs
 import multiprocessing
 import os
 import sys
@@ -34,7 +35,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _loadgen as lg
-from .__main__ import CommandError
+from .__main__ import (
+    CommandError,
+    Target,
+    UsageError,
+    addDelimiterOption,
+    addTargetArguments,
+    parseTarget,
+)
+from ._delimiter import formatDelimiter
 
 __all__ = ["SUMMARY", "configure", "main", "run"]
 
@@ -43,55 +52,41 @@ SUMMARY = "load a message server (echo, multicast, connect, idle) and measure it
 _PROGRESS_AFTER = 2.0
 
 
-def _delimiter(text: str) -> bytes:
-    """
-    A delimiter given as a number (C{10}, C{0x0a}) or as text with escapes
-    (C{"\\r\\n"}).
-    """
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = None
-    if value is not None:
-        if not 0 <= value <= 255:
-            raise argparse.ArgumentTypeError(f"delimiter byte {value} is outside 0-255")
-        return bytes([value])
-    data: bytes = codecs.escape_decode(text.encode("utf-8"))[0]
-    if not data:
-        raise argparse.ArgumentTypeError("the delimiter must not be empty")
-    return data
-
-
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
-def _port(text: str) -> int:
+def _seconds(text: str) -> float:
     try:
-        port = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"outside 1-65535: {text!r}")
-    return port
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
 
 
 def _addConnectionOptions(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", help="server address (127.0.0.1, ::1, a name)")
-    parser.add_argument("port", type=_port, help="server port")
-    parser.add_argument("--tls", action="store_true", help="TLS 1.3")
-    parser.add_argument("--ca", help="CA certificate to verify the server with (PEM)")
-    parser.add_argument("--cert", help="client certificate (PEM)")
-    parser.add_argument("--key", help="client private key (PEM)")
-    parser.add_argument("--sni", help="server name to send and check (default: HOST)")
-    parser.add_argument("--delimiter", "-d", type=_delimiter, default=b"\n",
-                        help="message delimiter: a byte value (10, 0x0a) or text with "
-                             "escapes (\\r\\n); default \\n")
-    parser.add_argument("--procs", type=_positive, default=1,
-                        help="spread the clients over this many processes")
+    addTargetArguments(parser)
+    parser.add_argument("--tls", action="store_true", help="TLS 1.3 (default: plain TCP)")
+    parser.add_argument("--ca", metavar="PEM",
+                        help="with --tls: CA certificate to verify the server with "
+                             "(default: none, the server is not verified)")
+    parser.add_argument("--cert", metavar="PEM",
+                        help="with --tls: client certificate (default: none)")
+    parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
+    parser.add_argument("--sni", metavar="NAME",
+                        help="with --tls: server name to send and check "
+                             "(default: HOST; localhost for unix:PATH)")
+    addDelimiterOption(parser)
+    parser.add_argument("--procs", type=_positive, default=1, metavar="N",
+                        help="spread the clients over this many processes (default: 1)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
     """
     Run the mode parsed into C{args}; the exit status.
     """
+    target = parseTarget(args.host, args.port)
+    # The load generator takes a UNIX socket as its path and no port.
+    args.host, args.port = (target.path, None) if target.path is not None else (
+        target.host, target.port)
+    args.target = target
+    if args.sni is None and target.path is not None:
+        args.sni = target.host
     return int(args.func(args))
 
 
@@ -116,27 +118,35 @@ def _fill(modes: Any) -> None:
                     "messages in flight. Every echoed byte is compared with what was sent: "
                     "corruption, loss, reordering and duplication are errors.")
     _addConnectionOptions(echo)
-    echo.add_argument("-c", "--clients", type=_positive, default=100)
+    echo.add_argument("-c", "--clients", type=_positive, default=100, metavar="CLIENTS",
+                      help="connections sending at once (default: 100)")
     echo.add_argument("-m", "--messages", type=_positive, default=1_000_000,
-                      help="total messages, split over the clients")
-    echo.add_argument("-s", "--size", type=_positive, default=32,
-                      help="bytes per message, delimiter included")
+                      metavar="MESSAGES",
+                      help="total messages, split over the clients (default: 1000000)")
+    echo.add_argument("-s", "--size", type=_positive, default=32, metavar="SIZE",
+                      help="bytes per message, delimiter included (default: 32)")
     echo.add_argument("-q", "--in-flight", dest="inflight", type=_positive, default=1000,
-                      help="messages each client keeps in flight")
-    echo.add_argument("-T", "--timeout", type=float, default=300.0,
-                      help="give up after this many seconds (missing echoes are errors)")
+                      metavar="IN_FLIGHT",
+                      help="messages each client keeps in flight (default: 1000)")
+    echo.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                      help="give up after this many seconds; missing echoes are errors "
+                           "(default: 300)")
     echo.set_defaults(func=_echo)
 
     multicast = modes.add_parser(
         "multicast", help="clients only read what the server broadcasts",
         description="Counts the messages all clients receive during SECONDS after every "
-                    "client is connected.")
+                    "client is connected, from a server that broadcasts on its own (such as "
+                    "the daemon's --app broadcast). Receiving nothing is an error.")
     _addConnectionOptions(multicast)
-    multicast.add_argument("-c", "--clients", type=_positive, default=100)
-    multicast.add_argument("-T", "--seconds", type=float, default=5.0)
-    multicast.add_argument("-s", "--size", type=_positive, default=None,
-                           help="expected bytes per message, delimiter included; others "
-                                "are errors")
+    multicast.add_argument("-c", "--clients", type=_positive, default=100, metavar="CLIENTS",
+                           help="connections reading at once (default: 100)")
+    multicast.add_argument("-T", "--seconds", type=_seconds, default=5.0, metavar="SECONDS",
+                           help="how long to count, once every client is connected "
+                                "(default: 5)")
+    multicast.add_argument("-s", "--size", type=_positive, default=None, metavar="SIZE",
+                           help="expected bytes per message, delimiter included (as the "
+                                "daemon's --message-size); others are errors (default: any)")
     multicast.set_defaults(func=_multicast)
 
     connect = modes.add_parser(
@@ -144,10 +154,16 @@ def _fill(modes: Any) -> None:
         description="Each connection connects, does its TLS handshake, has one message "
                     "echoed (proof the server accepted it) and is closed.")
     _addConnectionOptions(connect)
-    connect.add_argument("-n", "--connections", type=_positive, default=2000)
-    connect.add_argument("-c", "--concurrency", type=_positive, default=10)
-    connect.add_argument("-s", "--size", type=_positive, default=32)
-    connect.add_argument("-T", "--timeout", type=float, default=300.0)
+    connect.add_argument("-n", "--connections", type=_positive, default=2000, metavar="N",
+                         help="connections to make in all (default: 2000)")
+    connect.add_argument("-c", "--concurrency", type=_positive, default=10, metavar="N",
+                         help="connections under way at once (default: 10)")
+    connect.add_argument("-s", "--size", type=_positive, default=32, metavar="SIZE",
+                         help="bytes of the one echoed message, delimiter included "
+                              "(default: 32)")
+    connect.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                         help="give up after this many seconds; connections not done are "
+                              "errors (default: 300)")
     connect.set_defaults(func=_connect)
 
     idle = modes.add_parser(
@@ -156,10 +172,16 @@ def _fill(modes: Any) -> None:
                     "message), prints a HOLDING line, and keeps them open until standard "
                     "input ends or HOLD seconds pass.")
     _addConnectionOptions(idle)
-    idle.add_argument("-n", "--connections", type=_positive, default=10_000)
-    idle.add_argument("-c", "--concurrency", type=_positive, default=100)
-    idle.add_argument("--hold", type=float, default=60.0)
-    idle.add_argument("-T", "--timeout", type=float, default=300.0)
+    idle.add_argument("-n", "--connections", type=_positive, default=10_000, metavar="N",
+                      help="connections to open and hold (default: 10000)")
+    idle.add_argument("-c", "--concurrency", type=_positive, default=100, metavar="N",
+                      help="connections being opened at once (default: 100)")
+    idle.add_argument("--hold", type=_seconds, default=60.0, metavar="SECONDS",
+                      help="hold them this long at most, or until standard input ends "
+                           "(default: 60)")
+    idle.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                      help="give up opening after this many seconds; connections not open "
+                           "are errors (default: 300)")
     idle.set_defaults(func=_idle)
 
 
@@ -174,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         return run(options)
+    except UsageError as e:
+        prog = f"tcpsc bench {options.mode}"
+        print(f"{prog}: error: {e} (see {prog} --help)", file=sys.stderr)
+        return 2
     except CommandError as e:
         print(f"tcpsc bench: {e}", file=sys.stderr)
         return 1
@@ -187,13 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _context(options: argparse.Namespace) -> Any:
     if not options.tls:
         if options.ca or options.cert or options.key:
-            raise CommandError("--ca, --cert and --key only apply with --tls")
+            raise UsageError("--ca, --cert and --key apply only with --tls")
         return None
+    if (options.cert is None) != (options.key is None):
+        raise UsageError("--cert and --key go together")
     if options.ca is None:
         print("tcpsc bench: warning: --tls without --ca, server certificate NOT verified",
               file=sys.stderr)
-    if (options.cert is None) != (options.key is None):
-        raise CommandError("--cert and --key go together")
     try:
         return lg.clientContext(options.ca, options.cert, options.key)
     except (OSError, ValueError) as e:
@@ -348,8 +374,12 @@ def _spread(count: int, procs: int) -> list[tuple[int, int]]:
 
 
 def _header(options: argparse.Namespace, extra: list[str]) -> None:
-    print(f"Server address: {options.host}")
-    print(f"Server port: {options.port}")
+    target: Target = options.target
+    if target.path is not None:
+        print(f"Server socket: {target.path}")
+    else:
+        print(f"Server address: {target.host}")
+        print(f"Server port: {target.port}")
     print(f"Working processes: {options.procs}")
     for line in extra:
         print(line)
@@ -362,9 +392,9 @@ def _header(options: argparse.Namespace, extra: list[str]) -> None:
 
 def _echo(options: argparse.Namespace) -> int:
     if options.messages < options.clients:
-        raise CommandError("-m must be at least -c (every client sends a message)")
+        raise UsageError("-m must be at least -c (every client sends a message)")
     if options.size < len(options.delimiter):
-        raise CommandError("-s includes the delimiter and must be at least its length")
+        raise UsageError("-s includes the delimiter and must be at least its length")
     context = _context(options)
     counts = lg.splitMessages(options.messages, options.clients)
     shares = []
@@ -379,7 +409,7 @@ def _echo(options: argparse.Namespace) -> int:
         f"Working clients: {options.clients}",
         f"Messages in flight per client: {options.inflight}",
         f"Messages to send: {options.messages}",
-        f"Message size: {options.size} (including delimiter {options.delimiter!r})",
+        f"Message size: {options.size} (including delimiter {formatDelimiter(options.delimiter)})",
     ])
     sys.stdout.flush()
     stats = _measure(lg.runEcho, shares, lg.EchoStats(), options.messages, "echoed")
@@ -471,6 +501,11 @@ def _multicast(options: argparse.Namespace) -> int:
         f"connected={stats.connected} min_client_msgs={low} max_client_msgs={high}"
     )
     sys.stdout.flush()
+    if stats.connected and not stats.messages:
+        print(f"tcpsc bench multicast: no messages received in {options.seconds:g} s: "
+              "the server broadcast nothing (a server that broadcasts on its own is "
+              "needed, such as twistd tcpsc --app broadcast)", file=sys.stderr)
+        return 1
     return 1 if stats.errors else 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from .__main__ import CommandError
+from .__main__ import CommandError, UsageError
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -32,6 +32,29 @@ def _days(text: str) -> int:
     return days
 
 
+def _subject(text: str) -> str:
+    """
+    The shared subject fields, checked: valid, and without the OU and CN
+    that each certificate gets of its own (they would be dropped).
+    """
+    from cryptography.x509.oid import NameOID
+
+    from ._certgen import parseSubject
+
+    try:
+        name = parseSubject(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    own = [attribute.rfc4514_string() for attribute in name
+           if attribute.oid in (NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME)]
+    if own:
+        raise argparse.ArgumentTypeError(
+            f"each certificate gets its own OU and CN (OU=server, CN=localhost for the "
+            f"server, OU=NAME, CN=NAME for --client NAME): drop {', '.join(own)}"
+        )
+    return text
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", metavar="DIR",
                         help="where to write the files (created if missing)")
@@ -40,13 +63,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client", action="append", default=[], metavar="NAME",
                         help="make a client certificate NAME.pem with CN=NAME "
                         "(repeatable; default: one named client)")
-    parser.add_argument("--subject", metavar="FIELDS",
+    parser.add_argument("--subject", metavar="FIELDS", type=_subject,
                         help='subject fields shared by all certificates, such as '
                         '"C=DE,ST=Bavaria,L=Munich,O=Example"; each certificate gets '
-                        "its own OU and CN (default: O=tcpsc)")
+                        "its own OU and CN, so FIELDS has none (default: O=tcpsc)")
     parser.add_argument("--rsa", action="store_true",
                         help="RSA 3072 keys instead of EC P-256")
-    parser.add_argument("--days", type=_days, default=365,
+    parser.add_argument("--days", type=_days, default=365, metavar="N",
                         help="validity in days (default: 365)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing files")
@@ -68,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         raise CommandError(f"{e} (--force replaces it)") from None
     except ValueError as e:
-        raise CommandError(str(e)) from None
+        # Every ValueError is about an argument: a client name, a host.
+        raise UsageError(str(e)) from None
     except OSError as e:
         where = f" {e.filename!r}" if e.filename else ""
         raise CommandError(f"cannot write{where}: {e.strerror or e}") from None

@@ -5,19 +5,30 @@ message, each message received is printed on its own line.  Interactive, or
 in a pipe:
 
   printf 'hello\\nworld\\n' | tcpsc connect localhost 8081
+  tcpsc connect unix:/run/tcpsc.sock
 
 At the end of the input (Ctrl-D, or the end of a pipe) it keeps printing
 what arrives until nothing has arrived for --wait seconds (default 1), then
-closes the connection after what was sent is flushed, and exits 0.  It exits
-0 as well when the server closes the connection cleanly; 1, with one line
-on standard error, when it cannot connect (refused, unknown host, a
-certificate problem) or the connection fails; 130 on Ctrl-C.  Status
-messages go to standard error, so standard output holds only messages.
+closes the connection after what was sent is flushed.  Exit status:
+
+  0    the input ended; or the server closed the connection cleanly after
+       answering, or after the input ended with nothing sent
+  1    one line on standard error: it cannot connect (refused, unknown host,
+       --connect-timeout, a certificate problem, the server does not speak
+       TLS), the connection failed, or the server closed it before answering
+       what was sent (or before any input was sent)
+  2    a usage error
+  130  Ctrl-C (SIGINT); SIGTERM ends it with the signal's own status, as
+       twistd does (143 in a shell, -15 from Python's subprocess)
+
+Status messages go to standard error, so standard output holds only
+messages.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -28,7 +39,14 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .__main__ import CommandError
+from .__main__ import (
+    CommandError,
+    Target,
+    UsageError,
+    addDelimiterOption,
+    addTargetArguments,
+    parseTarget,
+)
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -37,16 +55,6 @@ SUMMARY = "send stdin lines as messages, print received messages (a chat client)
 #: The longest line read from standard input; longer ones are dropped, so
 #: that input without newlines cannot make the buffer grow without bound.
 _MAX_LINE = 16 * 1024 * 1024
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"outside 1-65535: {text!r}")
-    return port
 
 
 def _seconds(text: str) -> float:
@@ -59,19 +67,28 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _positiveSeconds(text: str) -> float:
+    seconds = _seconds(text)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return seconds
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("host", metavar="HOST", help="host name or address of the server")
-    parser.add_argument("port", metavar="PORT", type=_port, help="its port")
+    addTargetArguments(parser)
     parser.add_argument("--tls", action="store_true",
-                        help="TLS 1.3; the server's certificate must be valid for HOST")
+                        help="TLS 1.3; the server's certificate must be valid for HOST "
+                        "(for unix:PATH, for localhost)")
     parser.add_argument("--ca", metavar="PEM",
                         help="with --tls: CA the server's certificate must be issued by "
                         "(default: the system's trusted CAs)")
     parser.add_argument("--cert", metavar="PEM", help="with --tls: this client's certificate")
     parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
-    parser.add_argument("-d", "--delimiter", default="\\n", metavar="D",
-                        help="message delimiter; escapes \\n \\r \\t \\0 \\\\ \\xHH "
-                        "(default: \\n)")
+    addDelimiterOption(parser)
+    parser.add_argument("--connect-timeout", type=_positiveSeconds, default=30.0,
+                        metavar="SECONDS",
+                        help="give up connecting (TLS handshake included) after this long "
+                        "(default: 30)")
     parser.add_argument("--reconnect", action="store_true",
                         help="after the connection is lost, connect again (with backoff) "
                         "until the input ends")
@@ -160,9 +177,11 @@ class _Session:
     @ivar done: fires with the exit status.
     """
 
-    def __init__(self, reactor: Any, args: argparse.Namespace, interactive: bool) -> None:
+    def __init__(self, reactor: Any, args: argparse.Namespace, interactive: bool,
+                 target: Target | None = None) -> None:
         self.reactor = reactor
         self.args = args
+        self.target = target if target is not None else Target(args.host, args.port)
         self.interactive = interactive
         self.done: Deferred[int] = Deferred()
         self.client: Any = None
@@ -173,10 +192,15 @@ class _Session:
         self._finishing = False
         self._quietTimer: Any = None
         self._connectedOnce = False
+        # What the current connection carried: whether the server closing
+        # it is an answer or a refusal.
+        self._sentHere = False
+        self._receivedHere = False
 
     # -- the connection ---------------------------------------------------
 
     def messageReceived(self, message: bytes) -> None:
+        self._receivedHere = True
         if self.stdio is not None and not self._stdoutClosed:
             self.stdio.writeSequence((message, b"\n"))
         if self._inputEnded:
@@ -184,11 +208,11 @@ class _Session:
 
     def established(self, protocol: Any) -> None:
         if self._connectedOnce:
-            _note(f"reconnected to {self.args.host}:{self.args.port}")
+            _note(f"reconnected to {self.target}")
         elif self.interactive:
-            _note(f"connected to {self.args.host}:{self.args.port}; type messages, "
-                  "Ctrl-D to quit")
+            _note(f"connected to {self.target}; type messages, Ctrl-D to quit")
         self._connectedOnce = True
+        self._sentHere = self._receivedHere = False
         stdio = self.stdio
         protocol.transport.registerProducer(
             _Throttle(stdio.pauseProducing, stdio.resumeProducing), True
@@ -209,6 +233,14 @@ class _Session:
             self.finish(1)
         elif self.args.reconnect:
             _note(f"connection lost ({reason.getErrorMessage()}); reconnecting")
+        elif not self._receivedHere and (self._sentHere or not self._inputEnded):
+            # Nothing came back for what was sent, or the input was cut
+            # short: a refusal (a TLS port, a connection limit), not an end.
+            cause = "" if reason.check(ConnectionDone) else f" ({reason.getErrorMessage()})"
+            what = "answering" if self._sentHere else "any input was sent"
+            hint = "" if self.args.tls else "; does it require --tls?"
+            _note(f"the server closed the connection before {what}{cause}{hint}")
+            self.finish(1)
         elif reason.check(ConnectionDone):
             if self.interactive:
                 _note("the server closed the connection")
@@ -223,6 +255,7 @@ class _Session:
         if self._finishing:
             return
         if self.client.send(line):
+            self._sentHere = True
             return
         protocol = self.client.protocol
         if protocol is None or not protocol.ready or protocol.transport.disconnecting:
@@ -250,6 +283,15 @@ class _Session:
             self._quietTimer = self.reactor.callLater(self.args.wait, self.finish, 0)
 
     # -- the end ----------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """
+        A signal ends the run: whatever the connection does from now on is
+        not news (no "reconnecting", no cause), and it is not made again.
+        """
+        self._finishing = True
+        if self.client is not None:
+            self.client.reconnect = False
 
     def finish(self, status: int) -> None:
         """
@@ -286,6 +328,35 @@ class _Session:
         closing.addBoth(lambda _: self.done.callback(status))
 
 
+def _unixClient(path: str, **kwargs: Any) -> Any:
+    """
+    A L{Client} that connects to the UNIX socket C{path} instead of a host
+    and port, and names it C{unix:PATH} in what it reports.
+    """
+    from twisted.internet.endpoints import UNIXClientEndpoint
+    from twisted.internet.error import ConnectionRefusedError
+
+    from ._client import Client
+    from ._errors import ConnectError
+
+    class UNIXClient(Client):
+        def _endpoint(self, host: str, port: int) -> Any:
+            return UNIXClientEndpoint(self._reactor, path, timeout=self.connectTimeout)
+
+        def _describeTarget(self) -> tuple[str, int]:
+            # Shown as HOST:PORT, that is unix:PATH.
+            return ("unix", path)  # type: ignore[return-value]
+
+        def _classifyConnectFailure(self, f: Failure, host: str, port: int) -> Any:
+            if f.check(ConnectionRefusedError):
+                return ConnectError(f"connection to unix:{path} refused: no server is listening")
+            code = getattr(f.value, "osError", None)
+            why = os.strerror(code) if isinstance(code, int) else f.getErrorMessage()
+            return ConnectError(f"cannot connect to unix:{path}: {why}")
+
+    return UNIXClient(**kwargs)
+
+
 async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
                 delimiter: bytes, tls: Any) -> int:
     from twisted.internet.stdio import StandardIO
@@ -293,21 +364,27 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
     from ._client import Client
     from ._errors import StartError
 
-    client = Client(
+    target = session.target
+    settings: dict[str, Any] = dict(
         delimiter=delimiter,
         onMessage=session.messageReceived,
         onEstablished=session.established,
         onClosed=session.closed,
         reconnect=args.reconnect,
+        connectTimeout=args.connect_timeout,
         reactor=reactor,
     )
+    # For a UNIX socket the port is not used: the endpoint is its path.
+    port = target.port if target.port is not None else 1
+    client = (_unixClient(target.path, **settings) if target.path is not None
+              else Client(**settings))
     # Standard output is ready before anything can arrive; input is read
     # only once connected.
     session.stdio = StandardIO(session.terminal, reactor=reactor)
     session.stdio.pauseProducing()
     session.client = client
     try:
-        await client.connect(args.host, args.port, tls)
+        await client.connect(target.host, port, tls)
     except StartError as e:
         if session.done.called:
             # Standard output was closed while connecting.
@@ -348,35 +425,62 @@ def _beginLogging(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._tls import TLSConfig
-    from .tap import parseDelimiter
+    import signal
 
-    try:
-        delimiter = parseDelimiter(args.delimiter)
-    except ValueError as e:
-        raise CommandError(f"--delimiter: {e}") from None
+    from ._tls import TLSConfig
+
+    target = parseTarget(args.host, args.port)
     tls = None
     if args.tls:
         if (args.cert is None) != (args.key is None):
-            raise CommandError("--cert and --key go together")
+            raise UsageError("--cert and --key go together")
         tls = TLSConfig(ca=args.ca, cert=args.cert, key=args.key)
     elif args.ca or args.cert or args.key:
-        raise CommandError("--ca, --cert and --key only apply with --tls")
+        raise UsageError("--ca, --cert and --key apply only with --tls")
 
     from twisted.internet import reactor as globalReactor
 
     reactor: Any = globalReactor
     _beginLogging(verbose=args.verbose)
-    session = _Session(reactor, args, interactive=sys.stdin.isatty())
+    session = _Session(reactor, args, interactive=sys.stdin.isatty(), target=target)
     outcome: list[object] = []
+    signals: list[int] = []
+
+    def stopReactor(_: object = None) -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def interrupted() -> None:
+        session.interrupt()
+        stopReactor()
+
+    def onSignal(number: int, frame: object) -> None:
+        if signals:
+            # A second signal while the first one's stop is under way.
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        signals.append(number)
+        reactor.callFromThread(interrupted)
 
     def start() -> None:
-        d = Deferred.fromCoroutine(_main(reactor, args, session, delimiter, tls))
+        d = Deferred.fromCoroutine(_main(reactor, args, session, args.delimiter, tls))
         d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
+        d.addBoth(stopReactor)
 
+    # The command's own handlers instead of the reactor's: a signal ends
+    # the run quietly, and the exit status says which signal it was.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, onSignal)
     reactor.callWhenRunning(start)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
+    if signals:
+        if signals[0] == signal.SIGTERM:
+            # As twistd does: die of the signal, after a clean stop.
+            sys.stderr.flush()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 130
     if not outcome:
         return 130
     result = outcome[0]

@@ -246,12 +246,16 @@ class _Engine:
     handshakes, an epoll loop with a deadline.
     """
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext | None,
+    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
                  serverHostname: str | None) -> None:
+        """
+        @param port: the server's port; C{None} when C{host} is the path of
+            a UNIX socket.
+        """
         self.host = host
         self.port = port
         self.context = context
-        self.serverHostname = serverHostname or host
+        self.serverHostname = serverHostname or (host if port is not None else "localhost")
         self.poller = select.epoll()
         self.byFd: dict[int, _Connection] = {}
         # One receive buffer for all connections: reading into it and
@@ -261,6 +265,11 @@ class _Engine:
         self.view = memoryview(self.buffer)
         self.firstError: str | None = None
         self.connectionErrors = 0
+        self.address: Any
+        if port is None:
+            self.family = socket.AF_UNIX
+            self.address = host
+            return
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
         self.family = family
@@ -272,7 +281,8 @@ class _Engine:
     def open(self, connection: _Connection) -> None:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         code = sock.connect_ex(self.address)
         if code not in (0, errno.EINPROGRESS):
             sock.close()
@@ -361,7 +371,7 @@ class _EchoSetup:
 
 
 class _EchoEngine(_Engine):
-    def __init__(self, host: str, port: int, context: ssl.SSLContext | None,
+    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
                  serverHostname: str | None, setup: _EchoSetup) -> None:
         super().__init__(host, port, context, serverHostname)
         self.setup = setup
@@ -683,7 +693,7 @@ class _EchoEngine(_Engine):
 
 def runEcho(
     host: str,
-    port: int,
+    port: int | None,
     counts: Sequence[int],
     size: int,
     inflight: int,
@@ -813,7 +823,7 @@ class MulticastStats:
 
 def runMulticast(
     host: str,
-    port: int,
+    port: int | None,
     clients: int,
     seconds: float,
     size: int | None = None,
@@ -979,7 +989,7 @@ class _ProbeEngine(_Engine):
     the server has checked its certificate).
     """
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext | None,
+    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
                  serverHostname: str | None, probe: bytes, delimiter: bytes) -> None:
         super().__init__(host, port, context, serverHostname)
         self.probe = probe
@@ -1026,7 +1036,7 @@ class _ProbeEngine(_Engine):
 
 def runConnect(
     host: str,
-    port: int,
+    port: int | None,
     connections: int,
     concurrency: int,
     size: int = 32,
@@ -1114,7 +1124,7 @@ class IdleStats:
 
 def runIdle(
     host: str,
-    port: int,
+    port: int | None,
     connections: int,
     concurrency: int,
     hold: Callable[[IdleStats], None],

@@ -421,6 +421,45 @@ class _HalfCloseableTimeoutProtocol(_IdleTimeoutProtocol):
         cast(IHalfCloseableProtocol, self.wrappedProtocol).writeConnectionLost()
 
 
+#: How a TLS client's first bytes start: a handshake record (0x16) of TLS
+#: (major version 3), the ClientHello.
+_TLS_CLIENT_HELLO = b"\x16\x03"
+#: What a plain port answers a ClientHello with before it closes: bytes that
+#: are not TLS, so that the client's TLS library says so ("wrong version
+#: number") at once, where a bare close would look like any other refusal.
+_NOT_TLS = b"this port does not speak TLS\n"
+
+
+def _refuseTLSClients(server: Server, protocol: _ConnectionBase) -> None:
+    """
+    Look at the first bytes a connection to a plain (non-TLS) port receives:
+    a TLS ClientHello there comes from a client configured for TLS, which
+    would otherwise wait for its handshake timeout while its handshake is
+    taken for a message.  Log it, answer with bytes that are not TLS, and
+    close the connection.
+
+    The check is an instance attribute over the protocol's C{dataReceived}
+    that removes itself on the first read, so later reads cost nothing.
+    """
+
+    def firstDataReceived(data: bytes) -> None:
+        del protocol.__dict__["dataReceived"]
+        if not data.startswith(_TLS_CLIENT_HELLO):
+            protocol.dataReceived(data)
+            return
+        server.log.warn(
+            "Connection {connectionId} from {peer}: a TLS client connected to a plain port; "
+            "closing it",
+            connectionId=protocol.connectionId,
+            peer=describeAddress(protocol.transport.getPeer()),
+            reason="tlsClientOnPlainPort",
+        )
+        protocol.transport.write(_NOT_TLS)
+        protocol.closeConnection("a TLS client connected to a plain port")
+
+    protocol.__dict__["dataReceived"] = firstDataReceived
+
+
 class _ListeningFactory(Factory):
     """
     The factory of one listening port: applies the connection limits before
@@ -457,6 +496,8 @@ class _ListeningFactory(Factory):
         tlsFactory = self._tlsFactory
         if tlsFactory is not None:
             protocol = tlsFactory.protocol(tlsFactory, protocol)
+        else:
+            _refuseTLSClients(self._server, connection)
         timeoutFactory = self._timeoutFactory
         if timeoutFactory is not None:
             wrapper = (_HalfCloseableTimeoutProtocol

@@ -840,7 +840,16 @@ def classifyTLSFailure(
         return ClientCertificateRejected(
             f"the server rejected this client's certificate: {_sslReason(value)}", value
         )
+    if any(words in lowered for words in _NOT_TLS_REASONS):
+        # The server answered the ClientHello with bytes that are not TLS.
+        return TLSHandshakeError(
+            f"the server does not speak TLS (a plain port?): {_sslReason(value)}", value
+        )
     return TLSHandshakeError(f"the TLS handshake failed: {_sslReason(value)}", value)
+
+
+#: OpenSSL's reasons for a first answer that is not a TLS record.
+_NOT_TLS_REASONS = ("wrong version number", "packet length too long", "unknown protocol")
 
 
 #: OpenSSL's reasons for a failed handshake, in words, by the side that

@@ -29,6 +29,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._apps import BUILTIN_APPS, loadAppClass, recordSink
+from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -50,52 +51,6 @@ __all__ = [
 
 #: Where the daemon listens when no C{--port} is given.
 DEFAULT_PORT = "tcp:8081"
-
-_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
-
-
-def parseDelimiter(text: str) -> bytes:
-    r"""
-    Turn a delimiter as typed on a command line into bytes: C{\n}, C{\r},
-    C{\t}, C{\0}, C{\\} and C{\xHH} are escapes, anything else stands for
-    itself (encoded as UTF-8), so C{"|"}, C{"\r\n"} and C{"\x1e"} all work.
-
-    @raise ValueError: empty, or an unknown or incomplete escape.
-    """
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char != "\\":
-            out += char.encode("utf-8")
-            i += 1
-            continue
-        if i + 1 >= len(text):
-            raise ValueError(f"delimiter {text!r} ends with a lone backslash (write \\\\)")
-        escape = text[i + 1]
-        if escape in _ESCAPES:
-            out += _ESCAPES[escape]
-            i += 2
-        elif escape == "x":
-            digits = text[i + 2 : i + 4]
-            try:
-                if len(digits) != 2:
-                    raise ValueError
-                out.append(int(digits, 16))
-            except ValueError:
-                raise ValueError(
-                    f"delimiter {text!r}: \\x needs two hex digits, as in \\x1e"
-                ) from None
-            i += 4
-        else:
-            raise ValueError(
-                f"delimiter {text!r}: unknown escape \\{escape} "
-                "(known: \\n \\r \\t \\0 \\\\ \\xHH)"
-            )
-    if not out:
-        raise ValueError("the delimiter must be one or more bytes")
-    return bytes(out)
-
 
 def _normalisePort(port: str) -> str:
     """
@@ -183,8 +138,8 @@ class Options(usage.Options):
         ["cert", None, None, "PEM file of the server certificate (then any intermediates)."],
         ["key", None, None, "PEM file of the server certificate's private key (a warning "
                             "is logged if group or others may read it)."],
-        ["delimiter", "d", None, "Message delimiter; escapes \\n \\r \\t \\0 \\\\ \\xHH "
-                                 "[default: \\n, or the --app class's delimiter]"],
+        ["delimiter", "d", None, DELIMITER_HELP[0].upper() + DELIMITER_HELP[1:]
+         + " [default: \\n, or the --app class's delimiter]"],
         ["max-length", "m", None, "Longest message in bytes, or 'none' for no limit "
                                   "[default: 16777216, or the --app class's]"],
         ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
@@ -513,7 +468,7 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
         delimiter = options["delimiter"] or protocol.delimiter
         maxLength = options.get("max-length", protocol.maxMessageLength)
         limit = "no length limit" if maxLength is None else f"messages up to {maxLength} bytes"
-        mode = f"fragmented mode, delimiter {delimiter!r}, {limit}"
+        mode = f"fragmented mode, delimiter {formatDelimiter(delimiter)}, {limit}"
     if tls is None:
         security = "plain TCP"
     elif tls.allowedClients is not None:

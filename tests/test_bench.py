@@ -8,18 +8,21 @@ catches a server that gets the bytes wrong.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from tcpsc import MessageProtocol, Server, TLSConfig
 
-from ._helpers import certificates
+from ._helpers import certificates, waitFor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +88,11 @@ def _result(output: str) -> dict[str, str]:
     return dict(word.split("=", 1) for word in words[1:])
 
 
-class BenchEchoTests(TestCase):
+class _BenchTestCase(TestCase):
+    """
+    Helpers: servers in this process, the real command in a child process.
+    """
+
     timeout = 60
 
     async def _serve(self, protocol: type[MessageProtocol], tls: TLSConfig | None = None) -> int:
@@ -101,7 +108,7 @@ class BenchEchoTests(TestCase):
             [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
         )
         result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
-            sys.executable, ["-m", "tcpsc._cmd_bench", *arguments],
+            sys.executable, ["-m", "tcpsc", "bench", *arguments],
             env=environment, path=str(ROOT), reactor=reactor,
         )
         out, err, code = await result
@@ -119,6 +126,13 @@ class BenchEchoTests(TestCase):
             "-s", "32", "-q", "20", "-T", "20", *tlsArguments, *extra,
         )
         return out + err, code
+
+
+class BenchEchoTests(_BenchTestCase):
+    """
+    C{tcpsc bench echo} counts right and catches a server that gets the
+    bytes wrong.
+    """
 
     async def test_echo(self) -> None:
         """
@@ -230,3 +244,133 @@ class BenchEchoTests(TestCase):
         self.assertEqual(code, 1, output)
         self.assertNotIn("Traceback", output)
         self.assertIn("Errors: 12 (connection 2,", output)
+
+
+class BenchOptionTests(_BenchTestCase):
+    """
+    The options and exit statuses every mode shares, and C{multicast}'s.
+    """
+
+    async def test_delimiterDigitsAreText(self) -> None:
+        """
+        C{-d 10} is the two bytes C{10}, as for C{tcpsc connect} and the
+        daemon: a server framing on them echoes every message.
+        """
+        server = Server(_Echo, delimiter=b"10")
+        port = cast(Any, await server.listen(0, "127.0.0.1")).getHost().port
+        self.addCleanup(server.stop)
+        out, err, code = await self._bench(
+            "echo", "127.0.0.1", str(port), "-d", "10", "-c", "2", "-m", "100", "-q", "5",
+            "-T", "20")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn("(including delimiter 10)", out)
+        self.assertEqual(_result(out)["messages"], "100")
+
+    async def test_unreadableCertificate(self) -> None:
+        """
+        A certificate file that cannot be read: exit 1 with one line naming
+        the problem, before any connection.
+        """
+        port = await self._serve(_Echo)
+        out, err, code = await self._bench(
+            "echo", "localhost", str(port), "--tls", "--ca", "/nonexistent/ca.pem")
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("tcpsc bench: cannot load the TLS files:", err)
+        self.assertNotIn("Traceback", err)
+
+    async def test_multicastNothingReceived(self) -> None:
+        """
+        Against a server that broadcasts nothing (an echo server): exit 1,
+        one line on standard error saying so.
+        """
+        port = await self._serve(_Echo)
+        out, err, code = await self._bench(
+            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.3")
+        self.assertEqual(code, 1, out + err)
+        self.assertEqual(_result(out)["messages"], "0")
+        lines = err.splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("tcpsc bench multicast: no messages received", lines[0])
+
+    async def test_multicastReceives(self) -> None:
+        """
+        Against a server that broadcasts on its own, messages of the
+        expected size: exit 0.
+        """
+        server = Server(_Echo)
+        port = cast(Any, await server.listen(0, "127.0.0.1")).getHost().port
+        self.addCleanup(server.stop)
+        ticker = LoopingCall(server.broadcast, b"x" * 31)
+        ticker.clock = reactor
+        ticker.start(0.01)
+        self.addCleanup(ticker.stop)
+        out, err, code = await self._bench(
+            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.5", "-s", "32")
+        self.assertEqual(code, 0, out + err)
+        fields = _result(out)
+        self.assertEqual(fields["errors"], "0")
+        self.assertNotEqual(fields["messages"], "0")
+
+    async def test_help(self) -> None:
+        """
+        Every option of every mode has a help text that states its default.
+        """
+        for mode, options in (
+            ("echo", ("-c", "-m", "-s", "-q", "-T", "-d", "--procs")),
+            ("multicast", ("-c", "-T", "-s")),
+            ("connect", ("-n", "-c", "-s", "-T")),
+            ("idle", ("-n", "-c", "--hold", "-T")),
+        ):
+            out, err, code = await self._bench(mode, "--help")
+            self.assertEqual(code, 0, err)
+            text = " ".join(out.split())
+            for option in options:
+                start = text.index(f" {option} ")
+                following = text[start:start + 300]
+                self.assertIn("(default: ", following, (mode, option, following))
+
+    async def interrupt(self, name: str) -> tuple[int | None, int | None, bytes]:
+        """
+        Start C{tcpsc bench idle}, send it the signal C{name} while it holds
+        its connections; its exit status, the signal it died of, and its
+        output.
+        """
+        port = await self._serve(_Echo)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
+        ended: Deferred[tuple[int | None, int | None]] = Deferred()
+        output = bytearray()
+
+        class Bench(ProcessProtocol):
+            def outReceived(self, data: bytes) -> None:
+                output.extend(data)
+
+            errReceived = outReceived
+
+            def processEnded(self, reason: Any) -> None:
+                ended.callback((reason.value.exitCode, reason.value.signal))
+
+        process = reactor.spawnProcess(
+            Bench(), sys.executable,
+            [sys.executable, "-m", "tcpsc", "bench", "idle", "127.0.0.1", str(port), "-n", "2",
+             "--hold", "60"], env=environment)
+        await waitFor(lambda: b"HOLDING connections=2" in output, timeout=30)
+        process.signalProcess(name)
+        code, number = await ended.addTimeout(30, reactor)
+        self.assertNotIn(b"Traceback", bytes(output))
+        return code, number, bytes(output)
+
+    async def test_interrupted(self) -> None:
+        """
+        Ctrl-C (SIGINT) stops a run: exit status 130, no traceback.
+        """
+        code, _, output = await self.interrupt("INT")
+        self.assertEqual(code, 130, output)
+
+    async def test_terminated(self) -> None:
+        """
+        SIGTERM stops a run: it dies of the signal, no traceback.
+        """
+        code, number, output = await self.interrupt("TERM")
+        self.assertEqual((code, number), (None, signal.SIGTERM), output)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +25,12 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Server, TLSConfig
-from tcpsc.__main__ import main
+from tcpsc.__main__ import Target, UsageError, main, parseTarget
 
 from ._helpers import certificates, waitFor
 
@@ -68,7 +72,9 @@ class CommandTests(SynchronousTestCase):
                                (("certs",), ("--host", "--client", "--subject", "--rsa",
                                              "--days", "--force", "0600")),
                                (("connect",), ("--tls", "--ca", "--cert", "--key",
-                                               "--delimiter", "--reconnect", "--wait"))):
+                                               "--delimiter", "--reconnect", "--wait",
+                                               "--connect-timeout", "unix:PATH",
+                                               "tcp:HOST:PORT", "130", "SIGTERM"))):
             result = tcpsc(*command, "--help")
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertIn("usage: tcpsc", result.stdout)
@@ -234,22 +240,24 @@ class CertsTests(SynchronousTestCase):
 
     def test_errorsAreOneLine(self) -> None:
         """
-        Invalid subjects and client names, and unwritable directories, are
-        one line and exit status 1, and write nothing.
+        Invalid subjects and client names are usage errors: one line, exit
+        status 2, nothing written; an unwritable directory is one line, exit
+        status 1.
         """
         blocker = Path(self.mktemp())
         blocker.write_text("a file")
         for args, expected in (
-            (("--subject", "XX=1"), "XX"),
+            (("--subject", "XX=1"), "argument --subject: unknown subject key 'XX'"),
             (("--client", "server"), "reserved"),
             (("--client", "a/b"), "path separator"),
         ):
             directory = Path(self.mktemp())
             status, _, err = self.certs(str(directory), *args)
-            self.assertEqual(status, 1)
+            self.assertEqual(status, 2)
             lines = err.splitlines()
             self.assertEqual(len(lines), 1, err)
             self.assertIn(expected, lines[0])
+            self.assertTrue(lines[0].startswith("tcpsc certs: error: "), lines[0])
             self.assertFalse(directory.exists())
         status, _, err = self.certs(str(blocker / "sub"))
         self.assertEqual(status, 1)
@@ -268,6 +276,7 @@ class _Command(ProcessProtocol):
         self.err = bytearray()
         self.exited = False
         self.exitCode: int | None = None
+        self.signal: int | None = None
         self._waiters: list[Deferred[int | None]] = []
 
     def outReceived(self, data: bytes) -> None:
@@ -279,6 +288,7 @@ class _Command(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self.exited = True
         self.exitCode = reason.value.exitCode
+        self.signal = reason.value.signal
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self.exitCode)
@@ -295,9 +305,9 @@ class _Command(ProcessProtocol):
         return waiter.addTimeout(timeout, reactor)
 
 
-class ConnectTests(TestCase):
+class _CommandTestCase(TestCase):
     """
-    C{tcpsc connect} against a server in this process.
+    Helpers for C{tcpsc} commands spawned against servers in this process.
     """
 
     async def echoServer(self, tls: TLSConfig | None = None, **kwargs
@@ -314,11 +324,19 @@ class ConnectTests(TestCase):
         port = await server.listen(0, "127.0.0.1", tls=tls)
         return server, received, port.getHost().port
 
-    def spawn(self, *args: str) -> _Command:
+    def spawn(self, *args: str, subcommand: str = "connect", stdin: int | None = None
+              ) -> _Command:
+        """
+        Start C{tcpsc SUBCOMMAND ARGS}; its standard input is a pipe, or the
+        file descriptor C{stdin} (the slave side of a terminal).
+        """
         command = _Command()
+        fds: dict[int, int | str] | None = None
+        if stdin is not None:
+            fds = {0: stdin, 1: "r", 2: "r"}
         transport = reactor.spawnProcess(
-            command, sys.executable, [sys.executable, "-m", "tcpsc", "connect", *args],
-            env=_environment(),
+            command, sys.executable, [sys.executable, "-m", "tcpsc", subcommand, *args],
+            env=_environment(), childFDs=fds,
         )
         command.transport = transport
 
@@ -337,6 +355,12 @@ class ConnectTests(TestCase):
         self.assertNotIn("Traceback", lines[0])
         for text in expected:
             self.assertIn(text, lines[0])
+
+
+class ConnectTests(_CommandTestCase):
+    """
+    C{tcpsc connect} against a server in this process.
+    """
 
     def test_echoThroughPipes(self) -> None:
         """
@@ -587,13 +611,510 @@ class ConnectTests(TestCase):
 
     def test_tlsOptionsNeedTLS(self) -> None:
         """
-        C{--ca}, C{--cert} and C{--key} without C{--tls} are an error, not
-        silently plain TCP.
+        C{--ca}, C{--cert} and C{--key} without C{--tls} are a usage error,
+        not silently plain TCP.
         """
         err = io.StringIO()
         self.patch(sys, "stderr", err)
         with self.assertRaises(SystemExit) as raised:
             main(["connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"])
-        self.assertEqual(raised.exception.code, 1)
+        self.assertEqual(raised.exception.code, 2)
         self.assertEqual(err.getvalue(),
-                         "tcpsc connect: --ca, --cert and --key only apply with --tls\n")
+                         "tcpsc connect: error: --ca, --cert and --key apply only with --tls "
+                         "(see tcpsc connect --help)\n")
+
+
+def _clientHelloStarted(listener: socket.socket, accepted: list[socket.socket]) -> bool:
+    """
+    Accept the pending connection on C{listener} (non-blocking) and tell
+    whether the first bytes of a TLS ClientHello have arrived on it: the
+    client is in its handshake, which this peer never answers.
+    """
+    if not accepted:
+        try:
+            connection, _ = listener.accept()
+        except BlockingIOError:
+            return False
+        connection.setblocking(False)
+        accepted.append(connection)
+    try:
+        return accepted[0].recv(5, socket.MSG_PEEK)[:2] == b"\x16\x03"
+    except BlockingIOError:
+        return False
+
+
+class ConnectFailureTests(_CommandTestCase):
+    """
+    C{tcpsc connect} when the server refuses, does not answer, or the
+    command is stopped: exit status 1 with one line saying why, or the
+    signal's status, never a silent 0 or a traceback.
+    """
+
+    def silentListener(self) -> tuple[socket.socket, int, list[socket.socket]]:
+        """
+        A listening socket that is not tcpsc and never answers anything.
+        """
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        self.addCleanup(listener.close)
+        accepted: list[socket.socket] = []
+        self.addCleanup(lambda: [c.close() for c in accepted])
+        return listener, listener.getsockname()[1], accepted
+
+    def tlsServer(self) -> Deferred[tuple[Server, list[bytes], int]]:
+        files = certificates()
+        return ensureDeferred(self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)))
+
+    def test_plainClientAgainstTLSPortInAPipe(self) -> None:
+        """
+        A plain client whose line the TLS server cannot read: exit 1 with a
+        hint at --tls, where it used to print nothing and exit 0.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.tlsServer()
+            command = self.spawn("localhost", str(port))
+            command.transport.write(b"plain\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "the server closed the connection before answering; "
+                                        "does it require --tls?")
+            self.assertEqual(bytes(command.out), b"")
+            self.assertEqual(received, [])
+            self.flushLoggedErrors()
+
+        return ensureDeferred(scenario())
+
+    def test_plainClientAgainstTLSPortAtATerminal(self) -> None:
+        """
+        The same typed at a terminal: exit 1 with the hint, after the
+        greeting.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.tlsServer()
+            master, slave = pty.openpty()
+            self.addCleanup(os.close, master)
+            try:
+                command = self.spawn("localhost", str(port), stdin=slave)
+            finally:
+                os.close(slave)
+            await waitFor(lambda: b"type messages" in command.err, timeout=TIMEOUT)
+            os.write(master, b"plain\n")
+            self.assertEqual(await command.ended(), 1, command.err)
+            lines = command.err.decode().splitlines()
+            self.assertEqual(len(lines), 2, lines)
+            self.assertIn("connected to localhost:", lines[0])
+            self.assertEqual(lines[1], "tcpsc connect: the server closed the connection "
+                                       "before answering; does it require --tls?")
+            self.assertEqual(received, [])
+
+        return ensureDeferred(scenario())
+
+    def test_tlsClientAgainstPlainPort(self) -> None:
+        """
+        A TLS client against a plain tcpsc port: the server logs it and
+        answers with bytes that are not TLS, so the command says at once
+        that the server does not speak TLS (it does not wait for a
+        handshake timeout: --connect-timeout is far longer than the test's
+        bound), exit 1.
+        """
+        async def scenario() -> None:
+            events: list[dict[str, object]] = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
+            _, received, port = await self.echoServer()
+            files = certificates()
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey,
+                                 "--connect-timeout", "3600")
+            command.transport.write(b"secret\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "the server does not speak TLS", "(code 60)")
+            self.assertEqual(received, [])
+            refusals = [e for e in events if e.get("reason") == "tlsClientOnPlainPort"]
+            self.assertEqual(len(refusals), 1, events)
+            self.assertIn("a TLS client connected to a plain port",
+                          formatEvent(refusals[0]))
+
+        return ensureDeferred(scenario())
+
+    def test_refusedByConnectionLimit(self) -> None:
+        """
+        A client the server refuses for its --max-connections: the line is
+        not delivered, and the command says so and exits 1.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer(maxConnections=1)
+            holder = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(holder.close)
+            holder.sendall(b"held\n")
+            await waitFor(lambda: received == [b"held"])
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.write(b"lost\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "the server closed the connection before")
+            self.assertEqual(received, [b"held"])
+
+        return ensureDeferred(scenario())
+
+    def test_refusedByConnectionLimitPerPeer(self) -> None:
+        """
+        The same for --max-connections-per-peer, with standard input still
+        open: the command does not wait for it to end.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer(maxConnectionsPerPeer=1)
+            holder = socket.create_connection(("127.0.0.1", port))
+            self.addCleanup(holder.close)
+            holder.sendall(b"held\n")
+            await waitFor(lambda: received == [b"held"])
+            command = self.spawn("127.0.0.1", str(port))
+            command.transport.write(b"lost\n")
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "the server closed the connection before")
+            self.assertEqual(received, [b"held"])
+
+        return ensureDeferred(scenario())
+
+    def test_connectTimeout(self) -> None:
+        """
+        C{--connect-timeout} bounds the TLS handshake with a server that
+        never answers: exit 1, naming the bound.
+        """
+        async def scenario() -> None:
+            _, port, _ = self.silentListener()
+            files = certificates()
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                                 "--connect-timeout", "0.5")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s", "(code 50)")
+
+        return ensureDeferred(scenario())
+
+    def signalDuringHandshake(self, name: str) -> Deferred[_Command]:
+        async def scenario() -> _Command:
+            listener, port, accepted = self.silentListener()
+            files = certificates()
+            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
+            await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT)
+            command.transport.signalProcess(name)
+            await command.ended()
+            self.assertNotIn(b"Traceback", bytes(command.err))
+            self.assertNotIn(b"Unhandled", bytes(command.err))
+            self.assertEqual(bytes(command.err), b"")
+            return command
+
+        return ensureDeferred(scenario())
+
+    def test_sigtermDuringHandshake(self) -> None:
+        """
+        SIGTERM while the TLS handshake is under way: no cause, no
+        traceback; the command dies of the signal, as twistd does.
+        """
+        async def scenario() -> None:
+            command = await self.signalDuringHandshake("TERM")
+            self.assertEqual((command.exitCode, command.signal), (None, signal.SIGTERM))
+
+        return ensureDeferred(scenario())
+
+    def test_sigintDuringHandshake(self) -> None:
+        """
+        Ctrl-C (SIGINT) while the TLS handshake is under way: exit 130,
+        nothing on standard error.
+        """
+        async def scenario() -> None:
+            command = await self.signalDuringHandshake("INT")
+            self.assertEqual(command.exitCode, 130)
+
+        return ensureDeferred(scenario())
+
+    def test_reconnectInterrupted(self) -> None:
+        """
+        Ctrl-C with C{--reconnect}: exit 130 without a word of reconnecting.
+        """
+        async def scenario() -> None:
+            _, _, port = await self.echoServer()
+            command = self.spawn("127.0.0.1", str(port), "--reconnect", "--verbose")
+            command.transport.write(b"ping\n")
+            await waitFor(lambda: bytes(command.out) == b"ping\n", timeout=TIMEOUT)
+            command.transport.signalProcess("INT")
+            self.assertEqual(await command.ended(), 130, command.err)
+            self.assertNotIn(b"econnect", bytes(command.err))
+            self.assertNotIn(b"Traceback", bytes(command.err))
+
+        return ensureDeferred(scenario())
+
+
+class ConnectEndpointTests(_CommandTestCase):
+    """
+    C{tcpsc connect} given a client endpoint description instead of HOST
+    PORT, and the delimiter's grammar.
+    """
+
+    def unixPath(self) -> str:
+        # A short directory: a UNIX socket's path has a small limit.
+        directory = tempfile.mkdtemp(prefix="tcpsc-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, "s")
+
+    def test_unixSocket(self) -> None:
+        """
+        C{unix:PATH} reaches a server listening on a UNIX socket.
+        """
+        async def scenario() -> None:
+            received: list[bytes] = []
+            server: Server
+
+            def onMessage(clientId: int, message: bytes) -> None:
+                received.append(message)
+                server.send(clientId, message)
+
+            path = self.unixPath()
+            server = Server(onMessage=onMessage)
+            self.addCleanup(server.stop)
+            await server.listen(f"unix:{path}")
+            command = self.spawn(f"unix:{path}")
+            command.transport.write(b"over unix\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(bytes(command.out), b"over unix\n")
+            self.assertEqual(received, [b"over unix"])
+
+        return ensureDeferred(scenario())
+
+    def test_unixSocketTLS(self) -> None:
+        """
+        Over TLS to a UNIX socket the server's certificate is checked for
+        localhost.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            path = self.unixPath()
+            received: list[bytes] = []
+            server = Server(onMessage=lambda i, m: received.append(m))
+            self.addCleanup(server.stop)
+            await server.listen(f"unix:{path}",
+                                tls=TLSConfig(ca=files.ca, cert=files.server,
+                                              key=files.serverKey))
+            command = self.spawn(f"unix:{path}", "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.write(b"sealed\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(received, [b"sealed"])
+            # A certificate for another name is refused.
+            other = self.unixPath()
+            wrong = Server()
+            self.addCleanup(wrong.stop)
+            await wrong.listen(f"unix:{other}",
+                               tls=TLSConfig(ca=files.ca, cert=files.path("wronghost.pem"),
+                                             key=files.path("wronghost.key")))
+            command = self.spawn(f"unix:{other}", "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, "localhost", "(code 60)")
+            self.flushLoggedErrors()
+
+        return ensureDeferred(scenario())
+
+    def test_unixSocketMissing(self) -> None:
+        """
+        No socket at the path: exit 1, one line naming it.
+        """
+        async def scenario() -> None:
+            path = self.unixPath()
+            command = self.spawn(f"unix:{path}")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 1, command.err)
+            self.assertOneLine(command, f"unix:{path}", "No such file or directory")
+
+        return ensureDeferred(scenario())
+
+    def test_tcpDescription(self) -> None:
+        """
+        C{tcp:HOST:PORT} is the same as C{HOST PORT}, with TLS too.
+        """
+        async def scenario() -> None:
+            files = certificates()
+            _, received, port = await self.echoServer(
+                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            command = self.spawn(f"tcp:localhost:{port}", "--tls", "--ca", files.ca,
+                                 "--cert", files.client, "--key", files.clientKey)
+            command.transport.write(b"described\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(received, [b"described"])
+
+        return ensureDeferred(scenario())
+
+    def test_digitsAreText(self) -> None:
+        """
+        C{-d 10} is the two bytes C{10}, as for the daemon and C{tcpsc
+        bench}: not a newline.
+        """
+        async def scenario() -> None:
+            _, received, port = await self.echoServer(delimiter=b"10")
+            command = self.spawn("127.0.0.1", str(port), "-d", "10")
+            command.transport.write(b"a\nb\n")
+            command.transport.closeStdin()
+            self.assertEqual(await command.ended(), 0, command.err)
+            self.assertEqual(received, [b"a", b"b"])
+
+        return ensureDeferred(scenario())
+
+
+class DaemonTests(SynchronousTestCase):
+    """
+    C{tcpsc connect} against the real daemon, C{twistd -n tcpsc}.
+    """
+
+    def test_tlsClientAgainstPlainDaemon(self) -> None:
+        """
+        The daemon's plain port logs a TLS client and closes its
+        connection; the command says the server does not speak TLS.
+        """
+        from .test_daemon import LOCAL, Daemon
+
+        daemon = Daemon(self, "--port", LOCAL)
+        port = daemon.port()
+        files = certificates()
+        result = subprocess.run(
+            [sys.executable, "-m", "tcpsc", "connect", "localhost", str(port), "--tls",
+             "--ca", files.ca, "--cert", files.client, "--key", files.clientKey,
+             "--connect-timeout", "3600"],
+            capture_output=True, text=True, env=_environment(), timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("tcpsc connect: the server does not speak TLS", result.stderr)
+        daemon.waitFor(r"Connection 1 from 127\.0\.0\.1:\d+: a TLS client connected to a "
+                       r"plain port; closing it")
+
+    def test_unixSocketDaemon(self) -> None:
+        """
+        C{tcpsc connect unix:PATH} and C{tcpsc bench echo unix:PATH} reach
+        the daemon listening with C{--port unix:PATH}.
+        """
+        from .test_daemon import Daemon
+
+        directory = tempfile.mkdtemp(prefix="tcpsc-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "s")
+        daemon = Daemon(self, "--port", f"unix:{path}")
+        daemon.waitFor("Listening on")
+        result = subprocess.run(
+            [sys.executable, "-m", "tcpsc", "connect", f"unix:{path}"],
+            input="hello\n", capture_output=True, text=True, env=_environment(),
+            timeout=TIMEOUT,
+        )
+        self.assertEqual((result.returncode, result.stdout), (0, "hello\n"), result.stderr)
+        result = subprocess.run(
+            [sys.executable, "-m", "tcpsc", "bench", "echo", f"unix:{path}", "-c", "2",
+             "-m", "100", "-q", "10", "-T", "20"],
+            capture_output=True, text=True, env=_environment(), timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"Server socket: {path}", result.stdout)
+        self.assertIn(" errors=0 messages=100 ", result.stdout)
+
+
+class UsageErrorTests(SynchronousTestCase):
+    """
+    README: "Usage errors are one line and exit status 2", for every
+    subcommand, the real command in a process.
+    """
+
+    def test_usageErrors(self) -> None:
+        """
+        Each usage error is one line on standard error naming the option or
+        argument, exit status 2, and nothing on standard output.
+        """
+        cases = [
+            (("connect", "localhost", "8081", "-d", "\\q"),
+             "tcpsc connect: error: argument -d/--delimiter: unknown escape \\q in \\q "),
+            (("connect", "localhost", "8081", "-d", ""), "one or more bytes"),
+            (("connect", "localhost", "8081", "--cert", "c.pem", "--tls"),
+             "--cert and --key go together"),
+            (("connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"),
+             "--ca, --cert and --key apply only with --tls"),
+            (("connect", "localhost"), "PORT is missing"),
+            (("connect", "tcp:localhost:8081", "8081"), "give it without a PORT"),
+            (("connect", "localhost", "8081", "--connect-timeout", "0"),
+             "argument --connect-timeout: must be more than 0"),
+            (("connect", "localhost", "8081", "--wait", "x"), "argument --wait"),
+            (("bench", "echo", "localhost", "8081", "-d", "\\q"),
+             "tcpsc bench echo: error: argument -d/--delimiter: unknown escape \\q"),
+            (("bench", "echo", "localhost", "8081", "--cert", "c.pem", "--key", "k"),
+             "--ca, --cert and --key apply only with --tls"),
+            (("bench", "multicast", "localhost", "8081", "--tls", "--key", "k"),
+             "--cert and --key go together"),
+            (("bench", "echo", "localhost", "8081", "-c", "5", "-m", "2"),
+             "-m must be at least -c"),
+            (("bench", "connect", "localhost", "8081", "-n", "0"),
+             "argument -n/--connections: must be at least 1"),
+            (("bench", "idle", "localhost", "8081", "--hold", "x"), "argument --hold"),
+            (("bench", "echo", "unix:"), "names no socket path"),
+            (("bench", "echo", "localhost", "8081", "-d", "\\r\\n", "-s", "1"),
+             "-s includes the delimiter"),
+            (("certs", "d", "--subject", "O=x,CN=y"),
+             "tcpsc certs: error: argument --subject: each certificate gets its own OU "
+             "and CN"),
+            (("certs", "d", "--client", "ca"), "reserved"),
+            (("certs", "d", "--days", "0"), "argument --days"),
+            (("bogus",), "invalid choice"),
+        ]
+        for args, expected in cases:
+            result = tcpsc(*args)
+            self.assertEqual(result.returncode, 2, (args, result.stderr))
+            lines = result.stderr.splitlines()
+            self.assertEqual(len(lines), 1, (args, lines))
+            self.assertIn(expected, lines[0])
+            self.assertIn("--help", lines[0])
+            self.assertEqual(result.stdout, "")
+        self.assertFalse(os.path.exists("d"))
+
+
+class TargetTests(SynchronousTestCase):
+    """
+    L{parseTarget}: C{HOST PORT}, or one client endpoint description.
+    """
+
+    def test_forms(self) -> None:
+        """
+        Host and port, C{tcp:HOST:PORT} with IPv6 in brackets or with
+        escaped colons, and C{unix:PATH}.
+        """
+        cases = {
+            ("localhost", "8081"): Target("localhost", 8081),
+            ("::1", "8081"): Target("::1", 8081),
+            ("tcp:localhost:8081", None): Target("localhost", 8081),
+            ("tcp:[::1]:8081", None): Target("::1", 8081),
+            ("tcp:\\:\\:1:8081", None): Target("::1", 8081),
+            ("unix:/run/s", None): Target("localhost", None, "/run/s"),
+            ("unix:path=/run/s", None): Target("localhost", None, "/run/s"),
+        }
+        for (host, port), expected in cases.items():
+            self.assertEqual(parseTarget(host, port), expected, (host, port))
+        self.assertEqual(str(Target("::1", 8081)), "[::1]:8081")
+        self.assertEqual(str(Target("localhost", None, "/run/s")), "unix:/run/s")
+
+    def test_errors(self) -> None:
+        """
+        Neither form, or both, is a usage error saying which.
+        """
+        for host, port, expected in (
+            ("localhost", None, "PORT is missing"),
+            ("tcp:localhost:8081", "8081", "without a PORT"),
+            ("tcp:localhost", None, "is not tcp:HOST:PORT"),
+            ("tcp:localhost:x", None, "not a port number"),
+            ("localhost", "0", "outside 1-65535"),
+            ("unix:", None, "no socket path"),
+        ):
+            with self.assertRaises(UsageError) as raised:
+                parseTarget(host, port)
+            self.assertIn(expected, str(raised.exception))

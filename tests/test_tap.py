@@ -14,6 +14,7 @@ from pathlib import Path
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -178,6 +179,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("-d", "|")["delimiter"], b"|")
         self.assertUsageError("--delimiter", "\\q", match="--delimiter")
         self.assertUsageError("--delimiter", "", match="one or more bytes")
+        # Digits are text, as for every tcpsc command.
+        self.assertEqual(parse("-d", "10")["delimiter"], b"10")
+        # The error quotes the delimiter as it was typed, not as a repr.
+        self.assertUsageError("--delimiter", "\\q", match="unknown escape \\q in \\q (")
+
+    def test_delimiterDescribed(self) -> None:
+        """
+        The start-up line shows the delimiter as it is typed.
+        """
+        service = makeService(parse("-d", "\\r\\n"), reactor=Clock())
+        self.assertIn("delimiter \\r\\n,", service.description)
+        service = makeService(parse(), reactor=Clock())
+        self.assertIn("delimiter \\n,", service.description)
 
     def test_maxLength(self) -> None:
         """

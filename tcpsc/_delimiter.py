@@ -1,0 +1,92 @@
+# -*- test-case-name: tests.test_tap.ParseDelimiterTests,tests.test_cli -*-
+r"""
+The one grammar of a message delimiter typed on a command line, shared by
+the daemon's C{--delimiter} and every C{tcpsc} command's.
+
+A delimiter is literal text, encoded as UTF-8, with these backslash
+escapes: C{\n} (newline), C{\r} (carriage return), C{\t} (tab), C{\0} (the
+zero byte), C{\\} (a backslash) and C{\xHH} (the byte of two hex digits).
+Any other backslash is an error, and so is an empty delimiter.  Digits are
+text like any other: C{10} is the two bytes C{b"10"}, a newline is C{\n}
+(or C{\x0a}).
+"""
+
+from __future__ import annotations
+
+__all__ = ["DELIMITER_HELP", "formatDelimiter", "parseDelimiter"]
+
+#: The help text of every C{--delimiter} option, without its default.
+DELIMITER_HELP = (
+    "message delimiter: text with the escapes \\n \\r \\t \\0 \\\\ \\xHH, "
+    "such as '\\r\\n', '\\0', '\\x1e' or '|' (digits are text: 10 is the two bytes 1 and 0)"
+)
+
+_ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
+_NAMES = {value[0]: f"\\{name}" for name, value in _ESCAPES.items()}
+
+
+def parseDelimiter(text: str) -> bytes:
+    r"""
+    Turn a delimiter as typed on a command line into bytes, by the grammar
+    of this module: C{"\r\n"}, C{"|"} and C{"\x1e"} all work.
+
+    @raise ValueError: empty, or an unknown or incomplete escape; the
+        message quotes the delimiter as it was typed.
+    """
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            out += char.encode("utf-8")
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise ValueError(f"{text} ends with a lone backslash (a backslash itself is \\\\)")
+        escape = text[i + 1]
+        if escape in _ESCAPES:
+            out += _ESCAPES[escape]
+            i += 2
+        elif escape == "x":
+            digits = text[i + 2 : i + 4]
+            if len(digits) != 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"\\x needs two hex digits, as in \\x1e, in {text}")
+            out.append(int(digits, 16))
+            i += 4
+        else:
+            raise ValueError(
+                f"unknown escape \\{escape} in {text} (known: \\n \\r \\t \\0 \\\\ \\xHH)"
+            )
+    if not out:
+        raise ValueError("the delimiter must be one or more bytes")
+    return bytes(out)
+
+
+def formatDelimiter(delimiter: bytes) -> str:
+    r"""
+    Write C{delimiter} in the grammar L{parseDelimiter} reads, as a user
+    would type it: C{b"\r\n"} is C{\r\n}, C{b"|"} is C{|}.
+    """
+    try:
+        text = delimiter.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    out = []
+    if text is not None:
+        for char in text:
+            code = ord(char)
+            if code < 128 and code in _NAMES:
+                out.append(_NAMES[code])
+            elif code < 32 or code == 127:
+                out.append(f"\\x{code:02x}")
+            else:
+                out.append(char)
+    else:
+        for byte in delimiter:
+            if byte in _NAMES:
+                out.append(_NAMES[byte])
+            elif 32 <= byte < 127:
+                out.append(chr(byte))
+            else:
+                out.append(f"\\x{byte:02x}")
+    return "".join(out)
