@@ -35,8 +35,9 @@ from ._framing import (
     MessageProtocol,
     StreamProtocol,
 )
-from ._server import DEFAULT_MAX_CONNECTIONS, Server
+from ._server import DEFAULT_MAX_CONNECTIONS, Server, describeAddress
 from ._service import ServerService
+from ._systemd import notify
 from ._tls import TLSConfig
 
 __all__ = [
@@ -452,6 +453,15 @@ class TcpscService(ServerService):
             super().startService()
         except DaemonStartError:
             raise SystemExit(1) from None
+        self.whenListening().addCallbacks(self._ready, lambda failure: None)
+
+    def _ready(self, ports: list[Any]) -> None:
+        """
+        Every port listens: tell systemd (C{Type=notify}), if it asked.
+        """
+        addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
+        if notify(f"READY=1\nSTATUS=Listening on {addresses}"):
+            self.log.info("Told systemd: ready")
 
     def _listen(self) -> None:
         self.log.info("Starting tcpsc: {description}", description=self.description)
@@ -484,6 +494,7 @@ class TcpscService(ServerService):
         """
         self.log.info("Stopping tcpsc: closing {count} connections",
                       count=self.server.openConnections())
+        notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
         def stopped(result: None) -> None:
             self.log.info("tcpsc stopped")

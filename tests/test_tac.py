@@ -28,16 +28,21 @@ class Process(Daemon):
     A twistd process (see L{Daemon}) started with exactly C{command}.
     """
 
-    def __init__(self, test: SynchronousTestCase, command: list[str]) -> None:
+    def __init__(self, test: SynchronousTestCase, command: list[str],
+                 env: dict[str, str] | None = None, passFds: tuple[int, ...] = ()) -> None:
         self.directory = Path(test.mktemp())
         self.directory.mkdir()
         self.logPath = self.directory / "twistd.out"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        environ = dict(os.environ)
+        environ.pop("NOTIFY_SOCKET", None)
+        environ.update(env or {})
+        environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), environ.get("PYTHONPATH")) if p
+        )
         with open(self.logPath, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=self.directory, env=env,
+            self.process = subprocess.Popen(command, cwd=self.directory, env=environ,
                                             stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, pass_fds=passFds)
         test.addCleanup(self.kill)
 
 UNSHARE = shutil.which("unshare")
