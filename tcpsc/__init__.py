@@ -30,6 +30,7 @@ from ._framing import MessageProtocol, StreamProtocol
 from ._server import Server
 from ._service import KeepConnectedService, ServerService
 from ._tls import TLSConfig
+from ._version import __version__
 from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "TcpscError",
     "TlsClient",
     "TlsServer",
+    "__version__",
 ]
