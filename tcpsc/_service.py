@@ -4,10 +4,11 @@ Layer 4: reactor services, for C{.tac} files and the daemon.
 
 L{ServerService} serves a L{Server} on one or more endpoints while it runs;
 L{KeepConnectedService} keeps a L{Client} connected while it runs.  Both are
-L{IService} providers: add them to an C{Application} (or any
-L{MultiService}) and twistd starts them, and at shutdown waits for what
-their C{stopService} returns, so that a server flushes and closes its
-connections before the process exits.
+L{twisted.application.service.IService} providers: add them to an
+C{Application} (or any L{twisted.application.service.MultiService}) and
+twistd starts them, and at shutdown waits for what their C{stopService}
+returns, so that a server flushes and closes its connections before the
+process exits.
 
 L{KeepConnectedService} is not Twisted's
 L{twisted.application.internet.ClientService}: that one connects a factory
