@@ -5,7 +5,8 @@ tcpsc: message-oriented TCP and TLS 1.3 servers and clients on Twisted.
 Fragmented mode (L{MessageProtocol}: messages separated by a delimiter) and
 continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
 and connected by L{Client}, with mutual certificate authentication through
-L{TLSConfig}; and the C++ original's blocking API (L{TcpServer},
+L{TLSConfig}; reactor services for C{.tac} files (L{ServerService},
+L{KeepConnectedService}); and the C++ original's blocking API (L{TcpServer},
 L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
 """
 
@@ -27,7 +28,9 @@ from ._errors import (
 )
 from ._framing import MessageProtocol, StreamProtocol
 from ._server import Server
+from ._service import KeepConnectedService, ServerService
 from ._tls import TLSConfig
+from ._version import __version__
 from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "ClientError",
     "ClosedLocally",
     "ConnectError",
+    "KeepConnectedService",
     "ListenError",
     "MessageProtocol",
     "PortError",
@@ -45,6 +49,7 @@ __all__ = [
     "Server",
     "ServerCertificateRejected",
     "ServerError",
+    "ServerService",
     "StartError",
     "StreamProtocol",
     "TLSConfig",
@@ -54,4 +59,5 @@ __all__ = [
     "TcpscError",
     "TlsClient",
     "TlsServer",
+    "__version__",
 ]

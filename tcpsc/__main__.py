@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from ._version import __version__
+
 __all__ = [
     "COMMANDS",
     "CommandError",
@@ -168,6 +170,7 @@ def _parser() -> _Parser:
         description="Tools for tcpsc, message-oriented TCP/TLS 1.3 servers and clients. "
         "The server itself is the twistd plugin: twistd -n --pidfile= tcpsc --help",
     )
+    parser.add_argument("--version", action="version", version=f"tcpsc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"tcpsc._cmd_{name}")

@@ -813,7 +813,7 @@ class Server(Factory):
 
     def stop(self) -> Deferred[None]:
         """
-        Stop listening, then close every connection (L{closeConnection}
+        Stop listening, then close every connection (L{MessageProtocol.closeConnection}
         with the reason C{"server stopping"}): nothing more is delivered
         to the application, what it sent is written, over TLS close_notify
         follows, and the socket is closed without waiting for the peer's

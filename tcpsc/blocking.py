@@ -824,7 +824,7 @@ class TcpServer(_Endpoint):
 class _Certificates:
     """
     The certificate settings the TLS classes share: paths (or PEM bytes) set
-    before L{start} and read then, as in the original.
+    before C{start()} and read then, as in the original.
     """
 
     _ca: str | bytes = ""

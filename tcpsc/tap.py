@@ -21,7 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -37,7 +36,9 @@ from ._framing import (
     MessageProtocol,
     StreamProtocol,
 )
-from ._server import DEFAULT_MAX_CONNECTIONS, Server
+from ._server import DEFAULT_MAX_CONNECTIONS, Server, describeAddress
+from ._service import ServerService
+from ._systemd import notify
 from ._tls import TLSConfig
 
 __all__ = [
@@ -357,10 +358,11 @@ def _quietExceptHook(previous: Any) -> Any:
     return hook
 
 
-class TcpscService(Service):
+class TcpscService(ServerService):
     """
-    Listens with one L{Server} on every port while running, and stops it
-    (closing every connection after its output is flushed) when stopped.
+    The daemon's service: a L{ServerService} that logs what it serves, and
+    turns a port that cannot be listened on into one line naming the cause
+    and a non-zero exit status of twistd.
 
     @ivar server: the server.
     @ivar ports: the endpoint descriptions listened on.
@@ -370,13 +372,9 @@ class TcpscService(Service):
 
     def __init__(self, server: Server, ports: Sequence[str], tls: TLSConfig | None,
                  description: str, reactor: Any) -> None:
-        self.server = server
-        self.ports = list(ports)
-        self.tls = tls
+        super().__init__(server, ports, tls)
         self.description = description
         self._reactor = reactor
-        self._starting = False
-        self._listenStarted = False
         self._startError: DaemonStartError | None = None
 
     def privilegedStartService(self) -> None:
@@ -387,9 +385,8 @@ class TcpscService(Service):
         @raise DaemonStartError: a port could not be listened on; the cause
             is logged as one line first.
         """
-        super().privilegedStartService()
         try:
-            self._listen()
+            super().privilegedStartService()
         except DaemonStartError:
             # twistd lets this end the process (after removing its pid file
             # and, when daemonizing, reporting it to the parent process):
@@ -407,40 +404,40 @@ class TcpscService(Service):
             C{twist} starts services before it begins logging, and until
             then Twisted prints critical events on standard error.
         """
-        super().startService()
-        if not self._listenStarted:
-            try:
-                self._listen()
-            except DaemonStartError:
-                raise SystemExit(1) from None
+        try:
+            super().startService()
+        except DaemonStartError:
+            raise SystemExit(1) from None
+        self.whenListening().addCallbacks(self._ready, lambda failure: None)
+
+    def _ready(self, ports: list[Any]) -> None:
+        """
+        Every port listens: tell systemd (C{Type=notify}), if it asked.
+        """
+        addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
+        if notify(f"READY=1\nSTATUS=Listening on {addresses}"):
+            self.log.info("Told systemd: ready")
 
     def _listen(self) -> None:
-        self._listenStarted = True
         self.log.info("Starting tcpsc: {description}", description=self.description)
-        self._starting = True
+        self._startError = None
         try:
-            for port in self.ports:
-                self.server.listen(port, tls=self.tls).addErrback(self._listenFailed, port)
-                if self._startError is not None:
-                    break
-        finally:
-            self._starting = False
-        error = self._startError
-        if error is not None:
-            self.server.stop()
-            raise error
+            super()._listen()
+        except Exception:
+            error, self._startError = self._startError, None
+            if error is None:
+                raise
+            raise error from None
 
-    def _listenFailed(self, failure: Failure, port: str) -> None:
-        message, code = _describeStartFailure(port, failure)
+    def logListenFailure(self, port: object, failure: Failure) -> None:
+        message, code = _describeStartFailure(str(port), failure)
         self.log.critical("tcpsc cannot start: {error}", error=message, code=code)
-        if self._starting:
-            # Endpoints that listen at once (TCP, UNIX, TLS, systemd) fail
-            # here, synchronously: raising from privilegedStartService is
-            # what makes twistd exit non-zero.
-            self._startError = DaemonStartError(message, code)
-        elif self._reactor.running:
-            # An endpoint that listens asynchronously failed later: all that
-            # is left is to stop.
+        self._startError = DaemonStartError(message, code)
+
+    def listenFailedLater(self, port: object, failure: Failure) -> None:
+        # An endpoint that listens asynchronously failed later: all that is
+        # left is to stop.
+        if self._reactor.running:
             self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -450,14 +447,14 @@ class TcpscService(Service):
         @return: fires once every port and connection is closed (twistd
             waits for it before exiting).
         """
-        super().stopService()
         self.log.info("Stopping tcpsc: closing {count} connections",
                       count=self.server.openConnections())
+        notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
         def stopped(result: None) -> None:
             self.log.info("tcpsc stopped")
 
-        return self.server.stop().addCallback(stopped)
+        return super().stopService().addCallback(stopped)
 
 
 def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> str:
