@@ -241,6 +241,8 @@ class DaemonTests(SynchronousTestCase):
         daemon = Daemon(self, "--port", LOCAL, "--app", "record", "--record-dir", str(records))
         port = daemon.port()
         self.assertIn("app record (continuous mode)", daemon.output)
+        [run] = records.iterdir()
+        self.assertIn(f"recording into {run}", daemon.output)
         expected = {}
         for data in (b"first\n\0\xff binary", b"second" * 10000):
             peer = Peer(self, port)
@@ -248,7 +250,7 @@ class DaemonTests(SynchronousTestCase):
             expected[self.connectionId(daemon, peer)] = data
             peer.socket.close()
         for connectionId, data in expected.items():
-            path = records / f"client-{connectionId}.bin"
+            path = run / f"client-{connectionId}.bin"
             _until(lambda path=path, data=data: path.exists() and path.read_bytes() == data,
                    what=f"{path} holding {len(data)} bytes")
 

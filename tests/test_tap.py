@@ -143,12 +143,13 @@ class OptionsTests(SynchronousTestCase):
         for option in ("--port", "--tls", "--ca", "--cert", "--key", "--no-client-auth",
                        "--delimiter", "--stream", "--max-length", "--max-connections",
                        "--idle-timeout", "--handshake-timeout", "--close-timeout", "--app",
-                       "--record-dir",
+                       "--record-dir", "--rate", "--message-size",
                        "--quiet-connections"):
             self.assertIn(option, text)
         for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
                         "[default: echo]", "[default: none]", "[default: \\n,",
-                        "[default: 16777216,", "[default: .]"):
+                        "[default: 16777216,", "(default: the current directory)",
+                        "(default: 1000)", "(default: 32)"):
             self.assertIn(default, " ".join(text.split()))
 
     def test_ports(self) -> None:
@@ -235,8 +236,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--tls", "--ca", "c", "--cert", "s", match="--tls needs --key")
         self.assertUsageError("--tls", "--cert", "s", "--key", "k", match="needs --ca")
         self.assertUsageError("--ca", "c", "--cert", "s", "--key", "k",
-                              match="--ca, --cert, --key only apply with --tls")
-        self.assertUsageError("--no-client-auth", match="only apply with --tls")
+                              match="--ca, --cert and --key only apply with --tls")
+        self.assertUsageError("--no-client-auth", match="--no-client-auth only applies with --tls")
+        self.assertUsageError("--cert", "c.pem", match="--cert only applies with --tls")
+        self.assertUsageError("--cert", "c.pem", "--key", "k.pem",
+                              match="--cert and --key only apply with --tls")
 
     def test_builtinApps(self) -> None:
         """
@@ -279,7 +283,7 @@ class OptionsTests(SynchronousTestCase):
         """
         Each way of naming a wrong class gets its own message.
         """
-        self.assertUsageError("--app", "nonsense", match="expected echo, chat, record or "
+        self.assertUsageError("--app", "nonsense", match="expected echo, chat, broadcast, record or "
                               "module:Class")
         self.assertUsageError("--app", "tcpsc_no_such_module:X",
                               match="cannot import module 'tcpsc_no_such_module'")
@@ -431,6 +435,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(parse("--app", "record", "--record-dir", str(directory)),
                               reactor=reactor)
         self.assertTrue(directory.is_dir())
+        self.assertEqual(len(list(directory.iterdir())), 1)
         self.assertIs(service.server.protocol, Record)
         self.assertIsNotNone(service.server.createSink)
         blocker = Path(self.mktemp())
@@ -545,6 +550,7 @@ class ServiceTests(TestCase):
             directory = Path(self.mktemp())
             service = self.start("--port", LOCAL, "--app", "record",
                                  "--record-dir", str(directory))
+            [run] = directory.iterdir()
             first = Client(stream=True)
             await first.connect("127.0.0.1", self.port(service))
             second = Client(stream=True)
@@ -557,8 +563,8 @@ class ServiceTests(TestCase):
             files = {1: b"one\n\0more", 2: b"two"}
 
             def recorded() -> bool:
-                return all((directory / f"client-{i}.bin").exists()
-                           and (directory / f"client-{i}.bin").read_bytes() == data
+                return all((run / f"client-{i}.bin").exists()
+                           and (run / f"client-{i}.bin").read_bytes() == data
                            for i, data in files.items())
 
             await waitFor(recorded)
