@@ -499,7 +499,7 @@ class _StartingTerminal:
             return
         stderr = sys.__stderr__
         if stderr is not None and not isinstance(stderr, _WithoutCutReport):
-            sys.__stderr__ = _WithoutCutReport(stderr, self._report)  # type: ignore[misc]
+            sys.__stderr__ = _WithoutCutReport(stderr, self._report)  # type: ignore[misc,assignment]
 
     def report(self, message: str) -> None:
         """
