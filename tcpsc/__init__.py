@@ -7,8 +7,11 @@ continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
 and connected by L{Client}, with mutual certificate authentication through
 L{TLSConfig}; and the C++ original's blocking API (L{TcpServer},
 L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
+L{writeCertificateSet} makes a CA, a server and client certificates for
+trying TLS (what C{tcpsc certs} writes).
 """
 
+from ._certgen import writeCertificateSet
 from ._client import Client
 from ._errors import (
     AbortedLocally,
@@ -54,4 +57,5 @@ __all__ = [
     "TcpscError",
     "TlsClient",
     "TlsServer",
+    "writeCertificateSet",
 ]
