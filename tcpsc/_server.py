@@ -88,7 +88,20 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: connection limit is reached.
 _BACKLOG = max(50, socket.SOMAXCONN)
 
-_UNSET: Any = object()
+class _Default:
+    """
+    The default of an argument whose value comes from elsewhere (the
+    protocol class): a sentinel that says so in signatures and reprs.
+    """
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+
+    def __repr__(self) -> str:
+        return self._description
+
+
+_UNSET: Any = _Default("<the protocol's own>")
 
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
@@ -535,7 +548,7 @@ class Server(Factory):
 
     def __init__(
         self,
-        protocol: type[_ConnectionBase] | None = None,
+        protocol: type[MessageProtocol] | type[StreamProtocol] | None = None,
         *,
         stream: bool = False,
         delimiter: bytes | str | None = None,
@@ -873,7 +886,7 @@ class Server(Factory):
         # Mid-handshake there is no close_notify to send: abort.
         protocol._abort(f"handshake timeout ({self.handshakeTimeout:g} s)")
 
-    def connectionReady(self, protocol: _ConnectionBase) -> None:
+    def connectionReady(self, protocol: MessageProtocol | StreamProtocol) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
@@ -964,7 +977,8 @@ class Server(Factory):
         else:
             self._notify(callback, "onClosed", connectionId)
 
-    def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
+    def connectionClosed(self, protocol: MessageProtocol | StreamProtocol, reason: Failure,
+                         wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
         self._established.pop(connectionId, None)
@@ -1050,13 +1064,13 @@ class Server(Factory):
         """
         return sorted(self._established)
 
-    def connection(self, clientId: int) -> _ConnectionBase:
+    def connection(self, clientId: int) -> MessageProtocol | StreamProtocol:
         """
         The protocol of an established connection.
 
         @raise ServerError: unknown id.
         """
-        return self._lookup(clientId)
+        return self._lookup(clientId)  # type: ignore[return-value]
 
     def send(self, clientId: int, data: bytes | str) -> bool:
         """
