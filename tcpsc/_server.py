@@ -817,17 +817,21 @@ class Server(Factory):
             return
         if count.abortedIds:
             self.log.warn(
-                "Stopped: {count} of {total} connections did not close within {timeout} s "
-                "and were aborted, dropping {dropped} bytes of output not yet sent",
+                "Stopped: {count} of {total} {connections} did not close within {timeout} s "
+                "and {were} aborted, dropping {dropped} {bytes} of output not yet sent",
                 count=len(count.abortedIds),
                 total=count.total,
+                connections="connection" if count.total == 1 else "connections",
+                were="was" if len(count.abortedIds) == 1 else "were",
                 timeout=self.closeTimeout,
                 dropped=count.dropped,
+                bytes="byte" if count.dropped == 1 else "bytes",
                 connectionIds=sorted(count.abortedIds),
             )
         else:
-            self.log.info("Stopped: {total} connections closed, no output dropped",
-                          total=count.total)
+            self.log.info("Stopped: {total} {connections} closed, no output dropped",
+                          total=count.total,
+                          connections="connection" if count.total == 1 else "connections")
 
     # -- the registry -----------------------------------------------------
 

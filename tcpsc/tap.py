@@ -341,21 +341,18 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{option} only applies with --app {app}")
         if self["app"] != "broadcast":
             return
+        rate, size = self["rate"], self["message-size"]
         try:
-            self["rate"] = float(self["rate"] if self["rate"] is not None
-                                 else _BROADCAST_RATE)
+            self["rate"] = float(rate) if rate is not None else _BROADCAST_RATE
             if not 0 < self["rate"] < float("inf"):
                 raise ValueError
         except ValueError:
             raise usage.UsageError(
-                f"--rate {self['rate']!r}: not a number of messages per second above 0"
-            ) from None
+                f"--rate {rate!r}: not a number of messages per second above 0") from None
         try:
-            self["message-size"] = int(self["message-size"] if self["message-size"] is not None
-                                       else _BROADCAST_SIZE)
+            self["message-size"] = int(size) if size is not None else _BROADCAST_SIZE
         except ValueError:
-            raise usage.UsageError(
-                f"--message-size {self['message-size']!r}: not a number of bytes") from None
+            raise usage.UsageError(f"--message-size {size!r}: not a number of bytes") from None
 
     def _checkTLS(self) -> None:
         given = [f"--{name}" for name in ("ca", "cert", "key") if self[name] is not None]
