@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import errno
 import inspect
+import os
 import resource
 import socket
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
@@ -207,11 +209,17 @@ def _protocolClass(protocol: type[_ConnectionBase] | None, stream: bool) -> type
 
 def describeAddress(address: IAddress | None) -> str:
     """
-    C{host:port}, or C{[host]:port} for IPv6, for log lines.
+    C{host:port}, or C{[host]:port} for IPv6, or C{unix:PATH} (C{unix
+    socket} for an unnamed peer), for log lines.
     """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is None:
+        if isinstance(address, UNIXAddress):
+            name = address.name
+            if isinstance(name, bytes):
+                name = os.fsdecode(name)
+            return f"unix:{name}" if name else "unix socket"
         return str(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

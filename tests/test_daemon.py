@@ -582,3 +582,26 @@ class AppTests(SynchronousTestCase):
             latest = following
 
     connectionId = DaemonTests.connectionId
+
+
+class UnixSocketTests(SynchronousTestCase):
+    def test_unixAddressesInWords(self) -> None:
+        """
+        A daemon on a UNIX socket logs its path, and its clients as a UNIX
+        socket, not Twisted's C{UNIXAddress(...)} reprs.
+        """
+        import tempfile
+
+        directory = Path(tempfile.mkdtemp(prefix="tcpsc-unix-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = directory / "s.sock"
+        daemon = Daemon(self, "--port", f"unix:{path}")
+        daemon.waitFor(rf"Listening on unix:{re.escape(str(path))} \(fragmented\)")
+        client = socket.socket(socket.AF_UNIX)
+        self.addCleanup(client.close)
+        client.settimeout(TIMEOUT)
+        client.connect(str(path))
+        client.sendall(b"over unix\n")
+        self.assertEqual(client.recv(100), b"over unix\n")
+        daemon.waitFor(r"Connection 1 from unix socket established")
+        self.assertNotIn("UNIXAddress", daemon.output)
