@@ -174,7 +174,8 @@ class DaemonTests(SynchronousTestCase):
         """
         The default daemon echoes messages however they are split; on
         SIGTERM it closes its connections and exits promptly with no
-        traceback (status 0, or -15 as twistd re-raises the signal).
+        traceback, with the status of the signal, as twistd re-raises it
+        (the README's promise).
         """
         daemon = Daemon(self, "--port", LOCAL)
         port = daemon.port()
@@ -191,12 +192,26 @@ class DaemonTests(SynchronousTestCase):
         started = time.monotonic()
         os.kill(daemon.process.pid, signal.SIGTERM)
         self.assertEqual(first.receiveEnd(), b"")
-        self.assertIn(daemon.exitStatus(), (0, -signal.SIGTERM))
+        self.assertEqual(daemon.exitStatus(), -signal.SIGTERM)
         self.assertLess(time.monotonic() - started, 10)
         output = daemon.output
         self.assertNotIn("Traceback", output)
         self.assertRegex(output, r"Connection \d+ from 127\.0\.0\.1:\d+ closed")
         self.assertIn("tcpsc stopped", output)
+
+    def test_sigint(self) -> None:
+        """
+        Ctrl-C (SIGINT) stops the daemon as SIGTERM does; the exit status is
+        that of the signal.
+        """
+        daemon = Daemon(self, "--port", LOCAL)
+        peer = Peer(self, daemon.port())
+        self.connectionId(daemon, peer)
+        os.kill(daemon.process.pid, signal.SIGINT)
+        self.assertEqual(peer.receiveEnd(), b"")
+        self.assertEqual(daemon.exitStatus(), -signal.SIGINT)
+        self.assertNotIn("Traceback", daemon.output)
+        self.assertIn("tcpsc stopped", daemon.output)
 
     def test_chat(self) -> None:
         """
