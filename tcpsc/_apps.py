@@ -24,6 +24,7 @@ import itertools
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -165,11 +166,14 @@ class _Broadcaster:
 
     @classmethod
     def of(cls, server: Server, app: type[Broadcast]) -> _Broadcaster:
-        broadcaster = getattr(server, "_tcpscBroadcaster", None)
+        """
+        The timer of C{server}, made at its first client.
+        """
+        broadcaster = _broadcasters.get(server)
         if broadcaster is None:
-            broadcaster = cls(server, app)
-            server._tcpscBroadcaster = broadcaster  # type: ignore[attr-defined]
+            broadcaster = _broadcasters[server] = cls(server, app)
         return broadcaster
+
 
     def start(self) -> None:
         """
@@ -203,6 +207,10 @@ class _Broadcaster:
         self.sent += max(due, 0)
         if self.server.clientIds():
             self.call = self.reactor.callLater(self.app.tick, self.send)
+
+
+#: The timer of each server serving L{Broadcast}.
+_broadcasters: weakref.WeakKeyDictionary[Server, _Broadcaster] = weakref.WeakKeyDictionary()
 
 
 def broadcastApp(rate: float, messageSize: int, delimiter: bytes = b"\n") -> type[Broadcast]:

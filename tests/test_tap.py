@@ -26,6 +26,7 @@ from tcpsc._apps import (
     Echo,
     Record,
     StreamEcho,
+    _broadcasters,
     loadAppClass,
     recordRunDirectory,
     recordSink,
@@ -776,7 +777,7 @@ class ServiceTests(TestCase):
                 self.assertEqual([len(m) for m in received], [7] * len(received))
                 self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
             self.assertTrue(set(fromSecond) & set(fromFirst))
-            broadcaster = service.server._tcpscBroadcaster  # type: ignore[attr-defined]
+            broadcaster = _broadcasters[service.server]
             await first.disconnect()
             await second.disconnect()
             await waitFor(lambda: not service.server.clientIds())
