@@ -232,13 +232,13 @@ class Options(usage.Options):
          "With --app record: directory (created if missing) in which each run makes a "
          "directory of its own, named after its start time (YYYYMMDD-HHMMSS, UTC), for its "
          "files client-<id>.bin; a run never writes into another run's files "
-         "(default: the current directory)."],
+         "[default: the current directory]"],
         ["rate", None, None,
          "With --app broadcast: messages per second sent to every client "
-         f"(default: {_BROADCAST_RATE:g})."],
+         f"[default: {_BROADCAST_RATE:g}]"],
         ["message-size", None, None,
          "With --app broadcast: bytes per message, the delimiter included "
-         f"(default: {_BROADCAST_SIZE})."],
+         f"[default: {_BROADCAST_SIZE}]"],
     ]
 
     compData = usage.Completions(

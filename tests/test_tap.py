@@ -158,8 +158,8 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(option, text)
         for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
                         "[default: echo]", "[default: none]", "[default: \\n,",
-                        "[default: 16777216,", "(default: the current directory)",
-                        "(default: 1000)", "(default: 32)"):
+                        "[default: 16777216,", "[default: the current directory]",
+                        "[default: 1000]", "[default: 32]"):
             self.assertIn(default, " ".join(text.split()))
 
     def test_ports(self) -> None:
