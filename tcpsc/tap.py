@@ -522,6 +522,10 @@ class _StartingTerminal:
         if fd is not None:
             os.close(fd)
 
+    # A service that is made but never started (or started by twist, which
+    # does not call privilegedStartService) lets go of it here.
+    __del__ = close
+
 
 class _WithoutCutReport:
     """
