@@ -389,7 +389,7 @@ class Options(usage.Options):
             stream = self["stream"] or fragmented is None
             if stream and continuous is None:
                 raise usage.UsageError(
-                    f"--app {app} relays messages; it has no continuous mode (drop --stream)"
+                    f"--app {app} deals in messages; it has no continuous mode (drop --stream)"
                 )
             protocol = continuous if stream else fragmented  # type: ignore[assignment]
             if app == "broadcast":
