@@ -26,8 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tcpsc import StartError
-from tcpsc import _certgen as certgen
+from tcpsc import StartError, writeCertificateSet
 from tcpsc.blocking import TcpServer, TlsServer
 
 
@@ -40,7 +39,7 @@ def certificatePaths(options: argparse.Namespace) -> tuple[str, str, str]:
         return options.ca or "", options.cert, options.key or ""
     directory = Path(options.certs)
     if not (directory / "ca.pem").exists():
-        certgen.writeCertificateSet(directory)
+        writeCertificateSet(directory)
         print(f"Made a CA, a server and a client certificate in {directory}/")
     return (str(directory / "ca.pem"), str(directory / "server.pem"),
             str(directory / "server.key"))

@@ -8,8 +8,11 @@ and connected by L{Client}, with mutual certificate authentication through
 L{TLSConfig}; reactor services for C{.tac} files (L{ServerService},
 L{KeepConnectedService}); and the C++ original's blocking API (L{TcpServer},
 L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
+L{writeCertificateSet} makes a CA, a server and client certificates for
+trying TLS (what C{tcpsc certs} writes).
 """
 
+from ._certgen import writeCertificateSet
 from ._client import Client
 from ._errors import (
     AbortedLocally,
@@ -60,4 +63,5 @@ __all__ = [
     "TlsClient",
     "TlsServer",
     "__version__",
+    "writeCertificateSet",
 ]

@@ -20,20 +20,36 @@ which skips a client that does not read (see its policy).
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import sys
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ._framing import MessageProtocol, StreamProtocol
 
 if TYPE_CHECKING:
     from ._server import Server
 
-__all__ = ["BUILTIN_APPS", "Chat", "Echo", "Record", "StreamEcho", "loadAppClass", "recordSink"]
+__all__ = [
+    "BUILTIN_APPS",
+    "Broadcast",
+    "Chat",
+    "Echo",
+    "Record",
+    "StreamEcho",
+    "broadcastApp",
+    "loadAppClass",
+    "recordRunDirectory",
+    "recordSink",
+]
 
 
 class _PausesWithOutput:
@@ -96,6 +112,126 @@ class Chat(MessageProtocol):
         server.broadcast(relayed, exclude=sender)
 
 
+class Broadcast(MessageProtocol):
+    """
+    Sends every client the same messages at a set rate, the counterpart of
+    CppServer's multicast server (and the server C{tcpsc bench multicast}
+    measures).  Each message is C{messageSize} bytes, delimiter included:
+    its sequence number in decimal, padded with zeros.  What clients send
+    is ignored.
+
+    The messages go out through L{Server.broadcast}, so a client that does
+    not read misses messages rather than filling the server's memory.  One
+    timer per server runs while at least one client is connected; every
+    tick it sends the messages due since the first client connected, at
+    most one second's worth (a stalled process does not burst).
+
+    The daemon serves a subclass made by L{broadcastApp} with the rate and
+    size of its options.
+    """
+
+    #: Messages per second.
+    rate: float = 1000.0
+    #: Bytes per message, delimiter included.
+    messageSize: int = 32
+    #: Seconds between two ticks of the timer.
+    tick: float = 0.01
+
+    def connectionReady(self) -> None:
+        _Broadcaster.of(self.factory, type(self)).start()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        server = self.factory
+        if server is not None:
+            _Broadcaster.of(server, type(self)).stopIfIdle()
+
+    def messageReceived(self, message: bytes) -> None:
+        pass
+
+
+class _Broadcaster:
+    """
+    The timer of one server's L{Broadcast} application.
+    """
+
+    def __init__(self, server: Server, app: type[Broadcast]) -> None:
+        self.server = server
+        self.app = app
+        self.reactor = server._reactor
+        self.sequence = 0
+        self.call: Any = None
+        self.started = 0.0
+        self.sent = 0
+
+    @classmethod
+    def of(cls, server: Server, app: type[Broadcast]) -> _Broadcaster:
+        """
+        The timer of C{server}, made at its first client.
+        """
+        broadcaster = _broadcasters.get(server)
+        if broadcaster is None:
+            broadcaster = _broadcasters[server] = cls(server, app)
+        return broadcaster
+
+
+    def start(self) -> None:
+        """
+        Start the timer, unless it runs.
+        """
+        if self.call is None:
+            self.started = self.reactor.seconds()
+            self.sent = 0
+            self.call = self.reactor.callLater(self.app.tick, self.send)
+
+    def stopIfIdle(self) -> None:
+        """
+        Stop the timer once no client is left.
+        """
+        if not self.server.clientIds() and self.call is not None:
+            if self.call.active():
+                self.call.cancel()
+            self.call = None
+
+    def send(self) -> None:
+        self.call = None
+        due = int(self.app.rate * (self.reactor.seconds() - self.started)) - self.sent
+        if due > self.app.rate:
+            # Behind by more than a second: skip ahead rather than burst.
+            self.sent += due - int(self.app.rate)
+            due = int(self.app.rate)
+        width = self.app.messageSize - len(self.app.delimiter)
+        for _ in range(max(due, 0)):
+            self.sequence = (self.sequence + 1) % (10 ** width)
+            self.server.broadcast(b"%0*d" % (width, self.sequence))
+        self.sent += max(due, 0)
+        if self.server.clientIds():
+            self.call = self.reactor.callLater(self.app.tick, self.send)
+
+
+#: The timer of each server serving L{Broadcast}.
+_broadcasters: weakref.WeakKeyDictionary[Server, _Broadcaster] = weakref.WeakKeyDictionary()
+
+
+def broadcastApp(rate: float, messageSize: int, delimiter: bytes = b"\n") -> type[Broadcast]:
+    """
+    The L{Broadcast} application with its rate, message size and
+    delimiter.
+
+    @param rate: messages per second.
+    @param messageSize: bytes per message, the delimiter included.
+    @raise ValueError: a rate of 0 or less, or a size that leaves no byte
+        beside the delimiter.
+    """
+    if not 0 < rate < float("inf"):
+        raise ValueError(f"--rate {rate:g}: must be more than 0 messages per second")
+    if messageSize < len(delimiter) + 1:
+        raise ValueError(f"--message-size {messageSize}: must be at least "
+                         f"{len(delimiter) + 1} bytes (the delimiter included)")
+    return type("Broadcast", (Broadcast,), {"rate": rate, "messageSize": messageSize,
+                                            "delimiter": delimiter, "__module__": __name__})
+
+
 class Record(StreamProtocol):
     """
     Continuous mode: each connection's bytes go to the sink the server's
@@ -108,11 +244,13 @@ def recordSink(directory: str | os.PathLike[str], server: Callable[[], Server]
     """
     Make the C{createSink} callback of the C{record} application.
 
-    Each connection's bytes are appended to C{DIRECTORY/client-<id>.bin},
-    unbuffered, so that the file is complete as far as the connection got
-    even if the daemon is killed, and can be followed while it grows.
-    Appending rather than truncating means that restarting the daemon, which
-    counts ids from 1 again, never destroys an earlier recording.
+    Each connection's bytes are written to a new file
+    C{DIRECTORY/client-<id>.bin}, unbuffered, so that the file is complete
+    as far as the connection got even if the daemon is killed, and can be
+    followed while it grows.  The file is created exclusively: a file that
+    exists already is never appended to nor truncated (the connection is
+    closed and the cause logged instead), so give each run of a server its
+    own directory (L{recordRunDirectory}), as ids count from 1 again.
 
     @param directory: where the files go; it must exist.
     @param server: returns the server, to close a connection whose file
@@ -125,7 +263,7 @@ def recordSink(directory: str | os.PathLike[str], server: Callable[[], Server]
         path = base / f"client-{connectionId}.bin"
         try:
             # Closed by StreamProtocol.connectionLost.
-            sink = open(path, "ab", buffering=0)
+            sink = open(path, "xb", buffering=0)
         except OSError as e:
             log.error(
                 "Closing connection {connectionId}: cannot open {path} to "
@@ -143,13 +281,40 @@ def recordSink(directory: str | os.PathLike[str], server: Callable[[], Server]
     return createSink
 
 
+def recordRunDirectory(base: str | os.PathLike[str], now: float | None = None) -> Path:
+    """
+    Create the directory of one run of the C{record} application inside
+    C{base} (created if missing): named after the UTC time of the start,
+    C{YYYYMMDD-HHMMSS}, with C{-2}, C{-3}, ... added if that exists, so that
+    no two runs ever share a directory.
+
+    @param now: the time of the start (seconds since the epoch); now by
+        default.
+    @raise OSError: a directory cannot be created.
+    """
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    for attempt in itertools.count(1):
+        candidate = base / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
+
+
 #: The applications C{--app} knows by name: protocol class for fragmented
 #: mode, protocol class for continuous mode (C{None}: not available), and a
 #: one-line description.
 BUILTIN_APPS: dict[str, tuple[type[MessageProtocol] | None, type[StreamProtocol] | None, str]] = {
     "echo": (Echo, StreamEcho, "each message (or chunk, with --stream) back to its sender"),
     "chat": (Chat, None, "each message to every other client, prefixed with the sender's id"),
-    "record": (None, Record, "each connection's bytes into --record-dir/client-<id>.bin"),
+    "broadcast": (Broadcast, None, "the same messages to every client at --rate, "
+                                   "--message-size bytes each"),
+    "record": (None, Record, "each connection's bytes into a new directory of --record-dir "
+                             "per run, one file client-<id>.bin per connection"),
 }
 
 
@@ -169,7 +334,7 @@ def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol]:
     moduleName, sep, className = spec.partition(":")
     if not sep or not moduleName or not className:
         raise ValueError(
-            f"--app {spec!r}: expected echo, chat, record or module:Class "
+            f"--app {spec!r}: expected echo, chat, broadcast, record or module:Class "
             "(for example examples.upper:Upper)"
         )
     cwd = os.getcwd()

@@ -231,14 +231,14 @@ class Client:
 
     def __init__(
         self,
-        protocol: type[_ConnectionBase] | None = None,
+        protocol: type[MessageProtocol] | type[StreamProtocol] | None = None,
         *,
         stream: bool = False,
         delimiter: bytes | str | None = None,
         maxMessageLength: int | None = _UNSET,
         messageAppend: bytes | str | None = None,
         onMessage: Callable[[bytes], object] | None = None,
-        onEstablished: Callable[[_ConnectionBase], object] | None = None,
+        onEstablished: Callable[[MessageProtocol | StreamProtocol], object] | None = None,
         onClosed: Callable[[Failure], object] | None = None,
         connectTimeout: float = 30.0,
         reconnect: bool = False,
@@ -307,7 +307,7 @@ class Client:
     # -- connecting -------------------------------------------------------
 
     def connect(self, host: str, port: int, tls: TLSConfig | None = None
-                ) -> Deferred[_ConnectionBase]:
+                ) -> Deferred[MessageProtocol | StreamProtocol]:
         """
         Connect to C{host}:C{port}.
 
@@ -339,7 +339,9 @@ class Client:
             self._target = None
             return f
 
-        return d.addErrback(failed)
+        # The protocol is an instance of the public MessageProtocol or
+        # StreamProtocol (see _protocolClass).
+        return d.addErrback(failed)  # type: ignore[return-value]
 
     def _endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """

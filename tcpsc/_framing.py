@@ -104,10 +104,10 @@ class _ConnectionObserver(_TypingProtocol):
     callbacks of L{tcpsc.Server} and L{tcpsc.Client}.
     """
 
-    def connectionReady(self, protocol: _ConnectionBase) -> None: ...
+    def connectionReady(self, protocol: MessageProtocol | StreamProtocol) -> None: ...
 
     def connectionClosed(
-        self, protocol: _ConnectionBase, reason: Failure, wasReady: bool
+        self, protocol: MessageProtocol | StreamProtocol, reason: Failure, wasReady: bool
     ) -> None: ...
 
     def messageReceived(self, protocol: MessageProtocol, message: bytes) -> None: ...
@@ -340,7 +340,7 @@ class _ConnectionBase(Protocol):
             self._tracker = _OutputTracker.attach(self)
         observer = self._observer
         if observer is not None:
-            observer.connectionReady(self)
+            observer.connectionReady(self)  # type: ignore[arg-type]
         if self.ready:
             self.connectionReady()
 
@@ -452,7 +452,7 @@ class _ConnectionBase(Protocol):
             tracker.detach()
         observer = self._observer
         if observer is not None:
-            observer.connectionClosed(self, reason, wasReady)
+            observer.connectionClosed(self, reason, wasReady)  # type: ignore[arg-type]
 
     def pauseReading(self) -> None:
         """

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import errno
 import inspect
+import os
 import resource
 import socket
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
@@ -88,7 +90,20 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: connection limit is reached.
 _BACKLOG = max(50, socket.SOMAXCONN)
 
-_UNSET: Any = object()
+class _Default:
+    """
+    The default of an argument whose value comes from elsewhere (the
+    protocol class): a sentinel that says so in signatures and reprs.
+    """
+
+    def __init__(self, description: str) -> None:
+        self._description = description
+
+    def __repr__(self) -> str:
+        return self._description
+
+
+_UNSET: Any = _Default("<the protocol's own>")
 
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
@@ -194,11 +209,17 @@ def _protocolClass(protocol: type[_ConnectionBase] | None, stream: bool) -> type
 
 def describeAddress(address: IAddress | None) -> str:
     """
-    C{host:port}, or C{[host]:port} for IPv6, for log lines.
+    C{host:port}, or C{[host]:port} for IPv6, or C{unix:PATH} (C{unix
+    socket} for an unnamed peer), for log lines.
     """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host is None:
+        if isinstance(address, UNIXAddress):
+            name = address.name
+            if isinstance(name, bytes):
+                name = os.fsdecode(name)
+            return f"unix:{name}" if name else "unix socket"
         return str(address)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -576,7 +597,7 @@ class Server(Factory):
 
     def __init__(
         self,
-        protocol: type[_ConnectionBase] | None = None,
+        protocol: type[MessageProtocol] | type[StreamProtocol] | None = None,
         *,
         stream: bool = False,
         delimiter: bytes | str | None = None,
@@ -845,17 +866,21 @@ class Server(Factory):
             return
         if count.abortedIds:
             self.log.warn(
-                "Stopped: {count} of {total} connections did not close within {timeout} s "
-                "and were aborted, dropping {dropped} bytes of output not yet sent",
+                "Stopped: {count} of {total} {connections} did not close within {timeout} s "
+                "and {were} aborted, dropping {dropped} {bytes} of output not yet sent",
                 count=len(count.abortedIds),
                 total=count.total,
+                connections="connection" if count.total == 1 else "connections",
+                were="was" if len(count.abortedIds) == 1 else "were",
                 timeout=self.closeTimeout,
                 dropped=count.dropped,
+                bytes="byte" if count.dropped == 1 else "bytes",
                 connectionIds=sorted(count.abortedIds),
             )
         else:
-            self.log.info("Stopped: {total} connections closed, no output dropped",
-                          total=count.total)
+            self.log.info("Stopped: {total} {connections} closed, no output dropped",
+                          total=count.total,
+                          connections="connection" if count.total == 1 else "connections")
 
     # -- the registry -----------------------------------------------------
 
@@ -914,7 +939,7 @@ class Server(Factory):
         # Mid-handshake there is no close_notify to send: abort.
         protocol._abort(f"handshake timeout ({self.handshakeTimeout:g} s)")
 
-    def connectionReady(self, protocol: _ConnectionBase) -> None:
+    def connectionReady(self, protocol: MessageProtocol | StreamProtocol) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
@@ -1005,7 +1030,8 @@ class Server(Factory):
         else:
             self._notify(callback, "onClosed", connectionId)
 
-    def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
+    def connectionClosed(self, protocol: MessageProtocol | StreamProtocol, reason: Failure,
+                         wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
         self._established.pop(connectionId, None)
@@ -1091,13 +1117,13 @@ class Server(Factory):
         """
         return sorted(self._established)
 
-    def connection(self, clientId: int) -> _ConnectionBase:
+    def connection(self, clientId: int) -> MessageProtocol | StreamProtocol:
         """
         The protocol of an established connection.
 
         @raise ServerError: unknown id.
         """
-        return self._lookup(clientId)
+        return self._lookup(clientId)  # type: ignore[return-value]
 
     def send(self, clientId: int, data: bytes | str) -> bool:
         """

@@ -305,7 +305,7 @@ class TLSConfig:
         checkKeyPermissions(self.key, owner)
         return chain, key
 
-    def serverOptions(self) -> _ServerCreator:
+    def serverOptions(self) -> IOpenSSLServerConnectionCreator:
         """
         Build the server's TLS options: a connection creator for Twisted's
         TLS factories (C{TLSMemoryBIOFactory}, C{wrapServerTLS}), which also

@@ -64,7 +64,7 @@ from ._framing import (
 )
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
-from ._server import DEFAULT_MAX_CONNECTIONS, Server
+from ._server import DEFAULT_MAX_CONNECTIONS, Server, _Default
 from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
 from ._workers import SerialExecutor, WorkerPool, currentExecutor
 
@@ -78,7 +78,7 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
-_DEFAULT: Any = object()
+_DEFAULT: Any = _Default(str(DEFAULT_MAX_MESSAGE_LENGTH))
 
 #: The original names subject parts by OpenSSL NID; these are the common ones.
 _NIDS = {

@@ -15,6 +15,7 @@ the cause and the C++ original's code for it, and a non-zero exit status.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from ._apps import BUILTIN_APPS, loadAppClass, recordSink
+from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
 from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
 from ._framing import (
@@ -53,6 +54,21 @@ __all__ = [
 #: Where the daemon listens when no C{--port} is given.
 DEFAULT_PORT = "tcp:8081"
 
+_BROADCAST_RATE = 1000.0
+_BROADCAST_SIZE = 32
+
+
+def _plural(count: int, noun: str) -> str:
+    """
+    C{"1 connection"}, C{"2 connections"}.
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+#: Endpoint types whose description has one positional argument (the port
+#: or path), so that a second one is a colon left unescaped in a value.
+_ONE_POSITIONAL = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
 def _normalisePort(port: str) -> str:
     """
     A bare port number becomes C{tcp:PORT}, because Twisted's
@@ -67,6 +83,13 @@ def _normalisePort(port: str) -> str:
         raise usage.UsageError(
             f"--port {port!r}: not a port number or a Twisted endpoint description "
             "(such as tcp:8081:interface=127.0.0.1)"
+        )
+    parts = re.split(r"(?<!\\):", port)
+    if parts[0] in _ONE_POSITIONAL and len([p for p in parts[1:] if "=" not in p]) > 1:
+        raise usage.UsageError(
+            f"--port {port!r}: a colon inside a value must be escaped with a backslash, "
+            "and the backslashes quoted from the shell, as in "
+            "--port 'tcp6:8081:interface=\\:\\:'"
         )
     return port
 
@@ -116,7 +139,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve messages over TCP or TLS 1.3: echo them back (the default), relay them "
-        "between clients (--app chat), record each connection to a file (--app record), "
+        "between clients (--app chat), send every client the same messages at a set rate "
+        "(--app broadcast), record each connection to a file (--app record), "
         "or run your own tcpsc.MessageProtocol subclass (--app module:Class). "
         "Example: twistd -n --pidfile= tcpsc --port 8081"
     )
@@ -133,8 +157,9 @@ class Options(usage.Options):
     ]
 
     optParameters = [
-        ["app", "a", "echo", "What to serve: echo, chat, record, or module:Class, a "
-                             "tcpsc.MessageProtocol (or StreamProtocol) subclass."],
+        ["app", "a", "echo", "What to serve: echo, chat, broadcast, record, or "
+                             "module:Class, a tcpsc.MessageProtocol (or StreamProtocol) "
+                             "subclass."],
         ["ca", None, None, "PEM file of the CA that client certificates must be issued by."],
         ["cert", None, None, "PEM file of the server certificate (then any intermediates)."],
         ["key", None, None, "PEM file of the server certificate's private key (a warning "
@@ -159,8 +184,17 @@ class Options(usage.Options):
         ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
          "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
          "take the last output and, over TLS, close_notify, before it is aborted."],
-        ["record-dir", None, ".",
-         "Directory of --app record's files client-<id>.bin (created if missing)."],
+        ["record-dir", None, None,
+         "With --app record: directory (created if missing) in which each run makes a "
+         "directory of its own, named after its start time (YYYYMMDD-HHMMSS, UTC), for its "
+         "files client-<id>.bin; a run never writes into another run's files "
+         "[default: the current directory]"],
+        ["rate", None, None,
+         "With --app broadcast: messages per second sent to every client "
+         f"[default: {_BROADCAST_RATE:g}]"],
+        ["message-size", None, None,
+         "With --app broadcast: bytes per message, the delimiter included "
+         f"[default: {_BROADCAST_SIZE}]"],
     ]
 
     compData = usage.Completions(
@@ -169,7 +203,7 @@ class Options(usage.Options):
             "cert": usage.CompleteFiles("*.pem"),
             "key": usage.CompleteFiles("*"),
             "record-dir": usage.CompleteDirs(),
-            "app": usage.CompleteList(["echo", "chat", "record"]),
+            "app": usage.CompleteList(["echo", "chat", "broadcast", "record"]),
         },
         multiUse=["port", "allow-client"],
     )
@@ -189,7 +223,7 @@ class Options(usage.Options):
 
     # One line: twistd's --help keeps the line breaks of this docstring.
     def opt_port(self, port: str) -> None:
-        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or tcp6:8081:interface=\\:\\:; repeatable [default: tcp:8081]"""
+        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or 'tcp6:8081:interface=\\:\\:' (colons in a value escaped, the backslashes quoted from the shell); repeatable [default: tcp:8081]"""
         self["ports"].append(_normalisePort(port))
 
     opt_p = opt_port
@@ -249,7 +283,32 @@ class Options(usage.Options):
                                          allowNone=True)
         self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
                                           allowNone=False)
+        self._checkAppOptions()
         self._chooseApp()
+
+    def _checkAppOptions(self) -> None:
+        """
+        Options of one built-in application are usage errors with another,
+        as C{--cert} is without C{--tls}.
+        """
+        for option, app in (("record-dir", "record"), ("rate", "broadcast"),
+                            ("message-size", "broadcast")):
+            if self[option] is not None and self["app"] != app:
+                raise usage.UsageError(f"--{option} only applies with --app {app}")
+        if self["app"] != "broadcast":
+            return
+        rate, size = self["rate"], self["message-size"]
+        try:
+            self["rate"] = float(rate) if rate is not None else _BROADCAST_RATE
+            if not 0 < self["rate"] < float("inf"):
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError(
+                f"--rate {rate!r}: not a number of messages per second above 0") from None
+        try:
+            self["message-size"] = int(size) if size is not None else _BROADCAST_SIZE
+        except ValueError:
+            raise usage.UsageError(f"--message-size {size!r}: not a number of bytes") from None
 
     def _checkTLS(self) -> None:
         given = [f"--{name}" for name in ("ca", "cert", "key") if self[name] is not None]
@@ -264,7 +323,10 @@ class Options(usage.Options):
                 )
         if not self["tls"]:
             if given:
-                raise usage.UsageError(f"{', '.join(given)} only apply with --tls")
+                names = (given[0] if len(given) == 1
+                         else f"{', '.join(given[:-1])} and {given[-1]}")
+                raise usage.UsageError(
+                    f"{names} only {'applies' if len(given) == 1 else 'apply'} with --tls")
             return
         missing = [f"--{name}" for name in ("cert", "key") if self[name] is None]
         if missing:
@@ -283,9 +345,15 @@ class Options(usage.Options):
             stream = self["stream"] or fragmented is None
             if stream and continuous is None:
                 raise usage.UsageError(
-                    f"--app {app} relays messages; it has no continuous mode (drop --stream)"
+                    f"--app {app} deals in messages; it has no continuous mode (drop --stream)"
                 )
             protocol = continuous if stream else fragmented  # type: ignore[assignment]
+            if app == "broadcast":
+                try:
+                    protocol = broadcastApp(self["rate"], self["message-size"],
+                                            self["delimiter"] or b"\n")
+                except ValueError as e:
+                    raise usage.UsageError(str(e)) from None
         else:
             try:
                 protocol = loadAppClass(app)
@@ -358,6 +426,83 @@ def _quietExceptHook(previous: Any) -> Any:
     return hook
 
 
+class _StartingTerminal:
+    """
+    The standard error of the process that started twistd, kept so that a
+    daemon that fails to start can say why there, in one whole line.
+
+    Daemonizing, twistd forks and points the daemon's standard error at
+    C{/dev/null}; the process that started it waits for a status, prints
+    the first 100 bytes of the daemon's exception as a C{bytes} repr, and
+    exits 1.  The descriptor kept here (made in L{makeService}, before
+    twistd forks) still reaches the terminal: the daemon writes the whole
+    sentence to it, and the starting process's report of the cut
+    exception is then left out.
+    """
+
+    #: How twistd's starting process begins its report of a daemon that
+    #: failed to start with a L{DaemonStartError}.
+    _report = "An error has occurred: b'tcpsc.tap.DaemonStartError"
+
+    def __init__(self) -> None:
+        try:
+            self.fd: int | None = os.dup(2)
+        except OSError:
+            self.fd = None
+            return
+        stderr = sys.__stderr__
+        if stderr is not None and not isinstance(stderr, _WithoutCutReport):
+            sys.__stderr__ = _WithoutCutReport(stderr, self._report)  # type: ignore[misc,assignment]
+
+    def report(self, message: str) -> None:
+        """
+        Write C{message} to the starting terminal, if this process is a
+        daemon whose standard error goes elsewhere (else the log, on the
+        terminal, has it already).
+        """
+        if self.fd is None:
+            return
+        try:
+            kept, current = os.fstat(self.fd), os.fstat(2)
+            if (kept.st_dev, kept.st_ino) == (current.st_dev, current.st_ino):
+                return
+            os.write(self.fd, f"tcpsc cannot start: {message}\n".encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """
+        Let go of the descriptor once the start is over.
+        """
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    # A service that is made but never started (or started by twist, which
+    # does not call privilegedStartService) lets go of it here.
+    __del__ = close
+
+
+class _WithoutCutReport:
+    """
+    A stream that passes everything on to C{stream} except a write that
+    begins with C{prefix}.
+    """
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    def write(self, text: str) -> int:
+        if text.startswith(self._prefix):
+            # What remains of it: where the details are.
+            text = text[text.find("\n") + 1:]
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class TcpscService(ServerService):
     """
     The daemon's service: a L{ServerService} that logs what it serves, and
@@ -369,6 +514,9 @@ class TcpscService(ServerService):
     """
 
     log = Logger()
+    #: Where a start failure is also written when daemonized (see
+    #: L{makeService}).
+    terminal: _StartingTerminal | None = None
 
     def __init__(self, server: Server, ports: Sequence[str], tls: TLSConfig | None,
                  description: str, reactor: Any) -> None:
@@ -387,12 +535,17 @@ class TcpscService(ServerService):
         """
         try:
             super().privilegedStartService()
-        except DaemonStartError:
+        except DaemonStartError as e:
+            if self.terminal is not None:
+                self.terminal.report(str(e))
             # twistd lets this end the process (after removing its pid file
             # and, when daemonizing, reporting it to the parent process):
             # keep the interpreter from adding a traceback to the log line.
             sys.excepthook = _quietExceptHook(sys.excepthook)
             raise
+        finally:
+            if self.terminal is not None:
+                self.terminal.close()
 
     def startService(self) -> None:
         """
@@ -447,8 +600,9 @@ class TcpscService(ServerService):
         @return: fires once every port and connection is closed (twistd
             waits for it before exiting).
         """
-        self.log.info("Stopping tcpsc: closing {count} connections",
-                      count=self.server.openConnections())
+        count = self.server.openConnections()
+        self.log.info("Stopping tcpsc: closing {connections}",
+                      connections=_plural(count, "connection"), count=count)
         notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
         def stopped(result: None) -> None:
@@ -480,9 +634,12 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     if perPeer is not None:
         extra += f", at most {perPeer} per peer"
     if app == "record":
-        extra += f", recording into {os.path.abspath(options['record-dir'])}"
-    return (f"app {app} ({mode}), {security}, at most {options['max-connections']} "
-            f"connections{extra}")
+        extra += f", recording into {os.path.abspath(options['record-run'])}"
+    if app == "broadcast":
+        mode += (f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
+                 f"/s of {_plural(options['message-size'], 'byte')}")
+    return (f"app {app} ({mode}), {security}, at most "
+            f"{_plural(options['max-connections'], 'connection')}{extra}")
 
 
 def makeService(options: Options, reactor: Any = None) -> TcpscService:
@@ -525,15 +682,16 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             settings["maxMessageLength"] = options["max-length"]
     server: Server | None = None
     if options["app"] == "record":
-        directory = Path(options["record-dir"])
+        base = Path(options["record-dir"] or ".")
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory = recordRunDirectory(base)
+        except PermissionError:
+            raise SystemExit(f"tcpsc: the --record-dir {str(base)!r} is not writable") from None
         except OSError as e:
             raise SystemExit(
-                f"tcpsc: cannot create the --record-dir {str(directory)!r}: {e.strerror or e}"
+                f"tcpsc: cannot create the --record-dir {str(base)!r}: {e.strerror or e}"
             ) from None
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise SystemExit(f"tcpsc: the --record-dir {str(directory)!r} is not writable")
+        options["record-run"] = str(directory)
         settings["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
     if "max-pending-output" in options:
         settings["maxPendingOutput"] = options["max-pending-output"]
@@ -551,5 +709,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None
-    return TcpscService(server, options["ports"], tls, _describe(options, protocol, tls),
-                        reactor)
+    service = TcpscService(server, options["ports"], tls, _describe(options, protocol, tls),
+                           reactor)
+    service.terminal = _StartingTerminal()
+    return service

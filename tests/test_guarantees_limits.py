@@ -154,7 +154,8 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertUsageError("--max-connections-per-peer", "0", match="1 or more")
         self.assertUsageError("--max-connections-per-peer", "x", match="1 or more")
         self.assertUsageError("--max-pending-output", "-5", match="number of bytes")
-        self.assertUsageError("--allow-client", "client", match="only apply with --tls")
+        self.assertUsageError("--allow-client", "client",
+                              match="--allow-client only applies with --tls")
         self.assertUsageError("--tls", "--cert", "c.pem", "--key", "k.pem", "--no-client-auth",
                               "--allow-client", "client", match="--no-client-auth")
         self.assertUsageError("--tls", "--ca", "a.pem", "--cert", "c.pem", "--key", "k.pem",

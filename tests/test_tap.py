@@ -15,13 +15,23 @@ from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Client, ClientCertificateRejected, MessageProtocol, StreamProtocol, TLSConfig
-from tcpsc._apps import Chat, Echo, Record, StreamEcho, loadAppClass
+from tcpsc._apps import (
+    Broadcast,
+    Chat,
+    Echo,
+    Record,
+    StreamEcho,
+    _broadcasters,
+    loadAppClass,
+    recordRunDirectory,
+    recordSink,
+)
 from tcpsc.tap import (
     DaemonStartError,
     Options,
@@ -144,12 +154,13 @@ class OptionsTests(SynchronousTestCase):
         for option in ("--port", "--tls", "--ca", "--cert", "--key", "--no-client-auth",
                        "--delimiter", "--stream", "--max-length", "--max-connections",
                        "--idle-timeout", "--handshake-timeout", "--close-timeout", "--app",
-                       "--record-dir",
+                       "--record-dir", "--rate", "--message-size",
                        "--quiet-connections"):
             self.assertIn(option, text)
         for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
                         "[default: echo]", "[default: none]", "[default: \\n,",
-                        "[default: 16777216,", "[default: .]"):
+                        "[default: 16777216,", "[default: the current directory]",
+                        "[default: 1000]", "[default: 32]"):
             self.assertIn(default, " ".join(text.split()))
 
     def test_ports(self) -> None:
@@ -249,8 +260,53 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--tls", "--ca", "c", "--cert", "s", match="--tls needs --key")
         self.assertUsageError("--tls", "--cert", "s", "--key", "k", match="needs --ca")
         self.assertUsageError("--ca", "c", "--cert", "s", "--key", "k",
-                              match="--ca, --cert, --key only apply with --tls")
-        self.assertUsageError("--no-client-auth", match="only apply with --tls")
+                              match="--ca, --cert and --key only apply with --tls")
+        self.assertUsageError("--no-client-auth", match="--no-client-auth only applies with --tls")
+        self.assertUsageError("--cert", "c.pem", match="--cert only applies with --tls")
+        self.assertUsageError("--cert", "c.pem", "--key", "k.pem",
+                              match="--cert and --key only apply with --tls")
+
+    def test_appOptions(self) -> None:
+        """
+        C{--record-dir}, C{--rate} and C{--message-size} are usage errors
+        naming themselves without their application; C{--app broadcast}
+        checks its rate and size.
+        """
+        self.assertUsageError("--record-dir", "rec",
+                              match="--record-dir only applies with --app record")
+        self.assertUsageError("--app", "chat", "--rate", "5",
+                              match="--rate only applies with --app broadcast")
+        self.assertUsageError("--message-size", "5",
+                              match="--message-size only applies with --app broadcast")
+        self.assertUsageError("--app", "broadcast", "--rate", "0", match="--rate '0'")
+        self.assertUsageError("--app", "broadcast", "--rate", "fast", match="--rate 'fast'")
+        self.assertUsageError("--app", "broadcast", "--message-size", "1",
+                              match="--message-size 1: must be at least 2 bytes")
+        self.assertUsageError("--app", "broadcast", "-d", "\\r\\n", "--message-size", "2",
+                              match="--message-size 2: must be at least 3 bytes")
+        self.assertUsageError("--app", "broadcast", "--stream", match="no continuous mode")
+        options = parse("--app", "broadcast", "--rate", "50", "--message-size", "20")
+        protocol = options["protocol"]
+        self.assertTrue(issubclass(protocol, Broadcast))
+        self.assertEqual((protocol.rate, protocol.messageSize, protocol.delimiter),
+                         (50.0, 20, b"\n"))
+        default = parse("--app", "broadcast")["protocol"]
+        self.assertEqual((default.rate, default.messageSize), (1000.0, 32))
+
+    def test_unescapedColon(self) -> None:
+        """
+        A colon left unescaped in a value of an endpoint description (what
+        a shell makes of C{tcp6:8081:interface=\\:\\:} without quotes) is
+        a usage error saying how to escape it; escaped ones are accepted.
+        """
+        self.assertUsageError("--port", "tcp6:8081:interface=::",
+                              match="a colon inside a value must be escaped with a backslash")
+        self.assertUsageError("--port", "tcp:8081:interface=::1",
+                              match="--port 'tcp6:8081:interface=\\:\\:'")
+        self.assertEqual(parse("--port", "tcp6:8081:interface=\\:\\:")["ports"],
+                         ["tcp6:8081:interface=\\:\\:"])
+        self.assertEqual(parse("--port", "unix:/tmp/x.sock:mode=660")["ports"],
+                         ["unix:/tmp/x.sock:mode=660"])
 
     def test_builtinApps(self) -> None:
         """
@@ -293,7 +349,7 @@ class OptionsTests(SynchronousTestCase):
         """
         Each way of naming a wrong class gets its own message.
         """
-        self.assertUsageError("--app", "nonsense", match="expected echo, chat, record or "
+        self.assertUsageError("--app", "nonsense", match="expected echo, chat, broadcast, record or "
                               "module:Class")
         self.assertUsageError("--app", "tcpsc_no_such_module:X",
                               match="cannot import module 'tcpsc_no_such_module'")
@@ -445,12 +501,58 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(parse("--app", "record", "--record-dir", str(directory)),
                               reactor=reactor)
         self.assertTrue(directory.is_dir())
+        self.assertEqual(len(list(directory.iterdir())), 1)
         self.assertIs(service.server.protocol, Record)
         self.assertIsNotNone(service.server.createSink)
         blocker = Path(self.mktemp())
         blocker.write_text("a file, not a directory")
         self.assertStops("--app", "record", "--record-dir", str(blocker / "sub"),
                          match="cannot create the --record-dir")
+
+
+class RecordFilesTests(SynchronousTestCase):
+    """
+    Where C{--app record} writes: a new directory per run, and files that
+    are never appended to.
+    """
+
+    def test_runDirectories(self) -> None:
+        """
+        Runs started in the same second get different directories.
+        """
+        base = Path(self.mktemp())
+        first = recordRunDirectory(base, now=0)
+        second = recordRunDirectory(base, now=0)
+        self.assertEqual(first.name, "19700101-000000")
+        self.assertEqual(second.name, "19700101-000000-2")
+        self.assertEqual(sorted(base.iterdir()), [first, second])
+
+    def test_existingFileNotAppended(self) -> None:
+        """
+        A file C{client-<id>.bin} that exists already is left as it is: the
+        connection is closed and the cause logged.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "client-1.bin").write_bytes(b"earlier run")
+        disconnected = []
+
+        class FakeServer:
+            def disconnect(self, connectionId: int) -> None:
+                disconnected.append(connectionId)
+
+        createSink = recordSink(directory, lambda: FakeServer())  # type: ignore[arg-type,return-value]
+        with capturedLogs() as events:
+            self.assertIsNone(createSink(1))
+        self.assertEqual(disconnected, [1])
+        self.assertEqual((directory / "client-1.bin").read_bytes(), b"earlier run")
+        [error] = [e for e in events if e.get("log_level") == LogLevel.error]
+        self.assertIn("cannot open", formatEvent(error))
+        sink = createSink(2)
+        assert sink is not None
+        sink.write(b"new")
+        sink.close()
+        self.assertEqual((directory / "client-2.bin").read_bytes(), b"new")
 
 
 class ServiceTests(TestCase):
@@ -559,6 +661,7 @@ class ServiceTests(TestCase):
             directory = Path(self.mktemp())
             service = self.start("--port", LOCAL, "--app", "record",
                                  "--record-dir", str(directory))
+            [run] = directory.iterdir()
             first = Client(stream=True)
             await first.connect("127.0.0.1", self.port(service))
             second = Client(stream=True)
@@ -571,8 +674,8 @@ class ServiceTests(TestCase):
             files = {1: b"one\n\0more", 2: b"two"}
 
             def recorded() -> bool:
-                return all((directory / f"client-{i}.bin").exists()
-                           and (directory / f"client-{i}.bin").read_bytes() == data
+                return all((run / f"client-{i}.bin").exists()
+                           and (run / f"client-{i}.bin").read_bytes() == data
                            for i, data in files.items())
 
             await waitFor(recorded)
@@ -647,6 +750,52 @@ class ServiceTests(TestCase):
             await closed
             self.assertEqual(service.server.ports, [])
             self.assertEqual(service.server.openConnections(), 0)
+
+        return ensureDeferred(scenario())
+
+    def test_wordingOfOne(self) -> None:
+        """
+        The daemon's lines about one connection say "connection", not
+        "connections".
+        """
+        async def scenario() -> None:
+            with capturedLogs() as events:
+                service = self.start("--port", LOCAL, "--max-connections", "1")
+                closed: Deferred[object] = Deferred()
+                client = Client(onClosed=lambda reason: closed.callback(None))
+                await client.connect("127.0.0.1", self.port(service))
+                await waitFor(lambda: service.server.clientIds())
+                await service.stopService()
+                await closed
+            text = "\n".join(formatEvent(e) for e in events)
+            self.assertIn("at most 1 connection\n", text + "\n")
+            self.assertIn("Stopping tcpsc: closing 1 connection\n", text + "\n")
+            self.assertIn("Stopped: 1 connection closed, no output dropped", text)
+            self.assertNotIn("1 connections", text)
+
+        return ensureDeferred(scenario())
+
+    def test_broadcast(self) -> None:
+        """
+        C{--app broadcast} sends numbered messages of the set size to every
+        client while there is one, and stops its timer once none is left.
+        """
+        async def scenario() -> None:
+            service = self.start("--port", LOCAL, "--app", "broadcast", "--rate", "500",
+                                 "--message-size", "8")
+            (first, fromFirst), (second, fromSecond) = [await self.connect(service)
+                                                        for _ in range(2)]
+            await waitFor(lambda: len(fromFirst) >= 5 and len(fromSecond) >= 5)
+            for received in (fromFirst, fromSecond):
+                numbers = [int(m) for m in received]
+                self.assertEqual([len(m) for m in received], [7] * len(received))
+                self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
+            self.assertTrue(set(fromSecond) & set(fromFirst))
+            broadcaster = _broadcasters[service.server]
+            await first.disconnect()
+            await second.disconnect()
+            await waitFor(lambda: not service.server.clientIds())
+            self.assertIsNone(broadcaster.call)
 
         return ensureDeferred(scenario())
 
