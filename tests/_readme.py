@@ -72,7 +72,7 @@ class Step:
     @ivar key: text the block must contain (so that steps and blocks cannot
         slip out of line unnoticed).
     @ivar kind: C{skip}, C{server}, C{run}, C{transcript}, C{log},
-        C{module}, C{program}, C{python}.
+        C{module}, C{program}, C{python}, C{trial}.
     @ivar port: the port a server listens on.
     @ivar typed: lines a person types into an interactive command.
     @ivar expect: lines the output must contain, in order.
@@ -110,6 +110,10 @@ STEPS: list[Step] = [
     Step("--app examples.upper:Upper", "server", port=8081),
     Step("HELLO", "transcript"),
     Step("while another one runs on 8081", "transcript", status=None),
+    Step("systemctl daemon-reload", "skip",
+         why="it installs units into systemd, which does not run here; tests/test_systemd.py "
+             "checks the daemon's readiness notifications and socket activation"),
+    Step("twist --log-format=json tcpsc --port 8081", "server", port=8081, setup=("$ ",)),
     Step("twistd -n --pidfile= tcpsc --port 8081", "server", port=8081),
     Step("tcpsc bench echo localhost 8081", "run", expect=["... errors=0 "]),
     Step("--app broadcast --rate", "server", port=8082),
@@ -117,6 +121,9 @@ STEPS: list[Step] = [
     Step("class Echo(MessageProtocol)", "program", port=8081, expect=["hello", "ping"]),
     Step("server.broadcast", "python"),
     Step("Client(onMessage=replies.put", "python", expect=["b'hello'"]),
+    Step("ServerService(Server(Echo)", "module"),
+    Step("twistd -ny examples/echo.tac", "server", port=8081, setup=("$ ",)),
+    Step("class EchoTests(SynchronousTestCase)", "trial", expect=["PASSED (successes=1)"]),
     Step("# Twisted-native", "program", port=8081, expect=["ping"]),
     Step("# Blocking", "program", port=8081, expect=["ping"], typed=[""]),
     Step("TlsClient(b", "python"),
@@ -388,7 +395,7 @@ class Scenario:
         """
         lines = README.read_text().splitlines()[:block.line - 1]
         before = "\n".join(lines).rstrip().rsplit("\n\n", 1)[-1]
-        match = re.search(r"`(examples/\w+\.py)`", before)
+        match = re.search(r"`(examples/\w+\.(?:py|tac))`", before)
         if match is None:
             raise Failed("the paragraph before the block names no examples/ file")
         source = (ROOT / match.group(1)).read_text().splitlines()
@@ -406,6 +413,20 @@ class Scenario:
         if missing is not None:
             raise Failed(f"no line {missing!r} in its output:\n{output}")
         return f"ran, exit status {status}"
+
+    def do_trial(self, block: Block, step: Step) -> str:
+        """
+        A trial test case: it runs with trial and passes.
+        """
+        self.count += 1
+        module = f"test_readme_snippet_{self.count}"
+        (self.directory / f"{module}.py").write_text(block.text)
+        status, output = self.run(f"{sys.executable} -m twisted.trial {module}", step.typed)
+        self.checkStatus(step, status, output)
+        missing = _inOrder(step.expect, output)
+        if missing is not None:
+            raise Failed(f"no line {missing!r} in its output:\n{output}")
+        return f"ran with trial, exit status {status}"
 
     def do_program(self, block: Block, step: Step) -> str:
         """
