@@ -147,6 +147,8 @@ def _environment() -> dict[str, str]:
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """
     Stop a process group started here: SIGTERM, then SIGKILL after a bound.
+    Returns once no process of the group is left, so that a server the
+    shell started is gone (its port closed) and not only the shell.
     """
     if process.poll() is None:
         try:
@@ -157,12 +159,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(TIMEOUT)
         except ProcessLookupError:
             pass
-    else:
-        # Whatever the shell left behind in its group.
+    # What the shell left behind in its group (a server it started): wait
+    # for it to end after the SIGTERM, then SIGKILL it once the bound passed.
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline + TIMEOUT:
+        late = time.monotonic() > deadline
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL if late else 0)
         except (ProcessLookupError, PermissionError):
-            pass
+            return
+        time.sleep(0.05)
 
 
 def _listening(port: int) -> bool:
@@ -281,6 +287,12 @@ class Scenario:
         previous = self.servers.pop(port, None)
         if previous is not None:
             _stop(previous[0])
+            deadline = time.monotonic() + TIMEOUT
+            while _listening(port):
+                if time.monotonic() > deadline:
+                    raise Failed(f"port {port} still listening {TIMEOUT} s after its server "
+                                 "was stopped")
+                time.sleep(0.05)
         output = self.output(f"server-{port}")
         process = self.start(command, output, stdin=stdin)
         self.servers[port] = (process, output)

@@ -129,5 +129,5 @@ class EchoTacTests(SynchronousTestCase):
         self.assertIn(daemon.exitStatus(), (0, -signal.SIGTERM))
         output = daemon.output
         self.assertNotIn("Traceback", output)
-        self.assertIn("Stopped: 1 connections closed, no output dropped", output)
+        self.assertIn("Stopped: 1 connection closed, no output dropped", output)
         self.assertIn("Main loop terminated", output)
