@@ -433,6 +433,8 @@ class TcpscService(ServerService):
             self.log.info("SIGHUP is not handled: the service does not run in the main thread")
             return
         self._hangupHandler = handler
+        if self.tls is not None:
+            self.log.info("SIGHUP reads --ca, --cert and --key again (certificate rotation)")
 
     def _hangupReceived(self) -> None:
         self.log.info("Received SIGHUP")
