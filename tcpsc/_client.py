@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._errors import (
+    CertificateLoadError,
     ClientCertificateRejected,
     ClientError,
     ConnectError,
@@ -299,6 +300,8 @@ class Client:
         self.protocol: _ConnectionBase | None = None
         self._attempt: _Attempt | None = None
         self._target: tuple[str, int, TLSConfig | None] | None = None
+        # The settings, host and connection creator of the last TLS attempt.
+        self._lastCreator: tuple[TLSConfig, str, Any] | None = None
         self._address: tuple[str, int] = ("", 0)
         self._retryCall: IDelayedCall | None = None
         self._failures = 0
@@ -312,7 +315,12 @@ class Client:
         Connect to C{host}:C{port}.
 
         @param host: a host name, IPv4 or IPv6 address.
-        @param tls: TLS 1.3 settings; plain TCP if C{None}.
+        @param tls: TLS 1.3 settings; plain TCP if C{None}.  Its files are
+            read at every connection attempt, reconnections included, so a
+            certificate replaced on disk is used from the next connection
+            on; if they cannot be read again (or the certificate is no
+            longer valid), the certificates of the last attempt are used
+            and the cause is logged.
         @return: fires with the protocol once the connection is ready, or
             fails with L{StartError} (-1, already connected or connecting),
             L{PortError} (10), L{CertificateLoadError} (30-35),
@@ -327,7 +335,7 @@ class Client:
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             return fail(PortError(f"port {port!r} is outside 1-65535"))
         try:
-            creator = tls.clientCreator(host) if tls is not None else None
+            creator = self._creatorFor(host, port, tls)
         except Exception:
             return fail()
         self._target = (host, port, tls)
@@ -342,6 +350,38 @@ class Client:
         # The protocol is an instance of the public MessageProtocol or
         # StreamProtocol (see _protocolClass).
         return d.addErrback(failed)  # type: ignore[return-value]
+
+    def _creatorFor(self, host: str, port: int, tls: TLSConfig | None) -> Any:
+        """
+        The TLS connection creator of one attempt, from the files of C{tls}
+        read again: each connection, reconnections included, uses the
+        certificates on disk at that moment, so rotated files are taken up
+        without anything to call.  If reading them again fails (unreadable,
+        invalid, a key that does not match, a certificate expired or not
+        valid yet) and the last attempt to the same host with the same
+        settings had certificates, those are used again and the cause is
+        logged, naming the file.
+
+        @raise CertificateLoadError: the files cannot be used and there is
+            nothing to fall back on.
+        """
+        if tls is None:
+            return None
+        last = self._lastCreator
+        if last is None or last[0] is not tls or last[1] != host:
+            creator = tls.clientCreator(host)
+        else:
+            try:
+                creator = tls.clientCreator(host, current=True)
+            except CertificateLoadError as e:
+                self.log.warn(
+                    "Connecting to {host}:{port} with the certificates used so far: "
+                    "reading them again failed: {error}",
+                    host=host, port=port, error=str(e), path=e.path, code=e.code,
+                )
+                return last[2]
+        self._lastCreator = (tls, host, creator)
+        return creator
 
     def _endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """
@@ -490,7 +530,7 @@ class Client:
             return
         host, port, tls = self._target
         try:
-            creator = tls.clientCreator(host) if tls is not None else None
+            creator = self._creatorFor(host, port, tls)
         except Exception:
             f = Failure()
             self.log.error("Stopped reconnecting to {host}:{port}: {error}",

@@ -50,7 +50,7 @@ from twisted.python.runtime import platformType
 from zope.interface import implementer
 
 from . import _compat
-from ._errors import AbortedLocally, ListenError, PortError, ServerError
+from ._errors import AbortedLocally, CertificateLoadError, ListenError, PortError, ServerError
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
     MessageProtocol,
@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     from cryptography import x509
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorFDSet, IReactorTime
     from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from ._tls import _ServerCreator
 
     class _IPortReactor(IReactorFDSet, IReactorTime):
         """
@@ -714,6 +716,9 @@ class Server(Factory):
         # The allow-list of the port of each connection in its handshake.
         self._allowLists: dict[int, frozenset[str]] = {}
         self._ports: list[IListeningPort] = []
+        # The TLS settings and connection creator of each TLS port, for
+        # reloadCertificates.
+        self._tlsPorts: dict[IListeningPort, tuple[TLSConfig, _ServerCreator]] = {}
         self._closeWaiters: list[Deferred[None]] = []
         self._stopping: _StopCount | None = None
         _raiseFileLimit(maxConnections + 64, self.log)
@@ -745,9 +750,11 @@ class Server(Factory):
         try:
             endpoint = self._endpoint(port, interface)
             factory = None
+            creator = None
             if tls is not None:
+                creator = tls._serverCreator()
                 factory = tlsFactory(
-                    tls.serverOptions(), isClient=False, wrappedFactory=self,
+                    creator, isClient=False, wrappedFactory=self,
                     clock=self._reactor,
                 )
         except Exception:
@@ -758,6 +765,8 @@ class Server(Factory):
 
         def listening_(p: IListeningPort) -> IListeningPort:
             self._ports.append(p)
+            if tls is not None and creator is not None:
+                self._tlsPorts[p] = (tls, creator)
             address = p.getHost()
             allowed = tls.allowedClients if tls is not None else None
             self.log.info(
@@ -825,6 +834,62 @@ class Server(Factory):
             return endpoint
         return _GuardedTCPEndpoint(self._reactor, *arguments)
 
+    def reloadCertificates(self) -> int:
+        """
+        Read the CA, certificate and key of every TLS port again, from the
+        files of the L{TLSConfig} it listens with, and serve the handshakes
+        that start from now on with them.  Connections already established,
+        or in their handshake, go on with the certificates they started
+        with: nobody is disconnected.  This is how certificates replaced on
+        disk before they expire (cert-manager, SPIFFE, ACME) are taken up
+        without a restart; the daemon does it on SIGHUP.
+
+        All or nothing: every file is read and checked first (readable,
+        valid PEM, the key matching the certificate, the certificate valid
+        now: neither expired nor issued for later); if anything fails,
+        every port keeps the certificates it has, and the cause is logged,
+        naming the file, and raised.  A L{TLSConfig} of PEM bytes rather
+        than paths reloads the same bytes.
+
+        @return: how many TLS ports serve the files just read; 0 for a
+            server without TLS ports.
+        @raise CertificateLoadError: a file could not be used (codes 30-35,
+            34 for a certificate that is not valid now); nothing changed.
+        """
+        ports = [(port, *self._tlsPorts[port]) for port in self._ports
+                 if port in self._tlsPorts]
+        fresh: dict[int, _ServerCreator] = {}
+        try:
+            for _, config, _ in ports:
+                if id(config) not in fresh:
+                    fresh[id(config)] = config._serverCreator(current=True)
+        except CertificateLoadError as e:
+            self.log.error(
+                "Certificate reload failed; the certificates in use are kept: {error}",
+                error=str(e),
+                path=e.path,
+                code=e.code,
+            )
+            raise
+        for port, config, creator in ports:
+            previous = creator.certificate
+            new = fresh[id(config)]
+            creator.replaceWith(new)
+            certificate = new.certificate
+            if certificate is None:  # pragma: no cover - always set by serverOptions
+                continue
+            self.log.info(
+                "Reloaded the TLS certificates of {address} from {path}: new handshakes "
+                "get {subject!r} (serial {serial:x}, valid until {notAfter} UTC){unchanged}",
+                address=describeAddress(port.getHost()),
+                subject=certificate.subject.rfc4514_string(),
+                serial=certificate.serial_number,
+                notAfter=f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S}",
+                unchanged=", unchanged" if certificate == previous else "",
+                path="<PEM bytes>" if isinstance(config.cert, bytes) else str(config.cert),
+            )
+        return len(ports)
+
     @property
     def ports(self) -> list[IListeningPort]:
         """
@@ -847,6 +912,7 @@ class Server(Factory):
             the server may then L{listen} again, on the same port too.
         """
         ports, self._ports = self._ports, []
+        self._tlsPorts.clear()
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         if not self._open:
             return stopped.addCallback(lambda _: None)

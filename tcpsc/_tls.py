@@ -96,6 +96,7 @@ __all__ = [
     "TLSConfig",
     "certificateNames",
     "checkKeyPermissions",
+    "checkValidity",
     "isAllowedClient",
     "peerCertificate",
     "subjectPart",
@@ -227,6 +228,36 @@ def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = Non
     return key
 
 
+def checkValidity(chain: Sequence[x509.Certificate], source: PEMSource,
+                  now: datetime | None = None) -> None:
+    """
+    Check that every certificate of C{chain}, read from C{source}, is valid
+    now: a certificate that expired, or one issued for later, would fail
+    every handshake.
+
+    @raise CertificateLoadError: 34, naming the file and the certificate.
+    """
+    now = now or datetime.now(UTC)
+    label = "<PEM bytes>" if isinstance(source, bytes) else os.fspath(source)
+    for certificate in chain:
+        subject = certificate.subject.rfc4514_string()
+        if certificate.not_valid_after_utc < now:
+            raise CertificateLoadError(
+                f"the certificate file {label!r} holds a certificate that expired on "
+                f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC ({subject!r})",
+                34,
+                label,
+            )
+        if certificate.not_valid_before_utc > now:
+            raise CertificateLoadError(
+                f"the certificate file {label!r} holds a certificate that is not valid "
+                f"before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC "
+                f"({subject!r})",
+                34,
+                label,
+            )
+
+
 def _twistedCertificate(certificate: x509.Certificate) -> Certificate:
     return Certificate(crypto.X509.from_cryptography(certificate))
 
@@ -298,29 +329,52 @@ class TLSConfig:
             return None
         return loadCertificates(self.ca, "CA certificate", 30, 33)
 
-    def _loadIdentity(self, owner: str) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    def _loadIdentity(self, owner: str, current: bool = False
+                      ) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
         assert self.cert is not None and self.key is not None
         chain = loadCertificates(self.cert, "certificate", 31, 34)
+        if current:
+            checkValidity(chain, self.cert)
         key = loadPrivateKey(self.key, chain[0])
         checkKeyPermissions(self.key, owner)
         return chain, key
 
-    def serverOptions(self) -> IOpenSSLServerConnectionCreator:
+    def serverOptions(self, current: bool = False) -> IOpenSSLServerConnectionCreator:
         """
         Build the server's TLS options: a connection creator for Twisted's
         TLS factories (C{TLSMemoryBIOFactory}, C{wrapServerTLS}), which also
         gives the OpenSSL context (C{getContext}) to the APIs that take a
         context factory (C{listenSSL}).
 
+        @param current: also refuse a certificate in C{cert} that expired or
+            is not valid yet.
         @raise CertificateLoadError: a file is missing, unreadable, invalid,
-            or client certificates are required but no CA is given.
+            or client certificates are required but no CA is given; with
+            C{current}, 34 for a certificate that is not valid now.
+        """
+        return self._serverCreator(current)
+
+    def _serverCreator(self, current: bool = False) -> _ServerCreator:
+        """
+        Build the server's TLS options: a connection creator for Twisted's
+        TLS factories (C{TLSMemoryBIOFactory}, C{wrapServerTLS}), which also
+        gives the OpenSSL context (C{getContext}) to the APIs that take a
+        context factory (C{listenSSL}).
+
+        @param current: also refuse a certificate in C{cert} that expired or
+            is not valid yet: a certificate reload (see
+            L{tcpsc.Server.reloadCertificates}) never replaces working
+            certificates with ones that would fail every handshake.
+        @raise CertificateLoadError: a file is missing, unreadable, invalid,
+            or client certificates are required but no CA is given; with
+            C{current}, 34 for a certificate that is not valid now.
         """
         if self.cert is None:
             raise CertificateLoadError("a TLS server needs a certificate (cert=)", 31, "")
         if self.key is None:
             raise CertificateLoadError("a TLS server needs a private key (key=)", 32, "")
         ca = self._loadCA()
-        chain, key = self._loadIdentity("this server")
+        chain, key = self._loadIdentity("this server", current)
         if ca is None and self.requireClientCertificate:
             raise CertificateLoadError(
                 "requireClientCertificate is set but no CA is given to verify "
@@ -353,14 +407,18 @@ class TLSConfig:
             # itself (expired, unknown issuer, ...) for verificationFailure().
             context = serverOptions.getContext()
             context.set_verify(context.get_verify_mode(), _recordVerifyResult)
-        return _ServerCreator(serverOptions)
+        return _ServerCreator(serverOptions, chain[0])
 
-    def clientCreator(self, host: str) -> IOpenSSLClientConnectionCreator:
+    def clientCreator(self, host: str, current: bool = False) -> IOpenSSLClientConnectionCreator:
         """
         Build the client's connection creator for connecting to C{host}.
 
+        @param current: also refuse a client certificate that expired or is
+            not valid yet (a client reading rotated files again checks
+            this before it lets them replace the ones it used).
         @raise CertificateLoadError: a file is missing, unreadable or invalid,
-            or only one of C{cert} and C{key} is given.
+            or only one of C{cert} and C{key} is given; with C{current}, 34
+            for a certificate that is not valid now.
         """
         ca = self._loadCA()
         if (self.cert is None) != (self.key is None):
@@ -373,7 +431,7 @@ class TLSConfig:
         extra: dict[str, object] = {"raiseMinimumTo": TLSVersion.TLSv1_3}
         clientCertificate = None
         if self.cert is not None:
-            chain, key = self._loadIdentity("this client")
+            chain, key = self._loadIdentity("this client", current)
             clientCertificate = PrivateCertificate.fromCertificateAndKeyPair(
                 _twistedCertificate(chain[0]),
                 # As in serverOptions: pyOpenSSL checks the kind of key.
@@ -548,13 +606,31 @@ class _ServerCreator:
     L{CertificateOptions}, with each connection's TLS protocol as its app
     data, which explains a rejected client certificate (see
     L{verificationFailure}).
+
+    Its options can be replaced while it serves (L{replaceWith}): each
+    connection keeps the OpenSSL context it was made with, the next ones
+    get the new context.  A context is never changed once made, as
+    pyOpenSSL refuses to change a context that has served a connection.
+
+    @ivar certificate: the certificate served (the first of C{cert}), for
+        log lines.
     """
 
-    def __init__(self, options: CertificateOptions) -> None:
+    def __init__(self, options: CertificateOptions,
+                 certificate: x509.Certificate | None = None) -> None:
         self._options = options
+        self.certificate = certificate
 
     def getContext(self) -> SSL.Context:
         return self._options.getContext()
+
+    def replaceWith(self, other: _ServerCreator) -> None:
+        """
+        Serve the connections made from now on with the options, and so the
+        certificates, of C{other}; connections already made are untouched.
+        """
+        self._options = other._options
+        self.certificate = other.certificate
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         connection = SSL.Connection(self._options.getContext(), None)

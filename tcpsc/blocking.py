@@ -921,6 +921,27 @@ class TlsServer(_Certificates, TcpServer):
                          requireClientCertificate=ca is not None,
                          allowedClients=self.allowedClients)
 
+    def reloadCertificates(self) -> int:
+        """
+        Read the CA, certificate and key given to L{start} (or
+        L{setCertificates} before it) again, and serve the handshakes that
+        start from now on with them; connected clients are not disturbed
+        (see L{tcpsc.Server.reloadCertificates}).  If a file cannot be used
+        (unreadable, invalid, a key that does not match, a certificate
+        expired or not valid yet), the certificates in use are kept and the
+        cause is logged and raised.
+
+        @return: 1 when the files were taken up, 0 when not running.
+        @raise StartError: the code of the file's problem (30-35; 34 for a
+            certificate that is not valid now); nothing changed.
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        core = self._core
+        if core is None or not self._running:
+            return 0
+        result: int = _reactorThread().call(30.0, core.reloadCertificates)
+        return result
+
     def getSubjPartFromClientCert(self, clientId: int,
                                   subjPart: x509.ObjectIdentifier | str | int) -> str:
         """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -524,6 +525,79 @@ class TcpscService(ServerService):
         self.description = description
         self._reactor = reactor
         self._startError: DaemonStartError | None = None
+        self._hangupHandler: Any = None
+        self._previousHangupHandler: Any = None
+
+    def reloadCertificates(self) -> int:
+        """
+        What SIGHUP does: read C{--ca}, C{--cert} and C{--key} again and
+        serve new handshakes with them, leaving established connections
+        untouched (L{Server.reloadCertificates}).  A reload that fails keeps
+        the certificates in use; the cause is logged, naming the file.  A
+        daemon without C{--tls} logs that there is nothing to reload.
+
+        @return: how many ports serve the files just read.
+        """
+        if self.tls is None:
+            self.log.info("Nothing to reload: this daemon serves plain TCP (no --tls)")
+            return 0
+        self.log.info("Reading the TLS certificates again: --ca {ca}, --cert {cert}, --key {key}",
+                      ca=self.tls.ca, cert=self.tls.cert, key=self.tls.key)
+        try:
+            count = self.server.reloadCertificates()
+        except StartError:
+            # Logged by the server, with the file and the cause.
+            return 0
+        except Exception:
+            self.log.failure("Certificate reload failed; the certificates in use are kept")
+            return 0
+        if count == 0:
+            self.log.info("Nothing to reload: no TLS port is listening")
+        return count
+
+    def _handleHangup(self) -> None:
+        """
+        Make SIGHUP call L{reloadCertificates} instead of ending the process.
+
+        Installed the way twistd handles SIGUSR1 and Twisted's reactor
+        SIGTERM: the Python signal handler only hands the work to the
+        reactor (C{callFromThread}, which wakes it up), so the reload runs
+        in the reactor's loop, never in the middle of other code.  The
+        reactor's own handlers (SIGINT, SIGTERM, SIGCHLD) are not touched.
+        Only the main thread can set signal handlers: elsewhere (a service
+        run by other code) SIGHUP is left as it is.
+        """
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is None or self._hangupHandler is not None:
+            return
+        reactor = self._reactor
+
+        def handler(number: int, frame: object) -> None:
+            reactor.callFromThread(self._hangupReceived)
+
+        try:
+            self._previousHangupHandler = signal.signal(hangup, handler)
+        except ValueError:
+            self.log.info("SIGHUP is not handled: the service does not run in the main thread")
+            return
+        self._hangupHandler = handler
+        if self.tls is not None:
+            self.log.info("SIGHUP reads --ca, --cert and --key again (certificate rotation)")
+
+    def _hangupReceived(self) -> None:
+        self.log.info("Received SIGHUP")
+        self.reloadCertificates()
+
+    def _restoreHangup(self) -> None:
+        """
+        Give SIGHUP back the handler it had before L{_handleHangup}.
+        """
+        handler, self._hangupHandler = self._hangupHandler, None
+        if handler is None:
+            return
+        previous, self._previousHangupHandler = self._previousHangupHandler, None
+        if signal.getsignal(signal.SIGHUP) is handler:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
     def privilegedStartService(self) -> None:
         """
@@ -561,6 +635,7 @@ class TcpscService(ServerService):
             super().startService()
         except DaemonStartError:
             raise SystemExit(1) from None
+        self._handleHangup()
         self.whenListening().addCallbacks(self._ready, lambda failure: None)
 
     def _ready(self, ports: list[Any]) -> None:
@@ -608,7 +683,12 @@ class TcpscService(ServerService):
         def stopped(result: None) -> None:
             self.log.info("tcpsc stopped")
 
-        return super().stopService().addCallback(stopped)
+        def restore(result: object) -> object:
+            # Only now: a SIGHUP while connections close is still a reload.
+            self._restoreHangup()
+            return result
+
+        return super().stopService().addCallback(stopped).addBoth(restore)
 
 
 def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> str:
