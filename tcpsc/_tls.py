@@ -356,18 +356,11 @@ class TLSConfig:
 
     def _serverCreator(self, current: bool = False) -> _ServerCreator:
         """
-        Build the server's TLS options: a connection creator for Twisted's
-        TLS factories (C{TLSMemoryBIOFactory}, C{wrapServerTLS}), which also
-        gives the OpenSSL context (C{getContext}) to the APIs that take a
-        context factory (C{listenSSL}).
-
-        @param current: also refuse a certificate in C{cert} that expired or
-            is not valid yet: a certificate reload (see
-            L{tcpsc.Server.reloadCertificates}) never replaces working
-            certificates with ones that would fail every handshake.
-        @raise CertificateLoadError: a file is missing, unreadable, invalid,
-            or client certificates are required but no CA is given; with
-            C{current}, 34 for a certificate that is not valid now.
+        L{serverOptions}, as tcpsc's own creator: the server swaps its
+        context on a certificate reload (see
+        L{tcpsc.Server.reloadCertificates}), which passes C{current} so that
+        working certificates are never replaced with ones that would fail
+        every handshake.
         """
         if self.cert is None:
             raise CertificateLoadError("a TLS server needs a certificate (cert=)", 31, "")
