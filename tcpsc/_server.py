@@ -77,10 +77,25 @@ if TYPE_CHECKING:
         every port does, and timers for its pauses.
         """
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "Server"]
+__all__ = [
+    "DEFAULT_FIRST_BYTE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
+    "Server",
+]
 
 #: Default limit of simultaneous connections of one server.
 DEFAULT_MAX_CONNECTIONS = 4096
+
+#: Default limit of simultaneous connections from one peer address: a
+#: sixteenth of the default connection limit, so that one address cannot
+#: take every slot, and many clients behind one NAT address still fit.
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
+
+#: Default seconds a plain TCP connection has to send its first byte, as a
+#: TLS client has to complete its handshake: a connection that says nothing
+#: cannot hold a slot for ever.
+DEFAULT_FIRST_BYTE_TIMEOUT = 10.0
 
 #: The listen queue of a port given by number, as the original's
 #: C{listen(SOMAXCONN)}: Twisted's default of 50 makes a burst of clients
@@ -519,8 +534,12 @@ class Server(Factory):
         still in the TLS handshake); the next one is closed at once and a
         warning logged.
     @ivar maxConnectionsPerPeer: the most connections open at once from one
-        peer address, or C{None} for no such limit; the next one is closed
-        at once and a warning logged.
+        peer address (256 by default), or C{None} for no such limit; the
+        next one is closed at once and a warning logged.
+    @ivar firstByteTimeout: seconds a plain TCP connection has to send its
+        first byte (10 by default) before it is closed, or C{None} for no
+        such limit (a server whose clients only listen).  TLS connections
+        have C{handshakeTimeout} instead.
     @ivar maxBroadcastSkips: see L{broadcast}.
     @ivar broadcastSkips: how many times L{broadcast} left out a congested
         connection, in all.
@@ -550,7 +569,8 @@ class Server(Factory):
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
         reactor: IReactorTime | None = None,
-        maxConnectionsPerPeer: int | None = None,
+        maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        firstByteTimeout: float | None = DEFAULT_FIRST_BYTE_TIMEOUT,
         maxPendingOutput: int | None = _UNSET,
         maxBroadcastSkips: int | None = None,
         logConnections: bool = True,
@@ -586,6 +606,7 @@ class Server(Factory):
             the connection's bytes and is closed when it ends.
         @param reactor: the reactor to listen with; the global one by default.
         @param maxConnectionsPerPeer: see L{maxConnectionsPerPeer}.
+        @param firstByteTimeout: see L{firstByteTimeout}.
         @param maxPendingOutput: overrides the protocol's C{maxPendingOutput}
             (bytes; C{None} for no bound): how much output a connection
             accepts while its peer does not keep up.
@@ -628,6 +649,15 @@ class Server(Factory):
         self.maxBroadcastSkips = maxBroadcastSkips
         self.broadcastSkips = 0
         self.logConnections = logConnections
+        if firstByteTimeout is not None and (
+            isinstance(firstByteTimeout, bool) or not isinstance(firstByteTimeout, (int, float))
+            or not firstByteTimeout > 0
+        ):
+            raise ValueError(
+                f"firstByteTimeout must be a positive number of seconds or None, not "
+                f"{firstByteTimeout!r}"
+            )
+        self.firstByteTimeout = firstByteTimeout
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
@@ -640,6 +670,8 @@ class Server(Factory):
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         self._handshakeTimers: dict[int, IDelayedCall] = {}
+        # The first-byte timers of plain TCP connections that sent nothing yet.
+        self._firstByteTimers: dict[int, IDelayedCall] = {}
         # Connections the server refused after their handshake and logged
         # then: nothing more is logged when they are gone.
         self._refusedAndLogged: set[int] = set()
@@ -860,11 +892,43 @@ class Server(Factory):
             self._peerHosts[connectionId] = host
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
-        if tls and self.handshakeTimeout is not None:
-            self._handshakeTimers[connectionId] = self._reactor.callLater(
-                self.handshakeTimeout, self._handshakeTimedOut, protocol
-            )
+        if tls:
+            if self.handshakeTimeout is not None:
+                self._handshakeTimers[connectionId] = self._reactor.callLater(
+                    self.handshakeTimeout, self._handshakeTimedOut, protocol
+                )
+        elif self.firstByteTimeout is not None:
+            self._watchFirstByte(protocol, connectionId, self.firstByteTimeout)
         return protocol
+
+    def _watchFirstByte(self, protocol: _ConnectionBase, connectionId: int,
+                        timeout: float) -> None:
+        """
+        Close C{protocol} if nothing arrives within C{timeout} seconds.
+
+        The first bytes are seen by a C{dataReceived} set on the protocol
+        instance, which removes itself: the class's own C{dataReceived}, the
+        hot path, runs unchanged for everything after them.
+        """
+        timers = self._firstByteTimers
+        timers[connectionId] = self._reactor.callLater(
+            timeout, self._firstByteTimedOut, protocol, timeout
+        )
+
+        def firstBytes(data: bytes) -> None:
+            del protocol.dataReceived
+            timer = timers.pop(connectionId, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            protocol.dataReceived(data)
+
+        protocol.dataReceived = firstBytes  # type: ignore[method-assign]
+
+    def _firstByteTimedOut(self, protocol: _ConnectionBase, timeout: float) -> None:
+        self._firstByteTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
+        if not protocol.connected:
+            return
+        protocol.closeConnection(f"nothing received within {timeout:g} s (firstByteTimeout)")
 
     def _handshakeTimedOut(self, protocol: _ConnectionBase) -> None:
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
@@ -976,9 +1040,10 @@ class Server(Factory):
                 self._perPeer[host] = remaining
             else:
                 self._perPeer.pop(host, None)
-        timer = self._handshakeTimers.pop(connectionId, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timers in (self._handshakeTimers, self._firstByteTimers):
+            timer = timers.pop(connectionId, None)
+            if timer is not None and timer.active():
+                timer.cancel()
         # A descriptor is free again: a port that ran out of them may accept.
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:

@@ -30,13 +30,19 @@ from twisted.python.failure import Failure
 
 from ._apps import BUILTIN_APPS, loadAppClass, recordSink
 from ._errors import ListenError, StartError
+from ._events import plural
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_PENDING_OUTPUT,
     MessageProtocol,
     StreamProtocol,
 )
-from ._server import DEFAULT_MAX_CONNECTIONS, Server
+from ._server import (
+    DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    Server,
+)
 from ._tls import TLSConfig
 
 __all__ = [
@@ -152,7 +158,8 @@ class Options(usage.Options):
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
     C{max-connections-per-peer}, C{max-pending-output},
-    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}),
+    C{handshake-timeout}, C{first-byte-timeout}, C{idle-timeout} (numbers,
+    or C{None}),
     C{close-timeout} (a number), and
     C{allow-client} (a list of names, empty for no allow-list).
     """
@@ -189,7 +196,7 @@ class Options(usage.Options):
                                   "[default: 16777216, or the --app class's]"],
         ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
          "Most connections open at once; the next one is refused and logged."],
-        ["max-connections-per-peer", None, "none",
+        ["max-connections-per-peer", None, str(DEFAULT_MAX_CONNECTIONS_PER_PEER),
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
         ["max-pending-output", None, None,
@@ -198,6 +205,9 @@ class Options(usage.Options):
          f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
         ["handshake-timeout", None, "10",
          "Seconds a TLS client has to complete its handshake."],
+        ["first-byte-timeout", None, f"{DEFAULT_FIRST_BYTE_TIMEOUT:g}",
+         "Seconds a plain TCP client has to send its first byte before it is closed, or "
+         "'none' (for clients that only listen)."],
         ["idle-timeout", None, "none",
          "Seconds without traffic after which a connection is closed, or 'none'."],
         ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
@@ -289,6 +299,8 @@ class Options(usage.Options):
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
         )
+        self["first-byte-timeout"] = _positive(
+            "first-byte-timeout", str(self["first-byte-timeout"]), allowNone=True)
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
                                          allowNone=True)
         self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
@@ -526,11 +538,11 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     extra = ""
     perPeer = options.get("max-connections-per-peer")
     if perPeer is not None:
-        extra += f", at most {perPeer} per peer"
+        extra += f", at most {perPeer:,} per peer address"
     if app == "record":
         extra += f", recording into {os.path.abspath(options['record-dir'])}"
-    return (f"app {app} ({mode}), {security}, at most {options['max-connections']} "
-            f"connections{extra}")
+    return (f"app {app} ({mode}), {security}, at most "
+            f"{plural(options['max-connections'], 'connection')}{extra}")
 
 
 def makeService(options: Options, reactor: Any = None) -> TcpscService:
@@ -591,6 +603,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             maxConnections=options["max-connections"],
             maxConnectionsPerPeer=options.get("max-connections-per-peer"),
             handshakeTimeout=options["handshake-timeout"],
+            firstByteTimeout=options["first-byte-timeout"],
             idleTimeout=options["idle-timeout"],
             closeTimeout=options["close-timeout"],
             logConnections=not options["quiet-connections"],
