@@ -20,10 +20,14 @@ from twisted.logger import Logger, LogLevel
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["KINDS", "SUMMARY_PERIOD", "EventSummary", "plural"]
+__all__ = ["KINDS", "MAX_DETAILS", "SUMMARY_PERIOD", "EventSummary", "plural"]
 
 #: Seconds between two summaries of events of one kind.
 SUMMARY_PERIOD = 5.0
+
+#: Details of one kind summarised apart within one period; beyond them, the
+#: rest together: a peer cannot make the summary long either.
+MAX_DETAILS = 8
 
 #: The kinds of events summarised, and the words of their summary: C{{count}}
 #: is replaced by the count, C{{s}} by the plural's C{s}, C{{period}} by the
@@ -51,9 +55,10 @@ KINDS: dict[str, str] = {
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """
-    C{"1 connection"}, C{"2 connections"}, C{"78,519 connections"}.
+    C{"1 connection"}, C{"2 connections"}: the number as it is, as in the
+    other lines and fields of the log (only summaries group its digits).
     """
-    return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 class EventSummary:
@@ -78,27 +83,34 @@ class EventSummary:
         self.period = period
         self.logEveryEvent = logEveryEvent
         self.counts: Counter[str] = Counter()
-        # Kinds logged in full within the current period, with how many
-        # more events of the kind came since.
-        self._recent: dict[str, int] = {}
+        # Kinds (with their detail) logged in full within the current
+        # period, with how many more events of the kind came since.
+        self._recent: dict[tuple[str, str], int] = {}
         self._timer: IDelayedCall | None = None
 
     def record(self, kind: str, format: str, level: LogLevel = LogLevel.warn,
-               **fields: Any) -> bool:
+               detail: str = "", **fields: Any) -> bool:
         """
         Count an event of C{kind}, and log it if it is the first in a while.
 
         @param format: the full log line, a L{twisted.logger} format.
+        @param detail: what tells events of one kind apart in the summary
+            (the reason a handshake failed), in words; the events of a kind
+            with more than L{MAX_DETAILS} details in one period are
+            summarised together beyond that.
         @return: whether it was logged in full.
         """
         self.counts[kind] += 1
         recent = self._recent
-        if kind in recent:
-            recent[kind] += 1
+        key = (kind, detail)
+        if key not in recent and detail and sum(k == kind for k, _ in recent) >= MAX_DETAILS:
+            key = (kind, "other reasons")
+        if key in recent:
+            recent[key] += 1
             if self.logEveryEvent:
                 self._log.emit(LogLevel.debug, format, kind=kind, **fields)
             return False
-        recent[kind] = 0
+        recent[key] = 0
         self._log.emit(level, format, kind=kind, **fields)
         if self._timer is None:
             self._timer = self._clock.callLater(self.period, self._summarise)
@@ -119,21 +131,27 @@ class EventSummary:
             every kind is quiet again.
         """
         recent = self._recent
-        for kind, count in list(recent.items()):
+        for key, count in list(recent.items()):
+            kind, detail = key
             if count:
+                text = KINDS[kind].format(count=f"{count:,}", s="" if count == 1 else "s",
+                                          period=f"{self.period:g}")
                 self._log.emit(
                     LogLevel.warn,
-                    KINDS[kind].format(count=f"{count:,}", s="" if count == 1 else "s",
-                                       period=f"{self.period:g}"),
+                    # The counts are in the text already: no braces left
+                    # for the logger to format, whatever the detail holds.
+                    (text + (f": {detail}" if detail else "")).replace("{", "{{")
+                    .replace("}", "}}"),
                     kind=kind,
+                    detail=detail,
                     count=count,
                     total=self.counts[kind],
                     summary=True,
                 )
                 if keep:
-                    recent[kind] = 0
+                    recent[key] = 0
                     continue
-            del recent[kind]
+            del recent[key]
 
     def stop(self) -> None:
         """

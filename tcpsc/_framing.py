@@ -54,6 +54,7 @@ from zope.interface import implementer
 
 from . import _compat
 from ._errors import AbortedLocally, ClosedLocally
+from ._events import plural
 from ._output import socketTransport
 
 if TYPE_CHECKING:
@@ -583,6 +584,9 @@ class MessageProtocol(_ConnectionBase):
     _buffer: bytearray
     _discarded: int = -1
     _discardTail: bytes = b""
+    # True while messageTooLong is called for a message still arriving (its
+    # length so far), False for a complete one (its exact length).
+    _tooLongSoFar: bool = False
     _held: list[bytes]
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
@@ -758,7 +762,11 @@ class MessageProtocol(_ConnectionBase):
         buffer.clear()
         # The last bytes may be the start of the delimiter: report only the
         # bytes certainly part of the message, still more than the maximum.
-        self.messageTooLong(self._discarded - overlap)
+        self._tooLongSoFar = True
+        try:
+            self.messageTooLong(self._discarded - overlap)
+        finally:
+            self._tooLongSoFar = False
 
     def _discard(self, data: bytes, delimiter: bytes) -> bytes | None:
         """
@@ -795,20 +803,34 @@ class MessageProtocol(_ConnectionBase):
         """
         Called once for each message longer than C{maxMessageLength}; the
         message is dropped and the connection kept.  The default logs a
-        warning.
+        warning; on a server's connection, the server's log summary counts
+        it (the first is logged in full, then one line every 5 s says how
+        many more were dropped: see L{tcpsc.Server.eventCounts}).
 
         @param length: the message's length, or the number of its bytes
             received when it was found too long (it may not be complete yet).
         """
-        self.log.warn(
-            "Dropped a message of {length} bytes or more from {peer} "
-            "(connection {connectionId}): longer than maxMessageLength "
-            "{maxMessageLength}",
+        if self._tooLongSoFar:
+            format = ("Dropping a message from {peer} (connection {connectionId}): "
+                      "{size} received without a delimiter, more than maxMessageLength "
+                      "({maxMessageLength}); the rest of it is discarded up to the next "
+                      "delimiter")
+        else:
+            format = ("Dropped a message of {size} from {peer} (connection {connectionId}): "
+                      "longer than maxMessageLength ({maxMessageLength})")
+        fields = dict(
             length=length,
+            size=plural(length, "byte"),
+            complete=not self._tooLongSoFar,
             peer=self._peerDescription(),
             connectionId=self.connectionId,
             maxMessageLength=self.maxMessageLength,
         )
+        events = getattr(self._observer, "_events", None)
+        if events is not None:
+            events.record("messageTooLong", format, **fields)
+        else:
+            self.log.warn(format, **fields)
 
     def resumeReading(self) -> None:
         """

@@ -41,7 +41,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
 from twisted.python.failure import Failure
 from twisted.python.runtime import platformType
@@ -49,6 +49,7 @@ from zope.interface import implementer
 
 from . import _compat
 from ._errors import AbortedLocally, ListenError, PortError, ServerError
+from ._events import EventSummary, plural
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
     MessageProtocol,
@@ -342,10 +343,11 @@ class _GuardedPort(tcp.Port):
         since, self._starvedSince = self._starvedSince, None
         Server.log.info(
             "Accepting connections on {address} again after {seconds:.1f} s "
-            "({attempts} failed attempts)",
+            "({failed})",
             address=describeAddress(self.getHost()),
             seconds=self.reactor.seconds() - (since or 0.0),
             attempts=self._refusals,
+            failed=plural(self._refusals, "failed attempt"),
         )
         self._refusals = 0
 
@@ -547,6 +549,10 @@ class Server(Factory):
         closed is logged (at info level).  Refusals, failed handshakes and
         errors are logged either way.  Two log events are a noticeable part
         of what a connection costs a server that accepts thousands a second.
+    @ivar logEveryEvent: whether the events that repeat (refusals, failed
+        handshakes, dropped messages: see L{eventCounts}) are each logged,
+        at debug level, besides the first of each kind in full and the
+        summaries every 5 s that are logged either way.
     """
 
     noisy = False
@@ -574,6 +580,7 @@ class Server(Factory):
         maxPendingOutput: int | None = _UNSET,
         maxBroadcastSkips: int | None = None,
         logConnections: bool = True,
+        logEveryEvent: bool = False,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -612,6 +619,7 @@ class Server(Factory):
             accepts while its peer does not keep up.
         @param maxBroadcastSkips: see L{broadcast}.
         @param logConnections: see L{logConnections}.
+        @param logEveryEvent: see L{logEveryEvent}.
         """
         self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -666,6 +674,7 @@ class Server(Factory):
         self.onMessage = onMessage
         self.createSink = createSink
         self._reactor: IReactorTime = reactor if reactor is not None else _defaultReactor()
+        self._events = EventSummary(self.log, self._reactor, logEveryEvent=logEveryEvent)
         self._nextId = 1
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
@@ -690,6 +699,31 @@ class Server(Factory):
 
     def logPrefix(self) -> str:
         return "tcpsc.Server"
+
+    @property
+    def logEveryEvent(self) -> bool:
+        return self._events.logEveryEvent
+
+    @logEveryEvent.setter
+    def logEveryEvent(self, value: bool) -> None:
+        self._events.logEveryEvent = value
+
+    @property
+    def eventCounts(self) -> dict[str, int]:
+        """
+        The events that could flood the log, counted exactly since the
+        server was made, by kind: refused connections by reason
+        (C{"maxConnections"}, C{"maxConnectionsPerPeer"},
+        C{"allowedClients"}), TLS handshakes that failed
+        (C{"handshakeFailed"}) or ran out of time (C{"handshakeTimeout"}),
+        plain connections closed by the first-byte timeout
+        (C{"firstByteTimeout"}), messages dropped for their length
+        (C{"messageTooLong"}), connections starting to miss broadcasts
+        (C{"broadcastSkipped"}).  The first of each kind is logged in
+        full; while they go on, one summary every 5 s says how many more
+        there were.
+        """
+        return dict(self._events.counts)
 
     # -- listening --------------------------------------------------------
 
@@ -819,7 +853,7 @@ class Server(Factory):
         ports, self._ports = self._ports, []
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         if not self._open:
-            return stopped.addCallback(lambda _: None)
+            return stopped.addCallback(lambda _: self._events.stop())
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._open.values())
@@ -828,7 +862,7 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(lambda _: None)
+        return everything.addCallback(lambda _: self._events.stop())
 
     def _stopped(self, _: object) -> None:
         count, self._stopping = self._stopping, None
@@ -836,28 +870,33 @@ class Server(Factory):
             return
         if count.abortedIds:
             self.log.warn(
-                "Stopped: {count} of {total} connections did not close within {timeout} s "
-                "and were aborted, dropping {dropped} bytes of output not yet sent",
+                "Stopped: {count} of {connections} did not close within {timeout} s "
+                "and {were} aborted, dropping {droppedBytes} of output not yet sent",
                 count=len(count.abortedIds),
                 total=count.total,
+                connections=plural(count.total, "connection"),
+                were="was" if len(count.abortedIds) == 1 else "were",
                 timeout=self.closeTimeout,
                 dropped=count.dropped,
+                droppedBytes=plural(count.dropped, "byte"),
                 connectionIds=sorted(count.abortedIds),
             )
         else:
-            self.log.info("Stopped: {total} connections closed, no output dropped",
-                          total=count.total)
+            self.log.info("Stopped: {connections} closed, no output dropped",
+                          total=count.total, connections=plural(count.total, "connection"))
 
     # -- the registry -----------------------------------------------------
 
     def _buildConnection(self, addr: IAddress | None, tls: bool,
                          allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
         if len(self._open) >= self.maxConnections:
-            self.log.warn(
-                "Refused a connection from {peer}: {maxConnections} connections "
-                "are open, the limit",
+            self._events.record(
+                "maxConnections",
+                "Refused a connection from {peer}: the connection limit is reached "
+                "({open} open, maxConnections {maxConnections})",
                 peer=describeAddress(addr),
                 reason="maxConnections",
+                open=len(self._open),
                 maxConnections=self.maxConnections,
             )
             return None
@@ -866,9 +905,11 @@ class Server(Factory):
         if perPeer is not None and host is not None:
             count = self._perPeer.get(host, 0)
             if count >= perPeer:
-                self.log.warn(
-                    "Refused a connection from {peer}: {count} connections from {host} "
-                    "are open, the limit per peer",
+                self._events.record(
+                    "maxConnectionsPerPeer",
+                    "Refused a connection from {peer}: the limit per peer address is "
+                    "reached ({count} open from {host}, maxConnectionsPerPeer "
+                    "{maxConnectionsPerPeer})",
                     peer=describeAddress(addr),
                     host=host,
                     count=count,
@@ -928,7 +969,16 @@ class Server(Factory):
         self._firstByteTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if not protocol.connected:
             return
-        protocol.closeConnection(f"nothing received within {timeout:g} s (firstByteTimeout)")
+        why = f"nothing received within {timeout:g} s (firstByteTimeout)"
+        self._events.record(
+            "firstByteTimeout",
+            "Closing connection {connectionId} from {peer}: {why}",
+            LogLevel.info,
+            connectionId=protocol.connectionId,
+            peer=describeAddress(protocol.transport.getPeer()),
+            why=why,
+        )
+        protocol.closeConnection(why)
 
     def _handshakeTimedOut(self, protocol: _ConnectionBase) -> None:
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
@@ -949,7 +999,8 @@ class Server(Factory):
             # connectionReady is not called either.
             commonName = subjectPart(certificate, "CN")
             names = certificateNames(certificate)
-            self.log.warn(
+            self._events.record(
+                "allowedClients",
                 "Refused the connection from {peer}: its client certificate "
                 "(CN={clientCommonName!r}, DNS names: {names}) is not on the allow-list",
                 peer=describeAddress(protocol.transport.getPeer()),
@@ -1073,14 +1124,23 @@ class Server(Factory):
             elif loggedAlready:
                 pass
             elif aborted:
-                self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
-                              why=str(reason.value))
+                why = str(reason.value)
+                if why.startswith("handshake timeout"):
+                    self._events.record("handshakeTimeout",
+                                        "Closed the connection from {peer}: {why}",
+                                        peer=peer, why=why)
+                else:
+                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
+                                  why=why)
             elif tls:
                 detail = verificationFailure(transport)
-                self.log.warn(
+                why = describeClose(reason, tls, detail)
+                self._events.record(
+                    "handshakeFailed",
                     "Refused the connection from {peer}: TLS handshake failed: {why}",
+                    detail=why,
                     peer=peer,
-                    why=describeClose(reason, tls, detail),
+                    why=why,
                     verification=detail,
                 )
             else:
@@ -1214,16 +1274,19 @@ class Server(Factory):
         peer = describeAddress(protocol.transport.getPeer())
         if limit is not None and skips >= limit:
             self.log.warn(
-                "Closing connection {connectionId} from {peer}: it missed {skips} "
-                "broadcasts in a row, its peer does not read (maxBroadcastSkips {limit})",
+                "Closing connection {connectionId} from {peer}: it missed {missed} "
+                "in a row, its peer does not read (maxBroadcastSkips {limit})",
                 connectionId=protocol.connectionId,
                 peer=peer,
                 skips=skips,
+                missed=plural(skips, "broadcast"),
                 limit=limit,
             )
-            protocol._abort(f"it missed {skips} broadcasts in a row (maxBroadcastSkips)")
+            protocol._abort(f"it missed {plural(skips, 'broadcast')} in a row "
+                            f"(maxBroadcastSkips)")
         elif skips == 1:
-            self.log.warn(
+            self._events.record(
+                "broadcastSkipped",
                 "Connection {connectionId} from {peer} misses broadcasts: its peer does not "
                 "read fast enough, its output is over maxPendingOutput ({maxPendingOutput} "
                 "bytes)",

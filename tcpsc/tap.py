@@ -181,6 +181,9 @@ class Options(usage.Options):
                         "delimited messages."],
         ["quiet-connections", "q", "Do not log each connection established and closed "
                                    "(refusals and errors are still logged)."],
+        ["log-every-event", None, "Log every refusal, failed handshake and dropped message, "
+                                  "at debug level (by default the first of each kind is "
+                                  "logged, then a count every 5 s)."],
     ]
 
     optParameters = [
@@ -538,7 +541,7 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     extra = ""
     perPeer = options.get("max-connections-per-peer")
     if perPeer is not None:
-        extra += f", at most {perPeer:,} per peer address"
+        extra += f", at most {perPeer} per peer address"
     if app == "record":
         extra += f", recording into {os.path.abspath(options['record-dir'])}"
     return (f"app {app} ({mode}), {security}, at most "
@@ -607,6 +610,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             idleTimeout=options["idle-timeout"],
             closeTimeout=options["close-timeout"],
             logConnections=not options["quiet-connections"],
+            logEveryEvent=options["log-every-event"],
             reactor=reactor,
             **settings,
         )
