@@ -249,11 +249,12 @@ class _ConnectionBase(Protocol):
         lost.  Sending is refused while it is C{False}.
     @ivar connectionId: the id a L{tcpsc.Server} gave this connection, or
         C{None} when no server owns it.
-    @cvar maxPendingOutput: the most bytes sending accepts while the
-        connection is congested, that is from the moment the socket
-        transport holds more than it writes at once (64 KiB) until it has
-        written everything.  Past it, sending returns C{False} and writes
-        nothing.  So a peer that does not read costs at most about
+    @cvar maxPendingOutput: the most bytes the socket transport may hold
+        for sending accepts more while the connection is congested, that is
+        from the moment the transport holds more than it writes at once (64
+        KiB) until it has written everything (where those bytes cannot be
+        looked at: the most bytes sending accepts while congested).  Past
+        it, sending returns C{False} and writes nothing.  So a peer that does not read costs at most about
         C{maxPendingOutput} + 64 KiB + one write of memory.  C{None}: no
         bound (the transport buffers whatever is sent).  Messages sent while
         handling one read are written together when that read is handled,
@@ -281,6 +282,8 @@ class _ConnectionBase(Protocol):
     _room: int = 0
     # Consecutive broadcasts that skipped this connection (see Server).
     _broadcastSkips: int = 0
+    # Paused by its server until the next reactor turn (see Server.broadcast).
+    _throttled: bool = False
 
     #: Set by the owner (server registry or client) before the connection is
     #: made; told about readiness, messages and the end of the connection.
@@ -461,6 +464,9 @@ class _ConnectionBase(Protocol):
         that the peer is slowed down by TCP flow control.
         """
         if self._paused:
+            # Paused by the application now, whoever paused it first: the
+            # server no longer resumes it at the next turn.
+            self._throttled = False
             return
         self._paused = True
         if self.connected:
@@ -508,6 +514,22 @@ class _ConnectionBase(Protocol):
         bound = self.maxPendingOutput
         self._room = sys.maxsize if bound is None else bound
         self._callHook(self.outputPaused)
+
+    def _roomLeft(self) -> int:
+        """
+        While congested, what may still be sent: judged by the bytes the
+        socket transport actually holds against C{maxPendingOutput} (it
+        writes some of them every reactor turn, so a peer that reads keeps
+        room, even if its output never drains completely under a steady
+        flow), or, where that cannot be told, by what was accepted since
+        the congestion began.  Called only when the accepted bytes ran out.
+        """
+        bound = self.maxPendingOutput
+        if bound is not None:
+            unsent = _compat.unsentBytes(socketTransport(self.transport))
+            if unsent is not None and bound - unsent > self._room:
+                self._room = bound - unsent
+        return self._room
 
     def _outputDrained(self) -> None:
         if not self._congested:
@@ -929,7 +951,7 @@ class MessageProtocol(_ConnectionBase):
         suffix = self._suffix
         if self._congested:
             size = len(message) + len(suffix)
-            if size > self._room:
+            if size > self._room and size > self._roomLeft():
                 return False
             self._room -= size
         batch = self._batch
@@ -989,9 +1011,10 @@ class MessageProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         if self._congested:
-            if len(frame) > self._room:
+            size = len(frame)
+            if size > self._room and size > self._roomLeft():
                 return False
-            self._room -= len(frame)
+            self._room -= size
         batch = self._batch
         if batch is not None:
             suffix = self._suffix
@@ -1046,9 +1069,10 @@ class StreamProtocol(_ConnectionBase):
             return False
         if data:
             if self._congested:
-                if len(data) > self._room:
+                size = len(data)
+                if size > self._room and size > self._roomLeft():
                     return False
-                self._room -= len(data)
+                self._room -= size
             self.transport.write(data)
         return True
 

@@ -106,6 +106,13 @@ _BACKLOG = max(50, socket.SOMAXCONN)
 
 _UNSET: Any = object()
 
+#: How many connections the broadcasts of one reactor turn may write to (or
+#: skip) before the connection whose read is being handled stops being read
+#: until the next turn: a flood of messages to relay (200 senders, 200
+#: recipients each) cannot make a turn last seconds, during which no reader
+#: is written to, and the senders take turns.
+TURN_BROADCAST_WORK = 50_000
+
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
 #: other error (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM) would
@@ -695,6 +702,18 @@ class Server(Factory):
         self._ports: list[IListeningPort] = []
         self._closeWaiters: list[Deferred[None]] = []
         self._stopping: _StopCount | None = None
+        # Broadcast work done in this reactor turn, the call that starts the
+        # next turn, and the connections paused until then.
+        self._turnWork = 0
+        self._turnCall: IDelayedCall | None = None
+        self._throttled: list[_ConnectionBase] = []
+        # While a paused connection is resumed, its share of the turn's work.
+        self._workLimit = TURN_BROADCAST_WORK
+        # Broadcasts made, and the connections found full in this turn, each
+        # with how many broadcasts excluded it since and the broadcast that
+        # found it full (they skip the look at each until the next turn).
+        self._broadcastSerial = 0
+        self._full: dict[int, list[Any]] = {}
         _raiseFileLimit(maxConnections + 64, self.log)
 
     def logPrefix(self) -> str:
@@ -852,6 +871,12 @@ class Server(Factory):
         """
         ports, self._ports = self._ports, []
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
+        call, self._turnCall = self._turnCall, None
+        if call is not None and call.active():
+            call.cancel()
+        self._turnWork = 0
+        self._throttled = []
+        self._full = {}
         if not self._open:
             return stopped.addCallback(lambda _: self._events.stop())
         closed: Deferred[None] = Deferred()
@@ -1083,6 +1108,7 @@ class Server(Factory):
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
         self._established.pop(connectionId, None)
+        self._full.pop(connectionId, None)
         self._allowLists.pop(connectionId, None)
         host = self._peerHosts.pop(connectionId, None)
         if host is not None:
@@ -1226,27 +1252,64 @@ class Server(Factory):
             excluded = (exclude,)
         else:
             excluded = exclude
-        targets = [p for i, p in self._established.items() if i not in excluded]
-        if not targets:
+        established = self._established
+        full = self._full
+        if full:
+            targets = [p for i, p in established.items() if i not in excluded and i not in full]
+        else:
+            targets = [p for i, p in established.items() if i not in excluded]
+        if targets:
+            first = targets[0]
+        elif full:
+            # Every target is full: the message is still counted as missed.
+            first = next(iter(full.values()))[0]
+        else:
             return 0
-        first = targets[0]
+        work = self._turnWork + len(established)
+        self._turnWork = work
+        if self._turnCall is None:
+            self._turnCall = self._reactor.callLater(0, self._nextTurn)
+        if work > self._workLimit:
+            self._yieldTurn(excluded, targets)
         written = 0
         if isinstance(first, MessageProtocol):
             frame = first.frame(data)
             if frame is None:
                 return 0
-            # The transports of the connections in the common state, written
-            # to after the loop in one go (see _compat.writeToAll).
+            serial = self._broadcastSerial = self._broadcastSerial + 1
+            if full:
+                # The connections found full earlier in this turn miss this
+                # one too, without a look at each.
+                skipped = len(full)
+                for i in excluded:
+                    entry = full.get(i)
+                    if entry is not None:
+                        entry[1] += 1
+                        skipped -= 1
+                self.broadcastSkips += skipped
+            # The transports of the connections in the common state, and of
+            # the congested ones with room, written to after the loop in one
+            # go (see _compat.writeToAll).
             direct: list[Any] = []
+            size = len(frame)
             # One protocol class serves all of a server's connections.
             for p in cast("list[MessageProtocol]", targets):
                 transport: Any = p.transport
-                if p._congested or p._batch is not None or not p.ready:
-                    # The checked path: congestion, a read being handled.
+                if p._batch is not None or not p.ready:
+                    # The checked path: a read being handled, not ready.
                     if p.sendFrame(frame):
                         written += 1
                     elif p._congested:
                         self._skipped(p)
+                elif p._congested:
+                    # What sendFrame does for a congested connection.
+                    if size > p._room and size > p._roomLeft():
+                        self._skipped(p)
+                        if self.maxBroadcastSkips is None:
+                            full[p.connectionId] = [p, 0, serial]  # type: ignore[index]
+                    elif not transport.disconnecting:
+                        p._room -= size
+                        direct.append(transport)
                 elif not transport.disconnecting:
                     # What sendFrame does for a connection in the common
                     # state, without a call per connection.
@@ -1261,6 +1324,61 @@ class Server(Factory):
                 self._skipped(stream)
         return written
 
+    def _yieldTurn(self, excluded: Collection[int], targets: list[_ConnectionBase]) -> None:
+        """
+        This turn's broadcasts did their share of work: stop reading from
+        the connection whose read is being handled (the sender, excluded or
+        not) until the next turn.  It delivers the messages it holds then.
+        """
+        reader = None
+        for candidate in (*(self._established.get(i) for i in excluded), *targets):
+            if candidate is not None and getattr(candidate, "_batch", None) is not None:
+                reader = candidate
+                break
+        if reader is None or reader._paused:
+            return
+        reader.pauseReading()
+        reader._throttled = True
+        self._throttled.append(reader)
+
+    def _nextTurn(self) -> None:
+        """
+        A new reactor turn.  The connections found full in the last one
+        count the broadcasts they missed and are looked at again.  The
+        connections paused by L{_yieldTurn} are resumed in the order they
+        were paused, each with an equal share of this turn's work (it
+        delivers its messages until its share is used, at least one); those
+        beyond the turn's work wait for the next one, first in line.
+        """
+        self._turnCall = None
+        self._turnWork = 0
+        full, self._full = self._full, {}
+        serial = self._broadcastSerial
+        for protocol, excludedTimes, since in full.values():
+            if protocol._congested:
+                protocol._broadcastSkips += serial - since - excludedTimes
+        throttled, self._throttled = self._throttled, []
+        waiting = [p for p in throttled if p._throttled]
+        if not waiting:
+            return
+        share = max(1, TURN_BROADCAST_WORK // len(waiting))
+        left: list[_ConnectionBase] = []
+        try:
+            for protocol in waiting:
+                if self._turnWork >= TURN_BROADCAST_WORK:
+                    left.append(protocol)
+                    continue
+                protocol._throttled = False
+                if protocol.connected:
+                    self._workLimit = min(TURN_BROADCAST_WORK, self._turnWork + share)
+                    protocol.resumeReading()
+        finally:
+            self._workLimit = TURN_BROADCAST_WORK
+        if left:
+            self._throttled[:0] = left
+            if self._turnCall is None:
+                self._turnCall = self._reactor.callLater(0, self._nextTurn)
+
     def _skipped(self, protocol: _ConnectionBase) -> None:
         """
         A broadcast left out a congested connection.
@@ -1271,6 +1389,8 @@ class Server(Factory):
         self.broadcastSkips += 1
         protocol._broadcastSkips += 1
         skips = protocol._broadcastSkips
+        if limit is None and skips != 1:
+            return
         peer = describeAddress(protocol.transport.getPeer())
         if limit is not None and skips >= limit:
             self.log.warn(
