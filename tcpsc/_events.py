@@ -48,8 +48,8 @@ KINDS: dict[str, str] = {
     "longer than maxMessageLength",
     "broadcastSkipped": "{count} more connection{s} started missing broadcasts in the "
     "last {period} s: their peers do not read fast enough",
-    "memoryBudget": "{count} more connection{s} dealt with in the last {period} s to keep "
-    "within the memory budget (maxBufferedBytes)",
+    "memoryBudget": "Dropped {count} more partial message{s} in the last {period} s to keep "
+    "within the memory budget (memoryBudget)",
 }
 
 

@@ -511,9 +511,24 @@ class _ConnectionBase(Protocol):
 
     def _outputCongested(self) -> None:
         self._congested = True
-        bound = self.maxPendingOutput
+        bound = self._outputBound()
         self._room = sys.maxsize if bound is None else bound
+        observer = self._observer
+        congested = getattr(observer, "outputCongested", None)
+        if congested is not None:
+            congested(self)
         self._callHook(self.outputPaused)
+
+    def _outputBound(self) -> int | None:
+        """
+        C{maxPendingOutput}, or less: the share of its owner's memory
+        budget, if the owner has one (see L{tcpsc.Server.memoryBudget}).
+        """
+        bound = self.maxPendingOutput
+        share: int | None = getattr(self._observer, "_outputShare", None)
+        if share is not None and (bound is None or share < bound):
+            return share
+        return bound
 
     def _roomLeft(self) -> int:
         """
@@ -524,7 +539,7 @@ class _ConnectionBase(Protocol):
         flow), or, where that cannot be told, by what was accepted since
         the congestion began.  Called only when the accepted bytes ran out.
         """
-        bound = self.maxPendingOutput
+        bound = self._outputBound()
         if bound is not None:
             unsent = _compat.unsentBytes(socketTransport(self.transport))
             if unsent is not None and bound - unsent > self._room:
@@ -537,6 +552,9 @@ class _ConnectionBase(Protocol):
         self._congested = False
         self._room = 0
         self._broadcastSkips = 0
+        drained = getattr(self._observer, "outputDrained", None)
+        if drained is not None:
+            drained(self)
         self._callHook(self.outputResumed)
 
     def _callHook(self, hook: Callable[[], object]) -> None:
@@ -609,6 +627,10 @@ class MessageProtocol(_ConnectionBase):
     # True while messageTooLong is called for a message still arriving (its
     # length so far), False for a complete one (its exact length).
     _tooLongSoFar: bool = False
+    # The size of a partial message at which the owner is told how much this
+    # connection buffers (see Server.memoryBudget); _reported: whether it was.
+    _reportAt: int = sys.maxsize
+    _reported: bool = False
     _held: list[bytes]
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
@@ -730,6 +752,8 @@ class MessageProtocol(_ConnectionBase):
                 self._checkPartial(delimiter)
                 return
             buffer.clear()
+            if self._reported:
+                self._inputReleased()
             maxLength = self.maxMessageLength
             if maxLength is not None and len(message) > maxLength:
                 self.messageTooLong(len(message))
@@ -774,8 +798,15 @@ class MessageProtocol(_ConnectionBase):
     def _checkPartial(self, delimiter: bytes) -> None:
         maxLength = self.maxMessageLength
         buffer = self._buffer
+        if len(buffer) >= self._reportAt:
+            self._reported = True
+            self._observer.inputBuffered(self, len(buffer))  # type: ignore[union-attr]
+            if not buffer:
+                return  # dropped by the owner
         if maxLength is None or len(buffer) <= maxLength + len(delimiter) - 1:
             return
+        if self._reported:
+            self._inputReleased()
         # Too long already: start dropping, keep only what could be the start
         # of a delimiter.
         overlap = len(delimiter) - 1
@@ -789,6 +820,31 @@ class MessageProtocol(_ConnectionBase):
             self.messageTooLong(self._discarded - overlap)
         finally:
             self._tooLongSoFar = False
+
+    def _inputReleased(self) -> None:
+        self._reported = False
+        self._observer.inputReleased(self)  # type: ignore[union-attr]
+
+    def dropPartialMessage(self) -> int:
+        """
+        Drop the partial message buffered so far: its bytes, and those that
+        follow up to the next delimiter, are discarded as those of a message
+        too long are (without calling L{messageTooLong}); the connection is
+        kept, and the messages after it are delivered.
+
+        @return: how many bytes were dropped from the buffer.
+        """
+        buffer = self._buffer
+        size = len(buffer)
+        if not size:
+            return 0
+        overlap = len(self.delimiter) - 1
+        self._discarded = size
+        self._discardTail = bytes(buffer[size - overlap :]) if overlap else b""
+        buffer.clear()
+        if self._reported:
+            self._inputReleased()
+        return size
 
     def _discard(self, data: bytes, delimiter: bytes) -> bytes | None:
         """

@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_FIRST_BYTE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_PEER",
+    "DEFAULT_MEMORY_BUDGET",
     "Server",
 ]
 
@@ -92,6 +93,21 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: sixteenth of the default connection limit, so that one address cannot
 #: take every slot, and many clients behind one NAT address still fit.
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
+
+#: Default bound of the memory a server spends on its connections' buffers
+#: (partial messages received, output not yet sent): 256 MiB, which fits a
+#: small machine; without it the other bounds alone (4,096 connections of
+#: up to 16 MiB each) allow 64 GiB.
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+
+#: A partial message is counted against the memory budget from this size on,
+#: and counted again each time it grew by as much: the smaller ones, at most
+#: this much per connection, are part of the fixed cost of a connection.
+_BUDGET_STEP = 1024 * 1024
+
+#: The least share of the memory budget a congested connection's output gets,
+#: however many connections are congested.
+_LEAST_OUTPUT_SHARE = 64 * 1024
 
 #: Default seconds a plain TCP connection has to send its first byte, as a
 #: TLS client has to complete its handshake: a connection that says nothing
@@ -556,6 +572,16 @@ class Server(Factory):
         closed is logged (at info level).  Refusals, failed handshakes and
         errors are logged either way.  Two log events are a noticeable part
         of what a connection costs a server that accepts thousands a second.
+    @ivar memoryBudget: the most bytes, or C{None} for no bound, the
+        server's connections may hold in their buffers together: partial
+        messages received (counted from 1 MiB each) and output not yet sent.
+        Past it, the partial message of the connection holding the largest
+        is dropped (its bytes discarded up to its delimiter, as those of a
+        message too long are; the connection is kept), then the next
+        largest, until the partial messages fit; and what is left of the
+        budget is shared equally among the congested connections, whose
+        output is bounded by their share when it is less than
+        C{maxPendingOutput} (at least 64 KiB each).  256 MiB by default.
     @ivar logEveryEvent: whether the events that repeat (refusals, failed
         handshakes, dropped messages: see L{eventCounts}) are each logged,
         at debug level, besides the first of each kind in full and the
@@ -588,6 +614,7 @@ class Server(Factory):
         maxBroadcastSkips: int | None = None,
         logConnections: bool = True,
         logEveryEvent: bool = False,
+        memoryBudget: int | None = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -627,6 +654,7 @@ class Server(Factory):
         @param maxBroadcastSkips: see L{broadcast}.
         @param logConnections: see L{logConnections}.
         @param logEveryEvent: see L{logEveryEvent}.
+        @param memoryBudget: see L{memoryBudget}.
         """
         self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -673,6 +701,22 @@ class Server(Factory):
                 f"{firstByteTimeout!r}"
             )
         self.firstByteTimeout = firstByteTimeout
+        if memoryBudget is not None and (
+            isinstance(memoryBudget, bool) or not isinstance(memoryBudget, int)
+            or memoryBudget < 1
+        ):
+            raise ValueError(
+                f"memoryBudget must be a positive number of bytes or None, not {memoryBudget!r}"
+            )
+        self.memoryBudget = memoryBudget
+        # Partial messages of 1 MiB or more, by connection; the congested
+        # connections; and the share of the budget each of those may hold
+        # (None: no budget).
+        self._inputHeld: dict[int, int] = {}
+        self._inputTotal = 0
+        self._congestedIds: set[int] = set()
+        self._outputShare: int | None = None
+        self._shareOutput()
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
@@ -948,6 +992,8 @@ class Server(Factory):
             setattr(protocol, name, value)
         protocol.closeTimeout = self.closeTimeout
         protocol._clock = self._reactor
+        if self.memoryBudget is not None and isinstance(protocol, MessageProtocol):
+            protocol._reportAt = _BUDGET_STEP
         connectionId = self._nextId
         self._nextId += 1
         protocol.connectionId = connectionId
@@ -1109,6 +1155,12 @@ class Server(Factory):
         self._open.pop(connectionId, None)
         self._established.pop(connectionId, None)
         self._full.pop(connectionId, None)
+        held = self._inputHeld.pop(connectionId, None)
+        if held is not None:
+            self._inputTotal -= held
+        if self._congestedIds:
+            self._congestedIds.discard(connectionId)
+            self._shareOutput()
         self._allowLists.pop(connectionId, None)
         host = self._peerHosts.pop(connectionId, None)
         if host is not None:
@@ -1188,6 +1240,75 @@ class Server(Factory):
     def dataReceived(self, protocol: StreamProtocol, data: bytes) -> None:
         if self.onMessage is not None:
             self.onMessage(protocol.connectionId, data)  # type: ignore[arg-type]
+
+    # -- the memory budget ------------------------------------------------
+
+    def inputBuffered(self, protocol: MessageProtocol, size: int) -> None:
+        """
+        C{protocol} holds a partial message of C{size} bytes (1 MiB or more):
+        count it, and drop the largest partial messages if the budget is
+        exceeded.
+        """
+        connectionId: int = protocol.connectionId  # type: ignore[assignment]
+        self._inputTotal += size - self._inputHeld.get(connectionId, 0)
+        self._inputHeld[connectionId] = size
+        protocol._reportAt = size + _BUDGET_STEP
+        budget = self.memoryBudget
+        if budget is not None and self._inputTotal > budget:
+            largest = sorted(self._inputHeld.items(), key=lambda item: item[1], reverse=True)
+            for victimId, held in largest:
+                if self._inputTotal <= budget:
+                    break
+                victim = self._open.get(victimId)
+                if not isinstance(victim, MessageProtocol):
+                    continue
+                victim.dropPartialMessage()
+                self._events.record(
+                    "memoryBudget",
+                    "Dropped the partial message of {size} from {peer} (connection "
+                    "{connectionId}): the connections' buffers hold {total} bytes, over the "
+                    "memory budget of {budget} bytes (memoryBudget); the largest partial "
+                    "messages are dropped first",
+                    size=plural(held, "byte"),
+                    length=held,
+                    peer=describeAddress(victim.transport.getPeer()),
+                    connectionId=victimId,
+                    total=self._inputTotal + held,
+                    budget=budget,
+                )
+        self._shareOutput()
+
+    def inputReleased(self, protocol: MessageProtocol) -> None:
+        """
+        C{protocol}'s partial message is complete, or dropped.
+        """
+        held = self._inputHeld.pop(protocol.connectionId, None)  # type: ignore[arg-type]
+        protocol._reportAt = _BUDGET_STEP
+        if held is not None:
+            self._inputTotal -= held
+            self._shareOutput()
+
+    def outputCongested(self, protocol: _ConnectionBase) -> None:
+        self._congestedIds.add(protocol.connectionId)  # type: ignore[arg-type]
+        self._shareOutput()
+
+    def outputDrained(self, protocol: _ConnectionBase) -> None:
+        self._congestedIds.discard(protocol.connectionId)
+        self._shareOutput()
+
+    def _shareOutput(self) -> None:
+        """
+        What is left of the budget after the partial messages, shared
+        equally among the congested connections.
+        """
+        budget = self.memoryBudget
+        if budget is None:
+            self._outputShare = None
+            return
+        self._outputShare = max(
+            _LEAST_OUTPUT_SHARE,
+            (budget - self._inputTotal) // max(1, len(self._congestedIds)),
+        )
 
     def _lookup(self, clientId: int) -> _ConnectionBase:
         try:

@@ -41,6 +41,7 @@ from ._server import (
     DEFAULT_FIRST_BYTE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MEMORY_BUDGET,
     Server,
 )
 from ._tls import TLSConfig
@@ -157,7 +158,7 @@ class Options(usage.Options):
     protocol class to serve), C{stream} (continuous mode), C{delimiter}
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
-    C{max-connections-per-peer}, C{max-pending-output},
+    C{max-connections-per-peer}, C{memory-budget}, C{max-pending-output},
     C{handshake-timeout}, C{first-byte-timeout}, C{idle-timeout} (numbers,
     or C{None}),
     C{close-timeout} (a number), and
@@ -202,6 +203,10 @@ class Options(usage.Options):
         ["max-connections-per-peer", None, str(DEFAULT_MAX_CONNECTIONS_PER_PEER),
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
+        ["memory-budget", None, str(DEFAULT_MEMORY_BUDGET),
+         "Bytes the connections' buffers (partial messages, output not yet sent) may hold "
+         "together, or 'none'; past it the largest partial messages are dropped and "
+         "congested connections share what is left."],
         ["max-pending-output", None, None,
          "Bytes of output a connection accepts while its peer does not read, or 'none' "
          "for no bound; past it, messages to that peer are not sent "
@@ -284,6 +289,7 @@ class Options(usage.Options):
             ) from None
         self["max-connections-per-peer"] = _count(
             "max-connections-per-peer", str(self["max-connections-per-peer"]))
+        self["memory-budget"] = _count("memory-budget", str(self["memory-budget"]))
         pending = self["max-pending-output"]
         if pending is None:
             del self["max-pending-output"]
@@ -611,6 +617,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             closeTimeout=options["close-timeout"],
             logConnections=not options["quiet-connections"],
             logEveryEvent=options["log-every-event"],
+            memoryBudget=options["memory-budget"],
             reactor=reactor,
             **settings,
         )

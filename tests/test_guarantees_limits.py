@@ -213,6 +213,7 @@ class DaemonOptionTests(SynchronousTestCase):
         options = parse()
         self.assertEqual(options["max-connections-per-peer"], 256)
         self.assertEqual(options["first-byte-timeout"], 10.0)
+        self.assertEqual(options["memory-budget"], 256 * 1024 * 1024)
         self.assertNotIn("max-pending-output", options)
         self.assertEqual(options["allow-client"], [])
         service = makeService(options, reactor=reactor)
@@ -234,6 +235,9 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertIsNone(parse("--max-pending-output", "none")["max-pending-output"])
         self.assertIsNone(parse("--max-connections-per-peer", "none")["max-connections-per-peer"])
         self.assertIsNone(parse("--first-byte-timeout", "none")["first-byte-timeout"])
+        self.assertIsNone(parse("--memory-budget", "none")["memory-budget"])
+        self.assertEqual(makeService(parse("--memory-budget", "1048576"), reactor=reactor)
+                         .server.memoryBudget, 1048576)
         self.assertEqual(parse("--first-byte-timeout", "2.5")["first-byte-timeout"], 2.5)
         self.assertIn("at most 1 connection,",
                       makeService(parse("--max-connections", "1"), reactor=reactor).description)
@@ -243,6 +247,7 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertUsageError("--max-connections-per-peer", "x", match="1 or more")
         self.assertUsageError("--max-pending-output", "-5", match="number of bytes")
         self.assertUsageError("--first-byte-timeout", "0", match="more than 0 seconds")
+        self.assertUsageError("--memory-budget", "0", match="1 or more")
         self.assertUsageError("--allow-client", "client", match="only apply with --tls")
         self.assertUsageError("--tls", "--cert", "c.pem", "--key", "k.pem", "--no-client-auth",
                               "--allow-client", "client", match="--no-client-auth")
