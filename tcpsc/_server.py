@@ -56,6 +56,7 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
+from ._output import socketTransport
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -1305,10 +1306,20 @@ class Server(Factory):
         if budget is None:
             self._outputShare = None
             return
-        self._outputShare = max(
+        before = self._outputShare
+        share = self._outputShare = max(
             _LEAST_OUTPUT_SHARE,
             (budget - self._inputTotal) // max(1, len(self._congestedIds)),
         )
+        if before is not None and share < before:
+            # A smaller share: the connections congested before it came
+            # accept no more than it either.
+            for connectionId in self._congestedIds:
+                protocol = self._open.get(connectionId)
+                if protocol is None or protocol._room <= share:
+                    continue
+                unsent = _compat.unsentBytes(socketTransport(protocol.transport))
+                protocol._room = max(0, share - (unsent or 0))
 
     def _lookup(self, clientId: int) -> _ConnectionBase:
         try:

@@ -13,6 +13,8 @@ from tests.test_guarantees_support import (
     GuaranteeTestCase,
     RawPeer,
     asyncTest,
+    shrinkBuffers,
+    turn,
     waitFor,
 )
 
@@ -71,3 +73,36 @@ class BudgetTests(GuaranteeTestCase):
         self.assertEqual(DEFAULT_MEMORY_BUDGET, 256 * MiB)
         for wrong in (0, -1, True, 1.5, "1"):
             self.assertRaises(ValueError, Server, memoryBudget=wrong)
+
+
+class OutputShareTests(GuaranteeTestCase):
+    """
+    Output: what the budget leaves is shared among the congested
+    connections, each bounded by its share when it is below
+    C{maxPendingOutput}.
+    """
+
+    @asyncTest
+    async def test_shareBoundsPendingOutput(self) -> None:
+        budget, peers = 1 * MiB, 4
+        server, port = await self.startServer(MessageProtocol, memoryBudget=budget)
+        stuck = [await self.connectRaw(port) for _ in range(peers)]
+        for peer in stuck:
+            peer.transport.pauseProducing()
+        await waitFor(lambda: len(server.clientIds()) == peers, SHORT)
+        protocols = [self.connectionOf(server, peer.transport) for peer in stuck]
+        for protocol in protocols:
+            shrinkBuffers(protocol.transport)
+        message = b"s" * 1023
+        for _ in range(200):
+            if server.broadcast(message) == 0:
+                break
+            for _ in range(50):
+                server.broadcast(message)
+            await turn()
+        self.assertEqual(server.broadcast(message), 0)
+        share = budget // peers
+        for protocol in protocols:
+            # Far below maxPendingOutput (4 MiB): the share, the 64 KiB
+            # that makes a connection congested, and one message.
+            self.assertLessEqual(protocol._unsentBytes(), share + 64 * 1024 + 1024)
