@@ -759,6 +759,9 @@ class Server(Factory):
         # found it full (they skip the look at each until the next turn).
         self._broadcastSerial = 0
         self._full: dict[int, list[Any]] = {}
+        # The established connections not found full in this turn, with
+        # their ids, in order; None when it must be made again.
+        self._targets: list[tuple[int, _ConnectionBase]] | None = None
         _raiseFileLimit(maxConnections + 64, self.log)
 
     def logPrefix(self) -> str:
@@ -922,6 +925,7 @@ class Server(Factory):
         self._turnWork = 0
         self._throttled = []
         self._full = {}
+        self._targets = None
         if not self._open:
             return stopped.addCallback(lambda _: self._events.stop())
         closed: Deferred[None] = Deferred()
@@ -1089,6 +1093,7 @@ class Server(Factory):
             protocol._abort("the client's certificate is not on the allow-list")
             return
         self._established[connectionId] = protocol
+        self._targets = None
         if self.logConnections:
             self.log.info(
                 "Connection {connectionId} from {peer} established{cn}",
@@ -1111,6 +1116,7 @@ class Server(Factory):
                     connectionId=connectionId,
                 )
                 del self._established[connectionId]
+                self._targets = None
                 self._refusedAndLogged.add(connectionId)
                 protocol.ready = False
                 protocol.closeConnection("the createSink callback failed")
@@ -1154,7 +1160,8 @@ class Server(Factory):
     def connectionClosed(self, protocol: _ConnectionBase, reason: Failure, wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
-        self._established.pop(connectionId, None)
+        if self._established.pop(connectionId, None) is not None:
+            self._targets = None
         self._full.pop(connectionId, None)
         held = self._inputHeld.pop(connectionId, None)
         if held is not None:
@@ -1386,10 +1393,14 @@ class Server(Factory):
             excluded = exclude
         established = self._established
         full = self._full
-        if full:
-            targets = [p for i, p in established.items() if i not in excluded and i not in full]
+        candidates = self._targets
+        if candidates is None:
+            candidates = self._targets = [
+                (i, p) for i, p in established.items() if i not in full]
+        if excluded:
+            targets = [p for i, p in candidates if i not in excluded]
         else:
-            targets = [p for i, p in established.items() if i not in excluded]
+            targets = [p for _, p in candidates]
         if targets:
             first = targets[0]
         elif full:
@@ -1439,6 +1450,7 @@ class Server(Factory):
                         self._skipped(p)
                         if self.maxBroadcastSkips is None:
                             full[p.connectionId] = [p, 0, serial]  # type: ignore[index]
+                            self._targets = None
                     elif not transport.disconnecting:
                         p._room -= size
                         direct.append(transport)
@@ -1485,6 +1497,8 @@ class Server(Factory):
         self._turnCall = None
         self._turnWork = 0
         full, self._full = self._full, {}
+        if full:
+            self._targets = None
         serial = self._broadcastSerial
         for protocol, excludedTimes, since in full.values():
             if protocol._congested:
