@@ -632,6 +632,11 @@ class MessageProtocol(_ConnectionBase):
     _reportAt: int = sys.maxsize
     _reported: bool = False
     _held: list[bytes]
+    # Messages split already and held back by a pause in the middle of them:
+    # (the messages, the index of the first not delivered, the bytes after
+    # the last delimiter, whether their length must be checked).  They come
+    # before what _held holds.
+    _heldSplit: tuple[list[bytes], int, bytes, bool] | None = None
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
     _batch: list[bytes] | None = None
@@ -787,13 +792,38 @@ class MessageProtocol(_ConnectionBase):
             else:
                 received(message)
             if self._paused:
-                rest = messages[index:]
-                rest.append(tail)
-                self._held.append(delimiter.join(rest))
+                # Held as they are, split already: a connection paused
+                # after every few messages (see Server.broadcast) is not
+                # joined and split again each time.
+                self._heldSplit = (messages, index, tail, checkLength)
                 return
         if tail:
             self._buffer += tail
             self._checkPartial(delimiter)
+
+    def _deliverSplit(self) -> None:
+        """
+        Deliver the messages L{_deliver} held back, split already, then keep
+        their tail, as L{_deliver} would have.
+        """
+        split, self._heldSplit = self._heldSplit, None
+        if split is None:
+            return
+        messages, start, tail, checkLength = split
+        maxLength = self.maxMessageLength
+        received = self.messageReceived
+        for index in range(start, len(messages)):
+            message = messages[index]
+            if checkLength and len(message) > maxLength:  # type: ignore[operator]
+                self.messageTooLong(len(message))
+            else:
+                received(message)
+            if self._paused:
+                self._heldSplit = (messages, index + 1, tail, checkLength)
+                return
+        if tail:
+            self._buffer += tail
+            self._checkPartial(self.delimiter)
 
     def _checkPartial(self, delimiter: bytes) -> None:
         maxLength = self.maxMessageLength
@@ -918,6 +948,17 @@ class MessageProtocol(_ConnectionBase):
         super().resumeReading()
 
     def _deliverHeld(self) -> None:
+        if self._heldSplit is not None:
+            batch: list[bytes] = []
+            self._batch = batch
+            try:
+                self._deliverSplit()
+            finally:
+                self._batch = None
+                if batch:
+                    self._flushBatch(batch)
+            if self._paused:
+                return
         held = self._held
         if held:
             self._held = []
@@ -934,7 +975,14 @@ class MessageProtocol(_ConnectionBase):
         if self._closing is not None:
             # This side closed it: what was held can no longer be answered.
             self._held = []
-        while self._held:
+            self._heldSplit = None
+        while True:
+            split, self._heldSplit = self._heldSplit, None
+            if split is not None:
+                messages, start, tail, _ = split
+                self._held.insert(0, self.delimiter.join([*messages[start:], tail]))
+            if not self._held:
+                break
             held, self._held = self._held, []
             self._paused = False
             self._parse(b"".join(held))
