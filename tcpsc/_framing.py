@@ -93,6 +93,10 @@ DEFAULT_MAX_PENDING_OUTPUT = 4 * 1024 * 1024
 #: aborted.
 DEFAULT_CLOSE_TIMEOUT = 5.0
 
+#: The messages left in a read that a connection paused by its server for the
+#: turn's broadcast work still delivers (see L{_ConnectionBase._lightRead}).
+_LIGHT_READ = 8
+
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
 _LARGE_MESSAGE = 64 * 1024
@@ -284,6 +288,9 @@ class _ConnectionBase(Protocol):
     _broadcastSkips: int = 0
     # Paused by its server until the next reactor turn (see Server.broadcast).
     _throttled: bool = False
+    # Such a pause was undone in the middle of a read: the transport reads
+    # again once the read is delivered.
+    _resumeAfterRead: bool = False
 
     #: Set by the owner (server registry or client) before the connection is
     #: made; told about readiness, messages and the end of the connection.
@@ -482,6 +489,7 @@ class _ConnectionBase(Protocol):
         # What was held arrived first: deliver it before reading more, or a
         # transport that delivers on resumeProducing would overtake it.
         self._deliverHeld()
+        self._resumeAfterRead = False
         if not self._paused and self.connected:
             self.transport.resumeProducing()
 
@@ -508,6 +516,27 @@ class _ConnectionBase(Protocol):
         Called when the transport has written everything after
         L{outputPaused}: sending is no longer bounded.
         """
+
+    def _lightRead(self, left: int) -> bool:
+        """
+        Paused in the middle of a read: if only its server paused it (for
+        the turn's broadcast work, see L{tcpsc.Server.broadcast}) and at
+        most L{_LIGHT_READ} messages of the read are left, undo the pause
+        and go on: a connection that sends little, a message at a time, is
+        not made to wait a turn for each, while one that floods still is
+        (a read holds at most 64 KiB, so this adds a bounded amount to a
+        turn).
+
+        @return: whether the pause was undone.
+        """
+        if not self._throttled or left > _LIGHT_READ or self._closing is not None:
+            return False
+        self._throttled = False
+        self._paused = False
+        # The transport is resumed once the read is delivered (by
+        # dataReceived, or by resumeReading when the read was held).
+        self._resumeAfterRead = True
+        return True
 
     def _outputCongested(self) -> None:
         self._congested = True
@@ -690,6 +719,13 @@ class MessageProtocol(_ConnectionBase):
             self._batch = None
             if batch:
                 self._flushBatch(batch)
+        if self._resumeAfterRead:
+            # See _lightRead: the transport reads again once this read is
+            # delivered, not before (one that delivers on resumeProducing
+            # would overtake it).
+            self._resumeAfterRead = False
+            if not self._paused and self.connected:
+                self.transport.resumeProducing()
 
     def _flushBeforeClosing(self, transport) -> None:
         """
@@ -791,7 +827,7 @@ class MessageProtocol(_ConnectionBase):
                 self.messageTooLong(len(message))
             else:
                 received(message)
-            if self._paused:
+            if self._paused and not self._lightRead(len(messages) - index):
                 # Held as they are, split already: a connection paused
                 # after every few messages (see Server.broadcast) is not
                 # joined and split again each time.
@@ -818,7 +854,7 @@ class MessageProtocol(_ConnectionBase):
                 self.messageTooLong(len(message))
             else:
                 received(message)
-            if self._paused:
+            if self._paused and not self._lightRead(len(messages) - index - 1):
                 self._heldSplit = (messages, index + 1, tail, checkLength)
                 return
         if tail:

@@ -136,3 +136,56 @@ class TurnTests(GuaranteeTestCase):
         targets = senders + 1
         self.assertLessEqual(max(perTurn) * targets, 3 * TURN_BROADCAST_WORK,
                              perTurn)
+
+
+class LightSenderTests(GuaranteeTestCase):
+    """
+    While senders flood a chat, a connection whose read holds only a few
+    messages delivers them all in the turn it is read, instead of one per
+    turn like the connections that flood.
+    """
+
+    @asyncTest
+    async def test_fewMessagesInOneTurn(self) -> None:
+        relayed = [0]
+        ticks: list[int] = []
+        probeTicks: list[int] = []
+
+        class CountingChat(Chat):
+            def messageReceived(self, message: bytes) -> None:
+                relayed[0] += 1
+                if message.startswith(b"probe"):
+                    probeTicks.append(len(ticks))
+                super().messageReceived(message)
+
+        senders, size = 30, 64 * 1024
+        server, port = await self.startServer(CountingChat, maxConnectionsPerPeer=None)
+        reader = Counting()
+        await self.connectRaw(port, reader)
+        probe = await self.connectRaw(port)
+        flooders = []
+        for _ in range(senders):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=SHORT)
+            self.addCleanup(sock.close)
+            flooders.append(sock)
+        await waitFor(lambda: len(server.clientIds()) == senders + 2, SHORT)
+        message = b"f" * 99 + b"\n"
+        perSender = size // len(message)
+        for sock in flooders:
+            sock.sendall(message * perSender)
+
+        def tick() -> None:
+            ticks.append(relayed[0])
+            if relayed[0] < senders * perSender + 3:
+                calls.append(reactor.callLater(0, tick))
+
+        calls = [reactor.callLater(0, tick)]
+        self.addCleanup(lambda: calls[-1].active() and calls[-1].cancel())
+        # In the middle of the flood, when every turn's work is used up by
+        # the flooders before the probe is read.
+        await waitFor(lambda: relayed[0] >= senders * perSender // 4, 30)
+        self.assertLess(relayed[0], senders * perSender // 2)
+        probe.transport.write(b"probe 1\nprobe 2\nprobe 3\n")
+        await waitFor(lambda: reader.lines == senders * perSender + 3, 30)
+        self.assertEqual(len(probeTicks), 3)
+        self.assertEqual(len(set(probeTicks)), 1, probeTicks)
