@@ -1376,7 +1376,16 @@ class Server(Factory):
         L{broadcastSkips}; the first skip of a congestion episode is logged.
         With C{maxBroadcastSkips} set, a connection skipped that many times
         before it caught up is aborted (its peer then knows it missed
-        messages) and a warning is logged.
+        messages) and a warning is logged.  Without it, a connection found
+        without room is left out of the broadcasts until the next turn of
+        the reactor (they are counted as skipped all the same).
+
+        Bounded work per turn: once the broadcasts of one turn of the
+        reactor have gone to about L{TURN_BROADCAST_WORK} connections, the
+        connection whose read is being handled (the sender, excluded or
+        not) stops being read until the next turn, unless at most a few
+        messages of its read are left; the connections paused so are
+        resumed at the next turn, each with an equal share of it.
 
         @param exclude: an id, or ids, to leave out (a chat server excludes
             the sender).
@@ -1424,7 +1433,7 @@ class Server(Factory):
                 # The connections found full earlier in this turn miss this
                 # one too, without a look at each.
                 skipped = len(full)
-                for i in excluded:
+                for i in set(excluded):
                     entry = full.get(i)
                     if entry is not None:
                         entry[1] += 1
@@ -1517,7 +1526,17 @@ class Server(Factory):
                 protocol._throttled = False
                 if protocol.connected:
                     self._workLimit = min(TURN_BROADCAST_WORK, self._turnWork + share)
-                    protocol.resumeReading()
+                    try:
+                        protocol.resumeReading()
+                    except Exception:
+                        # As Twisted ends a connection whose dataReceived
+                        # raised; the others are resumed all the same.
+                        self.log.failure(
+                            "Delivering the held messages of connection {connectionId} "
+                            "raised an exception; closing it",
+                            connectionId=protocol.connectionId,
+                        )
+                        protocol._abort("an exception while delivering its messages")
         finally:
             self._workLimit = TURN_BROADCAST_WORK
         if left:
