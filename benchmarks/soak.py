@@ -327,7 +327,9 @@ def run(connections: int = 10_000, seconds: float = 60.0, interval: float = 1.0,
             loopName = "uvloop"
     with tempfile.TemporaryDirectory(prefix="tcpsc-soak-") as temporary:
         where = Path(temporary)
-        args = ["--max-connections", str(connections + 100)]
+        # All from one address: no per-peer limit.
+        args = ["--max-connections", str(connections + 100), "--max-connections-per-peer",
+                "none", "--first-byte-timeout", "none"]
         context = None
         if tls:
             certificates = certificateSet(where / "certs")

@@ -33,6 +33,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._events import plural
 from ._framing import MessageProtocol, StreamProtocol
 
 if TYPE_CHECKING:
@@ -102,10 +103,12 @@ class Chat(MessageProtocol):
         # message dropped for that reason is reported rather than lost
         # silently inside broadcast().
         if self.frame(relayed) is None:
-            self.log.warn(
-                "Dropped a chat message of {length} bytes from connection "
-                "{connectionId}: too long to relay with its sender's prefix",
+            server._events.record(
+                "messageTooLong",
+                "Dropped a chat message of {size} from connection {connectionId}: "
+                "too long to relay with its sender's prefix",
                 length=len(message),
+                size=plural(len(message), "byte"),
                 connectionId=sender,
             )
             return

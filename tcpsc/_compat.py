@@ -277,7 +277,10 @@ def writeToAll(transports: list[Any], frame: bytes) -> None:
         if transport.__class__ is appendable and transport._tempDataLen and not transport.TLS:
             transport._tempDataBuffer.append(frame)
             transport._tempDataLen += size
-            if transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize:
+            # A producer paused already (a congested connection's) is not
+            # paused again for every frame.
+            if (not transport.producerPaused
+                    and transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize):
                 transport._maybePauseProducer()
         else:
             transport.write(frame)

@@ -54,6 +54,7 @@ from zope.interface import implementer
 
 from . import _compat
 from ._errors import AbortedLocally, ClosedLocally
+from ._events import plural
 from ._output import socketTransport
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ DEFAULT_MAX_PENDING_OUTPUT = 4 * 1024 * 1024
 #: the last output (and, over TLS, close_notify) before the connection is
 #: aborted.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+
+#: The messages left in a read that a connection paused by its server for the
+#: turn's broadcast work still delivers (see L{_ConnectionBase._lightRead}).
+_LIGHT_READ = 8
 
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
@@ -248,11 +253,12 @@ class _ConnectionBase(Protocol):
         lost.  Sending is refused while it is C{False}.
     @ivar connectionId: the id a L{tcpsc.Server} gave this connection, or
         C{None} when no server owns it.
-    @cvar maxPendingOutput: the most bytes sending accepts while the
-        connection is congested, that is from the moment the socket
-        transport holds more than it writes at once (64 KiB) until it has
-        written everything.  Past it, sending returns C{False} and writes
-        nothing.  So a peer that does not read costs at most about
+    @cvar maxPendingOutput: the most bytes the socket transport may hold
+        for sending accepts more while the connection is congested, that is
+        from the moment the transport holds more than it writes at once (64
+        KiB) until it has written everything (where those bytes cannot be
+        looked at: the most bytes sending accepts while congested).  Past
+        it, sending returns C{False} and writes nothing.  So a peer that does not read costs at most about
         C{maxPendingOutput} + 64 KiB + one write of memory.  C{None}: no
         bound (the transport buffers whatever is sent).  Messages sent while
         handling one read are written together when that read is handled,
@@ -280,6 +286,11 @@ class _ConnectionBase(Protocol):
     _room: int = 0
     # Consecutive broadcasts that skipped this connection (see Server).
     _broadcastSkips: int = 0
+    # Paused by its server until the next reactor turn (see Server.broadcast).
+    _throttled: bool = False
+    # Such a pause was undone in the middle of a read: the transport reads
+    # again once the read is delivered.
+    _resumeAfterRead: bool = False
 
     #: Set by the owner (server registry or client) before the connection is
     #: made; told about readiness, messages and the end of the connection.
@@ -460,6 +471,9 @@ class _ConnectionBase(Protocol):
         that the peer is slowed down by TCP flow control.
         """
         if self._paused:
+            # Paused by the application now, whoever paused it first: the
+            # server no longer resumes it at the next turn.
+            self._throttled = False
             return
         self._paused = True
         if self.connected:
@@ -475,6 +489,7 @@ class _ConnectionBase(Protocol):
         # What was held arrived first: deliver it before reading more, or a
         # transport that delivers on resumeProducing would overtake it.
         self._deliverHeld()
+        self._resumeAfterRead = False
         if not self._paused and self.connected:
             self.transport.resumeProducing()
 
@@ -502,11 +517,63 @@ class _ConnectionBase(Protocol):
         L{outputPaused}: sending is no longer bounded.
         """
 
+    def _lightRead(self, left: int) -> bool:
+        """
+        Paused in the middle of a read: if only its server paused it (for
+        the turn's broadcast work, see L{tcpsc.Server.broadcast}) and at
+        most L{_LIGHT_READ} messages of the read are left, undo the pause
+        and go on: a connection that sends little, a message at a time, is
+        not made to wait a turn for each, while one that floods still is
+        (a read holds at most 64 KiB, so this adds a bounded amount to a
+        turn).
+
+        @return: whether the pause was undone.
+        """
+        if not self._throttled or left > _LIGHT_READ or self._closing is not None:
+            return False
+        self._throttled = False
+        self._paused = False
+        # The transport is resumed once the read is delivered (by
+        # dataReceived, or by resumeReading when the read was held).
+        self._resumeAfterRead = True
+        return True
+
     def _outputCongested(self) -> None:
         self._congested = True
-        bound = self.maxPendingOutput
+        bound = self._outputBound()
         self._room = sys.maxsize if bound is None else bound
+        observer = self._observer
+        congested = getattr(observer, "outputCongested", None)
+        if congested is not None:
+            congested(self)
         self._callHook(self.outputPaused)
+
+    def _outputBound(self) -> int | None:
+        """
+        C{maxPendingOutput}, or less: the share of its owner's memory
+        budget, if the owner has one (see L{tcpsc.Server.memoryBudget}).
+        """
+        bound = self.maxPendingOutput
+        share: int | None = getattr(self._observer, "_outputShare", None)
+        if share is not None and (bound is None or share < bound):
+            return share
+        return bound
+
+    def _roomLeft(self) -> int:
+        """
+        While congested, what may still be sent: judged by the bytes the
+        socket transport actually holds against C{maxPendingOutput} (it
+        writes some of them every reactor turn, so a peer that reads keeps
+        room, even if its output never drains completely under a steady
+        flow), or, where that cannot be told, by what was accepted since
+        the congestion began.  Called only when the accepted bytes ran out.
+        """
+        bound = self._outputBound()
+        if bound is not None:
+            unsent = _compat.unsentBytes(socketTransport(self.transport))
+            if unsent is not None and bound - unsent > self._room:
+                self._room = bound - unsent
+        return self._room
 
     def _outputDrained(self) -> None:
         if not self._congested:
@@ -514,6 +581,9 @@ class _ConnectionBase(Protocol):
         self._congested = False
         self._room = 0
         self._broadcastSkips = 0
+        drained = getattr(self._observer, "outputDrained", None)
+        if drained is not None:
+            drained(self)
         self._callHook(self.outputResumed)
 
     def _callHook(self, hook: Callable[[], object]) -> None:
@@ -583,7 +653,19 @@ class MessageProtocol(_ConnectionBase):
     _buffer: bytearray
     _discarded: int = -1
     _discardTail: bytes = b""
+    # True while messageTooLong is called for a message still arriving (its
+    # length so far), False for a complete one (its exact length).
+    _tooLongSoFar: bool = False
+    # The size of a partial message at which the owner is told how much this
+    # connection buffers (see Server.memoryBudget); _reported: whether it was.
+    _reportAt: int = sys.maxsize
+    _reported: bool = False
     _held: list[bytes]
+    # Messages split already and held back by a pause in the middle of them:
+    # (the messages, the index of the first not delivered, the bytes after
+    # the last delimiter, whether their length must be checked).  They come
+    # before what _held holds.
+    _heldSplit: tuple[list[bytes], int, bytes, bool] | None = None
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
     _batch: list[bytes] | None = None
@@ -637,6 +719,13 @@ class MessageProtocol(_ConnectionBase):
             self._batch = None
             if batch:
                 self._flushBatch(batch)
+        if self._resumeAfterRead:
+            # See _lightRead: the transport reads again once this read is
+            # delivered, not before (one that delivers on resumeProducing
+            # would overtake it).
+            self._resumeAfterRead = False
+            if not self._paused and self.connected:
+                self.transport.resumeProducing()
 
     def _flushBeforeClosing(self, transport) -> None:
         """
@@ -704,6 +793,8 @@ class MessageProtocol(_ConnectionBase):
                 self._checkPartial(delimiter)
                 return
             buffer.clear()
+            if self._reported:
+                self._inputReleased()
             maxLength = self.maxMessageLength
             if maxLength is not None and len(message) > maxLength:
                 self.messageTooLong(len(message))
@@ -736,20 +827,52 @@ class MessageProtocol(_ConnectionBase):
                 self.messageTooLong(len(message))
             else:
                 received(message)
-            if self._paused:
-                rest = messages[index:]
-                rest.append(tail)
-                self._held.append(delimiter.join(rest))
+            if self._paused and not self._lightRead(len(messages) - index):
+                # Held as they are, split already: a connection paused
+                # after every few messages (see Server.broadcast) is not
+                # joined and split again each time.
+                self._heldSplit = (messages, index, tail, checkLength)
                 return
         if tail:
             self._buffer += tail
             self._checkPartial(delimiter)
 
+    def _deliverSplit(self) -> None:
+        """
+        Deliver the messages L{_deliver} held back, split already, then keep
+        their tail, as L{_deliver} would have.
+        """
+        split, self._heldSplit = self._heldSplit, None
+        if split is None:
+            return
+        messages, start, tail, checkLength = split
+        maxLength = self.maxMessageLength
+        received = self.messageReceived
+        for index in range(start, len(messages)):
+            message = messages[index]
+            if checkLength and len(message) > maxLength:  # type: ignore[operator]
+                self.messageTooLong(len(message))
+            else:
+                received(message)
+            if self._paused and not self._lightRead(len(messages) - index - 1):
+                self._heldSplit = (messages, index + 1, tail, checkLength)
+                return
+        if tail:
+            self._buffer += tail
+            self._checkPartial(self.delimiter)
+
     def _checkPartial(self, delimiter: bytes) -> None:
         maxLength = self.maxMessageLength
         buffer = self._buffer
+        if len(buffer) >= self._reportAt:
+            self._reported = True
+            self._observer.inputBuffered(self, len(buffer))  # type: ignore[union-attr]
+            if not buffer:
+                return  # dropped by the owner
         if maxLength is None or len(buffer) <= maxLength + len(delimiter) - 1:
             return
+        if self._reported:
+            self._inputReleased()
         # Too long already: start dropping, keep only what could be the start
         # of a delimiter.
         overlap = len(delimiter) - 1
@@ -758,7 +881,36 @@ class MessageProtocol(_ConnectionBase):
         buffer.clear()
         # The last bytes may be the start of the delimiter: report only the
         # bytes certainly part of the message, still more than the maximum.
-        self.messageTooLong(self._discarded - overlap)
+        self._tooLongSoFar = True
+        try:
+            self.messageTooLong(self._discarded - overlap)
+        finally:
+            self._tooLongSoFar = False
+
+    def _inputReleased(self) -> None:
+        self._reported = False
+        self._observer.inputReleased(self)  # type: ignore[union-attr]
+
+    def dropPartialMessage(self) -> int:
+        """
+        Drop the partial message buffered so far: its bytes, and those that
+        follow up to the next delimiter, are discarded as those of a message
+        too long are (without calling L{messageTooLong}); the connection is
+        kept, and the messages after it are delivered.
+
+        @return: how many bytes were dropped from the buffer.
+        """
+        buffer = self._buffer
+        size = len(buffer)
+        if not size:
+            return 0
+        overlap = len(self.delimiter) - 1
+        self._discarded = size
+        self._discardTail = bytes(buffer[size - overlap :]) if overlap else b""
+        buffer.clear()
+        if self._reported:
+            self._inputReleased()
+        return size
 
     def _discard(self, data: bytes, delimiter: bytes) -> bytes | None:
         """
@@ -795,20 +947,34 @@ class MessageProtocol(_ConnectionBase):
         """
         Called once for each message longer than C{maxMessageLength}; the
         message is dropped and the connection kept.  The default logs a
-        warning.
+        warning; on a server's connection, the server's log summary counts
+        it (the first is logged in full, then one line every 5 s says how
+        many more were dropped: see L{tcpsc.Server.eventCounts}).
 
         @param length: the message's length, or the number of its bytes
             received when it was found too long (it may not be complete yet).
         """
-        self.log.warn(
-            "Dropped a message of {length} bytes or more from {peer} "
-            "(connection {connectionId}): longer than maxMessageLength "
-            "{maxMessageLength}",
+        if self._tooLongSoFar:
+            format = ("Dropping a message from {peer} (connection {connectionId}): "
+                      "{size} received without a delimiter, more than maxMessageLength "
+                      "({maxMessageLength}); the rest of it is discarded up to the next "
+                      "delimiter")
+        else:
+            format = ("Dropped a message of {size} from {peer} (connection {connectionId}): "
+                      "longer than maxMessageLength ({maxMessageLength})")
+        fields = dict(
             length=length,
+            size=plural(length, "byte"),
+            complete=not self._tooLongSoFar,
             peer=self._peerDescription(),
             connectionId=self.connectionId,
             maxMessageLength=self.maxMessageLength,
         )
+        events = getattr(self._observer, "_events", None)
+        if events is not None:
+            events.record("messageTooLong", format, **fields)
+        else:
+            self.log.warn(format, **fields)
 
     def resumeReading(self) -> None:
         """
@@ -818,6 +984,17 @@ class MessageProtocol(_ConnectionBase):
         super().resumeReading()
 
     def _deliverHeld(self) -> None:
+        if self._heldSplit is not None:
+            batch: list[bytes] = []
+            self._batch = batch
+            try:
+                self._deliverSplit()
+            finally:
+                self._batch = None
+                if batch:
+                    self._flushBatch(batch)
+            if self._paused:
+                return
         held = self._held
         if held:
             self._held = []
@@ -834,7 +1011,14 @@ class MessageProtocol(_ConnectionBase):
         if self._closing is not None:
             # This side closed it: what was held can no longer be answered.
             self._held = []
-        while self._held:
+            self._heldSplit = None
+        while True:
+            split, self._heldSplit = self._heldSplit, None
+            if split is not None:
+                messages, start, tail, _ = split
+                self._held.insert(0, self.delimiter.join([*messages[start:], tail]))
+            if not self._held:
+                break
             held, self._held = self._held, []
             self._paused = False
             self._parse(b"".join(held))
@@ -907,7 +1091,7 @@ class MessageProtocol(_ConnectionBase):
         suffix = self._suffix
         if self._congested:
             size = len(message) + len(suffix)
-            if size > self._room:
+            if size > self._room and size > self._roomLeft():
                 return False
             self._room -= size
         batch = self._batch
@@ -967,9 +1151,10 @@ class MessageProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         if self._congested:
-            if len(frame) > self._room:
+            size = len(frame)
+            if size > self._room and size > self._roomLeft():
                 return False
-            self._room -= len(frame)
+            self._room -= size
         batch = self._batch
         if batch is not None:
             suffix = self._suffix
@@ -1024,9 +1209,10 @@ class StreamProtocol(_ConnectionBase):
             return False
         if data:
             if self._congested:
-                if len(data) > self._room:
+                size = len(data)
+                if size > self._room and size > self._roomLeft():
                     return False
-                self._room -= len(data)
+                self._room -= size
             self.transport.write(data)
         return True
 

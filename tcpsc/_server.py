@@ -43,7 +43,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
 from twisted.python.failure import Failure
 from twisted.python.runtime import platformType
@@ -51,12 +51,14 @@ from zope.interface import implementer
 
 from . import _compat
 from ._errors import AbortedLocally, CertificateLoadError, ListenError, PortError, ServerError
+from ._events import EventSummary, plural
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
     MessageProtocol,
     StreamProtocol,
     _ConnectionBase,
 )
+from ._output import socketTransport
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -81,10 +83,41 @@ if TYPE_CHECKING:
         every port does, and timers for its pauses.
         """
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "Server"]
+__all__ = [
+    "DEFAULT_FIRST_BYTE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
+    "DEFAULT_MEMORY_BUDGET",
+    "Server",
+]
 
 #: Default limit of simultaneous connections of one server.
 DEFAULT_MAX_CONNECTIONS = 4096
+
+#: Default limit of simultaneous connections from one peer address: a
+#: sixteenth of the default connection limit, so that one address cannot
+#: take every slot, and many clients behind one NAT address still fit.
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
+
+#: Default bound of the memory a server spends on its connections' buffers
+#: (partial messages received, output not yet sent): 128 MiB, which fits a
+#: small machine; without it the other bounds alone (4,096 connections of
+#: up to 16 MiB each) allow 64 GiB.
+DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
+
+#: A partial message is counted against the memory budget from this size on,
+#: and counted again each time it grew by as much: the smaller ones, at most
+#: this much per connection, are part of the fixed cost of a connection.
+_BUDGET_STEP = 1024 * 1024
+
+#: The least share of the memory budget a congested connection's output gets,
+#: however many connections are congested.
+_LEAST_OUTPUT_SHARE = 64 * 1024
+
+#: Default seconds a plain TCP connection has to send its first byte, as a
+#: TLS client has to complete its handshake: a connection that says nothing
+#: cannot hold a slot for ever.
+DEFAULT_FIRST_BYTE_TIMEOUT = 10.0
 
 #: The listen queue of a port given by number, as the original's
 #: C{listen(SOMAXCONN)}: Twisted's default of 50 makes a burst of clients
@@ -106,6 +139,13 @@ class _Default:
 
 
 _UNSET: Any = _Default("<the protocol's own>")
+
+#: How many connections the broadcasts of one reactor turn may write to (or
+#: skip) before the connection whose read is being handled stops being read
+#: until the next turn: a flood of messages to relay (200 senders, 200
+#: recipients each) cannot make a turn last seconds, during which no reader
+#: is written to, and the senders take turns.
+TURN_BROADCAST_WORK = 50_000
 
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
@@ -350,10 +390,11 @@ class _GuardedPort(tcp.Port):
         since, self._starvedSince = self._starvedSince, None
         Server.log.info(
             "Accepting connections on {address} again after {seconds:.1f} s "
-            "({attempts} failed attempts)",
+            "({failed})",
             address=describeAddress(self.getHost()),
             seconds=self.reactor.seconds() - (since or 0.0),
             attempts=self._refusals,
+            failed=plural(self._refusals, "failed attempt"),
         )
         self._refusals = 0
 
@@ -453,36 +494,6 @@ _TLS_CLIENT_HELLO = b"\x16\x03"
 _NOT_TLS = b"this port does not speak TLS\n"
 
 
-def _refuseTLSClients(server: Server, protocol: _ConnectionBase) -> None:
-    """
-    Look at the first bytes a connection to a plain (non-TLS) port receives:
-    a TLS ClientHello there comes from a client configured for TLS, which
-    would otherwise wait for its handshake timeout while its handshake is
-    taken for a message.  Log it, answer with bytes that are not TLS, and
-    close the connection.
-
-    The check is an instance attribute over the protocol's C{dataReceived}
-    that removes itself on the first read, so later reads cost nothing.
-    """
-
-    def firstDataReceived(data: bytes) -> None:
-        del protocol.__dict__["dataReceived"]
-        if not data.startswith(_TLS_CLIENT_HELLO):
-            protocol.dataReceived(data)
-            return
-        server.log.warn(
-            "Connection {connectionId} from {peer}: a TLS client connected to a plain port; "
-            "closing it",
-            connectionId=protocol.connectionId,
-            peer=describeAddress(protocol.transport.getPeer()),
-            reason="tlsClientOnPlainPort",
-        )
-        protocol.transport.write(_NOT_TLS)
-        protocol.closeConnection("a TLS client connected to a plain port")
-
-    protocol.__dict__["dataReceived"] = firstDataReceived
-
-
 class _ListeningFactory(Factory):
     """
     The factory of one listening port: applies the connection limits before
@@ -519,8 +530,6 @@ class _ListeningFactory(Factory):
         tlsFactory = self._tlsFactory
         if tlsFactory is not None:
             protocol = tlsFactory.protocol(tlsFactory, protocol)
-        else:
-            _refuseTLSClients(self._server, connection)
         timeoutFactory = self._timeoutFactory
         if timeoutFactory is not None:
             wrapper = (_HalfCloseableTimeoutProtocol
@@ -583,8 +592,12 @@ class Server(Factory):
         still in the TLS handshake); the next one is closed at once and a
         warning logged.
     @ivar maxConnectionsPerPeer: the most connections open at once from one
-        peer address, or C{None} for no such limit; the next one is closed
-        at once and a warning logged.
+        peer address (256 by default), or C{None} for no such limit; the
+        next one is closed at once and a warning logged.
+    @ivar firstByteTimeout: seconds a plain TCP connection has to send its
+        first byte (10 by default) before it is closed, or C{None} for no
+        such limit (a server whose clients only listen).  TLS connections
+        have C{handshakeTimeout} instead.
     @ivar maxBroadcastSkips: see L{broadcast}.
     @ivar broadcastSkips: how many times L{broadcast} left out a congested
         connection, in all.
@@ -592,6 +605,20 @@ class Server(Factory):
         closed is logged (at info level).  Refusals, failed handshakes and
         errors are logged either way.  Two log events are a noticeable part
         of what a connection costs a server that accepts thousands a second.
+    @ivar memoryBudget: the most bytes, or C{None} for no bound, the
+        server's connections may hold in their buffers together: partial
+        messages received (counted from 1 MiB each) and output not yet sent.
+        Past it, the partial message of the connection holding the largest
+        is dropped (its bytes discarded up to its delimiter, as those of a
+        message too long are; the connection is kept), then the next
+        largest, until the partial messages fit; and what is left of the
+        budget is shared equally among the congested connections, whose
+        output is bounded by their share when it is less than
+        C{maxPendingOutput} (at least 64 KiB each).  128 MiB by default.
+    @ivar logEveryEvent: whether the events that repeat (refusals, failed
+        handshakes, dropped messages: see L{eventCounts}) are each logged,
+        at debug level, besides the first of each kind in full and the
+        summaries every 5 s that are logged either way.
     """
 
     noisy = False
@@ -614,10 +641,13 @@ class Server(Factory):
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
         reactor: IReactorTime | None = None,
-        maxConnectionsPerPeer: int | None = None,
+        maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        firstByteTimeout: float | None = DEFAULT_FIRST_BYTE_TIMEOUT,
         maxPendingOutput: int | None = _UNSET,
         maxBroadcastSkips: int | None = None,
         logConnections: bool = True,
+        logEveryEvent: bool = False,
+        memoryBudget: int | None = DEFAULT_MEMORY_BUDGET,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -650,11 +680,14 @@ class Server(Factory):
             the connection's bytes and is closed when it ends.
         @param reactor: the reactor to listen with; the global one by default.
         @param maxConnectionsPerPeer: see L{maxConnectionsPerPeer}.
+        @param firstByteTimeout: see L{firstByteTimeout}.
         @param maxPendingOutput: overrides the protocol's C{maxPendingOutput}
             (bytes; C{None} for no bound): how much output a connection
             accepts while its peer does not keep up.
         @param maxBroadcastSkips: see L{broadcast}.
         @param logConnections: see L{logConnections}.
+        @param logEveryEvent: see L{logEveryEvent}.
+        @param memoryBudget: see L{memoryBudget}.
         """
         self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -692,6 +725,31 @@ class Server(Factory):
         self.maxBroadcastSkips = maxBroadcastSkips
         self.broadcastSkips = 0
         self.logConnections = logConnections
+        if firstByteTimeout is not None and (
+            isinstance(firstByteTimeout, bool) or not isinstance(firstByteTimeout, (int, float))
+            or not firstByteTimeout > 0
+        ):
+            raise ValueError(
+                f"firstByteTimeout must be a positive number of seconds or None, not "
+                f"{firstByteTimeout!r}"
+            )
+        self.firstByteTimeout = firstByteTimeout
+        if memoryBudget is not None and (
+            isinstance(memoryBudget, bool) or not isinstance(memoryBudget, int)
+            or memoryBudget < 1
+        ):
+            raise ValueError(
+                f"memoryBudget must be a positive number of bytes or None, not {memoryBudget!r}"
+            )
+        self.memoryBudget = memoryBudget
+        # Partial messages of 1 MiB or more, by connection; the congested
+        # connections; and the share of the budget each of those may hold
+        # (None: no budget).
+        self._inputHeld: dict[int, int] = {}
+        self._inputTotal = 0
+        self._congestedIds: set[int] = set()
+        self._outputShare: int | None = None
+        self._shareOutput()
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
         self.closeTimeout = closeTimeout
@@ -700,10 +758,13 @@ class Server(Factory):
         self.onMessage = onMessage
         self.createSink = createSink
         self._reactor: IReactorTime = reactor if reactor is not None else _defaultReactor()
+        self._events = EventSummary(self.log, self._reactor, logEveryEvent=logEveryEvent)
         self._nextId = 1
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         self._handshakeTimers: dict[int, IDelayedCall] = {}
+        # The first-byte timers of plain TCP connections that sent nothing yet.
+        self._firstByteTimers: dict[int, IDelayedCall] = {}
         # Connections the server refused after their handshake and logged
         # then: nothing more is logged when they are gone.
         self._refusedAndLogged: set[int] = set()
@@ -721,10 +782,50 @@ class Server(Factory):
         self._tlsPorts: dict[IListeningPort, tuple[TLSConfig, _ServerCreator]] = {}
         self._closeWaiters: list[Deferred[None]] = []
         self._stopping: _StopCount | None = None
+        # Broadcast work done in this reactor turn, the call that starts the
+        # next turn, and the connections paused until then.
+        self._turnWork = 0
+        self._turnCall: IDelayedCall | None = None
+        self._throttled: list[_ConnectionBase] = []
+        # While a paused connection is resumed, its share of the turn's work.
+        self._workLimit = TURN_BROADCAST_WORK
+        # Broadcasts made, and the connections found full in this turn, each
+        # with how many broadcasts excluded it since and the broadcast that
+        # found it full (they skip the look at each until the next turn).
+        self._broadcastSerial = 0
+        self._full: dict[int, list[Any]] = {}
+        # The established connections not found full in this turn, with
+        # their ids, in order; None when it must be made again.
+        self._targets: list[tuple[int, _ConnectionBase]] | None = None
         _raiseFileLimit(maxConnections + 64, self.log)
 
     def logPrefix(self) -> str:
         return "tcpsc.Server"
+
+    @property
+    def logEveryEvent(self) -> bool:
+        return self._events.logEveryEvent
+
+    @logEveryEvent.setter
+    def logEveryEvent(self, value: bool) -> None:
+        self._events.logEveryEvent = value
+
+    @property
+    def eventCounts(self) -> dict[str, int]:
+        """
+        The events that could flood the log, counted exactly since the
+        server was made, by kind: refused connections by reason
+        (C{"maxConnections"}, C{"maxConnectionsPerPeer"},
+        C{"allowedClients"}), TLS handshakes that failed
+        (C{"handshakeFailed"}) or ran out of time (C{"handshakeTimeout"}),
+        plain connections closed by the first-byte timeout
+        (C{"firstByteTimeout"}), messages dropped for their length
+        (C{"messageTooLong"}), connections starting to miss broadcasts
+        (C{"broadcastSkipped"}).  The first of each kind is logged in
+        full; while they go on, one summary every 5 s says how many more
+        there were.
+        """
+        return dict(self._events.counts)
 
     # -- listening --------------------------------------------------------
 
@@ -914,8 +1015,15 @@ class Server(Factory):
         ports, self._ports = self._ports, []
         self._tlsPorts.clear()
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
+        call, self._turnCall = self._turnCall, None
+        if call is not None and call.active():
+            call.cancel()
+        self._turnWork = 0
+        self._throttled = []
+        self._full = {}
+        self._targets = None
         if not self._open:
-            return stopped.addCallback(lambda _: None)
+            return stopped.addCallback(lambda _: self._events.stop())
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._open.values())
@@ -924,7 +1032,7 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(lambda _: None)
+        return everything.addCallback(lambda _: self._events.stop())
 
     def _stopped(self, _: object) -> None:
         count, self._stopping = self._stopping, None
@@ -932,32 +1040,33 @@ class Server(Factory):
             return
         if count.abortedIds:
             self.log.warn(
-                "Stopped: {count} of {total} {connections} did not close within {timeout} s "
-                "and {were} aborted, dropping {dropped} {bytes} of output not yet sent",
+                "Stopped: {count} of {connections} did not close within {timeout} s "
+                "and {were} aborted, dropping {droppedBytes} of output not yet sent",
                 count=len(count.abortedIds),
                 total=count.total,
-                connections="connection" if count.total == 1 else "connections",
+                connections=plural(count.total, "connection"),
                 were="was" if len(count.abortedIds) == 1 else "were",
                 timeout=self.closeTimeout,
                 dropped=count.dropped,
-                bytes="byte" if count.dropped == 1 else "bytes",
+                droppedBytes=plural(count.dropped, "byte"),
                 connectionIds=sorted(count.abortedIds),
             )
         else:
-            self.log.info("Stopped: {total} {connections} closed, no output dropped",
-                          total=count.total,
-                          connections="connection" if count.total == 1 else "connections")
+            self.log.info("Stopped: {connections} closed, no output dropped",
+                          total=count.total, connections=plural(count.total, "connection"))
 
     # -- the registry -----------------------------------------------------
 
     def _buildConnection(self, addr: IAddress | None, tls: bool,
                          allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
         if len(self._open) >= self.maxConnections:
-            self.log.warn(
-                "Refused a connection from {peer}: {maxConnections} connections "
-                "are open, the limit",
+            self._events.record(
+                "maxConnections",
+                "Refused a connection from {peer}: the connection limit is reached "
+                "({open} open, maxConnections {maxConnections})",
                 peer=describeAddress(addr),
                 reason="maxConnections",
+                open=len(self._open),
                 maxConnections=self.maxConnections,
             )
             return None
@@ -966,9 +1075,11 @@ class Server(Factory):
         if perPeer is not None and host is not None:
             count = self._perPeer.get(host, 0)
             if count >= perPeer:
-                self.log.warn(
-                    "Refused a connection from {peer}: {count} connections from {host} "
-                    "are open, the limit per peer",
+                self._events.record(
+                    "maxConnectionsPerPeer",
+                    "Refused a connection from {peer}: the limit per peer address is "
+                    "reached ({count} open from {host}, maxConnectionsPerPeer "
+                    "{maxConnectionsPerPeer})",
                     peer=describeAddress(addr),
                     host=host,
                     count=count,
@@ -982,6 +1093,8 @@ class Server(Factory):
             setattr(protocol, name, value)
         protocol.closeTimeout = self.closeTimeout
         protocol._clock = self._reactor
+        if self.memoryBudget is not None and isinstance(protocol, MessageProtocol):
+            protocol._reportAt = _BUDGET_STEP
         connectionId = self._nextId
         self._nextId += 1
         protocol.connectionId = connectionId
@@ -992,11 +1105,74 @@ class Server(Factory):
             self._peerHosts[connectionId] = host
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
-        if tls and self.handshakeTimeout is not None:
-            self._handshakeTimers[connectionId] = self._reactor.callLater(
-                self.handshakeTimeout, self._handshakeTimedOut, protocol
-            )
+        if tls:
+            if self.handshakeTimeout is not None:
+                self._handshakeTimers[connectionId] = self._reactor.callLater(
+                    self.handshakeTimeout, self._handshakeTimedOut, protocol
+                )
+        else:
+            self._watchFirstBytes(protocol, connectionId)
         return protocol
+
+    def _watchFirstBytes(self, protocol: _ConnectionBase, connectionId: int) -> None:
+        """
+        Watch the first bytes of a plain connection: close it if nothing
+        arrives within L{firstByteTimeout} seconds, and refuse a TLS client,
+        whose ClientHello would otherwise be taken for a message while the
+        client waits for its handshake timeout.
+
+        The first bytes are seen by a C{dataReceived} set on the protocol
+        instance, which removes itself: the class's own C{dataReceived}, the
+        hot path, runs unchanged for everything after them.
+        """
+        timers = self._firstByteTimers
+        if self.firstByteTimeout is not None:
+            timers[connectionId] = self._reactor.callLater(
+                self.firstByteTimeout, self._firstByteTimedOut, protocol, self.firstByteTimeout
+            )
+
+        def firstBytes(data: bytes) -> None:
+            del protocol.dataReceived
+            timer = timers.pop(connectionId, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            if data.startswith(_TLS_CLIENT_HELLO):
+                self._refuseTLSClient(protocol)
+            else:
+                protocol.dataReceived(data)
+
+        protocol.dataReceived = firstBytes  # type: ignore[method-assign]
+
+    def _refuseTLSClient(self, protocol: _ConnectionBase) -> None:
+        """
+        A TLS client connected to this plain port: log it, answer with bytes
+        that are not TLS (its TLS library then says so at once), and close.
+        """
+        self._events.record(
+            "tlsClientOnPlainPort",
+            "Connection {connectionId} from {peer}: a TLS client connected to a plain port; "
+            "closing it",
+            connectionId=protocol.connectionId,
+            peer=describeAddress(protocol.transport.getPeer()),
+            reason="tlsClientOnPlainPort",
+        )
+        protocol.transport.write(_NOT_TLS)
+        protocol.closeConnection("a TLS client connected to a plain port")
+
+    def _firstByteTimedOut(self, protocol: _ConnectionBase, timeout: float) -> None:
+        self._firstByteTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
+        if not protocol.connected:
+            return
+        why = f"nothing received within {timeout:g} s (firstByteTimeout)"
+        self._events.record(
+            "firstByteTimeout",
+            "Closing connection {connectionId} from {peer}: {why}",
+            LogLevel.info,
+            connectionId=protocol.connectionId,
+            peer=describeAddress(protocol.transport.getPeer()),
+            why=why,
+        )
+        protocol.closeConnection(why)
 
     def _handshakeTimedOut(self, protocol: _ConnectionBase) -> None:
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
@@ -1017,7 +1193,8 @@ class Server(Factory):
             # connectionReady is not called either.
             commonName = subjectPart(certificate, "CN")
             names = certificateNames(certificate)
-            self.log.warn(
+            self._events.record(
+                "allowedClients",
                 "Refused the connection from {peer}: its client certificate "
                 "(CN={clientCommonName!r}, DNS names: {names}) is not on the allow-list",
                 peer=describeAddress(protocol.transport.getPeer()),
@@ -1034,6 +1211,7 @@ class Server(Factory):
             protocol._abort("the client's certificate is not on the allow-list")
             return
         self._established[connectionId] = protocol
+        self._targets = None
         if self.logConnections:
             self.log.info(
                 "Connection {connectionId} from {peer} established{cn}",
@@ -1056,6 +1234,7 @@ class Server(Factory):
                     connectionId=connectionId,
                 )
                 del self._established[connectionId]
+                self._targets = None
                 self._refusedAndLogged.add(connectionId)
                 protocol.ready = False
                 protocol.closeConnection("the createSink callback failed")
@@ -1100,7 +1279,15 @@ class Server(Factory):
                          wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._open.pop(connectionId, None)
-        self._established.pop(connectionId, None)
+        if self._established.pop(connectionId, None) is not None:
+            self._targets = None
+        self._full.pop(connectionId, None)
+        held = self._inputHeld.pop(connectionId, None)
+        if held is not None:
+            self._inputTotal -= held
+        if self._congestedIds:
+            self._congestedIds.discard(connectionId)
+            self._shareOutput()
         self._allowLists.pop(connectionId, None)
         host = self._peerHosts.pop(connectionId, None)
         if host is not None:
@@ -1109,9 +1296,10 @@ class Server(Factory):
                 self._perPeer[host] = remaining
             else:
                 self._perPeer.pop(host, None)
-        timer = self._handshakeTimers.pop(connectionId, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timers in (self._handshakeTimers, self._firstByteTimers):
+            timer = timers.pop(connectionId, None)
+            if timer is not None and timer.active():
+                timer.cancel()
         # A descriptor is free again: a port that ran out of them may accept.
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
@@ -1141,14 +1329,23 @@ class Server(Factory):
             elif loggedAlready:
                 pass
             elif aborted:
-                self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
-                              why=str(reason.value))
+                why = str(reason.value)
+                if why.startswith("handshake timeout"):
+                    self._events.record("handshakeTimeout",
+                                        "Closed the connection from {peer}: {why}",
+                                        peer=peer, why=why)
+                else:
+                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
+                                  why=why)
             elif tls:
                 detail = verificationFailure(transport)
-                self.log.warn(
+                why = describeClose(reason, tls, detail)
+                self._events.record(
+                    "handshakeFailed",
                     "Refused the connection from {peer}: TLS handshake failed: {why}",
+                    detail=why,
                     peer=peer,
-                    why=describeClose(reason, tls, detail),
+                    why=why,
                     verification=detail,
                 )
             else:
@@ -1170,6 +1367,85 @@ class Server(Factory):
     def dataReceived(self, protocol: StreamProtocol, data: bytes) -> None:
         if self.onMessage is not None:
             self.onMessage(protocol.connectionId, data)  # type: ignore[arg-type]
+
+    # -- the memory budget ------------------------------------------------
+
+    def inputBuffered(self, protocol: MessageProtocol, size: int) -> None:
+        """
+        C{protocol} holds a partial message of C{size} bytes (1 MiB or more):
+        count it, and drop the largest partial messages if the budget is
+        exceeded.
+        """
+        connectionId: int = protocol.connectionId  # type: ignore[assignment]
+        self._inputTotal += size - self._inputHeld.get(connectionId, 0)
+        self._inputHeld[connectionId] = size
+        protocol._reportAt = size + _BUDGET_STEP
+        budget = self.memoryBudget
+        if budget is not None and self._inputTotal > budget:
+            largest = sorted(self._inputHeld.items(), key=lambda item: item[1], reverse=True)
+            for victimId, held in largest:
+                if self._inputTotal <= budget:
+                    break
+                victim = self._open.get(victimId)
+                if not isinstance(victim, MessageProtocol):
+                    continue
+                victim.dropPartialMessage()
+                self._events.record(
+                    "memoryBudget",
+                    "Dropped the partial message of {size} from {peer} (connection "
+                    "{connectionId}): the connections' buffers hold {total} bytes, over the "
+                    "memory budget of {budget} bytes (memoryBudget); the largest partial "
+                    "messages are dropped first",
+                    size=plural(held, "byte"),
+                    length=held,
+                    peer=describeAddress(victim.transport.getPeer()),
+                    connectionId=victimId,
+                    total=self._inputTotal + held,
+                    budget=budget,
+                )
+        self._shareOutput()
+
+    def inputReleased(self, protocol: MessageProtocol) -> None:
+        """
+        C{protocol}'s partial message is complete, or dropped.
+        """
+        held = self._inputHeld.pop(protocol.connectionId, None)  # type: ignore[arg-type]
+        protocol._reportAt = _BUDGET_STEP
+        if held is not None:
+            self._inputTotal -= held
+            self._shareOutput()
+
+    def outputCongested(self, protocol: _ConnectionBase) -> None:
+        self._congestedIds.add(protocol.connectionId)  # type: ignore[arg-type]
+        self._shareOutput()
+
+    def outputDrained(self, protocol: _ConnectionBase) -> None:
+        self._congestedIds.discard(protocol.connectionId)
+        self._shareOutput()
+
+    def _shareOutput(self) -> None:
+        """
+        What is left of the budget after the partial messages, shared
+        equally among the congested connections.
+        """
+        budget = self.memoryBudget
+        if budget is None:
+            self._outputShare = None
+            return
+        before = self._outputShare
+        share = self._outputShare = max(
+            _LEAST_OUTPUT_SHARE,
+            (budget - self._inputTotal) // max(1, len(self._congestedIds)),
+        )
+        if before is not None and share < before:
+            # A smaller share: the connections congested before it came
+            # accept no more than it either.
+            for connectionId in self._congestedIds:
+                protocol = self._open.get(connectionId)
+                if protocol is None or protocol._room <= share:
+                    continue
+                unsent = _compat.unsentBytes(socketTransport(protocol.transport))
+                protocol._room = max(0, share - (unsent or 0))
 
     def _lookup(self, clientId: int) -> _ConnectionBase:
         try:
@@ -1219,7 +1495,16 @@ class Server(Factory):
         L{broadcastSkips}; the first skip of a congestion episode is logged.
         With C{maxBroadcastSkips} set, a connection skipped that many times
         before it caught up is aborted (its peer then knows it missed
-        messages) and a warning is logged.
+        messages) and a warning is logged.  Without it, a connection found
+        without room is left out of the broadcasts until the next turn of
+        the reactor (they are counted as skipped all the same).
+
+        Bounded work per turn: once the broadcasts of one turn of the
+        reactor have gone to about L{TURN_BROADCAST_WORK} connections, the
+        connection whose read is being handled (the sender, excluded or
+        not) stops being read until the next turn, unless at most a few
+        messages of its read are left; the connections paused so are
+        resumed at the next turn, each with an equal share of it.
 
         @param exclude: an id, or ids, to leave out (a chat server excludes
             the sender).
@@ -1234,27 +1519,69 @@ class Server(Factory):
             excluded = (exclude,)
         else:
             excluded = exclude
-        targets = [p for i, p in self._established.items() if i not in excluded]
-        if not targets:
+        established = self._established
+        full = self._full
+        candidates = self._targets
+        if candidates is None:
+            candidates = self._targets = [
+                (i, p) for i, p in established.items() if i not in full]
+        if excluded:
+            targets = [p for i, p in candidates if i not in excluded]
+        else:
+            targets = [p for _, p in candidates]
+        if targets:
+            first = targets[0]
+        elif full:
+            # Every target is full: the message is still counted as missed.
+            first = next(iter(full.values()))[0]
+        else:
             return 0
-        first = targets[0]
+        work = self._turnWork + len(established)
+        self._turnWork = work
+        if self._turnCall is None:
+            self._turnCall = self._reactor.callLater(0, self._nextTurn)
+        if work > self._workLimit:
+            self._yieldTurn(excluded, targets)
         written = 0
         if isinstance(first, MessageProtocol):
             frame = first.frame(data)
             if frame is None:
                 return 0
-            # The transports of the connections in the common state, written
-            # to after the loop in one go (see _compat.writeToAll).
+            serial = self._broadcastSerial = self._broadcastSerial + 1
+            if full:
+                # The connections found full earlier in this turn miss this
+                # one too, without a look at each.
+                skipped = len(full)
+                for i in set(excluded):
+                    entry = full.get(i)
+                    if entry is not None:
+                        entry[1] += 1
+                        skipped -= 1
+                self.broadcastSkips += skipped
+            # The transports of the connections in the common state, and of
+            # the congested ones with room, written to after the loop in one
+            # go (see _compat.writeToAll).
             direct: list[Any] = []
+            size = len(frame)
             # One protocol class serves all of a server's connections.
             for p in cast("list[MessageProtocol]", targets):
                 transport: Any = p.transport
-                if p._congested or p._batch is not None or not p.ready:
-                    # The checked path: congestion, a read being handled.
+                if p._batch is not None or not p.ready:
+                    # The checked path: a read being handled, not ready.
                     if p.sendFrame(frame):
                         written += 1
                     elif p._congested:
                         self._skipped(p)
+                elif p._congested:
+                    # What sendFrame does for a congested connection.
+                    if size > p._room and size > p._roomLeft():
+                        self._skipped(p)
+                        if self.maxBroadcastSkips is None:
+                            full[p.connectionId] = [p, 0, serial]  # type: ignore[index]
+                            self._targets = None
+                    elif not transport.disconnecting:
+                        p._room -= size
+                        direct.append(transport)
                 elif not transport.disconnecting:
                     # What sendFrame does for a connection in the common
                     # state, without a call per connection.
@@ -1269,6 +1596,73 @@ class Server(Factory):
                 self._skipped(stream)
         return written
 
+    def _yieldTurn(self, excluded: Collection[int], targets: list[_ConnectionBase]) -> None:
+        """
+        This turn's broadcasts did their share of work: stop reading from
+        the connection whose read is being handled (the sender, excluded or
+        not) until the next turn.  It delivers the messages it holds then.
+        """
+        reader = None
+        for candidate in (*(self._established.get(i) for i in excluded), *targets):
+            if candidate is not None and getattr(candidate, "_batch", None) is not None:
+                reader = candidate
+                break
+        if reader is None or reader._paused:
+            return
+        reader.pauseReading()
+        reader._throttled = True
+        self._throttled.append(reader)
+
+    def _nextTurn(self) -> None:
+        """
+        A new reactor turn.  The connections found full in the last one
+        count the broadcasts they missed and are looked at again.  The
+        connections paused by L{_yieldTurn} are resumed in the order they
+        were paused, each with an equal share of this turn's work (it
+        delivers its messages until its share is used, at least one); those
+        beyond the turn's work wait for the next one, first in line.
+        """
+        self._turnCall = None
+        self._turnWork = 0
+        full, self._full = self._full, {}
+        if full:
+            self._targets = None
+        serial = self._broadcastSerial
+        for protocol, excludedTimes, since in full.values():
+            if protocol._congested:
+                protocol._broadcastSkips += serial - since - excludedTimes
+        throttled, self._throttled = self._throttled, []
+        waiting = [p for p in throttled if p._throttled]
+        if not waiting:
+            return
+        share = max(1, TURN_BROADCAST_WORK // len(waiting))
+        left: list[_ConnectionBase] = []
+        try:
+            for protocol in waiting:
+                if self._turnWork >= TURN_BROADCAST_WORK:
+                    left.append(protocol)
+                    continue
+                protocol._throttled = False
+                if protocol.connected:
+                    self._workLimit = min(TURN_BROADCAST_WORK, self._turnWork + share)
+                    try:
+                        protocol.resumeReading()
+                    except Exception:
+                        # As Twisted ends a connection whose dataReceived
+                        # raised; the others are resumed all the same.
+                        self.log.failure(
+                            "Delivering the held messages of connection {connectionId} "
+                            "raised an exception; closing it",
+                            connectionId=protocol.connectionId,
+                        )
+                        protocol._abort("an exception while delivering its messages")
+        finally:
+            self._workLimit = TURN_BROADCAST_WORK
+        if left:
+            self._throttled[:0] = left
+            if self._turnCall is None:
+                self._turnCall = self._reactor.callLater(0, self._nextTurn)
+
     def _skipped(self, protocol: _ConnectionBase) -> None:
         """
         A broadcast left out a congested connection.
@@ -1279,19 +1673,24 @@ class Server(Factory):
         self.broadcastSkips += 1
         protocol._broadcastSkips += 1
         skips = protocol._broadcastSkips
+        if limit is None and skips != 1:
+            return
         peer = describeAddress(protocol.transport.getPeer())
         if limit is not None and skips >= limit:
             self.log.warn(
-                "Closing connection {connectionId} from {peer}: it missed {skips} "
-                "broadcasts in a row, its peer does not read (maxBroadcastSkips {limit})",
+                "Closing connection {connectionId} from {peer}: it missed {missed} "
+                "in a row, its peer does not read (maxBroadcastSkips {limit})",
                 connectionId=protocol.connectionId,
                 peer=peer,
                 skips=skips,
+                missed=plural(skips, "broadcast"),
                 limit=limit,
             )
-            protocol._abort(f"it missed {skips} broadcasts in a row (maxBroadcastSkips)")
+            protocol._abort(f"it missed {plural(skips, 'broadcast')} in a row "
+                            f"(maxBroadcastSkips)")
         elif skips == 1:
-            self.log.warn(
+            self._events.record(
+                "broadcastSkipped",
                 "Connection {connectionId} from {peer} misses broadcasts: its peer does not "
                 "read fast enough, its output is over maxPendingOutput ({maxPendingOutput} "
                 "bytes)",

@@ -64,7 +64,13 @@ from ._framing import (
 )
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
-from ._server import DEFAULT_MAX_CONNECTIONS, Server, _Default
+from ._server import (
+    DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    Server,
+    _Default,
+)
 from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
 from ._workers import SerialExecutor, WorkerPool, currentExecutor
 
@@ -531,9 +537,10 @@ class TcpServer(_Endpoint):
         maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
         handshakeTimeout: float | None = 10.0,
         closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
-        maxConnectionsPerPeer: int | None = None,
+        maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
         idleTimeout: float | None = None,
         logConnections: bool = True,
+        firstByteTimeout: float | None = DEFAULT_FIRST_BYTE_TIMEOUT,
     ) -> None:
         """
         @param delimiter: one or more bytes (or a str, or a byte value such
@@ -554,15 +561,19 @@ class TcpServer(_Endpoint):
             take the last output (and, over TLS, close_notify) before the
             connection is aborted; 5 by default.
         @param maxConnectionsPerPeer: connections from one IP address beyond
-            this are refused; C{None} for no such limit (see
+            this are refused (256 by default); C{None} for no such limit (see
             L{tcpsc.Server.maxConnectionsPerPeer}).
         @param idleTimeout: seconds without a byte received or sent after
             which a connection is closed; C{None} never.
         @param logConnections: whether each connection established and
             closed is logged (refusals and errors are, either way).
+        @param firstByteTimeout: seconds a plain TCP client has to send its
+            first byte before it is closed (10 by default); C{None} for no
+            such limit (see L{tcpsc.Server.firstByteTimeout}).
         """
         super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
                          maxPendingOutput)
+        self.firstByteTimeout = firstByteTimeout
         self.maxConnections = maxConnections
         self.maxConnectionsPerPeer = maxConnectionsPerPeer
         self.idleTimeout = idleTimeout
@@ -662,6 +673,7 @@ class TcpServer(_Endpoint):
                 **self._coreSettings(),
                 maxConnections=self.maxConnections,
                 maxConnectionsPerPeer=self.maxConnectionsPerPeer,
+                firstByteTimeout=self.firstByteTimeout,
                 idleTimeout=self.idleTimeout,
                 logConnections=self.logConnections,
                 handshakeTimeout=self.handshakeTimeout,

@@ -32,13 +32,21 @@ from twisted.python.failure import Failure
 from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
 from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
+from ._events import plural
 from ._framing import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_PENDING_OUTPUT,
     MessageProtocol,
     StreamProtocol,
 )
-from ._server import DEFAULT_MAX_CONNECTIONS, Server, describeAddress
+from ._server import (
+    DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MEMORY_BUDGET,
+    Server,
+    describeAddress,
+)
 from ._service import ServerService
 from ._systemd import notify
 from ._tls import TLSConfig
@@ -58,12 +66,6 @@ DEFAULT_PORT = "tcp:8081"
 _BROADCAST_RATE = 1000.0
 _BROADCAST_SIZE = 32
 
-
-def _plural(count: int, noun: str) -> str:
-    """
-    C{"1 connection"}, C{"2 connections"}.
-    """
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 #: Endpoint types whose description has one positional argument (the port
 #: or path), so that a second one is a colon left unescaped in a value.
@@ -131,8 +133,9 @@ class Options(usage.Options):
     protocol class to serve), C{stream} (continuous mode), C{delimiter}
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
-    C{max-connections-per-peer}, C{max-pending-output},
-    C{handshake-timeout}, C{idle-timeout} (numbers, or C{None}),
+    C{max-connections-per-peer}, C{memory-budget}, C{max-pending-output},
+    C{handshake-timeout}, C{first-byte-timeout}, C{idle-timeout} (numbers,
+    or C{None}),
     C{close-timeout} (a number), and
     C{allow-client} (a list of names, empty for no allow-list).
     """
@@ -155,6 +158,9 @@ class Options(usage.Options):
                         "delimited messages."],
         ["quiet-connections", "q", "Do not log each connection established and closed "
                                    "(refusals and errors are still logged)."],
+        ["log-every-event", None, "Log every refusal, failed handshake and dropped message, "
+                                  "at debug level (by default the first of each kind is "
+                                  "logged, then a count every 5 s)."],
     ]
 
     optParameters = [
@@ -171,15 +177,24 @@ class Options(usage.Options):
                                   "[default: 16777216, or the --app class's]"],
         ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
          "Most connections open at once; the next one is refused and logged."],
-        ["max-connections-per-peer", None, "none",
+        ["max-connections-per-peer", None, str(DEFAULT_MAX_CONNECTIONS_PER_PEER),
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
+        ["memory-budget", None, str(DEFAULT_MEMORY_BUDGET),
+         "Bytes the connections' buffers (partial messages, output not yet sent) may hold "
+         "together, or 'none'; past it the largest partial messages are dropped and "
+         "congested connections share what is left."],
         ["max-pending-output", None, None,
          "Bytes of output a connection accepts while its peer does not read, or 'none' "
          "for no bound; past it, messages to that peer are not sent "
          f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
         ["handshake-timeout", None, "10",
          "Seconds a TLS client has to complete its handshake."],
+        ["first-byte-timeout", None, None,
+         "Seconds a plain TCP client has to send its first byte before it is closed, or "
+         "'none' (for clients that only listen) "
+         f"[default: {DEFAULT_FIRST_BYTE_TIMEOUT:g}; none with --app broadcast, whose "
+         "clients only listen]"],
         ["idle-timeout", None, "none",
          "Seconds without traffic after which a connection is closed, or 'none'."],
         ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
@@ -262,6 +277,7 @@ class Options(usage.Options):
             ) from None
         self["max-connections-per-peer"] = _count(
             "max-connections-per-peer", str(self["max-connections-per-peer"]))
+        self["memory-budget"] = _count("memory-budget", str(self["memory-budget"]))
         pending = self["max-pending-output"]
         if pending is None:
             del self["max-pending-output"]
@@ -280,6 +296,12 @@ class Options(usage.Options):
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
         )
+        firstByte = self["first-byte-timeout"]
+        if firstByte is None:
+            listenOnly = self["app"] == "broadcast"
+            firstByte = "none" if listenOnly else f"{DEFAULT_FIRST_BYTE_TIMEOUT:g}"
+        self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte),
+                                               allowNone=True)
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
                                          allowNone=True)
         self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
@@ -677,7 +699,7 @@ class TcpscService(ServerService):
         """
         count = self.server.openConnections()
         self.log.info("Stopping tcpsc: closing {connections}",
-                      connections=_plural(count, "connection"), count=count)
+                      connections=plural(count, "connection"), count=count)
         notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
         def stopped(result: None) -> None:
@@ -712,14 +734,14 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     extra = ""
     perPeer = options.get("max-connections-per-peer")
     if perPeer is not None:
-        extra += f", at most {perPeer} per peer"
+        extra += f", at most {perPeer} per peer address"
     if app == "record":
         extra += f", recording into {os.path.abspath(options['record-run'])}"
     if app == "broadcast":
         mode += (f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
-                 f"/s of {_plural(options['message-size'], 'byte')}")
+                 f"/s of {plural(options['message-size'], 'byte')}")
     return (f"app {app} ({mode}), {security}, at most "
-            f"{_plural(options['max-connections'], 'connection')}{extra}")
+            f"{plural(options['max-connections'], 'connection')}{extra}")
 
 
 def makeService(options: Options, reactor: Any = None) -> TcpscService:
@@ -781,9 +803,12 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             maxConnections=options["max-connections"],
             maxConnectionsPerPeer=options.get("max-connections-per-peer"),
             handshakeTimeout=options["handshake-timeout"],
+            firstByteTimeout=options["first-byte-timeout"],
             idleTimeout=options["idle-timeout"],
             closeTimeout=options["close-timeout"],
             logConnections=not options["quiet-connections"],
+            logEveryEvent=options["log-every-event"],
+            memoryBudget=options["memory-budget"],
             reactor=reactor,
             **settings,
         )

@@ -243,7 +243,7 @@ class DaemonTests(SynchronousTestCase):
         second = Peer(self, port)
         self.assertEqual(second.receiveEnd(), b"")
         daemon.waitFor(rf"Refused a connection from 127\.0\.0\.1:{second.localPort}: "
-                       r"1 connections are open, the limit")
+                       r"the connection limit is reached \(1 open, maxConnections 1\)")
         first.send(b"still here\n")
         self.assertEqual(first.receive(), b"still here")
 

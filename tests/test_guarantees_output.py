@@ -546,7 +546,7 @@ class BroadcastTests(GuaranteeTestCase):
         slow.transport.resumeProducing()
         await within(slow.lost)
         self.assertEqual(server.broadcastSkips, 5)
-        closing = self.warnings(events, "missed {skips} broadcasts")
+        closing = self.warnings(events, "missed {missed} in a row")
         self.assertEqual(len(closing), 1)
         self.assertEqual(closing[0]["peer"], slow.address)
         self.assertEqual(len(server.clientIds()), 3)

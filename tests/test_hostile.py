@@ -383,8 +383,9 @@ class PlainDaemonTests(DaemonTestCase):
             peer.send(chunk)
         peer.send(b"\nafter the flood\n")
         self.assertEqual(peer.receive(), b"after the flood")
-        self.assertEqual(len(re.findall(r"Dropped a message of \d+ bytes or more",
-                                        self.daemon.output)), 1)
+        self.assertEqual(len(re.findall(r"Dropping a message from 127\.0\.0\.1:\d+ "
+                                        r"\(connection \d+\): \d+ bytes received without a "
+                                        r"delimiter", self.daemon.output)), 1)
         self.assertRecovered(baseline, 4 * MiB)
 
     def test_exactMaximumAndOneOver(self) -> None:
@@ -409,7 +410,7 @@ class PlainDaemonTests(DaemonTestCase):
         self.assertEqual(peer.receive(), exact)
         self.assertEqual(peer.receive(), b"next again")
         self.assertRegex(self.daemon.output,
-                         rf"Dropped a message of 1001 bytes or more from "
+                         rf"Dropped a message of 1001 bytes from "
                          rf"127\.0\.0\.1:{peer.localPort}")
         self.assertRecovered(baseline)
 
@@ -650,8 +651,9 @@ class PlainDaemonTests(DaemonTestCase):
         # A listen queue for the burst: with the 50 that Twisted gives an
         # endpoint description, connections beyond what the daemon accepted
         # so far wait for the retransmission of their SYN (a second each
-        # time), which makes the test slow, not the daemon wrong.
-        self.startDaemon(port=LOCAL + ":backlog=1024")
+        # time), which makes the test slow, not the daemon wrong.  All from
+        # one address: no per-peer limit.
+        self.startDaemon("--max-connections-per-peer", "none", port=LOCAL + ":backlog=1024")
         baseline = self.baseline()
         sockets = []
         for index in range(1000):
@@ -786,14 +788,16 @@ class PlainDaemonTests(DaemonTestCase):
         logged with the reason), while a client from another address
         (127.0.0.2) is served.  Memory bound: L{SMALL_GROWTH}.
         """
-        self.startDaemon("--max-connections-per-peer", "5")
+        self.startDaemon("--max-connections-per-peer", "5", "--log-every-event")
         baseline = self.baseline()
         hogs = [self.newRaw() for _ in range(20)]
         # Accepted in order: the first five stay, the others are closed.
         for sock in hogs[5:]:
             self.assertTrue(closedByServer(sock), "a connection beyond the limit stayed")
-        self.assertEqual(len(re.findall(r"Refused a connection from 127\.0\.0\.1:\d+: "
-                                        r"5 connections from 127\.0\.0\.1", self.daemon.output)),
+        # The first in full, the others at debug level (--log-every-event).
+        self.assertEqual(len(re.findall(r"Refused a connection from 127\.0\.0\.1:\d+: the "
+                                        r"limit per peer address is reached \(5 open from "
+                                        r"127\.0\.0\.1", self.daemon.output)),
                          15)
         for sock in hogs[:5]:
             sock.setblocking(False)
@@ -821,8 +825,12 @@ class TLSDaemonTests(DaemonTestCase):
     def setUp(self) -> None:
         super().setUp()
         # A listen queue for the bursts of test_abandonedHandshakes (see
-        # test_thousandAbandonedConnections).
-        self.startDaemon("--handshake-timeout", "2", tls=True, port=LOCAL + ":backlog=1024")
+        # test_thousandAbandonedConnections), which opens 300 connections
+        # from one address: no per-peer limit.
+        # Every refusal logged (at debug level after the first of a kind),
+        # for the tests that look for the line of each.
+        self.startDaemon("--handshake-timeout", "2", "--max-connections-per-peer", "none",
+                         "--log-every-event", tls=True, port=LOCAL + ":backlog=1024")
 
     def assertRefused(self, localPort: int) -> str:
         """

@@ -310,7 +310,10 @@ class RegistryMachine(RuleBasedStateMachine):
         self.clock = MemoryReactorClock()
         self.established: list[int] = []
         self.closed: list[int] = []
+        # The peers of the model send nothing: no first-byte timeout (it
+        # is tested in tests.test_guarantees_limits).
         self.server = Server(maxConnections=self.MAX_CONNECTIONS,
+                             firstByteTimeout=None,
                              handshakeTimeout=self.HANDSHAKE_TIMEOUT,
                              closeTimeout=self.CLOSE_TIMEOUT, reactor=self.clock,
                              onEstablished=self.established.append,

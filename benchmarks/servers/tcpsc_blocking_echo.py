@@ -20,10 +20,16 @@ def main() -> None:
     except ImportError as e:
         print(f"SKIP tcpsc.blocking is not available: {e}", flush=True)
         raise SystemExit(SKIP) from None
+    # Up to 10,000 connections from one address, some idle: no per-peer
+    # limit, no first-byte timeout (older tcpsc releases: as far as they go).
     try:
-        server = TcpServer(b"\n", maxConnections=20_000)
+        server = TcpServer(b"\n", maxConnections=20_000, maxConnectionsPerPeer=None,
+                           firstByteTimeout=None)
     except TypeError:
-        server = TcpServer(b"\n")
+        try:
+            server = TcpServer(b"\n", maxConnections=20_000)
+        except TypeError:
+            server = TcpServer(b"\n")
     server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

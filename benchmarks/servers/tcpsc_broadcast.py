@@ -40,7 +40,12 @@ def main() -> None:
         def stopProducing(self) -> None:
             pump.detach(self)
 
-    server = Server(Reader, maxConnections=20_000)
+    # Many connections from one address: no per-peer limit.
+    try:
+        server = Server(Reader, maxConnections=20_000, maxConnectionsPerPeer=None,
+                        firstByteTimeout=None)
+    except TypeError:  # a tcpsc without these settings
+        server = Server(Reader, maxConnections=20_000)
     pump = Pump(reactor, lambda: server.broadcast(message))
     tls = tlsConfig(options.tls) if options.tls else None
     def listening(port: Any) -> None:

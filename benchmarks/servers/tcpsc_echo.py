@@ -25,7 +25,13 @@ def main() -> None:
         def messageReceived(self, message: bytes) -> None:
             self.sendMessage(message)
 
-    server = Server(Echo, maxConnections=options.max_connections)
+    # The scenarios open up to 10,000 connections from one address, some
+    # idle: no per-peer limit, no first-byte timeout.
+    try:
+        server = Server(Echo, maxConnections=options.max_connections,
+                        maxConnectionsPerPeer=None, firstByteTimeout=None)
+    except TypeError:  # a tcpsc without these settings
+        server = Server(Echo, maxConnections=options.max_connections)
     tls = tlsConfig(options.tls) if options.tls else None
 
     def listening(port: Any) -> None:
