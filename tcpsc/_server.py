@@ -1415,11 +1415,11 @@ class Server(Factory):
             self._inputTotal -= held
             self._shareOutput()
 
-    def outputCongested(self, protocol: _ConnectionBase) -> None:
+    def outputCongested(self, protocol: MessageProtocol | StreamProtocol) -> None:
         self._congestedIds.add(protocol.connectionId)  # type: ignore[arg-type]
         self._shareOutput()
 
-    def outputDrained(self, protocol: _ConnectionBase) -> None:
+    def outputDrained(self, protocol: MessageProtocol | StreamProtocol) -> None:
         self._congestedIds.discard(protocol.connectionId)
         self._shareOutput()
 

@@ -1,7 +1,7 @@
 """
 A TLS client at a plain port: the server recognises its ClientHello in the
 first bytes a connection receives, logs it, answers with bytes that are not
-TLS and closes the connection (L{tcpsc._server._refuseTLSClients}), driven
+TLS and closes the connection (C{tcpsc._server.Server._watchFirstBytes}), driven
 deterministically with L{StringTransport} and L{Clock}.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpsc import Server
@@ -35,8 +35,8 @@ class PlainPortTests(SynchronousTestCase):
         self.closed: list[int] = []
         self.server = Server(onMessage=lambda i, m: self.received.append(m),
                              onClosed=self.closed.append, reactor=Clock())
-        self.server.log = Logger(namespace="tcpsc._server.Server",
-                                 observer=self.events.append)
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def connect(self) -> tuple[Any, StringTransport]:
         peer = IPv4Address("TCP", "192.0.2.7", 40000)

@@ -768,7 +768,7 @@ class ServiceTests(TestCase):
                 await service.stopService()
                 await closed
             text = "\n".join(formatEvent(e) for e in events)
-            self.assertIn("at most 1 connection\n", text + "\n")
+            self.assertIn("at most 1 connection,", text)
             self.assertIn("Stopping tcpsc: closing 1 connection\n", text + "\n")
             self.assertIn("Stopped: 1 connection closed, no output dropped", text)
             self.assertNotIn("1 connections", text)
