@@ -230,6 +230,26 @@ class Options(usage.Options):
         self["allow-client"] = []
 
     # One line: twistd's --help keeps the line breaks of this docstring.
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the options; run by twistd (or twist) as its C{tcpsc}
+        subcommand, an option error prints the usage, then the error on the
+        last line, and exits with status 1.
+
+        twistd itself does the same only from Twisted 26.10 on: before, it
+        exited 0 after an option error, which a script cannot tell from a
+        successful start.  Parsed on its own (no parent command), the error
+        is raised as L{usage.UsageError}.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            print(self)
+            print(f"{' '.join(sys.argv[0:2])} tcpsc: {e}", flush=True)
+            sys.exit(1)
+
     def opt_allow_client(self, name: str) -> None:
         """With --tls: serve only clients whose certificate has this CN or DNS name (checked after the handshake, others are disconnected and logged); repeatable [default: any client with a valid certificate]"""
         name = name.strip()
