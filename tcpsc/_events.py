@@ -95,7 +95,7 @@ class EventSummary:
         """
         Count an event of C{kind}, and log it if it is the first in a while.
 
-        @param format: the full log line, a L{twisted.logger} format.
+        @param format: the full log line, a C{twisted.logger} format.
         @param detail: what tells events of one kind apart in the summary
             (the reason a handshake failed), in words; the events of a kind
             with more than L{MAX_DETAILS} details in one period are

@@ -239,7 +239,7 @@ class Options(usage.Options):
         twistd itself does the same only from Twisted 26.10 on: before, it
         exited 0 after an option error, which a script cannot tell from a
         successful start.  Parsed on its own (no parent command), the error
-        is raised as L{usage.UsageError}.
+        is raised as C{usage.UsageError}.
         """
         try:
             super().parseOptions(options)
