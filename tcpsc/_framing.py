@@ -97,6 +97,11 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: turn's broadcast work still delivers (see L{_ConnectionBase._lightRead}).
 _LIGHT_READ = 8
 
+#: What one message held split (see L{MessageProtocol._holdSplit}) costs
+#: besides its bytes: the header of a bytes object (33 bytes), the
+#: allocator's rounding (8 on average) and its place in the list (8).
+_HELD_MESSAGE_OVERHEAD = 49
+
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
 _LARGE_MESSAGE = 64 * 1024
@@ -540,39 +545,54 @@ class _ConnectionBase(Protocol):
 
     def _outputCongested(self) -> None:
         self._congested = True
-        bound = self._outputBound()
-        self._room = sys.maxsize if bound is None else bound
+        bound = self.maxPendingOutput
+        room = sys.maxsize if bound is None else bound
+        share = self._budgetRoom()
+        self._room = room if share is None or share >= room else share
         observer = self._observer
         congested = getattr(observer, "outputCongested", None)
         if congested is not None:
             congested(self)
         self._callHook(self.outputPaused)
 
-    def _outputBound(self) -> int | None:
+    def _budgetRoom(self, buffered: int | None = None) -> int | None:
         """
-        C{maxPendingOutput}, or less: the share of its owner's memory
-        budget, if the owner has one (see L{tcpsc.Server.memoryBudget}).
+        What the share of its owner's memory budget leaves for more output
+        (see L{tcpsc.Server.memoryBudget}): the share less what the socket
+        transport's buffers take (the bytes it wrote already from the string
+        it is writing included: they stay in memory until it is done with
+        that string), or the share itself where that cannot be told.
+        C{None} if the owner has no budget.
         """
-        bound = self.maxPendingOutput
         share: int | None = getattr(self._observer, "_outputShare", None)
-        if share is not None and (bound is None or share < bound):
-            return share
-        return bound
+        if share is None:
+            return None
+        if buffered is None:
+            buffered = _compat.bufferedBytes(socketTransport(self.transport))
+        return share if buffered is None else max(0, share - buffered)
 
     def _roomLeft(self) -> int:
         """
         While congested, what may still be sent: judged by the bytes the
-        socket transport actually holds against C{maxPendingOutput} (it
-        writes some of them every reactor turn, so a peer that reads keeps
-        room, even if its output never drains completely under a steady
-        flow), or, where that cannot be told, by what was accepted since
-        the congestion began.  Called only when the accepted bytes ran out.
+        socket transport actually holds unsent against C{maxPendingOutput}
+        (it writes some of them every reactor turn, so a peer that reads
+        keeps room, even if its output never drains completely under a
+        steady flow), and by the memory its buffers take against the share
+        of the owner's memory budget; or, where that cannot be told, by what
+        was accepted since the congestion began.  Called only when the
+        accepted bytes ran out.
         """
-        bound = self._outputBound()
-        if bound is not None:
-            unsent = _compat.unsentBytes(socketTransport(self.transport))
-            if unsent is not None and bound - unsent > self._room:
-                self._room = bound - unsent
+        transport = socketTransport(self.transport)
+        unsent = _compat.unsentBytes(transport)
+        if unsent is None:
+            return self._room
+        bound = self.maxPendingOutput
+        room = sys.maxsize if bound is None else bound - unsent
+        share = self._budgetRoom(_compat.bufferedBytes(transport))
+        if share is not None and share < room:
+            room = share
+        if room > self._room:
+            self._room = room
         return self._room
 
     def _outputDrained(self) -> None:
@@ -666,6 +686,8 @@ class MessageProtocol(_ConnectionBase):
     # the last delimiter, whether their length must be checked).  They come
     # before what _held holds.
     _heldSplit: tuple[list[bytes], int, bytes, bool] | None = None
+    # The memory those take, as last told to the owner (0: none held).
+    _heldReported: int = 0
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
     _batch: list[bytes] | None = None
@@ -831,7 +853,7 @@ class MessageProtocol(_ConnectionBase):
                 # Held as they are, split already: a connection paused
                 # after every few messages (see Server.broadcast) is not
                 # joined and split again each time.
-                self._heldSplit = (messages, index, tail, checkLength)
+                self._holdSplit(messages, index, tail, checkLength)
                 return
         if tail:
             self._buffer += tail
@@ -845,6 +867,8 @@ class MessageProtocol(_ConnectionBase):
         split, self._heldSplit = self._heldSplit, None
         if split is None:
             return
+        if self._heldReported:
+            self._reportHeld(0)
         messages, start, tail, checkLength = split
         maxLength = self.maxMessageLength
         received = self.messageReceived
@@ -855,11 +879,30 @@ class MessageProtocol(_ConnectionBase):
             else:
                 received(message)
             if self._paused and not self._lightRead(len(messages) - index - 1):
-                self._heldSplit = (messages, index + 1, tail, checkLength)
+                self._holdSplit(messages, index + 1, tail, checkLength)
                 return
         if tail:
             self._buffer += tail
             self._checkPartial(self.delimiter)
+
+    def _holdSplit(self, messages: list[bytes], start: int, tail: bytes,
+                   checkLength: bool) -> None:
+        """
+        Hold the messages of a read from C{start} on, split already, until
+        the connection is resumed: the ones delivered are let go, and the
+        owner is told how much memory the rest take (see
+        L{tcpsc.Server.memoryBudget}).
+        """
+        del messages[:start]
+        self._heldSplit = (messages, 0, tail, checkLength)
+        self._reportHeld(sum(map(len, messages)) + len(tail)
+                         + len(messages) * _HELD_MESSAGE_OVERHEAD)
+
+    def _reportHeld(self, size: int) -> None:
+        self._heldReported = size
+        held = getattr(self._observer, "inputHeld", None)
+        if held is not None:
+            held(self, size)
 
     def _checkPartial(self, delimiter: bytes) -> None:
         maxLength = self.maxMessageLength

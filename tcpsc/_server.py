@@ -58,7 +58,6 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
-from ._output import socketTransport
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -747,6 +746,12 @@ class Server(Factory):
         # (None: no budget).
         self._inputHeld: dict[int, int] = {}
         self._inputTotal = 0
+        # The messages held split by connections paused in the middle of a
+        # read (see MessageProtocol._holdSplit), by connection, and their
+        # total as the output share last counted it.
+        self._splitHeld: dict[int, int] = {}
+        self._splitTotal = 0
+        self._splitShared = 0
         self._congestedIds: set[int] = set()
         self._outputShare: int | None = None
         self._shareOutput()
@@ -1285,6 +1290,9 @@ class Server(Factory):
         held = self._inputHeld.pop(connectionId, None)
         if held is not None:
             self._inputTotal -= held
+        held = self._splitHeld.pop(connectionId, None)
+        if held is not None:
+            self._splitTotal -= held
         if self._congestedIds:
             self._congestedIds.discard(connectionId)
             self._shareOutput()
@@ -1415,6 +1423,21 @@ class Server(Factory):
             self._inputTotal -= held
             self._shareOutput()
 
+    def inputHeld(self, protocol: MessageProtocol, size: int) -> None:
+        """
+        C{protocol} holds messages split already, taking C{size} bytes of
+        memory, until it is resumed (0: none any more).  They are counted
+        against the budget with the partial messages; the output share is
+        shared again once they changed by 1 MiB, not for each pause.
+        """
+        connectionId: int = protocol.connectionId  # type: ignore[assignment]
+        before = self._splitHeld.pop(connectionId, 0)
+        if size:
+            self._splitHeld[connectionId] = size
+        total = self._splitTotal = self._splitTotal + size - before
+        if abs(total - self._splitShared) >= _BUDGET_STEP:
+            self._shareOutput()
+
     def outputCongested(self, protocol: MessageProtocol | StreamProtocol) -> None:
         self._congestedIds.add(protocol.connectionId)  # type: ignore[arg-type]
         self._shareOutput()
@@ -1425,27 +1448,29 @@ class Server(Factory):
 
     def _shareOutput(self) -> None:
         """
-        What is left of the budget after the partial messages, shared
-        equally among the congested connections.
+        What is left of the budget after the partial messages and the
+        messages held split, shared equally among the congested connections.
         """
         budget = self.memoryBudget
         if budget is None:
             self._outputShare = None
             return
         before = self._outputShare
+        self._splitShared = self._splitTotal
         share = self._outputShare = max(
             _LEAST_OUTPUT_SHARE,
-            (budget - self._inputTotal) // max(1, len(self._congestedIds)),
+            (budget - self._inputTotal - self._splitTotal) // max(1, len(self._congestedIds)),
         )
         if before is not None and share < before:
             # A smaller share: the connections congested before it came
             # accept no more than it either.
             for connectionId in self._congestedIds:
                 protocol = self._open.get(connectionId)
-                if protocol is None or protocol._room <= share:
+                if protocol is None:
                     continue
-                unsent = _compat.unsentBytes(socketTransport(protocol.transport))
-                protocol._room = max(0, share - (unsent or 0))
+                room = protocol._budgetRoom()
+                if room is not None and room < protocol._room:
+                    protocol._room = room
 
     def _lookup(self, clientId: int) -> _ConnectionBase:
         try:
