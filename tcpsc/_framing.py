@@ -97,11 +97,6 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: turn's broadcast work still delivers (see L{_ConnectionBase._lightRead}).
 _LIGHT_READ = 8
 
-#: What one message held split (see L{MessageProtocol._holdSplit}) costs
-#: besides its bytes: the header of a bytes object (33 bytes), the
-#: allocator's rounding (8 on average) and its place in the list (8).
-_HELD_MESSAGE_OVERHEAD = 49
-
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
 _LARGE_MESSAGE = 64 * 1024
@@ -681,12 +676,12 @@ class MessageProtocol(_ConnectionBase):
     _reportAt: int = sys.maxsize
     _reported: bool = False
     _held: list[bytes]
-    # Messages split already and held back by a pause in the middle of them:
-    # (the messages, the index of the first not delivered, the bytes after
-    # the last delimiter, whether their length must be checked).  They come
-    # before what _held holds.
-    _heldSplit: tuple[list[bytes], int, bytes, bool] | None = None
-    # The memory those take, as last told to the owner (0: none held).
+    # The rest of a read held back by a pause in the middle of its messages:
+    # (its bytes, where the first message not delivered starts in them, how
+    # many complete messages are left, whether their length must be
+    # checked).  It comes before what _held holds.
+    _heldSplit: tuple[bytes, int, int, bool] | None = None
+    # The memory that takes, as last told to the owner (0: none held).
     _heldReported: int = 0
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
@@ -850,10 +845,13 @@ class MessageProtocol(_ConnectionBase):
             else:
                 received(message)
             if self._paused and not self._lightRead(len(messages) - index):
-                # Held as they are, split already: a connection paused
-                # after every few messages (see Server.broadcast) is not
-                # joined and split again each time.
-                self._holdSplit(messages, index, tail, checkLength)
+                # The rest held as one string, its messages found one at a
+                # time when resumed: a connection paused after every few
+                # messages (see Server.broadcast) is not split again each
+                # time, and does not hold a bytes object a message.
+                messages.append(tail)
+                self._holdSplit(delimiter.join(messages[index:]), 0,
+                                len(messages) - 1 - index, checkLength)
                 return
         if tail:
             self._buffer += tail
@@ -861,42 +859,46 @@ class MessageProtocol(_ConnectionBase):
 
     def _deliverSplit(self) -> None:
         """
-        Deliver the messages L{_deliver} held back, split already, then keep
-        their tail, as L{_deliver} would have.
+        Deliver the messages L{_deliver} held back, then keep their tail (the
+        bytes after the last delimiter), as L{_deliver} would have.
         """
         split, self._heldSplit = self._heldSplit, None
         if split is None:
             return
-        if self._heldReported:
-            self._reportHeld(0)
-        messages, start, tail, checkLength = split
+        data, start, left, checkLength = split
         maxLength = self.maxMessageLength
         received = self.messageReceived
-        for index in range(start, len(messages)):
-            message = messages[index]
+        delimiter = self.delimiter
+        step = len(delimiter)
+        find = data.find
+        while left:
+            at = find(delimiter, start)
+            message = data[start:at]
+            start = at + step
+            left -= 1
             if checkLength and len(message) > maxLength:  # type: ignore[operator]
                 self.messageTooLong(len(message))
             else:
                 received(message)
-            if self._paused and not self._lightRead(len(messages) - index - 1):
-                self._holdSplit(messages, index + 1, tail, checkLength)
+            if self._paused and not self._lightRead(left):
+                self._holdSplit(data, start, left, checkLength)
                 return
-        if tail:
-            self._buffer += tail
-            self._checkPartial(self.delimiter)
+        if self._heldReported:
+            self._reportHeld(0)
+        if start < len(data):
+            self._buffer += data[start:]
+            self._checkPartial(delimiter)
 
-    def _holdSplit(self, messages: list[bytes], start: int, tail: bytes,
-                   checkLength: bool) -> None:
+    def _holdSplit(self, data: bytes, start: int, left: int, checkLength: bool) -> None:
         """
-        Hold the messages of a read from C{start} on, split already, until
-        the connection is resumed: the ones delivered are let go, and the
-        owner is told how much memory the rest take (see
+        Hold the rest of a read, from C{start} in C{data} on (C{left}
+        complete messages, then the start of the next), until the connection
+        is resumed, and tell the owner how much memory it takes (see
         L{tcpsc.Server.memoryBudget}).
         """
-        del messages[:start]
-        self._heldSplit = (messages, 0, tail, checkLength)
-        self._reportHeld(sum(map(len, messages)) + len(tail)
-                         + len(messages) * _HELD_MESSAGE_OVERHEAD)
+        self._heldSplit = (data, start, left, checkLength)
+        if self._heldReported != len(data):
+            self._reportHeld(len(data))
 
     def _reportHeld(self, size: int) -> None:
         self._heldReported = size
@@ -1058,8 +1060,8 @@ class MessageProtocol(_ConnectionBase):
         while True:
             split, self._heldSplit = self._heldSplit, None
             if split is not None:
-                messages, start, tail, _ = split
-                self._held.insert(0, self.delimiter.join([*messages[start:], tail]))
+                data, start, _, _ = split
+                self._held.insert(0, data[start:])
             if not self._held:
                 break
             held, self._held = self._held, []

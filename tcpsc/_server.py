@@ -606,7 +606,11 @@ class Server(Factory):
         of what a connection costs a server that accepts thousands a second.
     @ivar memoryBudget: the most bytes, or C{None} for no bound, the
         server's connections may hold in their buffers together: partial
-        messages received (counted from 1 MiB each) and output not yet sent.
+        messages received (counted from 1 MiB each), the messages held split
+        by a connection paused in the middle of a read (with what each
+        message object costs), and output (all that a congested connection's
+        socket transport holds, the part of the string being written that
+        is written already included).
         Past it, the partial message of the connection holding the largest
         is dropped (its bytes discarded up to its delimiter, as those of a
         message too long are; the connection is kept), then the next

@@ -7,7 +7,6 @@ being dropped first, while every connection is kept and goes on.
 from __future__ import annotations
 
 from tcpsc import MessageProtocol, Server, _compat
-from tcpsc._framing import _HELD_MESSAGE_OVERHEAD
 from tcpsc._output import socketTransport
 from tcpsc._server import DEFAULT_MEMORY_BUDGET
 from tests.test_guarantees_support import (
@@ -117,15 +116,17 @@ class OutputShareTests(GuaranteeTestCase):
     @asyncTest
     async def test_heldMessagesCounted(self) -> None:
         """
-        The messages a connection paused in the middle of a read holds,
-        split already, count against the budget (their bytes and what each
-        message object costs besides), so the output share is smaller by
-        them; they stop counting once delivered.
+        The messages a connection paused in the middle of a read holds count
+        against the budget, so the output share is smaller by them; they
+        stop counting once delivered.  They are held as one string, not as
+        an object a message.
         """
         budget, peers = 64 * MiB, 24
+        received: list[bytes] = []
 
         class PauseAtFirst(MessageProtocol):
             def messageReceived(self, message: bytes) -> None:
+                received.append(message)
                 if message == b"first":
                     self.pauseReading()
 
@@ -139,15 +140,18 @@ class OutputShareTests(GuaranteeTestCase):
         await waitFor(lambda: all(p._heldSplit is not None for p in protocols), SHORT)
         expected = 0
         for protocol in protocols:
-            held, start, tail, _ = protocol._heldSplit
-            self.assertEqual(start, 0)
-            expected += (sum(map(len, held)) + len(tail)
-                         + len(held) * _HELD_MESSAGE_OVERHEAD)
+            held, start, left, _ = protocol._heldSplit
+            self.assertIsInstance(held, bytes)
+            self.assertEqual(held[start:], (b"m" * 99 + b"\n") * left + held[start + 100 * left:])
+            expected += len(held)
         self.assertGreater(expected, MiB)
         self.assertEqual(server._splitTotal, expected)
         # Shared again each time they changed by 1 MiB.
         self.assertLess(abs(budget - server._outputShare - expected), MiB)
         for protocol in protocols:
             protocol.resumeReading()
+        await waitFor(lambda: len(received) == peers * 601, SHORT)
+        self.assertEqual(received.count(b"first"), peers)
+        self.assertEqual(set(received), {b"first", b"m" * 99})
         self.assertEqual(server._splitTotal, 0)
         self.assertEqual(server._outputShare, budget)
