@@ -58,6 +58,7 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
+from ._memory import canReleaseMemory, releaseFreeMemory
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -108,6 +109,11 @@ DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
 #: and counted again each time it grew by as much: the smaller ones, at most
 #: this much per connection, are part of the fixed cost of a connection.
 _BUDGET_STEP = 1024 * 1024
+
+#: Seconds after a connection closed at which what it freed is given back to
+#: the system (see L{tcpsc._memory}): once for all the connections that
+#: closed meanwhile, so at most once in this time.
+_RELEASE_DELAY = 5.0
 
 #: The least share of the memory budget a congested connection's output gets,
 #: however many connections are congested.
@@ -795,6 +801,7 @@ class Server(Factory):
         # next turn, and the connections paused until then.
         self._turnWork = 0
         self._turnCall: IDelayedCall | None = None
+        self._releaseCall: IDelayedCall | None = None
         self._throttled: list[_ConnectionBase] = []
         # While a paused connection is resumed, its share of the turn's work.
         self._workLimit = TURN_BROADCAST_WORK
@@ -1032,7 +1039,7 @@ class Server(Factory):
         self._full = {}
         self._targets = None
         if not self._open:
-            return stopped.addCallback(lambda _: self._events.stop())
+            return stopped.addCallback(self._stopTimers)
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._open.values())
@@ -1041,7 +1048,21 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(lambda _: self._events.stop())
+        return everything.addCallback(self._stopTimers)
+
+    def _stopTimers(self, _: object) -> None:
+        """
+        Stopped: the log summary and the release of freed memory are due no
+        more.
+        """
+        call, self._releaseCall = self._releaseCall, None
+        if call is not None and call.active():
+            call.cancel()
+        self._events.stop()
+
+    def _releaseMemory(self) -> None:
+        self._releaseCall = None
+        releaseFreeMemory()
 
     def _stopped(self, _: object) -> None:
         count, self._stopping = self._stopping, None
@@ -1312,6 +1333,10 @@ class Server(Factory):
             timer = timers.pop(connectionId, None)
             if timer is not None and timer.active():
                 timer.cancel()
+        if self._releaseCall is None and canReleaseMemory():
+            # What the connection freed is given back later, with that of
+            # the others closing meanwhile (see _RELEASE_DELAY).
+            self._releaseCall = self._reactor.callLater(_RELEASE_DELAY, self._releaseMemory)
         # A descriptor is free again: a port that ran out of them may accept.
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
