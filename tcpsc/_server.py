@@ -110,10 +110,13 @@ DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
 #: this much per connection, are part of the fixed cost of a connection.
 _BUDGET_STEP = 1024 * 1024
 
-#: Seconds after a connection closed at which what it freed is given back to
-#: the system (see L{tcpsc._memory}): once for all the connections that
-#: closed meanwhile, so at most once in this time.
+#: Seconds after the connections closed at which what they freed is given
+#: back to the system (see L{tcpsc._memory}): once for all the connections
+#: that closed meanwhile, so at most once in this time; and only once this
+#: many closed since the last time, a burst rather than the steady coming
+#: and going of a few.
 _RELEASE_DELAY = 5.0
+_RELEASE_AFTER_CLOSES = 64
 
 #: The least share of the memory budget a congested connection's output gets,
 #: however many connections are congested.
@@ -802,6 +805,7 @@ class Server(Factory):
         self._turnWork = 0
         self._turnCall: IDelayedCall | None = None
         self._releaseCall: IDelayedCall | None = None
+        self._closesSinceRelease = 0
         self._throttled: list[_ConnectionBase] = []
         # While a paused connection is resumed, its share of the turn's work.
         self._workLimit = TURN_BROADCAST_WORK
@@ -1062,6 +1066,7 @@ class Server(Factory):
 
     def _releaseMemory(self) -> None:
         self._releaseCall = None
+        self._closesSinceRelease = 0
         releaseFreeMemory()
 
     def _stopped(self, _: object) -> None:
@@ -1333,8 +1338,10 @@ class Server(Factory):
             timer = timers.pop(connectionId, None)
             if timer is not None and timer.active():
                 timer.cancel()
-        if self._releaseCall is None and canReleaseMemory():
-            # What the connection freed is given back later, with that of
+        closes = self._closesSinceRelease = self._closesSinceRelease + 1
+        if (closes >= _RELEASE_AFTER_CLOSES and self._releaseCall is None
+                and canReleaseMemory()):
+            # What the connections freed is given back later, with that of
             # the others closing meanwhile (see _RELEASE_DELAY).
             self._releaseCall = self._reactor.callLater(_RELEASE_DELAY, self._releaseMemory)
         # A descriptor is free again: a port that ran out of them may accept.

@@ -1,6 +1,7 @@
 """
-After connections close, what they freed is given back to the system: once
-for every connection that closed within a few seconds, never for each one.
+After a burst of connections closed, what they freed is given back to the
+system: once for every connection that closed within a few seconds, never
+for each one, and not for the steady coming and going of a few.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpsc import Server, _memory, _server
-from tcpsc._server import _RELEASE_DELAY, _ListeningFactory
+from tcpsc._server import _RELEASE_AFTER_CLOSES, _RELEASE_DELAY, _ListeningFactory
 
 
 class ReleaseTests(SynchronousTestCase):
@@ -51,15 +52,28 @@ class ReleaseTests(SynchronousTestCase):
         self.assertEqual(len(self.releases), 1)
         self.clock.advance(_RELEASE_DELAY * 10)
         self.assertEqual(len(self.releases), 1)
-        self.connect(41000)[0].connectionLost()
+        for port in range(41000, 41000 + _RELEASE_AFTER_CLOSES):
+            self.connect(port)[0].connectionLost()
         self.clock.advance(_RELEASE_DELAY)
         self.assertEqual(len(self.releases), 2)
+
+    def test_notForAFew(self) -> None:
+        """
+        Fewer connections than a burst closing schedule nothing: a server
+        whose clients come and go leaves no call pending for it.
+        """
+        for port in range(40000, 40000 + _RELEASE_AFTER_CLOSES - 1):
+            self.connect(port)[0].connectionLost()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(_RELEASE_DELAY * 10)
+        self.assertEqual(self.releases, [])
 
     def test_stopCancels(self) -> None:
         """
         A server stopped before the delay leaves nothing scheduled.
         """
-        self.connect(40000)[0].connectionLost()
+        for port in range(40000, 40000 + _RELEASE_AFTER_CLOSES):
+            self.connect(port)[0].connectionLost()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.successResultOf(self.server.stop())
         self.assertEqual(
