@@ -13,10 +13,15 @@ bounded in count and time:
     (16 MiB) of one message without its delimiter, and hold it.  Measured:
     the daemon's peak resident memory against its memory budget, and that
     a client that behaves is still echoed.
+  - C{tls-burst}: C{--tls} with client certificates required; H clients
+    (4,000), in waves of 200, each send a ClientHello, read the server's
+    answer and abort the connection.  Measured: the daemon's resident
+    memory idle, at its peak, at once after the burst, and 7 s after it
+    (once freed memory could be given back).
 
 The result is a Markdown section for C{benchmarks/RESULTS.md}, or JSON.
 
-    python benchmarks/hostile.py [--only slow-readers|memory-budget] [--json]
+    python benchmarks/hostile.py [--only slow-readers|memory-budget|tls-burst] [--json]
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ import json
 import os
 import platform
 import socket
+import ssl
 import statistics
+import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -256,6 +264,75 @@ def memoryBudget(connections: int, size: int, extra: list[str]) -> dict[str, Any
         }
 
 
+# -- TLS burst -----------------------------------------------------------------
+
+
+def clientHello() -> bytes:
+    """
+    The first flight of a TLS client, made once and sent by every client.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    connection = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        connection.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def tlsBurst(handshakes: int, wave: int, extra: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary:
+        directory = Path(temporary)
+        subprocess.run([sys.executable, "-m", "tcpsc", "certs", str(directory / "certs")],
+                       check=True, capture_output=True, timeout=60)
+        certs = directory / "certs"
+        with DaemonProcess(directory, "--tls", "--cert", str(certs / "server.pem"),
+                           "--key", str(certs / "server.key"), "--ca", str(certs / "ca.pem"),
+                           *extra) as daemon:
+            port = daemon.port
+            hello = clientHello()
+            time.sleep(1.0)
+            idle, _ = peakMemory(daemon.pid)
+            resetPeak(daemon.pid)
+            started = time.monotonic()
+            answered = 0
+            for _ in range(handshakes // wave):
+                if time.monotonic() - started > CAP:
+                    break
+                socks = [connect(port) for _ in range(wave)]
+                for sock in socks:
+                    sock.sendall(hello)
+                for sock in socks:
+                    sock.settimeout(10)
+                    try:
+                        if sock.recv(4096):
+                            answered += 1
+                    except OSError:
+                        pass
+                for sock in socks:
+                    # An abort: RST, not a close.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+            burstSeconds = time.monotonic() - started
+            time.sleep(0.5)
+            after, peak = peakMemory(daemon.pid)
+            time.sleep(7.0)
+            later, _ = peakMemory(daemon.pid)
+            return {
+                "handshakes": handshakes,
+                "answered": answered,
+                "options": " ".join(extra) or "defaults",
+                "burstSeconds": round(burstSeconds, 2),
+                "idleMiB": round(idle / MiB, 1),
+                "peakMiB": round(peak / MiB, 1),
+                "afterMiB": round(after / MiB, 1),
+                "laterMiB": round(later / MiB, 1),
+            }
+
+
 def report(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = [f"## Hostile loads ({time.strftime('%Y-%m-%d')}, Python "
              f"{platform.python_version()}, {os.cpu_count()} cores)", ""]
@@ -289,16 +366,29 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
                 f"{r['peakMiB']} / {r['residentMiB']} MiB | {'yes' if r['served'] else 'NO'} | "
                 f"{r['closedByServer']} |")
         lines.append("")
+    if results.get("tls-burst"):
+        lines += [
+            "H TLS clients, in waves, each send a ClientHello, read the answer and abort:",
+            "",
+            "| options | H | answered | daemon RSS idle / peak / at once after / 7 s after |",
+            "|---|---|---|---|",
+        ]
+        for r in results["tls-burst"]:
+            lines.append(
+                f"| {r['options']} | {r['handshakes']} | {r['answered']} | {r['idleMiB']} / "
+                f"{r['peakMiB']} / {r['afterMiB']} / {r['laterMiB']} MiB |")
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["slow-readers", "memory-budget"])
+    parser.add_argument("--only", choices=["slow-readers", "memory-budget", "tls-burst"])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=30)
     parser.add_argument("--size-mib", type=int, default=16)
+    parser.add_argument("--handshakes", type=int, default=4000)
     parser.add_argument("--daemon-option", action="append", default=[],
                         help="an option for the daemon (repeatable, e.g. "
                              "--daemon-option=--max-pending-output=65536)")
@@ -311,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         results["slow-readers"] = [slowReaders(args.clients, args.messages, 100, extra)]
     if args.only in (None, "memory-budget"):
         results["memory-budget"] = [memoryBudget(args.connections, args.size_mib * MiB, extra)]
+    if args.only in (None, "tls-burst"):
+        results["tls-burst"] = [tlsBurst(args.handshakes, 200, extra)]
     print(json.dumps(results, indent=2) if args.json else report(results))
 
 

@@ -37,6 +37,9 @@ The fast paths outside TLS, and their fallbacks:
     (C{dataBuffer}, C{offset}, C{_tempDataLen}), for the warning of a
     forced close.  Fallback: the caller's own count (what it accepted while
     congested).
+  - L{bufferedBytes}: how much memory a socket transport's buffers take
+    (C{dataBuffer}, C{_tempDataLen}), for the memory budget.  Fallback: the
+    caller's own count (what it accepted while congested).
   - L{writeClosing}: whether a socket transport half-closes once its buffer
     is written (C{_writeDisconnecting}), for the streaming producers that
     must unregister so that it can.  Fallback: C{None} ("cannot tell"); the
@@ -87,6 +90,7 @@ __all__ = [
     "PYOPENSSL_CHECKED",
     "TWISTED_CHECKED",
     "appendableTransport",
+    "bufferedBytes",
     "checkedRelease",
     "tcpEndpointArguments",
     "unsentBytes",
@@ -170,7 +174,7 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         ("_port", "_backlog", "_interface"),
     ),
     (
-        "the unsent bytes of a socket transport (unsentBytes)",
+        "the unsent bytes of a socket transport (unsentBytes, bufferedBytes)",
         tcp.Server,
         ("dataBuffer", "offset", "_tempDataLen"),
     ),
@@ -317,6 +321,23 @@ def unsentBytes(transport: object) -> int | None:
     try:
         base: Any = transport
         return len(base.dataBuffer) - base.offset + base._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+
+
+def bufferedBytes(transport: object) -> int | None:
+    """
+    How many bytes a socket transport's buffers hold: what it did not write
+    to its socket yet, and what it wrote already from the string it is
+    writing (Twisted keeps that string whole until less than C{SEND_LIMIT}
+    of it is left, so the bytes written stay in memory meanwhile); C{None}
+    if that cannot be told (see L{unsentBytes}).
+    """
+    if not PRIVATE:
+        return None
+    try:
+        base: Any = transport
+        return len(base.dataBuffer) + base._tempDataLen
     except (AttributeError, TypeError):
         return None
 

@@ -540,39 +540,54 @@ class _ConnectionBase(Protocol):
 
     def _outputCongested(self) -> None:
         self._congested = True
-        bound = self._outputBound()
-        self._room = sys.maxsize if bound is None else bound
+        bound = self.maxPendingOutput
+        room = sys.maxsize if bound is None else bound
+        share = self._budgetRoom()
+        self._room = room if share is None or share >= room else share
         observer = self._observer
         congested = getattr(observer, "outputCongested", None)
         if congested is not None:
             congested(self)
         self._callHook(self.outputPaused)
 
-    def _outputBound(self) -> int | None:
+    def _budgetRoom(self, buffered: int | None = None) -> int | None:
         """
-        C{maxPendingOutput}, or less: the share of its owner's memory
-        budget, if the owner has one (see L{tcpsc.Server.memoryBudget}).
+        What the share of its owner's memory budget leaves for more output
+        (see L{tcpsc.Server.memoryBudget}): the share less what the socket
+        transport's buffers take (the bytes it wrote already from the string
+        it is writing included: they stay in memory until it is done with
+        that string), or the share itself where that cannot be told.
+        C{None} if the owner has no budget.
         """
-        bound = self.maxPendingOutput
         share: int | None = getattr(self._observer, "_outputShare", None)
-        if share is not None and (bound is None or share < bound):
-            return share
-        return bound
+        if share is None:
+            return None
+        if buffered is None:
+            buffered = _compat.bufferedBytes(socketTransport(self.transport))
+        return share if buffered is None else max(0, share - buffered)
 
     def _roomLeft(self) -> int:
         """
         While congested, what may still be sent: judged by the bytes the
-        socket transport actually holds against C{maxPendingOutput} (it
-        writes some of them every reactor turn, so a peer that reads keeps
-        room, even if its output never drains completely under a steady
-        flow), or, where that cannot be told, by what was accepted since
-        the congestion began.  Called only when the accepted bytes ran out.
+        socket transport actually holds unsent against C{maxPendingOutput}
+        (it writes some of them every reactor turn, so a peer that reads
+        keeps room, even if its output never drains completely under a
+        steady flow), and by the memory its buffers take against the share
+        of the owner's memory budget; or, where that cannot be told, by what
+        was accepted since the congestion began.  Called only when the
+        accepted bytes ran out.
         """
-        bound = self._outputBound()
-        if bound is not None:
-            unsent = _compat.unsentBytes(socketTransport(self.transport))
-            if unsent is not None and bound - unsent > self._room:
-                self._room = bound - unsent
+        transport = socketTransport(self.transport)
+        unsent = _compat.unsentBytes(transport)
+        if unsent is None:
+            return self._room
+        bound = self.maxPendingOutput
+        room = sys.maxsize if bound is None else bound - unsent
+        share = self._budgetRoom(_compat.bufferedBytes(transport))
+        if share is not None and share < room:
+            room = share
+        if room > self._room:
+            self._room = room
         return self._room
 
     def _outputDrained(self) -> None:
@@ -661,11 +676,13 @@ class MessageProtocol(_ConnectionBase):
     _reportAt: int = sys.maxsize
     _reported: bool = False
     _held: list[bytes]
-    # Messages split already and held back by a pause in the middle of them:
-    # (the messages, the index of the first not delivered, the bytes after
-    # the last delimiter, whether their length must be checked).  They come
-    # before what _held holds.
-    _heldSplit: tuple[list[bytes], int, bytes, bool] | None = None
+    # The rest of a read held back by a pause in the middle of its messages:
+    # (its bytes, where the first message not delivered starts in them, how
+    # many complete messages are left, whether their length must be
+    # checked).  It comes before what _held holds.
+    _heldSplit: tuple[bytes, int, int, bool] | None = None
+    # The memory that takes, as last told to the owner (0: none held).
+    _heldReported: int = 0
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
     _batch: list[bytes] | None = None
@@ -828,10 +845,13 @@ class MessageProtocol(_ConnectionBase):
             else:
                 received(message)
             if self._paused and not self._lightRead(len(messages) - index):
-                # Held as they are, split already: a connection paused
-                # after every few messages (see Server.broadcast) is not
-                # joined and split again each time.
-                self._heldSplit = (messages, index, tail, checkLength)
+                # The rest held as one string, its messages found one at a
+                # time when resumed: a connection paused after every few
+                # messages (see Server.broadcast) is not split again each
+                # time, and does not hold a bytes object a message.
+                messages.append(tail)
+                self._holdSplit(delimiter.join(messages[index:]), 0,
+                                len(messages) - 1 - index, checkLength)
                 return
         if tail:
             self._buffer += tail
@@ -839,27 +859,52 @@ class MessageProtocol(_ConnectionBase):
 
     def _deliverSplit(self) -> None:
         """
-        Deliver the messages L{_deliver} held back, split already, then keep
-        their tail, as L{_deliver} would have.
+        Deliver the messages L{_deliver} held back, then keep their tail (the
+        bytes after the last delimiter), as L{_deliver} would have.
         """
         split, self._heldSplit = self._heldSplit, None
         if split is None:
             return
-        messages, start, tail, checkLength = split
+        data, start, left, checkLength = split
         maxLength = self.maxMessageLength
         received = self.messageReceived
-        for index in range(start, len(messages)):
-            message = messages[index]
+        delimiter = self.delimiter
+        step = len(delimiter)
+        find = data.find
+        while left:
+            at = find(delimiter, start)
+            message = data[start:at]
+            start = at + step
+            left -= 1
             if checkLength and len(message) > maxLength:  # type: ignore[operator]
                 self.messageTooLong(len(message))
             else:
                 received(message)
-            if self._paused and not self._lightRead(len(messages) - index - 1):
-                self._heldSplit = (messages, index + 1, tail, checkLength)
+            if self._paused and not self._lightRead(left):
+                self._holdSplit(data, start, left, checkLength)
                 return
-        if tail:
-            self._buffer += tail
-            self._checkPartial(self.delimiter)
+        if self._heldReported:
+            self._reportHeld(0)
+        if start < len(data):
+            self._buffer += data[start:]
+            self._checkPartial(delimiter)
+
+    def _holdSplit(self, data: bytes, start: int, left: int, checkLength: bool) -> None:
+        """
+        Hold the rest of a read, from C{start} in C{data} on (C{left}
+        complete messages, then the start of the next), until the connection
+        is resumed, and tell the owner how much memory it takes (see
+        L{tcpsc.Server.memoryBudget}).
+        """
+        self._heldSplit = (data, start, left, checkLength)
+        if self._heldReported != len(data):
+            self._reportHeld(len(data))
+
+    def _reportHeld(self, size: int) -> None:
+        self._heldReported = size
+        held = getattr(self._observer, "inputHeld", None)
+        if held is not None:
+            held(self, size)
 
     def _checkPartial(self, delimiter: bytes) -> None:
         maxLength = self.maxMessageLength
@@ -1015,8 +1060,8 @@ class MessageProtocol(_ConnectionBase):
         while True:
             split, self._heldSplit = self._heldSplit, None
             if split is not None:
-                messages, start, tail, _ = split
-                self._held.insert(0, self.delimiter.join([*messages[start:], tail]))
+                data, start, _, _ = split
+                self._held.insert(0, data[start:])
             if not self._held:
                 break
             held, self._held = self._held, []

@@ -58,7 +58,7 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
-from ._output import socketTransport
+from ._memory import canReleaseMemory, releaseFreeMemory
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -109,6 +109,14 @@ DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
 #: and counted again each time it grew by as much: the smaller ones, at most
 #: this much per connection, are part of the fixed cost of a connection.
 _BUDGET_STEP = 1024 * 1024
+
+#: Seconds after the connections closed at which what they freed is given
+#: back to the system (see L{tcpsc._memory}): once for all the connections
+#: that closed meanwhile, so at most once in this time; and only once this
+#: many closed since the last time, a burst rather than the steady coming
+#: and going of a few.
+_RELEASE_DELAY = 5.0
+_RELEASE_AFTER_CLOSES = 64
 
 #: The least share of the memory budget a congested connection's output gets,
 #: however many connections are congested.
@@ -607,7 +615,11 @@ class Server(Factory):
         of what a connection costs a server that accepts thousands a second.
     @ivar memoryBudget: the most bytes, or C{None} for no bound, the
         server's connections may hold in their buffers together: partial
-        messages received (counted from 1 MiB each) and output not yet sent.
+        messages received (counted from 1 MiB each), the messages held split
+        by a connection paused in the middle of a read (with what each
+        message object costs), and output (all that a congested connection's
+        socket transport holds, the part of the string being written that
+        is written already included).
         Past it, the partial message of the connection holding the largest
         is dropped (its bytes discarded up to its delimiter, as those of a
         message too long are; the connection is kept), then the next
@@ -747,6 +759,12 @@ class Server(Factory):
         # (None: no budget).
         self._inputHeld: dict[int, int] = {}
         self._inputTotal = 0
+        # The messages held split by connections paused in the middle of a
+        # read (see MessageProtocol._holdSplit), by connection, and their
+        # total as the output share last counted it.
+        self._splitHeld: dict[int, int] = {}
+        self._splitTotal = 0
+        self._splitShared = 0
         self._congestedIds: set[int] = set()
         self._outputShare: int | None = None
         self._shareOutput()
@@ -786,6 +804,8 @@ class Server(Factory):
         # next turn, and the connections paused until then.
         self._turnWork = 0
         self._turnCall: IDelayedCall | None = None
+        self._releaseCall: IDelayedCall | None = None
+        self._closesSinceRelease = 0
         self._throttled: list[_ConnectionBase] = []
         # While a paused connection is resumed, its share of the turn's work.
         self._workLimit = TURN_BROADCAST_WORK
@@ -1023,7 +1043,7 @@ class Server(Factory):
         self._full = {}
         self._targets = None
         if not self._open:
-            return stopped.addCallback(lambda _: self._events.stop())
+            return stopped.addCallback(self._stopTimers)
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._open.values())
@@ -1032,7 +1052,22 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(lambda _: self._events.stop())
+        return everything.addCallback(self._stopTimers)
+
+    def _stopTimers(self, _: object) -> None:
+        """
+        Stopped: the log summary and the release of freed memory are due no
+        more.
+        """
+        call, self._releaseCall = self._releaseCall, None
+        if call is not None and call.active():
+            call.cancel()
+        self._events.stop()
+
+    def _releaseMemory(self) -> None:
+        self._releaseCall = None
+        self._closesSinceRelease = 0
+        releaseFreeMemory()
 
     def _stopped(self, _: object) -> None:
         count, self._stopping = self._stopping, None
@@ -1285,6 +1320,9 @@ class Server(Factory):
         held = self._inputHeld.pop(connectionId, None)
         if held is not None:
             self._inputTotal -= held
+        held = self._splitHeld.pop(connectionId, None)
+        if held is not None:
+            self._splitTotal -= held
         if self._congestedIds:
             self._congestedIds.discard(connectionId)
             self._shareOutput()
@@ -1300,6 +1338,12 @@ class Server(Factory):
             timer = timers.pop(connectionId, None)
             if timer is not None and timer.active():
                 timer.cancel()
+        closes = self._closesSinceRelease = self._closesSinceRelease + 1
+        if (closes >= _RELEASE_AFTER_CLOSES and self._releaseCall is None
+                and canReleaseMemory()):
+            # What the connections freed is given back later, with that of
+            # the others closing meanwhile (see _RELEASE_DELAY).
+            self._releaseCall = self._reactor.callLater(_RELEASE_DELAY, self._releaseMemory)
         # A descriptor is free again: a port that ran out of them may accept.
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
@@ -1415,6 +1459,21 @@ class Server(Factory):
             self._inputTotal -= held
             self._shareOutput()
 
+    def inputHeld(self, protocol: MessageProtocol, size: int) -> None:
+        """
+        C{protocol} holds messages split already, taking C{size} bytes of
+        memory, until it is resumed (0: none any more).  They are counted
+        against the budget with the partial messages; the output share is
+        shared again once they changed by 1 MiB, not for each pause.
+        """
+        connectionId: int = protocol.connectionId  # type: ignore[assignment]
+        before = self._splitHeld.pop(connectionId, 0)
+        if size:
+            self._splitHeld[connectionId] = size
+        total = self._splitTotal = self._splitTotal + size - before
+        if abs(total - self._splitShared) >= _BUDGET_STEP:
+            self._shareOutput()
+
     def outputCongested(self, protocol: MessageProtocol | StreamProtocol) -> None:
         self._congestedIds.add(protocol.connectionId)  # type: ignore[arg-type]
         self._shareOutput()
@@ -1425,27 +1484,29 @@ class Server(Factory):
 
     def _shareOutput(self) -> None:
         """
-        What is left of the budget after the partial messages, shared
-        equally among the congested connections.
+        What is left of the budget after the partial messages and the
+        messages held split, shared equally among the congested connections.
         """
         budget = self.memoryBudget
         if budget is None:
             self._outputShare = None
             return
         before = self._outputShare
+        self._splitShared = self._splitTotal
         share = self._outputShare = max(
             _LEAST_OUTPUT_SHARE,
-            (budget - self._inputTotal) // max(1, len(self._congestedIds)),
+            (budget - self._inputTotal - self._splitTotal) // max(1, len(self._congestedIds)),
         )
         if before is not None and share < before:
             # A smaller share: the connections congested before it came
             # accept no more than it either.
             for connectionId in self._congestedIds:
                 protocol = self._open.get(connectionId)
-                if protocol is None or protocol._room <= share:
+                if protocol is None:
                     continue
-                unsent = _compat.unsentBytes(socketTransport(protocol.transport))
-                protocol._room = max(0, share - (unsent or 0))
+                room = protocol._budgetRoom()
+                if room is not None and room < protocol._room:
+                    protocol._room = room
 
     def _lookup(self, clientId: int) -> _ConnectionBase:
         try:

@@ -430,8 +430,11 @@ class _PathTests:
         if self.private:
             self.assertEqual(_compat.unsentBytes(base), (beforeCongestion + 10) * 1024)
             self.assertEqual(protocol._unsentBytes(), (beforeCongestion + 10) * 1024)
+            # Nothing was written yet: the buffers hold just what is unsent.
+            self.assertEqual(_compat.bufferedBytes(base), (beforeCongestion + 10) * 1024)
         else:
             self.assertIsNone(_compat.unsentBytes(base))
+            self.assertIsNone(_compat.bufferedBytes(base))
             self.assertEqual(protocol._unsentBytes(), 10 * 1024)
         peer.transport.resumeProducing()
         await peer.arrived(beforeCongestion + 10)
