@@ -142,7 +142,12 @@ class ServerCollector:
 
     def __init__(self, server: Server) -> None:
         # Fails here, not at the first scrape, without prometheus-client.
-        from prometheus_client.core import CounterMetricFamily  # noqa: F401
+        try:
+            from prometheus_client.core import CounterMetricFamily  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                f"tcpsc metrics need prometheus-client, which is not installed: {INSTALL_HINT}"
+            ) from e
 
         self._server = server
         self._last: dict[str, float] = {}

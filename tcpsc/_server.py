@@ -824,7 +824,8 @@ class Server(Factory):
         self._handshakeSum = 0.0
         _raiseFileLimit(maxConnections + 64, self.log)
         if metrics is not None:
-            metrics.register(ServerCollector(self))
+            collector = ServerCollector(self)
+            metrics.register(collector)
 
     def logPrefix(self) -> str:
         return "tcpsc.Server"
