@@ -74,6 +74,8 @@ class ServerSpec:
 ECHO_SERVERS = (
     ServerSpec("tcpsc", "tcpsc MessageProtocol", "tcpsc_echo.py"),
     ServerSpec("tcpsc-tls", "tcpsc, TLS 1.3 mTLS", "tcpsc_echo.py", ("--tls", "{certs}"), True),
+    ServerSpec("tcpsc-metrics", "tcpsc, Prometheus metrics on", "tcpsc_echo.py",
+               ("--metrics",)),
     ServerSpec("blocking", "tcpsc blocking TcpServer", "tcpsc_blocking_echo.py"),
     ServerSpec("tcpsc-uvloop", "tcpsc, asyncio reactor + uvloop", "tcpsc_echo.py",
                ("--reactor", "uvloop")),
@@ -925,6 +927,11 @@ def targets(settings: Settings, echo: dict[tuple[str, str], Cell],
         if tls and plain:
             out.append((f"({scenario}) tcpsc TLS >= 0.8x plain tcpsc", f"{tls / plain:.2f}x",
                         tls / plain >= 0.8))
+    for scenario in ("b", "c"):
+        counted, plain = rate("tcpsc-metrics", scenario), rate("tcpsc", scenario)
+        if counted and plain:
+            out.append((f"({scenario}) tcpsc with metrics on >= 0.97x metrics off",
+                        f"{counted / plain:.2f}x", counted / plain >= 0.97))
     blocking = echo.get(("blocking", "b"))
     if blocking is not None and blocking.rate:
         out.append(("blocking API echo, 1 client pipelined (b) >= 180,000 msgs/s, in order",
