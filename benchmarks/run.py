@@ -928,6 +928,12 @@ def targets(settings: Settings, echo: dict[tuple[str, str], Cell],
             out.append((f"({scenario}) tcpsc TLS >= 0.8x plain tcpsc", f"{tls / plain:.2f}x",
                         tls / plain >= 0.8))
     for scenario in ("b", "c"):
+        counted, before = rate("tcpsc", scenario), rate("tcpsc-before", scenario)
+        if counted and before:
+            out.append((f"({scenario}) tcpsc (counting for metrics, metrics off) >= 0.97x "
+                        "the --before tree", f"{counted / before:.2f}x",
+                        counted / before >= 0.97))
+    for scenario in ("b", "c"):
         counted, plain = rate("tcpsc-metrics", scenario), rate("tcpsc", scenario)
         if counted and plain:
             out.append((f"({scenario}) tcpsc with metrics on >= 0.97x metrics off",
@@ -1011,6 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", help="echo servers to run, comma-separated keys: "
                         + ",".join(s.key for s in ECHO_SERVERS))
     parser.add_argument("--procs", type=int, default=1, help="load processes per run")
+    parser.add_argument("--before", type=Path, metavar="TREE",
+                        help="another tcpsc tree (say git archive of main, unpacked): its "
+                             "echo server runs too, as tcpsc-before, with the other servers")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="where to write the results (- for nowhere)")
     parser.add_argument("--chart", type=Path,
@@ -1038,6 +1047,14 @@ def main(argv: list[str] | None = None) -> int:
     if options.servers:
         wanted = set(options.servers.split(","))
         servers = tuple(s for s in ECHO_SERVERS if s.key in wanted or s.key == BASELINE)
+    if options.before is not None:
+        # The script path is absolute: its _common.py imports that tree's tcpsc.
+        before = ServerSpec("tcpsc-before", f"tcpsc of {options.before}",
+                            str(options.before.resolve() / "benchmarks" / "servers"
+                                / "tcpsc_echo.py"))
+        servers = (before, *servers)
+        # Listed in the report too.
+        globals()["ECHO_SERVERS"] = (before, *ECHO_SERVERS)
 
     def say(text: str) -> None:
         print(text, flush=True)
