@@ -199,6 +199,29 @@ class LibraryTests(SynchronousTestCase):
         self.assertEqual(
             self.sample("tcpsc_close_reasons_total", reason="handshake_timeout"), 1)
 
+    def test_allowListAndStop(self) -> None:
+        """
+        A client whose certificate is not on the allow-list is refused under
+        C{allow_list}; the connections a stop closes are C{server_stopping}.
+        """
+        server = Server(Echo, reactor=self.network.reactor, metrics=self.registry)
+        server.listen(8443, tls=serverTLS(allowedClients=frozenset({"someone-else"})))
+        server.listen(8081)
+        stranger = Client(reactor=self.network.reactor)
+        with capturedLogs():
+            stranger.connect("localhost", 8443, tls=clientTLS()).addErrback(lambda f: None)
+            self.network.flush()
+        self.assertEqual(
+            self.sample("tcpsc_connections_refused_total", reason="allow_list"), 1)
+        self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="allow_list"), 1)
+        self.connect(8081)
+        self.connect(8081)
+        stopped = server.stop()
+        self.network.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="server_stopping"), 2)
+        self.assertEqual(self.sample("tcpsc_connections_open"), 0)
+
     def test_labelsFromAFixedSet(self) -> None:
         """
         Whatever peers send (text that looks like labels, a TLS ClientHello
