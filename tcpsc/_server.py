@@ -1640,6 +1640,7 @@ class Server(Factory):
             if stream.sendData(data):
                 written += 1
             elif stream._congested:
+                stream._outputDropped -= 1
                 self._skipped(stream)
         return written
 
