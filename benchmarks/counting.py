@@ -11,8 +11,8 @@ socket scenarios.
     git archive main | tar -x -C /tmp/main
     python benchmarks/counting.py --before /tmp/main
 
-Prints the messages per CPU second of each tree per round, the medians and
-their ratio.
+Prints the messages per CPU second of each tree per round, then the medians
+and the best of each (the least disturbed by other load), and their ratios.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", type=Path, required=True, metavar="TREE",
                         help="the other tree (without counting)")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--reads", type=int, default=3000,
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--reads", type=int, default=500,
                         help="reads of 1,000 messages per measurement")
     options = parser.parse_args()
     trees = {"before": options.before.resolve(), "this": ROOT}
@@ -75,10 +75,10 @@ def main() -> int:
             rates[name].append(rate)
             print(f"[{round + 1}/{options.rounds}] {name:6} {rate / 1e6:.3f} M msgs per CPU s",
                   flush=True)
-    before = statistics.median(rates["before"])
-    this = statistics.median(rates["this"])
-    print(f"median: before {before / 1e6:.3f} M, this {this / 1e6:.3f} M, "
-          f"ratio {this / before:.3f}x")
+    for label, pick in (("median", statistics.median), ("best", max)):
+        before, this = pick(rates["before"]), pick(rates["this"])
+        print(f"{label}: before {before / 1e6:.3f} M, this {this / 1e6:.3f} M, "
+              f"ratio {this / before:.3f}x")
     return 0
 
 
