@@ -199,6 +199,46 @@ class LibraryTests(SynchronousTestCase):
         self.assertEqual(
             self.sample("tcpsc_close_reasons_total", reason="handshake_timeout"), 1)
 
+    def test_outputBoundAndBroadcastSkips(self) -> None:
+        """
+        A congested connection's refused sends are C{output_bound} drops,
+        the broadcasts it misses C{broadcast_skip} drops (once each, not
+        both); what was refused is not counted as sent.
+        """
+        server = Server(reactor=self.network.reactor, metrics=self.registry,
+                        maxPendingOutput=10)
+        server.listen(8081)
+        self.connect(8081)
+        (clientId,) = server.clientIds()
+        # Congested, as the socket transport signals it by pausing its
+        # producer (see tests.test_guarantees_output).
+        server.connection(clientId).transport.producer.pauseProducing()
+        self.assertTrue(server.send(clientId, b"123456789"))
+        self.assertFalse(server.send(clientId, b"x"))
+        self.assertFalse(server.send(clientId, b"y"))
+        with capturedLogs():
+            self.assertEqual(server.broadcast(b"z"), 0)
+        self.assertEqual(self.sample("tcpsc_messages_dropped_total", reason="output_bound"), 2)
+        self.assertEqual(self.sample("tcpsc_messages_dropped_total", reason="broadcast_skip"), 1)
+        self.assertEqual(self.sample("tcpsc_messages_sent_total"), 1)
+        self.assertEqual(self.sample("tcpsc_bytes_sent_total"), 10)
+
+    def test_memoryBudget(self) -> None:
+        """
+        A partial message dropped to keep within the memory budget is a
+        C{memory_budget} drop.
+        """
+        server = Server(reactor=self.network.reactor, metrics=self.registry,
+                        memoryBudget=3 << 20, maxMessageLength=None)
+        server.listen(8081)
+        with capturedLogs():
+            for _ in range(2):
+                self.connect(8081).transport.write(b"x" * (2 << 20))
+                self.network.flush()
+        self.assertEqual(self.sample("tcpsc_messages_dropped_total", reason="memory_budget"),
+                         server.eventCounts["memoryBudget"])
+        self.assertGreaterEqual(server.eventCounts["memoryBudget"], 1)
+
     def test_allowListAndStop(self) -> None:
         """
         A client whose certificate is not on the allow-list is refused under
