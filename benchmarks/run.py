@@ -74,6 +74,8 @@ class ServerSpec:
 ECHO_SERVERS = (
     ServerSpec("tcpsc", "tcpsc MessageProtocol", "tcpsc_echo.py"),
     ServerSpec("tcpsc-tls", "tcpsc, TLS 1.3 mTLS", "tcpsc_echo.py", ("--tls", "{certs}"), True),
+    ServerSpec("tcpsc-metrics", "tcpsc, Prometheus metrics on", "tcpsc_echo.py",
+               ("--metrics",)),
     ServerSpec("blocking", "tcpsc blocking TcpServer", "tcpsc_blocking_echo.py"),
     ServerSpec("tcpsc-uvloop", "tcpsc, asyncio reactor + uvloop", "tcpsc_echo.py",
                ("--reactor", "uvloop")),
@@ -925,6 +927,17 @@ def targets(settings: Settings, echo: dict[tuple[str, str], Cell],
         if tls and plain:
             out.append((f"({scenario}) tcpsc TLS >= 0.8x plain tcpsc", f"{tls / plain:.2f}x",
                         tls / plain >= 0.8))
+    for scenario in ("b", "c"):
+        counted, before = rate("tcpsc", scenario), rate("tcpsc-before", scenario)
+        if counted and before:
+            out.append((f"({scenario}) tcpsc (counting for metrics, metrics off) >= 0.97x "
+                        "the --before tree", f"{counted / before:.2f}x",
+                        counted / before >= 0.97))
+    for scenario in ("b", "c"):
+        counted, plain = rate("tcpsc-metrics", scenario), rate("tcpsc", scenario)
+        if counted and plain:
+            out.append((f"({scenario}) tcpsc with metrics on >= 0.97x metrics off",
+                        f"{counted / plain:.2f}x", counted / plain >= 0.97))
     blocking = echo.get(("blocking", "b"))
     if blocking is not None and blocking.rate:
         out.append(("blocking API echo, 1 client pipelined (b) >= 180,000 msgs/s, in order",
@@ -1004,6 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", help="echo servers to run, comma-separated keys: "
                         + ",".join(s.key for s in ECHO_SERVERS))
     parser.add_argument("--procs", type=int, default=1, help="load processes per run")
+    parser.add_argument("--before", type=Path, metavar="TREE",
+                        help="another tcpsc tree (say git archive of main, unpacked): its "
+                             "echo server runs too, as tcpsc-before, with the other servers")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="where to write the results (- for nowhere)")
     parser.add_argument("--chart", type=Path,
@@ -1031,6 +1047,14 @@ def main(argv: list[str] | None = None) -> int:
     if options.servers:
         wanted = set(options.servers.split(","))
         servers = tuple(s for s in ECHO_SERVERS if s.key in wanted or s.key == BASELINE)
+    if options.before is not None:
+        # The script path is absolute: its _common.py imports that tree's tcpsc.
+        before = ServerSpec("tcpsc-before", f"tcpsc of {options.before}",
+                            str(options.before.resolve() / "benchmarks" / "servers"
+                                / "tcpsc_echo.py"))
+        servers = (before, *servers)
+        # Listed in the report too.
+        globals()["ECHO_SERVERS"] = (before, *ECHO_SERVERS)
 
     def say(text: str) -> None:
         print(text, flush=True)

@@ -316,6 +316,16 @@ class _ConnectionBase(Protocol):
     _closeCut: str | None = None
     #: Bytes of output the close dropped when it was cut short.
     _closeDropped: int = 0
+    # What the connection carried, for its owner's metrics: counted per read
+    # and per write, never per message (see tcpsc._metrics).
+    _bytesIn: int = 0
+    _bytesOut: int = 0
+    _messagesIn: int = 0
+    _messagesOut: int = 0
+    #: Messages refused because the output bound was reached.
+    _outputDropped: int = 0
+    #: When a server's TLS connection was accepted (its clock's time).
+    _handshakeStarted: float | None = None
 
     def makeConnection(self, transport) -> None:
         """
@@ -724,6 +734,7 @@ class MessageProtocol(_ConnectionBase):
         """
         Split C{data} into messages and deliver them in order.
         """
+        self._bytesIn += len(data)
         if self._paused:
             if self._closing is None:
                 self._held.append(data)
@@ -771,8 +782,11 @@ class MessageProtocol(_ConnectionBase):
         sequence: the batch holds them without their common suffix
         (C{messageAppend + delimiter}), which one join puts back.
         """
+        self._messagesOut += len(batch)
         batch.append(b"")
-        self.transport.write(self._suffix.join(batch))
+        data = self._suffix.join(batch)
+        self._bytesOut += len(data)
+        self.transport.write(data)
         batch.clear()
 
     def _parse(self, data: bytes) -> None:
@@ -816,6 +830,7 @@ class MessageProtocol(_ConnectionBase):
             if maxLength is not None and len(message) > maxLength:
                 self.messageTooLong(len(message))
             else:
+                self._messagesIn += 1
                 self.messageReceived(message)
             if self._paused:
                 self._held.append(data)
@@ -839,8 +854,12 @@ class MessageProtocol(_ConnectionBase):
         else:
             checkLength = False
         received = self.messageReceived
+        # Counted for the whole read; what is held back or too long is
+        # taken off again (rare paths).
+        self._messagesIn += len(messages)
         for index, message in enumerate(messages, 1):
             if checkLength and len(message) > maxLength:  # type: ignore[operator]
+                self._messagesIn -= 1
                 self.messageTooLong(len(message))
             else:
                 received(message)
@@ -852,6 +871,7 @@ class MessageProtocol(_ConnectionBase):
                 messages.append(tail)
                 self._holdSplit(delimiter.join(messages[index:]), 0,
                                 len(messages) - 1 - index, checkLength)
+                self._messagesIn -= len(messages) - 1 - index
                 return
         if tail:
             self._buffer += tail
@@ -871,16 +891,21 @@ class MessageProtocol(_ConnectionBase):
         delimiter = self.delimiter
         step = len(delimiter)
         find = data.find
+        # Counted for all the held messages; what is held again or too
+        # long is taken off again.
+        self._messagesIn += left
         while left:
             at = find(delimiter, start)
             message = data[start:at]
             start = at + step
             left -= 1
             if checkLength and len(message) > maxLength:  # type: ignore[operator]
+                self._messagesIn -= 1
                 self.messageTooLong(len(message))
             else:
                 received(message)
             if self._paused and not self._lightRead(left):
+                self._messagesIn -= left
                 self._holdSplit(data, start, left, checkLength)
                 return
         if self._heldReported:
@@ -1043,7 +1068,10 @@ class MessageProtocol(_ConnectionBase):
         held = self._held
         if held:
             self._held = []
-            self.dataReceived(b"".join(held))
+            data = b"".join(held)
+            # Counted when it was received.
+            self._bytesIn -= len(data)
+            self.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -1114,7 +1142,11 @@ class MessageProtocol(_ConnectionBase):
         batch = self._batch
         if batch is not None:
             batch.append(message)
-        elif len(message) >= _LARGE_MESSAGE:
+            return True
+        # A write of its own: counted as one (see _flushBatch).
+        self._messagesOut += 1
+        self._bytesOut += len(message) + len(self._suffix)
+        if len(message) >= _LARGE_MESSAGE:
             self.transport.writeSequence((message, self._suffix))
         else:
             self.transport.write(message + self._suffix)
@@ -1137,12 +1169,16 @@ class MessageProtocol(_ConnectionBase):
         if self._congested:
             size = len(message) + len(suffix)
             if size > self._room and size > self._roomLeft():
+                self._outputDropped += 1
                 return False
             self._room -= size
         batch = self._batch
         if batch is not None:
             batch.append(message)
-        elif len(message) >= _LARGE_MESSAGE:
+            return True
+        self._messagesOut += 1
+        self._bytesOut += len(message) + len(suffix)
+        if len(message) >= _LARGE_MESSAGE:
             self.transport.writeSequence((message, suffix))
         else:
             self.transport.write(message + suffix)
@@ -1198,6 +1234,7 @@ class MessageProtocol(_ConnectionBase):
         if self._congested:
             size = len(frame)
             if size > self._room and size > self._roomLeft():
+                self._outputDropped += 1
                 return False
             self._room -= size
         batch = self._batch
@@ -1209,6 +1246,8 @@ class MessageProtocol(_ConnectionBase):
             if batch:
                 # Keep the order: what was sent before this frame goes first.
                 self._flushBatch(batch)
+        self._messagesOut += 1
+        self._bytesOut += len(frame)
         self.transport.write(frame)
         return True
 
@@ -1232,6 +1271,7 @@ class StreamProtocol(_ConnectionBase):
         """
         Write C{data} to the sink, or hand it to the owner.  Override it.
         """
+        self._bytesIn += len(data)
         sink = self.sink
         if sink is not None:
             sink.write(data)  # type: ignore[attr-defined]
@@ -1256,8 +1296,10 @@ class StreamProtocol(_ConnectionBase):
             if self._congested:
                 size = len(data)
                 if size > self._room and size > self._roomLeft():
+                    self._outputDropped += 1
                     return False
                 self._room -= size
+            self._bytesOut += len(data)
             self.transport.write(data)
         return True
 

@@ -27,6 +27,8 @@ import inspect
 import os
 import resource
 import socket
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
@@ -59,6 +61,7 @@ from ._framing import (
     _ConnectionBase,
 )
 from ._memory import canReleaseMemory, releaseFreeMemory
+from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
 from ._tls import (
     TLSConfig,
     certificateNames,
@@ -72,6 +75,7 @@ from ._tlstransport import tlsFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
+    from prometheus_client import CollectorRegistry
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorFDSet, IReactorTime
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -660,6 +664,7 @@ class Server(Factory):
         logConnections: bool = True,
         logEveryEvent: bool = False,
         memoryBudget: int | None = DEFAULT_MEMORY_BUDGET,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -700,6 +705,14 @@ class Server(Factory):
         @param logConnections: see L{logConnections}.
         @param logEveryEvent: see L{logEveryEvent}.
         @param memoryBudget: see L{memoryBudget}.
+        @param metrics: a C{prometheus_client.CollectorRegistry} to report
+            this server's metrics in (C{prometheus_client.REGISTRY} for the
+            default one): connections, refusals, messages and bytes,
+            handshakes, drops and closes, named C{tcpsc_*} (see the README).
+            Counting them costs nothing per message.  Needs prometheus-client
+            (C{pip install "tcpsc[metrics]"}); one server per registry.
+        @raise ImportError: C{metrics} is given and prometheus-client is not
+            installed.
         """
         self.protocol = _protocolClass(protocol, stream)
         self._settings = _connectionSettings(
@@ -817,7 +830,22 @@ class Server(Factory):
         # The established connections not found full in this turn, with
         # their ids, in order; None when it must be made again.
         self._targets: list[tuple[int, _ConnectionBase]] | None = None
+        # For metrics (tcpsc._metrics): what the connections that ended
+        # carried (bytes in, bytes out, messages in, messages out, messages
+        # refused by the output bound), what broadcasts wrote directly, why
+        # connections ended and handshakes failed, and how long handshakes
+        # took (a count per bucket, and the sum).
+        self._closedTotals = [0, 0, 0, 0, 0]
+        self._broadcastMessages = 0
+        self._broadcastBytes = 0
+        self._closeReasons: Counter[str] = Counter()
+        self._handshakeFailures: Counter[str] = Counter()
+        self._handshakeBuckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
+        self._handshakeSum = 0.0
         _raiseFileLimit(maxConnections + 64, self.log)
+        if metrics is not None:
+            collector = ServerCollector(self)
+            metrics.register(collector)
 
     def logPrefix(self) -> str:
         return "tcpsc.Server"
@@ -1141,6 +1169,7 @@ class Server(Factory):
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
         if tls:
+            protocol._handshakeStarted = self._reactor.seconds()
             if self.handshakeTimeout is not None:
                 self._handshakeTimers[connectionId] = self._reactor.callLater(
                     self.handshakeTimeout, self._handshakeTimedOut, protocol
@@ -1221,6 +1250,11 @@ class Server(Factory):
         timer = self._handshakeTimers.pop(connectionId, None)
         if timer is not None and timer.active():
             timer.cancel()
+        started = protocol._handshakeStarted
+        if started is not None:
+            took = self._reactor.seconds() - started
+            self._handshakeBuckets[bisect_left(HANDSHAKE_BUCKETS, took)] += 1
+            self._handshakeSum += took
         certificate = peerCertificate(protocol.transport)
         allowed = self._allowLists.pop(connectionId, None)
         if allowed is not None and not isAllowedClient(certificate, allowed):
@@ -1348,6 +1382,13 @@ class Server(Factory):
         for port in self._ports:
             if isinstance(port, _GuardedPort) and port._retryCall is not None:
                 port.resumeAccepting()
+        totals = self._closedTotals
+        totals[0] += protocol._bytesIn
+        totals[1] += protocol._bytesOut
+        totals[2] += protocol._messagesIn
+        totals[3] += protocol._messagesOut
+        totals[4] += protocol._outputDropped
+        self._closeReasons[closeReason(reason)] += 1
         loggedAlready = connectionId in self._refusedAndLogged
         self._refusedAndLogged.discard(connectionId)
         aborted = isinstance(reason.value, AbortedLocally)
@@ -1375,6 +1416,7 @@ class Server(Factory):
             elif aborted:
                 why = str(reason.value)
                 if why.startswith("handshake timeout"):
+                    self._handshakeFailures["timeout"] += 1
                     self._events.record("handshakeTimeout",
                                         "Closed the connection from {peer}: {why}",
                                         peer=peer, why=why)
@@ -1384,6 +1426,7 @@ class Server(Factory):
             elif tls:
                 detail = verificationFailure(transport)
                 why = describeClose(reason, tls, detail)
+                self._handshakeFailures[handshakeFailureReason(reason, detail)] += 1
                 self._events.record(
                     "handshakeFailed",
                     "Refused the connection from {peer}: TLS handshake failed: {why}",
@@ -1632,6 +1675,8 @@ class Server(Factory):
                     if p.sendFrame(frame):
                         written += 1
                     elif p._congested:
+                        # Counted as a skip, not as a send refused.
+                        p._outputDropped -= 1
                         self._skipped(p)
                 elif p._congested:
                     # What sendFrame does for a congested connection.
@@ -1649,11 +1694,14 @@ class Server(Factory):
                     direct.append(transport)
             if direct:
                 _compat.writeToAll(direct, frame)
+                self._broadcastMessages += len(direct)
+                self._broadcastBytes += size * len(direct)
             return written + len(direct)
         for stream in cast("list[StreamProtocol]", targets):
             if stream.sendData(data):
                 written += 1
             elif stream._congested:
+                stream._outputDropped -= 1
                 self._skipped(stream)
         return written
 

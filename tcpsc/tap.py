@@ -39,6 +39,7 @@ from ._framing import (
     MessageProtocol,
     StreamProtocol,
 )
+from ._metrics import INSTALL_HINT
 from ._server import (
     DEFAULT_FIRST_BYTE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -72,7 +73,7 @@ _BROADCAST_SIZE = 32
 _ONE_POSITIONAL = frozenset({"tcp", "tcp6", "ssl", "unix"})
 
 
-def _normalisePort(port: str) -> str:
+def _normalisePort(port: str, option: str = "--port") -> str:
     """
     A bare port number becomes C{tcp:PORT}, because Twisted's
     C{serverFromString} knows no bare numbers; endpoint descriptions are kept.
@@ -80,19 +81,19 @@ def _normalisePort(port: str) -> str:
     port = port.strip()
     if port.isdigit():
         if int(port) > 65535:
-            raise usage.UsageError(f"--port {port}: outside 0-65535")
+            raise usage.UsageError(f"{option} {port}: outside 0-65535")
         return f"tcp:{int(port)}"
     if ":" not in port:
         raise usage.UsageError(
-            f"--port {port!r}: not a port number or a Twisted endpoint description "
+            f"{option} {port!r}: not a port number or a Twisted endpoint description "
             "(such as tcp:8081:interface=127.0.0.1)"
         )
     parts = re.split(r"(?<!\\):", port)
     if parts[0] in _ONE_POSITIONAL and len([p for p in parts[1:] if "=" not in p]) > 1:
         raise usage.UsageError(
-            f"--port {port!r}: a colon inside a value must be escaped with a backslash, "
+            f"{option} {port!r}: a colon inside a value must be escaped with a backslash, "
             "and the backslashes quoted from the shell, as in "
-            "--port 'tcp6:8081:interface=\\:\\:'"
+            f"{option} 'tcp6:8081:interface=\\:\\:'"
         )
     return port
 
@@ -197,6 +198,10 @@ class Options(usage.Options):
          "clients only listen]"],
         ["idle-timeout", None, "none",
          "Seconds without traffic after which a connection is closed, or 'none'."],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at /metrics on this endpoint, such as "
+         "tcp:9100:interface=127.0.0.1 (a bare port listens on every address); needs "
+         f"prometheus-client: {INSTALL_HINT}."],
         ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
          "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
          "take the last output and, over TLS, close_notify, before it is aborted."],
@@ -326,6 +331,14 @@ class Options(usage.Options):
                                          allowNone=True)
         self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
                                           allowNone=False)
+        if self["metrics"] is not None:
+            self["metrics"] = _normalisePort(self["metrics"], "--metrics")
+            try:
+                import prometheus_client.twisted  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    f"--metrics needs prometheus-client, which is not installed: "
+                    f"{INSTALL_HINT}") from None
         self._checkAppOptions()
         self._chooseApp()
 
@@ -562,10 +575,18 @@ class TcpscService(ServerService):
     terminal: _StartingTerminal | None = None
 
     def __init__(self, server: Server, ports: Sequence[str], tls: TLSConfig | None,
-                 description: str, reactor: Any) -> None:
+                 description: str, reactor: Any,
+                 metrics: tuple[str, Any] | None = None) -> None:
+        """
+        @param metrics: the endpoint description to serve Prometheus
+            metrics on at C{/metrics} (C{--metrics}), and the
+            C{CollectorRegistry} that holds the server's collector.
+        """
         super().__init__(server, ports, tls)
         self.description = description
         self._reactor = reactor
+        self.metrics = metrics
+        self._metricsPort: Any = None
         self._startError: DaemonStartError | None = None
         self._hangupHandler: Any = None
         self._previousHangupHandler: Any = None
@@ -698,6 +719,46 @@ class TcpscService(ServerService):
             if error is None:
                 raise
             raise error from None
+        if self.metrics is not None:
+            self._listenMetrics(*self.metrics)
+
+    def _listenMetrics(self, description: str, registry: Any) -> None:
+        """
+        Serve C{registry} in Prometheus' text format at C{/metrics} on
+        C{description} (prometheus-client's Twisted resource on a
+        twisted.web site).
+
+        @raise DaemonStartError: the endpoint cannot be listened on (the
+            cause is logged as one line first), as for a C{--port}.
+        """
+        from prometheus_client.twisted import MetricsResource
+        from twisted.internet.endpoints import serverFromString
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(registry))
+        site = Site(root)
+        site.noisy = False
+        result: list[Any] = []
+        try:
+            serverFromString(self._reactor, description).listen(site).addBoth(result.append)
+        except Exception:
+            result.append(Failure())
+        if not result:
+            # An endpoint that listens later (none of Twisted's own).
+            raise DaemonStartError(f"--metrics {description}: the endpoint did not listen "
+                                   f"at once", None)
+        if isinstance(result[0], Failure):
+            message, code = _describeStartFailure(description, result[0])
+            message = f"--metrics: {message}"
+            self.log.critical("tcpsc cannot start: {error}", error=message, code=code)
+            for port in self.server.ports:
+                port.stopListening()
+            raise DaemonStartError(message, code)
+        self._metricsPort = result[0]
+        self.log.info("Serving Prometheus metrics at http://{address}/metrics",
+                      address=describeAddress(self._metricsPort.getHost()))
 
     def logListenFailure(self, port: object, failure: Failure) -> None:
         message, code = _describeStartFailure(str(port), failure)
@@ -724,6 +785,10 @@ class TcpscService(ServerService):
 
         def stopped(result: None) -> None:
             self.log.info("tcpsc stopped")
+
+        metricsPort, self._metricsPort = self._metricsPort, None
+        if metricsPort is not None:
+            metricsPort.stopListening()
 
         def restore(result: object) -> object:
             # Only now: a SIGHUP while connections close is still a reload.
@@ -817,6 +882,11 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         settings["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
     if "max-pending-output" in options:
         settings["maxPendingOutput"] = options["max-pending-output"]
+    registry = None
+    if options.get("metrics") is not None:
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
     try:
         server = Server(
             protocol,
@@ -830,11 +900,12 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             logEveryEvent=options["log-every-event"],
             memoryBudget=options["memory-budget"],
             reactor=reactor,
+            metrics=registry,
             **settings,
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None
     service = TcpscService(server, options["ports"], tls, _describe(options, protocol, tls),
-                           reactor)
+                           reactor, metrics=(options["metrics"], registry) if registry else None)
     service.terminal = _StartingTerminal()
     return service

@@ -94,8 +94,9 @@ class Step:
 
 
 STEPS: list[Step] = [
-    Step("pip install . && twistd", "server", port=8081,
-         setup=("python3 -m venv .venv && . .venv/bin/activate", "pip install . && ")),
+    Step('pip install ".[metrics]" && twistd', "server", port=8081,
+         setup=("python3 -m venv .venv && . .venv/bin/activate",
+                'pip install ".[metrics]" && ')),
     Step("python -m twisted.trial tests", "skip",
          why="it runs this test suite (this test is part of it)"),
     Step("twistd -n --pidfile= tcpsc --port 8081", "server", port=8081),

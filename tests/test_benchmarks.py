@@ -32,7 +32,7 @@ class SuiteSmokeTests(SynchronousTestCase):
             [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
         result = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "bg",
-             "--servers", "tcpsc,tcpsc-tls", "--repeat", "1", "--seconds", "0.2",
+             "--servers", "tcpsc,tcpsc-tls,tcpsc-metrics", "--repeat", "1", "--seconds", "0.2",
              "--output", str(output)],
             capture_output=True, text=True, timeout=300, env=environment, cwd=str(directory),
         )
@@ -41,6 +41,8 @@ class SuiteSmokeTests(SynchronousTestCase):
         for expected in ("## Echo (a-d)", "| tcpsc MessageProtocol |",
                          "| tcpsc, TLS 1.3 mTLS |", "| Twisted LineOnlyReceiver |",
                          "## Connection rate (g)", "(b) tcpsc >= 1.5x LineOnlyReceiver",
-                         "(b) tcpsc TLS >= 0.8x plain tcpsc"):
+                         "(b) tcpsc TLS >= 0.8x plain tcpsc",
+                         "| tcpsc, Prometheus metrics on |",
+                         "(b) tcpsc with metrics on >= 0.97x metrics off"):
             self.assertIn(expected, report)
         self.assertNotIn("ERRORS", result.stdout)

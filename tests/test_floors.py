@@ -16,7 +16,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 FLOORS = ROOT / ".ci" / "floors.txt"
 
 #: The packages whose floors are pinned, by normalised name.
-PINNED = ("twisted", "pyopenssl", "service-identity", "cryptography")
+PINNED = ("twisted", "pyopenssl", "service-identity", "cryptography", "prometheus-client")
 
 _REQUIREMENT = re.compile(
     r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<spec>[^;]*?)\s*(?:;.*)?$"
@@ -46,10 +46,12 @@ def sameVersion(a: str, b: str) -> bool:
 
 def pyprojectFloors() -> dict[str, str]:
     """
-    The C{>=} floor of each dependency of C{pyproject.toml}'s C{[project]}.
+    The C{>=} floor of each dependency of C{pyproject.toml}'s C{[project]},
+    and of its C{metrics} extra.
     """
     with PYPROJECT.open("rb") as f:
-        dependencies = tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    dependencies = [*project["dependencies"], *project["optional-dependencies"]["metrics"]]
     floors = {}
     for requirement in dependencies:
         match = _REQUIREMENT.match(requirement)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import arguments, ready, tlsConfig
+from _common import SKIP, arguments, ready, tlsConfig
 
 
 def main() -> None:
-    options = arguments(__doc__, extra=lambda p: p.add_argument(
-        "--max-connections", type=int, default=20_000))
+    def extra(parser: Any) -> None:
+        parser.add_argument("--max-connections", type=int, default=20_000)
+        parser.add_argument("--metrics", action="store_true",
+                            help="report Prometheus metrics (Server(metrics=...)), served "
+                                 "at /metrics on another port of 127.0.0.1")
+
+    options = arguments(__doc__, extra=extra)
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
@@ -27,9 +32,25 @@ def main() -> None:
 
     # The scenarios open up to 10,000 connections from one address, some
     # idle: no per-peer limit, no first-byte timeout.
+    metrics: dict[str, Any] = {}
+    if options.metrics:
+        try:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.twisted import MetricsResource
+        except ImportError:
+            print('SKIP prometheus-client is not installed: pip install "tcpsc[metrics]"',
+                  flush=True)
+            raise SystemExit(SKIP) from None
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        metrics["metrics"] = registry = CollectorRegistry()
+        root = Resource()
+        root.putChild(b"metrics", MetricsResource(registry))
+        reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     try:
         server = Server(Echo, maxConnections=options.max_connections,
-                        maxConnectionsPerPeer=None, firstByteTimeout=None)
+                        maxConnectionsPerPeer=None, firstByteTimeout=None, **metrics)
     except TypeError:  # a tcpsc without these settings
         server = Server(Echo, maxConnections=options.max_connections)
     tls = tlsConfig(options.tls) if options.tls else None
