@@ -104,10 +104,10 @@ DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
 
 #: Default bound of the memory a server spends on its connections' buffers
-#: (partial messages received, output not yet sent): 128 MiB, which fits a
-#: small machine; without it the other bounds alone (4,096 connections of
-#: up to 16 MiB each) allow 64 GiB.
-DEFAULT_MEMORY_BUDGET = 128 * 1024 * 1024
+#: (partial messages received, messages held, output not yet sent): 96 MiB,
+#: which fits a small machine; without it the other bounds alone (4,096
+#: connections of up to 16 MiB each) allow 64 GiB.
+DEFAULT_MEMORY_BUDGET = 96 * 1024 * 1024
 
 #: A partial message is counted against the memory budget from this size on,
 #: and counted again each time it grew by as much: the smaller ones, at most
@@ -630,7 +630,7 @@ class Server(Factory):
         largest, until the partial messages fit; and what is left of the
         budget is shared equally among the congested connections, whose
         output is bounded by their share when it is less than
-        C{maxPendingOutput} (at least 64 KiB each).  128 MiB by default.
+        C{maxPendingOutput} (at least 64 KiB each).  96 MiB by default.
     @ivar logEveryEvent: whether the events that repeat (refusals, failed
         handshakes, dropped messages: see L{eventCounts}) are each logged,
         at debug level, besides the first of each kind in full and the

@@ -213,7 +213,7 @@ class DaemonOptionTests(SynchronousTestCase):
         options = parse()
         self.assertEqual(options["max-connections-per-peer"], 256)
         self.assertEqual(options["first-byte-timeout"], 10.0)
-        self.assertEqual(options["memory-budget"], 128 * 1024 * 1024)
+        self.assertEqual(options["memory-budget"], 96 * 1024 * 1024)
         self.assertNotIn("max-pending-output", options)
         self.assertEqual(options["allow-client"], [])
         service = makeService(options, reactor=reactor)

@@ -71,7 +71,7 @@ class BudgetTests(GuaranteeTestCase):
 
     def test_defaultAndValidation(self) -> None:
         self.assertEqual(Server().memoryBudget, DEFAULT_MEMORY_BUDGET)
-        self.assertEqual(DEFAULT_MEMORY_BUDGET, 128 * MiB)
+        self.assertEqual(DEFAULT_MEMORY_BUDGET, 96 * MiB)
         for wrong in (0, -1, True, 1.5, "1"):
             self.assertRaises(ValueError, Server, memoryBudget=wrong)
 
