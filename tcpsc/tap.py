@@ -182,7 +182,8 @@ class Options(usage.Options):
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
         ["memory-budget", None, str(DEFAULT_MEMORY_BUDGET),
-         "Bytes the connections' buffers (partial messages, output not yet sent) may hold "
+         "Bytes the connections' buffers (partial messages, messages held for a later turn, "
+         "output) may hold "
          "together, or 'none'; past it the largest partial messages are dropped and "
          "congested connections share what is left."],
         ["max-pending-output", None, None,
