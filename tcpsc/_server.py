@@ -157,7 +157,7 @@ _UNSET: Any = _Default("<the protocol's own>")
 #: until the next turn: a flood of messages to relay (200 senders, 200
 #: recipients each) cannot make a turn last seconds, during which no reader
 #: is written to, and the senders take turns.
-TURN_BROADCAST_WORK = 50_000
+TURN_BROADCAST_WORK = 20_000
 
 
 #: C{accept()} errors about the one connection being accepted: go on.  Any
