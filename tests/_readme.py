@@ -342,13 +342,26 @@ class Scenario:
     def do_run(self, block: Block, step: Step) -> str:
         said = []
         for line in self.commandLines(block, step):
-            status, output = self.run(line, step.typed)
-            self.checkStatus(step, status, output)
-            missing = _inOrder(step.expect, output)
-            if missing is not None:
-                raise Failed(f"{line!r}: no line {missing!r} in its output:\n{output}")
+            try:
+                status = self.runChecked(line, step)
+            except Failed as e:
+                raise Failed(f"{line!r}: {e}") from None
             said.append(f"{line!r}: exit status {status}")
         return "; ".join(said)
+
+    def runChecked(self, command: str, step: Step) -> int:
+        """
+        Run C{command} as L{run} does; its exit status must be the step's,
+        and its output must show the step's C{expect} lines, in order.
+
+        @return: the exit status.
+        """
+        status, output = self.run(command, step.typed)
+        self.checkStatus(step, status, output)
+        missing = _inOrder(step.expect, output)
+        if missing is not None:
+            raise Failed(f"no line {missing!r} in its output:\n{output}")
+        return status
 
     def checkStatus(self, step: Step, status: int, output: str) -> None:
         if step.status is None:
@@ -420,11 +433,7 @@ class Scenario:
     def do_python(self, block: Block, step: Step) -> str:
         path = self.output("snippet.py")
         path.write_text(block.text)
-        status, output = self.run(f"{sys.executable} {path.name}", step.typed)
-        self.checkStatus(step, status, output)
-        missing = _inOrder(step.expect, output)
-        if missing is not None:
-            raise Failed(f"no line {missing!r} in its output:\n{output}")
+        status = self.runChecked(f"{sys.executable} {path.name}", step)
         return f"ran, exit status {status}"
 
     def do_trial(self, block: Block, step: Step) -> str:
@@ -434,11 +443,7 @@ class Scenario:
         self.count += 1
         module = f"test_readme_snippet_{self.count}"
         (self.directory / f"{module}.py").write_text(block.text)
-        status, output = self.run(f"{sys.executable} -m twisted.trial {module}", step.typed)
-        self.checkStatus(step, status, output)
-        missing = _inOrder(step.expect, output)
-        if missing is not None:
-            raise Failed(f"no line {missing!r} in its output:\n{output}")
+        status = self.runChecked(f"{sys.executable} -m twisted.trial {module}", step)
         return f"ran with trial, exit status {status}"
 
     def do_program(self, block: Block, step: Step) -> str:
