@@ -53,6 +53,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _compat
+from ._addresses import describeAddress
 from ._errors import AbortedLocally, ClosedLocally
 from ._events import plural
 from ._output import socketTransport
@@ -635,16 +636,6 @@ class _ConnectionBase(Protocol):
             return max(0, bound - self._room) if self._congested and bound is not None else 0
         return unsent
 
-    def _peerDescription(self) -> str:
-        transport = self.transport
-        if transport is None:
-            return "<not connected>"
-        peer = transport.getPeer()
-        host = getattr(peer, "host", None)
-        port = getattr(peer, "port", None)
-        if host is None:
-            return str(peer)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class MessageProtocol(_ConnectionBase):
@@ -1036,7 +1027,7 @@ class MessageProtocol(_ConnectionBase):
             length=length,
             size=plural(length, "byte"),
             complete=not self._tooLongSoFar,
-            peer=self._peerDescription(),
+            peer=describeAddress(self.transport.getPeer()) if self.transport else "<not connected>",
             connectionId=self.connectionId,
             maxMessageLength=self.maxMessageLength,
         )

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import errno
 import inspect
-import os
-import resource
 import socket
 from bisect import bisect_left
 from collections import Counter
@@ -33,7 +31,6 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
-from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
@@ -52,6 +49,7 @@ from twisted.python.runtime import platformType
 from zope.interface import implementer
 
 from . import _compat
+from ._addresses import describeAddress
 from ._errors import AbortedLocally, CertificateLoadError, ListenError, PortError, ServerError
 from ._events import EventSummary, plural
 from ._framing import (
@@ -60,6 +58,7 @@ from ._framing import (
     StreamProtocol,
     _ConnectionBase,
 )
+from ._limits import openFileLimit, raiseOpenFileLimit
 from ._memory import canReleaseMemory, releaseFreeMemory
 from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
 from ._tls import (
@@ -178,33 +177,6 @@ def _defaultReactor() -> Any:
     return reactor
 
 
-def _raiseFileLimit(needed: int, log: Logger) -> None:
-    """
-    Raise the soft limit of open files toward the hard limit, so that a
-    connection limit of C{needed} can actually be reached.
-    """
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):  # pragma: no cover
-        return
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if target <= soft:
-        log.warn(
-            "The connection limit needs {needed} file descriptors but the "
-            "hard limit is {hard}",
-            needed=needed,
-            hard=hard,
-        )
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (OSError, ValueError) as e:  # pragma: no cover
-        log.warn("Could not raise the open-file limit to {target}: {error}",
-                 target=target, error=e)
-
-
 def _connectionSettings(
     stream: bool,
     delimiter: bytes | str | None,
@@ -259,23 +231,6 @@ def _protocolClass(protocol: type[_ConnectionBase] | None, stream: bool) -> type
     if stream and not issubclass(protocol, StreamProtocol):
         raise TypeError("stream=True needs a StreamProtocol subclass")
     return protocol
-
-
-def describeAddress(address: IAddress | None) -> str:
-    """
-    C{host:port}, or C{[host]:port} for IPv6, or C{unix:PATH} (C{unix
-    socket} for an unnamed peer), for log lines.
-    """
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        if isinstance(address, UNIXAddress):
-            name = address.name
-            if isinstance(name, bytes):
-                name = os.fsdecode(name)
-            return f"unix:{name}" if name else "unix socket"
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _GuardedPort(tcp.Port):
@@ -377,7 +332,7 @@ class _GuardedPort(tcp.Port):
                 f"({error.strerror or error})",
                 errno=error.errno,
                 longest=_LONGEST_ACCEPT_PAUSE,
-                openFiles=_openFileLimit(),
+                openFiles=openFileLimit(),
             )
         else:
             self._pause = min(self._pause * 2, _LONGEST_ACCEPT_PAUSE)
@@ -415,14 +370,6 @@ class _GuardedPort(tcp.Port):
         if call is not None and call.active():
             call.cancel()
         super().connectionLost(reason)
-
-
-def _openFileLimit() -> int | None:
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):  # pragma: no cover
-        return None
-    return None if soft == resource.RLIM_INFINITY else soft
 
 
 @implementer(IStreamServerEndpoint)
@@ -842,7 +789,7 @@ class Server(Factory):
         self._handshakeFailures: Counter[str] = Counter()
         self._handshakeBuckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
         self._handshakeSum = 0.0
-        _raiseFileLimit(maxConnections + 64, self.log)
+        raiseOpenFileLimit(maxConnections + 64)
         if metrics is not None:
             collector = ServerCollector(self)
             metrics.register(collector)

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._addresses import describeAddress
 from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
 from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
@@ -46,7 +47,6 @@ from ._server import (
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     DEFAULT_MEMORY_BUDGET,
     Server,
-    describeAddress,
 )
 from ._service import ServerService
 from ._systemd import notify
