@@ -762,7 +762,8 @@ class ConnectFailureTests(_CommandTestCase):
         listener, port, accepted = self.silentListener()
         files = certificates()
         command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
-        await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT)
+        await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT,
+                      what="the command's TLS ClientHello at the silent listener")
         command.transport.signalProcess(name)
         await command.ended()
         self.assertNotIn(b"Traceback", bytes(command.err))

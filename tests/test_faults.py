@@ -109,7 +109,7 @@ class AsyncDaemon:
                 raise AssertionError(f"twistd exited:\n{self.output()}")
             return re.search(pattern, self.output()) is not None
 
-        await waitFor(started, TIMEOUT, interval=0.02)
+        await waitFor(started, TIMEOUT, interval=0.02, what="the daemon to log that it listens")
         return int(re.search(pattern, self.output()).group(1))  # type: ignore[union-attr]
 
 

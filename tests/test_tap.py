@@ -638,7 +638,7 @@ class ServiceTests(TestCase):
         with capturedLogs() as events:
             a.send(b"123456")
             a.send(b"x")
-            await waitFor(lambda: fromB)
+            await waitFor(lambda: fromB, what="the chat message at the other client")
         self.assertEqual(fromB, [b"%d: x" % service.server.clientIds()[0]])
         warnings = [e for e in events if e.get("log_level") == LogLevel.warn
                     and "too long to relay" in e.get("log_format", "")]
@@ -670,7 +670,7 @@ class ServiceTests(TestCase):
                        and (run / f"client-{i}.bin").read_bytes() == data
                        for i, data in files.items())
 
-        await waitFor(recorded)
+        await waitFor(recorded, what="each connection's bytes in its record file")
 
     @asyncTest
     async def test_userApp(self) -> None:
@@ -680,7 +680,7 @@ class ServiceTests(TestCase):
         service = self.start("--port", LOCAL, "--app", "tests.test_tap:Shout")
         client, received = await self.connect(service, delimiter=b";")
         client.send(b"hey")
-        await waitFor(lambda: received)
+        await waitFor(lambda: received, what="the reply to the client")
         self.assertEqual(received, [b"HEY!"])
 
     @asyncTest
@@ -711,7 +711,7 @@ class ServiceTests(TestCase):
         await client.connect("localhost", self.port(service), tls=TLSConfig(ca=files.ca))
         self.addCleanup(client.disconnect)
         client.send(b"anonymous")
-        await waitFor(lambda: received)
+        await waitFor(lambda: received, what="the echo to the client")
         self.assertEqual(received, [b"anonymous"])
 
         strict = self.start("--port", LOCAL, "--tls", "--ca", files.ca,
@@ -746,7 +746,8 @@ class ServiceTests(TestCase):
             closed: Deferred[object] = Deferred()
             client = Client(onClosed=lambda reason: closed.callback(None))
             await client.connect("127.0.0.1", self.port(service))
-            await waitFor(lambda: service.server.clientIds())
+            await waitFor(lambda: service.server.clientIds(),
+                          what="the daemon to register the connection")
             await service.stopService()
             await closed
         text = "\n".join(formatEvent(e) for e in events)
@@ -823,7 +824,7 @@ class ServiceTests(TestCase):
         self.addCleanup(service.stopService)
         client, received = await self.connect(service)
         client.send(b"twist")
-        await waitFor(lambda: received)
+        await waitFor(lambda: received, what="the echo to the client")
         self.assertEqual(received, [b"twist"])
 
     @asyncTest
