@@ -215,7 +215,8 @@ def _timedOut(condition: Callable[[], object], timeout: float, what: str | None,
     if what:
         message += f"; condition: {described}"
     if not isinstance(value, bool) and value is not None:
-        message += f"; it was {value!r}"[:300]
+        shown = repr(value)
+        message += f"; it was {shown[:200]}{'...' if len(shown) > 200 else ''}"
     return message
 
 

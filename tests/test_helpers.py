@@ -11,6 +11,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests._helpers import asyncTest, describeCondition, waitFor
 
 
+class _Falsy(str):
+    """
+    A long string that is false.
+    """
+
+    def __bool__(self) -> bool:
+        return False
+
+
 class WaitForTests(SynchronousTestCase):
     """
     L{waitFor} polls on a clock until its condition holds, and a timeout
@@ -54,10 +63,19 @@ class WaitForTests(SynchronousTestCase):
     def test_lastValue(self) -> None:
         """
         A condition that returns something other than a bool shows what it
-        returned last.
+        returned last; a bool is not shown.
         """
         closed: list[int] = []
-        self.assertIn("; it was []", self.timeOut(lambda: closed))
+        self.assertTrue(self.timeOut(lambda: closed).endswith("; it was []"))
+        self.assertNotIn("it was", self.timeOut(lambda: len(closed) == 1))
+
+    def test_longValueCut(self) -> None:
+        """
+        A long last value is cut to its first 200 characters.
+        """
+        value = _Falsy("y" * 1000)
+        message = self.timeOut(lambda: value, what="a long value")
+        self.assertTrue(message.endswith("; it was " + repr(value)[:200] + "..."), message)
 
     def test_namedFunction(self) -> None:
         """
