@@ -209,7 +209,8 @@ def upwardImports(modules: dict[str, Path], root: Path) -> list[str]:
                 violations.append(
                     f"{path.relative_to(root)}:{imported.line}: {name} (layer {own[1]}) "
                     f"imports {imported.target} (layer {theirs[1]}): {imported.text}")
-    return violations
+    # One line per statement, however many names it imports.
+    return list(dict.fromkeys(violations))
 
 
 def privateImportsOfTools(modules: dict[str, Path], root: Path, exported: set[str]) -> list[str]:
@@ -235,7 +236,7 @@ def privateImportsOfTools(modules: dict[str, Path], root: Path, exported: set[st
             elif target == "tcpsc" and imported.name is not None \
                     and imported.name not in exported:
                 violations.append(f"{where} ({imported.name} is not in tcpsc.__all__)")
-    return violations
+    return list(dict.fromkeys(violations))
 
 
 class LayerTests(SynchronousTestCase):
@@ -369,7 +370,7 @@ class CheckerTests(SynchronousTestCase):
             "tcpsc/_client.py": "",
             "tcpsc/_framing.py": (
                 "from typing import TYPE_CHECKING\n"
-                "from ._output import socketTransport\n"
+                "from ._output import socketTransport, writeAll\n"
                 "if TYPE_CHECKING:\n"
                 "    from tcpsc._server import Server\n"
                 "def f():\n"
@@ -379,7 +380,7 @@ class CheckerTests(SynchronousTestCase):
         })
         self.assertEqual(upwardImports(modules, root), [
             "tcpsc/_framing.py:2: tcpsc._framing (layer framing) imports tcpsc._output "
-            "(layer blocking): from ._output import socketTransport",
+            "(layer blocking): from ._output import socketTransport, writeAll",
             "tcpsc/_framing.py:4: tcpsc._framing (layer framing) imports tcpsc._server "
             "(layer server and client): from tcpsc._server import Server",
             "tcpsc/_framing.py:6: tcpsc._framing (layer framing) imports tcpsc.blocking "
@@ -400,7 +401,7 @@ class CheckerTests(SynchronousTestCase):
             "tcpsc/_cli/connect.py": (
                 "from tcpsc import Server, Hidden, __version__\n"
                 "from tcpsc.tap import Options, _port\n"
-                "from .._server import _peerDescription\n"
+                "from .._server import _peerDescription, Server\n"
                 "from tcpsc._cli import common\n"
             ),
             "tcpsc/_cli/common.py": "",
@@ -410,7 +411,7 @@ class CheckerTests(SynchronousTestCase):
             "(Hidden is not in tcpsc.__all__)",
             "tcpsc/_cli/connect.py:2: from tcpsc.tap import Options, _port "
             "(the private name _port)",
-            "tcpsc/_cli/connect.py:3: from .._server import _peerDescription "
+            "tcpsc/_cli/connect.py:3: from .._server import _peerDescription, Server "
             "(the private module tcpsc._server)",
         ])
 
