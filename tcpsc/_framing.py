@@ -56,7 +56,7 @@ from . import _compat
 from ._addresses import describeAddress
 from ._errors import AbortedLocally, ClosedLocally
 from ._events import plural
-from ._output import socketTransport
+from ._transports import releaseIfClosing, socketTransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -139,7 +139,7 @@ class _OutputTracker:
     registered, the connection's output is bounded by that producer, not
     by C{maxPendingOutput}.
 
-    Two Twisted details (see L{tcpsc._output}): the tracker sits on the
+    Two Twisted details (see L{tcpsc._transports}): the tracker sits on the
     socket transport, never on a TLS transport, whose C{loseConnection}
     would wait for it; and a paused producer that the transport resumes
     while it is closing unregisters itself, or the transport would keep
@@ -219,23 +219,7 @@ class _OutputTracker:
 
     def resumeProducing(self) -> None:
         base = self._base
-        disconnecting = getattr(base, "disconnecting", False)
-        writeClosing = _compat.writeClosing(base)
-        if ((disconnecting or writeClosing)
-                and getattr(base, "producer", None) is self):
-            # A transport that is closing (or half-closing) resumes its
-            # paused producer instead of closing: unregistering lets it
-            # close.  Unregistering makes it write again only for a full
-            # close; a half-close needs that too.
-            type(base).unregisterProducer(base)
-            if not disconnecting:
-                base.startWriting()
-        elif writeClosing is None and not disconnecting:
-            # Whether it half-closes cannot be told: let it look again, now
-            # that its producer is no longer paused (see _compat.writeClosing).
-            startWriting = getattr(base, "startWriting", None)
-            if startWriting is not None:
-                startWriting()
+        releaseIfClosing(base, self, lambda: type(base).unregisterProducer(base))
         self._protocol._outputDrained()
 
     def stopProducing(self) -> None:

@@ -36,26 +36,15 @@ from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
-from . import _compat
+from ._transports import releaseIfClosing, socketTransport
 
-__all__ = ["DEFAULT_OUTPUT_LIMIT", "OutputQueue", "socketTransport"]
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "OutputQueue"]
 
 #: Default bound, in bytes, of the frames a connection queues while its peer
 #: does not read.
 DEFAULT_OUTPUT_LIMIT = 1024 * 1024
-
-
-def socketTransport(transport: Any) -> Any:
-    """
-    The transport that owns the socket under C{transport}: below TLS and any
-    other protocol wrapper.
-    """
-    while isinstance(transport, ProtocolWrapper) and transport.transport is not None:
-        transport = transport.transport
-    return transport
 
 
 @implementer(IPushProducer)
@@ -230,22 +219,8 @@ class OutputQueue:
 
     def resumeProducing(self) -> None:
         base = self._transport
-        disconnecting = getattr(base, "disconnecting", False)
-        writeClosing = _compat.writeClosing(base)
-        if base is not None and (disconnecting or writeClosing):
-            # A closing (or half-closing) TCP transport resumes a paused
-            # producer instead of closing; unregistering lets it close.
-            # Unregistering makes it write again only for a full close; a
-            # half-close needs that too.
-            self.detach()
-            if not disconnecting:
-                base.startWriting()
-        elif writeClosing is None:
-            # Whether it half-closes cannot be told: let it look again, now
-            # that its producer is no longer paused (see _compat.writeClosing).
-            startWriting = getattr(base, "startWriting", None)
-            if startWriting is not None:
-                startWriting()
+        if base is not None:
+            releaseIfClosing(base, self, self.detach)
         with self._cond:
             self._paused = False
             if self._scheduled or self._closed or not self._frames:
