@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PEMSource",
     "TLSConfig",
-    "certificateNames",
+    "certificateDNSNames",
     "checkKeyPermissions",
     "checkValidity",
     "isAllowedClient",
@@ -648,7 +648,7 @@ def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
         else:
             verify_certificate_hostname(certificate, name)
     except VerificationError:
-        valid = _certificateNames(certificate)
+        valid = _certificateDNSNamesAndAddresses(certificate)
         return (
             f"the server's certificate is not valid for the {kind} {name!r}; it is issued "
             f"for {', '.join(valid) if valid else 'no host name or address'}"
@@ -856,8 +856,13 @@ def acceptanceGate(clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE)
     return _AcceptanceGate(clock, grace)
 
 
-def _certificateNames(certificate: x509.Certificate) -> list[str]:
-    names = certificateNames(certificate)
+def _certificateDNSNamesAndAddresses(certificate: x509.Certificate) -> list[str]:
+    """
+    The DNS names, then the IP addresses, among the subject alternative
+    names of C{certificate}: what a server's certificate may be verified
+    for.
+    """
+    names = certificateDNSNames(certificate)
     san = _subjectAltName(certificate)
     if san is not None:
         names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
@@ -995,7 +1000,7 @@ def _sslReason(value: BaseException) -> str:
     return str(value) or value.__class__.__name__
 
 
-def certificateNames(certificate: x509.Certificate | None) -> list[str]:
+def certificateDNSNames(certificate: x509.Certificate | None) -> list[str]:
     """
     The DNS names among the subject alternative names of C{certificate}, in
     their order; empty without a certificate or that extension.
@@ -1018,7 +1023,7 @@ def isAllowedClient(certificate: x509.Certificate | None, allowed: frozenset[str
     commonName = subjectPart(certificate, NameOID.COMMON_NAME)
     if commonName is not None and commonName in allowed:
         return True
-    names = certificateNames(certificate)
+    names = certificateDNSNames(certificate)
     if not names:
         return False
     folded = {name.lower() for name in allowed}

@@ -193,7 +193,7 @@ class _BlockingMessageProtocol(MessageProtocol):
     connection's worker at once.
     """
 
-    _conn: _Connection | None = None
+    _conn: _BlockingConnection | None = None
     _inbox: list[bytes] | None = None
     _early: list[tuple[list[bytes], int]] | None = None
 
@@ -231,7 +231,7 @@ class _BlockingStreamProtocol(StreamProtocol):
     Continuous mode: hands every chunk read to the connection's worker.
     """
 
-    _conn: _Connection | None = None
+    _conn: _BlockingConnection | None = None
     _early: list[tuple[list[bytes], int]] | None = None
 
     def dataReceived(self, data: bytes) -> None:
@@ -244,7 +244,7 @@ class _BlockingStreamProtocol(StreamProtocol):
             self._early.append(([data], len(data)))
 
 
-class _Connection:
+class _BlockingConnection:
     """
     One established connection as the blocking API sees it: its worker
     queue, its output queue, and what the getters report about it.
@@ -254,8 +254,8 @@ class _Connection:
 
     log = Logger()
 
-    def __init__(self, owner: _Endpoint, connectionId: int, protocol: Any,
-                 consume: Callable[[_Connection, list[bytes]], None]) -> None:
+    def __init__(self, owner: _BlockingBase, connectionId: int, protocol: Any,
+                 consume: Callable[[_BlockingConnection, list[bytes]], None]) -> None:
         self.owner = owner
         self.connectionId = connectionId
         self.protocol = protocol
@@ -291,7 +291,7 @@ class _Connection:
 
     # -- the reactor thread -------------------------------------------------
 
-    def begin(self, established: Callable[[_Connection], None]) -> None:
+    def begin(self, established: Callable[[_BlockingConnection], None]) -> None:
         """
         Start serving: output back-pressure, the established worker, then
         whatever arrived before.
@@ -304,7 +304,7 @@ class _Connection:
         for batch, size in early or ():
             self.handOver(batch, size)
 
-    def end(self, reason: Failure | None, closed: Callable[[_Connection], None]) -> None:
+    def end(self, reason: Failure | None, closed: Callable[[_BlockingConnection], None]) -> None:
         """
         The connection is gone: drop unsent output, queue the closed worker
         after every message received.
@@ -380,7 +380,7 @@ class _Connection:
         return self.output.put(frame, self.owner.sendTimeout)
 
 
-class _Endpoint:
+class _BlockingBase:
     """
     What servers and clients share: settings, the reactor thread, callbacks
     on worker threads.
@@ -425,7 +425,7 @@ class _Endpoint:
         # Set by start(): the reactor thread is started on first use.
         self._reactorThreadObject: ReactorThread = None  # type: ignore[assignment]
         self._cond = threading.Condition(threading.Lock())
-        self._live: dict[int, _Connection] = {}
+        self._live: dict[int, _BlockingConnection] = {}
         self._inStop: set[SerialExecutor] = set()
         self._running = False
         self._starting = False
@@ -493,7 +493,7 @@ class _Endpoint:
                 if me is not None:
                     self._inStop.discard(me)
 
-    def _finished(self, conn: _Connection) -> None:
+    def _finished(self, conn: _BlockingConnection) -> None:
         conn.finished.set()
         with self._cond:
             if self._live.get(conn.connectionId) is conn:
@@ -513,7 +513,7 @@ def _checkCallable(worker: Callable[..., object] | None) -> Callable[..., object
     return worker
 
 
-class TcpServer(_Endpoint):
+class TcpServer(_BlockingBase):
     """
     A message server, as the original's C{TcpServer}.
 
@@ -581,7 +581,7 @@ class TcpServer(_Endpoint):
         self.handshakeTimeout = handshakeTimeout
         self.closeTimeout = closeTimeout
         self._core: Server | None = None
-        self._conns: dict[int, _Connection] = {}
+        self._conns: dict[int, _BlockingConnection] = {}
         self._port: int | None = None
         self._stopDone = threading.Event()
         self._stopDone.set()
@@ -729,7 +729,7 @@ class TcpServer(_Endpoint):
     def _established(self, clientId: int) -> None:
         assert self._core is not None
         protocol = self._core.connection(clientId)
-        conn = _Connection(self, clientId, protocol, self._consume)
+        conn = _BlockingConnection(self, clientId, protocol, self._consume)
         with self._cond:
             self._conns[clientId] = conn
             self._live[clientId] = conn
@@ -743,7 +743,7 @@ class TcpServer(_Endpoint):
 
     # -- worker threads -----------------------------------------------------------
 
-    def _runEstablished(self, conn: _Connection) -> None:
+    def _runEstablished(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
         creator = self._createForwardStream
         if self._delimiter is None and creator is not None:
@@ -754,7 +754,7 @@ class TcpServer(_Endpoint):
                                  "{connectionId}", connectionId=clientId)
         self._callWorker("established", clientId, self._workOnEstablished, clientId)
 
-    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+    def _consume(self, conn: _BlockingConnection, batch: list[bytes]) -> None:
         clientId = conn.connectionId
         if self._delimiter is None:
             stream = conn.stream
@@ -778,7 +778,7 @@ class TcpServer(_Endpoint):
                 self.log.failure("The message worker raised for connection {connectionId}",
                                  connectionId=clientId)
 
-    def _runClosed(self, conn: _Connection) -> None:
+    def _runClosed(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
         try:
             self._callWorker("closed", clientId, self._workOnClosed, clientId)
@@ -818,7 +818,7 @@ class TcpServer(_Endpoint):
         with self._cond:
             return sorted(self._conns)
 
-    def _connection(self, clientId: int, what: str) -> _Connection:
+    def _connection(self, clientId: int, what: str) -> _BlockingConnection:
         conn = self._conns.get(clientId)
         if conn is None:
             raise ServerError(f"No connected client {clientId!r} to read {what} from")
@@ -969,7 +969,7 @@ class TlsServer(_Certificates, TcpServer):
         return _subjectValue(conn.certificate, subjPart, ServerError, "client")
 
 
-class TcpClient(_Endpoint):
+class TcpClient(_BlockingBase):
     """
     A message client, as the original's C{TcpClient}.
 
@@ -1012,7 +1012,7 @@ class TcpClient(_Endpoint):
         self.output = output
         self.connectTimeout = connectTimeout
         self._core: Client | None = None
-        self._conn: _Connection | None = None
+        self._conn: _BlockingConnection | None = None
         self._connections = 0
         self._workOnClosed: Callable[[BaseException], object] | None = None
 
@@ -1104,7 +1104,7 @@ class TcpClient(_Endpoint):
 
     def _established(self, protocol: Any) -> None:
         self._connections += 1
-        conn = _Connection(self, self._connections, protocol, self._consume)
+        conn = _BlockingConnection(self, self._connections, protocol, self._consume)
         with self._cond:
             self._conn = conn
             self._live[conn.connectionId] = conn
@@ -1120,10 +1120,10 @@ class TcpClient(_Endpoint):
 
     # -- worker threads -----------------------------------------------------------
 
-    def _runEstablished(self, conn: _Connection) -> None:
+    def _runEstablished(self, conn: _BlockingConnection) -> None:
         pass
 
-    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+    def _consume(self, conn: _BlockingConnection, batch: list[bytes]) -> None:
         if self._delimiter is None:
             output = self.output if self.output is not None else sys.stdout.buffer
             try:
@@ -1141,7 +1141,7 @@ class TcpClient(_Endpoint):
             except Exception:
                 self.log.failure("The client's message worker raised")
 
-    def _runClosed(self, conn: _Connection) -> None:
+    def _runClosed(self, conn: _BlockingConnection) -> None:
         try:
             reason = conn.reason.value if conn.reason is not None else None
             self._callWorker("closed", conn.connectionId, self._workOnClosed, reason)
