@@ -56,20 +56,20 @@ from twisted.python.failure import Failure
 
 from ._client import Client
 from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
-from ._framing import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_LENGTH,
-    MessageProtocol,
-    StreamProtocol,
-)
+from ._framing import MessageProtocol, StreamProtocol
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
-from ._server import (
+from ._server import Server
+from ._settings import (
+    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    Server,
-    _Default,
+    FROM_PROTOCOL,
+    SETTING_NAMES,
+    FromProtocol,
+    Settings,
 )
 from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
 from ._workers import SerialExecutor, WorkerPool, currentExecutor
@@ -84,7 +84,8 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
-_DEFAULT: Any = _Default(str(DEFAULT_MAX_MESSAGE_LENGTH))
+#: The fields of L{Settings} that L{Client} takes; the others are a server's.
+_CLIENT_SETTINGS = ("delimiter", "maxMessageLength", "messageAppend", "closeTimeout")
 
 #: The original names subject parts by OpenSSL NID; these are the common ones.
 _NIDS = {
@@ -185,6 +186,36 @@ def _certificatePath(value: str | os.PathLike[str] | bytes | None) -> str | byte
     if isinstance(value, bytes):
         return value
     return os.fspath(value)
+
+
+def _settingArguments(settings: Settings, names: Iterable[str]) -> dict[str, Any]:
+    """
+    The fields C{names} of C{settings} as the keyword arguments of L{Server}
+    or L{Client} that spell them: those left to the protocol class
+    (L{FROM_PROTOCOL}) are left out, as those classes spell that.
+    """
+    arguments = {}
+    for name in names:
+        value = getattr(settings, name)
+        if value is not FROM_PROTOCOL:
+            arguments[name] = value
+    return arguments
+
+
+def _setting(name: str) -> Any:
+    """
+    An attribute of the blocking classes that reads the field C{name} of
+    their C{settings}; setting it replaces them with a checked copy, which
+    takes effect at the first L{TcpServer.start}.
+    """
+
+    def get(self: _BlockingBase) -> Any:
+        return getattr(self.settings, name)
+
+    def set(self: _BlockingBase, value: Any) -> None:
+        self.settings = self.settings.replace(**{name: value})
+
+    return property(get, set, doc=f"C{{settings.{name}}} (see L{{tcpsc.Settings}}).")
 
 
 class _BlockingMessageProtocol(MessageProtocol):
@@ -382,42 +413,39 @@ class _BlockingConnection:
 
 class _BlockingBase:
     """
-    What servers and clients share: settings, the reactor thread, callbacks
-    on worker threads.
+    What the blocking servers and clients share: their settings, the
+    reactor thread, callbacks on worker threads.
+
+    @ivar settings: the settings of the connections (see L{Settings}),
+        made from the constructor's arguments.
     """
 
     log = Logger()
 
+    #: The fields of L{settings} handed to the core L{Server} or L{Client}.
+    _coreSettingNames: tuple[str, ...] = SETTING_NAMES
+
     def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
-                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int) -> None:
+                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
+                 **settings: Any) -> None:
         # The seed's spelling TcpServer(b"|", 4096): a number in the place of
         # messageAppend is the maximum message length.
         if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
-            if maxMessageLength is not _DEFAULT:
+            if maxMessageLength is not FROM_PROTOCOL:
                 raise TypeError("maxMessageLength given twice")
             maxMessageLength, messageAppend = messageAppend, b""
         self._delimiter = _delimiterBytes(delimiter)
         append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
         if self._delimiter is None:
-            if append or maxMessageLength is not _DEFAULT:
+            if append or maxMessageLength is not FROM_PROTOCOL:
                 raise ValueError(
                     "messageAppend and maxMessageLength apply to fragmented mode only; "
                     "give a delimiter, or leave them out for continuous mode"
                 )
-            self._maxMessageLength: int | None = None
         else:
-            if maxMessageLength is _DEFAULT:
-                maxMessageLength = DEFAULT_MAX_MESSAGE_LENGTH
-            if maxMessageLength is not None and (
-                isinstance(maxMessageLength, bool) or not isinstance(maxMessageLength, int)
-                or maxMessageLength < 0
-            ):
-                raise ValueError(f"maxMessageLength must be a non-negative int or None, "
-                                 f"not {maxMessageLength!r}")
-            if self._delimiter in append:
-                raise ValueError(f"messageAppend {append!r} contains the delimiter")
-            self._maxMessageLength = maxMessageLength
-        self._messageAppend = append
+            settings.update(delimiter=self._delimiter, messageAppend=append,
+                            maxMessageLength=maxMessageLength)
+        self.settings = Settings(**settings)
         #: Seconds C{sendMsg} waits for a slow reader before giving up.
         self.sendTimeout = sendTimeout
         #: Bytes a connection may queue for sending beyond what its socket holds.
@@ -438,15 +466,18 @@ class _BlockingBase:
         """
         return self._delimiter is None
 
-    def _coreSettings(self) -> dict[str, Any]:
-        if self._delimiter is None:
-            return {"protocol": _BlockingStreamProtocol, "stream": True}
-        return {
-            "protocol": _BlockingMessageProtocol,
-            "delimiter": self._delimiter,
-            "messageAppend": self._messageAppend,
-            "maxMessageLength": self._maxMessageLength,
-        }
+    def _coreArguments(self) -> dict[str, Any]:
+        """
+        The protocol class and the L{settings} as keyword arguments of the
+        core L{Server} or L{Client}.
+        """
+        arguments: dict[str, Any] = (
+            {"protocol": _BlockingStreamProtocol, "stream": True} if self._delimiter is None
+            else {"protocol": _BlockingMessageProtocol})
+        # Once Server and Client take settings=, this line is
+        # arguments["settings"] = self.settings
+        arguments.update(_settingArguments(self.settings, self._coreSettingNames))
+        return arguments
 
     def isRunning(self) -> bool:
         """
@@ -522,20 +553,31 @@ class TcpServer(_BlockingBase):
     fragmented mode.  Set the workers, then L{start}.
 
     Connection ids are positive integers, unique for the life of the object.
+
+    The limits and timeouts given to the constructor are the fields of
+    L{settings}, and attributes of the same names.
     """
 
     _tls = False
+
+    maxConnections = _setting("maxConnections")
+    maxConnectionsPerPeer = _setting("maxConnectionsPerPeer")
+    firstByteTimeout = _setting("firstByteTimeout")
+    handshakeTimeout = _setting("handshakeTimeout")
+    idleTimeout = _setting("idleTimeout")
+    closeTimeout = _setting("closeTimeout")
+    logConnections = _setting("logConnections")
 
     def __init__(
         self,
         delimiter: bytes | str | int | None = None,
         messageAppend: bytes | str = b"",
-        maxMessageLength: int | None = _DEFAULT,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
         *,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
         maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
-        handshakeTimeout: float | None = 10.0,
+        handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
         maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
         idleTimeout: float | None = None,
@@ -549,13 +591,14 @@ class TcpServer(_BlockingBase):
             delimiter.  A number here is taken as C{maxMessageLength}.
         @param maxMessageLength: the longest message sent or received
             (C{messageAppend} included); longer ones are refused by
-            C{sendMsg} and dropped on receipt.  C{None} for no limit.
-            Default 16 MiB.
+            C{sendMsg} and dropped on receipt.  C{None} for no limit;
+            L{FROM_PROTOCOL} (the default): the protocol's own, 16 MiB.
         @param maxConnections: connections beyond this are refused.
         @param sendTimeout: seconds C{sendMsg} waits for a slow reader to
             make room before it returns C{False}; C{None} waits forever.
         @param maxPendingOutput: bytes queued for one connection beyond which
-            C{sendMsg} waits.
+            C{sendMsg} waits (a bound of the blocking API's own output
+            queue, not L{tcpsc.Settings.maxPendingOutput}).
         @param handshakeTimeout: seconds a TLS client has for its handshake.
         @param closeTimeout: seconds L{stop} gives each connection's peer to
             take the last output (and, over TLS, close_notify) before the
@@ -572,14 +615,10 @@ class TcpServer(_BlockingBase):
             such limit (see L{tcpsc.Server.firstByteTimeout}).
         """
         super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
-                         maxPendingOutput)
-        self.firstByteTimeout = firstByteTimeout
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeout = idleTimeout
-        self.logConnections = logConnections
-        self.handshakeTimeout = handshakeTimeout
-        self.closeTimeout = closeTimeout
+                         maxPendingOutput, maxConnections=maxConnections,
+                         handshakeTimeout=handshakeTimeout, closeTimeout=closeTimeout,
+                         maxConnectionsPerPeer=maxConnectionsPerPeer, idleTimeout=idleTimeout,
+                         logConnections=logConnections, firstByteTimeout=firstByteTimeout)
         self._core: Server | None = None
         self._conns: dict[int, _BlockingConnection] = {}
         self._port: int | None = None
@@ -670,14 +709,7 @@ class TcpServer(_BlockingBase):
     def _listen(self, port: int, interface: str, tls: TLSConfig | None) -> Any:
         if self._core is None:
             self._core = Server(
-                **self._coreSettings(),
-                maxConnections=self.maxConnections,
-                maxConnectionsPerPeer=self.maxConnectionsPerPeer,
-                firstByteTimeout=self.firstByteTimeout,
-                idleTimeout=self.idleTimeout,
-                logConnections=self.logConnections,
-                handshakeTimeout=self.handshakeTimeout,
-                closeTimeout=self.closeTimeout,
+                **self._coreArguments(),
                 onEstablished=self._established,
                 onClosed=self._closed,
                 reactor=self._reactorThreadObject.reactor,
@@ -980,12 +1012,13 @@ class TcpClient(_BlockingBase):
     """
 
     _tls = False
+    _coreSettingNames = _CLIENT_SETTINGS
 
     def __init__(
         self,
         delimiter: bytes | str | int | None = None,
         messageAppend: bytes | str = b"",
-        maxMessageLength: int | None = _DEFAULT,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
         output: IO[bytes] | None = None,
         *,
         sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
@@ -1051,7 +1084,7 @@ class TcpClient(_BlockingBase):
         try:
             tls = self._tlsConfig()
             core = Client(
-                **self._coreSettings(),
+                **self._coreArguments(),
                 onEstablished=self._established,
                 onClosed=self._closed,
                 connectTimeout=self.connectTimeout,

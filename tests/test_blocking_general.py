@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.x509.oid import NameOID
 from twisted.internet.error import ConnectionDone
@@ -24,6 +25,7 @@ from tcpsc import (
     ClientError,
     ServerCertificateRejected,
     ServerError,
+    Settings,
     StartError,
 )
 from tcpsc import _certgen as certgen
@@ -1009,6 +1011,39 @@ class ServerSettingsTests(BlockingTestCase):
         side = self.makeServer(DELIMITER, tls=False, logConnections=False)
         self.startServer(side)
         self.assertIs(side.server._core.logConnections, False)  # type: ignore[union-attr]
+
+    def test_oneSettingsValue(self) -> None:
+        """
+        The constructor's arguments make one checked L{tcpsc.Settings}
+        value: the server's limits read it, setting one replaces it with a
+        checked copy, a value out of range is refused where the object is
+        made, and the core server is made with its fields.
+        """
+        server = TcpServer(b"|", 4096, maxConnections=7, idleTimeout=30.0)
+        self.assertEqual(server.settings, Settings(
+            delimiter=b"|", messageAppend=b"", maxMessageLength=4096, maxConnections=7,
+            idleTimeout=30.0))
+        self.assertEqual((server.maxConnections, server.idleTimeout), (7, 30.0))
+        server.closeTimeout = 2.0
+        self.assertEqual(server.settings.closeTimeout, 2.0)
+        with self.assertRaises(ValueError):
+            server.idleTimeout = -1
+        self.assertEqual(TcpServer().settings, Settings())
+        self.assertEqual(TcpClient(b"|").settings, Settings(delimiter=b"|", messageAppend=b""))
+        with self.assertRaises(ValueError) as raised:
+            TcpServer(b"|", maxConnections=0)
+        self.assertEqual(str(raised.exception), "maxConnections must be at least 1, not 0")
+        side = self.makeServer(DELIMITER, 100, tls=False, maxConnections=7,
+                               maxConnectionsPerPeer=3, idleTimeout=30.0, closeTimeout=2.0,
+                               firstByteTimeout=4.0, handshakeTimeout=6.0)
+        self.startServer(side)
+        core: Any = side.server._core
+        self.assertEqual(
+            (core.maxConnections, core.maxConnectionsPerPeer, core.idleTimeout,
+             core.closeTimeout, core.firstByteTimeout, core.handshakeTimeout),
+            (7, 3, 30.0, 2.0, 4.0, 6.0))
+        _, clientId = self.connect(side, DELIMITER, tls=False)
+        self.assertEqual(core.connection(clientId).maxMessageLength, 100)
 
     def test_idleTimeout(self) -> None:
         """
