@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from ._client import Client
 from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
 from ._framing import MessageProtocol, StreamProtocol
+from ._limits import raiseOpenFileLimit
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
 from ._server import Server
@@ -83,6 +84,12 @@ DEFAULT_SEND_TIMEOUT = 10.0
 #: that connection pauses, and below which it resumes.
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
+
+#: Files a program that runs a blocking server may open besides its
+#: connections (its listening sockets, logs, the reactor's own): the
+#: open-file limit L{TcpServer.start} asks for is this more than
+#: C{maxConnections}.
+_FILES_BESIDES_CONNECTIONS = 64
 
 #: The fields of L{Settings} that L{Client} takes; the others are a server's.
 _CLIENT_SETTINGS = ("delimiter", "maxMessageLength", "messageAppend", "closeTimeout")
@@ -676,6 +683,10 @@ class TcpServer(_BlockingBase):
         """
         Listen on C{port}; return once listening.
 
+        The process's soft limit of open files is raised first, up to the
+        hard limit, to what C{maxConnections} connections need (a warning
+        is logged when the hard limit is lower).
+
         @param port: 1-65535, or 0 for a free port.
         @param interface: the address to listen on; all IPv4 addresses by
             default, C{"::"} for IPv6 (and IPv4, where the system allows).
@@ -695,6 +706,7 @@ class TcpServer(_BlockingBase):
         try:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
+            raiseOpenFileLimit(self.settings.maxConnections + _FILES_BESIDES_CONNECTIONS)
             config = tls() if tls is not None else None
             listening = reactorThread.call(30.0, self._listen, port, interface, config)
             self._stopDone.clear()

@@ -8,9 +8,11 @@ table in C{tests/README.md} maps each upstream case to its test here.
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -19,6 +21,7 @@ from typing import Any
 
 from cryptography.x509.oid import NameOID
 from twisted.internet.error import ConnectionDone
+from twisted.trial.unittest import SkipTest
 
 from tcpsc import (
     ClientCertificateRejected,
@@ -823,6 +826,32 @@ class LifecycleTests(BlockingTestCase):
             self.assertIsInstance(reason, ConnectionDone)
             self.assertFalse(client.client.isRunning())
             self.assertFalse(client.client.sendMsg(b"x"))
+
+    def test_startRaisesOpenFileLimit(self) -> None:
+        """
+        C{start()}, where a program starts serving, raises the process's
+        soft limit of open files to what C{maxConnections} needs (and the
+        constructor leaves it alone): a real process whose limit is lower.
+        """
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1000 + 64:
+            raise SkipTest(f"the hard limit of open files ({hard}) is below 1064")
+        program = textwrap.dedent("""
+            import resource
+            from tcpsc.blocking import TcpServer
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            server = TcpServer(b"\\n", maxConnections=1000)
+            made = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            server.start(0, interface="127.0.0.1")
+            started = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            server.stop()
+            print(made, started)
+        """)
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                timeout=TIMEOUT, env=_environment())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.split(), ["256", "1064"])
 
     def test_stopTwice(self) -> None:
         """
