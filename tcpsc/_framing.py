@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_framing -*-
 """
-Layer 1: framing.  Bytes in, messages out; no sockets, no reactor.
+Framing: bytes in, messages out; no sockets, no reactor.
 
 L{MessageProtocol} is tcpsc's "fragmented mode": messages separated by a
 delimiter of one or more bytes, any size up to a bound.  L{StreamProtocol} is
@@ -14,18 +14,19 @@ TLS connection only once its handshake completed with the peer verified
 (L{IHandshakeListener}), because C{connectionMade} fires before the handshake
 and before any certificate was checked.
 
-Why not C{LineOnlyReceiver}: it re-joins and re-splits its whole buffer on
-every read (quadratic for a long message arriving in small pieces), checks no
-bound until a delimiter arrives, validates nothing it sends, and cannot pause.
-The reassembly here searches only the bytes that are new (plus an overlap of
-C{len(delimiter) - 1} for a delimiter split across reads), never buffers a
+The reassembly searches only the bytes that are new (plus an overlap of
+C{len(delimiter) - 1} for a delimiter split across reads), so its cost is
+linear in the bytes received however they are split; it never buffers a
 partial message beyond C{maxMessageLength + len(delimiter) - 1} bytes, and
 joins the replies made while handling one read into a single write.
+(C{LineOnlyReceiver} re-splits its whole buffer on every read, checks no
+bound until a delimiter arrives, validates nothing it sends and cannot
+pause.)
 
 Output is bounded too.  A ready connection registers a small streaming
 producer (L{_OutputTracker}) on the transport that owns the socket, below TLS
 and any other wrapper, so it learns when that transport holds more than it
-writes at once (Twisted's C{bufferSize}, 64 KiB) and when it is empty again.
+writes at once (Twisted's C{bufferSize}) and when it is empty again.
 In between, the connection is I{congested}: the bytes accepted for sending are
 counted, and once C{maxPendingOutput} bytes were accepted, sending returns
 C{False} and writes nothing until the transport drained.  The hot path of

@@ -9,22 +9,13 @@ C{callFromThread} only when none is pending; the flush writes everything
 queued as one write, and repeats until the queue is empty.
 
 Back-pressure: the queue registers itself as a streaming producer on the
-socket-level transport (below TLS, if any).  Twisted pauses it when the
-socket's send buffer holds more than its C{bufferSize} (64 KiB) and resumes
-it when that buffer is empty.  While paused nothing is written; frames stay
-in the queue, and once the queue holds C{limit} bytes L{OutputQueue.put}
-waits, up to a timeout, for room, then gives up (C{False}).  So a peer that
-reads slowly costs at most about twice C{limit} bytes of memory, and holds up
-only the threads sending to it: the C++ original blocks every sender on one
-global lock instead (its bug B10).
-
-Two Twisted details shape the code: a producer registered on a TLS transport
-would delay that transport's C{loseConnection} until it is unregistered, so
-the producer goes on the TCP transport underneath; and a TCP transport whose
-paused producer is resumed while it is closing calls C{resumeProducing}
-instead of closing, so the queue unregisters itself when that happens
-(L{tcpsc._compat.writeClosing} tells a half-close, in the Twisted releases
-it was checked against).
+socket transport (below TLS, if any; see L{tcpsc._transports}).  Twisted
+pauses it when the socket's send buffer holds more than its C{bufferSize}
+and resumes it when that buffer is empty.  While paused nothing is written;
+frames stay in the queue, and once the queue holds C{limit} bytes
+L{OutputQueue.put} waits, up to a timeout, for room, then gives up
+(C{False}).  So a peer that reads slowly costs at most about twice C{limit}
+bytes of memory, and holds up only the threads sending to it.
 """
 
 from __future__ import annotations

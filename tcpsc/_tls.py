@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Layer 2: TLS configuration.
+TLS configuration.
 
 L{TLSConfig} turns three PEM files (CA, certificate, key) into Twisted
 connection creators with tcpsc's policy: TLS 1.3 and nothing older, the

@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.test_blocking_general,tests.test_blocking_fragmented,tests.test_blocking_continuous,tests.test_blocking_regressions -*-
 """
-Layer 5: the C++ original's API, for programs that do not run a reactor.
+The C++ original's classes, for programs that do not run a reactor.
 
 L{TcpServer}, L{TlsServer}, L{TcpClient} and L{TlsClient} keep the names,
-arguments and start codes of the original's four classes (see
-C{ORIGINAL_SPEC.md} §2-§7), as a thin shell over L{tcpsc.Server} and
-L{tcpsc.Client}::
+arguments and start codes of the original's four classes, as a thin shell
+over L{tcpsc.Server} and L{tcpsc.Client}.  This module is their one home
+(C{tcpsc} itself holds the Twisted-native API)::
 
     server = TcpServer(b"\\n")
     server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
@@ -29,14 +29,11 @@ How it runs:
     the calling thread and queues it; the reactor writes queued messages in
     batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
     waits up to C{sendTimeout} seconds for room, then returns C{False}.
+  - The limits and timeouts given to a constructor make one
+    L{tcpsc.Settings} value (its C{settings}), with which the core server or
+    client is made.
 
-Differences from the original, all deliberate (its bugs B1-B24 are not
-carried over): messages arrive in order; ids are never reused; C{start()}
-raises L{tcpsc.StartError} carrying the original's code instead of returning
-it; a server may be stopped from its own callbacks and restarted on the same
-port at once; a TLS client whose certificate the server rejects gets code 60
-from C{start()} instead of a connection that dies a moment later; TLS means
-TLS 1.3, and a verifying client also checks the server's host name.
+C{start()} raises L{tcpsc.StartError} carrying the original's code.
 Messages are delivered as C{bytes}; C{sendMsg} takes C{bytes} or C{str}
 (encoded as UTF-8).
 """
@@ -199,7 +196,7 @@ def _settingArguments(settings: Settings, names: Iterable[str]) -> dict[str, Any
     """
     The fields C{names} of C{settings} as the keyword arguments of L{Server}
     or L{Client} that spell them: those left to the protocol class
-    (L{FROM_PROTOCOL}) are left out, as those classes spell that.
+    (L{FROM_PROTOCOL <tcpsc.FromProtocol>}) are left out, as those classes spell that.
     """
     arguments = {}
     for name in names:
@@ -435,7 +432,7 @@ class _BlockingBase:
     def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
                  maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
                  **settings: Any) -> None:
-        # The seed's spelling TcpServer(b"|", 4096): a number in the place of
+        # The original's spelling TcpServer(b"|", 4096): a number in the place of
         # messageAppend is the maximum message length.
         if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
             if maxMessageLength is not FROM_PROTOCOL:
@@ -599,7 +596,7 @@ class TcpServer(_BlockingBase):
         @param maxMessageLength: the longest message sent or received
             (C{messageAppend} included); longer ones are refused by
             C{sendMsg} and dropped on receipt.  C{None} for no limit;
-            L{FROM_PROTOCOL} (the default): the protocol's own, 16 MiB.
+            L{FROM_PROTOCOL <tcpsc.FromProtocol>} (the default): the protocol's own, 16 MiB.
         @param maxConnections: connections beyond this are refused.
         @param sendTimeout: seconds C{sendMsg} waits for a slow reader to
             make room before it returns C{False}; C{None} waits forever.
