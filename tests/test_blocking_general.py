@@ -2,7 +2,7 @@
 Tests of L{tcpsc.blocking}: starting servers and clients, reading client and
 server data, TLS certificates and authentication modes.
 
-Ports the C++ original's C{General_*} test fixtures (ORIGINAL_SPEC §10); the
+Ports the C++ original's C{General_*} test fixtures; the
 table in C{tests/README.md} maps each upstream case to its test here.
 """
 
