@@ -586,6 +586,19 @@ class _ConnectionBase(Protocol):
             self._room = room
         return self._room
 
+    def _takeRoom(self, size: int) -> bool:
+        """
+        While congested, take C{size} bytes of what may still be sent (see
+        L{_roomLeft}); when they do not fit, count a dropped write instead.
+
+        @return: whether the C{size} bytes may be written.
+        """
+        if size > self._room and size > self._roomLeft():
+            self._outputDropped += 1
+            return False
+        self._room -= size
+        return True
+
     def _outputDrained(self) -> None:
         if not self._congested:
             return
@@ -1142,12 +1155,8 @@ class MessageProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         suffix = self._suffix
-        if self._congested:
-            size = len(message) + len(suffix)
-            if size > self._room and size > self._roomLeft():
-                self._outputDropped += 1
-                return False
-            self._room -= size
+        if self._congested and not self._takeRoom(len(message) + len(suffix)):
+            return False
         batch = self._batch
         if batch is not None:
             batch.append(message)
@@ -1207,12 +1216,8 @@ class MessageProtocol(_ConnectionBase):
         """
         if not self.ready or self.transport.disconnecting:
             return False
-        if self._congested:
-            size = len(frame)
-            if size > self._room and size > self._roomLeft():
-                self._outputDropped += 1
-                return False
-            self._room -= size
+        if self._congested and not self._takeRoom(len(frame)):
+            return False
         batch = self._batch
         if batch is not None:
             suffix = self._suffix
@@ -1269,12 +1274,8 @@ class StreamProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         if data:
-            if self._congested:
-                size = len(data)
-                if size > self._room and size > self._roomLeft():
-                    self._outputDropped += 1
-                    return False
-                self._room -= size
+            if self._congested and not self._takeRoom(len(data)):
+                return False
             self._bytesOut += len(data)
             self.transport.write(data)
         return True
