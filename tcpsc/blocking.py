@@ -43,7 +43,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from cryptography import x509
@@ -483,6 +484,25 @@ class _BlockingBase:
         arguments.update(_settingArguments(self.settings, self._coreSettingNames))
         return arguments
 
+    @contextmanager
+    def _startingOnce(self, what: str) -> Iterator[None]:
+        """
+        Mark this object as starting while the block runs, so that a second
+        C{start()} meanwhile, or while running, is refused.
+
+        @param what: C{"server"} or C{"client"}, for the refusal.
+        @raise StartError: code -1: already running or starting.
+        """
+        with self._cond:
+            if self._running or self._starting:
+                raise StartError(f"the {what} is already running", -1)
+            self._starting = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._starting = False
+
     def isRunning(self) -> bool:
         """
         Whether the server listens / the client is connected.
@@ -696,11 +716,7 @@ class TcpServer(_BlockingBase):
 
     def _start(self, port: int, interface: str, tls: Callable[[], TLSConfig] | None) -> int:
         reactorThread = self._reactorThreadObject = _reactorThread()
-        with self._cond:
-            if self._running or self._starting:
-                raise StartError("the server is already running", -1)
-            self._starting = True
-        try:
+        with self._startingOnce("server"):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
             raiseOpenFileLimit(self.settings.maxConnections + _FILES_BESIDES_CONNECTIONS)
@@ -711,9 +727,6 @@ class TcpServer(_BlockingBase):
             self._running = True
             self.log.info("Blocking server listening on port {port}", port=self._port)
             return self._port
-        finally:
-            with self._cond:
-                self._starting = False
 
     def _listen(self, port: int, interface: str, tls: TLSConfig | None) -> Any:
         if self._core is None:
@@ -1086,11 +1099,7 @@ class TcpClient(_BlockingBase):
         @raise ReactorThreadError: called from the reactor thread.
         """
         reactorThread = self._reactorThreadObject = _reactorThread()
-        with self._cond:
-            if self._running or self._starting:
-                raise StartError("the client is already running", -1)
-            self._starting = True
-        try:
+        with self._startingOnce("client"):
             tls = self._tlsConfig()
             core = Client(
                 **self._coreArguments(),
@@ -1109,9 +1118,6 @@ class TcpClient(_BlockingBase):
                 if self._core is core:
                     self._core = None
                 raise
-        finally:
-            with self._cond:
-                self._starting = False
 
     def _tlsConfig(self) -> TLSConfig | None:
         return None
