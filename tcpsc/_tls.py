@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     from ._framing import _ConnectionBase
 
 __all__ = [
+    "SUBJECT_SHORT_NAMES",
     "PEMSource",
     "TLSConfig",
     "certificateDNSNames",
@@ -107,7 +108,9 @@ _log = Logger()
 #: A PEM file's path, or the PEM data itself.
 PEMSource = Union[str, "os.PathLike[str]", bytes]
 
-_SHORT_NAMES = {
+#: The short names of the subject parts that certificates name most often,
+#: as OpenSSL spells them, with their OIDs.
+SUBJECT_SHORT_NAMES: dict[str, x509.ObjectIdentifier] = {
     "C": NameOID.COUNTRY_NAME,
     "ST": NameOID.STATE_OR_PROVINCE_NAME,
     "L": NameOID.LOCALITY_NAME,
@@ -1057,11 +1060,11 @@ def nameOID(part: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:
     if isinstance(part, x509.ObjectIdentifier):
         return part
     try:
-        return _SHORT_NAMES[part]
+        return SUBJECT_SHORT_NAMES[part]
     except (KeyError, TypeError):
         raise ValueError(
             f"unknown subject part {part!r}: use a cryptography NameOID or one of "
-            + ", ".join(_SHORT_NAMES)
+            + ", ".join(SUBJECT_SHORT_NAMES)
         ) from None
 
 
