@@ -197,7 +197,8 @@ def _settingArguments(settings: Settings, names: Iterable[str]) -> dict[str, Any
     """
     The fields C{names} of C{settings} as the keyword arguments of L{Server}
     or L{Client} that spell them: those left to the protocol class
-    (L{FROM_PROTOCOL <tcpsc.FromProtocol>}) are left out, as those classes spell that.
+    (L{FROM_PROTOCOL <tcpsc.FromProtocol>}) are left out, as those classes
+    spell that.
     """
     arguments = {}
     for name in names:
@@ -433,8 +434,8 @@ class _BlockingBase:
     def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
                  maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
                  **settings: Any) -> None:
-        # The original's spelling TcpServer(b"|", 4096): a number in the place of
-        # messageAppend is the maximum message length.
+        # The original's spelling TcpServer(b"|", 4096): a number in the place
+        # of messageAppend is the maximum message length.
         if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
             if maxMessageLength is not FROM_PROTOCOL:
                 raise TypeError("maxMessageLength given twice")
@@ -616,7 +617,8 @@ class TcpServer(_BlockingBase):
         @param maxMessageLength: the longest message sent or received
             (C{messageAppend} included); longer ones are refused by
             C{sendMsg} and dropped on receipt.  C{None} for no limit;
-            L{FROM_PROTOCOL <tcpsc.FromProtocol>} (the default): the protocol's own, 16 MiB.
+            L{FROM_PROTOCOL <tcpsc.FromProtocol>} (the default): the
+            protocol's own, 16 MiB.
         @param maxConnections: connections beyond this are refused.
         @param sendTimeout: seconds C{sendMsg} waits for a slow reader to
             make room before it returns C{False}; C{None} waits forever.
