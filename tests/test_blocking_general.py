@@ -788,6 +788,25 @@ class ConstructionTests(BlockingTestCase):
         self.assertRaises(ValueError, TcpServer, None, b"append")
         self.assertRaises(ValueError, TcpServer, b"|", b"a|b")
 
+    def test_oneHome(self) -> None:
+        """
+        The blocking classes are imported from C{tcpsc.blocking}, their one
+        home; C{import tcpsc} neither exports them nor loads the blocking
+        layer (a fresh interpreter shows what it loads).
+        """
+        program = textwrap.dedent("""
+            import sys
+            import tcpsc
+            names = ("TcpServer", "TlsServer", "TcpClient", "TlsClient", "ReactorThreadError")
+            print([name for name in names if hasattr(tcpsc, name) or name in tcpsc.__all__])
+            print(sorted(m for m in sys.modules if m in (
+                "tcpsc.blocking", "tcpsc._output", "tcpsc._workers", "tcpsc._reactorthread")))
+        """)
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                timeout=TIMEOUT, env=_environment())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["[]", "[]"])
+
     def test_clientOutputSpelling(self) -> None:
         """
         C{TcpClient(stream)}, as the original's C{TcpClient(std::ostream&)}:
