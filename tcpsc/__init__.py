@@ -14,6 +14,8 @@ The C++ original's classes, for programs that run no reactor, are in
 L{tcpsc.blocking} (C{TcpServer}, C{TlsServer}, C{TcpClient}, C{TlsClient}).
 """
 
+from typing import Any
+
 from ._certgen import writeCertificateSet
 from ._client import Client
 from ._errors import (
@@ -65,3 +67,29 @@ __all__ = [
     "__version__",
     "writeCertificateSet",
 ]
+
+#: Names that C{tcpsc} exported before the blocking classes had one home.
+_MOVED_TO_BLOCKING = frozenset(
+    {"TcpServer", "TlsServer", "TcpClient", "TlsClient", "ReactorThreadError"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    """
+    The blocking classes under their old names (C{tcpsc.TcpServer}), with a
+    L{DeprecationWarning}: they live in L{tcpsc.blocking}, which is loaded
+    only when one of them is used.
+    """
+    if name in _MOVED_TO_BLOCKING:
+        import warnings
+
+        from . import blocking
+
+        warnings.warn(
+            f"tcpsc.{name} is deprecated: import it from tcpsc.blocking "
+            f"(from tcpsc.blocking import {name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(blocking, name)
+    raise AttributeError(f"module 'tcpsc' has no attribute {name!r}")

@@ -792,20 +792,40 @@ class ConstructionTests(BlockingTestCase):
         """
         The blocking classes are imported from C{tcpsc.blocking}, their one
         home; C{import tcpsc} neither exports them nor loads the blocking
-        layer (a fresh interpreter shows what it loads).
+        layer (a fresh interpreter shows what it loads).  Their old names
+        (C{tcpsc.TcpServer}) still work, with a L{DeprecationWarning} that
+        says where they went.
         """
         program = textwrap.dedent("""
             import sys
+            import warnings
             import tcpsc
             names = ("TcpServer", "TlsServer", "TcpClient", "TlsClient", "ReactorThreadError")
-            print([name for name in names if hasattr(tcpsc, name) or name in tcpsc.__all__])
-            print(sorted(m for m in sys.modules if m in (
-                "tcpsc.blocking", "tcpsc._output", "tcpsc._workers", "tcpsc._reactorthread")))
+            blockingModules = ("tcpsc.blocking", "tcpsc._output", "tcpsc._workers",
+                               "tcpsc._reactorthread")
+            print([name for name in names if name in tcpsc.__all__])
+            print(sorted(m for m in sys.modules if m in blockingModules))
+            import tcpsc.blocking
+            for name in names:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    value = getattr(tcpsc, name)
+                print(name, value is getattr(tcpsc.blocking, name),
+                      [(w.category.__name__, str(w.message)) for w in caught])
+            print(hasattr(tcpsc, "NoSuchName"))
         """)
         result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                                 timeout=TIMEOUT, env=_environment())
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.splitlines(), ["[]", "[]"])
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[:2], ["[]", "[]"])
+        self.assertEqual(lines[2], "TcpServer True [('DeprecationWarning', 'tcpsc.TcpServer is "
+                                   "deprecated: import it from tcpsc.blocking (from "
+                                   "tcpsc.blocking import TcpServer)')]")
+        self.assertEqual(len(lines), 8)
+        for line in lines[3:7]:
+            self.assertIn(" True [('DeprecationWarning', ", line)
+        self.assertEqual(lines[7], "False")
 
     def test_clientOutputSpelling(self) -> None:
         """
