@@ -12,7 +12,7 @@ L{writeCertificateSet} makes a CA, a server and client certificates for
 trying TLS (what C{tcpsc certs} writes).
 """
 
-from ._certgen import writeCertificateSet
+from ._certgen import parseSubject, writeCertificateSet
 from ._client import Client
 from ._errors import (
     AbortedLocally,
@@ -63,5 +63,6 @@ __all__ = [
     "TlsClient",
     "TlsServer",
     "__version__",
+    "parseSubject",
     "writeCertificateSet",
 ]

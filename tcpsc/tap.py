@@ -1,15 +1,21 @@
 # -*- test-case-name: tests.test_tap,tests.test_daemon -*-
 """
-Layer 4: the C{twistd tcpsc} daemon: its command-line L{Options} and
-L{makeService}, which twistd finds through the plugin in
-C{twisted/plugins/tcpsc_plugin.py}.
+The C{twistd tcpsc} daemon: its command-line L{Options} and L{makeService},
+which twistd finds through the plugin in C{twisted/plugins/tcpsc_plugin.py}.
 
 Start-up failures are made loud on purpose.  Twisted's own
 C{StreamServerEndpointService} only logs a bind error and keeps running with
 no port; here a certificate problem stops twistd before anything starts
 (L{makeService}), and a port that cannot be bound stops it from
 L{TcpscService.privilegedStartService}, in both cases with one line naming
-the cause and the C++ original's code for it, and a non-zero exit status.
+the cause and its start-up code (L{tcpsc.StartError.code}), and a non-zero
+exit status.
+
+The grammar of option values (L{parseDelimiter}, L{formatDelimiter},
+L{DELIMITER_HELP}, L{parseSeconds}, L{parseCount}, L{parsePortNumber},
+L{OutOfRange}) and L{raiseOpenFileLimit} are public here because the
+C{tcpsc} command shares them with the daemon: a value typed for either
+reads the same, and both make room for their connections where they start.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from twisted.python.failure import Failure
 
 from ._addresses import describeAddress
 from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
-from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
 from ._events import plural
 from ._framing import (
@@ -40,7 +45,17 @@ from ._framing import (
     MessageProtocol,
     StreamProtocol,
 )
+from ._limits import raiseOpenFileLimit
 from ._metrics import INSTALL_HINT
+from ._options import (
+    DELIMITER_HELP,
+    OutOfRange,
+    formatDelimiter,
+    parseCount,
+    parseDelimiter,
+    parsePortNumber,
+    parseSeconds,
+)
 from ._server import (
     DEFAULT_FIRST_BYTE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -54,15 +69,28 @@ from ._tls import TLSConfig
 
 __all__ = [
     "DEFAULT_PORT",
+    "DELIMITER_HELP",
+    "FILE_MARGIN",
     "DaemonStartError",
     "Options",
+    "OutOfRange",
     "TcpscService",
+    "formatDelimiter",
     "makeService",
+    "parseCount",
     "parseDelimiter",
+    "parsePortNumber",
+    "parseSeconds",
+    "raiseOpenFileLimit",
 ]
 
 #: Where the daemon listens when no C{--port} is given.
 DEFAULT_PORT = "tcp:8081"
+
+#: Open files a process needs besides its connections (listening ports, logs,
+#: certificates, the interpreter's own): L{makeService} raises the limit of
+#: open files to C{--max-connections} plus this.
+FILE_MARGIN = 64
 
 _BROADCAST_RATE = 1000.0
 _BROADCAST_SIZE = 32
@@ -80,9 +108,10 @@ def _normalisePort(port: str, option: str = "--port") -> str:
     """
     port = port.strip()
     if port.isdigit():
-        if int(port) > 65535:
-            raise usage.UsageError(f"{option} {port}: outside 0-65535")
-        return f"tcp:{int(port)}"
+        try:
+            return f"tcp:{parsePortNumber(port, minimum=0)}"
+        except ValueError as e:
+            raise usage.UsageError(f"{option} {port}: {e}") from None
     if ":" not in port:
         raise usage.UsageError(
             f"{option} {port!r}: not a port number or a Twisted endpoint description "
@@ -98,32 +127,39 @@ def _normalisePort(port: str, option: str = "--port") -> str:
     return port
 
 
-def _count(name: str, value: str) -> int | None:
+#: What turns off a limit (C{--max-connections-per-peer none}), a timeout
+#: (C{--idle-timeout none}) or a bound in bytes (C{--max-length none}).
+_NO_LIMIT = ("none", "off", "unlimited")
+_NO_TIMEOUT = ("none", "off", "never")
+_NO_BOUND = ("none", "unlimited")
+
+
+def _count(name: str, value: str, minimum: int = 1, noneWords: Sequence[str] = _NO_LIMIT,
+           expected: str = "a number of 1 or more, or 'none'",
+           quoteNumber: bool = True) -> int | None:
     """
-    A number of 1 or more, or C{None} for 'none'.
+    C{--NAME}'s number of C{minimum} or more, or C{None} for one of
+    C{noneWords}; otherwise a usage error saying that C{expected} is,
+    quoting the value (a number too small too, unless not C{quoteNumber}).
     """
-    if value.lower() in ("none", "off", "unlimited"):
-        return None
     try:
-        number = int(value)
-        if number < 1:
-            raise ValueError
+        return parseCount(value, minimum=minimum, noneWords=noneWords)
+    except OutOfRange:
+        shown = repr(value) if quoteNumber else str(int(value))
+        raise usage.UsageError(f"--{name} {shown}: not {expected}") from None
     except ValueError:
-        raise usage.UsageError(f"--{name} {value!r}: not a number of 1 or more, or 'none'"
-                               ) from None
-    return number
+        raise usage.UsageError(f"--{name} {value!r}: not {expected}") from None
 
 
 def _positive(name: str, value: str, allowNone: bool) -> float | None:
-    if allowNone and value.lower() in ("none", "off", "never"):
-        return None
+    """
+    C{--NAME}'s number of seconds, more than 0, or C{None} for 'none' when
+    C{allowNone}.
+    """
     try:
-        number = float(value)
-    except ValueError:
-        raise usage.UsageError(f"--{name} {value!r}: not a number of seconds") from None
-    if not number > 0 or number == float("inf"):
-        raise usage.UsageError(f"--{name} {value!r}: must be more than 0 seconds")
-    return number
+        return parseSeconds(value, noneWords=_NO_TIMEOUT if allowNone else ())
+    except ValueError as e:
+        raise usage.UsageError(f"--{name} {value!r}: {e}") from None
 
 
 class Options(usage.Options):
@@ -279,46 +315,19 @@ class Options(usage.Options):
                 self["delimiter"] = parseDelimiter(self["delimiter"])
             except ValueError as e:
                 raise usage.UsageError(f"--delimiter: {e}") from None
-        maxLength = self["max-length"]
-        if maxLength is None:
-            del self["max-length"]
-        elif maxLength.lower() in ("none", "unlimited"):
-            self["max-length"] = None
-        else:
-            try:
-                self["max-length"] = int(maxLength)
-                if self["max-length"] < 0:
-                    raise ValueError
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-length {maxLength!r}: not a number of bytes (0 or more) or 'none'"
-                ) from None
-        try:
-            self["max-connections"] = int(self["max-connections"])
-            if self["max-connections"] < 1:
-                raise ValueError
-        except ValueError:
-            raise usage.UsageError(
-                f"--max-connections {self['max-connections']!r}: not a number of 1 or more"
-            ) from None
+        for name in ("max-length", "max-pending-output"):
+            if self[name] is None:
+                # Not given: the --app class's own.
+                del self[name]
+            else:
+                self[name] = _count(name, self[name], minimum=0, noneWords=_NO_BOUND,
+                                    expected="a number of bytes (0 or more) or 'none'")
+        self["max-connections"] = _count("max-connections", str(self["max-connections"]),
+                                         noneWords=(), expected="a number of 1 or more",
+                                         quoteNumber=False)
         self["max-connections-per-peer"] = _count(
             "max-connections-per-peer", str(self["max-connections-per-peer"]))
         self["memory-budget"] = _count("memory-budget", str(self["memory-budget"]))
-        pending = self["max-pending-output"]
-        if pending is None:
-            del self["max-pending-output"]
-        elif pending.lower() in ("none", "unlimited"):
-            self["max-pending-output"] = None
-        else:
-            try:
-                self["max-pending-output"] = int(pending)
-                if self["max-pending-output"] < 0:
-                    raise ValueError
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-pending-output {pending!r}: not a number of bytes (0 or more) "
-                    "or 'none'"
-                ) from None
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
         )
@@ -835,7 +844,9 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
     Build the daemon's service from parsed L{Options}.
 
     Certificates are loaded and checked here, before twistd starts anything,
-    so that a missing or invalid file stops it at once.
+    so that a missing or invalid file stops it at once.  The process's
+    limit of open files is raised here too, toward C{--max-connections}
+    plus L{FILE_MARGIN} (a warning is logged if the hard limit is lower).
 
     @param reactor: the reactor to serve on; the global one by default.
     @raise SystemExit: with one line naming the problem (and the original's
@@ -846,6 +857,8 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    # Room for --max-connections: the daemon is where the process starts.
+    raiseOpenFileLimit(options["max-connections"] + FILE_MARGIN)
     tls = None
     if options["tls"]:
         tls = TLSConfig(

@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Server, TLSConfig
-from tcpsc.__main__ import Target, UsageError, main, parseTarget
+from tcpsc._cli.common import Target, UsageError, parseTarget
+from tcpsc._cli.main import main
 
 from ._helpers import certificates, waitFor
 
