@@ -19,8 +19,7 @@ delimiter, so the only delimiters in the stream are the real ones.
 Round trips are measured per batch: every message written in one C{send}
 shares that write's time, and when a read completes messages, the time since
 their batch's write is recorded once, weighted by how many of them completed.
-The histogram is log-linear with about 1.6 % resolution, like the C load
-generator's.
+The histogram is log-linear with about 1.6 % resolution.
 """
 
 from __future__ import annotations
