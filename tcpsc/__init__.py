@@ -32,11 +32,13 @@ from ._errors import (
 from ._framing import MessageProtocol, StreamProtocol
 from ._server import Server
 from ._service import KeepConnectedService, ServerService
+from ._settings import FROM_PROTOCOL, FromProtocol, Settings
 from ._tls import TLSConfig
 from ._version import __version__
 from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
+    "FROM_PROTOCOL",
     "AbortedLocally",
     "CertificateLoadError",
     "Client",
@@ -44,6 +46,7 @@ __all__ = [
     "ClientError",
     "ClosedLocally",
     "ConnectError",
+    "FromProtocol",
     "KeepConnectedService",
     "ListenError",
     "MessageProtocol",
@@ -53,6 +56,7 @@ __all__ = [
     "ServerCertificateRejected",
     "ServerError",
     "ServerService",
+    "Settings",
     "StartError",
     "StreamProtocol",
     "TLSConfig",
