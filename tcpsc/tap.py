@@ -20,6 +20,7 @@ reads the same, and both make room for their connections where they start.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -39,12 +40,7 @@ from ._addresses import describeAddress
 from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
 from ._errors import ListenError, StartError
 from ._events import plural
-from ._framing import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_PENDING_OUTPUT,
-    MessageProtocol,
-    StreamProtocol,
-)
+from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
 from ._limits import raiseOpenFileLimit
 from ._metrics import INSTALL_HINT
 from ._options import (
@@ -56,14 +52,9 @@ from ._options import (
     parsePortNumber,
     parseSeconds,
 )
-from ._server import (
-    DEFAULT_FIRST_BYTE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    DEFAULT_MEMORY_BUDGET,
-    Server,
-)
+from ._server import Server
 from ._service import ServerService
+from ._settings import FROM_PROTOCOL, Settings
 from ._systemd import notify
 from ._tls import TLSConfig
 
@@ -91,6 +82,9 @@ DEFAULT_PORT = "tcp:8081"
 #: certificates, the interpreter's own): L{makeService} raises the limit of
 #: open files to C{--max-connections} plus this.
 FILE_MARGIN = 64
+
+#: The settings of a server given no options: the daemon's defaults.
+_DEFAULTS = Settings()
 
 _BROADCAST_RATE = 1000.0
 _BROADCAST_SIZE = 32
@@ -132,6 +126,16 @@ def _normalisePort(port: str, option: str = "--port") -> str:
 _NO_LIMIT = ("none", "off", "unlimited")
 _NO_TIMEOUT = ("none", "off", "never")
 _NO_BOUND = ("none", "unlimited")
+
+
+def _shown(value: float | None) -> str:
+    """
+    A default as the daemon's C{--help} shows it and its options read it:
+    C{none}, C{4096}, C{10}, C{0.5}.
+    """
+    if value is None:
+        return "none"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _count(name: str, value: str, minimum: int = 1, noneWords: Sequence[str] = _NO_LIMIT,
@@ -212,12 +216,12 @@ class Options(usage.Options):
          + " [default: \\n, or the --app class's delimiter]"],
         ["max-length", "m", None, "Longest message in bytes, or 'none' for no limit "
                                   "[default: 16777216, or the --app class's]"],
-        ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
+        ["max-connections", None, str(_DEFAULTS.maxConnections),
          "Most connections open at once; the next one is refused and logged."],
-        ["max-connections-per-peer", None, str(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+        ["max-connections-per-peer", None, _shown(_DEFAULTS.maxConnectionsPerPeer),
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
-        ["memory-budget", None, str(DEFAULT_MEMORY_BUDGET),
+        ["memory-budget", None, _shown(_DEFAULTS.memoryBudget),
          "Bytes the connections' buffers (partial messages, messages held for a later turn, "
          "output) may hold "
          "together, or 'none'; past it the largest partial messages are dropped and "
@@ -226,20 +230,20 @@ class Options(usage.Options):
          "Bytes of output a connection accepts while its peer does not read, or 'none' "
          "for no bound; past it, messages to that peer are not sent "
          f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
-        ["handshake-timeout", None, "10",
+        ["handshake-timeout", None, _shown(_DEFAULTS.handshakeTimeout),
          "Seconds a TLS client has to complete its handshake."],
         ["first-byte-timeout", None, None,
          "Seconds a plain TCP client has to send its first byte before it is closed, or "
          "'none' (for clients that only listen) "
-         f"[default: {DEFAULT_FIRST_BYTE_TIMEOUT:g}; none with --app broadcast, whose "
+         f"[default: {_shown(_DEFAULTS.firstByteTimeout)}; none with --app broadcast, whose "
          "clients only listen]"],
-        ["idle-timeout", None, "none",
+        ["idle-timeout", None, _shown(_DEFAULTS.idleTimeout),
          "Seconds without traffic after which a connection is closed, or 'none'."],
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on this endpoint, such as "
          "tcp:9100:interface=127.0.0.1 (a bare port listens on every address); needs "
          f"prometheus-client: {INSTALL_HINT}."],
-        ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
+        ["close-timeout", None, _shown(_DEFAULTS.closeTimeout),
          "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
          "take the last output and, over TLS, close_notify, before it is aborted."],
         ["record-dir", None, None,
@@ -334,7 +338,7 @@ class Options(usage.Options):
         firstByte = self["first-byte-timeout"]
         if firstByte is None:
             listenOnly = self["app"] == "broadcast"
-            firstByte = "none" if listenOnly else f"{DEFAULT_FIRST_BYTE_TIMEOUT:g}"
+            firstByte = "none" if listenOnly else _shown(_DEFAULTS.firstByteTimeout)
         self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte),
                                                allowNone=True)
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
@@ -839,6 +843,35 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
             f"{plural(options['max-connections'], 'connection')}{extra}")
 
 
+def _settingsOf(options: Options) -> Settings:
+    """
+    The L{Settings} of the server that parsed L{Options} describe: what an
+    option leaves out is the default of L{Settings} (or, for the framing,
+    the C{--app} class's own).
+
+    @raise ValueError: a combination L{Settings} refuses.
+    """
+    fields: dict[str, Any] = dict(
+        maxConnections=options["max-connections"],
+        maxConnectionsPerPeer=options["max-connections-per-peer"],
+        memoryBudget=options["memory-budget"],
+        handshakeTimeout=options["handshake-timeout"],
+        firstByteTimeout=options["first-byte-timeout"],
+        idleTimeout=options["idle-timeout"],
+        closeTimeout=options["close-timeout"],
+        logConnections=not options["quiet-connections"],
+        logEveryEvent=options["log-every-event"],
+    )
+    if not options["stream"]:
+        if options["delimiter"] is not None:
+            fields["delimiter"] = options["delimiter"]
+        if "max-length" in options:
+            fields["maxMessageLength"] = options["max-length"]
+    if "max-pending-output" in options:
+        fields["maxPendingOutput"] = options["max-pending-output"]
+    return Settings(**fields)
+
+
 def makeService(options: Options, reactor: Any = None) -> TcpscService:
     """
     Build the daemon's service from parsed L{Options}.
@@ -873,14 +906,11 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         except StartError as e:
             raise SystemExit(f"tcpsc: {e}") from None
     protocol = options["protocol"]
-    settings: dict[str, Any] = {}
-    if options["stream"]:
-        settings["stream"] = True
-    else:
-        if options["delimiter"] is not None:
-            settings["delimiter"] = options["delimiter"]
-        if "max-length" in options:
-            settings["maxMessageLength"] = options["max-length"]
+    try:
+        settings = _settingsOf(options)
+    except ValueError as e:
+        raise SystemExit(f"tcpsc: {e}") from None
+    extra: dict[str, Any] = {}
     server: Server | None = None
     if options["app"] == "record":
         base = Path(options["record-dir"] or ".")
@@ -893,9 +923,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
                 f"tcpsc: cannot create the --record-dir {str(base)!r}: {e.strerror or e}"
             ) from None
         options["record-run"] = str(directory)
-        settings["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
-    if "max-pending-output" in options:
-        settings["maxPendingOutput"] = options["max-pending-output"]
+        extra["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
     registry = None
     if options.get("metrics") is not None:
         from prometheus_client import CollectorRegistry
@@ -904,18 +932,14 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
     try:
         server = Server(
             protocol,
-            maxConnections=options["max-connections"],
-            maxConnectionsPerPeer=options.get("max-connections-per-peer"),
-            handshakeTimeout=options["handshake-timeout"],
-            firstByteTimeout=options["first-byte-timeout"],
-            idleTimeout=options["idle-timeout"],
-            closeTimeout=options["close-timeout"],
-            logConnections=not options["quiet-connections"],
-            logEveryEvent=options["log-every-event"],
-            memoryBudget=options["memory-budget"],
+            stream=options["stream"],
             reactor=reactor,
             metrics=registry,
-            **settings,
+            **extra,
+            # The settings as keyword arguments until Server takes
+            # settings=settings itself.
+            **{field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
+               if getattr(settings, field.name) is not FROM_PROTOCOL},
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None

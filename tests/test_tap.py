@@ -20,7 +20,15 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tcpsc import Client, ClientCertificateRejected, MessageProtocol, StreamProtocol, TLSConfig
+from tcpsc import (
+    FROM_PROTOCOL,
+    Client,
+    ClientCertificateRejected,
+    MessageProtocol,
+    Settings,
+    StreamProtocol,
+    TLSConfig,
+)
 from tcpsc._apps import (
     Broadcast,
     Chat,
@@ -38,6 +46,7 @@ from tcpsc.tap import (
     OutOfRange,
     TcpscService,
     _quietExceptHook,
+    _settingsOf,
     makeService,
     parseCount,
     parseDelimiter,
@@ -480,6 +489,30 @@ class MakeServiceTests(SynchronousTestCase):
     L{makeService} turns options into a configured server, and stops twistd
     with one line for a certificate problem.
     """
+
+    def test_settings(self) -> None:
+        """
+        The options make one L{Settings} value: with none given it is
+        L{Settings}' own defaults (so a default is written in one place),
+        and each option sets its field.
+        """
+        self.assertEqual(_settingsOf(parse()), Settings())
+        settings = _settingsOf(parse(
+            "--max-connections", "7", "--max-connections-per-peer", "none",
+            "--memory-budget", "1000", "--handshake-timeout", "2", "--first-byte-timeout",
+            "none", "--idle-timeout", "30", "--close-timeout", "0.5", "-d", "|",
+            "--max-length", "100", "--max-pending-output", "64", "-q", "--log-every-event",
+        ))
+        self.assertEqual(settings, Settings(
+            maxConnections=7, maxConnectionsPerPeer=None, memoryBudget=1000,
+            handshakeTimeout=2.0, firstByteTimeout=None, idleTimeout=30.0, closeTimeout=0.5,
+            delimiter=b"|", maxMessageLength=100, maxPendingOutput=64, logConnections=False,
+            logEveryEvent=True,
+        ))
+        self.assertIsNone(_settingsOf(parse("--app", "broadcast")).firstByteTimeout)
+        stream = _settingsOf(parse("--stream"))
+        self.assertIs(stream.delimiter, FROM_PROTOCOL)
+        self.assertIs(stream.maxMessageLength, FROM_PROTOCOL)
 
     def test_openFileLimit(self) -> None:
         """
