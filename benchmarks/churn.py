@@ -2,8 +2,9 @@
 """
 Connection churn against the tcpsc daemon: N parallel loops, each
 connecting, sending messages, reading their echoes back, checking them and
-closing, again and again for T seconds, against a C{twistd tcpsc} echo
-daemon this script starts (plain TCP, or TLS 1.3 with client certificates).
+closing, again and again for T seconds (or until N connections are made),
+against a C{twistd tcpsc} echo daemon this script starts (plain TCP, or TLS
+1.3 with client certificates).
 
 It reports connections per second, errors (any exception, and any echo
 that differs from what was sent), and the daemon's open file descriptors and
@@ -16,6 +17,7 @@ within seconds of such a run (its bug B3).
     python benchmarks/churn.py                          # 8 loops, 60 s, plain TCP
     python benchmarks/churn.py --tls --seconds 30       # TLS handshakes
     python benchmarks/churn.py --parallel 16 --messages 10 --json
+    python benchmarks/churn.py --connections 5000        # a count, not a time
 
 The exit status is 1 when there were errors or the daemon's descriptors
 grew.  Everything runs on 127.0.0.1; the daemon is stopped (SIGTERM, then
@@ -25,6 +27,7 @@ SIGKILL if needed) by its process id at the end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -37,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,17 +237,20 @@ def exchange(port: int, payload: bytes, context: ssl.SSLContext | None) -> None:
 @dataclass
 class Loops:
     """
-    C{parallel} threads running L{exchange} until C{stop} is set.
+    C{parallel} threads running L{exchange} until C{stop} is set, or until
+    C{limit} exchanges (successful or not) are made between them.
     """
 
     port: int
     parallel: int
     payload: bytes
     context: ssl.SSLContext | None
+    limit: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     counts: list[int] = field(default_factory=list)
     errors: list[Counter[str]] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    budget: Iterator[int] = field(default_factory=itertools.count)
 
     def start(self) -> None:
         self.counts = [0] * self.parallel
@@ -256,6 +263,9 @@ class Loops:
 
     def _loop(self, index: int) -> None:
         while not self.stop.is_set():
+            # next() of an itertools.count is atomic: each exchange takes one.
+            if self.limit is not None and next(self.budget) >= self.limit:
+                return
             try:
                 exchange(self.port, self.payload, self.context)
             except (OSError, ValueError) as e:
@@ -341,42 +351,64 @@ def waitDescriptors(daemon: DaemonProcess, atMost: int, timeout: float) -> bool:
 
 def churnAgainst(daemon: DaemonProcess, *, seconds: float, parallel: int,
                  context: ssl.SSLContext | None, messages: int = 1, size: int = 32,
-                 warmup: float = 1.0, settle: float = 15.0) -> ChurnResult:
+                 warmup: float = 1.0, settle: float = 15.0,
+                 connections: int | None = None) -> ChurnResult:
     """
     Run the loops against a running daemon and measure it.
+
+    @param seconds: the length of the run; with C{connections}, its bound.
+    @param warmup: seconds of churn before the start is measured; with
+        C{connections}, a count of connections instead.
+    @param connections: stop after this many connections (successful or
+        not) rather than after a time.
     """
     payload = b"".join((b"%d:" % i).ljust(size, b"c") + b"\n" for i in range(messages))
     idle = daemon.sample().descriptors
     if warmup > 0:
-        loops = Loops(daemon.port, parallel, payload, context)
-        loops.start()
-        time.sleep(warmup)
+        if connections is None:
+            loops = Loops(daemon.port, parallel, payload, context)
+            loops.start()
+            time.sleep(warmup)
+        else:
+            loops = Loops(daemon.port, parallel, payload, context, limit=int(warmup))
+            loops.start()
+            for thread in loops.threads:
+                thread.join(TIMEOUT)
         loops.finish()
         waitDescriptors(daemon, idle, settle)
     started = time.monotonic()
     start = daemon.sample(started)
     highest = Sample(0, start.descriptors, start.resident, start.cpu)
-    loops = Loops(daemon.port, parallel, payload, context)
+    loops = Loops(daemon.port, parallel, payload, context, limit=connections)
     loops.start()
     deadline = started + seconds
     while (now := time.monotonic()) < deadline:
-        time.sleep(min(1.0, deadline - now))
+        step = min(1.0, deadline - now)
+        if connections is None:
+            time.sleep(step)
+        else:
+            alive = [thread for thread in loops.threads if thread.is_alive()]
+            if not alive:
+                break
+            alive[0].join(step)
         current = daemon.sample(started)
         highest.descriptors = max(highest.descriptors, current.descriptors)
         highest.resident = max(highest.resident, current.resident)
-    connections, errors = loops.finish()
+    made, errors = loops.finish()
     elapsed = time.monotonic() - started
     settled = waitDescriptors(daemon, start.descriptors, settle)
     end = daemon.sample(started)
-    return ChurnResult(context is not None, parallel, elapsed, connections, dict(errors),
+    return ChurnResult(context is not None, parallel, elapsed, made, dict(errors),
                        idle, start, end, highest, settled)
 
 
 def run(seconds: float = 60.0, parallel: int = 8, tls: bool = False, messages: int = 1,
-        size: int = 32, warmup: float = 1.0, directory: Path | None = None) -> ChurnResult:
+        size: int = 32, warmup: float = 1.0, directory: Path | None = None,
+        connections: int | None = None) -> ChurnResult:
     """
     Start a daemon (in C{directory}, or a temporary one), churn against it,
-    stop it.
+    stop it.  See L{churnAgainst} for C{seconds}, C{warmup} and
+    C{connections}.
     """
     with tempfile.TemporaryDirectory(prefix="tcpsc-churn-") as temporary:
         where = Path(directory or temporary).resolve()
@@ -389,21 +421,27 @@ def run(seconds: float = 60.0, parallel: int = 8, tls: bool = False, messages: i
             context = clientContext(certificates)
         with DaemonProcess(where, *args) as daemon:
             return churnAgainst(daemon, seconds=seconds, parallel=parallel, context=context,
-                                messages=messages, size=size, warmup=warmup)
+                                messages=messages, size=size, warmup=warmup,
+                                connections=connections)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the run")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="length of the run (with --connections, its bound)")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="stop after this many connections instead of after --seconds")
     parser.add_argument("--parallel", type=int, default=8, help="connect/send/close loops")
     parser.add_argument("--tls", action="store_true", help="TLS 1.3 with client certificates")
     parser.add_argument("--messages", type=int, default=1, help="messages per connection")
     parser.add_argument("--size", type=int, default=32, help="bytes per message")
     parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds of churn before the start is measured")
+                        help="seconds of churn before the start is measured (with "
+                             "--connections, a count of connections)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    result = run(args.seconds, args.parallel, args.tls, args.messages, args.size, args.warmup)
+    result = run(args.seconds, args.parallel, args.tls, args.messages, args.size, args.warmup,
+                 connections=args.connections)
     print(json.dumps(result.toJSON(), indent=2) if args.json else result.report())
     grew = result.end.descriptors > result.start.descriptors
     return 1 if result.errorCount or grew else 0

@@ -7,7 +7,9 @@ L{Clock}.
 
 from __future__ import annotations
 
+import ast
 import atexit
+import linecache
 import os
 import shutil
 import tempfile
@@ -21,10 +23,12 @@ from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from twisted.trial.unittest import TestCase
 
 from tcpsc import _certgen as certgen
 from tcpsc._tlstransport import TLSTransportFactory
@@ -130,22 +134,90 @@ def certificates() -> CertFiles:
     return CertFiles(directory, str(directory / "ca.pem"), *serverPaths, *clientPaths)
 
 
-def waitFor(condition, timeout: float = 10.0, interval: float = 0.005,
-            clock=reactor) -> Deferred[None]:
+def describeCondition(condition: Callable[[], object]) -> str:
+    """
+    Say in words what C{condition} waits for, for a timeout's message: the
+    source text of a lambda's expression (C{len(server.clientIds()) == 2}),
+    or a function's name and the first line of its docstring, with the file
+    and line where it was written; the C{repr} only when there is no source.
+    """
+    code = getattr(condition, "__code__", None)
+    if code is None:
+        return repr(condition)
+    where = f"{_relative(code.co_filename)}:{code.co_firstlineno}"
+    if code.co_name != "<lambda>":
+        doc = (getattr(condition, "__doc__", None) or "").strip().splitlines()
+        summary = f": {doc[0].strip()}" if doc else ""
+        return f"{code.co_qualname}(){summary} ({where})"
+    source = "".join(linecache.getlines(code.co_filename))
+    try:
+        tree = _parsed(source)
+    except SyntaxError:
+        return f"a lambda ({where})"
+    candidates = [node for node in ast.walk(tree)
+                  if isinstance(node, ast.Lambda) and node.lineno == code.co_firstlineno]
+    if not candidates:
+        return f"a lambda ({where})"
+    # Several lambdas may start on one line: the one whose body holds the
+    # code's instructions is this one.
+    positions = [(line, column) for line, _, column, _ in code.co_positions()
+                 if line is not None and column is not None]
+
+    def contains(node: ast.Lambda) -> int:
+        body = node.body
+        start = (body.lineno, body.col_offset)
+        end = (body.end_lineno or body.lineno, body.end_col_offset or 0)
+        return sum(start <= position < end for position in positions)
+
+    best = max(candidates, key=contains)
+    text = ast.get_source_segment(source, best.body) or ast.unparse(best.body)
+    return f"{' '.join(text.split())} ({where})"
+
+
+@cache
+def _parsed(source: str) -> ast.Module:
+    return ast.parse(source)
+
+
+def _relative(filename: str) -> str:
+    try:
+        return str(Path(filename).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return filename
+
+
+def waitFor(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.005,
+            clock: IReactorTime = reactor, *, what: str | None = None) -> Deferred[None]:
     """
     Poll C{condition()} on the reactor until it is true; fail with
     C{AssertionError} after C{timeout} seconds.  This waits on an event (with
     a bound), it does not sleep a fixed time.
+
+    @param what: what is awaited, in words, for the message of a timeout
+        ("two connections registered"); the condition's own source text
+        (L{describeCondition}) follows it, and stands alone without it.
     """
 
     async def poll() -> None:
         deadline = clock.seconds() + timeout
-        while not condition():
+        while not (value := condition()):
             if clock.seconds() > deadline:
-                raise AssertionError(f"condition not met within {timeout} s: {condition}")
+                raise AssertionError(_timedOut(condition, timeout, what, value))
             await deferLater(clock, interval, lambda: None)
 
     return Deferred.fromCoroutine(poll())
+
+
+def _timedOut(condition: Callable[[], object], timeout: float, what: str | None,
+              value: object) -> str:
+    described = describeCondition(condition)
+    message = f"waited {timeout:g} s in vain for {what or described}"
+    if what:
+        message += f"; condition: {described}"
+    if not isinstance(value, bool) and value is not None:
+        shown = repr(value)
+        message += f"; it was {shown[:200]}{'...' if len(shown) > 200 else ''}"
+    return message
 
 
 #: Bound of any single wait that should take milliseconds.
@@ -159,10 +231,19 @@ def asyncTest(
 ) -> Callable[..., Deferred[None]]:
     """
     Let a test method be written as a coroutine: trial waits on the Deferred.
+    This is the one style of the suite's asynchronous tests (see
+    tests/README.md).
+
+    @raise TypeError: the test case is a L{SynchronousTestCase}, which would
+        drop the L{Deferred} and pass without running the coroutine.
     """
 
     @wraps(f)
     def wrapper(self: Any) -> Deferred[None]:
+        if not isinstance(self, TestCase):
+            raise TypeError(f"{f.__qualname__} is a coroutine: its test case must be a "
+                            f"twisted.trial.unittest.TestCase, not a SynchronousTestCase, "
+                            f"which would not wait for it")
         return Deferred.fromCoroutine(f(self))
 
     return wrapper

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tcpsc import MessageProtocol, Server, TLSConfig
 
-from ._helpers import certificates, waitFor
+from ._helpers import asyncTest, certificates, waitFor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,6 +134,7 @@ class BenchEchoTests(_BenchTestCase):
     bytes wrong.
     """
 
+    @asyncTest
     async def test_echo(self) -> None:
         """
         Against a correct echo server every message comes back: the report
@@ -153,6 +154,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertGreater(float(fields["p99_us"]), 0)
         self.assertGreaterEqual(float(fields["p99_us"]), float(fields["p50_us"]))
 
+    @asyncTest
     async def test_processes(self) -> None:
         """
         With C{--procs 2} the clients run in two processes and their counts
@@ -164,6 +166,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertEqual((fields["messages"], fields["errors"], fields["procs"]),
                          ("600", "0", "2"))
 
+    @asyncTest
     async def test_tls(self) -> None:
         """
         Over TLS 1.3 with a client certificate, every message comes back.
@@ -179,6 +182,7 @@ class BenchEchoTests(_BenchTestCase):
         fields = _result(output)
         self.assertEqual((fields["messages"], fields["errors"], fields["tls"]), ("400", "0", "1"))
 
+    @asyncTest
     async def test_corruption(self) -> None:
         """
         A server that alters one byte of one message per connection is
@@ -190,6 +194,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertIn("First error: client ", output)
         self.assertEqual(_result(output)["errors"], "3")
 
+    @asyncTest
     async def test_corruptionOverTLS(self) -> None:
         """
         Over TLS too (the load's fast path reads TLS as well).
@@ -199,6 +204,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertIn("corrupt messages 3 [3 bytes]", output)
         self.assertEqual(_result(output)["tls"], "1")
 
+    @asyncTest
     async def test_reorderingOverTLS(self) -> None:
         """
         Two messages swapped over TLS: two corrupt messages per client.
@@ -207,6 +213,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertEqual(code, 1, output)
         self.assertIn("corrupt messages 6 ", output)
 
+    @asyncTest
     async def test_reordering(self) -> None:
         """
         Two messages swapped are two corrupt messages per client.
@@ -216,6 +223,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertIn("corrupt messages 6 ", output)
         self.assertEqual(_result(output)["errors"], "6")
 
+    @asyncTest
     async def test_loss(self) -> None:
         """
         A message that never comes back is a missing echo once the time
@@ -229,6 +237,7 @@ class BenchEchoTests(_BenchTestCase):
         self.assertIn("missing echoes 1,", output)
         self.assertNotEqual(_result(output)["errors"], "0")
 
+    @asyncTest
     async def test_refused(self) -> None:
         """
         Nothing listening: connection errors, not a hang or a traceback.
@@ -292,6 +301,7 @@ class BenchOptionTests(_BenchTestCase):
     The options and exit statuses every mode shares, and C{multicast}'s.
     """
 
+    @asyncTest
     async def test_delimiterDigitsAreText(self) -> None:
         """
         C{-d 10} is the two bytes C{10}, as for C{tcpsc connect} and the
@@ -307,6 +317,7 @@ class BenchOptionTests(_BenchTestCase):
         self.assertIn("(including delimiter 10)", out)
         self.assertEqual(_result(out)["messages"], "100")
 
+    @asyncTest
     async def test_unreadableCertificate(self) -> None:
         """
         A certificate file that cannot be read: exit 1 with one line naming
@@ -319,6 +330,7 @@ class BenchOptionTests(_BenchTestCase):
         self.assertIn("tcpsc bench: cannot load the TLS files:", err)
         self.assertNotIn("Traceback", err)
 
+    @asyncTest
     async def test_multicastNothingReceived(self) -> None:
         """
         Against a server that broadcasts nothing (an echo server): exit 1,
@@ -333,6 +345,7 @@ class BenchOptionTests(_BenchTestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("tcpsc bench multicast: no messages received", lines[0])
 
+    @asyncTest
     async def test_multicastReceives(self) -> None:
         """
         Against a server that broadcasts on its own, messages of the
@@ -352,6 +365,7 @@ class BenchOptionTests(_BenchTestCase):
         self.assertEqual(fields["errors"], "0")
         self.assertNotEqual(fields["messages"], "0")
 
+    @asyncTest
     async def test_help(self) -> None:
         """
         Every option of every mode has a help text that states its default.
@@ -402,6 +416,7 @@ class BenchOptionTests(_BenchTestCase):
         self.assertNotIn(b"Traceback", bytes(output))
         return code, number, bytes(output)
 
+    @asyncTest
     async def test_interrupted(self) -> None:
         """
         Ctrl-C (SIGINT) stops a run: exit status 130, no traceback.
@@ -409,6 +424,7 @@ class BenchOptionTests(_BenchTestCase):
         code, _, output = await self.interrupt("INT")
         self.assertEqual(code, 130, output)
 
+    @asyncTest
     async def test_terminated(self) -> None:
         """
         SIGTERM stops a run: it dies of the signal, no traceback.

@@ -33,7 +33,7 @@ from tcpsc import Server, TLSConfig
 from tcpsc._cli.common import Target, UsageError, parseTarget
 from tcpsc._cli.main import main
 
-from ._helpers import certificates, waitFor
+from ._helpers import asyncTest, certificates, waitFor
 
 OPENSSL = shutil.which("openssl")
 ROOT = Path(__file__).resolve().parent.parent
@@ -363,252 +363,228 @@ class ConnectTests(_CommandTestCase):
     C{tcpsc connect} against a server in this process.
     """
 
-    def test_echoThroughPipes(self) -> None:
+    @asyncTest
+    async def test_echoThroughPipes(self) -> None:
         """
         Each input line is one message, each message received one output
         line; a last line without a newline is sent too; at the end of the
         input the replies still arrive, then the command exits 0.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer()
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.write("hello\nwörld\r\n\nlast".encode())
-            command.transport.closeStdin()
-            status = await command.ended()
-            self.assertEqual(status, 0, command.err)
-            self.assertEqual(received, [b"hello", "wörld".encode(), b"", b"last"])
-            self.assertEqual(bytes(command.out), "hello\nwörld\n\nlast\n".encode())
-            self.assertEqual(bytes(command.err), b"")
+        _, received, port = await self.echoServer()
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.write("hello\nwörld\r\n\nlast".encode())
+        command.transport.closeStdin()
+        status = await command.ended()
+        self.assertEqual(status, 0, command.err)
+        self.assertEqual(received, [b"hello", "wörld".encode(), b"", b"last"])
+        self.assertEqual(bytes(command.out), "hello\nwörld\n\nlast\n".encode())
+        self.assertEqual(bytes(command.err), b"")
 
-        return ensureDeferred(scenario())
-
-    def test_lateRepliesAfterEndOfInput(self) -> None:
+    @asyncTest
+    async def test_lateRepliesAfterEndOfInput(self) -> None:
         """
         At the end of the input the command waits until the server has been
         quiet for C{--wait} seconds, so replies that come a little later are
         still printed.
         """
-        async def scenario() -> None:
-            server: Server
+        server: Server
 
-            def onMessage(clientId: int, message: bytes) -> None:
-                for delay in (0.2, 0.4):
-                    reactor.callLater(delay, server.send, clientId, b"%s %.1f" % (message, delay))
+        def onMessage(clientId: int, message: bytes) -> None:
+            for delay in (0.2, 0.4):
+                reactor.callLater(delay, server.send, clientId, b"%s %.1f" % (message, delay))
 
-            server = Server(onMessage=onMessage)
-            self.addCleanup(server.stop)
-            port = (await server.listen(0, "127.0.0.1")).getHost().port
-            # The default --wait, one second.
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.write(b"ping\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(bytes(command.out), b"ping 0.2\nping 0.4\n")
+        server = Server(onMessage=onMessage)
+        self.addCleanup(server.stop)
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        # The default --wait, one second.
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.write(b"ping\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(bytes(command.out), b"ping 0.2\nping 0.4\n")
 
-        return ensureDeferred(scenario())
-
-    def test_waitZero(self) -> None:
+    @asyncTest
+    async def test_waitZero(self) -> None:
         """
         With C{--wait 0} the command exits as soon as its input is sent, and
         everything sent reaches the server.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer()
-            command = self.spawn("127.0.0.1", str(port), "--wait", "0")
-            lines = [b"line %d" % i for i in range(200)]
-            command.transport.write(b"\n".join(lines) + b"\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            await waitFor(lambda: len(received) == len(lines))
-            self.assertEqual(received, lines)
+        _, received, port = await self.echoServer()
+        command = self.spawn("127.0.0.1", str(port), "--wait", "0")
+        lines = [b"line %d" % i for i in range(200)]
+        command.transport.write(b"\n".join(lines) + b"\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        await waitFor(lambda: len(received) == len(lines))
+        self.assertEqual(received, lines)
 
-        return ensureDeferred(scenario())
-
-    def test_delimiter(self) -> None:
+    @asyncTest
+    async def test_delimiter(self) -> None:
         """
         C{--delimiter} (with escapes) frames the messages sent; a line
         containing the delimiter is not sent and said so.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer(delimiter=b"\x1e")
-            command = self.spawn("127.0.0.1", str(port), "--delimiter", "\\x1e")
-            command.transport.write(b"a b\nc\x1ed\nlast\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(received, [b"a b", b"last"])
-            self.assertEqual(bytes(command.out), b"a b\nlast\n")
-            self.assertOneLine(command, "contains the delimiter")
+        _, received, port = await self.echoServer(delimiter=b"\x1e")
+        command = self.spawn("127.0.0.1", str(port), "--delimiter", "\\x1e")
+        command.transport.write(b"a b\nc\x1ed\nlast\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(received, [b"a b", b"last"])
+        self.assertEqual(bytes(command.out), b"a b\nlast\n")
+        self.assertOneLine(command, "contains the delimiter")
 
-        return ensureDeferred(scenario())
-
-    def test_tls(self) -> None:
+    @asyncTest
+    async def test_tls(self) -> None:
         """
         With C{--tls} and a client certificate, messages go over TLS 1.3 and
         the server sees the client's certificate.
         """
-        async def scenario() -> None:
-            files = certificates()
-            server, received, port = await self.echoServer(
-                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-            names: list[str | None] = []
-            server.onEstablished = lambda i: names.append(server.clientSubjectPart(i, "CN"))
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey)
-            command.transport.write(b"secret\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(bytes(command.out), b"secret\n")
-            self.assertEqual(received, [b"secret"])
-            self.assertEqual(names, ["client"])
+        files = certificates()
+        server, received, port = await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+        names: list[str | None] = []
+        server.onEstablished = lambda i: names.append(server.clientSubjectPart(i, "CN"))
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey)
+        command.transport.write(b"secret\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(bytes(command.out), b"secret\n")
+        self.assertEqual(received, [b"secret"])
+        self.assertEqual(names, ["client"])
 
-        return ensureDeferred(scenario())
-
-    def test_clientCertificateRejected(self) -> None:
+    @asyncTest
+    async def test_clientCertificateRejected(self) -> None:
         """
         Without a client certificate, against a server that requires one:
         exit 1 with one line, the original's code 60.
         """
-        async def scenario() -> None:
-            files = certificates()
-            _, received, port = await self.echoServer(
-                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
-            command.transport.write(b"secret\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1)
-            self.assertOneLine(command, "rejected this client's certificate", "(code 60)")
-            self.assertEqual(bytes(command.out), b"")
-            self.assertEqual(received, [])
+        files = certificates()
+        _, received, port = await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
+        command.transport.write(b"secret\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1)
+        self.assertOneLine(command, "rejected this client's certificate", "(code 60)")
+        self.assertEqual(bytes(command.out), b"")
+        self.assertEqual(received, [])
 
-        return ensureDeferred(scenario())
-
-    def test_serverCertificateRejected(self) -> None:
+    @asyncTest
+    async def test_serverCertificateRejected(self) -> None:
         """
         A server certificate from another CA: exit 1 with one line, code 60.
         """
-        async def scenario() -> None:
-            files = certificates()
-            _, _, port = await self.echoServer(
-                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-            command = self.spawn("localhost", str(port), "--tls", "--ca",
-                                 files.path("other-ca.pem"), "--cert", files.client,
-                                 "--key", files.clientKey)
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1)
-            self.assertOneLine(command, "server's certificate", "(code 60)")
+        files = certificates()
+        _, _, port = await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+        command = self.spawn("localhost", str(port), "--tls", "--ca",
+                             files.path("other-ca.pem"), "--cert", files.client,
+                             "--key", files.clientKey)
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1)
+        self.assertOneLine(command, "server's certificate", "(code 60)")
 
-        return ensureDeferred(scenario())
-
-    def test_serverCertificateWithoutSubjectAltName(self) -> None:
+    @asyncTest
+    async def test_serverCertificateWithoutSubjectAltName(self) -> None:
         """
         A server certificate of the right CA without any subjectAltName:
         nothing is sent, exit 1 with one line saying why and what to do.
         """
-        async def scenario() -> None:
-            files = certificates()
-            _, received, port = await self.echoServer(
-                tls=TLSConfig(ca=files.ca, cert=files.path("nosan-wronghost.pem"),
-                              key=files.path("nosan-wronghost.key")))
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey)
-            command.transport.write(b"secret\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1)
-            self.assertOneLine(command, "no subjectAltName", "'localhost'", "(code 60)")
-            self.assertEqual(bytes(command.out), b"")
-            self.assertEqual(received, [])
+        files = certificates()
+        _, received, port = await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.path("nosan-wronghost.pem"),
+                          key=files.path("nosan-wronghost.key")))
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey)
+        command.transport.write(b"secret\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1)
+        self.assertOneLine(command, "no subjectAltName", "'localhost'", "(code 60)")
+        self.assertEqual(bytes(command.out), b"")
+        self.assertEqual(received, [])
 
-        return ensureDeferred(scenario())
-
-    def test_certificateFileProblem(self) -> None:
+    @asyncTest
+    async def test_certificateFileProblem(self) -> None:
         """
         A missing certificate file: exit 1 with one line naming it and the
         code 31, before connecting anywhere.
         """
-        async def scenario() -> None:
-            files = certificates()
-            command = self.spawn("localhost", "1", "--tls", "--ca", files.ca,
-                                 "--cert", "/nonexistent/client.pem", "--key", files.clientKey)
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1)
-            self.assertOneLine(command, "/nonexistent/client.pem", "(code 31)")
+        files = certificates()
+        command = self.spawn("localhost", "1", "--tls", "--ca", files.ca,
+                             "--cert", "/nonexistent/client.pem", "--key", files.clientKey)
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1)
+        self.assertOneLine(command, "/nonexistent/client.pem", "(code 31)")
 
-        return ensureDeferred(scenario())
-
-    def test_refused(self) -> None:
+    @asyncTest
+    async def test_refused(self) -> None:
         """
         Nobody listening: exit 1 with one line, the original's code 50.
         """
-        async def scenario() -> None:
-            # A bound socket that does not listen: connections are refused.
-            holder = socket.socket()
-            self.addCleanup(holder.close)
-            holder.bind(("127.0.0.1", 0))
-            port = holder.getsockname()[1]
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1)
-            self.assertOneLine(command, "refused", "(code 50)")
+        # A bound socket that does not listen: connections are refused.
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1)
+        self.assertOneLine(command, "refused", "(code 50)")
 
-        return ensureDeferred(scenario())
-
-    def test_serverCloses(self) -> None:
+    @asyncTest
+    async def test_serverCloses(self) -> None:
         """
         When the server closes the connection, the command exits 0 without
         waiting for its input to end.
         """
-        async def scenario() -> None:
-            server: Server
+        server: Server
 
-            def onMessage(clientId: int, message: bytes) -> None:
-                server.send(clientId, b"bye")
-                server.disconnect(clientId)
+        def onMessage(clientId: int, message: bytes) -> None:
+            server.send(clientId, b"bye")
+            server.disconnect(clientId)
 
-            server = Server(onMessage=onMessage)
-            self.addCleanup(server.stop)
-            port = (await server.listen(0, "127.0.0.1")).getHost().port
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.write(b"hi\n")
-            # Standard input stays open.
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(bytes(command.out), b"bye\n")
+        server = Server(onMessage=onMessage)
+        self.addCleanup(server.stop)
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.write(b"hi\n")
+        # Standard input stays open.
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(bytes(command.out), b"bye\n")
 
-        return ensureDeferred(scenario())
-
-    def test_reconnect(self) -> None:
+    @asyncTest
+    async def test_reconnect(self) -> None:
         """
         With C{--reconnect}, a lost connection is made again, says so on
         standard error, and input goes to the new connection.
         """
-        async def scenario() -> None:
-            server: Server
-            received: list[bytes] = []
-            connections: list[int] = []
+        server: Server
+        received: list[bytes] = []
+        connections: list[int] = []
 
-            def onMessage(clientId: int, message: bytes) -> None:
-                received.append(message)
-                if message == b"drop":
-                    server.disconnect(clientId)
-                else:
-                    server.send(clientId, message)
+        def onMessage(clientId: int, message: bytes) -> None:
+            received.append(message)
+            if message == b"drop":
+                server.disconnect(clientId)
+            else:
+                server.send(clientId, message)
 
-            server = Server(onMessage=onMessage, onEstablished=connections.append)
-            self.addCleanup(server.stop)
-            port = (await server.listen(0, "127.0.0.1")).getHost().port
-            command = self.spawn("127.0.0.1", str(port), "--reconnect")
-            command.transport.write(b"drop\n")
-            # Lines read while it is not connected are dropped: wait until it
-            # says it is connected again.
-            await waitFor(lambda: b"reconnected" in command.err, timeout=TIMEOUT)
-            self.assertEqual(len(connections), 2)
-            command.transport.write(b"again\n")
-            await waitFor(lambda: bytes(command.out) == b"again\n", timeout=TIMEOUT)
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertIn(b"reconnecting", bytes(command.err))
-            self.assertEqual(received, [b"drop", b"again"])
-
-        return ensureDeferred(scenario())
+        server = Server(onMessage=onMessage, onEstablished=connections.append)
+        self.addCleanup(server.stop)
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        command = self.spawn("127.0.0.1", str(port), "--reconnect")
+        command.transport.write(b"drop\n")
+        # Lines read while it is not connected are dropped: wait until it
+        # says it is connected again.
+        await waitFor(lambda: b"reconnected" in command.err, timeout=TIMEOUT)
+        self.assertEqual(len(connections), 2)
+        command.transport.write(b"again\n")
+        await waitFor(lambda: bytes(command.out) == b"again\n", timeout=TIMEOUT)
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertIn(b"reconnecting", bytes(command.err))
+        self.assertEqual(received, [b"drop", b"again"])
 
     def test_tlsOptionsNeedTLS(self) -> None:
         """
@@ -662,56 +638,53 @@ class ConnectFailureTests(_CommandTestCase):
         self.addCleanup(lambda: [c.close() for c in accepted])
         return listener, listener.getsockname()[1], accepted
 
-    def tlsServer(self) -> Deferred[tuple[Server, list[bytes], int]]:
+    async def tlsServer(self) -> tuple[Server, list[bytes], int]:
         files = certificates()
-        return ensureDeferred(self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)))
+        return await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
 
-    def test_plainClientAgainstTLSPortInAPipe(self) -> None:
+    @asyncTest
+    async def test_plainClientAgainstTLSPortInAPipe(self) -> None:
         """
         A plain client whose line the TLS server cannot read: exit 1 with a
         hint at --tls, where it used to print nothing and exit 0.
         """
-        async def scenario() -> None:
-            _, received, port = await self.tlsServer()
-            command = self.spawn("localhost", str(port))
-            command.transport.write(b"plain\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "the server closed the connection before answering; "
-                                        "does it require --tls?")
-            self.assertEqual(bytes(command.out), b"")
-            self.assertEqual(received, [])
-            self.flushLoggedErrors()
+        _, received, port = await self.tlsServer()
+        command = self.spawn("localhost", str(port))
+        command.transport.write(b"plain\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "the server closed the connection before answering; "
+                                    "does it require --tls?")
+        self.assertEqual(bytes(command.out), b"")
+        self.assertEqual(received, [])
+        self.flushLoggedErrors()
 
-        return ensureDeferred(scenario())
-
-    def test_plainClientAgainstTLSPortAtATerminal(self) -> None:
+    @asyncTest
+    async def test_plainClientAgainstTLSPortAtATerminal(self) -> None:
         """
         The same typed at a terminal: exit 1 with the hint, after the
         greeting.
         """
-        async def scenario() -> None:
-            _, received, port = await self.tlsServer()
-            master, slave = pty.openpty()
-            self.addCleanup(os.close, master)
-            try:
-                command = self.spawn("localhost", str(port), stdin=slave)
-            finally:
-                os.close(slave)
-            await waitFor(lambda: b"type messages" in command.err, timeout=TIMEOUT)
-            os.write(master, b"plain\n")
-            self.assertEqual(await command.ended(), 1, command.err)
-            lines = command.err.decode().splitlines()
-            self.assertEqual(len(lines), 2, lines)
-            self.assertIn("connected to localhost:", lines[0])
-            self.assertEqual(lines[1], "tcpsc connect: the server closed the connection "
-                                       "before answering; does it require --tls?")
-            self.assertEqual(received, [])
+        _, received, port = await self.tlsServer()
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        try:
+            command = self.spawn("localhost", str(port), stdin=slave)
+        finally:
+            os.close(slave)
+        await waitFor(lambda: b"type messages" in command.err, timeout=TIMEOUT)
+        os.write(master, b"plain\n")
+        self.assertEqual(await command.ended(), 1, command.err)
+        lines = command.err.decode().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("connected to localhost:", lines[0])
+        self.assertEqual(lines[1], "tcpsc connect: the server closed the connection "
+                                   "before answering; does it require --tls?")
+        self.assertEqual(received, [])
 
-        return ensureDeferred(scenario())
-
-    def test_tlsClientAgainstPlainPort(self) -> None:
+    @asyncTest
+    async def test_tlsClientAgainstPlainPort(self) -> None:
         """
         A TLS client against a plain tcpsc port: the server logs it and
         answers with bytes that are not TLS, so the command says at once
@@ -719,134 +692,117 @@ class ConnectFailureTests(_CommandTestCase):
         handshake timeout: --connect-timeout is far longer than the test's
         bound), exit 1.
         """
-        async def scenario() -> None:
-            events: list[dict[str, object]] = []
-            globalLogPublisher.addObserver(events.append)
-            self.addCleanup(globalLogPublisher.removeObserver, events.append)
-            _, received, port = await self.echoServer()
-            files = certificates()
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey,
-                                 "--connect-timeout", "3600")
-            command.transport.write(b"secret\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "the server does not speak TLS", "(code 60)")
-            self.assertEqual(received, [])
-            refusals = [e for e in events if e.get("reason") == "tlsClientOnPlainPort"]
-            self.assertEqual(len(refusals), 1, events)
-            self.assertIn("a TLS client connected to a plain port",
-                          formatEvent(refusals[0]))
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        _, received, port = await self.echoServer()
+        files = certificates()
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey,
+                             "--connect-timeout", "3600")
+        command.transport.write(b"secret\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "the server does not speak TLS", "(code 60)")
+        self.assertEqual(received, [])
+        refusals = [e for e in events if e.get("reason") == "tlsClientOnPlainPort"]
+        self.assertEqual(len(refusals), 1, events)
+        self.assertIn("a TLS client connected to a plain port",
+                      formatEvent(refusals[0]))
 
-        return ensureDeferred(scenario())
-
-    def test_refusedByConnectionLimit(self) -> None:
+    @asyncTest
+    async def test_refusedByConnectionLimit(self) -> None:
         """
         A client the server refuses for its --max-connections: the line is
         not delivered, and the command says so and exits 1.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer(maxConnections=1)
-            holder = socket.create_connection(("127.0.0.1", port))
-            self.addCleanup(holder.close)
-            holder.sendall(b"held\n")
-            await waitFor(lambda: received == [b"held"])
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.write(b"lost\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "the server closed the connection before")
-            self.assertEqual(received, [b"held"])
+        _, received, port = await self.echoServer(maxConnections=1)
+        holder = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(holder.close)
+        holder.sendall(b"held\n")
+        await waitFor(lambda: received == [b"held"])
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.write(b"lost\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "the server closed the connection before")
+        self.assertEqual(received, [b"held"])
 
-        return ensureDeferred(scenario())
-
-    def test_refusedByConnectionLimitPerPeer(self) -> None:
+    @asyncTest
+    async def test_refusedByConnectionLimitPerPeer(self) -> None:
         """
         The same for --max-connections-per-peer, with standard input still
         open: the command does not wait for it to end.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer(maxConnectionsPerPeer=1)
-            holder = socket.create_connection(("127.0.0.1", port))
-            self.addCleanup(holder.close)
-            holder.sendall(b"held\n")
-            await waitFor(lambda: received == [b"held"])
-            command = self.spawn("127.0.0.1", str(port))
-            command.transport.write(b"lost\n")
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "the server closed the connection before")
-            self.assertEqual(received, [b"held"])
+        _, received, port = await self.echoServer(maxConnectionsPerPeer=1)
+        holder = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(holder.close)
+        holder.sendall(b"held\n")
+        await waitFor(lambda: received == [b"held"])
+        command = self.spawn("127.0.0.1", str(port))
+        command.transport.write(b"lost\n")
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "the server closed the connection before")
+        self.assertEqual(received, [b"held"])
 
-        return ensureDeferred(scenario())
-
-    def test_connectTimeout(self) -> None:
+    @asyncTest
+    async def test_connectTimeout(self) -> None:
         """
         C{--connect-timeout} bounds the TLS handshake with a server that
         never answers: exit 1, naming the bound.
         """
-        async def scenario() -> None:
-            _, port, _ = self.silentListener()
-            files = certificates()
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                                 "--connect-timeout", "0.5")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s", "(code 50)")
+        _, port, _ = self.silentListener()
+        files = certificates()
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
+                             "--connect-timeout", "0.5")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s", "(code 50)")
 
-        return ensureDeferred(scenario())
+    async def signalDuringHandshake(self, name: str) -> _Command:
+        listener, port, accepted = self.silentListener()
+        files = certificates()
+        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
+        await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT,
+                      what="the command's TLS ClientHello at the silent listener")
+        command.transport.signalProcess(name)
+        await command.ended()
+        self.assertNotIn(b"Traceback", bytes(command.err))
+        self.assertNotIn(b"Unhandled", bytes(command.err))
+        self.assertEqual(bytes(command.err), b"")
+        return command
 
-    def signalDuringHandshake(self, name: str) -> Deferred[_Command]:
-        async def scenario() -> _Command:
-            listener, port, accepted = self.silentListener()
-            files = certificates()
-            command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
-            await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT)
-            command.transport.signalProcess(name)
-            await command.ended()
-            self.assertNotIn(b"Traceback", bytes(command.err))
-            self.assertNotIn(b"Unhandled", bytes(command.err))
-            self.assertEqual(bytes(command.err), b"")
-            return command
-
-        return ensureDeferred(scenario())
-
-    def test_sigtermDuringHandshake(self) -> None:
+    @asyncTest
+    async def test_sigtermDuringHandshake(self) -> None:
         """
         SIGTERM while the TLS handshake is under way: no cause, no
         traceback; the command dies of the signal, as twistd does.
         """
-        async def scenario() -> None:
-            command = await self.signalDuringHandshake("TERM")
-            self.assertEqual((command.exitCode, command.signal), (None, signal.SIGTERM))
+        command = await self.signalDuringHandshake("TERM")
+        self.assertEqual((command.exitCode, command.signal), (None, signal.SIGTERM))
 
-        return ensureDeferred(scenario())
-
-    def test_sigintDuringHandshake(self) -> None:
+    @asyncTest
+    async def test_sigintDuringHandshake(self) -> None:
         """
         Ctrl-C (SIGINT) while the TLS handshake is under way: exit 130,
         nothing on standard error.
         """
-        async def scenario() -> None:
-            command = await self.signalDuringHandshake("INT")
-            self.assertEqual(command.exitCode, 130)
+        command = await self.signalDuringHandshake("INT")
+        self.assertEqual(command.exitCode, 130)
 
-        return ensureDeferred(scenario())
-
-    def test_reconnectInterrupted(self) -> None:
+    @asyncTest
+    async def test_reconnectInterrupted(self) -> None:
         """
         Ctrl-C with C{--reconnect}: exit 130 without a word of reconnecting.
         """
-        async def scenario() -> None:
-            _, _, port = await self.echoServer()
-            command = self.spawn("127.0.0.1", str(port), "--reconnect", "--verbose")
-            command.transport.write(b"ping\n")
-            await waitFor(lambda: bytes(command.out) == b"ping\n", timeout=TIMEOUT)
-            command.transport.signalProcess("INT")
-            self.assertEqual(await command.ended(), 130, command.err)
-            self.assertNotIn(b"econnect", bytes(command.err))
-            self.assertNotIn(b"Traceback", bytes(command.err))
-
-        return ensureDeferred(scenario())
+        _, _, port = await self.echoServer()
+        command = self.spawn("127.0.0.1", str(port), "--reconnect", "--verbose")
+        command.transport.write(b"ping\n")
+        await waitFor(lambda: bytes(command.out) == b"ping\n", timeout=TIMEOUT)
+        command.transport.signalProcess("INT")
+        self.assertEqual(await command.ended(), 130, command.err)
+        self.assertNotIn(b"econnect", bytes(command.err))
+        self.assertNotIn(b"Traceback", bytes(command.err))
 
 
 class ConnectEndpointTests(_CommandTestCase):
@@ -861,111 +817,101 @@ class ConnectEndpointTests(_CommandTestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         return os.path.join(directory, "s")
 
-    def test_unixSocket(self) -> None:
+    @asyncTest
+    async def test_unixSocket(self) -> None:
         """
         C{unix:PATH} reaches a server listening on a UNIX socket.
         """
-        async def scenario() -> None:
-            received: list[bytes] = []
-            server: Server
+        received: list[bytes] = []
+        server: Server
 
-            def onMessage(clientId: int, message: bytes) -> None:
-                received.append(message)
-                server.send(clientId, message)
+        def onMessage(clientId: int, message: bytes) -> None:
+            received.append(message)
+            server.send(clientId, message)
 
-            path = self.unixPath()
-            server = Server(onMessage=onMessage)
-            self.addCleanup(server.stop)
-            await server.listen(f"unix:{path}")
-            command = self.spawn(f"unix:{path}")
-            command.transport.write(b"over unix\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(bytes(command.out), b"over unix\n")
-            self.assertEqual(received, [b"over unix"])
+        path = self.unixPath()
+        server = Server(onMessage=onMessage)
+        self.addCleanup(server.stop)
+        await server.listen(f"unix:{path}")
+        command = self.spawn(f"unix:{path}")
+        command.transport.write(b"over unix\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(bytes(command.out), b"over unix\n")
+        self.assertEqual(received, [b"over unix"])
 
-        return ensureDeferred(scenario())
-
-    def test_unixSocketTLS(self) -> None:
+    @asyncTest
+    async def test_unixSocketTLS(self) -> None:
         """
         Over TLS to a UNIX socket the server's certificate is checked for
         localhost.
         """
-        async def scenario() -> None:
-            files = certificates()
-            path = self.unixPath()
-            received: list[bytes] = []
-            server = Server(onMessage=lambda i, m: received.append(m))
-            self.addCleanup(server.stop)
-            await server.listen(f"unix:{path}",
-                                tls=TLSConfig(ca=files.ca, cert=files.server,
-                                              key=files.serverKey))
-            command = self.spawn(f"unix:{path}", "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey)
-            command.transport.write(b"sealed\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(received, [b"sealed"])
-            # A certificate for another name is refused.
-            other = self.unixPath()
-            wrong = Server()
-            self.addCleanup(wrong.stop)
-            await wrong.listen(f"unix:{other}",
-                               tls=TLSConfig(ca=files.ca, cert=files.path("wronghost.pem"),
-                                             key=files.path("wronghost.key")))
-            command = self.spawn(f"unix:{other}", "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey)
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, "localhost", "(code 60)")
-            self.flushLoggedErrors()
+        files = certificates()
+        path = self.unixPath()
+        received: list[bytes] = []
+        server = Server(onMessage=lambda i, m: received.append(m))
+        self.addCleanup(server.stop)
+        await server.listen(f"unix:{path}",
+                            tls=TLSConfig(ca=files.ca, cert=files.server,
+                                          key=files.serverKey))
+        command = self.spawn(f"unix:{path}", "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey)
+        command.transport.write(b"sealed\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(received, [b"sealed"])
+        # A certificate for another name is refused.
+        other = self.unixPath()
+        wrong = Server()
+        self.addCleanup(wrong.stop)
+        await wrong.listen(f"unix:{other}",
+                           tls=TLSConfig(ca=files.ca, cert=files.path("wronghost.pem"),
+                                         key=files.path("wronghost.key")))
+        command = self.spawn(f"unix:{other}", "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey)
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, "localhost", "(code 60)")
+        self.flushLoggedErrors()
 
-        return ensureDeferred(scenario())
-
-    def test_unixSocketMissing(self) -> None:
+    @asyncTest
+    async def test_unixSocketMissing(self) -> None:
         """
         No socket at the path: exit 1, one line naming it.
         """
-        async def scenario() -> None:
-            path = self.unixPath()
-            command = self.spawn(f"unix:{path}")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 1, command.err)
-            self.assertOneLine(command, f"unix:{path}", "No such file or directory")
+        path = self.unixPath()
+        command = self.spawn(f"unix:{path}")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertOneLine(command, f"unix:{path}", "No such file or directory")
 
-        return ensureDeferred(scenario())
-
-    def test_tcpDescription(self) -> None:
+    @asyncTest
+    async def test_tcpDescription(self) -> None:
         """
         C{tcp:HOST:PORT} is the same as C{HOST PORT}, with TLS too.
         """
-        async def scenario() -> None:
-            files = certificates()
-            _, received, port = await self.echoServer(
-                tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-            command = self.spawn(f"tcp:localhost:{port}", "--tls", "--ca", files.ca,
-                                 "--cert", files.client, "--key", files.clientKey)
-            command.transport.write(b"described\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(received, [b"described"])
+        files = certificates()
+        _, received, port = await self.echoServer(
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+        command = self.spawn(f"tcp:localhost:{port}", "--tls", "--ca", files.ca,
+                             "--cert", files.client, "--key", files.clientKey)
+        command.transport.write(b"described\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(received, [b"described"])
 
-        return ensureDeferred(scenario())
-
-    def test_digitsAreText(self) -> None:
+    @asyncTest
+    async def test_digitsAreText(self) -> None:
         """
         C{-d 10} is the two bytes C{10}, as for the daemon and C{tcpsc
         bench}: not a newline.
         """
-        async def scenario() -> None:
-            _, received, port = await self.echoServer(delimiter=b"10")
-            command = self.spawn("127.0.0.1", str(port), "-d", "10")
-            command.transport.write(b"a\nb\n")
-            command.transport.closeStdin()
-            self.assertEqual(await command.ended(), 0, command.err)
-            self.assertEqual(received, [b"a", b"b"])
-
-        return ensureDeferred(scenario())
+        _, received, port = await self.echoServer(delimiter=b"10")
+        command = self.spawn("127.0.0.1", str(port), "-d", "10")
+        command.transport.write(b"a\nb\n")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 0, command.err)
+        self.assertEqual(received, [b"a", b"b"])
 
 
 class DaemonTests(SynchronousTestCase):

@@ -240,7 +240,7 @@ class TimeoutAndCancelTests(ClientTestCase):
         port, peers = self.silentListener()
         client = self.client(connectTimeout=SHORT)
         connecting = client.connect("127.0.0.1", port, tls=clientTLS())
-        await waitFor(lambda: peers, SHORT)
+        await waitFor(lambda: peers, SHORT, what="the silent listener to accept the connection")
         connecting.cancel()
         self.failureResultOf(connecting, CancelledError)
         await within(peers[0].lost)
@@ -253,7 +253,7 @@ class TimeoutAndCancelTests(ClientTestCase):
         port, peers = self.silentListener()
         client = self.client(connectTimeout=SHORT)
         connecting = client.connect("127.0.0.1", port, tls=clientTLS())
-        await waitFor(lambda: peers, SHORT)
+        await waitFor(lambda: peers, SHORT, what="the silent listener to accept the connection")
         await within(client.disconnect())
         error = self.failureResultOf(connecting, ConnectError).value
         self.assertIn("disconnect()", str(error))
@@ -344,9 +344,9 @@ class SendAndCloseTests(ClientTestCase):
         closed: list[Failure] = []
         client = self.client(onClosed=closed.append)
         await within(client.connect("127.0.0.1", port))
-        await waitFor(lambda: established, SHORT)
+        await waitFor(lambda: established, SHORT, what="the server's onEstablished")
         server.disconnect(established[0])
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the client's onClosed")
         self.assertFalse(client.isConnected)
         self.assertFalse(client.send(b"nobody there"))
         # Without reconnect, the client is free to connect again.
@@ -391,7 +391,7 @@ class ReconnectTests(ClientTestCase):
         client.send(b"one")
         await waitFor(lambda: echoes == [b"one"], SHORT)
         await within(server.stop())
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the client's onClosed after the server stopped")
         self.assertFalse(client.isConnected)
 
         await self.startServer(None, protocol=Echo, port=port)
@@ -458,7 +458,7 @@ class ReconnectTests(ClientTestCase):
         def rejected() -> list[Failure]:
             return [f for f in closed if f.check(ClientCertificateRejected)]
 
-        await waitFor(rejected, SHORT)
+        await waitFor(rejected, SHORT, what="the client's onClosed with ClientCertificateRejected")
         self.assertIn("unknown ca", str(rejected()[0].value))
         self.assertEqual(strict.accepted, 1)
         self.assertEqual(len(established), 1)

@@ -102,7 +102,7 @@ class ClosesTestCase(GuaranteeTestCase):
     async def silentServer(self) -> int:
         files = certificates()
         peer = self.silentPeer("server", files.server, files.serverKey)
-        await waitFor(lambda: peer.lines, SHORT)
+        await waitFor(lambda: peer.lines, SHORT, what="the silent peer to print its port")
         return int(peer.lines[0])
 
     async def recordingServer(self, **kwargs: Any) -> tuple[Server, int, list[tuple[int, str]]]:
@@ -136,10 +136,11 @@ class ServerClosesTLS(ClosesTestCase):
         server, port, closed = await self.recordingServer(
             tls=serverTLS(), maxConnectionsPerPeer=1)
         await self.silentClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         self.assertTrue(server.disconnect(clientId))
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed")
         [(closedId, why)] = closed
         self.assertEqual(closedId, clientId)
         self.assertReason(why, "disconnect() called")
@@ -183,7 +184,7 @@ class ServerClosesTLS(ClosesTestCase):
         await self.connectClient(port, tls=clientTLS(), onClosed=lambda reason: lost.callback([reason]))
         [reason] = await within(lost)
         self.assertTrue(reason.check(ConnectionDone), reason)
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed after the idle timeout")
         self.assertEqual(closed[0][1], "idle timeout (0.5 s)")
 
 
@@ -213,7 +214,7 @@ class ServerClosesTCP(ClosesTestCase):
             maxPendingOutput=64 * 1024, maxConnectionsPerPeer=1)
         clientId = await congestedPeer(self, server, port)
         self.assertTrue(server.disconnect(clientId))
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed")
         [(_, why)] = closed
         self.assertRegex(
             why, rf"^disconnect\(\) called; the peer did not read the last \d+ bytes within "
@@ -221,14 +222,15 @@ class ServerClosesTCP(ClosesTestCase):
         self.assertEqual(server.openConnections(), 0)
         second = await self.connectRaw(port)
         self.assertTrue(second.transport.connected)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the second connection")
 
     @asyncTest
     async def test_idleTimeout(self) -> None:
         _, port, closed = await self.recordingServer(idleTimeout=0.5)
         peer = await self.connectRaw(port)
         await within(peer.lost)
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed after the idle timeout")
         self.assertEqual(closed[0][1], "idle timeout (0.5 s)")
 
 

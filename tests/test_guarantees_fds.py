@@ -227,9 +227,11 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         process = await self.startProcess()
         port = await process.port
         process.command(b"fill")
-        await waitFor(lambda: process.seen("filled"), SHORT)
+        await waitFor(lambda: process.seen("filled"), SHORT,
+                      what="the process to say its descriptors are filled")
         peers = await self.connectAll(port, 5)
-        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT)
+        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT,
+                      what="the log line about accepting no more connections")
         await self.assertQuietFor(process, 1.0)
         [warning] = process.logs("Cannot accept connections")
         self.assertIn("EMFILE", warning["text"])
@@ -237,9 +239,11 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
 
         process.command(b"release")
         for n, peer in enumerate(peers):
-            await waitFor(lambda peer=peer: peer.received, SHORT)
+            await waitFor(lambda peer=peer: peer.received, SHORT,
+                          what="the peer's ping once descriptors are released")
             self.assertEqual(bytes(peer.received), b"ping %d\n" % n)
-        await waitFor(lambda: process.logs("again after"), SHORT)
+        await waitFor(lambda: process.logs("again after"), SHORT,
+                      what="the log line that accepting works again")
         self.assertEqual(len(process.logs("Cannot accept connections")), 1)
 
     @asyncTest
@@ -253,7 +257,8 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         process = await self.startProcess()
         port = await process.port
         peers = await self.connectAll(port, LIMIT + 20)
-        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT)
+        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT,
+                      what="the log line about accepting no more connections")
         served = [p for p in peers if p.received]
         await waitFor(lambda: len([p for p in peers if p.received]) == len(served) and
                       len(served) > LIMIT // 2, SHORT)
@@ -268,9 +273,11 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         for peer in served[:30]:
             peer.transport.loseConnection()
         for peer in waiting:
-            await waitFor(lambda peer=peer: peer.received, SHORT)
+            await waitFor(lambda peer=peer: peer.received, SHORT,
+                          what="the waiting peer's ping once others closed")
             self.assertEqual(bytes(peer.received), b"ping %d\n" % peers.index(peer))
-        await waitFor(lambda: process.logs("again after"), SHORT)
+        await waitFor(lambda: process.logs("again after"), SHORT,
+                      what="the log line that accepting works again")
 
 
 class _FailingSocket:

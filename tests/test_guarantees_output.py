@@ -295,7 +295,8 @@ class WriteBoundTests(GuaranteeTestCase):
         peer = await self.connectRaw(port)
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(protocol.transport)
@@ -325,7 +326,8 @@ class WriteBoundTests(GuaranteeTestCase):
         client = await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
         client.protocol.pauseReading()  # type: ignore[union-attr]
         shrinkBuffers(socketTransport(client.protocol.transport))  # type: ignore[union-attr]
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(socketTransport(protocol.transport))
@@ -366,7 +368,8 @@ class HalfCloseTests(GuaranteeTestCase):
         peer = await self.connectRaw(port, HalfClosingPeer())
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(protocol.transport)
@@ -377,7 +380,7 @@ class HalfCloseTests(GuaranteeTestCase):
         self.assertTrue(protocol._congested)
         protocol.transport.loseWriteConnection()
         peer.transport.resumeProducing()
-        await waitFor(lambda: peer.readEnded, SHORT)
+        await waitFor(lambda: peer.readEnded, SHORT, what="the peer to read the end of the stream")
         self.assertEqual(len(peer.messages()), sent)
 
 
@@ -406,7 +409,7 @@ class ReadBackPressureTests(GuaranteeTestCase):
         self.addCleanup(sock.close)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         sock.setblocking(False)
-        await waitFor(lambda: protocols, SHORT)
+        await waitFor(lambda: protocols, SHORT, what="the server's protocol for the connection")
 
         # The stream is this chunk over and over, whatever each send takes.
         chunk = b"".join(b"%07d" % i + b"r" * 1016 + b"\n" for i in range(64))
@@ -449,11 +452,13 @@ class EchoBackPressureTests(GuaranteeTestCase):
         peer = await self.connectRaw(port)
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         shrinkBuffers(server.connection(server.clientIds()[0]).transport)
         peer.transport.write(message * (total // len(message)))
         # The client reads only once the server's output is congested.
-        await waitFor(lambda: server.connection(server.clientIds()[0])._congested, SHORT)
+        await waitFor(lambda: server.connection(server.clientIds()[0])._congested, SHORT,
+                      what="the server's output to the connection to be congested")
         peer.transport.resumeProducing()
         await waitFor(lambda: len(peer.received) >= total, SHORT)
         return peer
@@ -584,9 +589,11 @@ class ProducerCoexistenceTests(GuaranteeTestCase):
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         await waitFor(lambda: isinstance(socketTransport(protocol.transport).producer,
-                                         _OutputTracker), SHORT)
+                                         _OutputTracker), SHORT,
+                      what="the output tracker to be the transport's producer")
         self.assertTrue(server.send(clientId, b"more"))
-        await waitFor(lambda: b"".join(received).endswith(b"more"), SHORT)
+        await waitFor(lambda: b"".join(received).endswith(b"more"), SHORT,
+                      what="the message sent after the file to arrive")
 
     @asyncTest
     async def test_tcp(self) -> None:

@@ -53,7 +53,7 @@ async def congestedPeer(test: GuaranteeTestCase, server: Server, port: int) -> i
     peer = await test.connectRaw(port)
     peer.transport.pauseProducing()
     shrinkBuffers(peer.transport)
-    await waitFor(lambda: server.clientIds(), SHORT)
+    await waitFor(lambda: server.clientIds(), SHORT, what="the server to register the connection")
     [clientId] = server.clientIds()
     shrinkBuffers(server.connection(clientId).transport)
     await sendUntilRefused(server, clientId)
@@ -76,7 +76,8 @@ class GracefulStopTests(GuaranteeTestCase):
         # The client reads only once stop() was called: until then
         # everything accepted piles up in the kernel and in the server.
         client.protocol.pauseReading()  # type: ignore[union-attr]
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         accepted = await sendUntilRefused(server, clientId)
         protocol = server.connection(clientId)

@@ -84,7 +84,7 @@ class HandshakeTimeoutTests(GuaranteeTestCase):
             received: list[bytes] = []
             client = await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
             self.assertTrue(client.send(b"served %d" % n))
-            await waitFor(lambda received=received: received, SHORT)
+            await waitFor(lambda received=received: received, SHORT, what="the echo to the client")
             self.assertEqual(received, [b"served %d" % n])
         self.assertFalse(peer.lost.called, "the slow peer was cut before the others were "
                          "served: the check proves nothing on this machine")

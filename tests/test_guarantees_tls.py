@@ -100,7 +100,7 @@ class AllowListTests(GuaranteeTestCase):
         received: list[bytes] = []
         client = await self.connectClient(port, tls=clientConfig(name), onMessage=received.append)
         self.assertTrue(client.send(b"hello"))
-        await waitFor(lambda: received, SHORT)
+        await waitFor(lambda: received, SHORT, what="the echo to the client")
         self.assertEqual(received, [b"hello"])
 
     @asyncTest
@@ -238,7 +238,7 @@ class DaemonAllowListTests(GuaranteeTestCase):
             client = await self.connectClient(port, tls=clientConfig(name),
                                               onMessage=received.append)
             client.send(name.encode())
-            await waitFor(lambda received=received: received, SHORT)
+            await waitFor(lambda received=received: received, SHORT, what="the echo to the client")
             self.assertEqual(received, [name.encode()])
         with capturedLogs() as events:
             client = Client()

@@ -48,7 +48,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Client, MessageProtocol, Server
 
-from ._helpers import certificates, waitFor
+from ._helpers import asyncTest, certificates, waitFor
 from .test_daemon import LOCAL, OPENSSL, TIMEOUT, Daemon, Peer, _until
 
 #: One KiB, the unit of C{/proc/PID/status}.
@@ -1286,7 +1286,8 @@ class LibraryTests(TestCase):
         await waitFor(lambda: server.received[-1:] == [b"well-behaved"], TIMEOUT)
         await client.disconnect()
 
-    def test_endlessMessageBufferBound(self) -> Deferred[None]:
+    @asyncTest
+    async def test_endlessMessageBufferBound(self) -> None:
         """
         20 MiB without a delimiter to a server with C{maxMessageLength}
         64 KiB and a 4-byte delimiter: the connection's buffer never holds
@@ -1295,32 +1296,30 @@ class LibraryTests(TestCase):
         well-behaved client is served afterwards.
         """
 
-        async def run() -> None:
-            tooLong: list[int] = []
+        tooLong: list[int] = []
 
-            class Watch(BufferWatch):
-                def messageTooLong(self, length: int) -> None:
-                    tooLong.append(length)
+        class Watch(BufferWatch):
+            def messageTooLong(self, length: int) -> None:
+                tooLong.append(length)
 
-            server, port = await self.startServer(protocol=Watch, delimiter=b"\r\n\r\n",
-                                                  maxMessageLength=64 * KiB)
-            peer = await self.rawPeer(port)
-            for _ in range(20):
-                peer.transport.write(b"y" * MiB)
-            peer.transport.write(b"\r\n\r\nnext\r\n\r\n")
-            await waitFor(lambda: server.received == [b"next"], TIMEOUT)
-            [connectionId] = server.clientIds()
-            protocol = server.connection(connectionId)
-            self.assertLessEqual(protocol.largest, 64 * KiB + 3)
-            self.assertEqual(len(tooLong), 1)
-            self.assertGreater(tooLong[0], 64 * KiB)
-            self.assertFalse(peer.lost.called)
-            await self.assertServed(server, port, b"\r\n\r\n")
-            self.assertLessEqual(protocol.largest, 64 * KiB + 3)
+        server, port = await self.startServer(protocol=Watch, delimiter=b"\r\n\r\n",
+                                              maxMessageLength=64 * KiB)
+        peer = await self.rawPeer(port)
+        for _ in range(20):
+            peer.transport.write(b"y" * MiB)
+        peer.transport.write(b"\r\n\r\nnext\r\n\r\n")
+        await waitFor(lambda: server.received == [b"next"], TIMEOUT)
+        [connectionId] = server.clientIds()
+        protocol = server.connection(connectionId)
+        self.assertLessEqual(protocol.largest, 64 * KiB + 3)
+        self.assertEqual(len(tooLong), 1)
+        self.assertGreater(tooLong[0], 64 * KiB)
+        self.assertFalse(peer.lost.called)
+        await self.assertServed(server, port, b"\r\n\r\n")
+        self.assertLessEqual(protocol.largest, 64 * KiB + 3)
 
-        return Deferred.fromCoroutine(run())
-
-    def test_exactMaximumWithMultiByteDelimiter(self) -> Deferred[None]:
+    @asyncTest
+    async def test_exactMaximumWithMultiByteDelimiter(self) -> None:
         """
         C{maxMessageLength} 100 and the delimiter C{\\r\\n}: a message of
         exactly 100 bytes is delivered, in one read and with its delimiter
@@ -1330,31 +1329,29 @@ class LibraryTests(TestCase):
         well-behaved client is served afterwards.
         """
 
-        async def run() -> None:
-            server, port = await self.startServer(protocol=BufferWatch, delimiter=b"\r\n",
-                                                  maxMessageLength=100)
-            peer = await self.rawPeer(port)
-            exact, over = b"e" * 100, b"o" * 101
-            first = exact + b"\r\n" + over + b"\r\nend1\r\n"
-            peer.transport.write(first)
-            await waitFor(lambda: len(server.received) == 2, TIMEOUT)
-            [connectionId] = server.clientIds()
-            protocol = server.connection(connectionId)
-            written = len(first)
-            # Each piece in a read of its own: the next is written only once
-            # the server has read the one before.
-            for piece in (exact + b"\r", b"\n" + over + b"\r", b"\nend2\r\n"):
-                peer.transport.write(piece)
-                written += len(piece)
-                await waitFor(lambda written=written: protocol.seen == written, TIMEOUT)
-            self.assertEqual(server.received, [exact, b"end1", exact, b"end2"])
-            self.assertLessEqual(protocol.largest, 101)
-            self.assertFalse(peer.lost.called)
-            await self.assertServed(server, port, b"\r\n")
+        server, port = await self.startServer(protocol=BufferWatch, delimiter=b"\r\n",
+                                              maxMessageLength=100)
+        peer = await self.rawPeer(port)
+        exact, over = b"e" * 100, b"o" * 101
+        first = exact + b"\r\n" + over + b"\r\nend1\r\n"
+        peer.transport.write(first)
+        await waitFor(lambda: len(server.received) == 2, TIMEOUT)
+        [connectionId] = server.clientIds()
+        protocol = server.connection(connectionId)
+        written = len(first)
+        # Each piece in a read of its own: the next is written only once
+        # the server has read the one before.
+        for piece in (exact + b"\r", b"\n" + over + b"\r", b"\nend2\r\n"):
+            peer.transport.write(piece)
+            written += len(piece)
+            await waitFor(lambda written=written: protocol.seen == written, TIMEOUT)
+        self.assertEqual(server.received, [exact, b"end1", exact, b"end2"])
+        self.assertLessEqual(protocol.largest, 101)
+        self.assertFalse(peer.lost.called)
+        await self.assertServed(server, port, b"\r\n")
 
-        return Deferred.fromCoroutine(run())
-
-    def test_textEdgeCases(self) -> None:
+    @asyncTest
+    async def test_textEdgeCases(self) -> None:
         """
         Text through a server and client whose delimiter is the 3-byte UTF-8
         character C{€}: the empty string, NULs, combining characters, a
@@ -1365,32 +1362,30 @@ class LibraryTests(TestCase):
         written and the connection goes on.
         """
 
-        async def run() -> None:
-            server, port = await self.startServer(
-                delimiter="€", onMessage=lambda i, m: server.received.append(m))
-            client = await self.client(port, delimiter="€")
-            good = ["", "a\0b\0", "e\u0301\u0308", "😀" * 1000, "ß" * 10,
-                    b"ends in half a euro \xe2\x82"]
-            for message in good:
-                self.assertTrue(client.send(message), message)
-            self.assertFalse(client.send("costs 5€"))
-            try:
-                refused = client.send("\ud800") is False
-            except UnicodeEncodeError:
-                refused = True
-            self.assertTrue(refused)
-            self.assertTrue(client.send("last"))
-            expected = [m.encode() if isinstance(m, str) else m for m in [*good, "last"]]
-            await waitFor(lambda: len(server.received) >= len(expected), TIMEOUT)
-            self.assertEqual(server.received, expected)
-            [connectionId] = server.clientIds()
-            self.assertTrue(server.send(connectionId, "reply ✓"))
-            self.assertEqual(len(server.connection(connectionId)._buffer), 0)
-            await self.assertServed(server, port, "€")
+        server, port = await self.startServer(
+            delimiter="€", onMessage=lambda i, m: server.received.append(m))
+        client = await self.client(port, delimiter="€")
+        good = ["", "a\0b\0", "e\u0301\u0308", "😀" * 1000, "ß" * 10,
+                b"ends in half a euro \xe2\x82"]
+        for message in good:
+            self.assertTrue(client.send(message), message)
+        self.assertFalse(client.send("costs 5€"))
+        try:
+            refused = client.send("\ud800") is False
+        except UnicodeEncodeError:
+            refused = True
+        self.assertTrue(refused)
+        self.assertTrue(client.send("last"))
+        expected = [m.encode() if isinstance(m, str) else m for m in [*good, "last"]]
+        await waitFor(lambda: len(server.received) >= len(expected), TIMEOUT)
+        self.assertEqual(server.received, expected)
+        [connectionId] = server.clientIds()
+        self.assertTrue(server.send(connectionId, "reply ✓"))
+        self.assertEqual(len(server.connection(connectionId)._buffer), 0)
+        await self.assertServed(server, port, "€")
 
-        return Deferred.fromCoroutine(run())
-
-    def test_sendMessagesOfTheDelimiterLength(self) -> None:
+    @asyncTest
+    async def test_sendMessagesOfTheDelimiterLength(self) -> None:
         """
         With the 3-byte delimiter C{<|>}: every message of exactly three
         bytes over C{<|>x} is sent if and only if the peer reads it back
@@ -1400,27 +1395,24 @@ class LibraryTests(TestCase):
         a well-behaved client is served afterwards.
         """
 
-        async def run() -> None:
-            server, port = await self.startServer(
-                delimiter=b"<|>", onMessage=lambda i, m: server.received.append(m))
-            client = await self.client(port, delimiter=b"<|>")
-            sent = []
-            alphabet = b"<|>x"
-            for a in alphabet:
-                for b in alphabet:
-                    for c in alphabet:
-                        message = bytes([a, b, c])
-                        framed = message + b"<|>"
-                        readable = framed.find(b"<|>") == len(message)
-                        self.assertEqual(client.send(message), readable, message)
-                        if readable:
-                            sent.append(message)
-            self.assertTrue(client.send(b"end"))
-            await waitFor(lambda: server.received[-1:] == [b"end"], TIMEOUT)
-            self.assertEqual(server.received, [*sent, b"end"])
-            self.assertGreater(len(sent), 30)
-            [connectionId] = server.clientIds()
-            self.assertEqual(len(server.connection(connectionId)._buffer), 0)
-            await self.assertServed(server, port, b"<|>")
-
-        return Deferred.fromCoroutine(run())
+        server, port = await self.startServer(
+            delimiter=b"<|>", onMessage=lambda i, m: server.received.append(m))
+        client = await self.client(port, delimiter=b"<|>")
+        sent = []
+        alphabet = b"<|>x"
+        for a in alphabet:
+            for b in alphabet:
+                for c in alphabet:
+                    message = bytes([a, b, c])
+                    framed = message + b"<|>"
+                    readable = framed.find(b"<|>") == len(message)
+                    self.assertEqual(client.send(message), readable, message)
+                    if readable:
+                        sent.append(message)
+        self.assertTrue(client.send(b"end"))
+        await waitFor(lambda: server.received[-1:] == [b"end"], TIMEOUT)
+        self.assertEqual(server.received, [*sent, b"end"])
+        self.assertGreater(len(sent), 30)
+        [connectionId] = server.clientIds()
+        self.assertEqual(len(server.connection(connectionId)._buffer), 0)
+        await self.assertServed(server, port, b"<|>")

@@ -340,7 +340,7 @@ class ClientRotationTests(TestCase):
             await waitFor(lambda: len(established) > count and client.isConnected)
             return serialOf(established[-1])
 
-        await waitFor(lambda: established)
+        await waitFor(lambda: established, what="the server's onEstablished")
         self.assertEqual(serialOf(established[-1]), files.clientSerial)
 
         second = files.install(issue("client", server=False), client=True)

@@ -185,7 +185,7 @@ class EchoTests(ServerTestCase):
         received: list[bytes] = []
         client = await self.connectClient(port, tls=clientTLS() if tls else None,
                                           onMessage=received.append)
-        await waitFor(lambda: established, SHORT)
+        await waitFor(lambda: established, SHORT, what="the server's onEstablished")
         [clientId] = established
         self.assertEqual(server.clientIds(), [clientId])
         self.assertEqual(self.idOf(server, client), clientId)
@@ -197,7 +197,7 @@ class EchoTests(ServerTestCase):
         self.assertEqual(messages, [(clientId, m) for m in sent])
         self.assertEqual(closed, [])
         await within(client.disconnect())
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed")
         self.assertEqual(closed, [clientId])
         self.assertEqual(established, [clientId])
         self.assertEqual(server.clientIds(), [])
@@ -240,7 +240,7 @@ class EchoTests(ServerTestCase):
         await self.assertEchoes(clients[1], received, b"second")
         second = self.idOf(server, clients[1])
         await within(clients[1].disconnect())
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed for the second client")
         self.assertEqual(closed, [second])
         self.assertEqual(server.clientIds(), [self.idOf(server, clients[0])])
 
@@ -338,13 +338,14 @@ class CallbackErrorTests(ServerTestCase):
         first = Client(stream=True, onClosed=closed.append)
         self.addCleanup(first.disconnect)
         await within(first.connect("127.0.0.1", port))
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the client's onClosed")
         self.assertEqual(server.openConnections(), 0)
         self.assertEqual(established, [])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
         second = await self.connectClient(port, stream=True)
-        await waitFor(lambda: established, SHORT)
+        await waitFor(lambda: established, SHORT,
+                      what="the server's onEstablished for the second connection")
         self.assertTrue(second.send(b"kept"))
         await within(second.disconnect())
         await waitFor(lambda: sinks[-1].value is not None, SHORT)
@@ -762,14 +763,15 @@ class SendAndLookupTests(ServerTestCase):
         self.assertFalse(server.send(12345, b"nobody"))
         received: list[bytes] = []
         client = await self.connectClient(port, onMessage=received.append)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         clientId = self.idOf(server, client)
         self.assertTrue(server.send(clientId, b"hi"))
         self.assertFalse(server.send(clientId, b"two\nlines"))
-        await waitFor(lambda: received, SHORT)
+        await waitFor(lambda: received, SHORT, what="the echo to the client")
         self.assertEqual(received, [b"hi"])
         await within(client.disconnect())
-        await waitFor(lambda: closed, SHORT)
+        await waitFor(lambda: closed, SHORT, what="the server's onClosed")
         self.assertFalse(server.send(clientId, b"gone"))
         self.assertFalse(server.disconnect(clientId))
 
@@ -780,7 +782,8 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         clientId = self.idOf(server, client)
         await within(server.stop())
         self.assertFalse(server.send(clientId, b"after stop"))
@@ -793,7 +796,8 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         [clientId] = server.clientIds()
         local = client.protocol.transport.getHost()  # type: ignore[union-attr]
         self.assertEqual(server.clientAddress(clientId), ("127.0.0.1", local.port))
@@ -835,7 +839,8 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer(tls=serverTLS())
         client = await self.connectClient(port, tls=clientTLS())
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         clientId = self.idOf(server, client)
         certificate = server.clientCertificate(clientId)
         self.assertIsNotNone(certificate)
@@ -872,7 +877,8 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         clientId = self.idOf(server, client)
         self.assertIsNone(server.clientCertificate(clientId))
         self.assertIsNone(server.clientSubjectPart(clientId, "CN"))

@@ -89,7 +89,7 @@ class ServerServiceTests(TestCase):
             client = Client(onMessage=received.append, onClosed=closed.append)
             await within(client.connect(port.getHost().host, port.getHost().port))
             client.send(b"hello " + port.getHost().host.encode())
-            await waitFor(lambda received=received: received)
+            await waitFor(lambda received=received: received, what="the echo to the client")
             self.assertEqual(received, [b"hello " + port.getHost().host.encode()])
             clients.append(client)
         self.assertEqual(server.openConnections(), 2)

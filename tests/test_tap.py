@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
@@ -54,7 +54,7 @@ from tcpsc.tap import (
     parseSeconds,
 )
 
-from ._helpers import certificates, waitFor
+from ._helpers import asyncTest, certificates, waitFor
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -705,299 +705,272 @@ class ServiceTests(TestCase):
         self.addCleanup(client.disconnect)
         return client, received
 
-    def test_echo(self) -> None:
+    @asyncTest
+    async def test_echo(self) -> None:
         """
         The default application sends each message back to its sender, with
         the delimiter and length limit of the options.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--delimiter", "|", "--max-length", "5")
-            client, received = await self.connect(service, delimiter=b"|",
-                                                  maxMessageLength=None)
-            client.send(b"hello")
-            client.send(b"toolong")
-            client.send(b"bye")
-            await waitFor(lambda: len(received) >= 2)
-            self.assertEqual(received, [b"hello", b"bye"])
+        service = self.start("--port", LOCAL, "--delimiter", "|", "--max-length", "5")
+        client, received = await self.connect(service, delimiter=b"|",
+                                              maxMessageLength=None)
+        client.send(b"hello")
+        client.send(b"toolong")
+        client.send(b"bye")
+        await waitFor(lambda: len(received) >= 2)
+        self.assertEqual(received, [b"hello", b"bye"])
 
-        return ensureDeferred(scenario())
-
-    def test_streamEcho(self) -> None:
+    @asyncTest
+    async def test_streamEcho(self) -> None:
         """
         With C{--stream}, bytes come back as they are, delimiters included.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--stream")
-            received: list[bytes] = []
-            client = Client(stream=True, onMessage=received.append)
-            await client.connect("127.0.0.1", self.port(service))
-            self.addCleanup(client.disconnect)
-            client.send(b"a\nb\0c")
-            await waitFor(lambda: b"".join(received) == b"a\nb\0c")
+        service = self.start("--port", LOCAL, "--stream")
+        received: list[bytes] = []
+        client = Client(stream=True, onMessage=received.append)
+        await client.connect("127.0.0.1", self.port(service))
+        self.addCleanup(client.disconnect)
+        client.send(b"a\nb\0c")
+        await waitFor(lambda: b"".join(received) == b"a\nb\0c")
 
-        return ensureDeferred(scenario())
-
-    def test_chat(self) -> None:
+    @asyncTest
+    async def test_chat(self) -> None:
         """
         A chat message goes to every other client, prefixed with the sender's
         id, and not back to the sender.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--app", "chat")
-            clients = [await self.connect(service) for _ in range(3)]
-            await waitFor(lambda: len(service.server.clientIds()) == 3)
-            (a, fromA), (_, fromB), (c, fromC) = clients
-            idA, _, idC = service.server.clientIds()
-            a.send(b"hello")
-            await waitFor(lambda: fromB and fromC)
-            self.assertEqual(fromB, [b"%d: hello" % idA])
-            self.assertEqual(fromC, [b"%d: hello" % idA])
-            c.send(b"hi")
-            await waitFor(lambda: fromA and len(fromB) == 2)
-            # A's first message is C's: its own never came back.
-            self.assertEqual(fromA, [b"%d: hi" % idC])
-            self.assertEqual(fromB[1], b"%d: hi" % idC)
+        service = self.start("--port", LOCAL, "--app", "chat")
+        clients = [await self.connect(service) for _ in range(3)]
+        await waitFor(lambda: len(service.server.clientIds()) == 3)
+        (a, fromA), (_, fromB), (c, fromC) = clients
+        idA, _, idC = service.server.clientIds()
+        a.send(b"hello")
+        await waitFor(lambda: fromB and fromC)
+        self.assertEqual(fromB, [b"%d: hello" % idA])
+        self.assertEqual(fromC, [b"%d: hello" % idA])
+        c.send(b"hi")
+        await waitFor(lambda: fromA and len(fromB) == 2)
+        # A's first message is C's: its own never came back.
+        self.assertEqual(fromA, [b"%d: hi" % idC])
+        self.assertEqual(fromB[1], b"%d: hi" % idC)
 
-        return ensureDeferred(scenario())
-
-    def test_chatTooLongWithPrefix(self) -> None:
+    @asyncTest
+    async def test_chatTooLongWithPrefix(self) -> None:
         """
         A message that fits the limit but not with the sender's prefix is
         dropped and logged, not relayed cut or silently lost.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--app", "chat", "--max-length", "6")
-            (a, _), (_, fromB) = [await self.connect(service) for _ in range(2)]
-            await waitFor(lambda: len(service.server.clientIds()) == 2)
-            with capturedLogs() as events:
-                a.send(b"123456")
-                a.send(b"x")
-                await waitFor(lambda: fromB)
-            self.assertEqual(fromB, [b"%d: x" % service.server.clientIds()[0]])
-            warnings = [e for e in events if e.get("log_level") == LogLevel.warn
-                        and "too long to relay" in e.get("log_format", "")]
-            self.assertEqual(len(warnings), 1)
+        service = self.start("--port", LOCAL, "--app", "chat", "--max-length", "6")
+        (a, _), (_, fromB) = [await self.connect(service) for _ in range(2)]
+        await waitFor(lambda: len(service.server.clientIds()) == 2)
+        with capturedLogs() as events:
+            a.send(b"123456")
+            a.send(b"x")
+            await waitFor(lambda: fromB, what="the chat message at the other client")
+        self.assertEqual(fromB, [b"%d: x" % service.server.clientIds()[0]])
+        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
+                    and "too long to relay" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
 
-        return ensureDeferred(scenario())
-
-    def test_record(self) -> None:
+    @asyncTest
+    async def test_record(self) -> None:
         """
         C{--app record} writes each connection's bytes to
         C{client-<id>.bin} in the record directory.
         """
-        async def scenario() -> None:
-            directory = Path(self.mktemp())
-            service = self.start("--port", LOCAL, "--app", "record",
-                                 "--record-dir", str(directory))
-            [run] = directory.iterdir()
-            first = Client(stream=True)
-            await first.connect("127.0.0.1", self.port(service))
-            second = Client(stream=True)
-            await second.connect("127.0.0.1", self.port(service))
-            first.send(b"one\n\0")
-            second.send(b"two")
-            first.send(b"more")
-            await first.disconnect()
-            await second.disconnect()
-            files = {1: b"one\n\0more", 2: b"two"}
+        directory = Path(self.mktemp())
+        service = self.start("--port", LOCAL, "--app", "record",
+                             "--record-dir", str(directory))
+        [run] = directory.iterdir()
+        first = Client(stream=True)
+        await first.connect("127.0.0.1", self.port(service))
+        second = Client(stream=True)
+        await second.connect("127.0.0.1", self.port(service))
+        first.send(b"one\n\0")
+        second.send(b"two")
+        first.send(b"more")
+        await first.disconnect()
+        await second.disconnect()
+        files = {1: b"one\n\0more", 2: b"two"}
 
-            def recorded() -> bool:
-                return all((run / f"client-{i}.bin").exists()
-                           and (run / f"client-{i}.bin").read_bytes() == data
-                           for i, data in files.items())
+        def recorded() -> bool:
+            return all((run / f"client-{i}.bin").exists()
+                       and (run / f"client-{i}.bin").read_bytes() == data
+                       for i, data in files.items())
 
-            await waitFor(recorded)
+        await waitFor(recorded, what="each connection's bytes in its record file")
 
-        return ensureDeferred(scenario())
-
-    def test_userApp(self) -> None:
+    @asyncTest
+    async def test_userApp(self) -> None:
         """
         A user's class is served with its own delimiter and limit.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--app", "tests.test_tap:Shout")
-            client, received = await self.connect(service, delimiter=b";")
-            client.send(b"hey")
-            await waitFor(lambda: received)
-            self.assertEqual(received, [b"HEY!"])
+        service = self.start("--port", LOCAL, "--app", "tests.test_tap:Shout")
+        client, received = await self.connect(service, delimiter=b";")
+        client.send(b"hey")
+        await waitFor(lambda: received, what="the reply to the client")
+        self.assertEqual(received, [b"HEY!"])
 
-        return ensureDeferred(scenario())
-
-    def test_idleTimeout(self) -> None:
+    @asyncTest
+    async def test_idleTimeout(self) -> None:
         """
         C{--idle-timeout} closes a connection without traffic.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--idle-timeout", "0.2")
-            closed: Deferred[object] = Deferred()
-            client = Client(onClosed=lambda reason: closed.callback(reason.value))
-            await client.connect("127.0.0.1", self.port(service))
-            self.addCleanup(client.disconnect)
-            started = reactor.seconds()
-            await closed.addTimeout(10, reactor)
-            self.assertGreaterEqual(reactor.seconds() - started, 0.15)
+        service = self.start("--port", LOCAL, "--idle-timeout", "0.2")
+        closed: Deferred[object] = Deferred()
+        client = Client(onClosed=lambda reason: closed.callback(reason.value))
+        await client.connect("127.0.0.1", self.port(service))
+        self.addCleanup(client.disconnect)
+        started = reactor.seconds()
+        await closed.addTimeout(10, reactor)
+        self.assertGreaterEqual(reactor.seconds() - started, 0.15)
 
-        return ensureDeferred(scenario())
-
-    def test_tlsWithoutClientAuth(self) -> None:
+    @asyncTest
+    async def test_tlsWithoutClientAuth(self) -> None:
         """
         C{--tls --no-client-auth} serves TLS to a client without a
         certificate; without C{--no-client-auth} that client is refused.
         """
-        async def scenario() -> None:
-            files = certificates()
-            service = self.start("--port", LOCAL, "--tls", "--no-client-auth",
-                                 "--cert", files.server, "--key", files.serverKey)
-            received: list[bytes] = []
-            client = Client(onMessage=received.append)
-            await client.connect("localhost", self.port(service), tls=TLSConfig(ca=files.ca))
-            self.addCleanup(client.disconnect)
-            client.send(b"anonymous")
-            await waitFor(lambda: received)
-            self.assertEqual(received, [b"anonymous"])
+        files = certificates()
+        service = self.start("--port", LOCAL, "--tls", "--no-client-auth",
+                             "--cert", files.server, "--key", files.serverKey)
+        received: list[bytes] = []
+        client = Client(onMessage=received.append)
+        await client.connect("localhost", self.port(service), tls=TLSConfig(ca=files.ca))
+        self.addCleanup(client.disconnect)
+        client.send(b"anonymous")
+        await waitFor(lambda: received, what="the echo to the client")
+        self.assertEqual(received, [b"anonymous"])
 
-            strict = self.start("--port", LOCAL, "--tls", "--ca", files.ca,
-                                "--cert", files.server, "--key", files.serverKey)
-            with capturedLogs():
-                with self.assertRaises(ClientCertificateRejected):
-                    await Client().connect("localhost", self.port(strict),
-                                           tls=TLSConfig(ca=files.ca))
+        strict = self.start("--port", LOCAL, "--tls", "--ca", files.ca,
+                            "--cert", files.server, "--key", files.serverKey)
+        with capturedLogs():
+            with self.assertRaises(ClientCertificateRejected):
+                await Client().connect("localhost", self.port(strict),
+                                       tls=TLSConfig(ca=files.ca))
 
-        return ensureDeferred(scenario())
-
-    def test_stopClosesConnections(self) -> None:
+    @asyncTest
+    async def test_stopClosesConnections(self) -> None:
         """
         Stopping the service closes every connection and the port.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL)
-            closed: Deferred[object] = Deferred()
-            client = Client(onClosed=lambda reason: closed.callback(reason.value))
-            await client.connect("127.0.0.1", self.port(service))
-            await service.stopService()
-            await closed
-            self.assertEqual(service.server.ports, [])
-            self.assertEqual(service.server.openConnections(), 0)
+        service = self.start("--port", LOCAL)
+        closed: Deferred[object] = Deferred()
+        client = Client(onClosed=lambda reason: closed.callback(reason.value))
+        await client.connect("127.0.0.1", self.port(service))
+        await service.stopService()
+        await closed
+        self.assertEqual(service.server.ports, [])
+        self.assertEqual(service.server.openConnections(), 0)
 
-        return ensureDeferred(scenario())
-
-    def test_wordingOfOne(self) -> None:
+    @asyncTest
+    async def test_wordingOfOne(self) -> None:
         """
         The daemon's lines about one connection say "connection", not
         "connections".
         """
-        async def scenario() -> None:
-            with capturedLogs() as events:
-                service = self.start("--port", LOCAL, "--max-connections", "1")
-                closed: Deferred[object] = Deferred()
-                client = Client(onClosed=lambda reason: closed.callback(None))
-                await client.connect("127.0.0.1", self.port(service))
-                await waitFor(lambda: service.server.clientIds())
-                await service.stopService()
-                await closed
-            text = "\n".join(formatEvent(e) for e in events)
-            self.assertIn("at most 1 connection,", text)
-            self.assertIn("Stopping tcpsc: closing 1 connection\n", text + "\n")
-            self.assertIn("Stopped: 1 connection closed, no output dropped", text)
-            self.assertNotIn("1 connections", text)
+        with capturedLogs() as events:
+            service = self.start("--port", LOCAL, "--max-connections", "1")
+            closed: Deferred[object] = Deferred()
+            client = Client(onClosed=lambda reason: closed.callback(None))
+            await client.connect("127.0.0.1", self.port(service))
+            await waitFor(lambda: service.server.clientIds(),
+                          what="the daemon to register the connection")
+            await service.stopService()
+            await closed
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("at most 1 connection,", text)
+        self.assertIn("Stopping tcpsc: closing 1 connection\n", text + "\n")
+        self.assertIn("Stopped: 1 connection closed, no output dropped", text)
+        self.assertNotIn("1 connections", text)
 
-        return ensureDeferred(scenario())
-
-    def test_broadcast(self) -> None:
+    @asyncTest
+    async def test_broadcast(self) -> None:
         """
         C{--app broadcast} sends numbered messages of the set size to every
         client while there is one, and stops its timer once none is left.
         """
-        async def scenario() -> None:
-            service = self.start("--port", LOCAL, "--app", "broadcast", "--rate", "500",
-                                 "--message-size", "8")
-            (first, fromFirst), (second, fromSecond) = [await self.connect(service)
-                                                        for _ in range(2)]
-            await waitFor(lambda: len(fromFirst) >= 5 and len(fromSecond) >= 5)
-            for received in (fromFirst, fromSecond):
-                numbers = [int(m) for m in received]
-                self.assertEqual([len(m) for m in received], [7] * len(received))
-                self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
-            self.assertTrue(set(fromSecond) & set(fromFirst))
-            broadcaster = _broadcasters[service.server]
-            await first.disconnect()
-            await second.disconnect()
-            await waitFor(lambda: not service.server.clientIds())
-            self.assertIsNone(broadcaster.call)
+        service = self.start("--port", LOCAL, "--app", "broadcast", "--rate", "500",
+                             "--message-size", "8")
+        (first, fromFirst), (second, fromSecond) = [await self.connect(service)
+                                                    for _ in range(2)]
+        await waitFor(lambda: len(fromFirst) >= 5 and len(fromSecond) >= 5)
+        for received in (fromFirst, fromSecond):
+            numbers = [int(m) for m in received]
+            self.assertEqual([len(m) for m in received], [7] * len(received))
+            self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
+        self.assertTrue(set(fromSecond) & set(fromFirst))
+        broadcaster = _broadcasters[service.server]
+        await first.disconnect()
+        await second.disconnect()
+        await waitFor(lambda: not service.server.clientIds())
+        self.assertIsNone(broadcaster.call)
 
-        return ensureDeferred(scenario())
-
-    def test_portInUse(self) -> None:
+    @asyncTest
+    async def test_portInUse(self) -> None:
         """
         A port that cannot be listened on makes privilegedStartService raise
         (which stops twistd), after logging one critical line with code 42;
         no traceback is printed for it.
         """
-        async def scenario() -> None:
-            first = self.start("--port", LOCAL)
-            port = self.port(first)
-            second = makeService(parse("--port", f"tcp:{port}:interface=127.0.0.1",
-                                       "--port", LOCAL), reactor=reactor)
-            original = sys.excepthook
-            self.patch(sys, "excepthook", original)
-            with capturedLogs() as events:
-                with self.assertRaises(DaemonStartError) as raised:
-                    second.privilegedStartService()
-            self.assertEqual(raised.exception.code, 42)
-            self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1",
-                          str(raised.exception))
-            critical = [e for e in events if e.get("log_level") == LogLevel.critical]
-            self.assertEqual(len(critical), 1)
-            self.assertEqual(critical[0]["code"], 42)
-            self.assertIn("(code 42)", critical[0]["error"])
-            # Nothing is left listening by the failed service.
-            self.assertEqual(second.server.ports, [])
-            # twistd lets the exception end the process: the hook installed
-            # for it prints nothing for this error (it is logged), and still
-            # prints every other.
-            self.assertIsNot(sys.excepthook, original)
-            printed: list[object] = []
-            quiet = _quietExceptHook(lambda kind, value, tb: printed.append(value))
-            quiet(DaemonStartError, raised.exception, None)
-            quiet(ValueError, ValueError("x"), None)
-            self.assertEqual([type(p) for p in printed], [ValueError])
+        first = self.start("--port", LOCAL)
+        port = self.port(first)
+        second = makeService(parse("--port", f"tcp:{port}:interface=127.0.0.1",
+                                   "--port", LOCAL), reactor=reactor)
+        original = sys.excepthook
+        self.patch(sys, "excepthook", original)
+        with capturedLogs() as events:
+            with self.assertRaises(DaemonStartError) as raised:
+                second.privilegedStartService()
+        self.assertEqual(raised.exception.code, 42)
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1",
+                      str(raised.exception))
+        critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertEqual(critical[0]["code"], 42)
+        self.assertIn("(code 42)", critical[0]["error"])
+        # Nothing is left listening by the failed service.
+        self.assertEqual(second.server.ports, [])
+        # twistd lets the exception end the process: the hook installed
+        # for it prints nothing for this error (it is logged), and still
+        # prints every other.
+        self.assertIsNot(sys.excepthook, original)
+        printed: list[object] = []
+        quiet = _quietExceptHook(lambda kind, value, tb: printed.append(value))
+        quiet(DaemonStartError, raised.exception, None)
+        quiet(ValueError, ValueError("x"), None)
+        self.assertEqual([type(p) for p in printed], [ValueError])
 
-        return ensureDeferred(scenario())
-
-    def test_startServiceAlone(self) -> None:
+    @asyncTest
+    async def test_startServiceAlone(self) -> None:
         """
         Runners that call only startService (C{twist}) get a listening
         service too.
         """
-        async def scenario() -> None:
-            service = makeService(parse("--port", LOCAL), reactor=reactor)
-            service.startService()
-            self.addCleanup(service.stopService)
-            client, received = await self.connect(service)
-            client.send(b"twist")
-            await waitFor(lambda: received)
-            self.assertEqual(received, [b"twist"])
+        service = makeService(parse("--port", LOCAL), reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        client, received = await self.connect(service)
+        client.send(b"twist")
+        await waitFor(lambda: received, what="the echo to the client")
+        self.assertEqual(received, [b"twist"])
 
-        return ensureDeferred(scenario())
-
-    def test_startServiceAloneFailure(self) -> None:
+    @asyncTest
+    async def test_startServiceAloneFailure(self) -> None:
         """
         Then a port in use is a critical log line (printed by Twisted on
         standard error before logging begins) and C{SystemExit(1)}.
         """
-        async def scenario() -> None:
-            first = self.start("--port", LOCAL)
-            second = makeService(parse("--port", f"tcp:{self.port(first)}:interface=127.0.0.1"),
-                                 reactor=reactor)
-            with capturedLogs() as events:
-                with self.assertRaises(SystemExit) as raised:
-                    second.startService()
-            self.assertEqual(raised.exception.code, 1)
-            critical = [e for e in events if e.get("log_level") == LogLevel.critical]
-            self.assertEqual([e["code"] for e in critical], [42])
-            second.running = False
-
-        return ensureDeferred(scenario())
+        first = self.start("--port", LOCAL)
+        second = makeService(parse("--port", f"tcp:{self.port(first)}:interface=127.0.0.1"),
+                             reactor=reactor)
+        with capturedLogs() as events:
+            with self.assertRaises(SystemExit) as raised:
+                second.startService()
+        self.assertEqual(raised.exception.code, 1)
+        critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual([e["code"] for e in critical], [42])
+        second.running = False
 
     def test_badEndpoint(self) -> None:
         """

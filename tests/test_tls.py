@@ -783,7 +783,8 @@ class OpenSSLClientTests(RealTLSTestCase):
         await process.waitForOutput(clientSees.encode())
         exitCode = await within(process.ended)
         self.assertNotEqual(exitCode, 0)
-        await waitFor(lambda: self.logged("Refused the connection", serverLogs), SHORT)
+        await waitFor(lambda: self.logged("Refused the connection", serverLogs), SHORT,
+                      what="the server's log line refusing the connection")
         self.assertEqual(established, [])
         self.assertEqual(server.clientIds(), [])
 
@@ -829,7 +830,8 @@ class OpenSSLClientTests(RealTLSTestCase):
         await process.waitForOutput(b"alert protocol version")
         self.assertNotEqual(await within(process.ended), 0)
         await waitFor(lambda: self.logged("Refused the connection",
-                                          "the peer speaks TLS 1.2 or older"), SHORT)
+                                          "the peer speaks TLS 1.2 or older"), SHORT,
+                      what="the server's log line refusing TLS 1.2")
         self.assertEqual(established, [])
 
     @asyncTest
@@ -1069,7 +1071,8 @@ class LateRejectionTests(RealTLSTestCase):
         await within(client.connect("localhost", port, tls=clientTLS()))
         self.assertLess(reactor.seconds() - started, 5.0)
         self.assertTrue(client.isConnected)
-        await waitFor(lambda: server.clientIds(), SHORT)
+        await waitFor(lambda: server.clientIds(), SHORT,
+                      what="the server to register the connection")
         self.assertIsNone(server.clientSubjectPart(server.clientIds()[0], "CN"))
 
 
@@ -1119,7 +1122,7 @@ class SubjectTests(RealTLSTestCase):
         client = self.client()
         self.assertRaises(ClientError, client.serverSubjectPart, "L")
         await within(client.connect("localhost", port, tls=clientTLS()))
-        await waitFor(lambda: established, SHORT)
+        await waitFor(lambda: established, SHORT, what="the server's onEstablished")
         clientId = established[0]
         self.assertEqual(server.clientSubjectPart(clientId, "CN"), "client")
         self.assertEqual(server.clientSubjectPart(clientId, NameOID.LOCALITY_NAME), "my city")
