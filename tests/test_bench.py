@@ -260,6 +260,7 @@ class BenchOpenFileTests(_BenchTestCase):
     C{tcpsc bench} makes room for its connections where it starts.
     """
 
+    @asyncTest
     async def test_raisesLimit(self) -> None:
         """
         Started with a soft limit of open files below the number of its
