@@ -1,15 +1,17 @@
-# -*- test-case-name: tests.test_exports -*-
+# -*- test-case-name: tests.test_signatures -*-
 """
 tcpsc: message-oriented TCP and TLS 1.3 servers and clients on Twisted.
 
 Fragmented mode (L{MessageProtocol}: messages separated by a delimiter) and
 continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
 and connected by L{Client}, with mutual certificate authentication through
-L{TLSConfig}; reactor services for C{.tac} files (L{ServerService},
-L{KeepConnectedService}); and the C++ original's blocking API (L{TcpServer},
-L{TlsServer}, L{TcpClient}, L{TlsClient}) for programs that run no reactor.
-L{writeCertificateSet} makes a CA, a server and client certificates for
-trying TLS (what C{tcpsc certs} writes).
+L{TLSConfig} and limits, timeouts and bounds as one L{Settings} value;
+reactor services for C{.tac} files (L{ServerService},
+L{KeepConnectedService}); L{writeCertificateSet} makes a CA, a server and
+client certificates for trying TLS (what C{tcpsc certs} writes).
+
+The C++ original's classes, for programs that run no reactor, are in
+L{tcpsc.blocking} (C{TcpServer}, C{TlsServer}, C{TcpClient}, C{TlsClient}).
 """
 
 from ._certgen import parseSubject, writeCertificateSet
@@ -35,7 +37,6 @@ from ._service import KeepConnectedService, ServerService
 from ._settings import FROM_PROTOCOL, FromProtocol, Settings
 from ._tls import TLSConfig
 from ._version import __version__
-from .blocking import ReactorThreadError, TcpClient, TcpServer, TlsClient, TlsServer
 
 __all__ = [
     "FROM_PROTOCOL",
@@ -51,7 +52,6 @@ __all__ = [
     "ListenError",
     "MessageProtocol",
     "PortError",
-    "ReactorThreadError",
     "Server",
     "ServerCertificateRejected",
     "ServerError",
@@ -61,11 +61,7 @@ __all__ = [
     "StreamProtocol",
     "TLSConfig",
     "TLSHandshakeError",
-    "TcpClient",
-    "TcpServer",
     "TcpscError",
-    "TlsClient",
-    "TlsServer",
     "__version__",
     "parseSubject",
     "writeCertificateSet",

@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ._tls import SUBJECT_SHORT_NAMES
+
 __all__ = [
     "DEFAULT_SUBJECT",
     "Issued",
@@ -63,15 +65,7 @@ DEFAULT_SUBJECT = "O=tcpsc"
 The subject fields L{writeCertificateSet} uses when it is given none.
 """
 
-_SUBJECT_KEYS: dict[str, x509.ObjectIdentifier] = {
-    "C": NameOID.COUNTRY_NAME,
-    "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "L": NameOID.LOCALITY_NAME,
-    "O": NameOID.ORGANIZATION_NAME,
-    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "CN": NameOID.COMMON_NAME,
-    "emailAddress": NameOID.EMAIL_ADDRESS,
-}
+_SUBJECT_KEYS = SUBJECT_SHORT_NAMES
 
 _SUBJECT_KEYS_FOLDED: dict[str, x509.ObjectIdentifier] = {
     key.lower(): oid for key, oid in _SUBJECT_KEYS.items()

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_compat -*-
 """
-Layer 0: the one place that knows which private names of Twisted and
-pyOpenSSL tcpsc relies on, and whether it may rely on them.
+The one place that knows which private names of Twisted and pyOpenSSL tcpsc
+relies on, and whether it may rely on them.
 
 A few of tcpsc's fast paths reach into other libraries' private attributes
 (a socket transport's buffer, a port's accept loop, pyOpenSSL's cffi
@@ -12,48 +12,18 @@ runs, before it touches a private name.  Outside the checked releases each
 falls back to the public path (Twisted's own transport, port and TLS
 protocol), which is slower and behaves the same.
 
-L{PRIVATE_NAMES} lists every private attribute used, by its owner, so that a
-test fails on a release that renamed one instead of a user finding out.
-Tests set L{PRIVATE} to C{False} to run the public fallbacks.
-
-The fast paths outside TLS, and their fallbacks:
-
-  - L{writeToAll}: C{Server.broadcast} appends a frame to the buffer of
-    each socket transport that holds unsent data (C{_tempDataBuffer},
-    C{_tempDataLen}, C{_maybePauseProducer}), rather than calling its
-    C{write} (L{appendableTransport} says whether it does).  Fallback: the
-    transport's C{write}.
-  - C{tcpsc._server._GuardedPort}: a subclass of Twisted's TCP port whose
-    accept loop pauses when out of file descriptors; it re-implements
-    C{tcp.Port.doRead} with C{_buildAddr}, C{sessionno}, C{numberAccepts},
-    C{transport} and C{socket}.  It stays in C{tcpsc._server}, its names
-    are listed here, and the server uses it only when L{PRIVATE}.
-    Fallback: Twisted's own port (C{TCP4ServerEndpoint},
-    C{TCP6ServerEndpoint}), with the same listen queue.
-  - L{tcpEndpointArguments}: the port, listen queue and interface of
-    Twisted's TCP server endpoints (C{_port}, C{_backlog}, C{_interface}),
-    to listen on them with that port.  Fallback: the endpoint as it is.
-  - L{unsentBytes}: how much a socket transport holds unsent
-    (C{dataBuffer}, C{offset}, C{_tempDataLen}), for the warning of a
-    forced close.  Fallback: the caller's own count (what it accepted while
-    congested).
-  - L{bufferedBytes}: how much memory a socket transport's buffers take
-    (C{dataBuffer}, C{_tempDataLen}), for the memory budget.  Fallback: the
-    caller's own count (what it accepted while congested).
-  - L{writeClosing}: whether a socket transport half-closes once its buffer
-    is written (C{_writeDisconnecting}), for the streaming producers that
-    must unregister so that it can.  Fallback: C{None} ("cannot tell"); the
-    producer then makes the transport look at its buffer again
-    (C{startWriting}) each time it is resumed, which closes the write half
-    as soon as it was asked to.
-
-The TLS transport (C{tcpsc._tlstransport.TLSTransport}) is a subclass of
-Twisted's TLS protocol that overrides and reads its private methods and
-attributes, and calls OpenSSL through pyOpenSSL's private cffi binding; it
-stays in C{tcpsc._tlstransport}, its names are listed here, and servers and
-clients use it only when L{PRIVATE} (C{tcpsc._tlstransport.tlsFactory}).
-Fallback: Twisted's own L{TLSMemoryBIOFactory}, which waits for the peer's
-close_notify (within the connection's close timeout).
+L{PRIVATE_NAMES} lists every private attribute used, by its owner and with
+what uses it, so that a test fails on a release that renamed one instead of
+a user finding out.  Tests set L{PRIVATE} to C{False} to run the public
+fallbacks.  The fast paths defined here (L{writeToAll},
+L{tcpEndpointArguments}, L{unsentBytes}, L{bufferedBytes},
+L{writeClosing}) each say their fallback.  Two subclasses of Twisted's
+classes stay beside the code that uses them and are used only when
+L{PRIVATE}: the server's listening port, whose accept loop pauses when out
+of file descriptors (fallback: Twisted's own port, with the same listen
+queue), and tcpsc's TLS transport (C{tcpsc._tlstransport}; fallback:
+Twisted's own L{TLSMemoryBIOFactory}, which waits for the peer's
+close_notify within the connection's close timeout).
 
 Public methods are replaced on live transport I{instances} in two places;
 no release check applies to public names, but a transport class with

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_framing -*-
 """
-Layer 1: framing.  Bytes in, messages out; no sockets, no reactor.
+Framing: bytes in, messages out; no sockets, no reactor.
 
 L{MessageProtocol} is tcpsc's "fragmented mode": messages separated by a
 delimiter of one or more bytes, any size up to a bound.  L{StreamProtocol} is
@@ -14,18 +14,19 @@ TLS connection only once its handshake completed with the peer verified
 (L{IHandshakeListener}), because C{connectionMade} fires before the handshake
 and before any certificate was checked.
 
-Why not C{LineOnlyReceiver}: it re-joins and re-splits its whole buffer on
-every read (quadratic for a long message arriving in small pieces), checks no
-bound until a delimiter arrives, validates nothing it sends, and cannot pause.
-The reassembly here searches only the bytes that are new (plus an overlap of
-C{len(delimiter) - 1} for a delimiter split across reads), never buffers a
+The reassembly searches only the bytes that are new (plus an overlap of
+C{len(delimiter) - 1} for a delimiter split across reads), so its cost is
+linear in the bytes received however they are split; it never buffers a
 partial message beyond C{maxMessageLength + len(delimiter) - 1} bytes, and
 joins the replies made while handling one read into a single write.
+(C{LineOnlyReceiver} re-splits its whole buffer on every read, checks no
+bound until a delimiter arrives, validates nothing it sends and cannot
+pause.)
 
 Output is bounded too.  A ready connection registers a small streaming
 producer (L{_OutputTracker}) on the transport that owns the socket, below TLS
 and any other wrapper, so it learns when that transport holds more than it
-writes at once (Twisted's C{bufferSize}, 64 KiB) and when it is empty again.
+writes at once (Twisted's C{bufferSize}) and when it is empty again.
 In between, the connection is I{congested}: the bytes accepted for sending are
 counted, and once C{maxPendingOutput} bytes were accepted, sending returns
 C{False} and writes nothing until the transport drained.  The hot path of
@@ -56,7 +57,7 @@ from . import _compat
 from ._addresses import describeAddress
 from ._errors import AbortedLocally, ClosedLocally
 from ._events import plural
-from ._output import socketTransport
+from ._transports import releaseIfClosing, socketTransport
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -139,7 +140,7 @@ class _OutputTracker:
     registered, the connection's output is bounded by that producer, not
     by C{maxPendingOutput}.
 
-    Two Twisted details (see L{tcpsc._output}): the tracker sits on the
+    Two Twisted details (see L{tcpsc._transports}): the tracker sits on the
     socket transport, never on a TLS transport, whose C{loseConnection}
     would wait for it; and a paused producer that the transport resumes
     while it is closing unregisters itself, or the transport would keep
@@ -219,23 +220,7 @@ class _OutputTracker:
 
     def resumeProducing(self) -> None:
         base = self._base
-        disconnecting = getattr(base, "disconnecting", False)
-        writeClosing = _compat.writeClosing(base)
-        if ((disconnecting or writeClosing)
-                and getattr(base, "producer", None) is self):
-            # A transport that is closing (or half-closing) resumes its
-            # paused producer instead of closing: unregistering lets it
-            # close.  Unregistering makes it write again only for a full
-            # close; a half-close needs that too.
-            type(base).unregisterProducer(base)
-            if not disconnecting:
-                base.startWriting()
-        elif writeClosing is None and not disconnecting:
-            # Whether it half-closes cannot be told: let it look again, now
-            # that its producer is no longer paused (see _compat.writeClosing).
-            startWriting = getattr(base, "startWriting", None)
-            if startWriting is not None:
-                startWriting()
+        releaseIfClosing(base, self, lambda: type(base).unregisterProducer(base))
         self._protocol._outputDrained()
 
     def stopProducing(self) -> None:
@@ -600,6 +585,19 @@ class _ConnectionBase(Protocol):
         if room > self._room:
             self._room = room
         return self._room
+
+    def _takeRoom(self, size: int) -> bool:
+        """
+        While congested, take C{size} bytes of what may still be sent (see
+        L{_roomLeft}); when they do not fit, count a dropped write instead.
+
+        @return: whether the C{size} bytes may be written.
+        """
+        if size > self._room and size > self._roomLeft():
+            self._outputDropped += 1
+            return False
+        self._room -= size
+        return True
 
     def _outputDrained(self) -> None:
         if not self._congested:
@@ -1157,12 +1155,8 @@ class MessageProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         suffix = self._suffix
-        if self._congested:
-            size = len(message) + len(suffix)
-            if size > self._room and size > self._roomLeft():
-                self._outputDropped += 1
-                return False
-            self._room -= size
+        if self._congested and not self._takeRoom(len(message) + len(suffix)):
+            return False
         batch = self._batch
         if batch is not None:
             batch.append(message)
@@ -1222,12 +1216,8 @@ class MessageProtocol(_ConnectionBase):
         """
         if not self.ready or self.transport.disconnecting:
             return False
-        if self._congested:
-            size = len(frame)
-            if size > self._room and size > self._roomLeft():
-                self._outputDropped += 1
-                return False
-            self._room -= size
+        if self._congested and not self._takeRoom(len(frame)):
+            return False
         batch = self._batch
         if batch is not None:
             suffix = self._suffix
@@ -1284,12 +1274,8 @@ class StreamProtocol(_ConnectionBase):
         if not self.ready or self.transport.disconnecting:
             return False
         if data:
-            if self._congested:
-                size = len(data)
-                if size > self._room and size > self._roomLeft():
-                    self._outputDropped += 1
-                    return False
-                self._room -= size
+            if self._congested and not self._takeRoom(len(data)):
+                return False
             self._bytesOut += len(data)
             self.transport.write(data)
         return True

@@ -5,9 +5,9 @@ CPython frees the buffers of closed connections to the C allocator, and
 glibc's allocator keeps most of what was freed in the middle of its heap,
 so a process stays at its high-water mark after a burst of connections
 (thousands of aborted TLS handshakes, a flood of large messages).
-C{malloc_trim} returns the free pages to the system; it costs microseconds
-on a heap of a few hundred megabytes.  Where there is no glibc (musl,
-macOS, Windows), nothing is done.
+C{malloc_trim} returns the free pages to the system, cheaply enough to call
+after every burst.  Where there is no glibc (musl, macOS, Windows), nothing
+is done.
 """
 
 from __future__ import annotations

@@ -9,22 +9,13 @@ C{callFromThread} only when none is pending; the flush writes everything
 queued as one write, and repeats until the queue is empty.
 
 Back-pressure: the queue registers itself as a streaming producer on the
-socket-level transport (below TLS, if any).  Twisted pauses it when the
-socket's send buffer holds more than its C{bufferSize} (64 KiB) and resumes
-it when that buffer is empty.  While paused nothing is written; frames stay
-in the queue, and once the queue holds C{limit} bytes L{OutputQueue.put}
-waits, up to a timeout, for room, then gives up (C{False}).  So a peer that
-reads slowly costs at most about twice C{limit} bytes of memory, and holds up
-only the threads sending to it: the C++ original blocks every sender on one
-global lock instead (its bug B10).
-
-Two Twisted details shape the code: a producer registered on a TLS transport
-would delay that transport's C{loseConnection} until it is unregistered, so
-the producer goes on the TCP transport underneath; and a TCP transport whose
-paused producer is resumed while it is closing calls C{resumeProducing}
-instead of closing, so the queue unregisters itself when that happens
-(L{tcpsc._compat.writeClosing} tells a half-close, in the Twisted releases
-it was checked against).
+socket transport (below TLS, if any; see L{tcpsc._transports}).  Twisted
+pauses it when the socket's send buffer holds more than its C{bufferSize}
+and resumes it when that buffer is empty.  While paused nothing is written;
+frames stay in the queue, and once the queue holds C{limit} bytes
+L{OutputQueue.put} waits, up to a timeout, for room, then gives up
+(C{False}).  So a peer that reads slowly costs at most about twice C{limit}
+bytes of memory, and holds up only the threads sending to it.
 """
 
 from __future__ import annotations
@@ -36,26 +27,15 @@ from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
-from . import _compat
+from ._transports import releaseIfClosing, socketTransport
 
-__all__ = ["DEFAULT_OUTPUT_LIMIT", "OutputQueue", "socketTransport"]
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "OutputQueue"]
 
 #: Default bound, in bytes, of the frames a connection queues while its peer
 #: does not read.
 DEFAULT_OUTPUT_LIMIT = 1024 * 1024
-
-
-def socketTransport(transport: Any) -> Any:
-    """
-    The transport that owns the socket under C{transport}: below TLS and any
-    other protocol wrapper.
-    """
-    while isinstance(transport, ProtocolWrapper) and transport.transport is not None:
-        transport = transport.transport
-    return transport
 
 
 @implementer(IPushProducer)
@@ -230,22 +210,8 @@ class OutputQueue:
 
     def resumeProducing(self) -> None:
         base = self._transport
-        disconnecting = getattr(base, "disconnecting", False)
-        writeClosing = _compat.writeClosing(base)
-        if base is not None and (disconnecting or writeClosing):
-            # A closing (or half-closing) TCP transport resumes a paused
-            # producer instead of closing; unregistering lets it close.
-            # Unregistering makes it write again only for a full close; a
-            # half-close needs that too.
-            self.detach()
-            if not disconnecting:
-                base.startWriting()
-        elif writeClosing is None:
-            # Whether it half-closes cannot be told: let it look again, now
-            # that its producer is no longer paused (see _compat.writeClosing).
-            startWriting = getattr(base, "startWriting", None)
-            if startWriting is not None:
-                startWriting()
+        if base is not None:
+            releaseIfClosing(base, self, self.detach)
         with self._cond:
             self._paused = False
             if self._scheduled or self._closed or not self._frames:

@@ -63,7 +63,7 @@ from ._memory import canReleaseMemory, releaseFreeMemory
 from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
 from ._tls import (
     TLSConfig,
-    certificateNames,
+    certificateDNSNames,
     describeClose,
     isAllowedClient,
     peerCertificate,
@@ -1208,7 +1208,7 @@ class Server(Factory):
             # Never established: no callback, and the protocol's own
             # connectionReady is not called either.
             commonName = subjectPart(certificate, "CN")
-            names = certificateNames(certificate)
+            names = certificateDNSNames(certificate)
             self._events.record(
                 "allowedClients",
                 "Refused the connection from {peer}: its client certificate "

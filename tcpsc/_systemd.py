@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_systemd -*-
 """
-Layer 4: readiness notification to systemd (C{Type=notify}), the
+Readiness notification to systemd (C{Type=notify}), the
 C{sd_notify} protocol written with the standard library.
 
 systemd gives a service the address of a unix datagram socket in

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Layer 2: TLS configuration.
+TLS configuration.
 
 L{TLSConfig} turns three PEM files (CA, certificate, key) into Twisted
 connection creators with tcpsc's policy: TLS 1.3 and nothing older, the
@@ -92,9 +92,10 @@ if TYPE_CHECKING:
     from ._framing import _ConnectionBase
 
 __all__ = [
+    "SUBJECT_SHORT_NAMES",
     "PEMSource",
     "TLSConfig",
-    "certificateNames",
+    "certificateDNSNames",
     "checkKeyPermissions",
     "checkValidity",
     "isAllowedClient",
@@ -107,7 +108,9 @@ _log = Logger()
 #: A PEM file's path, or the PEM data itself.
 PEMSource = Union[str, "os.PathLike[str]", bytes]
 
-_SHORT_NAMES = {
+#: The short names of the subject parts that certificates name most often,
+#: as OpenSSL spells them, with their OIDs.
+SUBJECT_SHORT_NAMES: dict[str, x509.ObjectIdentifier] = {
     "C": NameOID.COUNTRY_NAME,
     "ST": NameOID.STATE_OR_PROVINCE_NAME,
     "L": NameOID.LOCALITY_NAME,
@@ -648,7 +651,7 @@ def _identityRefusal(certificate: x509.Certificate, name: str) -> str | None:
         else:
             verify_certificate_hostname(certificate, name)
     except VerificationError:
-        valid = _certificateNames(certificate)
+        valid = _certificateDNSNamesAndAddresses(certificate)
         return (
             f"the server's certificate is not valid for the {kind} {name!r}; it is issued "
             f"for {', '.join(valid) if valid else 'no host name or address'}"
@@ -856,8 +859,13 @@ def acceptanceGate(clock: IReactorTime, grace: float = DEFAULT_ACCEPTANCE_GRACE)
     return _AcceptanceGate(clock, grace)
 
 
-def _certificateNames(certificate: x509.Certificate) -> list[str]:
-    names = certificateNames(certificate)
+def _certificateDNSNamesAndAddresses(certificate: x509.Certificate) -> list[str]:
+    """
+    The DNS names, then the IP addresses, among the subject alternative
+    names of C{certificate}: what a server's certificate may be verified
+    for.
+    """
+    names = certificateDNSNames(certificate)
     san = _subjectAltName(certificate)
     if san is not None:
         names += [str(a) for a in san.get_values_for_type(x509.IPAddress)]
@@ -995,7 +1003,7 @@ def _sslReason(value: BaseException) -> str:
     return str(value) or value.__class__.__name__
 
 
-def certificateNames(certificate: x509.Certificate | None) -> list[str]:
+def certificateDNSNames(certificate: x509.Certificate | None) -> list[str]:
     """
     The DNS names among the subject alternative names of C{certificate}, in
     their order; empty without a certificate or that extension.
@@ -1018,7 +1026,7 @@ def isAllowedClient(certificate: x509.Certificate | None, allowed: frozenset[str
     commonName = subjectPart(certificate, NameOID.COMMON_NAME)
     if commonName is not None and commonName in allowed:
         return True
-    names = certificateNames(certificate)
+    names = certificateDNSNames(certificate)
     if not names:
         return False
     folded = {name.lower() for name in allowed}
@@ -1052,11 +1060,11 @@ def nameOID(part: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:
     if isinstance(part, x509.ObjectIdentifier):
         return part
     try:
-        return _SHORT_NAMES[part]
+        return SUBJECT_SHORT_NAMES[part]
     except (KeyError, TypeError):
         raise ValueError(
             f"unknown subject part {part!r}: use a cryptography NameOID or one of "
-            + ", ".join(_SHORT_NAMES)
+            + ", ".join(SUBJECT_SHORT_NAMES)
         ) from None
 
 

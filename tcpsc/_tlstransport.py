@@ -17,11 +17,11 @@ Once the handshake is done, the hot calls (C{SSL_read}, C{SSL_write} and
 the memory BIOs' C{BIO_read}/C{BIO_write}) go to OpenSSL directly through the
 cffi binding pyOpenSSL itself uses, with one buffer per factory, rather than
 through pyOpenSSL's methods, which allocate a buffer and raise an exception
-for every empty read: that halves the cost of those calls (see
-L{_directOpenSSL}, and C{benchmarks/RESULTS.md} for what TLS costs per read).  Errors still go through pyOpenSSL, so they are reported
+for every empty read (see L{_directOpenSSL}; C{benchmarks/RESULTS.md} says
+what that saves).  Errors still go through pyOpenSSL, so they are reported
 as they always are.
 
-Part of the TLS layer (layer 2): it knows nothing of messages.
+Part of the TLS layer: it knows nothing of messages.
 """
 
 from __future__ import annotations

@@ -2,11 +2,10 @@
 """
 Worker threads of the blocking API.
 
-The C++ original starts one thread per received message, so callbacks of one
-connection run concurrently and out of order (its bug B9).  Here every
-connection has a L{SerialExecutor}: its tasks run one after the other, in the
-order they were submitted, on a thread of a shared L{WorkerPool}; tasks of
-different connections run concurrently.
+Every connection has a L{SerialExecutor}: its tasks run one after the other,
+in the order they were submitted, on a thread of a shared L{WorkerPool}, so
+the callbacks of one connection never race and see its messages in order;
+tasks of different connections run concurrently.
 
 The pool is elastic: a task that finds no idle thread gets a new one, so a
 callback that blocks (a slow worker) holds up only its own connection, never

@@ -1,11 +1,11 @@
 # -*- test-case-name: tests.test_blocking_general,tests.test_blocking_fragmented,tests.test_blocking_continuous,tests.test_blocking_regressions -*-
 """
-Layer 5: the C++ original's API, for programs that do not run a reactor.
+The C++ original's classes, for programs that do not run a reactor.
 
 L{TcpServer}, L{TlsServer}, L{TcpClient} and L{TlsClient} keep the names,
-arguments and start codes of the original's four classes (see
-C{ORIGINAL_SPEC.md} §2-§7), as a thin shell over L{tcpsc.Server} and
-L{tcpsc.Client}::
+arguments and start codes of the original's four classes, as a thin shell
+over L{tcpsc.Server} and L{tcpsc.Client}.  This module is their one home
+(C{tcpsc} itself holds the Twisted-native API)::
 
     server = TcpServer(b"\\n")
     server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
@@ -29,14 +29,11 @@ How it runs:
     the calling thread and queues it; the reactor writes queued messages in
     batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
     waits up to C{sendTimeout} seconds for room, then returns C{False}.
+  - The limits and timeouts given to a constructor make one
+    L{tcpsc.Settings} value (its C{settings}), with which the core server or
+    client is made.
 
-Differences from the original, all deliberate (its bugs B1-B24 are not
-carried over): messages arrive in order; ids are never reused; C{start()}
-raises L{tcpsc.StartError} carrying the original's code instead of returning
-it; a server may be stopped from its own callbacks and restarted on the same
-port at once; a TLS client whose certificate the server rejects gets code 60
-from C{start()} instead of a connection that dies a moment later; TLS means
-TLS 1.3, and a verifying client also checks the server's host name.
+C{start()} raises L{tcpsc.StartError} carrying the original's code.
 Messages are delivered as C{bytes}; C{sendMsg} takes C{bytes} or C{str}
 (encoded as UTF-8).
 """
@@ -46,7 +43,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from cryptography import x509
@@ -56,20 +54,21 @@ from twisted.python.failure import Failure
 
 from ._client import Client
 from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
-from ._framing import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_LENGTH,
-    MessageProtocol,
-    StreamProtocol,
-)
+from ._framing import MessageProtocol, StreamProtocol
+from ._limits import raiseOpenFileLimit
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
-from ._server import (
+from ._server import Server
+from ._settings import (
+    DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    Server,
-    _Default,
+    FROM_PROTOCOL,
+    SETTING_NAMES,
+    FromProtocol,
+    Settings,
 )
 from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
 from ._workers import SerialExecutor, WorkerPool, currentExecutor
@@ -84,7 +83,14 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
-_DEFAULT: Any = _Default(str(DEFAULT_MAX_MESSAGE_LENGTH))
+#: Files a program that runs a blocking server may open besides its
+#: connections (its listening sockets, logs, the reactor's own): the
+#: open-file limit L{TcpServer.start} asks for is this more than
+#: C{maxConnections}.
+_FILES_BESIDES_CONNECTIONS = 64
+
+#: The fields of L{Settings} that L{Client} takes; the others are a server's.
+_CLIENT_SETTINGS = ("delimiter", "maxMessageLength", "messageAppend", "closeTimeout")
 
 #: The original names subject parts by OpenSSL NID; these are the common ones.
 _NIDS = {
@@ -187,13 +193,44 @@ def _certificatePath(value: str | os.PathLike[str] | bytes | None) -> str | byte
     return os.fspath(value)
 
 
+def _settingArguments(settings: Settings, names: Iterable[str]) -> dict[str, Any]:
+    """
+    The fields C{names} of C{settings} as the keyword arguments of L{Server}
+    or L{Client} that spell them: those left to the protocol class
+    (L{FROM_PROTOCOL <tcpsc.FromProtocol>}) are left out, as those classes
+    spell that.
+    """
+    arguments = {}
+    for name in names:
+        value = getattr(settings, name)
+        if value is not FROM_PROTOCOL:
+            arguments[name] = value
+    return arguments
+
+
+def _setting(name: str) -> Any:
+    """
+    An attribute of the blocking classes that reads the field C{name} of
+    their C{settings}; setting it replaces them with a checked copy, which
+    takes effect at the first L{TcpServer.start}.
+    """
+
+    def get(self: _BlockingBase) -> Any:
+        return getattr(self.settings, name)
+
+    def set(self: _BlockingBase, value: Any) -> None:
+        self.settings = self.settings.replace(**{name: value})
+
+    return property(get, set, doc=f"C{{settings.{name}}} (see L{{tcpsc.Settings}}).")
+
+
 class _BlockingMessageProtocol(MessageProtocol):
     """
     Fragmented mode: collects the messages of one read and hands them to the
     connection's worker at once.
     """
 
-    _conn: _Connection | None = None
+    _conn: _BlockingConnection | None = None
     _inbox: list[bytes] | None = None
     _early: list[tuple[list[bytes], int]] | None = None
 
@@ -231,7 +268,7 @@ class _BlockingStreamProtocol(StreamProtocol):
     Continuous mode: hands every chunk read to the connection's worker.
     """
 
-    _conn: _Connection | None = None
+    _conn: _BlockingConnection | None = None
     _early: list[tuple[list[bytes], int]] | None = None
 
     def dataReceived(self, data: bytes) -> None:
@@ -244,7 +281,7 @@ class _BlockingStreamProtocol(StreamProtocol):
             self._early.append(([data], len(data)))
 
 
-class _Connection:
+class _BlockingConnection:
     """
     One established connection as the blocking API sees it: its worker
     queue, its output queue, and what the getters report about it.
@@ -254,8 +291,8 @@ class _Connection:
 
     log = Logger()
 
-    def __init__(self, owner: _Endpoint, connectionId: int, protocol: Any,
-                 consume: Callable[[_Connection, list[bytes]], None]) -> None:
+    def __init__(self, owner: _BlockingBase, connectionId: int, protocol: Any,
+                 consume: Callable[[_BlockingConnection, list[bytes]], None]) -> None:
         self.owner = owner
         self.connectionId = connectionId
         self.protocol = protocol
@@ -291,7 +328,7 @@ class _Connection:
 
     # -- the reactor thread -------------------------------------------------
 
-    def begin(self, established: Callable[[_Connection], None]) -> None:
+    def begin(self, established: Callable[[_BlockingConnection], None]) -> None:
         """
         Start serving: output back-pressure, the established worker, then
         whatever arrived before.
@@ -304,7 +341,7 @@ class _Connection:
         for batch, size in early or ():
             self.handOver(batch, size)
 
-    def end(self, reason: Failure | None, closed: Callable[[_Connection], None]) -> None:
+    def end(self, reason: Failure | None, closed: Callable[[_BlockingConnection], None]) -> None:
         """
         The connection is gone: drop unsent output, queue the closed worker
         after every message received.
@@ -380,44 +417,41 @@ class _Connection:
         return self.output.put(frame, self.owner.sendTimeout)
 
 
-class _Endpoint:
+class _BlockingBase:
     """
-    What servers and clients share: settings, the reactor thread, callbacks
-    on worker threads.
+    What the blocking servers and clients share: their settings, the
+    reactor thread, callbacks on worker threads.
+
+    @ivar settings: the settings of the connections (see L{Settings}),
+        made from the constructor's arguments.
     """
 
     log = Logger()
 
+    #: The fields of L{settings} handed to the core L{Server} or L{Client}.
+    _coreSettingNames: tuple[str, ...] = SETTING_NAMES
+
     def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
-                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int) -> None:
-        # The seed's spelling TcpServer(b"|", 4096): a number in the place of
-        # messageAppend is the maximum message length.
+                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
+                 **settings: Any) -> None:
+        # The original's spelling TcpServer(b"|", 4096): a number in the place
+        # of messageAppend is the maximum message length.
         if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
-            if maxMessageLength is not _DEFAULT:
+            if maxMessageLength is not FROM_PROTOCOL:
                 raise TypeError("maxMessageLength given twice")
             maxMessageLength, messageAppend = messageAppend, b""
         self._delimiter = _delimiterBytes(delimiter)
         append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
         if self._delimiter is None:
-            if append or maxMessageLength is not _DEFAULT:
+            if append or maxMessageLength is not FROM_PROTOCOL:
                 raise ValueError(
                     "messageAppend and maxMessageLength apply to fragmented mode only; "
                     "give a delimiter, or leave them out for continuous mode"
                 )
-            self._maxMessageLength: int | None = None
         else:
-            if maxMessageLength is _DEFAULT:
-                maxMessageLength = DEFAULT_MAX_MESSAGE_LENGTH
-            if maxMessageLength is not None and (
-                isinstance(maxMessageLength, bool) or not isinstance(maxMessageLength, int)
-                or maxMessageLength < 0
-            ):
-                raise ValueError(f"maxMessageLength must be a non-negative int or None, "
-                                 f"not {maxMessageLength!r}")
-            if self._delimiter in append:
-                raise ValueError(f"messageAppend {append!r} contains the delimiter")
-            self._maxMessageLength = maxMessageLength
-        self._messageAppend = append
+            settings.update(delimiter=self._delimiter, messageAppend=append,
+                            maxMessageLength=maxMessageLength)
+        self.settings = Settings(**settings)
         #: Seconds C{sendMsg} waits for a slow reader before giving up.
         self.sendTimeout = sendTimeout
         #: Bytes a connection may queue for sending beyond what its socket holds.
@@ -425,7 +459,7 @@ class _Endpoint:
         # Set by start(): the reactor thread is started on first use.
         self._reactorThreadObject: ReactorThread = None  # type: ignore[assignment]
         self._cond = threading.Condition(threading.Lock())
-        self._live: dict[int, _Connection] = {}
+        self._live: dict[int, _BlockingConnection] = {}
         self._inStop: set[SerialExecutor] = set()
         self._running = False
         self._starting = False
@@ -438,15 +472,37 @@ class _Endpoint:
         """
         return self._delimiter is None
 
-    def _coreSettings(self) -> dict[str, Any]:
-        if self._delimiter is None:
-            return {"protocol": _BlockingStreamProtocol, "stream": True}
-        return {
-            "protocol": _BlockingMessageProtocol,
-            "delimiter": self._delimiter,
-            "messageAppend": self._messageAppend,
-            "maxMessageLength": self._maxMessageLength,
-        }
+    def _coreArguments(self) -> dict[str, Any]:
+        """
+        The protocol class and the L{settings} as keyword arguments of the
+        core L{Server} or L{Client}.
+        """
+        arguments: dict[str, Any] = (
+            {"protocol": _BlockingStreamProtocol, "stream": True} if self._delimiter is None
+            else {"protocol": _BlockingMessageProtocol})
+        # Once Server and Client take settings=, this line is
+        # arguments["settings"] = self.settings
+        arguments.update(_settingArguments(self.settings, self._coreSettingNames))
+        return arguments
+
+    @contextmanager
+    def _startingOnce(self, what: str) -> Iterator[None]:
+        """
+        Mark this object as starting while the block runs, so that a second
+        C{start()} meanwhile, or while running, is refused.
+
+        @param what: C{"server"} or C{"client"}, for the refusal.
+        @raise StartError: code -1: already running or starting.
+        """
+        with self._cond:
+            if self._running or self._starting:
+                raise StartError(f"the {what} is already running", -1)
+            self._starting = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._starting = False
 
     def isRunning(self) -> bool:
         """
@@ -493,7 +549,7 @@ class _Endpoint:
                 if me is not None:
                     self._inStop.discard(me)
 
-    def _finished(self, conn: _Connection) -> None:
+    def _finished(self, conn: _BlockingConnection) -> None:
         conn.finished.set()
         with self._cond:
             if self._live.get(conn.connectionId) is conn:
@@ -513,7 +569,7 @@ def _checkCallable(worker: Callable[..., object] | None) -> Callable[..., object
     return worker
 
 
-class TcpServer(_Endpoint):
+class TcpServer(_BlockingBase):
     """
     A message server, as the original's C{TcpServer}.
 
@@ -522,20 +578,31 @@ class TcpServer(_Endpoint):
     fragmented mode.  Set the workers, then L{start}.
 
     Connection ids are positive integers, unique for the life of the object.
+
+    The limits and timeouts given to the constructor are the fields of
+    L{settings}, and attributes of the same names.
     """
 
     _tls = False
+
+    maxConnections = _setting("maxConnections")
+    maxConnectionsPerPeer = _setting("maxConnectionsPerPeer")
+    firstByteTimeout = _setting("firstByteTimeout")
+    handshakeTimeout = _setting("handshakeTimeout")
+    idleTimeout = _setting("idleTimeout")
+    closeTimeout = _setting("closeTimeout")
+    logConnections = _setting("logConnections")
 
     def __init__(
         self,
         delimiter: bytes | str | int | None = None,
         messageAppend: bytes | str = b"",
-        maxMessageLength: int | None = _DEFAULT,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
         *,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
         maxPendingOutput: int = DEFAULT_OUTPUT_LIMIT,
-        handshakeTimeout: float | None = 10.0,
+        handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
         maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
         idleTimeout: float | None = None,
@@ -549,13 +616,15 @@ class TcpServer(_Endpoint):
             delimiter.  A number here is taken as C{maxMessageLength}.
         @param maxMessageLength: the longest message sent or received
             (C{messageAppend} included); longer ones are refused by
-            C{sendMsg} and dropped on receipt.  C{None} for no limit.
-            Default 16 MiB.
+            C{sendMsg} and dropped on receipt.  C{None} for no limit;
+            L{FROM_PROTOCOL <tcpsc.FromProtocol>} (the default): the
+            protocol's own, 16 MiB.
         @param maxConnections: connections beyond this are refused.
         @param sendTimeout: seconds C{sendMsg} waits for a slow reader to
             make room before it returns C{False}; C{None} waits forever.
         @param maxPendingOutput: bytes queued for one connection beyond which
-            C{sendMsg} waits.
+            C{sendMsg} waits (a bound of the blocking API's own output
+            queue, not L{tcpsc.Settings.maxPendingOutput}).
         @param handshakeTimeout: seconds a TLS client has for its handshake.
         @param closeTimeout: seconds L{stop} gives each connection's peer to
             take the last output (and, over TLS, close_notify) before the
@@ -572,16 +641,12 @@ class TcpServer(_Endpoint):
             such limit (see L{tcpsc.Server.firstByteTimeout}).
         """
         super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
-                         maxPendingOutput)
-        self.firstByteTimeout = firstByteTimeout
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.idleTimeout = idleTimeout
-        self.logConnections = logConnections
-        self.handshakeTimeout = handshakeTimeout
-        self.closeTimeout = closeTimeout
+                         maxPendingOutput, maxConnections=maxConnections,
+                         handshakeTimeout=handshakeTimeout, closeTimeout=closeTimeout,
+                         maxConnectionsPerPeer=maxConnectionsPerPeer, idleTimeout=idleTimeout,
+                         logConnections=logConnections, firstByteTimeout=firstByteTimeout)
         self._core: Server | None = None
-        self._conns: dict[int, _Connection] = {}
+        self._conns: dict[int, _BlockingConnection] = {}
         self._port: int | None = None
         self._stopDone = threading.Event()
         self._stopDone.set()
@@ -637,6 +702,10 @@ class TcpServer(_Endpoint):
         """
         Listen on C{port}; return once listening.
 
+        The process's soft limit of open files is raised first, up to the
+        hard limit, to what C{maxConnections} connections need (a warning
+        is logged when the hard limit is lower).
+
         @param port: 1-65535, or 0 for a free port.
         @param interface: the address to listen on; all IPv4 addresses by
             default, C{"::"} for IPv6 (and IPv4, where the system allows).
@@ -649,13 +718,10 @@ class TcpServer(_Endpoint):
 
     def _start(self, port: int, interface: str, tls: Callable[[], TLSConfig] | None) -> int:
         reactorThread = self._reactorThreadObject = _reactorThread()
-        with self._cond:
-            if self._running or self._starting:
-                raise StartError("the server is already running", -1)
-            self._starting = True
-        try:
+        with self._startingOnce("server"):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
+            raiseOpenFileLimit(self.settings.maxConnections + _FILES_BESIDES_CONNECTIONS)
             config = tls() if tls is not None else None
             listening = reactorThread.call(30.0, self._listen, port, interface, config)
             self._stopDone.clear()
@@ -663,21 +729,11 @@ class TcpServer(_Endpoint):
             self._running = True
             self.log.info("Blocking server listening on port {port}", port=self._port)
             return self._port
-        finally:
-            with self._cond:
-                self._starting = False
 
     def _listen(self, port: int, interface: str, tls: TLSConfig | None) -> Any:
         if self._core is None:
             self._core = Server(
-                **self._coreSettings(),
-                maxConnections=self.maxConnections,
-                maxConnectionsPerPeer=self.maxConnectionsPerPeer,
-                firstByteTimeout=self.firstByteTimeout,
-                idleTimeout=self.idleTimeout,
-                logConnections=self.logConnections,
-                handshakeTimeout=self.handshakeTimeout,
-                closeTimeout=self.closeTimeout,
+                **self._coreArguments(),
                 onEstablished=self._established,
                 onClosed=self._closed,
                 reactor=self._reactorThreadObject.reactor,
@@ -729,7 +785,7 @@ class TcpServer(_Endpoint):
     def _established(self, clientId: int) -> None:
         assert self._core is not None
         protocol = self._core.connection(clientId)
-        conn = _Connection(self, clientId, protocol, self._consume)
+        conn = _BlockingConnection(self, clientId, protocol, self._consume)
         with self._cond:
             self._conns[clientId] = conn
             self._live[clientId] = conn
@@ -743,7 +799,7 @@ class TcpServer(_Endpoint):
 
     # -- worker threads -----------------------------------------------------------
 
-    def _runEstablished(self, conn: _Connection) -> None:
+    def _runEstablished(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
         creator = self._createForwardStream
         if self._delimiter is None and creator is not None:
@@ -754,7 +810,7 @@ class TcpServer(_Endpoint):
                                  "{connectionId}", connectionId=clientId)
         self._callWorker("established", clientId, self._workOnEstablished, clientId)
 
-    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+    def _consume(self, conn: _BlockingConnection, batch: list[bytes]) -> None:
         clientId = conn.connectionId
         if self._delimiter is None:
             stream = conn.stream
@@ -778,7 +834,7 @@ class TcpServer(_Endpoint):
                 self.log.failure("The message worker raised for connection {connectionId}",
                                  connectionId=clientId)
 
-    def _runClosed(self, conn: _Connection) -> None:
+    def _runClosed(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
         try:
             self._callWorker("closed", clientId, self._workOnClosed, clientId)
@@ -818,7 +874,7 @@ class TcpServer(_Endpoint):
         with self._cond:
             return sorted(self._conns)
 
-    def _connection(self, clientId: int, what: str) -> _Connection:
+    def _connection(self, clientId: int, what: str) -> _BlockingConnection:
         conn = self._conns.get(clientId)
         if conn is None:
             raise ServerError(f"No connected client {clientId!r} to read {what} from")
@@ -969,7 +1025,7 @@ class TlsServer(_Certificates, TcpServer):
         return _subjectValue(conn.certificate, subjPart, ServerError, "client")
 
 
-class TcpClient(_Endpoint):
+class TcpClient(_BlockingBase):
     """
     A message client, as the original's C{TcpClient}.
 
@@ -980,12 +1036,13 @@ class TcpClient(_Endpoint):
     """
 
     _tls = False
+    _coreSettingNames = _CLIENT_SETTINGS
 
     def __init__(
         self,
         delimiter: bytes | str | int | None = None,
         messageAppend: bytes | str = b"",
-        maxMessageLength: int | None = _DEFAULT,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
         output: IO[bytes] | None = None,
         *,
         sendTimeout: float | None = DEFAULT_SEND_TIMEOUT,
@@ -1012,7 +1069,7 @@ class TcpClient(_Endpoint):
         self.output = output
         self.connectTimeout = connectTimeout
         self._core: Client | None = None
-        self._conn: _Connection | None = None
+        self._conn: _BlockingConnection | None = None
         self._connections = 0
         self._workOnClosed: Callable[[BaseException], object] | None = None
 
@@ -1044,14 +1101,10 @@ class TcpClient(_Endpoint):
         @raise ReactorThreadError: called from the reactor thread.
         """
         reactorThread = self._reactorThreadObject = _reactorThread()
-        with self._cond:
-            if self._running or self._starting:
-                raise StartError("the client is already running", -1)
-            self._starting = True
-        try:
+        with self._startingOnce("client"):
             tls = self._tlsConfig()
             core = Client(
-                **self._coreSettings(),
+                **self._coreArguments(),
                 onEstablished=self._established,
                 onClosed=self._closed,
                 connectTimeout=self.connectTimeout,
@@ -1067,9 +1120,6 @@ class TcpClient(_Endpoint):
                 if self._core is core:
                     self._core = None
                 raise
-        finally:
-            with self._cond:
-                self._starting = False
 
     def _tlsConfig(self) -> TLSConfig | None:
         return None
@@ -1104,7 +1154,7 @@ class TcpClient(_Endpoint):
 
     def _established(self, protocol: Any) -> None:
         self._connections += 1
-        conn = _Connection(self, self._connections, protocol, self._consume)
+        conn = _BlockingConnection(self, self._connections, protocol, self._consume)
         with self._cond:
             self._conn = conn
             self._live[conn.connectionId] = conn
@@ -1120,10 +1170,10 @@ class TcpClient(_Endpoint):
 
     # -- worker threads -----------------------------------------------------------
 
-    def _runEstablished(self, conn: _Connection) -> None:
+    def _runEstablished(self, conn: _BlockingConnection) -> None:
         pass
 
-    def _consume(self, conn: _Connection, batch: list[bytes]) -> None:
+    def _consume(self, conn: _BlockingConnection, batch: list[bytes]) -> None:
         if self._delimiter is None:
             output = self.output if self.output is not None else sys.stdout.buffer
             try:
@@ -1141,7 +1191,7 @@ class TcpClient(_Endpoint):
             except Exception:
                 self.log.failure("The client's message worker raised")
 
-    def _runClosed(self, conn: _Connection) -> None:
+    def _runClosed(self, conn: _BlockingConnection) -> None:
         try:
             reason = conn.reason.value if conn.reason is not None else None
             self._callWorker("closed", conn.connectionId, self._workOnClosed, reason)

@@ -2,7 +2,7 @@
 Tests of L{tcpsc.blocking} in continuous mode (a raw byte stream per
 connection), over TCP and TLS.
 
-Ports the C++ original's C{Continuous_*} fixtures (ORIGINAL_SPEC §10); the
+Ports the C++ original's C{Continuous_*} fixtures; the
 table in C{tests/README.md} maps each upstream case to its test here.
 Received bytes go to the server's per-connection forward stream and to the
 client's output.

@@ -2,7 +2,7 @@
 Tests of L{tcpsc.blocking} in fragmented mode (messages separated by a
 delimiter), over TCP and TLS.
 
-Ports the C++ original's C{Fragmentation_*} fixtures (ORIGINAL_SPEC §10); the
+Ports the C++ original's C{Fragmentation_*} fixtures; the
 table in C{tests/README.md} maps each upstream case to its test here.  The
 upstream C{*_ExceedMaxLen_OnRec} cases are vacuous (they look at another
 object than the receiver); here they check the receiver itself: the

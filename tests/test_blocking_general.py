@@ -2,28 +2,33 @@
 Tests of L{tcpsc.blocking}: starting servers and clients, reading client and
 server data, TLS certificates and authentication modes.
 
-Ports the C++ original's C{General_*} test fixtures (ORIGINAL_SPEC §10); the
+Ports the C++ original's C{General_*} test fixtures; the
 table in C{tests/README.md} maps each upstream case to its test here.
 """
 
 from __future__ import annotations
 
+import resource
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.x509.oid import NameOID
 from twisted.internet.error import ConnectionDone
+from twisted.trial.unittest import SkipTest
 
 from tcpsc import (
     ClientCertificateRejected,
     ClientError,
     ServerCertificateRejected,
     ServerError,
+    Settings,
     StartError,
 )
 from tcpsc import _certgen as certgen
@@ -783,6 +788,25 @@ class ConstructionTests(BlockingTestCase):
         self.assertRaises(ValueError, TcpServer, None, b"append")
         self.assertRaises(ValueError, TcpServer, b"|", b"a|b")
 
+    def test_oneHome(self) -> None:
+        """
+        The blocking classes are imported from C{tcpsc.blocking}, their one
+        home; C{import tcpsc} neither exports them nor loads the blocking
+        layer (a fresh interpreter shows what it loads).
+        """
+        program = textwrap.dedent("""
+            import sys
+            import tcpsc
+            names = ("TcpServer", "TlsServer", "TcpClient", "TlsClient", "ReactorThreadError")
+            print([name for name in names if hasattr(tcpsc, name) or name in tcpsc.__all__])
+            print(sorted(m for m in sys.modules if m in (
+                "tcpsc.blocking", "tcpsc._output", "tcpsc._workers", "tcpsc._reactorthread")))
+        """)
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                timeout=TIMEOUT, env=_environment())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["[]", "[]"])
+
     def test_clientOutputSpelling(self) -> None:
         """
         C{TcpClient(stream)}, as the original's C{TcpClient(std::ostream&)}:
@@ -821,6 +845,32 @@ class LifecycleTests(BlockingTestCase):
             self.assertIsInstance(reason, ConnectionDone)
             self.assertFalse(client.client.isRunning())
             self.assertFalse(client.client.sendMsg(b"x"))
+
+    def test_startRaisesOpenFileLimit(self) -> None:
+        """
+        C{start()}, where a program starts serving, raises the process's
+        soft limit of open files to what C{maxConnections} needs (and the
+        constructor leaves it alone): a real process whose limit is lower.
+        """
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 1000 + 64:
+            raise SkipTest(f"the hard limit of open files ({hard}) is below 1064")
+        program = textwrap.dedent("""
+            import resource
+            from tcpsc.blocking import TcpServer
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            server = TcpServer(b"\\n", maxConnections=1000)
+            made = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            server.start(0, interface="127.0.0.1")
+            started = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            server.stop()
+            print(made, started)
+        """)
+        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                timeout=TIMEOUT, env=_environment())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.split(), ["256", "1064"])
 
     def test_stopTwice(self) -> None:
         """
@@ -1009,6 +1059,39 @@ class ServerSettingsTests(BlockingTestCase):
         side = self.makeServer(DELIMITER, tls=False, logConnections=False)
         self.startServer(side)
         self.assertIs(side.server._core.logConnections, False)  # type: ignore[union-attr]
+
+    def test_oneSettingsValue(self) -> None:
+        """
+        The constructor's arguments make one checked L{tcpsc.Settings}
+        value: the server's limits read it, setting one replaces it with a
+        checked copy, a value out of range is refused where the object is
+        made, and the core server is made with its fields.
+        """
+        server = TcpServer(b"|", 4096, maxConnections=7, idleTimeout=30.0)
+        self.assertEqual(server.settings, Settings(
+            delimiter=b"|", messageAppend=b"", maxMessageLength=4096, maxConnections=7,
+            idleTimeout=30.0))
+        self.assertEqual((server.maxConnections, server.idleTimeout), (7, 30.0))
+        server.closeTimeout = 2.0
+        self.assertEqual(server.settings.closeTimeout, 2.0)
+        with self.assertRaises(ValueError):
+            server.idleTimeout = -1
+        self.assertEqual(TcpServer().settings, Settings())
+        self.assertEqual(TcpClient(b"|").settings, Settings(delimiter=b"|", messageAppend=b""))
+        with self.assertRaises(ValueError) as raised:
+            TcpServer(b"|", maxConnections=0)
+        self.assertEqual(str(raised.exception), "maxConnections must be at least 1, not 0")
+        side = self.makeServer(DELIMITER, 100, tls=False, maxConnections=7,
+                               maxConnectionsPerPeer=3, idleTimeout=30.0, closeTimeout=2.0,
+                               firstByteTimeout=4.0, handshakeTimeout=6.0)
+        self.startServer(side)
+        core: Any = side.server._core
+        self.assertEqual(
+            (core.maxConnections, core.maxConnectionsPerPeer, core.idleTimeout,
+             core.closeTimeout, core.firstByteTimeout, core.handshakeTimeout),
+            (7, 3, 30.0, 2.0, 4.0, 6.0))
+        _, clientId = self.connect(side, DELIMITER, tls=False)
+        self.assertEqual(core.connection(clientId).maxMessageLength, 100)
 
     def test_idleTimeout(self) -> None:
         """

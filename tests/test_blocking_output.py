@@ -14,7 +14,8 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpsc._output import OutputQueue, socketTransport
+from tcpsc._output import OutputQueue
+from tcpsc._transports import socketTransport
 from tests.test_blocking_support import (
     TIMEOUT,
     BlockingTestCase,

@@ -1,9 +1,10 @@
 """
 Regression tests of L{tcpsc.blocking} for the C++ original's bugs that apply
-to a Python port (ORIGINAL_SPEC §9): connection churn (B3), restart (B4,
-B5), slow readers (B10) and slow workers, an idle connection stalling TLS
-handshakes (B11), message order (B9), an unresolvable host (B13), stopping
-from a callback (B20), and flushing on stop.
+to a Python port (numbered as the original's bug list numbers them):
+connection churn (B3), restart (B4, B5), slow readers (B10) and slow
+workers, an idle connection stalling TLS handshakes (B11), message order
+(B9), an unresolvable host (B13), stopping from a callback (B20), and
+flushing on stop.
 """
 
 from __future__ import annotations

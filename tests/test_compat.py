@@ -30,8 +30,9 @@ from zope.interface import implementer
 
 import tcpsc
 from tcpsc import Client, MessageProtocol, Server, _compat
-from tcpsc._output import OutputQueue, socketTransport
+from tcpsc._output import OutputQueue
 from tcpsc._server import _BACKLOG, _GuardedPort
+from tcpsc._transports import socketTransport
 from tests._helpers import RawPeer, asyncTest, within
 from tests.test_broadcast_coalescing import countWrites
 from tests.test_guarantees_support import (

@@ -7,8 +7,8 @@ being dropped first, while every connection is kept and goes on.
 from __future__ import annotations
 
 from tcpsc import MessageProtocol, Server, _compat
-from tcpsc._output import socketTransport
 from tcpsc._server import DEFAULT_MEMORY_BUDGET
+from tcpsc._transports import socketTransport
 from tests.test_guarantees_support import (
     SHORT,
     GuaranteeTestCase,

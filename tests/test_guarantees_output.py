@@ -27,7 +27,7 @@ from tcpsc import MessageProtocol, Server, StreamProtocol
 from tcpsc._apps import Echo as EchoApp
 from tcpsc._apps import StreamEcho
 from tcpsc._framing import DEFAULT_MAX_PENDING_OUTPUT, _OutputTracker
-from tcpsc._output import socketTransport
+from tcpsc._transports import socketTransport
 from tests.test_guarantees_support import (
     SHORT,
     GuaranteeTestCase,
