@@ -254,7 +254,7 @@ def bench(arguments: list[str], settings: Settings, timeout: float) -> dict[str,
     """
     try:
         completed = subprocess.run(
-            [sys.executable, "-m", "tcpsc._cmd_bench", *arguments],
+            [sys.executable, "-m", "tcpsc", "bench", *arguments],
             capture_output=True, timeout=timeout, cwd=ROOT, env=_environment(),
             stdin=subprocess.DEVNULL,
         )
@@ -610,7 +610,7 @@ def _hold(arguments: list[str], settings: Settings, measure: Callable[[], int]
     let it close them.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "tcpsc._cmd_bench", *arguments], stdin=subprocess.PIPE,
+        [sys.executable, "-m", "tcpsc", "bench", *arguments], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_environment())
     _started[process.pid] = process  # type: ignore[assignment]
     held = 0

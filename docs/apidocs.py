@@ -7,7 +7,7 @@ Build tcpsc's API reference with pydoctor, from the epytext docstrings:
 Any warning (a docstring pydoctor cannot parse, a link it cannot resolve)
 fails the build, exit status 1.  Links to Twisted, Python, cryptography and
 pyOpenSSL resolve through docs/external-api.txt, with no network.  The
-C{tcpsc} command's modules (C{tcpsc._cmd_*}) are left out: their docstrings
+C{tcpsc} command's package (C{tcpsc._cli}) is left out: their docstrings
 are the command's C{--help} text, written for a terminal.
 """
 
@@ -62,7 +62,7 @@ def main(output: str = "apidocs") -> int:
         # The package without the command's modules (see above).
         package = Path(temporary) / "tcpsc"
         shutil.copytree(ROOT / "tcpsc", package,
-                        ignore=shutil.ignore_patterns("_cmd_*.py", "__pycache__"))
+                        ignore=shutil.ignore_patterns("_cli", "__pycache__"))
         status = subprocess.call([
             sys.executable, "-m", "pydoctor",
             "--project-name", "tcpsc",

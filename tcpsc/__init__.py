@@ -16,7 +16,7 @@ L{tcpsc.blocking} (C{TcpServer}, C{TlsServer}, C{TcpClient}, C{TlsClient}).
 
 from typing import Any
 
-from ._certgen import writeCertificateSet
+from ._certgen import parseSubject, writeCertificateSet
 from ._client import Client
 from ._errors import (
     AbortedLocally,
@@ -65,6 +65,7 @@ __all__ = [
     "TLSHandshakeError",
     "TcpscError",
     "__version__",
+    "parseSubject",
     "writeCertificateSet",
 ]
 

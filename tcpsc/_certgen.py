@@ -211,6 +211,24 @@ def generateKey(keyType: KeyType = "ec", rsaBits: int = 3072) -> PrivateKey:
     raise ValueError(f"unknown key type {keyType!r}; use 'ec' or 'rsa'")
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: PrivateKey,
+             start: datetime, end: datetime) -> x509.CertificateBuilder:
+    """
+    A certificate of C{key} for C{subject}, issued by C{issuer}, valid from
+    C{start} to C{end}, with a random serial number; its extensions are the
+    caller's to add.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+    )
+
+
 def _validity(
     days: int,
     notBefore: datetime | None,
@@ -485,13 +503,7 @@ def makeCA(
     key = generateKey(keyType, rsaBits)
     start, end = _validity(days, notBefore, None)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        _builder(subject, subject, key, start, end)
         .add_extension(
             x509.BasicConstraints(ca=True, path_length=pathLength),
             critical=True,
@@ -584,17 +596,8 @@ def issueCertificate(
     subject = _toName(name)
     start, end = _validity(days, notBefore, notAfter)
     key = generateKey(keyType, rsaBits)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-    )
     builder = _leafExtensions(
-        builder,
+        _builder(subject, ca.certificate.subject, key, start, end),
         key,
         server=server,
         client=client,
@@ -635,17 +638,8 @@ def makeSelfSigned(
     subject = _toName(name)
     start, end = _validity(days, None, None)
     key = generateKey(keyType, rsaBits)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-    )
     builder = _leafExtensions(
-        builder,
+        _builder(subject, subject, key, start, end),
         key,
         server=True,
         client=True,

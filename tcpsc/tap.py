@@ -1,19 +1,26 @@
 # -*- test-case-name: tests.test_tap,tests.test_daemon -*-
 """
-Layer 4: the C{twistd tcpsc} daemon: its command-line L{Options} and
-L{makeService}, which twistd finds through the plugin in
-C{twisted/plugins/tcpsc_plugin.py}.
+The C{twistd tcpsc} daemon: its command-line L{Options} and L{makeService},
+which twistd finds through the plugin in C{twisted/plugins/tcpsc_plugin.py}.
 
 Start-up failures are made loud on purpose.  Twisted's own
 C{StreamServerEndpointService} only logs a bind error and keeps running with
 no port; here a certificate problem stops twistd before anything starts
 (L{makeService}), and a port that cannot be bound stops it from
 L{TcpscService.privilegedStartService}, in both cases with one line naming
-the cause and the C++ original's code for it, and a non-zero exit status.
+the cause and its start-up code (L{tcpsc.StartError.code}), and a non-zero
+exit status.
+
+The grammar of option values (L{parseDelimiter}, L{formatDelimiter},
+L{DELIMITER_HELP}, L{parseSeconds}, L{parseCount}, L{parsePortNumber},
+L{OutOfRange}) and L{raiseOpenFileLimit} are public here because the
+C{tcpsc} command shares them with the daemon: a value typed for either
+reads the same, and both make room for their connections where they start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -31,38 +38,53 @@ from twisted.python.failure import Failure
 
 from ._addresses import describeAddress
 from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
-from ._delimiter import DELIMITER_HELP, formatDelimiter, parseDelimiter
 from ._errors import ListenError, StartError
 from ._events import plural
-from ._framing import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_MAX_PENDING_OUTPUT,
-    MessageProtocol,
-    StreamProtocol,
-)
+from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
+from ._limits import raiseOpenFileLimit
 from ._metrics import INSTALL_HINT
-from ._server import (
-    DEFAULT_FIRST_BYTE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    DEFAULT_MEMORY_BUDGET,
-    Server,
+from ._options import (
+    DELIMITER_HELP,
+    OutOfRange,
+    formatDelimiter,
+    parseCount,
+    parseDelimiter,
+    parsePortNumber,
+    parseSeconds,
 )
+from ._server import Server
 from ._service import ServerService
+from ._settings import FROM_PROTOCOL, Settings
 from ._systemd import notify
 from ._tls import TLSConfig
 
 __all__ = [
     "DEFAULT_PORT",
+    "DELIMITER_HELP",
+    "FILE_MARGIN",
     "DaemonStartError",
     "Options",
+    "OutOfRange",
     "TcpscService",
+    "formatDelimiter",
     "makeService",
+    "parseCount",
     "parseDelimiter",
+    "parsePortNumber",
+    "parseSeconds",
+    "raiseOpenFileLimit",
 ]
 
 #: Where the daemon listens when no C{--port} is given.
 DEFAULT_PORT = "tcp:8081"
+
+#: Open files a process needs besides its connections (listening ports, logs,
+#: certificates, the interpreter's own): L{makeService} raises the limit of
+#: open files to C{--max-connections} plus this.
+FILE_MARGIN = 64
+
+#: The settings of a server given no options: the daemon's defaults.
+_DEFAULTS = Settings()
 
 _BROADCAST_RATE = 1000.0
 _BROADCAST_SIZE = 32
@@ -80,9 +102,10 @@ def _normalisePort(port: str, option: str = "--port") -> str:
     """
     port = port.strip()
     if port.isdigit():
-        if int(port) > 65535:
-            raise usage.UsageError(f"{option} {port}: outside 0-65535")
-        return f"tcp:{int(port)}"
+        try:
+            return f"tcp:{parsePortNumber(port, minimum=0)}"
+        except ValueError as e:
+            raise usage.UsageError(f"{option} {port}: {e}") from None
     if ":" not in port:
         raise usage.UsageError(
             f"{option} {port!r}: not a port number or a Twisted endpoint description "
@@ -98,32 +121,49 @@ def _normalisePort(port: str, option: str = "--port") -> str:
     return port
 
 
-def _count(name: str, value: str) -> int | None:
+#: What turns off a limit (C{--max-connections-per-peer none}), a timeout
+#: (C{--idle-timeout none}) or a bound in bytes (C{--max-length none}).
+_NO_LIMIT = ("none", "off", "unlimited")
+_NO_TIMEOUT = ("none", "off", "never")
+_NO_BOUND = ("none", "unlimited")
+
+
+def _shown(value: float | None) -> str:
     """
-    A number of 1 or more, or C{None} for 'none'.
+    A default as the daemon's C{--help} shows it and its options read it:
+    C{none}, C{4096}, C{10}, C{0.5}.
     """
-    if value.lower() in ("none", "off", "unlimited"):
-        return None
+    if value is None:
+        return "none"
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _count(name: str, value: str, minimum: int = 1, noneWords: Sequence[str] = _NO_LIMIT,
+           expected: str = "a number of 1 or more, or 'none'",
+           quoteNumber: bool = True) -> int | None:
+    """
+    C{--NAME}'s number of C{minimum} or more, or C{None} for one of
+    C{noneWords}; otherwise a usage error saying that C{expected} is,
+    quoting the value (a number too small too, unless not C{quoteNumber}).
+    """
     try:
-        number = int(value)
-        if number < 1:
-            raise ValueError
+        return parseCount(value, minimum=minimum, noneWords=noneWords)
+    except OutOfRange:
+        shown = repr(value) if quoteNumber else str(int(value))
+        raise usage.UsageError(f"--{name} {shown}: not {expected}") from None
     except ValueError:
-        raise usage.UsageError(f"--{name} {value!r}: not a number of 1 or more, or 'none'"
-                               ) from None
-    return number
+        raise usage.UsageError(f"--{name} {value!r}: not {expected}") from None
 
 
 def _positive(name: str, value: str, allowNone: bool) -> float | None:
-    if allowNone and value.lower() in ("none", "off", "never"):
-        return None
+    """
+    C{--NAME}'s number of seconds, more than 0, or C{None} for 'none' when
+    C{allowNone}.
+    """
     try:
-        number = float(value)
-    except ValueError:
-        raise usage.UsageError(f"--{name} {value!r}: not a number of seconds") from None
-    if not number > 0 or number == float("inf"):
-        raise usage.UsageError(f"--{name} {value!r}: must be more than 0 seconds")
-    return number
+        return parseSeconds(value, noneWords=_NO_TIMEOUT if allowNone else ())
+    except ValueError as e:
+        raise usage.UsageError(f"--{name} {value!r}: {e}") from None
 
 
 class Options(usage.Options):
@@ -176,12 +216,12 @@ class Options(usage.Options):
          + " [default: \\n, or the --app class's delimiter]"],
         ["max-length", "m", None, "Longest message in bytes, or 'none' for no limit "
                                   "[default: 16777216, or the --app class's]"],
-        ["max-connections", None, str(DEFAULT_MAX_CONNECTIONS),
+        ["max-connections", None, str(_DEFAULTS.maxConnections),
          "Most connections open at once; the next one is refused and logged."],
-        ["max-connections-per-peer", None, str(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+        ["max-connections-per-peer", None, _shown(_DEFAULTS.maxConnectionsPerPeer),
          "Most connections open at once from one peer address, or 'none'; the next one "
          "is refused and logged."],
-        ["memory-budget", None, str(DEFAULT_MEMORY_BUDGET),
+        ["memory-budget", None, _shown(_DEFAULTS.memoryBudget),
          "Bytes the connections' buffers (partial messages, messages held for a later turn, "
          "output) may hold "
          "together, or 'none'; past it the largest partial messages are dropped and "
@@ -190,20 +230,20 @@ class Options(usage.Options):
          "Bytes of output a connection accepts while its peer does not read, or 'none' "
          "for no bound; past it, messages to that peer are not sent "
          f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
-        ["handshake-timeout", None, "10",
+        ["handshake-timeout", None, _shown(_DEFAULTS.handshakeTimeout),
          "Seconds a TLS client has to complete its handshake."],
         ["first-byte-timeout", None, None,
          "Seconds a plain TCP client has to send its first byte before it is closed, or "
          "'none' (for clients that only listen) "
-         f"[default: {DEFAULT_FIRST_BYTE_TIMEOUT:g}; none with --app broadcast, whose "
+         f"[default: {_shown(_DEFAULTS.firstByteTimeout)}; none with --app broadcast, whose "
          "clients only listen]"],
-        ["idle-timeout", None, "none",
+        ["idle-timeout", None, _shown(_DEFAULTS.idleTimeout),
          "Seconds without traffic after which a connection is closed, or 'none'."],
         ["metrics", None, None,
          "Serve Prometheus metrics at /metrics on this endpoint, such as "
          "tcp:9100:interface=127.0.0.1 (a bare port listens on every address); needs "
          f"prometheus-client: {INSTALL_HINT}."],
-        ["close-timeout", None, f"{DEFAULT_CLOSE_TIMEOUT:g}",
+        ["close-timeout", None, _shown(_DEFAULTS.closeTimeout),
          "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
          "take the last output and, over TLS, close_notify, before it is aborted."],
         ["record-dir", None, None,
@@ -279,53 +319,26 @@ class Options(usage.Options):
                 self["delimiter"] = parseDelimiter(self["delimiter"])
             except ValueError as e:
                 raise usage.UsageError(f"--delimiter: {e}") from None
-        maxLength = self["max-length"]
-        if maxLength is None:
-            del self["max-length"]
-        elif maxLength.lower() in ("none", "unlimited"):
-            self["max-length"] = None
-        else:
-            try:
-                self["max-length"] = int(maxLength)
-                if self["max-length"] < 0:
-                    raise ValueError
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-length {maxLength!r}: not a number of bytes (0 or more) or 'none'"
-                ) from None
-        try:
-            self["max-connections"] = int(self["max-connections"])
-            if self["max-connections"] < 1:
-                raise ValueError
-        except ValueError:
-            raise usage.UsageError(
-                f"--max-connections {self['max-connections']!r}: not a number of 1 or more"
-            ) from None
+        for name in ("max-length", "max-pending-output"):
+            if self[name] is None:
+                # Not given: the --app class's own.
+                del self[name]
+            else:
+                self[name] = _count(name, self[name], minimum=0, noneWords=_NO_BOUND,
+                                    expected="a number of bytes (0 or more) or 'none'")
+        self["max-connections"] = _count("max-connections", str(self["max-connections"]),
+                                         noneWords=(), expected="a number of 1 or more",
+                                         quoteNumber=False)
         self["max-connections-per-peer"] = _count(
             "max-connections-per-peer", str(self["max-connections-per-peer"]))
         self["memory-budget"] = _count("memory-budget", str(self["memory-budget"]))
-        pending = self["max-pending-output"]
-        if pending is None:
-            del self["max-pending-output"]
-        elif pending.lower() in ("none", "unlimited"):
-            self["max-pending-output"] = None
-        else:
-            try:
-                self["max-pending-output"] = int(pending)
-                if self["max-pending-output"] < 0:
-                    raise ValueError
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-pending-output {pending!r}: not a number of bytes (0 or more) "
-                    "or 'none'"
-                ) from None
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
         )
         firstByte = self["first-byte-timeout"]
         if firstByte is None:
             listenOnly = self["app"] == "broadcast"
-            firstByte = "none" if listenOnly else f"{DEFAULT_FIRST_BYTE_TIMEOUT:g}"
+            firstByte = "none" if listenOnly else _shown(_DEFAULTS.firstByteTimeout)
         self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte),
                                                allowNone=True)
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
@@ -830,12 +843,43 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
             f"{plural(options['max-connections'], 'connection')}{extra}")
 
 
+def _settingsOf(options: Options) -> Settings:
+    """
+    The L{Settings} of the server that parsed L{Options} describe: what an
+    option leaves out is the default of L{Settings} (or, for the framing,
+    the C{--app} class's own).
+
+    @raise ValueError: a combination L{Settings} refuses.
+    """
+    fields: dict[str, Any] = dict(
+        maxConnections=options["max-connections"],
+        maxConnectionsPerPeer=options["max-connections-per-peer"],
+        memoryBudget=options["memory-budget"],
+        handshakeTimeout=options["handshake-timeout"],
+        firstByteTimeout=options["first-byte-timeout"],
+        idleTimeout=options["idle-timeout"],
+        closeTimeout=options["close-timeout"],
+        logConnections=not options["quiet-connections"],
+        logEveryEvent=options["log-every-event"],
+    )
+    if not options["stream"]:
+        if options["delimiter"] is not None:
+            fields["delimiter"] = options["delimiter"]
+        if "max-length" in options:
+            fields["maxMessageLength"] = options["max-length"]
+    if "max-pending-output" in options:
+        fields["maxPendingOutput"] = options["max-pending-output"]
+    return Settings(**fields)
+
+
 def makeService(options: Options, reactor: Any = None) -> TcpscService:
     """
     Build the daemon's service from parsed L{Options}.
 
     Certificates are loaded and checked here, before twistd starts anything,
-    so that a missing or invalid file stops it at once.
+    so that a missing or invalid file stops it at once.  The process's
+    limit of open files is raised here too, toward C{--max-connections}
+    plus L{FILE_MARGIN} (a warning is logged if the hard limit is lower).
 
     @param reactor: the reactor to serve on; the global one by default.
     @raise SystemExit: with one line naming the problem (and the original's
@@ -846,6 +890,8 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    # Room for --max-connections: the daemon is where the process starts.
+    raiseOpenFileLimit(options["max-connections"] + FILE_MARGIN)
     tls = None
     if options["tls"]:
         tls = TLSConfig(
@@ -860,14 +906,11 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         except StartError as e:
             raise SystemExit(f"tcpsc: {e}") from None
     protocol = options["protocol"]
-    settings: dict[str, Any] = {}
-    if options["stream"]:
-        settings["stream"] = True
-    else:
-        if options["delimiter"] is not None:
-            settings["delimiter"] = options["delimiter"]
-        if "max-length" in options:
-            settings["maxMessageLength"] = options["max-length"]
+    try:
+        settings = _settingsOf(options)
+    except ValueError as e:
+        raise SystemExit(f"tcpsc: {e}") from None
+    extra: dict[str, Any] = {}
     server: Server | None = None
     if options["app"] == "record":
         base = Path(options["record-dir"] or ".")
@@ -880,9 +923,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
                 f"tcpsc: cannot create the --record-dir {str(base)!r}: {e.strerror or e}"
             ) from None
         options["record-run"] = str(directory)
-        settings["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
-    if "max-pending-output" in options:
-        settings["maxPendingOutput"] = options["max-pending-output"]
+        extra["createSink"] = recordSink(directory, lambda: server)  # type: ignore[arg-type,return-value]
     registry = None
     if options.get("metrics") is not None:
         from prometheus_client import CollectorRegistry
@@ -891,18 +932,14 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
     try:
         server = Server(
             protocol,
-            maxConnections=options["max-connections"],
-            maxConnectionsPerPeer=options.get("max-connections-per-peer"),
-            handshakeTimeout=options["handshake-timeout"],
-            firstByteTimeout=options["first-byte-timeout"],
-            idleTimeout=options["idle-timeout"],
-            closeTimeout=options["close-timeout"],
-            logConnections=not options["quiet-connections"],
-            logEveryEvent=options["log-every-event"],
-            memoryBudget=options["memory-budget"],
+            stream=options["stream"],
             reactor=reactor,
             metrics=registry,
-            **settings,
+            **extra,
+            # The settings as keyword arguments until Server takes
+            # settings=settings itself.
+            **{field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
+               if getattr(settings, field.name) is not FROM_PROTOCOL},
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None

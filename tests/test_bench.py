@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tcpsc import MessageProtocol, Server, TLSConfig
 
@@ -253,6 +253,48 @@ class BenchEchoTests(_BenchTestCase):
         self.assertEqual(code, 1, output)
         self.assertNotIn("Traceback", output)
         self.assertIn("Errors: 12 (connection 2,", output)
+
+
+class BenchOpenFileTests(_BenchTestCase):
+    """
+    C{tcpsc bench} makes room for its connections where it starts.
+    """
+
+    @asyncTest
+    async def test_raisesLimit(self) -> None:
+        """
+        Started with a soft limit of open files below the number of its
+        clients, C{bench echo} raises it (toward the hard limit), and every
+        client connects.
+        """
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < 1000:
+            raise SkipTest(f"the hard limit of open files is {hard}")
+        port = await self._serve(_Echo)
+        script = (
+            "import resource, runpy\n"
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+            "runpy.run_module('tcpsc', run_name='__main__', alter_sys=True)\n"
+        )
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
+        result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+            sys.executable,
+            ["-c", script, "bench", "echo", "127.0.0.1", str(port), "-c", "100", "-m", "100",
+             "-q", "1", "-T", "20"],
+            env=environment, path=str(ROOT), reactor=reactor,
+        )
+        out, err, code = await result
+        output = out.decode() + err.decode()
+        self.assertEqual(code, 0, output)
+        fields = _result(output)
+        self.assertEqual((fields["clients"], fields["messages"], fields["errors"]),
+                         ("100", "100", "0"))
 
 
 class BenchOptionTests(_BenchTestCase):

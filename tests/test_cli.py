@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpsc import Server, TLSConfig
-from tcpsc.__main__ import Target, UsageError, main, parseTarget
+from tcpsc._cli.common import Target, UsageError, parseTarget
+from tcpsc._cli.main import main
 
 from ._helpers import asyncTest, certificates, waitFor
 
@@ -1023,6 +1024,57 @@ class UsageErrorTests(SynchronousTestCase):
             self.assertIn("--help", lines[0])
             self.assertEqual(result.stdout, "")
         self.assertFalse(os.path.exists("d"))
+
+
+class PublicNamesTests(SynchronousTestCase):
+    """
+    The command uses the library as any program may: through C{tcpsc} and
+    its public modules, never a private module of the library.
+    """
+
+    #: The library's modules the command may import from.
+    PUBLIC = ("tcpsc", "tcpsc.tap", "tcpsc.blocking", "tcpsc.testing")
+
+    def test_onlyPublicImports(self) -> None:
+        """
+        Every import of C{tcpsc/_cli/} from tcpsc names a public module and,
+        from it, only names in its C{__all__}; relative imports stay inside
+        the package.
+        """
+        import ast
+        import importlib
+
+        import tcpsc._cli
+
+        package = Path(tcpsc._cli.__file__).parent
+        problems = []
+        checked = 0
+        for path in sorted(package.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+                if isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        if node.level > 1:
+                            problems.append(f"{where}: relative import out of tcpsc._cli")
+                        continue
+                    module = node.module or ""
+                    if module.split(".")[0] != "tcpsc":
+                        continue
+                    checked += 1
+                    if module not in self.PUBLIC:
+                        problems.append(f"{where}: from {module}")
+                        continue
+                    exported = importlib.import_module(module).__all__
+                    problems += [f"{where}: {alias.name} is not in {module}.__all__"
+                                 for alias in node.names if alias.name not in exported]
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.split(".")[0] == "tcpsc":
+                            checked += 1
+                            if alias.name not in self.PUBLIC:
+                                problems.append(f"{where}: import {alias.name}")
+        self.assertGreater(checked, 4)
+        self.assertEqual(problems, [])
 
 
 class TargetTests(SynchronousTestCase):

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "tcpsc._events",
         "tcpsc._addresses",
         "tcpsc._limits",
-        "tcpsc._delimiter",
+        "tcpsc._options",
         "tcpsc._memory",
         "tcpsc._settings",
         "tcpsc._transports",

@@ -18,9 +18,17 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tcpsc import Client, ClientCertificateRejected, MessageProtocol, StreamProtocol, TLSConfig
+from tcpsc import (
+    FROM_PROTOCOL,
+    Client,
+    ClientCertificateRejected,
+    MessageProtocol,
+    Settings,
+    StreamProtocol,
+    TLSConfig,
+)
 from tcpsc._apps import (
     Broadcast,
     Chat,
@@ -35,10 +43,15 @@ from tcpsc._apps import (
 from tcpsc.tap import (
     DaemonStartError,
     Options,
+    OutOfRange,
     TcpscService,
     _quietExceptHook,
+    _settingsOf,
     makeService,
+    parseCount,
     parseDelimiter,
+    parsePortNumber,
+    parseSeconds,
 )
 
 from ._helpers import asyncTest, certificates, waitFor
@@ -116,6 +129,64 @@ class ParseDelimiterTests(SynchronousTestCase):
             with self.assertRaises(ValueError, msg=text) as raised:
                 parseDelimiter(text)
             self.assertIn(expected, str(raised.exception))
+
+
+class ParseNumberTests(SynchronousTestCase):
+    """
+    L{parseSeconds}, L{parseCount} and L{parsePortNumber}: the numbers the
+    daemon's options and the C{tcpsc} command's read alike.
+    """
+
+    def test_seconds(self) -> None:
+        """
+        A finite number of seconds above 0 (or 0 too, if allowed), or
+        C{None} for a word that turns it off.
+        """
+        self.assertEqual(parseSeconds("2.5"), 2.5)
+        self.assertEqual(parseSeconds("0", allowZero=True), 0.0)
+        self.assertIsNone(parseSeconds("Never", noneWords=("never",)))
+        cases = [
+            (("x",), {}, ValueError, "not a number of seconds"),
+            (("none",), {}, ValueError, "not a number of seconds"),
+            (("0",), {}, OutOfRange, "must be more than 0 seconds"),
+            (("inf",), {}, OutOfRange, "must be more than 0 seconds"),
+            (("nan",), {}, OutOfRange, "must be more than 0 seconds"),
+            (("-1",), {"allowZero": True}, OutOfRange, "must be 0 or more seconds"),
+        ]
+        for args, kwargs, kind, message in cases:
+            with self.assertRaises(kind, msg=args) as raised:
+                parseSeconds(*args, **kwargs)
+            self.assertEqual(str(raised.exception), message)
+
+    def test_count(self) -> None:
+        """
+        A whole number of at least the minimum, or C{None} for a word that
+        turns the limit off.
+        """
+        self.assertEqual(parseCount("7"), 7)
+        self.assertEqual(parseCount("0", minimum=0), 0)
+        self.assertIsNone(parseCount("NONE", noneWords=("none",)))
+        error = self.assertRaises(ValueError, parseCount, "1.5")
+        self.assertNotIsInstance(error, OutOfRange)
+        self.assertEqual(str(error), "not a whole number")
+        error = self.assertRaises(OutOfRange, parseCount, "0")
+        self.assertEqual(str(error), "must be at least 1")
+        error = self.assertRaises(OutOfRange, parseCount, "-1", minimum=0)
+        self.assertEqual(str(error), "must be at least 0")
+
+    def test_portNumber(self) -> None:
+        """
+        A port number up to 65535, from 0 for a server and 1 for a client.
+        """
+        self.assertEqual(parsePortNumber("8081"), 8081)
+        self.assertEqual(parsePortNumber("0", minimum=0), 0)
+        self.assertEqual(str(self.assertRaises(ValueError, parsePortNumber, "http")),
+                         "not a port number")
+        self.assertEqual(str(self.assertRaises(OutOfRange, parsePortNumber, "0")),
+                         "outside 1-65535")
+        self.assertEqual(str(self.assertRaises(OutOfRange, parsePortNumber, "65536",
+                                               minimum=0)),
+                         "outside 0-65535")
 
 
 class OptionsTests(SynchronousTestCase):
@@ -418,6 +489,63 @@ class MakeServiceTests(SynchronousTestCase):
     L{makeService} turns options into a configured server, and stops twistd
     with one line for a certificate problem.
     """
+
+    def test_settings(self) -> None:
+        """
+        The options make one L{Settings} value: with none given it is
+        L{Settings}' own defaults (so a default is written in one place),
+        and each option sets its field.
+        """
+        self.assertEqual(_settingsOf(parse()), Settings())
+        settings = _settingsOf(parse(
+            "--max-connections", "7", "--max-connections-per-peer", "none",
+            "--memory-budget", "1000", "--handshake-timeout", "2", "--first-byte-timeout",
+            "none", "--idle-timeout", "30", "--close-timeout", "0.5", "-d", "|",
+            "--max-length", "100", "--max-pending-output", "64", "-q", "--log-every-event",
+        ))
+        self.assertEqual(settings, Settings(
+            maxConnections=7, maxConnectionsPerPeer=None, memoryBudget=1000,
+            handshakeTimeout=2.0, firstByteTimeout=None, idleTimeout=30.0, closeTimeout=0.5,
+            delimiter=b"|", maxMessageLength=100, maxPendingOutput=64, logConnections=False,
+            logEveryEvent=True,
+        ))
+        self.assertIsNone(_settingsOf(parse("--app", "broadcast")).firstByteTimeout)
+        stream = _settingsOf(parse("--stream"))
+        self.assertIs(stream.delimiter, FROM_PROTOCOL)
+        self.assertIs(stream.maxMessageLength, FROM_PROTOCOL)
+
+    def test_openFileLimit(self) -> None:
+        """
+        The daemon makes room for C{--max-connections} where it starts: in
+        a process whose soft limit of open files is lower, L{makeService}
+        raises it to the connection limit plus L{tcpsc.tap.FILE_MARGIN}.
+        """
+        import resource
+        import subprocess
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < 1000:
+            raise SkipTest(f"the hard limit of open files is {hard}")
+        script = (
+            "import resource\n"
+            "from twisted.internet.task import Clock\n"
+            "from tcpsc.tap import FILE_MARGIN, Options, makeService\n"
+            "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))\n"
+            "options = Options()\n"
+            "options.parseOptions(['--max-connections', '500'])\n"
+            "makeService(options, reactor=Clock())\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], FILE_MARGIN)\n"
+        )
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [root, os.environ.get("PYTHONPATH")])))
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        soft, margin = map(int, result.stdout.split())
+        self.assertGreater(margin, 0)
+        self.assertEqual(soft, 500 + margin)
 
     def test_wiring(self) -> None:
         """

@@ -39,14 +39,25 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .__main__ import (
+from tcpsc import (
+    Client,
+    ClientCertificateRejected,
+    ServerCertificateRejected,
+    StartError,
+    TLSConfig,
+)
+
+from .common import (
     CommandError,
     Target,
     UsageError,
     addDelimiterOption,
     addTargetArguments,
     parseTarget,
+    secondsArgument,
+    secondsOrZeroArgument,
 )
+from .unixclient import unixClient
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -55,23 +66,6 @@ SUMMARY = "send stdin lines as messages, print received messages (a chat client)
 #: The longest line read from standard input; longer ones are dropped, so
 #: that input without newlines cannot make the buffer grow without bound.
 _MAX_LINE = 16 * 1024 * 1024
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return seconds
-
-
-def _positiveSeconds(text: str) -> float:
-    seconds = _seconds(text)
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return seconds
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cert", metavar="PEM", help="with --tls: this client's certificate")
     parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
     addDelimiterOption(parser)
-    parser.add_argument("--connect-timeout", type=_positiveSeconds, default=30.0,
+    parser.add_argument("--connect-timeout", type=secondsArgument, default=30.0,
                         metavar="SECONDS",
                         help="give up connecting (TLS handshake included) after this long "
                         "(default: 30)")
@@ -94,7 +88,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "until the input ends")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show connection events (connected, closed, reconnecting)")
-    parser.add_argument("--wait", type=_seconds, default=1.0, metavar="SECONDS",
+    parser.add_argument("--wait", type=secondsOrZeroArgument, default=1.0, metavar="SECONDS",
                         help="at the end of the input, exit once nothing has arrived for "
                         "this long (default: 1; 0 exits at once)")
 
@@ -224,8 +218,6 @@ class _Session:
             )
 
     def closed(self, reason: Failure) -> None:
-        from ._errors import ClientCertificateRejected, ServerCertificateRejected
-
         if self._finishing:
             return
         if reason.check(ServerCertificateRejected, ClientCertificateRejected):
@@ -328,41 +320,9 @@ class _Session:
         closing.addBoth(lambda _: self.done.callback(status))
 
 
-def _unixClient(path: str, **kwargs: Any) -> Any:
-    """
-    A L{Client} that connects to the UNIX socket C{path} instead of a host
-    and port, and names it C{unix:PATH} in what it reports.
-    """
-    from twisted.internet.endpoints import UNIXClientEndpoint
-    from twisted.internet.error import ConnectionRefusedError
-
-    from ._client import Client
-    from ._errors import ConnectError
-
-    class UNIXClient(Client):
-        def _endpoint(self, host: str, port: int) -> Any:
-            return UNIXClientEndpoint(self._reactor, path, timeout=self.connectTimeout)
-
-        def _describeTarget(self) -> tuple[str, int]:
-            # Shown as HOST:PORT, that is unix:PATH.
-            return ("unix", path)  # type: ignore[return-value]
-
-        def _classifyConnectFailure(self, f: Failure, host: str, port: int) -> Any:
-            if f.check(ConnectionRefusedError):
-                return ConnectError(f"connection to unix:{path} refused: no server is listening")
-            code = getattr(f.value, "osError", None)
-            why = os.strerror(code) if isinstance(code, int) else f.getErrorMessage()
-            return ConnectError(f"cannot connect to unix:{path}: {why}")
-
-    return UNIXClient(**kwargs)
-
-
 async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
                 delimiter: bytes, tls: Any) -> int:
     from twisted.internet.stdio import StandardIO
-
-    from ._client import Client
-    from ._errors import StartError
 
     target = session.target
     settings: dict[str, Any] = dict(
@@ -376,7 +336,7 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
     )
     # For a UNIX socket the port is not used: the endpoint is its path.
     port = target.port if target.port is not None else 1
-    client = (_unixClient(target.path, **settings) if target.path is not None
+    client = (unixClient(target.path, **settings) if target.path is not None
               else Client(**settings))
     # Standard output is ready before anything can arrive; input is read
     # only once connected.
@@ -426,8 +386,6 @@ def _beginLogging(verbose: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import signal
-
-    from ._tls import TLSConfig
 
     target = parseTarget(args.host, args.port)
     tls = None

@@ -19,8 +19,7 @@ delimiter, so the only delimiters in the stream are the real ones.
 Round trips are measured per batch: every message written in one C{send}
 shares that write's time, and when a read completes messages, the time since
 their batch's write is recorded once, weighted by how many of them completed.
-The histogram is log-linear with about 1.6 % resolution, like the C load
-generator's.
+The histogram is log-linear with about 1.6 % resolution.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import random
 import select
 import socket
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -1186,22 +1184,3 @@ def runIdle(
         engine.poller.close()
     return stats
 
-
-def raiseFileLimit(needed: int) -> tuple[int, int]:
-    """
-    Raise this process's soft limit of open files toward C{needed} (up to
-    the hard limit).
-
-    @return: the soft and hard limits after the attempt.
-    """
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError) as e:  # pragma: no cover
-            print(f"could not raise the open-file limit: {e}", file=sys.stderr)
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft, hard

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import argparse
 
-from .__main__ import CommandError, UsageError
+from cryptography.x509.oid import NameOID
+
+from tcpsc import parseSubject, writeCertificateSet
+from tcpsc.tap import OutOfRange, parseCount
+
+from .common import CommandError, UsageError
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -24,11 +29,12 @@ SUMMARY = "write a CA, a server certificate and client certificates"
 
 def _days(text: str) -> int:
     try:
-        days = int(text)
+        days = parseCount(text)
+    except OutOfRange:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}") from None
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    assert days is not None
     return days
 
 
@@ -37,10 +43,6 @@ def _subject(text: str) -> str:
     The shared subject fields, checked: valid, and without the OU and CN
     that each certificate gets of its own (they would be dropped).
     """
-    from cryptography.x509.oid import NameOID
-
-    from ._certgen import parseSubject
-
     try:
         name = parseSubject(text)
     except ValueError as e:
@@ -76,8 +78,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._certgen import writeCertificateSet
-
     try:
         paths = writeCertificateSet(
             args.directory,

@@ -1,7 +1,13 @@
-# -*- test-case-name: tests.test_tap.ParseDelimiterTests,tests.test_cli -*-
+# -*- test-case-name: tests.test_tap.ParseDelimiterTests,tests.test_tap.OptionsTests,tests.test_cli -*-
 r"""
-The one grammar of a message delimiter typed on a command line, shared by
-the daemon's C{--delimiter} and every C{tcpsc} command's.
+The grammar of values typed on a command line, shared by the daemon's
+options (L{tcpsc.tap.Options}) and the C{tcpsc} command's, so that both
+read a delimiter, a number of seconds, a count or a port the same way.
+
+Each parser returns the value or raises L{ValueError} whose message says
+what is wrong with the text (without the option's name or the text itself,
+which each command line places as it words its errors);
+L{OutOfRange} for a number outside what the option takes.
 
 A delimiter is literal text, encoded as UTF-8, with these backslash
 escapes: C{\n} (newline), C{\r} (carriage return), C{\t} (tab), C{\0} (the
@@ -13,13 +19,93 @@ text like any other: C{10} is the two bytes C{b"10"}, a newline is C{\n}
 
 from __future__ import annotations
 
-__all__ = ["DELIMITER_HELP", "formatDelimiter", "parseDelimiter"]
+from collections.abc import Collection
+
+__all__ = [
+    "DELIMITER_HELP",
+    "OutOfRange",
+    "formatDelimiter",
+    "parseCount",
+    "parseDelimiter",
+    "parsePortNumber",
+    "parseSeconds",
+]
 
 #: The help text of every C{--delimiter} option, without its default.
 DELIMITER_HELP = (
     "message delimiter: text with the escapes \\n \\r \\t \\0 \\\\ \\xHH, "
     "such as '\\r\\n', '\\0', '\\x1e' or '|' (digits are text: 10 is the two bytes 1 and 0)"
 )
+
+
+class OutOfRange(ValueError):
+    """
+    A number outside the range an option takes (as opposed to text that is
+    not a number at all, a plain L{ValueError}).
+    """
+
+
+def parseSeconds(text: str, *, allowZero: bool = False,
+                 noneWords: Collection[str] = ()) -> float | None:
+    """
+    A finite number of seconds, more than 0 (or 0 or more with
+    C{allowZero}); C{None} for one of C{noneWords} (compared without
+    case), for an option that can be turned off.
+
+    @raise ValueError: not a number of seconds.
+    @raise OutOfRange: below the range, or infinite.
+    """
+    if text.lower() in noneWords:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+    if allowZero:
+        if not 0 <= seconds < float("inf"):
+            raise OutOfRange("must be 0 or more seconds")
+    elif not 0 < seconds < float("inf"):
+        raise OutOfRange("must be more than 0 seconds")
+    return seconds
+
+
+def parseCount(text: str, *, minimum: int = 1,
+               noneWords: Collection[str] = ()) -> int | None:
+    """
+    A whole number of C{minimum} or more (connections, bytes, processes);
+    C{None} for one of C{noneWords} (compared without case), for a limit
+    that can be turned off.
+
+    @raise ValueError: not a whole number.
+    @raise OutOfRange: less than C{minimum}.
+    """
+    if text.lower() in noneWords:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if value < minimum:
+        raise OutOfRange(f"must be at least {minimum}")
+    return value
+
+
+def parsePortNumber(text: str, *, minimum: int = 1) -> int:
+    """
+    A TCP port number from C{minimum} (0 for a server that lets the system
+    choose, 1 for a port to connect to) to 65535.
+
+    @raise ValueError: not a number.
+    @raise OutOfRange: outside the range.
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError("not a port number") from None
+    if not minimum <= port <= 65535:
+        raise OutOfRange(f"outside {minimum}-65535")
+    return port
+
 
 _ESCAPES = {"n": b"\n", "r": b"\r", "t": b"\t", "0": b"\0", "\\": b"\\"}
 _NAMES = {value[0]: f"\\{name}" for name, value in _ESCAPES.items()}

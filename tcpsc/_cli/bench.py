@@ -31,45 +31,28 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from . import _loadgen as lg
-from .__main__ import (
+from tcpsc.tap import FILE_MARGIN, formatDelimiter, raiseOpenFileLimit
+
+from . import loadgen as lg
+from .common import (
     CommandError,
     Target,
     UsageError,
     addDelimiterOption,
     addTargetArguments,
+    countArgument,
     parseTarget,
+    secondsArgument,
 )
-from ._delimiter import formatDelimiter
 
-__all__ = ["SUMMARY", "configure", "main", "run"]
+__all__ = ["SUMMARY", "configure", "run"]
 
 SUMMARY = "load a message server (echo, multicast, connect, idle) and measure it"
 
 _PROGRESS_AFTER = 2.0
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
 
 
 def _addConnectionOptions(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +68,7 @@ def _addConnectionOptions(parser: argparse.ArgumentParser) -> None:
                         help="with --tls: server name to send and check "
                              "(default: HOST; localhost for unix:PATH)")
     addDelimiterOption(parser)
-    parser.add_argument("--procs", type=_positive, default=1, metavar="N",
+    parser.add_argument("--procs", type=countArgument, default=1, metavar="N",
                         help="spread the clients over this many processes (default: 1)")
 
 
@@ -118,17 +101,17 @@ def _fill(modes: Any) -> None:
                     "messages in flight. Every echoed byte is compared with what was sent: "
                     "corruption, loss, reordering and duplication are errors.")
     _addConnectionOptions(echo)
-    echo.add_argument("-c", "--clients", type=_positive, default=100, metavar="CLIENTS",
+    echo.add_argument("-c", "--clients", type=countArgument, default=100, metavar="CLIENTS",
                       help="connections sending at once (default: 100)")
-    echo.add_argument("-m", "--messages", type=_positive, default=1_000_000,
+    echo.add_argument("-m", "--messages", type=countArgument, default=1_000_000,
                       metavar="MESSAGES",
                       help="total messages, split over the clients (default: 1000000)")
-    echo.add_argument("-s", "--size", type=_positive, default=32, metavar="SIZE",
+    echo.add_argument("-s", "--size", type=countArgument, default=32, metavar="SIZE",
                       help="bytes per message, delimiter included (default: 32)")
-    echo.add_argument("-q", "--in-flight", dest="inflight", type=_positive, default=1000,
+    echo.add_argument("-q", "--in-flight", dest="inflight", type=countArgument, default=1000,
                       metavar="IN_FLIGHT",
                       help="messages each client keeps in flight (default: 1000)")
-    echo.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+    echo.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
                       help="give up after this many seconds; missing echoes are errors "
                            "(default: 300)")
     echo.set_defaults(func=_echo)
@@ -139,12 +122,12 @@ def _fill(modes: Any) -> None:
                     "client is connected, from a server that broadcasts on its own (such as "
                     "the daemon's --app broadcast). Receiving nothing is an error.")
     _addConnectionOptions(multicast)
-    multicast.add_argument("-c", "--clients", type=_positive, default=100, metavar="CLIENTS",
+    multicast.add_argument("-c", "--clients", type=countArgument, default=100, metavar="CLIENTS",
                            help="connections reading at once (default: 100)")
-    multicast.add_argument("-T", "--seconds", type=_seconds, default=5.0, metavar="SECONDS",
+    multicast.add_argument("-T", "--seconds", type=secondsArgument, default=5.0, metavar="SECONDS",
                            help="how long to count, once every client is connected "
                                 "(default: 5)")
-    multicast.add_argument("-s", "--size", type=_positive, default=None, metavar="SIZE",
+    multicast.add_argument("-s", "--size", type=countArgument, default=None, metavar="SIZE",
                            help="expected bytes per message, delimiter included (as the "
                                 "daemon's --message-size); others are errors (default: any)")
     multicast.set_defaults(func=_multicast)
@@ -154,14 +137,14 @@ def _fill(modes: Any) -> None:
         description="Each connection connects, does its TLS handshake, has one message "
                     "echoed (proof the server accepted it) and is closed.")
     _addConnectionOptions(connect)
-    connect.add_argument("-n", "--connections", type=_positive, default=2000, metavar="N",
+    connect.add_argument("-n", "--connections", type=countArgument, default=2000, metavar="N",
                          help="connections to make in all (default: 2000)")
-    connect.add_argument("-c", "--concurrency", type=_positive, default=10, metavar="N",
+    connect.add_argument("-c", "--concurrency", type=countArgument, default=10, metavar="N",
                          help="connections under way at once (default: 10)")
-    connect.add_argument("-s", "--size", type=_positive, default=32, metavar="SIZE",
+    connect.add_argument("-s", "--size", type=countArgument, default=32, metavar="SIZE",
                          help="bytes of the one echoed message, delimiter included "
                               "(default: 32)")
-    connect.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+    connect.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
                          help="give up after this many seconds; connections not done are "
                               "errors (default: 300)")
     connect.set_defaults(func=_connect)
@@ -172,39 +155,17 @@ def _fill(modes: Any) -> None:
                     "message), prints a HOLDING line, and keeps them open until standard "
                     "input ends or HOLD seconds pass.")
     _addConnectionOptions(idle)
-    idle.add_argument("-n", "--connections", type=_positive, default=10_000, metavar="N",
+    idle.add_argument("-n", "--connections", type=countArgument, default=10_000, metavar="N",
                       help="connections to open and hold (default: 10000)")
-    idle.add_argument("-c", "--concurrency", type=_positive, default=100, metavar="N",
+    idle.add_argument("-c", "--concurrency", type=countArgument, default=100, metavar="N",
                       help="connections being opened at once (default: 100)")
-    idle.add_argument("--hold", type=_seconds, default=60.0, metavar="SECONDS",
+    idle.add_argument("--hold", type=secondsArgument, default=60.0, metavar="SECONDS",
                       help="hold them this long at most, or until standard input ends "
                            "(default: 60)")
-    idle.add_argument("-T", "--timeout", type=_seconds, default=300.0, metavar="SECONDS",
+    idle.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
                       help="give up opening after this many seconds; connections not open "
                            "are errors (default: 300)")
     idle.set_defaults(func=_idle)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """
-    Run C{tcpsc bench} with C{argv} (the arguments after C{bench}).
-    """
-    parser = argparse.ArgumentParser(
-        prog="tcpsc bench", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    configure(parser)
-    options = parser.parse_args(argv)
-    try:
-        return run(options)
-    except UsageError as e:
-        prog = f"tcpsc bench {options.mode}"
-        print(f"{prog}: error: {e} (see {prog} --help)", file=sys.stderr)
-        return 2
-    except CommandError as e:
-        print(f"tcpsc bench: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
 
 
 # -- helpers ----------------------------------------------------------------
@@ -396,6 +357,7 @@ def _echo(options: argparse.Namespace) -> int:
     if options.size < len(options.delimiter):
         raise UsageError("-s includes the delimiter and must be at least its length")
     context = _context(options)
+    raiseOpenFileLimit(options.clients + FILE_MARGIN)
     counts = lg.splitMessages(options.messages, options.clients)
     shares = []
     for first, number in _spread(options.clients, options.procs):
@@ -463,6 +425,7 @@ def _reportEcho(options: argparse.Namespace, stats: lg.EchoStats) -> int:
 
 def _multicast(options: argparse.Namespace) -> int:
     context = _context(options)
+    raiseOpenFileLimit(options.clients + FILE_MARGIN)
     shares = [
         dict(host=options.host, port=options.port, clients=number, seconds=options.seconds,
              size=options.size, delimiter=options.delimiter, context=context,
@@ -511,6 +474,7 @@ def _multicast(options: argparse.Namespace) -> int:
 
 def _connect(options: argparse.Namespace) -> int:
     context = _context(options)
+    raiseOpenFileLimit(options.concurrency + FILE_MARGIN)
     total = options.connections
     procs = max(1, min(options.procs, options.concurrency))
     shares = []
@@ -551,8 +515,8 @@ def _connect(options: argparse.Namespace) -> int:
 
 def _idle(options: argparse.Namespace) -> int:
     context = _context(options)
-    soft, hard = lg.raiseFileLimit(options.connections + 64)
-    if soft < options.connections + 16:
+    soft, hard = raiseOpenFileLimit(options.connections + FILE_MARGIN)
+    if soft is not None and soft < options.connections + 16:
         raise CommandError(f"{options.connections} connections need more open files than "
                            f"the limit allows (soft {soft}, hard {hard})")
 
@@ -596,6 +560,3 @@ def _waitForEndOfInput(limit: float) -> None:
             os.read(fd, 4096)
             return
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
