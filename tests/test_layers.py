@@ -42,10 +42,9 @@ LAYERS: list[tuple[str, list[str]]] = [
         "tcpsc._limits",
         "tcpsc._options",
         "tcpsc._memory",
-        "tcpsc._settings",
         "tcpsc._transports",
     ]),
-    ("framing", ["tcpsc._framing"]),
+    ("framing", ["tcpsc._framing", "tcpsc._settings"]),
     ("tls", ["tcpsc._tls", "tcpsc._tlstransport", "tcpsc._certgen"]),
     ("registry", ["tcpsc._registry"]),
     ("server and client", [
