@@ -23,10 +23,10 @@ The fast paths outside TLS, and their fallbacks:
     C{_tempDataLen}, C{_maybePauseProducer}), rather than calling its
     C{write} (L{appendableTransport} says whether it does).  Fallback: the
     transport's C{write}.
-  - C{tcpsc._server._GuardedPort}: a subclass of Twisted's TCP port whose
+  - C{tcpsc._accept._GuardedPort}: a subclass of Twisted's TCP port whose
     accept loop pauses when out of file descriptors; it re-implements
     C{tcp.Port.doRead} with C{_buildAddr}, C{sessionno}, C{numberAccepts},
-    C{transport} and C{socket}.  It stays in C{tcpsc._server}, its names
+    C{transport} and C{socket}.  It stays in C{tcpsc._accept}, its names
     are listed here, and the server uses it only when L{PRIVATE}.
     Fallback: Twisted's own port (C{TCP4ServerEndpoint},
     C{TCP6ServerEndpoint}), with the same listen queue.
@@ -159,7 +159,7 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         ("_TLSConnectionMixin",),
     ),
     (
-        "tcpsc._server._GuardedPort re-implements the accept loop of Twisted's port",
+        "tcpsc._accept._GuardedPort re-implements the accept loop of Twisted's port",
         tcp.Port,
         ("_buildAddr", "sessionno", "numberAccepts", "transport", "socket"),
     ),
