@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service -*-
 """
-Layer 4: reactor services, for C{.tac} files and the daemon.
+Reactor services, for C{.tac} files and the daemon.
 
 L{ServerService} serves a L{Server} on one or more endpoints while it runs;
 L{KeepConnectedService} keeps a L{Client} connected while it runs.  Both are
