@@ -6,7 +6,14 @@ the counts its limits need.
 L{IConnectionRegistry} is what L{tcpsc.Server} asks of a registry;
 L{LocalRegistry} keeps the connections of one process in dictionaries.  The
 server decides whom to accept and when a connection is established; the
-registry names connections and reaches them.
+registry names connections and reaches them.  Ids are positive integers
+counted up and never reused: an id an application kept after its connection
+ended never reaches a client that came later.
+
+The interface is a C{zope.interface} one, as Twisted declares its own: a
+second implementation is checked against it with C{verifyObject} in its
+tests, and by mypy (with the mypy-zope plugin) where it is declared with
+C{@implementer}; a C{typing.Protocol} would give the second of those only.
 
 A connection goes through three states in a registry: I{registered} (counted
 by L{IConnectionRegistry.openCount} and L{IConnectionRegistry.peerCount},

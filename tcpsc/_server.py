@@ -743,7 +743,7 @@ class Server(Factory):
             self.log.info("Stopped: {connections} closed, no output dropped",
                           total=count.total, connections=plural(count.total, "connection"))
 
-    # -- the registry -----------------------------------------------------
+    # -- the connections' lives -------------------------------------------
 
     def _buildConnection(self, addr: IAddress | None, tls: bool,
                          allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
@@ -1162,6 +1162,8 @@ class Server(Factory):
                 room = protocol._budgetRoom()
                 if room is not None and room < protocol._room:
                     protocol._room = room
+
+    # -- the registry -----------------------------------------------------
 
     def clientIds(self) -> list[int]:
         """
