@@ -4,7 +4,7 @@ The client.  Connects (plain or TLS), knows when the connection is
 ready, sends, and optionally reconnects with exponential backoff and jitter.
 
 "Ready" is stricter than Twisted's endpoints, whose C{connect()} fires at TCP
-connect, before any TLS handshake: here it means connected,
+connect, before any TLS handshake (twisted#8837): here it means connected,
 and with TLS the handshake done, the server verified and its host name
 checked, and the server known to have accepted this client's certificate (see
 L{tcpsc._tls.acceptanceGate}).  Failures are reported as specific exceptions,
