@@ -268,8 +268,9 @@ class Server(Factory):
     that do not override those hooks.
 
     The limits, timeouts and bounds are L{settings}, one L{Settings} value;
-    each of its fields is also an attribute of the server that can be read
-    and set (setting one replaces L{settings} with a checked copy):
+    its fields that are not the protocol's (framing and output bound) are
+    also attributes of the server that can be read and set (setting one
+    replaces L{settings} with a checked copy):
 
     @ivar maxConnections: the most connections open at once (established or
         still in the TLS handshake); the next one is closed at once and a
