@@ -270,10 +270,10 @@ class Client:
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass.
         @param stream: continuous mode instead of messages.
         @param delimiter: overrides the protocol's C{delimiter} (C{None} or
-            L{FROM_PROTOCOL}: the protocol's own).
+            C{FROM_PROTOCOL}: the protocol's own).
         @param maxMessageLength: overrides the protocol's C{maxMessageLength}.
         @param messageAppend: overrides the protocol's C{messageAppend}
-            (C{None} or L{FROM_PROTOCOL}: the protocol's own).
+            (C{None} or C{FROM_PROTOCOL}: the protocol's own).
         @param onMessage: called with each message received (continuous mode:
             each chunk of bytes), if the protocol does not override
             C{messageReceived}/C{dataReceived}.
@@ -298,7 +298,7 @@ class Client:
         @param settings: the framing, output bound and C{closeTimeout} as
             one value (its server-only fields are not used), instead of the
             keyword arguments that spell them: a keyword that differs from
-            its default given together with C{settings} is a L{TypeError}
+            its default given together with C{settings} is a C{TypeError}
             (see L{tcpsc.Settings}).
         @raise TypeError: a setting given both ways; a protocol that is not
             one of tcpsc's.

@@ -361,11 +361,11 @@ class Server(Factory):
             by default L{MessageProtocol} (or L{StreamProtocol} if C{stream}).
         @param stream: continuous mode (raw bytes) instead of messages.
         @param delimiter: overrides the protocol's C{delimiter} (C{None} or
-            L{FROM_PROTOCOL}: the protocol's own).
+            C{FROM_PROTOCOL}: the protocol's own).
         @param maxMessageLength: overrides the protocol's C{maxMessageLength}
             (C{None} for no limit).
         @param messageAppend: overrides the protocol's C{messageAppend}
-            (C{None} or L{FROM_PROTOCOL}: the protocol's own).
+            (C{None} or C{FROM_PROTOCOL}: the protocol's own).
         @param maxConnections: see L{maxConnections}.
         @param handshakeTimeout: seconds a TLS client has to complete its
             handshake before it is disconnected; C{None} for no limit.
@@ -406,7 +406,7 @@ class Server(Factory):
         @param settings: all the limits, timeouts and bounds as one value,
             instead of the keyword arguments that spell its fields: a
             keyword that differs from its default given together with
-            C{settings} is a L{TypeError} (see L{tcpsc.Settings}).
+            C{settings} is a C{TypeError} (see L{tcpsc.Settings}).
         @raise ImportError: C{metrics} is given and prometheus-client is not
             installed.
         @raise TypeError: a setting given both in C{settings} and as a
