@@ -17,9 +17,10 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from tcpsc import MessageProtocol, ServerError, StreamProtocol
+from tcpsc import Client, MessageProtocol, Server, ServerError, StreamProtocol
 from tcpsc._events import EventSummary
 from tcpsc._registry import IConnectionRegistry, LocalRegistry
+from tcpsc.testing import MemoryNetwork
 
 
 def makeRegistry(clock: Clock | None = None) -> LocalRegistry:
@@ -201,3 +202,53 @@ class ReachTests(SynchronousTestCase):
         with self.assertRaises(ServerError) as raised:
             registry.certificate(4)
         self.assertEqual(str(raised.exception), "no connected client with id 4")
+
+
+class ServerWithdrawTests(SynchronousTestCase):
+    """
+    The one place a server withdraws an established connection: its
+    C{createSink} callback failed.
+    """
+
+    def test_createSinkFails(self) -> None:
+        """
+        A connection whose sink could not be made is closed, never listed
+        nor reachable, and no callback fires for it; the server serves the
+        next one.
+        """
+        network = MemoryNetwork()
+        events: list[tuple[str, int]] = []
+        sinks: list[object] = []
+
+        def createSink(clientId: int) -> object:
+            if clientId == 1:
+                raise RuntimeError("no room for the sink")
+            sinks.append(clientId)
+            return _Sink()
+
+        server = Server(stream=True, createSink=createSink, reactor=network.reactor,
+                        onEstablished=lambda i: events.append(("established", i)),
+                        onClosed=lambda i: events.append(("closed", i)))
+        server.listen(8081)
+        first = Client(stream=True, reactor=network.reactor)
+        connected = first.connect("127.0.0.1", 8081)
+        network.flush()
+        self.successResultOf(connected)
+        first.send(b"x")
+        network.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((server.clientIds(), server.openConnections(), events), ([], 0, []))
+        self.assertFalse(server.send(1, b"late"))
+        second = Client(stream=True, reactor=network.reactor)
+        connected = second.connect("127.0.0.1", 8081)
+        network.flush()
+        self.successResultOf(connected)
+        self.assertEqual((server.clientIds(), events, sinks), ([2], [("established", 2)], [2]))
+
+
+class _Sink:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
