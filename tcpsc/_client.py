@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_client -*-
 """
-Layer 3: the client.  Connects (plain or TLS), knows when the connection is
+The client.  Connects (plain or TLS), knows when the connection is
 ready, sends, and optionally reconnects with exponential backoff and jitter.
 
 "Ready" is stricter than Twisted's endpoints, whose C{connect()} fires at TCP
@@ -44,8 +44,16 @@ from ._errors import (
     StartError,
     TLSHandshakeError,
 )
-from ._framing import DEFAULT_CLOSE_TIMEOUT, MessageProtocol, StreamProtocol, _ConnectionBase
-from ._server import _UNSET, _connectionSettings, _defaultReactor, _protocolClass
+from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
+from ._reactor import defaultReactor
+from ._settings import (
+    FROM_PROTOCOL,
+    FromProtocol,
+    SettingAttribute,
+    Settings,
+    protocolClass,
+    settingsFrom,
+)
 from ._tls import (
     DEFAULT_ACCEPTANCE_GRACE,
     TLSConfig,
@@ -63,10 +71,13 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IStreamClientEndpoint
     from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-__all__ = ["Client"]
+__all__ = ["NOT_RETRIED", "Client"]
 
-#: Failures that reconnecting cannot fix.
-_FATAL = (ServerCertificateRejected, ClientCertificateRejected)
+#: The failures of a connection attempt that trying again cannot fix: a
+#: certificate refused by either side.  A client, or a service keeping one
+#: connected, stops reconnecting on them.
+NOT_RETRIED: tuple[type[StartError], ...] = (ServerCertificateRejected,
+                                             ClientCertificateRejected)
 
 
 def _presentedCertificate(protocol: _ConnectionBase) -> x509.Certificate | None:
@@ -95,9 +106,9 @@ class _ClientFactory(Factory):
         client = self._client
         protocol: _ConnectionBase = client.protocolClass()
         protocol.factory = self
-        for name, value in client._settings.items():
+        for name, value in client._protocolAttributes.items():
             setattr(protocol, name, value)
-        protocol.closeTimeout = client.closeTimeout
+        protocol.closeTimeout = client._settings.closeTimeout
         protocol._clock = client._reactor
         protocol._observer = self._attempt
         self._attempt.protocols.append(protocol)
@@ -226,18 +237,21 @@ class Client:
     C{connectionReady} and C{messageReceived} hooks are called as usual.
 
     @ivar protocol: the protocol of the current ready connection, or C{None}.
+    @ivar closeTimeout: see L{__init__}; a field of L{settings}.
     """
 
     log = Logger()
+
+    closeTimeout: SettingAttribute[float] = SettingAttribute()
 
     def __init__(
         self,
         protocol: type[MessageProtocol] | type[StreamProtocol] | None = None,
         *,
         stream: bool = False,
-        delimiter: bytes | str | None = None,
-        maxMessageLength: int | None = _UNSET,
-        messageAppend: bytes | str | None = None,
+        delimiter: bytes | str | FromProtocol | None = FROM_PROTOCOL,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
+        messageAppend: bytes | str | FromProtocol | None = FROM_PROTOCOL,
         onMessage: Callable[[bytes], object] | None = None,
         onEstablished: Callable[[MessageProtocol | StreamProtocol], object] | None = None,
         onClosed: Callable[[Failure], object] | None = None,
@@ -249,14 +263,17 @@ class Client:
         jitter: float = 0.25,
         acceptanceGrace: float = DEFAULT_ACCEPTANCE_GRACE,
         reactor: Any = None,
-        closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
+        closeTimeout: float = Settings.closeTimeout,
+        settings: Settings | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass.
         @param stream: continuous mode instead of messages.
-        @param delimiter: overrides the protocol's C{delimiter}.
+        @param delimiter: overrides the protocol's C{delimiter} (C{None} or
+            C{FROM_PROTOCOL}: the protocol's own).
         @param maxMessageLength: overrides the protocol's C{maxMessageLength}.
-        @param messageAppend: overrides the protocol's C{messageAppend}.
+        @param messageAppend: overrides the protocol's C{messageAppend}
+            (C{None} or C{FROM_PROTOCOL}: the protocol's own).
         @param onMessage: called with each message received (continuous mode:
             each chunk of bytes), if the protocol does not override
             C{messageReceived}/C{dataReceived}.
@@ -278,12 +295,24 @@ class Client:
         @param closeTimeout: seconds L{disconnect} gives the server to take
             the last output (and, over TLS, close_notify) before the
             connection is aborted; 5 by default.
+        @param settings: the framing, output bound and C{closeTimeout} as
+            one value (its server-only fields are not used), instead of the
+            keyword arguments that spell them: a keyword that differs from
+            its default given together with C{settings} is a C{TypeError}
+            (see L{tcpsc.Settings}).
+        @raise TypeError: a setting given both ways; a protocol that is not
+            one of tcpsc's.
+        @raise ValueError: a setting out of its range.
         """
-        self.protocolClass: type[_ConnectionBase] = _protocolClass(protocol, stream)
-        self._settings = _connectionSettings(
-            issubclass(self.protocolClass, StreamProtocol), delimiter, maxMessageLength,
-            messageAppend,
-        )
+        self.protocolClass: type[_ConnectionBase] = protocolClass(protocol, stream)
+        self._settings = settingsFrom("Client", settings, {
+            "delimiter": delimiter,
+            "maxMessageLength": maxMessageLength,
+            "messageAppend": messageAppend,
+            "closeTimeout": closeTimeout,
+        })
+        self._protocolAttributes = self._settings.protocolAttributes(
+            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass))
         self.onMessage = onMessage
         self.onEstablished = onEstablished
         self.onClosed = onClosed
@@ -294,8 +323,7 @@ class Client:
         self.factor = factor
         self.jitter = jitter
         self.acceptanceGrace = acceptanceGrace
-        self.closeTimeout = closeTimeout
-        self._reactor = reactor if reactor is not None else _defaultReactor()
+        self._reactor = reactor if reactor is not None else defaultReactor()
         self._random = random.Random()
         self.protocol: _ConnectionBase | None = None
         self._attempt: _Attempt | None = None
@@ -306,6 +334,24 @@ class Client:
         self._retryCall: IDelayedCall | None = None
         self._failures = 0
         self._closedWaiters: list[Deferred[None]] = []
+
+    @property
+    def settings(self) -> Settings:
+        """
+        The settings the connections made from then on get.
+
+        @raise ValueError: a framing field that the protocol class refuses;
+            the settings are unchanged.
+        """
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        if not isinstance(value, Settings):
+            raise TypeError(f"settings must be a tcpsc.Settings, not {value!r}")
+        self._protocolAttributes = value.protocolAttributes(
+            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass))
+        self._settings = value
 
     # -- connecting -------------------------------------------------------
 
@@ -489,7 +535,7 @@ class Client:
             # A rejection can come after readiness when the server sent no
             # session ticket within acceptanceGrace: it is just as final.
             classified = classifyTLSFailure(reason)
-            if isinstance(classified, _FATAL):
+            if isinstance(classified, NOT_RETRIED):
                 rejected = classified
                 reason = Failure(classified)
         self.log.info("Connection to {host}:{port} closed: {why}", host=host, port=port,
@@ -542,7 +588,7 @@ class Client:
         def failed(f: Failure) -> None:
             if self._target is None:
                 return
-            if f.check(*_FATAL):
+            if f.check(*NOT_RETRIED):
                 self.log.error("Stopped reconnecting to {host}:{port}: {error}",
                                host=host, port=port, error=f.value)
                 self._target = None

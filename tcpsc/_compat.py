@@ -129,7 +129,7 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         ("_TLSConnectionMixin",),
     ),
     (
-        "tcpsc._server._GuardedPort re-implements the accept loop of Twisted's port",
+        "tcpsc._accept._GuardedPort re-implements the accept loop of Twisted's port",
         tcp.Port,
         ("_buildAddr", "sessionno", "numberAccepts", "transport", "socket"),
     ),

@@ -187,9 +187,11 @@ class ServerCollector:
         failures = dict(server._handshakeFailures)
         buckets = list(server._handshakeBuckets)
         handshakeSum = server._handshakeSum
-        broadcast = server._broadcastMessages, server._broadcastBytes
-        connectionsTotal = server._nextId - 1
-        protocols = list(server._open.values())
+        registry = server._registry
+        broadcaster = registry.broadcaster
+        broadcast = broadcaster.messages, broadcaster.bytesWritten
+        connectionsTotal = registry.registered
+        protocols = list(registry.connections().values())
         for p in protocols:
             totals[0] += p._bytesIn
             totals[1] += p._bytesOut
@@ -269,10 +271,17 @@ class _Zero:
     _handshakeFailures: dict[str, int] = {}
     _handshakeBuckets = (0,) * (len(HANDSHAKE_BUCKETS) + 1)
     _handshakeSum = 0.0
-    _broadcastMessages = _broadcastBytes = 0
-    _nextId = 1
-    _open: dict[int, Any] = {}
     broadcastSkips = 0
+
+    class _registry:
+        registered = 0
+
+        class broadcaster:
+            messages = bytesWritten = 0
+
+        @staticmethod
+        def connections() -> dict[int, Any]:
+            return {}
 
     class _events:
         counts: dict[str, int] = {}

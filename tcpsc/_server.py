@@ -1,38 +1,26 @@
 # -*- test-case-name: tests.test_server -*-
 """
-Layer 3: the server.  A Twisted factory that owns the registry of its
-connections: ids, the connection limit, callbacks, send, broadcast, and the
-peer's address and certificate.
+The server: a Twisted factory that listens on any number of ports, plain or
+TLS, and decides what happens to each connection until it ends.
 
-Ids are positive integers counted up for the life of a L{Server} and never
-reused, unlike the C++ original, whose ids are file descriptor numbers the
-operating system recycles (its bug B3).  A connection is I{established} (it
-has an entry in L{Server.clientIds}, callbacks fire for it) once it is ready:
-at once for TCP, after the handshake with the client verified for TLS (and,
-with an allow-list, the client's certificate names checked).
-
-Resources stay bounded whatever peers do: connections (in total and, if
-asked, per peer address), the handshake time, idle time, each connection's
-output (see L{MessageProtocol.maxPendingOutput}), and file descriptors: a
-port given by number or as a C{tcp:}/C{tcp6:} description stops accepting
-for a moment when the process runs out of them, instead of retrying
-C{accept()} in a loop (the original's bug B23), in the Twisted releases
-whose private names it was checked against (L{tcpsc._compat}).
+L{Server} refuses connections over its limits before any TLS work, times out
+handshakes and silent first bytes, says when a connection is I{established}
+(at once for TCP; for TLS once the handshake verified the client and, with
+an allow-list, its certificate names were checked), keeps the connections'
+buffers within a memory budget, reloads TLS certificates, and stops
+gracefully.  It names and reaches its connections through a registry
+(L{tcpsc._registry}), and accepts through the ports of L{tcpsc._accept}.
 """
 
 from __future__ import annotations
 
-import errno
 import inspect
-import socket
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.internet import tcp
-from twisted.internet.defer import Deferred, execute, fail, gatherResults, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -40,27 +28,33 @@ from twisted.internet.interfaces import (
     ISSLTransport,
     IStreamServerEndpoint,
 )
-from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
 from twisted.python.failure import Failure
-from twisted.python.runtime import platformType
 from zope.interface import implementer
 
-from . import _compat
+from ._accept import resumeAccepting, serverEndpoint
 from ._addresses import describeAddress
-from ._errors import AbortedLocally, CertificateLoadError, ListenError, PortError, ServerError
+from ._errors import AbortedLocally, CertificateLoadError, ListenError, ServerError
 from ._events import EventSummary, plural
-from ._framing import (
-    DEFAULT_CLOSE_TIMEOUT,
-    MessageProtocol,
-    StreamProtocol,
-    _ConnectionBase,
-)
-from ._limits import openFileLimit, raiseOpenFileLimit
+from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
 from ._memory import canReleaseMemory, releaseFreeMemory
 from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
+from ._reactor import defaultReactor
+from ._registry import LocalRegistry
+from ._settings import (
+    DEFAULT_FIRST_BYTE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MEMORY_BUDGET,
+    FROM_PROTOCOL,
+    FromProtocol,
+    SettingAttribute,
+    Settings,
+    protocolClass,
+    settingsFrom,
+)
 from ._tls import (
     TLSConfig,
     certificateDNSNames,
@@ -75,16 +69,10 @@ from ._tlstransport import tlsFactory
 if TYPE_CHECKING:
     from cryptography import x509
     from prometheus_client import CollectorRegistry
-    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorFDSet, IReactorTime
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
     from ._tls import _ServerCreator
-
-    class _IPortReactor(IReactorFDSet, IReactorTime):
-        """
-        What a L{_GuardedPort} needs of its reactor: watching descriptors, as
-        every port does, and timers for its pauses.
-        """
 
 __all__ = [
     "DEFAULT_FIRST_BYTE_TIMEOUT",
@@ -93,20 +81,6 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "Server",
 ]
-
-#: Default limit of simultaneous connections of one server.
-DEFAULT_MAX_CONNECTIONS = 4096
-
-#: Default limit of simultaneous connections from one peer address: a
-#: sixteenth of the default connection limit, so that one address cannot
-#: take every slot, and many clients behind one NAT address still fit.
-DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
-
-#: Default bound of the memory a server spends on its connections' buffers
-#: (partial messages received, messages held, output not yet sent): 96 MiB,
-#: which fits a small machine; without it the other bounds alone (4,096
-#: connections of up to 16 MiB each) allow 64 GiB.
-DEFAULT_MEMORY_BUDGET = 96 * 1024 * 1024
 
 #: A partial message is counted against the memory budget from this size on,
 #: and counted again each time it grew by as much: the smaller ones, at most
@@ -125,21 +99,11 @@ _RELEASE_AFTER_CLOSES = 64
 #: however many connections are congested.
 _LEAST_OUTPUT_SHARE = 64 * 1024
 
-#: Default seconds a plain TCP connection has to send its first byte, as a
-#: TLS client has to complete its handshake: a connection that says nothing
-#: cannot hold a slot for ever.
-DEFAULT_FIRST_BYTE_TIMEOUT = 10.0
-
-#: The listen queue of a port given by number, as the original's
-#: C{listen(SOMAXCONN)}: Twisted's default of 50 makes a burst of clients
-#: wait for SYN retransmissions (a second or more) long before the
-#: connection limit is reached.
-_BACKLOG = max(50, socket.SOMAXCONN)
 
 class _Default:
     """
-    The default of an argument whose value comes from elsewhere (the
-    protocol class): a sentinel that says so in signatures and reprs.
+    The default of an argument whose value comes from elsewhere: a sentinel
+    that says so in signatures and reprs (the blocking API's).
     """
 
     def __init__(self, description: str) -> None:
@@ -147,250 +111,6 @@ class _Default:
 
     def __repr__(self) -> str:
         return self._description
-
-
-_UNSET: Any = _Default("<the protocol's own>")
-
-#: How many connections the broadcasts of one reactor turn may write to (or
-#: skip) before the connection whose read is being handled stops being read
-#: until the next turn: a flood of messages to relay (200 senders, 200
-#: recipients each) cannot make a turn last seconds, during which no reader
-#: is written to, and the senders take turns.
-TURN_BROADCAST_WORK = 20_000
-
-
-#: C{accept()} errors about the one connection being accepted: go on.  Any
-#: other error (EMFILE, ENFILE: out of file descriptors; ENOBUFS, ENOMEM) would
-#: fail the same way if retried at once.
-_SKIPPED = frozenset({errno.EPERM, errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
-
-#: How long a port stops accepting after running out of file descriptors:
-#: the first pause, and the longest while it goes on (each is twice the one
-#: before).  A connection of the server that closes ends the pause at once.
-_FIRST_ACCEPT_PAUSE = 0.05
-_LONGEST_ACCEPT_PAUSE = 1.0
-
-
-def _defaultReactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def _connectionSettings(
-    stream: bool,
-    delimiter: bytes | str | None,
-    maxMessageLength: int | None,
-    messageAppend: bytes | str | None,
-) -> dict[str, Any]:
-    """
-    Validate the per-connection overrides of a server or client and return
-    them as attributes to set on each protocol.
-    """
-    settings: dict[str, Any] = {}
-    if stream:
-        if delimiter is not None or messageAppend is not None or maxMessageLength is not _UNSET:
-            raise ValueError(
-                "delimiter, messageAppend and maxMessageLength apply to "
-                "fragmented mode only, not to stream=True"
-            )
-        return settings
-    if delimiter is not None:
-        if isinstance(delimiter, str):
-            delimiter = delimiter.encode("utf-8")
-        if not isinstance(delimiter, bytes) or not delimiter:
-            raise ValueError(f"delimiter must be one or more bytes, not {delimiter!r}")
-        settings["delimiter"] = delimiter
-    if messageAppend is not None:
-        if isinstance(messageAppend, str):
-            messageAppend = messageAppend.encode("utf-8")
-        settings["messageAppend"] = messageAppend
-    if maxMessageLength is not _UNSET:
-        if maxMessageLength is not None and (
-            not isinstance(maxMessageLength, int) or maxMessageLength < 0
-        ):
-            raise ValueError(
-                f"maxMessageLength must be a non-negative int or None, not {maxMessageLength!r}"
-            )
-        settings["maxMessageLength"] = maxMessageLength
-    delim = settings.get("delimiter", MessageProtocol.delimiter)
-    append = settings.get("messageAppend", b"")
-    if append and delim in append:
-        raise ValueError(f"messageAppend {append!r} contains the delimiter {delim!r}")
-    return settings
-
-
-def _protocolClass(protocol: type[_ConnectionBase] | None, stream: bool) -> type[_ConnectionBase]:
-    if protocol is None:
-        return StreamProtocol if stream else MessageProtocol
-    if not (isinstance(protocol, type) and issubclass(protocol, _ConnectionBase)):
-        raise TypeError(
-            f"protocol must be a subclass of tcpsc.MessageProtocol or "
-            f"tcpsc.StreamProtocol, not {protocol!r}"
-        )
-    if stream and not issubclass(protocol, StreamProtocol):
-        raise TypeError("stream=True needs a StreamProtocol subclass")
-    return protocol
-
-
-class _GuardedPort(tcp.Port):
-    """
-    A TCP port that stops accepting for a moment when C{accept()} fails for
-    want of file descriptors (or memory), instead of being called again at
-    once by the reactor, as the listening socket is still readable.
-
-    Twisted's own port, out of descriptors (EMFILE), frees a spare one it
-    keeps for the purpose, accepts every waiting connection and closes it at
-    once, logging a line for each; for the other errors (ENFILE: the
-    system's table is full; ENOBUFS, ENOMEM), or without its spare
-    descriptor, it retries in a busy loop: 100 % of a core, and a log line
-    per attempt.  This port instead leaves the waiting connections in the
-    listen queue (the kernel completes their TCP handshake; they are served
-    as soon as descriptors are free), retries after 50 ms, then twice as
-    long each time up to 1 s, or at once when one of the server's
-    connections closes (L{resumeAccepting}).  Each episode is logged twice:
-    when it starts and when the port accepts again.
-
-    Its accept loop is Twisted's, with private names of Twisted's port
-    (listed in L{tcpsc._compat.PRIVATE_NAMES}): a server uses this port
-    only while L{tcpsc._compat.PRIVATE}, and Twisted's own otherwise.
-    """
-
-    # Both are given to the constructor (only a POSIX reactor, see
-    # Server._endpoint, gets this port).
-    factory: Factory
-    reactor: _IPortReactor
-
-    _retryCall: IDelayedCall | None = None
-    _starvedSince: float | None = None
-    _pause = _FIRST_ACCEPT_PAUSE
-    _refusals = 0
-
-    def doRead(self) -> None:
-        accepted = 0
-        # Twisted's note: the win32 event loop breaks with more than one
-        # accept() per iteration.
-        attempts = 1 if platformType == "win32" else self.numberAccepts
-        for _ in range(attempts):
-            try:
-                skt, addr = self.socket.accept()
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    break
-                if e.errno in _SKIPPED:
-                    continue
-                # Out of descriptors, or anything else that would fail again
-                # on the next attempt: never retry in a loop.
-                self._starve(e)
-                return
-            accepted += 1
-            if self._starvedSince is not None:
-                self._recovered()
-            self._serve(skt, addr)
-        # Scale the accept loop to the traffic, as Twisted's port does.
-        if accepted == self.numberAccepts:
-            self.numberAccepts += 20
-        else:
-            self.numberAccepts = max(1, accepted)
-
-    def _serve(self, skt: socket.socket, addr: Any) -> None:
-        try:
-            if len(addr) == 4:
-                # IPv6: the scope id, if any, in the host.
-                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
-                addr = (host[0], *addr[1:])
-            protocol = self.factory.buildProtocol(self._buildAddr(addr))
-            if protocol is None:
-                skt.close()
-                return
-            session = self.sessionno
-            self.sessionno = session + 1
-            transport = self.transport(skt, protocol, addr, self, session, self.reactor)
-        except Exception:
-            skt.close()
-            Server.log.failure("Could not set up an accepted connection from {address}",
-                               address=addr)
-            return
-        try:
-            protocol.makeConnection(transport)
-        except Exception:
-            Server.log.failure("The protocol of an accepted connection failed to start")
-            transport.abortConnection()
-
-    def _starve(self, error: OSError) -> None:
-        self.stopReading()
-        self._refusals += 1
-        now = self.reactor.seconds()
-        if self._starvedSince is None:
-            self._starvedSince = now
-            self._pause = _FIRST_ACCEPT_PAUSE
-            Server.log.warn(
-                "Cannot accept connections on {address}: {error}; waiting connections "
-                "stay queued, retrying within {longest} s or as soon as a connection closes",
-                address=describeAddress(self.getHost()),
-                error=f"{errno.errorcode.get(error.errno or 0, error.errno)} "
-                f"({error.strerror or error})",
-                errno=error.errno,
-                longest=_LONGEST_ACCEPT_PAUSE,
-                openFiles=openFileLimit(),
-            )
-        else:
-            self._pause = min(self._pause * 2, _LONGEST_ACCEPT_PAUSE)
-        self._retryCall = self.reactor.callLater(self._pause, self._retry)
-
-    def _retry(self) -> None:
-        self._retryCall = None
-        if self.connected and not self.disconnecting:
-            self.startReading()
-
-    def resumeAccepting(self) -> None:
-        """
-        Try to accept again now, if a lack of descriptors paused accepting:
-        called when the server closed a connection, which freed one.
-        """
-        call = self._retryCall
-        if call is not None and call.active():
-            call.cancel()
-            self._retry()
-
-    def _recovered(self) -> None:
-        since, self._starvedSince = self._starvedSince, None
-        Server.log.info(
-            "Accepting connections on {address} again after {seconds:.1f} s "
-            "({failed})",
-            address=describeAddress(self.getHost()),
-            seconds=self.reactor.seconds() - (since or 0.0),
-            attempts=self._refusals,
-            failed=plural(self._refusals, "failed attempt"),
-        )
-        self._refusals = 0
-
-    def connectionLost(self, reason: Failure) -> None:
-        call, self._retryCall = self._retryCall, None
-        if call is not None and call.active():
-            call.cancel()
-        super().connectionLost(reason)
-
-
-@implementer(IStreamServerEndpoint)
-class _GuardedTCPEndpoint:
-    """
-    Listens on TCP (IPv4 or IPv6, by the interface) with a L{_GuardedPort}.
-    """
-
-    def __init__(self, reactor: Any, port: int, backlog: int, interface: str) -> None:
-        self._reactor = reactor
-        self._port = port
-        self._backlog = backlog
-        self._interface = interface
-
-    def listen(self, factory: Any) -> Deferred[IListeningPort]:
-        return execute(self._listen, factory)
-
-    def _listen(self, factory: Any) -> IListeningPort:
-        port = _GuardedPort(self._port, factory, self._backlog, self._interface, self._reactor)
-        port.startListening()
-        return port
 
 
 class _IdleTimeoutFactory(TimeoutFactory):
@@ -547,6 +267,11 @@ class Server(Factory):
     L{MessageProtocol} and L{StreamProtocol}, so they only apply to protocols
     that do not override those hooks.
 
+    The limits, timeouts and bounds are L{settings}, one L{Settings} value;
+    its fields that are not the protocol's (framing and output bound) are
+    also attributes of the server that can be read and set (setting one
+    replaces L{settings} with a checked copy):
+
     @ivar maxConnections: the most connections open at once (established or
         still in the TLS handshake); the next one is closed at once and a
         warning logged.
@@ -557,6 +282,12 @@ class Server(Factory):
         first byte (10 by default) before it is closed, or C{None} for no
         such limit (a server whose clients only listen).  TLS connections
         have C{handshakeTimeout} instead.
+    @ivar handshakeTimeout: seconds a TLS client has to complete its
+        handshake, or C{None}.
+    @ivar idleTimeout: seconds without any byte after which a connection is
+        closed, or C{None}; read by the ports listening from then on.
+    @ivar closeTimeout: seconds every close the server starts gives the
+        peer to take the last output.
     @ivar maxBroadcastSkips: see L{broadcast}.
     @ivar broadcastSkips: how many times L{broadcast} left out a congested
         connection, in all.
@@ -587,40 +318,54 @@ class Server(Factory):
     noisy = False
     log = Logger()
 
+    maxConnections: SettingAttribute[int] = SettingAttribute()
+    maxConnectionsPerPeer: SettingAttribute[int | None] = SettingAttribute()
+    firstByteTimeout: SettingAttribute[float | None] = SettingAttribute()
+    handshakeTimeout: SettingAttribute[float | None] = SettingAttribute()
+    idleTimeout: SettingAttribute[float | None] = SettingAttribute()
+    closeTimeout: SettingAttribute[float] = SettingAttribute()
+    maxBroadcastSkips: SettingAttribute[int | None] = SettingAttribute()
+    logConnections: SettingAttribute[bool] = SettingAttribute()
+    memoryBudget: SettingAttribute[int | None] = SettingAttribute()
+    logEveryEvent: SettingAttribute[bool] = SettingAttribute()
+
     def __init__(
         self,
         protocol: type[MessageProtocol] | type[StreamProtocol] | None = None,
         *,
         stream: bool = False,
-        delimiter: bytes | str | None = None,
-        maxMessageLength: int | None = _UNSET,
-        messageAppend: bytes | str | None = None,
-        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-        handshakeTimeout: float | None = 10.0,
-        idleTimeout: float | None = None,
-        closeTimeout: float = DEFAULT_CLOSE_TIMEOUT,
+        delimiter: bytes | str | FromProtocol | None = FROM_PROTOCOL,
+        maxMessageLength: int | FromProtocol | None = FROM_PROTOCOL,
+        messageAppend: bytes | str | FromProtocol | None = FROM_PROTOCOL,
+        maxConnections: int = Settings.maxConnections,
+        handshakeTimeout: float | None = Settings.handshakeTimeout,
+        idleTimeout: float | None = Settings.idleTimeout,
+        closeTimeout: float = Settings.closeTimeout,
         onEstablished: Callable[[int], object] | None = None,
         onClosed: Callable[..., object] | None = None,
         onMessage: Callable[[int, bytes], object] | None = None,
         createSink: Callable[[int], object] | None = None,
         reactor: IReactorTime | None = None,
-        maxConnectionsPerPeer: int | None = DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        firstByteTimeout: float | None = DEFAULT_FIRST_BYTE_TIMEOUT,
-        maxPendingOutput: int | None = _UNSET,
-        maxBroadcastSkips: int | None = None,
-        logConnections: bool = True,
-        logEveryEvent: bool = False,
-        memoryBudget: int | None = DEFAULT_MEMORY_BUDGET,
+        maxConnectionsPerPeer: int | None = Settings.maxConnectionsPerPeer,
+        firstByteTimeout: float | None = Settings.firstByteTimeout,
+        maxPendingOutput: int | FromProtocol | None = FROM_PROTOCOL,
+        maxBroadcastSkips: int | None = Settings.maxBroadcastSkips,
+        logConnections: bool = Settings.logConnections,
+        logEveryEvent: bool = Settings.logEveryEvent,
+        memoryBudget: int | None = Settings.memoryBudget,
         metrics: CollectorRegistry | None = None,
+        settings: Settings | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
             by default L{MessageProtocol} (or L{StreamProtocol} if C{stream}).
         @param stream: continuous mode (raw bytes) instead of messages.
-        @param delimiter: overrides the protocol's C{delimiter}.
+        @param delimiter: overrides the protocol's C{delimiter} (C{None} or
+            C{FROM_PROTOCOL}: the protocol's own).
         @param maxMessageLength: overrides the protocol's C{maxMessageLength}
             (C{None} for no limit).
-        @param messageAppend: overrides the protocol's C{messageAppend}.
+        @param messageAppend: overrides the protocol's C{messageAppend}
+            (C{None} or C{FROM_PROTOCOL}: the protocol's own).
         @param maxConnections: see L{maxConnections}.
         @param handshakeTimeout: seconds a TLS client has to complete its
             handshake before it is disconnected; C{None} for no limit.
@@ -658,62 +403,47 @@ class Server(Factory):
             handshakes, drops and closes, named C{tcpsc_*} (see the README).
             Counting them costs nothing per message.  Needs prometheus-client
             (C{pip install "tcpsc[metrics]"}); one server per registry.
+        @param settings: all the limits, timeouts and bounds as one value,
+            instead of the keyword arguments that spell its fields: a
+            keyword that differs from its default given together with
+            C{settings} is a C{TypeError} (see L{tcpsc.Settings}).
         @raise ImportError: C{metrics} is given and prometheus-client is not
             installed.
+        @raise TypeError: a setting given both in C{settings} and as a
+            keyword; a protocol that is not one of tcpsc's.
+        @raise ValueError: a setting out of its range.
         """
-        self.protocol = _protocolClass(protocol, stream)
-        self._settings = _connectionSettings(
-            issubclass(self.protocol, StreamProtocol), delimiter, maxMessageLength, messageAppend
-        )
-        if maxConnections < 1:
-            raise ValueError(f"maxConnections must be at least 1, not {maxConnections}")
-        for name, value in (("maxConnectionsPerPeer", maxConnectionsPerPeer),
-                            ("maxBroadcastSkips", maxBroadcastSkips)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name} must be an int of at least 1 or None, not {value!r}")
-        if maxPendingOutput is not _UNSET:
-            if maxPendingOutput is not None and (
-                isinstance(maxPendingOutput, bool) or not isinstance(maxPendingOutput, int)
-                or maxPendingOutput < 0
-            ):
-                raise ValueError(
-                    f"maxPendingOutput must be a non-negative int or None, not "
-                    f"{maxPendingOutput!r}"
-                )
-            self._settings["maxPendingOutput"] = maxPendingOutput
-        protocolClass: type = self.protocol
+        self.protocol = self._protocolClass = protocolClass(protocol, stream)
+        self._settings = settingsFrom("Server", settings, {
+            "delimiter": delimiter,
+            "maxMessageLength": maxMessageLength,
+            "messageAppend": messageAppend,
+            "maxConnections": maxConnections,
+            "handshakeTimeout": handshakeTimeout,
+            "idleTimeout": idleTimeout,
+            "closeTimeout": closeTimeout,
+            "maxConnectionsPerPeer": maxConnectionsPerPeer,
+            "firstByteTimeout": firstByteTimeout,
+            "maxPendingOutput": maxPendingOutput,
+            "maxBroadcastSkips": maxBroadcastSkips,
+            "logConnections": logConnections,
+            "logEveryEvent": logEveryEvent,
+            "memoryBudget": memoryBudget,
+        })
+        # What each connection's protocol gets set, worked out (and checked
+        # against the protocol class) once.
+        self._protocolAttributes = self._settings.protocolAttributes(self._protocolClass)
+        protocolClass_: type = self._protocolClass
         if onMessage is not None:
-            hook = "messageReceived" if issubclass(protocolClass, MessageProtocol) else "dataReceived"
+            hook = ("messageReceived" if issubclass(protocolClass_, MessageProtocol)
+                    else "dataReceived")
             base = MessageProtocol if hook == "messageReceived" else StreamProtocol
-            if getattr(protocolClass, hook) is not getattr(base, hook):
+            if getattr(protocolClass_, hook) is not getattr(base, hook):
                 raise ValueError(
-                    f"onMessage is never called: {protocolClass.__name__} overrides {hook}"
+                    f"onMessage is never called: {protocolClass_.__name__} overrides {hook}"
                 )
-        if createSink is not None and not issubclass(protocolClass, StreamProtocol):
+        if createSink is not None and not issubclass(protocolClass_, StreamProtocol):
             raise ValueError("createSink applies to continuous mode (a StreamProtocol) only")
-        self.maxConnections = maxConnections
-        self.maxConnectionsPerPeer = maxConnectionsPerPeer
-        self.maxBroadcastSkips = maxBroadcastSkips
-        self.broadcastSkips = 0
-        self.logConnections = logConnections
-        if firstByteTimeout is not None and (
-            isinstance(firstByteTimeout, bool) or not isinstance(firstByteTimeout, (int, float))
-            or not firstByteTimeout > 0
-        ):
-            raise ValueError(
-                f"firstByteTimeout must be a positive number of seconds or None, not "
-                f"{firstByteTimeout!r}"
-            )
-        self.firstByteTimeout = firstByteTimeout
-        if memoryBudget is not None and (
-            isinstance(memoryBudget, bool) or not isinstance(memoryBudget, int)
-            or memoryBudget < 1
-        ):
-            raise ValueError(
-                f"memoryBudget must be a positive number of bytes or None, not {memoryBudget!r}"
-            )
-        self.memoryBudget = memoryBudget
         # Partial messages of 1 MiB or more, by connection; the congested
         # connections; and the share of the budget each of those may hold
         # (None: no budget).
@@ -727,19 +457,16 @@ class Server(Factory):
         self._splitShared = 0
         self._congestedIds: set[int] = set()
         self._outputShare: int | None = None
-        self._shareOutput()
-        self.handshakeTimeout = handshakeTimeout
-        self.idleTimeout = idleTimeout
-        self.closeTimeout = closeTimeout
         self.onEstablished = onEstablished
         self.onClosed = onClosed
         self.onMessage = onMessage
         self.createSink = createSink
-        self._reactor: IReactorTime = reactor if reactor is not None else _defaultReactor()
-        self._events = EventSummary(self.log, self._reactor, logEveryEvent=logEveryEvent)
-        self._nextId = 1
-        self._open: dict[int, _ConnectionBase] = {}
-        self._established: dict[int, _ConnectionBase] = {}
+        self._reactor: IReactorTime = reactor if reactor is not None else defaultReactor()
+        self._events = EventSummary(self.log, self._reactor,
+                                    logEveryEvent=self._settings.logEveryEvent)
+        self._registry = LocalRegistry(self._reactor, self._events, self.log,
+                                       self._settings.maxBroadcastSkips)
+        self._shareOutput()
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
         self._firstByteTimers: dict[int, IDelayedCall] = {}
@@ -748,10 +475,6 @@ class Server(Factory):
         self._refusedAndLogged: set[int] = set()
         # The onClosed callback last called, and whether it takes the reason.
         self._closedCallback: tuple[Callable[..., object] | None, bool] = (None, False)
-        # Open connections by peer host, and the host of each connection,
-        # for maxConnectionsPerPeer.
-        self._perPeer: dict[str, int] = {}
-        self._peerHosts: dict[int, str] = {}
         # The allow-list of the port of each connection in its handshake.
         self._allowLists: dict[int, frozenset[str]] = {}
         self._ports: list[IListeningPort] = []
@@ -760,36 +483,18 @@ class Server(Factory):
         self._tlsPorts: dict[IListeningPort, tuple[TLSConfig, _ServerCreator]] = {}
         self._closeWaiters: list[Deferred[None]] = []
         self._stopping: _StopCount | None = None
-        # Broadcast work done in this reactor turn, the call that starts the
-        # next turn, and the connections paused until then.
-        self._turnWork = 0
-        self._turnCall: IDelayedCall | None = None
         self._releaseCall: IDelayedCall | None = None
         self._closesSinceRelease = 0
-        self._throttled: list[_ConnectionBase] = []
-        # While a paused connection is resumed, its share of the turn's work.
-        self._workLimit = TURN_BROADCAST_WORK
-        # Broadcasts made, and the connections found full in this turn, each
-        # with how many broadcasts excluded it since and the broadcast that
-        # found it full (they skip the look at each until the next turn).
-        self._broadcastSerial = 0
-        self._full: dict[int, list[Any]] = {}
-        # The established connections not found full in this turn, with
-        # their ids, in order; None when it must be made again.
-        self._targets: list[tuple[int, _ConnectionBase]] | None = None
         # For metrics (tcpsc._metrics): what the connections that ended
         # carried (bytes in, bytes out, messages in, messages out, messages
-        # refused by the output bound), what broadcasts wrote directly, why
-        # connections ended and handshakes failed, and how long handshakes
-        # took (a count per bucket, and the sum).
+        # refused by the output bound), why connections ended and handshakes
+        # failed, and how long handshakes took (a count per bucket, and the
+        # sum).
         self._closedTotals = [0, 0, 0, 0, 0]
-        self._broadcastMessages = 0
-        self._broadcastBytes = 0
         self._closeReasons: Counter[str] = Counter()
         self._handshakeFailures: Counter[str] = Counter()
         self._handshakeBuckets = [0] * (len(HANDSHAKE_BUCKETS) + 1)
         self._handshakeSum = 0.0
-        raiseOpenFileLimit(maxConnections + 64)
         if metrics is not None:
             collector = ServerCollector(self)
             metrics.register(collector)
@@ -798,12 +503,35 @@ class Server(Factory):
         return "tcpsc.Server"
 
     @property
-    def logEveryEvent(self) -> bool:
-        return self._events.logEveryEvent
+    def settings(self) -> Settings:
+        """
+        The limits, timeouts and bounds in force.  Setting a new value
+        applies it to the connections accepted from then on (the limits and
+        C{logConnections} at once; C{idleTimeout} to the ports listening from
+        then on).
 
-    @logEveryEvent.setter
-    def logEveryEvent(self, value: bool) -> None:
-        self._events.logEveryEvent = value
+        @raise ValueError: a framing field that the protocol class refuses
+            (see L{Settings.protocolAttributes}); the settings are unchanged.
+        """
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        if not isinstance(value, Settings):
+            raise TypeError(f"settings must be a tcpsc.Settings, not {value!r}")
+        attributes = value.protocolAttributes(self._protocolClass)
+        self._settings = value
+        self._protocolAttributes = attributes
+        self._events.logEveryEvent = value.logEveryEvent
+        self._registry.broadcaster.maxBroadcastSkips = value.maxBroadcastSkips
+
+    @property
+    def broadcastSkips(self) -> int:
+        return self._registry.broadcaster.skips
+
+    @broadcastSkips.setter
+    def broadcastSkips(self, value: int) -> None:
+        self._registry.broadcaster.skips = value
 
     @property
     def eventCounts(self) -> dict[str, int]:
@@ -844,7 +572,7 @@ class Server(Factory):
             (10), L{CertificateLoadError} (30-35) or L{ListenError} (42).
         """
         try:
-            endpoint = self._endpoint(port, interface)
+            endpoint = serverEndpoint(self._reactor, port, interface, self.log)
             factory = None
             creator = None
             if tls is not None:
@@ -886,49 +614,6 @@ class Server(Factory):
             raise ListenError(f"cannot listen on {where}: {error.socketError}") from error
 
         return endpoint.listen(listening).addCallbacks(listening_, failed)
-
-    def _endpoint(self, port: int | str | IStreamServerEndpoint, interface: str
-                  ) -> IStreamServerEndpoint:
-        if isinstance(port, bool):
-            raise PortError(f"port must be a number, not {port!r}")
-        if isinstance(port, int):
-            if not 0 <= port <= 65535:
-                raise PortError(f"port {port} is outside 0-65535")
-            if _compat.PRIVATE and isinstance(self._reactor, PosixReactorBase):
-                return _GuardedTCPEndpoint(self._reactor, port, _BACKLOG, interface)
-            if ":" in interface:
-                return TCP6ServerEndpoint(self._reactor, port, backlog=_BACKLOG,
-                                          interface=interface)
-            return TCP4ServerEndpoint(self._reactor, port, backlog=_BACKLOG, interface=interface)
-        if isinstance(port, str):
-            if port.isdigit():
-                return self._endpoint(int(port), interface)
-            try:
-                endpoint = serverFromString(self._reactor, port)
-            except (ValueError, TypeError) as e:
-                raise PortError(f"not a port or endpoint description: {port!r} ({e})") from e
-            if "backlog=" not in port and isinstance(endpoint, (TCP4ServerEndpoint,
-                                                                TCP6ServerEndpoint)):
-                # A description without backlog= gets Twisted's queue of 50; use
-                # the same queue as a port number does.
-                endpoint = serverFromString(self._reactor, f"{port}:backlog={_BACKLOG}")
-            return self._guarded(endpoint)
-        if IStreamServerEndpoint.providedBy(port):
-            return port
-        raise PortError(f"not a port, endpoint description or endpoint: {port!r}")
-
-    def _guarded(self, endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
-        """
-        The same TCP endpoint with a port that pauses accepting when out of
-        file descriptors; any other endpoint, or without the private path
-        (see L{_compat}), the endpoint as it is.
-        """
-        if not isinstance(self._reactor, PosixReactorBase):
-            return endpoint
-        arguments = _compat.tcpEndpointArguments(endpoint)
-        if arguments is None:
-            return endpoint
-        return _GuardedTCPEndpoint(self._reactor, *arguments)
 
     def reloadCertificates(self) -> int:
         """
@@ -1010,18 +695,12 @@ class Server(Factory):
         ports, self._ports = self._ports, []
         self._tlsPorts.clear()
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
-        call, self._turnCall = self._turnCall, None
-        if call is not None and call.active():
-            call.cancel()
-        self._turnWork = 0
-        self._throttled = []
-        self._full = {}
-        self._targets = None
-        if not self._open:
+        self._registry.broadcaster.stop()
+        if not self._registry.openCount():
             return stopped.addCallback(self._stopTimers)
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
-        protocols = list(self._open.values())
+        protocols = list(self._registry.connections().values())
         self._stopping = _StopCount(len(protocols))
         for protocol in protocols:
             protocol.closeConnection("server stopping")
@@ -1065,25 +744,28 @@ class Server(Factory):
             self.log.info("Stopped: {connections} closed, no output dropped",
                           total=count.total, connections=plural(count.total, "connection"))
 
-    # -- the registry -----------------------------------------------------
+    # -- the connections' lives -------------------------------------------
 
     def _buildConnection(self, addr: IAddress | None, tls: bool,
                          allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
-        if len(self._open) >= self.maxConnections:
+        settings = self._settings
+        registry = self._registry
+        opened = registry.openCount()
+        if opened >= settings.maxConnections:
             self._events.record(
                 "maxConnections",
                 "Refused a connection from {peer}: the connection limit is reached "
                 "({open} open, maxConnections {maxConnections})",
                 peer=describeAddress(addr),
                 reason="maxConnections",
-                open=len(self._open),
-                maxConnections=self.maxConnections,
+                open=opened,
+                maxConnections=settings.maxConnections,
             )
             return None
         host: str | None = getattr(addr, "host", None)
-        perPeer = self.maxConnectionsPerPeer
+        perPeer = settings.maxConnectionsPerPeer
         if perPeer is not None and host is not None:
-            count = self._perPeer.get(host, 0)
+            count = registry.peerCount(host)
             if count >= perPeer:
                 self._events.record(
                     "maxConnectionsPerPeer",
@@ -1099,27 +781,22 @@ class Server(Factory):
                 return None
         protocol = self.buildProtocol(addr)
         assert isinstance(protocol, _ConnectionBase)
-        for name, value in self._settings.items():
+        for name, value in self._protocolAttributes.items():
             setattr(protocol, name, value)
-        protocol.closeTimeout = self.closeTimeout
+        protocol.closeTimeout = settings.closeTimeout
         protocol._clock = self._reactor
-        if self.memoryBudget is not None and isinstance(protocol, MessageProtocol):
+        if settings.memoryBudget is not None and isinstance(protocol, MessageProtocol):
             protocol._reportAt = _BUDGET_STEP
-        connectionId = self._nextId
-        self._nextId += 1
-        protocol.connectionId = connectionId
         protocol._observer = self
-        self._open[connectionId] = protocol
-        if perPeer is not None and host is not None:
-            self._perPeer[host] = self._perPeer.get(host, 0) + 1
-            self._peerHosts[connectionId] = host
+        connectionId = registry.register(protocol, host if perPeer is not None else None)
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
         if tls:
             protocol._handshakeStarted = self._reactor.seconds()
-            if self.handshakeTimeout is not None:
+            handshakeTimeout = settings.handshakeTimeout
+            if handshakeTimeout is not None:
                 self._handshakeTimers[connectionId] = self._reactor.callLater(
-                    self.handshakeTimeout, self._handshakeTimedOut, protocol
+                    handshakeTimeout, self._handshakeTimedOut, protocol, handshakeTimeout
                 )
         else:
             self._watchFirstBytes(protocol, connectionId)
@@ -1137,9 +814,10 @@ class Server(Factory):
         hot path, runs unchanged for everything after them.
         """
         timers = self._firstByteTimers
-        if self.firstByteTimeout is not None:
+        timeout = self._settings.firstByteTimeout
+        if timeout is not None:
             timers[connectionId] = self._reactor.callLater(
-                self.firstByteTimeout, self._firstByteTimedOut, protocol, self.firstByteTimeout
+                timeout, self._firstByteTimedOut, protocol, timeout
             )
 
         def firstBytes(data: bytes) -> None:
@@ -1185,12 +863,12 @@ class Server(Factory):
         )
         protocol.closeConnection(why)
 
-    def _handshakeTimedOut(self, protocol: _ConnectionBase) -> None:
+    def _handshakeTimedOut(self, protocol: _ConnectionBase, timeout: float) -> None:
         self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if protocol.ready or protocol.transport is None:
             return
         # Mid-handshake there is no close_notify to send: abort.
-        protocol._abort(f"handshake timeout ({self.handshakeTimeout:g} s)")
+        protocol._abort(f"handshake timeout ({timeout:g} s)")
 
     def connectionReady(self, protocol: MessageProtocol | StreamProtocol) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
@@ -1226,9 +904,8 @@ class Server(Factory):
             # accepted (see tcpsc._tls.acceptanceGate).
             protocol._abort("the client's certificate is not on the allow-list")
             return
-        self._established[connectionId] = protocol
-        self._targets = None
-        if self.logConnections:
+        self._registry.establish(connectionId)
+        if self._settings.logConnections:
             self.log.info(
                 "Connection {connectionId} from {peer} established{cn}",
                 connectionId=connectionId,
@@ -1249,8 +926,7 @@ class Server(Factory):
                     "connection {connectionId}",
                     connectionId=connectionId,
                 )
-                del self._established[connectionId]
-                self._targets = None
+                self._registry.withdraw(connectionId)
                 self._refusedAndLogged.add(connectionId)
                 protocol.ready = False
                 protocol.closeConnection("the createSink callback failed")
@@ -1294,10 +970,7 @@ class Server(Factory):
     def connectionClosed(self, protocol: MessageProtocol | StreamProtocol, reason: Failure,
                          wasReady: bool) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
-        self._open.pop(connectionId, None)
-        if self._established.pop(connectionId, None) is not None:
-            self._targets = None
-        self._full.pop(connectionId, None)
+        self._registry.unregister(connectionId)
         held = self._inputHeld.pop(connectionId, None)
         if held is not None:
             self._inputTotal -= held
@@ -1308,13 +981,6 @@ class Server(Factory):
             self._congestedIds.discard(connectionId)
             self._shareOutput()
         self._allowLists.pop(connectionId, None)
-        host = self._peerHosts.pop(connectionId, None)
-        if host is not None:
-            remaining = self._perPeer.get(host, 1) - 1
-            if remaining > 0:
-                self._perPeer[host] = remaining
-            else:
-                self._perPeer.pop(host, None)
         for timers in (self._handshakeTimers, self._firstByteTimers):
             timer = timers.pop(connectionId, None)
             if timer is not None and timer.active():
@@ -1326,9 +992,7 @@ class Server(Factory):
             # the others closing meanwhile (see _RELEASE_DELAY).
             self._releaseCall = self._reactor.callLater(_RELEASE_DELAY, self._releaseMemory)
         # A descriptor is free again: a port that ran out of them may accept.
-        for port in self._ports:
-            if isinstance(port, _GuardedPort) and port._retryCall is not None:
-                port.resumeAccepting()
+        resumeAccepting(self._ports)
         totals = self._closedTotals
         totals[0] += protocol._bytesIn
         totals[1] += protocol._bytesOut
@@ -1343,14 +1007,15 @@ class Server(Factory):
         if stopping is not None and aborted:
             stopping.dropped += protocol._closeDropped
             stopping.abortedIds.append(connectionId)
-        quiet = wasReady and not self.logConnections
+        logConnections = self._settings.logConnections
+        quiet = wasReady and not logConnections
         transport = protocol.transport
         peer = "?" if quiet or not transport else describeAddress(transport.getPeer())
         tls = ISSLTransport.providedBy(transport)
         try:
             if wasReady:
                 why = describeClose(reason, tls)
-                if self.logConnections:
+                if logConnections:
                     self.log.info(
                         "Connection {connectionId} from {peer} closed: {why}",
                         connectionId=connectionId,
@@ -1389,7 +1054,7 @@ class Server(Factory):
                     why=describeClose(reason, tls),
                 )
         finally:
-            if not self._open and self._closeWaiters:
+            if self._closeWaiters and not self._registry.openCount():
                 waiters, self._closeWaiters = self._closeWaiters, []
                 for waiter in waiters:
                     waiter.callback(None)
@@ -1414,13 +1079,13 @@ class Server(Factory):
         self._inputTotal += size - self._inputHeld.get(connectionId, 0)
         self._inputHeld[connectionId] = size
         protocol._reportAt = size + _BUDGET_STEP
-        budget = self.memoryBudget
+        budget = self._settings.memoryBudget
         if budget is not None and self._inputTotal > budget:
             largest = sorted(self._inputHeld.items(), key=lambda item: item[1], reverse=True)
             for victimId, held in largest:
                 if self._inputTotal <= budget:
                     break
-                victim = self._open.get(victimId)
+                victim = self._registry.connections().get(victimId)
                 if not isinstance(victim, MessageProtocol):
                     continue
                 victim.dropPartialMessage()
@@ -1477,7 +1142,7 @@ class Server(Factory):
         What is left of the budget after the partial messages and the
         messages held split, shared equally among the congested connections.
         """
-        budget = self.memoryBudget
+        budget = self._settings.memoryBudget
         if budget is None:
             self._outputShare = None
             return
@@ -1490,25 +1155,22 @@ class Server(Factory):
         if before is not None and share < before:
             # A smaller share: the connections congested before it came
             # accept no more than it either.
+            connections = self._registry.connections()
             for connectionId in self._congestedIds:
-                protocol = self._open.get(connectionId)
+                protocol = connections.get(connectionId)
                 if protocol is None:
                     continue
                 room = protocol._budgetRoom()
                 if room is not None and room < protocol._room:
                     protocol._room = room
 
-    def _lookup(self, clientId: int) -> _ConnectionBase:
-        try:
-            return self._established[clientId]
-        except (KeyError, TypeError):
-            raise ServerError(f"no connected client with id {clientId!r}") from None
+    # -- the registry -----------------------------------------------------
 
     def clientIds(self) -> list[int]:
         """
         The ids of the established connections, ascending.
         """
-        return sorted(self._established)
+        return self._registry.ids()
 
     def connection(self, clientId: int) -> MessageProtocol | StreamProtocol:
         """
@@ -1516,7 +1178,10 @@ class Server(Factory):
 
         @raise ServerError: unknown id.
         """
-        return self._lookup(clientId)  # type: ignore[return-value]
+        protocol = self._registry.lookup(clientId)
+        if protocol is None:
+            raise ServerError(f"no connected client with id {clientId!r}")
+        return protocol
 
     def send(self, clientId: int, data: bytes | str) -> bool:
         """
@@ -1527,12 +1192,7 @@ class Server(Factory):
             congested connection that already accepted C{maxPendingOutput}
             bytes (see L{MessageProtocol.maxPendingOutput}).
         """
-        protocol = self._established.get(clientId)
-        if protocol is None:
-            return False
-        if isinstance(protocol, MessageProtocol):
-            return protocol.sendMessage(data)
-        return protocol.sendData(data)  # type: ignore[attr-defined]
+        return self._registry.send(clientId, data)
 
     def broadcast(self, data: bytes | str, exclude: int | Collection[int] | None = None) -> int:
         """
@@ -1551,7 +1211,7 @@ class Server(Factory):
         the reactor (they are counted as skipped all the same).
 
         Bounded work per turn: once the broadcasts of one turn of the
-        reactor have gone to about L{TURN_BROADCAST_WORK} connections, the
+        reactor have gone to a bounded number of connections, the
         connection whose read is being handled (the sender, excluded or
         not) stops being read until the next turn, unless at most a few
         messages of its read are left; the connections paused so are
@@ -1562,198 +1222,7 @@ class Server(Factory):
         @return: how many connections it was written to; 0 also when the
             message is refused (it contains the delimiter or is too long).
         """
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if exclude is None:
-            excluded: Collection[int] = ()
-        elif isinstance(exclude, int):
-            excluded = (exclude,)
-        else:
-            excluded = exclude
-        established = self._established
-        full = self._full
-        candidates = self._targets
-        if candidates is None:
-            candidates = self._targets = [
-                (i, p) for i, p in established.items() if i not in full]
-        if excluded:
-            targets = [p for i, p in candidates if i not in excluded]
-        else:
-            targets = [p for _, p in candidates]
-        if targets:
-            first = targets[0]
-        elif full:
-            # Every target is full: the message is still counted as missed.
-            first = next(iter(full.values()))[0]
-        else:
-            return 0
-        work = self._turnWork + len(established)
-        self._turnWork = work
-        if self._turnCall is None:
-            self._turnCall = self._reactor.callLater(0, self._nextTurn)
-        if work > self._workLimit:
-            self._yieldTurn(excluded, targets)
-        written = 0
-        if isinstance(first, MessageProtocol):
-            frame = first.frame(data)
-            if frame is None:
-                return 0
-            serial = self._broadcastSerial = self._broadcastSerial + 1
-            if full:
-                # The connections found full earlier in this turn miss this
-                # one too, without a look at each.
-                skipped = len(full)
-                for i in set(excluded):
-                    entry = full.get(i)
-                    if entry is not None:
-                        entry[1] += 1
-                        skipped -= 1
-                self.broadcastSkips += skipped
-            # The transports of the connections in the common state, and of
-            # the congested ones with room, written to after the loop in one
-            # go (see _compat.writeToAll).
-            direct: list[Any] = []
-            size = len(frame)
-            # One protocol class serves all of a server's connections.
-            for p in cast("list[MessageProtocol]", targets):
-                transport: Any = p.transport
-                if p._batch is not None or not p.ready:
-                    # The checked path: a read being handled, not ready.
-                    if p.sendFrame(frame):
-                        written += 1
-                    elif p._congested:
-                        # Counted as a skip, not as a send refused.
-                        p._outputDropped -= 1
-                        self._skipped(p)
-                elif p._congested:
-                    # What sendFrame does for a congested connection.
-                    if size > p._room and size > p._roomLeft():
-                        self._skipped(p)
-                        if self.maxBroadcastSkips is None:
-                            full[p.connectionId] = [p, 0, serial]  # type: ignore[index]
-                            self._targets = None
-                    elif not transport.disconnecting:
-                        p._room -= size
-                        direct.append(transport)
-                elif not transport.disconnecting:
-                    # What sendFrame does for a connection in the common
-                    # state, without a call per connection.
-                    direct.append(transport)
-            if direct:
-                _compat.writeToAll(direct, frame)
-                self._broadcastMessages += len(direct)
-                self._broadcastBytes += size * len(direct)
-            return written + len(direct)
-        for stream in cast("list[StreamProtocol]", targets):
-            if stream.sendData(data):
-                written += 1
-            elif stream._congested:
-                stream._outputDropped -= 1
-                self._skipped(stream)
-        return written
-
-    def _yieldTurn(self, excluded: Collection[int], targets: list[_ConnectionBase]) -> None:
-        """
-        This turn's broadcasts did their share of work: stop reading from
-        the connection whose read is being handled (the sender, excluded or
-        not) until the next turn.  It delivers the messages it holds then.
-        """
-        reader = None
-        for candidate in (*(self._established.get(i) for i in excluded), *targets):
-            if candidate is not None and getattr(candidate, "_batch", None) is not None:
-                reader = candidate
-                break
-        if reader is None or reader._paused:
-            return
-        reader.pauseReading()
-        reader._throttled = True
-        self._throttled.append(reader)
-
-    def _nextTurn(self) -> None:
-        """
-        A new reactor turn.  The connections found full in the last one
-        count the broadcasts they missed and are looked at again.  The
-        connections paused by L{_yieldTurn} are resumed in the order they
-        were paused, each with an equal share of this turn's work (it
-        delivers its messages until its share is used, at least one); those
-        beyond the turn's work wait for the next one, first in line.
-        """
-        self._turnCall = None
-        self._turnWork = 0
-        full, self._full = self._full, {}
-        if full:
-            self._targets = None
-        serial = self._broadcastSerial
-        for protocol, excludedTimes, since in full.values():
-            if protocol._congested:
-                protocol._broadcastSkips += serial - since - excludedTimes
-        throttled, self._throttled = self._throttled, []
-        waiting = [p for p in throttled if p._throttled]
-        if not waiting:
-            return
-        share = max(1, TURN_BROADCAST_WORK // len(waiting))
-        left: list[_ConnectionBase] = []
-        try:
-            for protocol in waiting:
-                if self._turnWork >= TURN_BROADCAST_WORK:
-                    left.append(protocol)
-                    continue
-                protocol._throttled = False
-                if protocol.connected:
-                    self._workLimit = min(TURN_BROADCAST_WORK, self._turnWork + share)
-                    try:
-                        protocol.resumeReading()
-                    except Exception:
-                        # As Twisted ends a connection whose dataReceived
-                        # raised; the others are resumed all the same.
-                        self.log.failure(
-                            "Delivering the held messages of connection {connectionId} "
-                            "raised an exception; closing it",
-                            connectionId=protocol.connectionId,
-                        )
-                        protocol._abort("an exception while delivering its messages")
-        finally:
-            self._workLimit = TURN_BROADCAST_WORK
-        if left:
-            self._throttled[:0] = left
-            if self._turnCall is None:
-                self._turnCall = self._reactor.callLater(0, self._nextTurn)
-
-    def _skipped(self, protocol: _ConnectionBase) -> None:
-        """
-        A broadcast left out a congested connection.
-        """
-        limit = self.maxBroadcastSkips
-        if limit is not None and protocol._broadcastSkips >= limit:
-            return  # being closed already
-        self.broadcastSkips += 1
-        protocol._broadcastSkips += 1
-        skips = protocol._broadcastSkips
-        if limit is None and skips != 1:
-            return
-        peer = describeAddress(protocol.transport.getPeer())
-        if limit is not None and skips >= limit:
-            self.log.warn(
-                "Closing connection {connectionId} from {peer}: it missed {missed} "
-                "in a row, its peer does not read (maxBroadcastSkips {limit})",
-                connectionId=protocol.connectionId,
-                peer=peer,
-                skips=skips,
-                missed=plural(skips, "broadcast"),
-                limit=limit,
-            )
-            protocol._abort(f"it missed {plural(skips, 'broadcast')} in a row "
-                            f"(maxBroadcastSkips)")
-        elif skips == 1:
-            self._events.record(
-                "broadcastSkipped",
-                "Connection {connectionId} from {peer} misses broadcasts: its peer does not "
-                "read fast enough, its output is over maxPendingOutput ({maxPendingOutput} "
-                "bytes)",
-                connectionId=protocol.connectionId,
-                peer=peer,
-                maxPendingOutput=protocol.maxPendingOutput,
-            )
+        return self._registry.broadcast(data, exclude)
 
     def disconnect(self, clientId: int) -> bool:
         """
@@ -1763,7 +1232,7 @@ class Server(Factory):
 
         @return: C{False} for an unknown id.
         """
-        protocol = self._established.get(clientId)
+        protocol = self._registry.lookup(clientId)
         if protocol is None:
             return False
         protocol.closeConnection("disconnect() called")
@@ -1775,8 +1244,7 @@ class Server(Factory):
 
         @raise ServerError: unknown id.
         """
-        peer = self._lookup(clientId).transport.getPeer()
-        return peer.host, peer.port
+        return self._registry.address(clientId)
 
     def clientCertificate(self, clientId: int) -> x509.Certificate | None:
         """
@@ -1785,7 +1253,7 @@ class Server(Factory):
 
         @raise ServerError: unknown id.
         """
-        return peerCertificate(self._lookup(clientId).transport)
+        return self._registry.certificate(clientId)
 
     def clientSubjectPart(self, clientId: int, part: x509.ObjectIdentifier | str) -> str | None:
         """
@@ -1805,4 +1273,4 @@ class Server(Factory):
         How many connections are open, including those still in the TLS
         handshake.
         """
-        return len(self._open)
+        return self._registry.openCount()

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service -*-
 """
-Layer 4: reactor services, for C{.tac} files and the daemon.
+Reactor services, for C{.tac} files and the daemon.
 
 L{ServerService} serves a L{Server} on one or more endpoints while it runs;
 L{KeepConnectedService} keeps a L{Client} connected while it runs.  Both are
@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._client import _FATAL, Client
+from ._client import NOT_RETRIED, Client
 from ._errors import ConnectError, StartError, TLSHandshakeError
 from ._server import Server
 
@@ -314,7 +314,7 @@ class KeepConnectedService(Service):
                 # cannot work (a port out of range, an unreadable file).
                 self._startFailure = f
                 return
-            if f.check(*_FATAL) or not f.check(StartError) or (
+            if f.check(*NOT_RETRIED) or not f.check(StartError) or (
                 isinstance(f.value, StartError) and f.value.code == -1
             ):
                 self.log.error("Stopped connecting to {host}:{port}: {error}",

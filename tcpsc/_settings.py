@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields, replace
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
-from ._framing import DEFAULT_CLOSE_TIMEOUT, MessageProtocol, StreamProtocol
+from ._framing import DEFAULT_CLOSE_TIMEOUT, MessageProtocol, StreamProtocol, _ConnectionBase
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -25,7 +25,10 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "FROM_PROTOCOL",
     "FromProtocol",
+    "SettingAttribute",
     "Settings",
+    "protocolClass",
+    "settingsFrom",
 ]
 
 
@@ -244,3 +247,104 @@ class Settings:
 
 #: The names of the fields of L{Settings}, in order.
 SETTING_NAMES: Final = tuple(field.name for field in fields(Settings))
+
+
+#: The fields whose keyword spells "the protocol's own" as C{None} too, as
+#: it did before L{FROM_PROTOCOL}.
+_NONE_FROM_PROTOCOL: Final = frozenset({"delimiter", "messageAppend"})
+
+
+def _isDefault(name: str, value: object) -> bool:
+    default = getattr(Settings, name)
+    if value is default:
+        return True
+    if value is None and name in _NONE_FROM_PROTOCOL:
+        return True
+    return type(value) is type(default) and value == default
+
+
+def settingsFrom(owner: str, settings: Settings | None, keywords: dict[str, Any]) -> Settings:
+    """
+    The settings of a class that takes both C{settings=} and keyword
+    arguments that spell some of its fields (whose defaults are the fields'
+    defaults).
+
+    The rule: a keyword equal to its field's default is as if it were not
+    given.  Without C{settings}, the keywords that differ from their
+    defaults make the value; with C{settings}, a keyword that differs is
+    refused: give a setting one way or the other, never both, so that no
+    precedence is left to guess.  C{None} for C{delimiter} or
+    C{messageAppend} means L{FROM_PROTOCOL}.
+
+    @param owner: the class, for the message (C{"Server"}).
+    @param keywords: the keyword arguments as given, by field name.
+    @raise TypeError: C{settings} is not a L{Settings}, or keywords that
+        differ from their defaults were given with it (naming them).
+    @raise ValueError: a keyword out of its field's range (see L{Settings}).
+    """
+    changed = {name: value for name, value in keywords.items() if not _isDefault(name, value)}
+    if settings is None:
+        return Settings(**changed) if changed else _DEFAULT_SETTINGS
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a tcpsc.Settings, not {settings!r}")
+    if changed:
+        names = ", ".join(sorted(changed))
+        raise TypeError(f"{owner}() takes {names} either in settings= or as keyword "
+                        f"arguments, not both")
+    return settings
+
+
+def protocolClass(
+    protocol: type[_ConnectionBase] | None, stream: bool
+) -> type[MessageProtocol] | type[StreamProtocol]:
+    """
+    The protocol class of a server or client: C{protocol}, checked, or the
+    default of the mode.
+
+    @raise TypeError: not a subclass of L{MessageProtocol} or
+        L{StreamProtocol}, or C{stream} with a L{MessageProtocol}.
+    """
+    if protocol is None:
+        return StreamProtocol if stream else MessageProtocol
+    if not (isinstance(protocol, type) and issubclass(protocol, _ConnectionBase)):
+        raise TypeError(
+            f"protocol must be a subclass of tcpsc.MessageProtocol or "
+            f"tcpsc.StreamProtocol, not {protocol!r}"
+        )
+    if stream and not issubclass(protocol, StreamProtocol):
+        raise TypeError("stream=True needs a StreamProtocol subclass")
+    # The two classes of tcpsc are the only subclasses of _ConnectionBase.
+    return protocol  # type: ignore[return-value]
+
+
+#: The settings of everything left at its default, made once.
+_DEFAULT_SETTINGS: Final = Settings()
+
+
+_T = TypeVar("_T")
+
+
+class SettingAttribute(Generic[_T]):
+    """
+    An attribute of a server or client that is the field of the same name
+    of its settings: read from its C{_settings}, and set by assigning its
+    C{settings} a checked copy with that field changed, so that the
+    settings in force stay one frozen value.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> SettingAttribute[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> _T: ...
+
+    def __get__(self, instance: object, owner: type) -> SettingAttribute[_T] | _T:
+        if instance is None:
+            return self
+        return cast(_T, getattr(instance._settings, self._name))  # type: ignore[attr-defined]
+
+    def __set__(self, instance: Any, value: _T) -> None:
+        instance.settings = instance._settings.replace(**{self._name: value})

@@ -121,6 +121,7 @@ STEPS: list[Step] = [
     Step("tcpsc bench multicast localhost 8082", "run", expect=["... errors=0 "]),
     Step("class Echo(MessageProtocol)", "program", port=8081, expect=["hello", "ping"]),
     Step("server.broadcast", "python"),
+    Step("Server(settings=limits)", "python", expect=["1000 None True"]),
     Step("Client(onMessage=replies.put", "python", expect=["b'hello'"]),
     Step("ServerService(Server(Echo)", "module"),
     Step("twistd -ny examples/echo.tac", "server", port=8081, setup=("$ ",)),

@@ -30,8 +30,8 @@ from zope.interface import implementer
 
 import tcpsc
 from tcpsc import Client, MessageProtocol, Server, _compat
+from tcpsc._accept import BACKLOG, _GuardedPort
 from tcpsc._output import OutputQueue
-from tcpsc._server import _BACKLOG, _GuardedPort
 from tcpsc._transports import socketTransport
 from tests._helpers import RawPeer, asyncTest, within
 from tests.test_broadcast_coalescing import countWrites
@@ -334,7 +334,7 @@ class _PathTests:
         self.addCleanup(lambda: within(server.stop()))
         port = await within(server.listen(0, "127.0.0.1"))
         self.assertPortClass(port)
-        self.assertEqual(port.backlog, _BACKLOG)  # type: ignore[attr-defined]
+        self.assertEqual(port.backlog, BACKLOG)  # type: ignore[attr-defined]
 
     @asyncTest
     async def test_description(self) -> None:
@@ -346,7 +346,7 @@ class _PathTests:
         self.addCleanup(lambda: within(server.stop()))
         port = await within(server.listen("tcp:0:interface=127.0.0.1"))
         self.assertPortClass(port)
-        self.assertEqual(port.backlog, _BACKLOG)  # type: ignore[attr-defined]
+        self.assertEqual(port.backlog, BACKLOG)  # type: ignore[attr-defined]
         port = await within(server.listen("tcp:0:interface=127.0.0.1:backlog=7"))
         self.assertPortClass(port)
         self.assertEqual(port.backlog, 7)  # type: ignore[attr-defined]

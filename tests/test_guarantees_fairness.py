@@ -13,7 +13,7 @@ from twisted.internet import reactor
 
 from tcpsc import MessageProtocol
 from tcpsc._apps import Chat
-from tcpsc._server import TURN_BROADCAST_WORK
+from tcpsc._broadcast import TURN_BROADCAST_WORK
 from tests.test_guarantees_support import (
     SHORT,
     GuaranteeTestCase,

@@ -31,7 +31,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tcpsc._server import _GuardedPort
+from tcpsc._accept import _GuardedPort
 from tests.test_guarantees_support import (
     SHORT,
     GuaranteeTestCase,

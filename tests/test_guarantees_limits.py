@@ -221,7 +221,7 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertEqual(service.server.firstByteTimeout, 10.0)
         self.assertIn("at most 4096 connections, at most 256 per peer address",
                       service.description)
-        self.assertNotIn("maxPendingOutput", service.server._settings)
+        self.assertNotIn("maxPendingOutput", service.server._protocolAttributes)
         self.assertEqual(EchoApp.maxPendingOutput, 4 * 1024 * 1024)
 
     def test_broadcastClientsOnlyListen(self) -> None:
@@ -239,7 +239,7 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertEqual(options["max-pending-output"], 65536)
         service = makeService(options, reactor=reactor)
         self.assertEqual(service.server.maxConnectionsPerPeer, 3)
-        self.assertEqual(service.server._settings["maxPendingOutput"], 65536)
+        self.assertEqual(service.server._protocolAttributes["maxPendingOutput"], 65536)
         self.assertIn("at most 3 per peer", service.description)
         self.assertIsNone(parse("--max-pending-output", "none")["max-pending-output"])
         self.assertIsNone(parse("--max-connections-per-peer", "none")["max-connections-per-peer"])

@@ -33,7 +33,7 @@ class BudgetTests(GuaranteeTestCase):
         class Echo(MessageProtocol):
             def dataReceived(self, data: bytes) -> None:
                 super().dataReceived(data)
-                held = sum(len(p._buffer) for p in servers[0]._open.values())  # type: ignore[attr-defined]
+                held = sum(len(p._buffer) for p in servers[0]._registry.connections().values())  # type: ignore[attr-defined]
                 peak[0] = max(peak[0], held)
 
             def messageReceived(self, message: bytes) -> None:

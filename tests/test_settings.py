@@ -7,10 +7,14 @@ tells each connection's protocol what to override.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpsc import FROM_PROTOCOL, MessageProtocol, Settings, StreamProtocol
+from tcpsc import FROM_PROTOCOL, Client, MessageProtocol, Server, Settings, StreamProtocol
+from tcpsc._settings import SETTING_NAMES
 
 
 class _Piped(MessageProtocol):
@@ -111,3 +115,119 @@ class SettingsTests(SynchronousTestCase):
                          {"maxPendingOutput": 5})
         with self.assertRaises(ValueError):
             Settings(maxMessageLength=10).protocolAttributes(StreamProtocol)
+
+
+class SettingsArgumentTests(SynchronousTestCase):
+    """
+    C{settings=} of L{Server} and L{Client}, beside the keyword arguments
+    that spell its fields.
+    """
+
+    def test_keywordsMakeSettings(self) -> None:
+        """
+        The keyword arguments make the settings in force; left out, the
+        defaults.
+        """
+        server = Server(maxConnections=7, delimiter=b"|", reactor=Clock())
+        self.assertEqual(server.settings, Settings(maxConnections=7, delimiter=b"|"))
+        self.assertEqual(Server(reactor=Clock()).settings, Settings())
+        self.assertEqual(Server(delimiter=None, messageAppend=None, reactor=Clock()).settings,
+                         Settings())
+
+    def test_settingsGiven(self) -> None:
+        """
+        C{settings=} is the value in force, and each field reads as the
+        server's attribute of that name.
+        """
+        given = Settings(maxConnections=7, maxConnectionsPerPeer=None, idleTimeout=3.0,
+                         logConnections=False, maxBroadcastSkips=2)
+        server = Server(settings=given, reactor=Clock())
+        self.assertIs(server.settings, given)
+        self.assertEqual((server.maxConnections, server.maxConnectionsPerPeer,
+                          server.idleTimeout, server.logConnections, server.maxBroadcastSkips),
+                         (7, None, 3.0, False, 2))
+
+    def test_bothRefused(self) -> None:
+        """
+        A keyword that differs from its default given with C{settings=} is
+        a L{TypeError} naming it; a keyword left at its default is not.
+        """
+        with self.assertRaises(TypeError) as raised:
+            Server(maxConnections=7, idleTimeout=1.0, settings=Settings(), reactor=Clock())
+        self.assertEqual(str(raised.exception),
+                         "Server() takes idleTimeout, maxConnections either in settings= or "
+                         "as keyword arguments, not both")
+        with self.assertRaises(TypeError) as raised:
+            Client(closeTimeout=1.0, settings=Settings(), reactor=Clock())
+        self.assertIn("closeTimeout", str(raised.exception))
+        server = Server(maxConnections=4096, settings=Settings(maxConnections=7),
+                        reactor=Clock())
+        self.assertEqual(server.maxConnections, 7)
+        with self.assertRaises(TypeError):
+            Server(settings={"maxConnections": 7}, reactor=Clock())  # type: ignore[arg-type]
+
+    def test_signatureDefaultsAreTheFields(self) -> None:
+        """
+        The defaults the signatures show are the fields' defaults, written
+        once, in L{Settings}.
+        """
+        defaults = Settings()
+        for cls in (Server, Client):
+            for name, parameter in inspect.signature(cls).parameters.items():
+                if name in SETTING_NAMES:
+                    self.assertEqual(parameter.default, getattr(defaults, name), (cls, name))
+
+    def test_attributeSetsCheckedCopy(self) -> None:
+        """
+        Setting one of the server's setting attributes replaces its
+        settings with a checked copy; a value out of range is refused with
+        the field's words, and nothing changes.
+        """
+        server = Server(reactor=Clock())
+        before = server.settings
+        server.maxConnections = 9
+        server.logEveryEvent = True
+        self.assertEqual(server.settings, before.replace(maxConnections=9, logEveryEvent=True))
+        self.assertTrue(server._events.logEveryEvent)
+        server.maxBroadcastSkips = 3
+        self.assertEqual(server._registry.broadcaster.maxBroadcastSkips, 3)
+        with self.assertRaises(ValueError) as raised:
+            server.maxConnections = 0
+        self.assertEqual(str(raised.exception), "maxConnections must be at least 1, not 0")
+        self.assertEqual(server.maxConnections, 9)
+        with self.assertRaises(ValueError):
+            server.settings = Settings(messageAppend=b"x\n")
+        self.assertEqual(server.settings.messageAppend, FROM_PROTOCOL)
+
+    def test_protocolAttributesOnce(self) -> None:
+        """
+        The attributes each connection's protocol gets are worked out once,
+        when the settings are set, not for each connection.
+        """
+        server = Server(_Piped, settings=Settings(maxMessageLength=5, maxPendingOutput=7),
+                        reactor=Clock())
+        calls: list[object] = []
+        self.patch(Settings, "protocolAttributes", lambda *a: calls.append(a))
+        protocols = [server._buildConnection(IPv4Address("TCP", "192.0.2.1", 1000 + i),
+                                             tls=False) for i in range(3)]
+        self.assertEqual(calls, [])
+        for protocol in protocols:
+            assert isinstance(protocol, MessageProtocol)
+            self.assertEqual((protocol.delimiter, protocol.maxMessageLength,
+                              protocol.maxPendingOutput), (b"|", 5, 7))
+
+    def test_client(self) -> None:
+        """
+        A client takes the framing fields and C{closeTimeout} from
+        C{settings=}, checked against its protocol class.
+        """
+        client = Client(_Piped, settings=Settings(maxMessageLength=9, closeTimeout=2.0),
+                        reactor=Clock())
+        self.assertEqual(client.closeTimeout, 2.0)
+        self.assertEqual(client._protocolAttributes, {"maxMessageLength": 9})
+        client.closeTimeout = 3.0
+        self.assertEqual(client.settings.closeTimeout, 3.0)
+        with self.assertRaises(ValueError):
+            Client(_Piped, settings=Settings(messageAppend=b"|"), reactor=Clock())
+        with self.assertRaises(ValueError):
+            Client(stream=True, maxMessageLength=10, reactor=Clock())
