@@ -78,7 +78,7 @@ _MOVED_TO_BLOCKING = frozenset(
 def __getattr__(name: str) -> Any:
     """
     The blocking classes under their old names (C{tcpsc.TcpServer}), with a
-    L{DeprecationWarning}: they live in L{tcpsc.blocking}, which is loaded
+    C{DeprecationWarning}: they live in L{tcpsc.blocking}, which is loaded
     only when one of them is used.
     """
     if name in _MOVED_TO_BLOCKING:

@@ -14,6 +14,11 @@ from twisted.logger import Logger
 
 _log = Logger()
 
+#: Open files a process needs besides its connections (listening ports, logs,
+#: certificates, the interpreter's own): a program that starts a server
+#: raises the limit to its connection limit plus this.
+FILE_MARGIN = 64
+
 
 def openFileLimit() -> int | None:
     """

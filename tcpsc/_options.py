@@ -4,7 +4,7 @@ The grammar of values typed on a command line, shared by the daemon's
 options (L{tcpsc.tap.Options}) and the C{tcpsc} command's, so that both
 read a delimiter, a number of seconds, a count or a port the same way.
 
-Each parser returns the value or raises L{ValueError} whose message says
+Each parser returns the value or raises C{ValueError} whose message says
 what is wrong with the text (without the option's name or the text itself,
 which each command line places as it words its errors);
 L{OutOfRange} for a number outside what the option takes.
@@ -41,7 +41,7 @@ DELIMITER_HELP = (
 class OutOfRange(ValueError):
     """
     A number outside the range an option takes (as opposed to text that is
-    not a number at all, a plain L{ValueError}).
+    not a number at all, a plain C{ValueError}).
     """
 
 

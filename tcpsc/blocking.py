@@ -55,7 +55,7 @@ from twisted.python.failure import Failure
 from ._client import Client
 from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
 from ._framing import MessageProtocol, StreamProtocol
-from ._limits import raiseOpenFileLimit
+from ._limits import FILE_MARGIN, raiseOpenFileLimit
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
 from ._reactorthread import ReactorThread, ReactorThreadError, sharedReactorThread
 from ._server import Server
@@ -66,7 +66,6 @@ from ._settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     FROM_PROTOCOL,
-    SETTING_NAMES,
     FromProtocol,
     Settings,
 )
@@ -83,14 +82,6 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
-#: Files a program that runs a blocking server may open besides its
-#: connections (its listening sockets, logs, the reactor's own): the
-#: open-file limit L{TcpServer.start} asks for is this more than
-#: C{maxConnections}.
-_FILES_BESIDES_CONNECTIONS = 64
-
-#: The fields of L{Settings} that L{Client} takes; the others are a server's.
-_CLIENT_SETTINGS = ("delimiter", "maxMessageLength", "messageAppend", "closeTimeout")
 
 #: The original names subject parts by OpenSSL NID; these are the common ones.
 _NIDS = {
@@ -191,21 +182,6 @@ def _certificatePath(value: str | os.PathLike[str] | bytes | None) -> str | byte
     if isinstance(value, bytes):
         return value
     return os.fspath(value)
-
-
-def _settingArguments(settings: Settings, names: Iterable[str]) -> dict[str, Any]:
-    """
-    The fields C{names} of C{settings} as the keyword arguments of L{Server}
-    or L{Client} that spell them: those left to the protocol class
-    (L{FROM_PROTOCOL <tcpsc.FromProtocol>}) are left out, as those classes
-    spell that.
-    """
-    arguments = {}
-    for name in names:
-        value = getattr(settings, name)
-        if value is not FROM_PROTOCOL:
-            arguments[name] = value
-    return arguments
 
 
 def _setting(name: str) -> Any:
@@ -428,9 +404,6 @@ class _BlockingBase:
 
     log = Logger()
 
-    #: The fields of L{settings} handed to the core L{Server} or L{Client}.
-    _coreSettingNames: tuple[str, ...] = SETTING_NAMES
-
     def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
                  maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
                  **settings: Any) -> None:
@@ -480,9 +453,7 @@ class _BlockingBase:
         arguments: dict[str, Any] = (
             {"protocol": _BlockingStreamProtocol, "stream": True} if self._delimiter is None
             else {"protocol": _BlockingMessageProtocol})
-        # Once Server and Client take settings=, this line is
-        # arguments["settings"] = self.settings
-        arguments.update(_settingArguments(self.settings, self._coreSettingNames))
+        arguments["settings"] = self.settings
         return arguments
 
     @contextmanager
@@ -721,7 +692,7 @@ class TcpServer(_BlockingBase):
         with self._startingOnce("server"):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
-            raiseOpenFileLimit(self.settings.maxConnections + _FILES_BESIDES_CONNECTIONS)
+            raiseOpenFileLimit(self.settings.maxConnections + FILE_MARGIN)
             config = tls() if tls is not None else None
             listening = reactorThread.call(30.0, self._listen, port, interface, config)
             self._stopDone.clear()
@@ -1036,7 +1007,6 @@ class TcpClient(_BlockingBase):
     """
 
     _tls = False
-    _coreSettingNames = _CLIENT_SETTINGS
 
     def __init__(
         self,

@@ -20,7 +20,6 @@ reads the same, and both make room for their connections where they start.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
@@ -41,7 +40,7 @@ from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory,
 from ._errors import ListenError, StartError
 from ._events import plural
 from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
-from ._limits import raiseOpenFileLimit
+from ._limits import FILE_MARGIN, raiseOpenFileLimit
 from ._metrics import INSTALL_HINT
 from ._options import (
     DELIMITER_HELP,
@@ -54,7 +53,7 @@ from ._options import (
 )
 from ._server import Server
 from ._service import ServerService
-from ._settings import FROM_PROTOCOL, Settings
+from ._settings import Settings
 from ._systemd import notify
 from ._tls import TLSConfig
 
@@ -78,10 +77,6 @@ __all__ = [
 #: Where the daemon listens when no C{--port} is given.
 DEFAULT_PORT = "tcp:8081"
 
-#: Open files a process needs besides its connections (listening ports, logs,
-#: certificates, the interpreter's own): L{makeService} raises the limit of
-#: open files to C{--max-connections} plus this.
-FILE_MARGIN = 64
 
 #: The settings of a server given no options: the daemon's defaults.
 _DEFAULTS = Settings()
@@ -935,11 +930,8 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             stream=options["stream"],
             reactor=reactor,
             metrics=registry,
+            settings=settings,
             **extra,
-            # The settings as keyword arguments until Server takes
-            # settings=settings itself.
-            **{field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
-               if getattr(settings, field.name) is not FROM_PROTOCOL},
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None
