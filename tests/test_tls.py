@@ -1013,7 +1013,8 @@ class LateRejectionTests(RealTLSTestCase):
         server, port = await self.startServer(serverTLS(), onEstablished=established.append)
         clientEstablished: list[object] = []
         client = self.client(acceptanceGrace=30.0, onEstablished=clientEstablished.append)
-        started = reactor.seconds()
+        # The rejection is the alert itself, not the end of a wait: within()
+        # gives up long before the 30 s grace would end.
         connecting = client.connect("localhost", port, tls=clientTLS(cert))
         succeeded: list[object] = []
         connecting.addCallback(succeeded.append)
@@ -1025,8 +1026,6 @@ class LateRejectionTests(RealTLSTestCase):
         self.assertFalse(client.send(b"anything"))
         self.assertEqual(server.clientIds(), [])
         self.assertEqual(established, [])
-        # The rejection is the alert itself, not the end of a wait.
-        self.assertLess(reactor.seconds() - started, 5.0)
 
     @asyncTest
     async def test_certificateFromAnotherCA(self) -> None:
@@ -1050,12 +1049,11 @@ class LateRejectionTests(RealTLSTestCase):
         """
         server, port = await self.startServer(serverTLS())
         client = self.client(acceptanceGrace=30.0)
-        started = reactor.seconds()
         seenByServer: list[list[int]] = []
         connecting = client.connect("localhost", port, tls=clientTLS())
         connecting.addCallback(lambda p: seenByServer.append(server.clientIds()) or p)
+        # within() gives up long before the 30 s grace would end.
         await within(connecting)
-        self.assertLess(reactor.seconds() - started, 5.0)
         self.assertEqual(len(seenByServer[0]), 1)
         self.assertTrue(client.isConnected)
 
@@ -1067,9 +1065,8 @@ class LateRejectionTests(RealTLSTestCase):
         """
         server, port = await self.startServer(serverTLS(ca=None, requireClientCertificate=False))
         client = self.client(acceptanceGrace=30.0)
-        started = reactor.seconds()
+        # within() gives up long before the 30 s grace would end.
         await within(client.connect("localhost", port, tls=clientTLS()))
-        self.assertLess(reactor.seconds() - started, 5.0)
         self.assertTrue(client.isConnected)
         await waitFor(lambda: server.clientIds(), SHORT,
                       what="the server to register the connection")
@@ -1088,9 +1085,8 @@ class AcceptanceWithOpenSSLServerTests(RealTLSTestCase):
     async def test_readyOnTicket(self) -> None:
         port = await self.sServer("-Verify", "1", "-CAfile", certs().ca)
         client = self.client(acceptanceGrace=30.0)
-        started = reactor.seconds()
+        # within() gives up long before the 30 s grace would end.
         await within(client.connect("localhost", port, tls=clientTLS()))
-        self.assertLess(reactor.seconds() - started, 5.0)
 
     @asyncTest
     async def test_noTicketWaitsForGrace(self) -> None:
@@ -1105,9 +1101,8 @@ class AcceptanceWithOpenSSLServerTests(RealTLSTestCase):
     async def test_noCertificateRequestNoWait(self) -> None:
         port = await self.sServer("-num_tickets", "0")
         client = self.client(acceptanceGrace=30.0)
-        started = reactor.seconds()
+        # within() gives up long before the 30 s grace would end.
         await within(client.connect("localhost", port, tls=clientTLS()))
-        self.assertLess(reactor.seconds() - started, 5.0)
 
 
 class SubjectTests(RealTLSTestCase):
