@@ -301,8 +301,9 @@ def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory,
             tlsFactory=TLSTransportFactory):
     """
     Connect a server and a client factory in memory over TLS, with one
-    L{Clock} shared by both TLS factories and the pump (see TWISTED_NOTES
-    2.7: without it the TLS write aggregator schedules on the real reactor).
+    L{Clock} shared by both TLS factories and the pump: without it, the
+    TLS write aggregator of Twisted's TLS factories schedules its flushes on
+    the real reactor, which the pump never runs.
 
     @param tlsFactory: the TLS wrapping factory of both sides: tcpsc's, as
         L{tcpsc.Server} and L{tcpsc.Client} use, unless a test asks for
