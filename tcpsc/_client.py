@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_client -*-
 """
-The client.  Connects (plain or TLS), knows when the connection is
-ready, sends, and optionally reconnects with exponential backoff and jitter.
+The client.  Connects (plain or TLS, to a host and port or through any
+Twisted client endpoint), knows when the connection is ready, sends, and
+optionally reconnects with exponential backoff and jitter.
 
 "Ready" is stricter than Twisted's endpoints, whose C{connect()} fires at TCP
 connect, before any TLS handshake (twisted#8837): here it means connected,
@@ -315,6 +316,8 @@ class Client:
 
     or with your own L{MessageProtocol}/L{StreamProtocol} subclass, whose
     C{connectionReady} and C{messageReceived} hooks are called as usual.
+    L{connectTo} connects through a Twisted client endpoint instead, such
+    as C{client.connectTo("unix:/run/tcpsc.sock")}.
 
     @ivar protocol: the protocol of the current ready connection, or C{None}.
     @ivar closeTimeout: see L{__init__}; a field of L{settings}.
@@ -478,12 +481,13 @@ class Client:
                   *, hostname: str | None = None, name: str | None = None
                   ) -> Deferred[MessageProtocol | StreamProtocol]:
         """
-        Connect through a Twisted client endpoint: a UNIX socket, a
-        connection made by another program, anything
+        Connect through a Twisted client endpoint instead of to a host and
+        port: a UNIX socket, or any connection that
         L{clientFromString<twisted.internet.endpoints.clientFromString>}
-        reads or an L{IStreamClientEndpoint} makes.  Everything else is as
-        with L{connect}: readiness, C{connectTimeout}, TLS, reconnecting
-        (to the same endpoint), L{disconnect} and the errors.
+        describes or an L{IStreamClientEndpoint} makes.  Everything else is
+        as with L{connect}: readiness, C{connectTimeout} (whatever the
+        endpoint's own timeout), TLS, reconnecting (to the same endpoint),
+        L{disconnect} and the errors.
 
         With C{tls}, tcpsc's own TLS 1.3 runs over the endpoint's
         connection, and the connection is ready only once the server is
@@ -513,7 +517,10 @@ class Client:
         if isinstance(endpoint, str):
             try:
                 made = clientFromString(self._reactor, endpoint)
-            except (ValueError, TypeError, KeyError, OSError) as e:
+            except Exception as e:
+                # Twisted's parsers raise what they raise: ValueError for an
+                # unknown kind, TypeError or KeyError for a missing
+                # argument, OSError for a file an ssl: description names.
                 return fail(PortError(
                     f"not a client endpoint description: {endpoint!r} ({e})"))
             described = _describedHost(endpoint)
@@ -527,7 +534,7 @@ class Client:
         if name is not None:
             label = name
         host = hostname if hostname is not None else described
-        if tls is not None and host is None and tls.hostname is None:
+        if tls is not None and not host and not tls.hostname:
             return fail(TypeError(
                 f"TLS over {label} needs hostname=, the name the server's certificate "
                 f"is checked against: the endpoint has no host name"))

@@ -244,10 +244,15 @@ class UnixSocketTests(EndpointTestCase):
         clock = MemoryReactorClock()
         client = Client(reactor=clock)
         path = os.path.join(shortDirectory(self), "s")
-        for endpoint, name in ((f"unix:{path}", f"unix:{path}"),
-                               (UNIXClientEndpoint(clock, path), "a socket")):
+        cases: list[tuple[Any, str, str | None]] = [
+            (f"unix:{path}", f"unix:{path}", None),
+            (UNIXClientEndpoint(clock, path), "a socket", None),
+            (f"unix:{path}", "an empty name", ""),
+        ]
+        for endpoint, name, hostname in cases:
             error = self.failureResultOf(
-                client.connectTo(endpoint, clientTLS(), name=name), TypeError).value
+                client.connectTo(endpoint, clientTLS(), hostname=hostname, name=name),
+                TypeError).value
             self.assertEqual(
                 str(error),
                 f"TLS over {name} needs hostname=, the name the server's certificate is "
