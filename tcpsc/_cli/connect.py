@@ -330,6 +330,8 @@ def _connect(reactor: Any, client: Client, target: Target, tls: TLSConfig | None
         return client.connect(target.host, target.port, tls)
     from twisted.internet.endpoints import UNIXClientEndpoint
 
+    # An endpoint of the path as parseTarget read it (as tcpsc bench uses
+    # it), rather than the description read a second time by Twisted.
     return client.connectTo(UNIXClientEndpoint(reactor, target.path), tls,
                             hostname=target.host, name=str(target))
 
