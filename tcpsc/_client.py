@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_client -*-
 """
-The client.  Connects (plain or TLS), knows when the connection is
-ready, sends, and optionally reconnects with exponential backoff and jitter.
+The client.  Connects (plain or TLS, to a host and port or through any
+Twisted client endpoint), knows when the connection is ready, sends, and
+optionally reconnects with exponential backoff and jitter.
 
 "Ready" is stricter than Twisted's endpoints, whose C{connect()} fires at TCP
 connect, before any TLS handshake (twisted#8837): here it means connected,
@@ -14,13 +15,20 @@ certificate cannot succeed, it would only hammer the server.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    clientFromString,
+)
 from twisted.internet.error import (
     ConnectionClosed,
     ConnectionDone,
@@ -30,6 +38,7 @@ from twisted.internet.error import (
 from twisted.internet.error import (
     TimeoutError as TwistedTimeoutError,
 )
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,7 +77,7 @@ from ._tlstransport import tlsFactory
 
 if TYPE_CHECKING:
     from cryptography import x509
-    from twisted.internet.interfaces import IAddress, IDelayedCall, IStreamClientEndpoint
+    from twisted.internet.interfaces import IAddress, IDelayedCall
     from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 __all__ = ["NOT_RETRIED", "Client"]
@@ -223,6 +232,78 @@ class _Attempt:
         self.timer = None
 
 
+def _describedHost(description: str) -> str | None:
+    """
+    The host of a C{tcp:} client endpoint description: its C{host=}
+    argument, or its first positional one (C{tcp:example.org:8081}), as
+    L{clientFromString} reads them; C{None} for any other kind of endpoint.
+
+    Twisted's reader of the grammar is private, so this is a reader of its
+    own: arguments separated by C{:}, C{\\} taking the next character as
+    it is, C{name=value} for a keyword (a later C{=} belongs to the value).
+    It is called only on a description L{clientFromString} accepted.
+    """
+    arguments: list[str] = []
+    keywords: dict[str, str] = {}
+    parts: list[str] = []
+    current: list[str] = []
+
+    def endArgument() -> None:
+        parts.append("".join(current))
+        current.clear()
+        if len(parts) == 1:
+            arguments.append(parts[0])
+        else:
+            keywords[parts[0]] = parts[1]
+        parts.clear()
+
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, ""))
+        elif character == ":":
+            endArgument()
+        elif character == "=" and not parts:
+            parts.append("".join(current))
+            current.clear()
+        else:
+            current.append(character)
+    endArgument()
+    if arguments[0].upper() != "TCP":
+        return None
+    if "host" in keywords:
+        return keywords["host"]
+    return arguments[1] if len(arguments) > 1 else None
+
+
+@dataclass(frozen=True, eq=False)
+class _Target:
+    """
+    What a client connects to, for one L{Client.connect} or
+    L{Client.connectTo} and the reconnections that follow it.
+
+    @ivar name: how messages and the log name it: C{HOST:PORT}, an
+        endpoint description, or an endpoint's name.
+    @ivar endpoint: makes the endpoint of one attempt.
+    @ivar tls: the TLS settings, or C{None} for none.
+    @ivar serverName: with C{tls}, the host name the server's certificate
+        is checked against (unless C{tls.hostname} names another) and sent
+        as SNI.
+    @ivar host: the host name connected to, when it is known (to say which
+        name did not resolve).
+    @ivar port: the port of L{Client.connect}; C{None} for an endpoint.
+    @ivar fields: the structured fields of the log events that name it.
+    """
+
+    name: str
+    endpoint: Callable[[], IStreamClientEndpoint]
+    tls: TLSConfig | None
+    serverName: str
+    host: str | None
+    port: int | None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
 class Client:
     """
     A message client.
@@ -235,6 +316,8 @@ class Client:
 
     or with your own L{MessageProtocol}/L{StreamProtocol} subclass, whose
     C{connectionReady} and C{messageReceived} hooks are called as usual.
+    L{connectTo} connects through a Twisted client endpoint instead, such
+    as C{client.connectTo("unix:/run/tcpsc.sock")}.
 
     @ivar protocol: the protocol of the current ready connection, or C{None}.
     @ivar closeTimeout: see L{__init__}; a field of L{settings}.
@@ -327,10 +410,14 @@ class Client:
         self._random = random.Random()
         self.protocol: _ConnectionBase | None = None
         self._attempt: _Attempt | None = None
-        self._target: tuple[str, int, TLSConfig | None] | None = None
-        # The settings, host and connection creator of the last TLS attempt.
+        # What to connect (and reconnect) to; None once given up.
+        self._target: _Target | None = None
+        # What the last connect() or connectTo() connected to, for messages
+        # about its connection that come after it was given up.
+        self._named: _Target | None = None
+        # The settings, server name and connection creator of the last TLS
+        # attempt.
         self._lastCreator: tuple[TLSConfig, str, Any] | None = None
-        self._address: tuple[str, int] = ("", 0)
         self._retryCall: IDelayedCall | None = None
         self._failures = 0
         self._closedWaiters: list[Deferred[None]] = []
@@ -380,14 +467,98 @@ class Client:
             return fail(StartError("the client is already connected or connecting", -1))
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             return fail(PortError(f"port {port!r} is outside 1-65535"))
+        return self._start(_Target(
+            name=f"{host}:{port}",
+            endpoint=lambda: self._endpoint(host, port),
+            tls=tls,
+            serverName=host,
+            host=host,
+            port=port,
+            fields={"host": host, "port": port},
+        ))
+
+    def connectTo(self, endpoint: str | IStreamClientEndpoint, tls: TLSConfig | None = None,
+                  *, hostname: str | None = None, name: str | None = None
+                  ) -> Deferred[MessageProtocol | StreamProtocol]:
+        """
+        Connect through a Twisted client endpoint instead of to a host and
+        port: a UNIX socket, or any connection that
+        L{clientFromString<twisted.internet.endpoints.clientFromString>}
+        describes or an L{IStreamClientEndpoint} makes.  Everything else is
+        as with L{connect}: readiness, C{connectTimeout} (whatever the
+        endpoint's own timeout), TLS, reconnecting (to the same endpoint),
+        L{disconnect} and the errors.
+
+        With C{tls}, tcpsc's own TLS 1.3 runs over the endpoint's
+        connection, and the connection is ready only once the server is
+        verified (and has accepted this client's certificate): give a plain
+        endpoint, not a C{tls:} or C{ssl:} one, whose C{connect()} fires
+        before any handshake.
+
+        @param endpoint: an endpoint description, such as
+            C{"unix:/run/tcpsc.sock"} or C{"tcp:host=example.org:port=8081"}
+            (read with the client's reactor), or an endpoint, used as it is.
+        @param tls: TLS 1.3 settings, as for L{connect}; plain if C{None}.
+        @param hostname: the server's host name: with C{tls}, what its
+            certificate is checked against (unless C{tls.hostname} names
+            another) and the SNI sent.  A C{tcp:} description names its
+            host itself; any other endpoint has no host name tcpsc can
+            read, so TLS over it needs C{hostname} (or C{tls.hostname}).
+        @param name: how messages and the log name the server; by default
+            the description, or the endpoint's C{repr}.
+        @return: as for L{connect}; fails with L{PortError} (10) for a
+            description L{clientFromString<twisted.internet.endpoints.clientFromString>}
+            cannot read, or for what is neither a description nor an
+            endpoint, and with C{TypeError} for TLS without a host name.
+        """
+        if self._target is not None:
+            return fail(StartError("the client is already connected or connecting", -1))
+        described: str | None = None
+        if isinstance(endpoint, str):
+            try:
+                made = clientFromString(self._reactor, endpoint)
+            except Exception as e:
+                # Twisted's parsers raise what they raise: ValueError for an
+                # unknown kind, TypeError or KeyError for a missing
+                # argument, OSError for a file an ssl: description names.
+                return fail(PortError(
+                    f"not a client endpoint description: {endpoint!r} ({e})"))
+            described = _describedHost(endpoint)
+            label = endpoint
+        elif IStreamClientEndpoint.providedBy(endpoint):
+            made = endpoint
+            label = repr(endpoint)
+        else:
+            return fail(PortError(
+                f"not a client endpoint description or endpoint: {endpoint!r}"))
+        if name is not None:
+            label = name
+        host = hostname if hostname is not None else described
+        if tls is not None and not host and not tls.hostname:
+            return fail(TypeError(
+                f"TLS over {label} needs hostname=, the name the server's certificate "
+                f"is checked against: the endpoint has no host name"))
+        return self._start(_Target(
+            name=label,
+            endpoint=lambda: made,
+            tls=tls,
+            serverName=host or "",
+            host=host,
+            port=None,
+        ))
+
+    def _start(self, target: _Target) -> Deferred[MessageProtocol | StreamProtocol]:
+        """
+        Make the first attempt to connect to C{target}, which later
+        reconnections go to as well.
+        """
         try:
-            creator = self._creatorFor(host, port, tls)
+            creator = self._creatorFor(target)
         except Exception:
             return fail()
-        self._target = (host, port, tls)
-        self._address = (host, port)
+        self._target = self._named = target
         self._failures = 0
-        d = self._connectOnce(host, port, creator)
+        d = self._connectOnce(target, creator)
 
         def failed(f: Failure) -> Failure:
             self._target = None
@@ -397,22 +568,24 @@ class Client:
         # StreamProtocol (see _protocolClass).
         return d.addErrback(failed)  # type: ignore[return-value]
 
-    def _creatorFor(self, host: str, port: int, tls: TLSConfig | None) -> Any:
+    def _creatorFor(self, target: _Target) -> Any:
         """
-        The TLS connection creator of one attempt, from the files of C{tls}
-        read again: each connection, reconnections included, uses the
-        certificates on disk at that moment, so rotated files are taken up
-        without anything to call.  If reading them again fails (unreadable,
-        invalid, a key that does not match, a certificate expired or not
-        valid yet) and the last attempt to the same host with the same
-        settings had certificates, those are used again and the cause is
-        logged, naming the file.
+        The TLS connection creator of one attempt, from the files of
+        C{target.tls} read again: each connection, reconnections included,
+        uses the certificates on disk at that moment, so rotated files are
+        taken up without anything to call.  If reading them again fails
+        (unreadable, invalid, a key that does not match, a certificate
+        expired or not valid yet) and the last attempt to the same server
+        name with the same settings had certificates, those are used again
+        and the cause is logged, naming the file.
 
         @raise CertificateLoadError: the files cannot be used and there is
             nothing to fall back on.
         """
+        tls = target.tls
         if tls is None:
             return None
+        host = target.serverName
         last = self._lastCreator
         if last is None or last[0] is not tls or last[1] != host:
             creator = tls.clientCreator(host)
@@ -421,9 +594,10 @@ class Client:
                 creator = tls.clientCreator(host, current=True)
             except CertificateLoadError as e:
                 self.log.warn(
-                    "Connecting to {host}:{port} with the certificates used so far: "
+                    "Connecting to {target} with the certificates used so far: "
                     "reading them again failed: {error}",
-                    host=host, port=port, error=str(e), path=e.path, code=e.code,
+                    target=target.name, error=str(e), path=e.path, code=e.code,
+                    **target.fields,
                 )
                 return last[2]
         self._lastCreator = (tls, host, creator)
@@ -446,43 +620,68 @@ class Client:
             return TCP6ClientEndpoint(self._reactor, host, port, timeout=timeout)
         return HostnameEndpoint(self._reactor, host, port, timeout=timeout)
 
-    def _connectOnce(self, host: str, port: int, creator: Any) -> Deferred[_ConnectionBase]:
+    def _connectOnce(self, target: _Target, creator: Any) -> Deferred[_ConnectionBase]:
         attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
             factory = tlsFactory(creator, isClient=True, wrappedFactory=factory,
                                  clock=self._reactor)
-        endpoint = self._endpoint(host, port)
         attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)
-        connecting = attempt.connecting = endpoint.connect(factory)
+        try:
+            connecting = target.endpoint().connect(factory)
+        except Exception:
+            # An endpoint should fail its Deferred instead; one that raises
+            # ends the attempt all the same.
+            connecting = fail()
+        attempt.connecting = connecting
 
         def connectFailed(f: Failure) -> None:
-            attempt.fail(self._classifyConnectFailure(f, host, port))
+            attempt.fail(self._classifyConnectFailure(f, target))
 
         connecting.addErrback(connectFailed)
         return attempt.ready
 
     def _timedOut(self, attempt: _Attempt) -> None:
         attempt.timer = None
-        host, port = self._describeTarget()
         stage = "the TLS handshake with" if attempt.protocols else "connecting to"
         attempt.fail(
-            ConnectError(f"{stage} {host}:{port} timed out after {self.connectTimeout} s")
+            ConnectError(f"{stage} {self._describeTarget()} timed out after "
+                         f"{self.connectTimeout} s")
         )
 
-    def _describeTarget(self) -> tuple[str, int]:
-        return self._address
+    def _describeTarget(self) -> str:
+        """
+        The name of what the client connects, or last connected, to.
+        """
+        return self._named.name if self._named is not None else "the server"
 
-    def _classifyConnectFailure(self, f: Failure, host: str, port: int) -> StartError:
+    def _logFields(self) -> dict[str, object]:
+        """
+        The structured fields that name the target in a log event.
+        """
+        named = self._named
+        return {"target": self._describeTarget(), **(named.fields if named else {})}
+
+    def _classifyConnectFailure(self, f: Failure, target: _Target) -> StartError:
+        name = target.name
         if f.check(DNSLookupError):
-            return ConnectError(f"cannot resolve the host name {host!r}")
+            if target.host is not None:
+                return ConnectError(f"cannot resolve the host name {target.host!r}")
+            return ConnectError(f"cannot resolve the host name of {name}: "
+                                f"{f.getErrorMessage()}")
         if f.check(ConnectionRefusedError):
-            return ConnectError(f"connection to {host}:{port} refused: no server is listening")
+            return ConnectError(f"connection to {name} refused: no server is listening")
         if f.check(TwistedTimeoutError):
-            return ConnectError(f"connecting to {host}:{port} timed out")
+            return ConnectError(f"connecting to {name} timed out")
         if isinstance(f.value, StartError):
             return f.value
-        return ConnectError(f"cannot connect to {host}:{port}: {f.getErrorMessage()}")
+        if target.port is not None:
+            return ConnectError(f"cannot connect to {name}: {f.getErrorMessage()}")
+        # Twisted's connect errors carry the system's error number: its own
+        # words read better than Twisted's sentence around them.
+        code = getattr(f.value, "osError", None)
+        why = os.strerror(code) if isinstance(code, int) else f.getErrorMessage()
+        return ConnectError(f"cannot connect to {name}: {why}")
 
     def _classifyEarlyLoss(self, reason: Failure, protocol: _ConnectionBase, attempt: _Attempt
                            ) -> StartError:
@@ -522,14 +721,12 @@ class Client:
 
     def _connectionReady(self, attempt: _Attempt, protocol: _ConnectionBase) -> None:
         self.protocol = protocol
-        host, port = self._describeTarget()
-        self.log.info("Connected to {host}:{port}", host=host, port=port)
+        self.log.info("Connected to {target}", **self._logFields())
         self._notify(self.onEstablished, "onEstablished", protocol)
 
     def _connectionClosed(self, attempt: _Attempt, reason: Failure) -> None:
         if attempt is self._attempt:
             self.protocol = None
-        host, port = self._describeTarget()
         rejected = None
         if attempt.tls and not reason.check(ConnectionDone):
             # A rejection can come after readiness when the server sent no
@@ -538,8 +735,8 @@ class Client:
             if isinstance(classified, NOT_RETRIED):
                 rejected = classified
                 reason = Failure(classified)
-        self.log.info("Connection to {host}:{port} closed: {why}", host=host, port=port,
-                      why=describeClose(reason, attempt.tls))
+        self.log.info("Connection to {target} closed: {why}",
+                      why=describeClose(reason, attempt.tls), **self._logFields())
         self._notify(self.onClosed, "onClosed", reason)
         if self._closedWaiters:
             waiters, self._closedWaiters = self._closedWaiters, []
@@ -552,8 +749,8 @@ class Client:
             self._target = None
             return
         if rejected is not None:
-            self.log.error("Stopped reconnecting to {host}:{port}: {error}",
-                           host=host, port=port, error=rejected)
+            self.log.error("Stopped reconnecting to {target}: {error}",
+                           error=rejected, **self._logFields())
             self._target = None
             return
         lasted = self._reactor.seconds() - (attempt.connectedAt or 0)
@@ -565,22 +762,21 @@ class Client:
         delay = min(self.maxDelay, self.initialDelay * self.factor ** min(self._failures, 64))
         delay += delay * self.jitter * self._random.random()
         self._failures += 1
-        host, port = self._describeTarget()
-        self.log.info("Reconnecting to {host}:{port} in {delay:.2f} s (attempt {attempt})",
-                      host=host, port=port, delay=delay, attempt=self._failures)
+        self.log.info("Reconnecting to {target} in {delay:.2f} s (attempt {attempt})",
+                      delay=delay, attempt=self._failures, **self._logFields())
         self._retryCall = self._reactor.callLater(delay, self._retry)
 
     def _retry(self) -> None:
         self._retryCall = None
         if self._target is None:
             return
-        host, port, tls = self._target
+        target = self._target
         try:
-            creator = self._creatorFor(host, port, tls)
+            creator = self._creatorFor(target)
         except Exception:
             f = Failure()
-            self.log.error("Stopped reconnecting to {host}:{port}: {error}",
-                           host=host, port=port, error=f.value)
+            self.log.error("Stopped reconnecting to {target}: {error}",
+                           error=f.value, **self._logFields())
             self._target = None
             self._notify(self.onClosed, "onClosed", f)
             return
@@ -589,16 +785,16 @@ class Client:
             if self._target is None:
                 return
             if f.check(*NOT_RETRIED):
-                self.log.error("Stopped reconnecting to {host}:{port}: {error}",
-                               host=host, port=port, error=f.value)
+                self.log.error("Stopped reconnecting to {target}: {error}",
+                               error=f.value, **self._logFields())
                 self._target = None
                 self._notify(self.onClosed, "onClosed", f)
                 return
-            self.log.info("Reconnecting to {host}:{port} failed: {error}",
-                          host=host, port=port, error=f.value)
+            self.log.info("Reconnecting to {target} failed: {error}",
+                          error=f.value, **self._logFields())
             self._scheduleRetry()
 
-        self._connectOnce(host, port, creator).addErrback(failed)
+        self._connectOnce(target, creator).addErrback(failed)
 
     @property
     def isConnected(self) -> bool:

@@ -886,6 +886,22 @@ class ConnectEndpointTests(_CommandTestCase):
         self.assertOneLine(command, f"unix:{path}", "No such file or directory")
 
     @asyncTest
+    async def test_unixSocketNobodyListens(self) -> None:
+        """
+        A socket file that nothing listens on: exit 1, one line saying the
+        connection was refused.
+        """
+        path = self.unixPath()
+        bound = socket.socket(socket.AF_UNIX)
+        self.addCleanup(bound.close)
+        bound.bind(path)
+        command = self.spawn(f"unix:{path}")
+        command.transport.closeStdin()
+        self.assertEqual(await command.ended(), 1, command.err)
+        self.assertEqual(command.err.decode(), f"tcpsc connect: connection to unix:{path} "
+                                               "refused: no server is listening (code 50)\n")
+
+    @asyncTest
     async def test_tcpDescription(self) -> None:
         """
         C{tcp:HOST:PORT} is the same as C{HOST PORT}, with TLS too.

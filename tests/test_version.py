@@ -83,14 +83,16 @@ class ChangelogTests(SynchronousTestCase):
     def test_fragments(self) -> None:
         """
         Every file in newsfragments/ is named C{<issue>.<type>[.<n>].md}
-        with a type towncrier knows, and is not empty; CHANGELOG.md has the
-        line towncrier inserts releases after.
+        (or C{+<name>.<type>.md}, towncrier's fragment of no issue) with a
+        type towncrier knows, and is not empty; CHANGELOG.md has the line
+        towncrier inserts releases after.
         """
         config = _pyproject()["tool"]["towncrier"]
         self.assertEqual(config["directory"], "newsfragments")
         self.assertIn("<!-- towncrier release notes start -->\n",
                       (ROOT / config["filename"]).read_text())
-        pattern = re.compile(r"\d+\.(feature|bugfix|doc|removal|misc)(\.\d+)?\.md")
+        pattern = re.compile(
+            r"(\d+|\+[\w-]+)\.(feature|bugfix|doc|removal|misc)(\.\d+)?\.md")
         directory = ROOT / "newsfragments"
         fragments = sorted(directory.iterdir()) if directory.exists() else []
         for fragment in fragments:

@@ -57,7 +57,6 @@ from .common import (
     secondsArgument,
     secondsOrZeroArgument,
 )
-from .unixclient import unixClient
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -320,6 +319,23 @@ class _Session:
         closing.addBoth(lambda _: self.done.callback(status))
 
 
+def _connect(reactor: Any, client: Client, target: Target, tls: TLSConfig | None
+             ) -> Deferred[Any]:
+    """
+    Connect C{client} to C{target}: its host and port, or its UNIX socket,
+    named C{unix:PATH} and, over TLS, checked as C{target.host}.
+    """
+    if target.path is None:
+        assert target.port is not None
+        return client.connect(target.host, target.port, tls)
+    from twisted.internet.endpoints import UNIXClientEndpoint
+
+    # An endpoint of the path as parseTarget read it (as tcpsc bench uses
+    # it), rather than the description read a second time by Twisted.
+    return client.connectTo(UNIXClientEndpoint(reactor, target.path), tls,
+                            hostname=target.host, name=str(target))
+
+
 async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
                 delimiter: bytes, tls: Any) -> int:
     from twisted.internet.stdio import StandardIO
@@ -334,17 +350,14 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
         connectTimeout=args.connect_timeout,
         reactor=reactor,
     )
-    # For a UNIX socket the port is not used: the endpoint is its path.
-    port = target.port if target.port is not None else 1
-    client = (unixClient(target.path, **settings) if target.path is not None
-              else Client(**settings))
+    client = Client(**settings)
     # Standard output is ready before anything can arrive; input is read
     # only once connected.
     session.stdio = StandardIO(session.terminal, reactor=reactor)
     session.stdio.pauseProducing()
     session.client = client
     try:
-        await client.connect(target.host, port, tls)
+        await _connect(reactor, client, target, tls)
     except StartError as e:
         if session.done.called:
             # Standard output was closed while connecting.
