@@ -89,8 +89,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tls", action="store_true")
     parser.add_argument("--same-process", action="store_true")
-    parser.add_argument("--serve", metavar="CERTDIR", nargs="?", const="", default=None,
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", metavar="CERTDIR", nargs="?", const="", default=None, help=argparse.SUPPRESS
+    )
     options = parser.parse_args()
 
     if options.serve is not None:
@@ -108,8 +109,7 @@ def main() -> None:
         port = serve(certificates, announce=False).port
     else:
         command = [sys.executable, __file__, "--serve", str(certificates or "")]
-        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         port = int(child.stdout.readline())  # type: ignore[union-attr]
     assert port is not None
     try:
@@ -118,9 +118,11 @@ def main() -> None:
             rate, reordered = run(port, options.messages, certificates)
             rates.append(rate)
             print(f"run {number + 1}: {rate:,.0f} msgs/s, {reordered} out of order", flush=True)
-        print(f"median: {statistics.median(rates):,.0f} msgs/s "
-              f"({options.messages} x {SIZE} B, {'TLS 1.3' if options.tls else 'TCP'}, "
-              f"{'one process' if options.same_process else 'server in a child process'})")
+        print(
+            f"median: {statistics.median(rates):,.0f} msgs/s "
+            f"({options.messages} x {SIZE} B, {'TLS 1.3' if options.tls else 'TCP'}, "
+            f"{'one process' if options.same_process else 'server in a child process'})"
+        )
     finally:
         if child is not None:
             child.stdin.close()  # type: ignore[union-attr]

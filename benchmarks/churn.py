@@ -88,11 +88,12 @@ def sampleProcess(pid: int, started: float = 0.0) -> Sample:
     # Fields 14 and 15 of /proc/PID/stat (after the command in parentheses):
     # user and system time in clock ticks.
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
-    return Sample(round(time.monotonic() - started, 2), len(os.listdir(f"/proc/{pid}/fd")),
-                  resident, cpu)
+    return Sample(
+        round(time.monotonic() - started, 2), len(os.listdir(f"/proc/{pid}/fd")), resident, cpu
+    )
 
 
 class DaemonProcess:
@@ -102,16 +103,25 @@ class DaemonProcess:
     leaving it stops the process.
     """
 
-    def __init__(self, directory: Path, *args: str, port: str = "tcp:0:interface=127.0.0.1",
-                 pythonPath: Path = ROOT) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *args: str,
+        port: str = "tcp:0:interface=127.0.0.1",
+        pythonPath: Path = ROOT,
+    ) -> None:
         self.logPath = directory / "twistd.out"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(pythonPath), env.get("PYTHONPATH")) if p)
+            p for p in (str(pythonPath), env.get("PYTHONPATH")) if p
+        )
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
                 [*twistdCommand(), "-n", "--pidfile=", "tcpsc", "--port", port, *args],
-                cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                cwd=directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         try:
@@ -186,14 +196,25 @@ def certificateSet(directory: Path) -> dict[str, str]:
     from tcpsc._certgen import writeCertificateSet
 
     paths = writeCertificateSet(directory, clients=("client",))
-    return {"ca": str(paths["ca.pem"]), "server": str(paths["server.pem"]),
-            "serverKey": str(paths["server.key"]), "client": str(paths["client.pem"]),
-            "clientKey": str(paths["client.key"])}
+    return {
+        "ca": str(paths["ca.pem"]),
+        "server": str(paths["server.pem"]),
+        "serverKey": str(paths["server.key"]),
+        "client": str(paths["client.pem"]),
+        "clientKey": str(paths["client.key"]),
+    }
 
 
 def daemonTLSArguments(certificates: dict[str, str]) -> list[str]:
-    return ["--tls", "--ca", certificates["ca"], "--cert", certificates["server"],
-            "--key", certificates["serverKey"]]
+    return [
+        "--tls",
+        "--ca",
+        certificates["ca"],
+        "--cert",
+        certificates["server"],
+        "--key",
+        certificates["serverKey"],
+    ]
 
 
 def clientContext(certificates: dict[str, str]) -> ssl.SSLContext:
@@ -225,8 +246,9 @@ def exchange(port: int, payload: bytes, context: ssl.SSLContext | None) -> None:
             while len(received) < len(payload):
                 data = sock.recv(65536)
                 if not data:
-                    raise ValueError(f"closed by the server after {len(received)} of "
-                                     f"{len(payload)} bytes")
+                    raise ValueError(
+                        f"closed by the server after {len(received)} of {len(payload)} bytes"
+                    )
                 received += data
             if received != payload:
                 raise ValueError("the echo differs from what was sent")
@@ -256,8 +278,9 @@ class Loops:
         self.counts = [0] * self.parallel
         self.errors = [Counter() for _ in range(self.parallel)]
         for index in range(self.parallel):
-            thread = threading.Thread(target=self._loop, args=(index,), daemon=True,
-                                      name=f"churn-{index}")
+            thread = threading.Thread(
+                target=self._loop, args=(index,), daemon=True, name=f"churn-{index}"
+            )
             self.threads.append(thread)
             thread.start()
 
@@ -349,10 +372,18 @@ def waitDescriptors(daemon: DaemonProcess, atMost: int, timeout: float) -> bool:
     return True
 
 
-def churnAgainst(daemon: DaemonProcess, *, seconds: float, parallel: int,
-                 context: ssl.SSLContext | None, messages: int = 1, size: int = 32,
-                 warmup: float = 1.0, settle: float = 15.0,
-                 connections: int | None = None) -> ChurnResult:
+def churnAgainst(
+    daemon: DaemonProcess,
+    *,
+    seconds: float,
+    parallel: int,
+    context: ssl.SSLContext | None,
+    messages: int = 1,
+    size: int = 32,
+    warmup: float = 1.0,
+    settle: float = 15.0,
+    connections: int | None = None,
+) -> ChurnResult:
     """
     Run the loops against a running daemon and measure it.
 
@@ -398,13 +429,30 @@ def churnAgainst(daemon: DaemonProcess, *, seconds: float, parallel: int,
     elapsed = time.monotonic() - started
     settled = waitDescriptors(daemon, start.descriptors, settle)
     end = daemon.sample(started)
-    return ChurnResult(context is not None, parallel, elapsed, made, dict(errors),
-                       idle, start, end, highest, settled)
+    return ChurnResult(
+        context is not None,
+        parallel,
+        elapsed,
+        made,
+        dict(errors),
+        idle,
+        start,
+        end,
+        highest,
+        settled,
+    )
 
 
-def run(seconds: float = 60.0, parallel: int = 8, tls: bool = False, messages: int = 1,
-        size: int = 32, warmup: float = 1.0, directory: Path | None = None,
-        connections: int | None = None) -> ChurnResult:
+def run(
+    seconds: float = 60.0,
+    parallel: int = 8,
+    tls: bool = False,
+    messages: int = 1,
+    size: int = 32,
+    warmup: float = 1.0,
+    directory: Path | None = None,
+    connections: int | None = None,
+) -> ChurnResult:
     """
     Start a daemon (in C{directory}, or a temporary one), churn against it,
     stop it.  See L{churnAgainst} for C{seconds}, C{warmup} and
@@ -420,28 +468,54 @@ def run(seconds: float = 60.0, parallel: int = 8, tls: bool = False, messages: i
             args = daemonTLSArguments(certificates)
             context = clientContext(certificates)
         with DaemonProcess(where, *args) as daemon:
-            return churnAgainst(daemon, seconds=seconds, parallel=parallel, context=context,
-                                messages=messages, size=size, warmup=warmup,
-                                connections=connections)
+            return churnAgainst(
+                daemon,
+                seconds=seconds,
+                parallel=parallel,
+                context=context,
+                messages=messages,
+                size=size,
+                warmup=warmup,
+                connections=connections,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="length of the run (with --connections, its bound)")
-    parser.add_argument("--connections", type=int, default=None,
-                        help="stop after this many connections instead of after --seconds")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="length of the run (with --connections, its bound)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="stop after this many connections instead of after --seconds",
+    )
     parser.add_argument("--parallel", type=int, default=8, help="connect/send/close loops")
     parser.add_argument("--tls", action="store_true", help="TLS 1.3 with client certificates")
     parser.add_argument("--messages", type=int, default=1, help="messages per connection")
     parser.add_argument("--size", type=int, default=32, help="bytes per message")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds of churn before the start is measured (with "
-                             "--connections, a count of connections)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of churn before the start is measured (with "
+        "--connections, a count of connections)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
-    result = run(args.seconds, args.parallel, args.tls, args.messages, args.size, args.warmup,
-                 connections=args.connections)
+    result = run(
+        args.seconds,
+        args.parallel,
+        args.tls,
+        args.messages,
+        args.size,
+        args.warmup,
+        connections=args.connections,
+    )
     print(json.dumps(result.toJSON(), indent=2) if args.json else result.report())
     grew = result.end.descriptors > result.start.descriptors
     return 1 if result.errorCount or grew else 0

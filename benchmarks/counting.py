@@ -53,19 +53,31 @@ print(reads * 1000 / (time.process_time() - started))
 
 
 def measure(tree: Path, reads: int) -> float:
-    output = subprocess.run([sys.executable, "-c", _MEASURE, str(tree), str(reads)],
-                            capture_output=True, text=True, check=True, timeout=300)
+    output = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tree), str(reads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     return float(output.stdout)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, required=True, metavar="TREE",
-                        help="the other tree (without counting)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        required=True,
+        metavar="TREE",
+        help="the other tree (without counting)",
+    )
     parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--reads", type=int, default=500,
-                        help="reads of 1,000 messages per measurement")
+    parser.add_argument(
+        "--reads", type=int, default=500, help="reads of 1,000 messages per measurement"
+    )
     options = parser.parse_args()
     trees = {"before": options.before.resolve(), "this": ROOT}
     rates: dict[str, list[float]] = {name: [] for name in trees}
@@ -73,12 +85,16 @@ def main() -> int:
         for name, tree in trees.items():
             rate = measure(tree, options.reads)
             rates[name].append(rate)
-            print(f"[{round + 1}/{options.rounds}] {name:6} {rate / 1e6:.3f} M msgs per CPU s",
-                  flush=True)
+            print(
+                f"[{round + 1}/{options.rounds}] {name:6} {rate / 1e6:.3f} M msgs per CPU s",
+                flush=True,
+            )
     for label, pick in (("median", statistics.median), ("best", max)):
         before, this = pick(rates["before"]), pick(rates["this"])
-        print(f"{label}: before {before / 1e6:.3f} M, this {this / 1e6:.3f} M, "
-              f"ratio {this / before:.3f}x")
+        print(
+            f"{label}: before {before / 1e6:.3f} M, this {this / 1e6:.3f} M, "
+            f"ratio {this / before:.3f}x"
+        )
     return 0
 
 

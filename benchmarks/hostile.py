@@ -85,8 +85,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def slowReaders(clients: int, messages: int, size: int, extra: list[str]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary, \
-            DaemonProcess(Path(temporary), "--app", "chat", *extra) as daemon:
+    with (
+        tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary,
+        DaemonProcess(Path(temporary), "--app", "chat", *extra) as daemon,
+    ):
         port = daemon.port
         healthy = connect(port)
         probe = connect(port)
@@ -205,8 +207,10 @@ def slowReaders(clients: int, messages: int, size: int, extra: list[str]) -> dic
 
 
 def memoryBudget(connections: int, size: int, extra: list[str]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary, \
-            DaemonProcess(Path(temporary), *extra) as daemon:
+    with (
+        tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary,
+        DaemonProcess(Path(temporary), *extra) as daemon,
+    ):
         port = daemon.port
         check = connect(port)
         check.sendall(b"before\n")
@@ -286,12 +290,24 @@ def clientHello() -> bytes:
 def tlsBurst(handshakes: int, wave: int, extra: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tcpsc-hostile-") as temporary:
         directory = Path(temporary)
-        subprocess.run([sys.executable, "-m", "tcpsc", "certs", str(directory / "certs")],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "tcpsc", "certs", str(directory / "certs")],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         certs = directory / "certs"
-        with DaemonProcess(directory, "--tls", "--cert", str(certs / "server.pem"),
-                           "--key", str(certs / "server.key"), "--ca", str(certs / "ca.pem"),
-                           *extra) as daemon:
+        with DaemonProcess(
+            directory,
+            "--tls",
+            "--cert",
+            str(certs / "server.pem"),
+            "--key",
+            str(certs / "server.key"),
+            "--ca",
+            str(certs / "ca.pem"),
+            *extra,
+        ) as daemon:
             port = daemon.port
             hello = clientHello()
             time.sleep(1.0)
@@ -334,8 +350,11 @@ def tlsBurst(handshakes: int, wave: int, extra: list[str]) -> dict[str, Any]:
 
 
 def report(results: dict[str, list[dict[str, Any]]]) -> str:
-    lines = [f"## Hostile loads ({time.strftime('%Y-%m-%d')}, Python "
-             f"{platform.python_version()}, {os.cpu_count()} cores)", ""]
+    lines = [
+        f"## Hostile loads ({time.strftime('%Y-%m-%d')}, Python "
+        f"{platform.python_version()}, {os.cpu_count()} cores)",
+        "",
+    ]
     if results.get("slow-readers"):
         lines += [
             "Chat with N clients that each send M messages of 100 bytes and never read, a probe "
@@ -350,7 +369,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
                 f"| {r['options']} | {r['clients']} x {r['messages']} | {r['floodLost']} of "
                 f"{r['floodExpected']} | {r['probesLost']} of {r['probesSent']} | "
                 f"{r['delayMedianMs']} / {r['delayP99Ms']} / {r['delayMaxMs']} ms | "
-                f"{r['peakMiB']} MiB |")
+                f"{r['peakMiB']} MiB |"
+            )
         lines.append("")
     if results.get("memory-budget"):
         lines += [
@@ -364,7 +384,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
             lines.append(
                 f"| {r['options']} | {r['connections']} x {r['sizeMiB']} MiB | {r['idleMiB']} / "
                 f"{r['peakMiB']} / {r['residentMiB']} MiB | {'yes' if r['served'] else 'NO'} | "
-                f"{r['closedByServer']} |")
+                f"{r['closedByServer']} |"
+            )
         lines.append("")
     if results.get("tls-burst"):
         lines += [
@@ -376,7 +397,8 @@ def report(results: dict[str, list[dict[str, Any]]]) -> str:
         for r in results["tls-burst"]:
             lines.append(
                 f"| {r['options']} | {r['handshakes']} | {r['answered']} | {r['idleMiB']} / "
-                f"{r['peakMiB']} / {r['afterMiB']} / {r['laterMiB']} MiB |")
+                f"{r['peakMiB']} / {r['afterMiB']} / {r['laterMiB']} MiB |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -389,9 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=30)
     parser.add_argument("--size-mib", type=int, default=16)
     parser.add_argument("--handshakes", type=int, default=4000)
-    parser.add_argument("--daemon-option", action="append", default=[],
-                        help="an option for the daemon (repeatable, e.g. "
-                             "--daemon-option=--max-pending-output=65536)")
+    parser.add_argument(
+        "--daemon-option",
+        action="append",
+        default=[],
+        help="an option for the daemon (repeatable, e.g. "
+        "--daemon-option=--max-pending-output=65536)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     # All the clients come from one address: lift the per-peer limit.

@@ -74,25 +74,32 @@ class ServerSpec:
 ECHO_SERVERS = (
     ServerSpec("tcpsc", "tcpsc MessageProtocol", "tcpsc_echo.py"),
     ServerSpec("tcpsc-tls", "tcpsc, TLS 1.3 mTLS", "tcpsc_echo.py", ("--tls", "{certs}"), True),
-    ServerSpec("tcpsc-metrics", "tcpsc, Prometheus metrics on", "tcpsc_echo.py",
-               ("--metrics",)),
+    ServerSpec("tcpsc-metrics", "tcpsc, Prometheus metrics on", "tcpsc_echo.py", ("--metrics",)),
     ServerSpec("blocking", "tcpsc blocking TcpServer", "tcpsc_blocking_echo.py"),
-    ServerSpec("tcpsc-uvloop", "tcpsc, asyncio reactor + uvloop", "tcpsc_echo.py",
-               ("--reactor", "uvloop")),
+    ServerSpec(
+        "tcpsc-uvloop", "tcpsc, asyncio reactor + uvloop", "tcpsc_echo.py", ("--reactor", "uvloop")
+    ),
     ServerSpec("line", "Twisted LineOnlyReceiver", "twisted_line_echo.py"),
-    ServerSpec("line-tls", "Twisted LineOnlyReceiver, TLS 1.3 mTLS", "twisted_line_echo.py",
-               ("--tls", "{certs}"), True),
+    ServerSpec(
+        "line-tls",
+        "Twisted LineOnlyReceiver, TLS 1.3 mTLS",
+        "twisted_line_echo.py",
+        ("--tls", "{certs}"),
+        True,
+    ),
     ServerSpec("raw", "Twisted raw Protocol", "twisted_raw_echo.py"),
     ServerSpec("asyncio", "asyncio streams", "asyncio_streams_echo.py"),
-    ServerSpec("asyncio-uvloop", "asyncio streams + uvloop", "asyncio_streams_echo.py",
-               ("--uvloop",)),
+    ServerSpec(
+        "asyncio-uvloop", "asyncio streams + uvloop", "asyncio_streams_echo.py", ("--uvloop",)
+    ),
 )
 BROADCAST_SERVERS = (
     ServerSpec("tcpsc", "tcpsc Server.broadcast", "tcpsc_broadcast.py"),
     ServerSpec("line", "Twisted LineOnlyReceiver sendLine", "twisted_broadcast.py"),
 )
-CONNECT_SERVERS = tuple(s for s in ECHO_SERVERS if s.key in ("tcpsc", "tcpsc-tls", "line",
-                                                             "line-tls"))
+CONNECT_SERVERS = tuple(
+    s for s in ECHO_SERVERS if s.key in ("tcpsc", "tcpsc-tls", "line", "line-tls")
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,8 @@ def _pin(core: int | None) -> Callable[[], None] | None:
 def _environment() -> dict[str, str]:
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
+        [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+    )
     environment["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
     return environment
 
@@ -176,8 +184,12 @@ def startServer(spec: ServerSpec, settings: Settings, extra: tuple[str, ...] = (
     log.flush()
     process = subprocess.Popen(
         [sys.executable, str(SERVERS / spec.script), "0", *args, *extra],
-        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=ROOT,
-        env=_environment(), preexec_fn=_pin(settings.serverCore),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=_environment(),
+        preexec_fn=_pin(settings.serverCore),
     )
     log.close()
     _started[process.pid] = process
@@ -221,8 +233,7 @@ def stopServer(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(spec: ServerSpec, settings: Settings, extra: tuple[str, ...] = ()
-            ) -> Iterator[Running]:
+def serving(spec: ServerSpec, settings: Settings, extra: tuple[str, ...] = ()) -> Iterator[Running]:
     running = startServer(spec, settings, extra)
     try:
         yield running
@@ -243,8 +254,17 @@ def rss(pid: int) -> int:
 
 def tlsArguments(settings: Settings) -> list[str]:
     certs = settings.certs
-    return ["--tls", "--ca", f"{certs}/ca.pem", "--cert", f"{certs}/client.pem",
-            "--key", f"{certs}/client.key", "--sni", "localhost"]
+    return [
+        "--tls",
+        "--ca",
+        f"{certs}/ca.pem",
+        "--cert",
+        f"{certs}/client.pem",
+        "--key",
+        f"{certs}/client.key",
+        "--sni",
+        "localhost",
+    ]
 
 
 def bench(arguments: list[str], settings: Settings, timeout: float) -> dict[str, str]:
@@ -255,7 +275,10 @@ def bench(arguments: list[str], settings: Settings, timeout: float) -> dict[str,
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "tcpsc", "bench", *arguments],
-            capture_output=True, timeout=timeout, cwd=ROOT, env=_environment(),
+            capture_output=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=_environment(),
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
@@ -294,9 +317,12 @@ class Cell:
         return statistics.median(self.p50) if self.p50 else None
 
 
-def runEcho(settings: Settings, servers: tuple[ServerSpec, ...],
-            scenarios: tuple[Scenario, ...], say: Callable[[str], None]
-            ) -> tuple[dict[tuple[str, str], Cell], dict[str, str]]:
+def runEcho(
+    settings: Settings,
+    servers: tuple[ServerSpec, ...],
+    scenarios: tuple[Scenario, ...],
+    say: Callable[[str], None],
+) -> tuple[dict[tuple[str, str], Cell], dict[str, str]]:
     """
     Scenarios a-d on every echo server; repetitions interleave the servers
     so that a slow moment of the machine does not fall on one server only.
@@ -317,12 +343,20 @@ def runEcho(settings: Settings, servers: tuple[ServerSpec, ...],
                             counts[key] = _calibrate(running, scenario, settings)
                         fields = _echoOnce(running, scenario, counts[key], settings)
                         _record(cell, fields)
-                        say(f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} "
+                        say(
+                            f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} "
                             f"{scenario.key}: {_rateText(_echoRate(fields))} msg/s"
-                            + (f", p50 {_float(fields, 'p50_us'):.0f} us"
-                               if scenario.key == "a" else "")
-                            + (f"  ERRORS {fields.get('errors')}"
-                               if fields.get("errors") != "0" else ""))
+                            + (
+                                f", p50 {_float(fields, 'p50_us'):.0f} us"
+                                if scenario.key == "a"
+                                else ""
+                            )
+                            + (
+                                f"  ERRORS {fields.get('errors')}"
+                                if fields.get("errors") != "0"
+                                else ""
+                            )
+                        )
             except Skipped as e:
                 skipped[spec.key] = str(e)
                 say(f"  {spec.label}: skipped: {e}")
@@ -340,11 +374,26 @@ def _calibrate(running: Running, scenario: Scenario, settings: Settings) -> int:
     return max(count, scenario.clients)
 
 
-def _echoOnce(running: Running, scenario: Scenario, messages: int, settings: Settings
-              ) -> dict[str, str]:
-    arguments = ["echo", "127.0.0.1", str(running.port), "-c", str(scenario.clients),
-                 "-q", str(scenario.inflight), "-s", str(scenario.size), "-m", str(messages),
-                 "-T", str(30 if settings.quick else 120), "--procs", str(settings.procs)]
+def _echoOnce(
+    running: Running, scenario: Scenario, messages: int, settings: Settings
+) -> dict[str, str]:
+    arguments = [
+        "echo",
+        "127.0.0.1",
+        str(running.port),
+        "-c",
+        str(scenario.clients),
+        "-q",
+        str(scenario.inflight),
+        "-s",
+        str(scenario.size),
+        "-m",
+        str(messages),
+        "-T",
+        str(30 if settings.quick else 120),
+        "--procs",
+        str(settings.procs),
+    ]
     if running.spec.tls:
         arguments += tlsArguments(settings)
     return bench(arguments, settings, 60 if settings.quick else 200)
@@ -394,12 +443,24 @@ def runBroadcast(settings: Settings, say: Callable[[str], None]) -> dict[str, di
     seconds = 1.0 if settings.quick else 3.0
     for repetition in range(settings.repeat):
         for spec in BROADCAST_SERVERS:
-            entry = results.setdefault(spec.key, {"rates": [], "errors": 0, "rss": 0,
-                                                  "fair": []})
+            entry = results.setdefault(spec.key, {"rates": [], "errors": 0, "rss": 0, "fair": []})
             try:
                 with serving(spec, settings) as running:
-                    fields = bench(["multicast", "127.0.0.1", str(running.port), "-c", "100",
-                                    "-T", str(seconds), "-s", "32"], settings, 120)
+                    fields = bench(
+                        [
+                            "multicast",
+                            "127.0.0.1",
+                            str(running.port),
+                            "-c",
+                            "100",
+                            "-T",
+                            str(seconds),
+                            "-s",
+                            "32",
+                        ],
+                        settings,
+                        120,
+                    )
                     entry["rss"] = max(entry["rss"], rss(running.process.pid))
             except Skipped as e:
                 entry["skipped"] = str(e)
@@ -408,10 +469,13 @@ def runBroadcast(settings: Settings, say: Callable[[str], None]) -> dict[str, di
             entry["errors"] += errors
             if not errors:
                 entry["rates"].append(_float(fields, "msgs_per_s"))
-                entry["fair"].append((int(fields["min_client_msgs"]),
-                                      int(fields["max_client_msgs"])))
-            say(f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} e: "
-                f"{_rateText(_float(fields, 'msgs_per_s'))} msg/s delivered")
+                entry["fair"].append(
+                    (int(fields["min_client_msgs"]), int(fields["max_client_msgs"]))
+                )
+            say(
+                f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} e: "
+                f"{_rateText(_float(fields, 'msgs_per_s'))} msg/s delivered"
+            )
     return results
 
 
@@ -468,16 +532,18 @@ def runReassembly(settings: Settings, say: Callable[[str], None]) -> list[dict[s
     sizes = [16 << 20, 64 << 20] if settings.quick else [4 << 20, 16 << 20, 64 << 20]
     rows = []
     for chunk in (1024, 65536):
-        for name, factory in (("bytearray append (floor)", Append), ("tcpsc", Framed),
-                              ("LineOnlyReceiver", Lines)):
+        for name, factory in (
+            ("bytearray append (floor)", Append),
+            ("tcpsc", Framed),
+            ("LineOnlyReceiver", Lines),
+        ):
             capped = False
             for total in sizes:
                 if capped:
-                    rows.append({"framing": name, "chunk": chunk, "size": total,
-                                 "skipped": True})
+                    rows.append({"framing": name, "chunk": chunk, "size": total, "skipped": True})
                     continue
                 payload = b"x" * (total - 1) + b"\n"
-                chunks = [payload[i:i + chunk] for i in range(0, total, chunk)]
+                chunks = [payload[i : i + chunk] for i in range(0, total, chunk)]
                 del payload
                 # Best of a few runs (a run that completes quickly is repeated):
                 # a single run of a fast framing is at the mercy of the machine.
@@ -494,13 +560,21 @@ def runReassembly(settings: Settings, say: Callable[[str], None]) -> list[dict[s
                 elapsed, fed, complete = best
                 capped = not complete
                 rate = fed / elapsed / 1e6 if elapsed else 0.0
-                row: dict[str, Any] = {"framing": name, "chunk": chunk, "size": total, "fed": fed,
-                                       "seconds": elapsed, "mb_per_s": rate,
-                                       "complete": complete}
+                row: dict[str, Any] = {
+                    "framing": name,
+                    "chunk": chunk,
+                    "size": total,
+                    "fed": fed,
+                    "seconds": elapsed,
+                    "mb_per_s": rate,
+                    "complete": complete,
+                }
                 rows.append(row)
-                say(f"  f: {name:25} {chunk // 1024:>3} KiB chunks, {total >> 20:>3} MiB: "
-                    f"{rate:8.1f} MB/s" + ("" if complete else
-                                           f"  (capped at {cap:g} s after {fed >> 20} MiB)"))
+                say(
+                    f"  f: {name:25} {chunk // 1024:>3} KiB chunks, {total >> 20:>3} MiB: "
+                    f"{rate:8.1f} MB/s"
+                    + ("" if complete else f"  (capped at {cap:g} s after {fed >> 20} MiB)")
+                )
                 del chunks
     return rows
 
@@ -544,10 +618,18 @@ def runConnect(settings: Settings, say: Callable[[str], None]) -> dict[str, dict
     for repetition in range(settings.repeat):
         for spec in CONNECT_SERVERS:
             entry = results.setdefault(spec.key, {"rates": [], "errors": 0})
-            count = (100 if spec.tls else 1000) if settings.quick else (
-                500 if spec.tls else 5000)
-            arguments = ["connect", "127.0.0.1", "{port}", "-n", str(count), "-c", "10",
-                         "-T", "120"]
+            count = (100 if spec.tls else 1000) if settings.quick else (500 if spec.tls else 5000)
+            arguments = [
+                "connect",
+                "127.0.0.1",
+                "{port}",
+                "-n",
+                str(count),
+                "-c",
+                "10",
+                "-T",
+                "120",
+            ]
             if spec.tls:
                 arguments += tlsArguments(settings)
             try:
@@ -561,8 +643,10 @@ def runConnect(settings: Settings, say: Callable[[str], None]) -> dict[str, dict
             entry["errors"] += errors
             if not errors:
                 entry["rates"].append(_float(fields, "connects_per_s"))
-            say(f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} g: "
-                f"{_float(fields, 'connects_per_s'):.0f} connections/s")
+            say(
+                f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} g: "
+                f"{_float(fields, 'connects_per_s'):.0f} connections/s"
+            )
     return results
 
 
@@ -574,18 +658,31 @@ def runIdle(settings: Settings, say: Callable[[str], None]) -> dict[str, dict[st
     results: dict[str, dict[str, Any]] = {}
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < count + 100:
-        note = (f"the hard limit of open files ({hard}) is below the {count} connections "
-                "needed")
+        note = f"the hard limit of open files ({hard}) is below the {count} connections needed"
         say(f"  h: skipped: {note}")
         return {spec.key: {"skipped": note} for spec in CONNECT_SERVERS}
     for spec in CONNECT_SERVERS:
-        arguments = ["idle", "127.0.0.1", "{port}", "-n", str(count), "-c", "50",
-                     "--hold", "120", "-T", "240"]
+        arguments = [
+            "idle",
+            "127.0.0.1",
+            "{port}",
+            "-n",
+            str(count),
+            "-c",
+            "50",
+            "--hold",
+            "120",
+            "-T",
+            "240",
+        ]
         if spec.tls:
             arguments += tlsArguments(settings)
         try:
-            with serving(spec, settings, ("--max-connections", "20000")
-                         if spec.script == "tcpsc_echo.py" else ()) as running:
+            with serving(
+                spec,
+                settings,
+                ("--max-connections", "20000") if spec.script == "tcpsc_echo.py" else (),
+            ) as running:
                 arguments[2] = str(running.port)
                 time.sleep(0.5)  # let the server settle after start-up
                 before = rss(running.process.pid)
@@ -594,24 +691,36 @@ def runIdle(settings: Settings, say: Callable[[str], None]) -> dict[str, dict[st
             results[spec.key] = {"skipped": str(e)}
             continue
         connections = int(fields.get("connections", "0"))
-        entry: dict[str, Any] = {"before": before, "held": held, "connections": connections,
-                 "errors": int(fields.get("errors", "1")),
-                 "per": (held - before) / connections if connections else 0.0}
+        entry: dict[str, Any] = {
+            "before": before,
+            "held": held,
+            "connections": connections,
+            "errors": int(fields.get("errors", "1")),
+            "per": (held - before) / connections if connections else 0.0,
+        }
         results[spec.key] = entry
-        say(f"  h: {spec.label:40} {connections} connections: RSS {before >> 20} -> "
-            f"{held >> 20} MiB, {entry['per'] / 1024:.1f} KiB per connection")
+        say(
+            f"  h: {spec.label:40} {connections} connections: RSS {before >> 20} -> "
+            f"{held >> 20} MiB, {entry['per'] / 1024:.1f} KiB per connection"
+        )
     return results
 
 
-def _hold(arguments: list[str], settings: Settings, measure: Callable[[], int]
-          ) -> tuple[int, dict[str, str]]:
+def _hold(
+    arguments: list[str], settings: Settings, measure: Callable[[], int]
+) -> tuple[int, dict[str, str]]:
     """
     Run C{tcpsc bench idle}, measure while it holds its connections, then
     let it close them.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "tcpsc", "bench", *arguments], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_environment())
+        [sys.executable, "-m", "tcpsc", "bench", *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=_environment(),
+    )
     _started[process.pid] = process  # type: ignore[assignment]
     held = 0
     try:
@@ -669,10 +778,20 @@ def machine(usable: int) -> dict[str, str]:
     except ImportError:
         uv = "not installed"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         commit = (commit or "unknown") + (" with local changes" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
@@ -702,19 +821,28 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f" ({value / base:.2f}x)"
 
 
-def report(settings: Settings, info: dict[str, str], echo: dict[tuple[str, str], Cell],
-           skipped: dict[str, str], broadcast: dict[str, dict[str, Any]],
-           reassembly: list[dict[str, Any]], connect: dict[str, dict[str, Any]],
-           idle: dict[str, dict[str, Any]], seconds: float) -> str:
+def report(
+    settings: Settings,
+    info: dict[str, str],
+    echo: dict[tuple[str, str], Cell],
+    skipped: dict[str, str],
+    broadcast: dict[str, dict[str, Any]],
+    reassembly: list[dict[str, Any]],
+    connect: dict[str, dict[str, Any]],
+    idle: dict[str, dict[str, Any]],
+    seconds: float,
+) -> str:
     lines: list[str] = []
     add = lines.append
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     add("# tcpsc benchmark results")
     add("")
-    add(f"Written by `python benchmarks/run.py{' --quick' if settings.quick else ''}` on {now} "
+    add(
+        f"Written by `python benchmarks/run.py{' --quick' if settings.quick else ''}` on {now} "
         f"(commit {info['commit']}), in {seconds / 60:.1f} minutes. Every figure is the median "
         f"of {settings.repeat} run{'s' if settings.repeat > 1 else ''}; ratios compare figures "
-        "of this one run, because the machine is shared and absolute numbers drift.")
+        "of this one run, because the machine is shared and absolute numbers drift."
+    )
     add("")
     add("| machine | |")
     add("|---|---|")
@@ -724,11 +852,16 @@ def report(settings: Settings, info: dict[str, str], echo: dict[tuple[str, str],
     add(f"| Python | {info['python']} |")
     add(f"| Twisted | {info['twisted']} |")
     add(f"| uvloop | {info['uvloop']} |")
-    pinning = (f"servers pinned to CPU {settings.serverCore}, load to CPU {settings.loadCore}"
-               if settings.serverCore is not None else "not pinned (one usable CPU)")
+    pinning = (
+        f"servers pinned to CPU {settings.serverCore}, load to CPU {settings.loadCore}"
+        if settings.serverCore is not None
+        else "not pinned (one usable CPU)"
+    )
     add(f"| pinning | {pinning} |")
-    add(f"| load | `tcpsc bench`, {settings.procs} process{'es' if settings.procs > 1 else ''}, "
-        f"runs of about {settings.seconds:g} s sized by a pilot run |")
+    add(
+        f"| load | `tcpsc bench`, {settings.procs} process{'es' if settings.procs > 1 else ''}, "
+        f"runs of about {settings.seconds:g} s sized by a pilot run |"
+    )
     add("")
 
     if echo or skipped:
@@ -753,14 +886,17 @@ def report(settings: Settings, info: dict[str, str], echo: dict[tuple[str, str],
     return "\n".join(lines)
 
 
-def _echoSection(add: Callable[[str], None], echo: dict[tuple[str, str], Cell],
-                 skipped: dict[str, str]) -> None:
+def _echoSection(
+    add: Callable[[str], None], echo: dict[tuple[str, str], Cell], skipped: dict[str, str]
+) -> None:
     base = {s.key: echo.get((BASELINE, s.key), Cell()).rate for s in ECHO_SCENARIOS}
     add("## Echo (a-d): messages per second, and the ratio to LineOnlyReceiver")
     add("")
-    add("Every echoed byte checked. Rates are those of the transfer phase, once every client "
+    add(
+        "Every echoed byte checked. Rates are those of the transfer phase, once every client "
         "is connected (TLS handshakes done): connecting is scenario (g). (a) also gives the "
-        "median round trip of one message.")
+        "median round trip of one message."
+    )
     add("")
     add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in ECHO_SCENARIOS) + " |")
     add("|---|" + "---|" * len(ECHO_SCENARIOS))
@@ -791,8 +927,7 @@ def _echoSection(add: Callable[[str], None], echo: dict[tuple[str, str], Cell],
     add("")
 
 
-def _broadcastSection(add: Callable[[str], None], broadcast: dict[str, dict[str, Any]]
-                      ) -> None:
+def _broadcastSection(add: Callable[[str], None], broadcast: dict[str, dict[str, Any]]) -> None:
     add("## Broadcast (e): 32 B messages to 100 reading clients")
     add("")
     add("| server | delivered msgs/s (all clients) | ratio | per-client min / max | server RSS |")
@@ -805,41 +940,54 @@ def _broadcastSection(add: Callable[[str], None], broadcast: dict[str, dict[str,
             continue
         rate = _median(entry.get("rates"))
         fair = entry.get("fair") or [(0, 0)]
-        add(f"| {spec.label} | {_rateText(rate)}"
+        add(
+            f"| {spec.label} | {_rateText(rate)}"
             + (f" **{entry['errors']} errors**" if entry.get("errors") else "")
             + f" | {_ratio(rate, lineRate).strip(' ()') or '-'} | {fair[-1][0]} / {fair[-1][1]} "
-            f"| {entry.get('rss', 0) / (1 << 20):.0f} MiB |")
+            f"| {entry.get('rss', 0) / (1 << 20):.0f} MiB |"
+        )
     add("")
 
 
 def _reassemblySection(add: Callable[[str], None], reassembly: list[dict[str, Any]]) -> None:
     add("## Reassembly (f): one big message fed in chunks, in one process")
     add("")
-    add("MB/s of message bytes, the best of up to 3 runs (a capped run is not repeated). "
+    add(
+        "MB/s of message bytes, the best of up to 3 runs (a capped run is not repeated). "
         "Linear framing keeps its rate relative to the bytearray floor as the message grows "
         "(the floor itself moves with the memory allocator: messages above 32 MiB get fresh "
         "pages from mmap on every run); quadratic framing loses it and is stopped at the time "
-        "cap.")
+        "cap."
+    )
     add("")
     add("| framing | chunk | message | MB/s | |")
     add("|---|---|---|---|---|")
     for row in reassembly:
         if row.get("skipped"):
-            add(f"| {row['framing']} | {row['chunk'] // 1024} KiB | {row['size'] >> 20} MiB "
-                "| - | not run: a smaller message was already capped |")
+            add(
+                f"| {row['framing']} | {row['chunk'] // 1024} KiB | {row['size'] >> 20} MiB "
+                "| - | not run: a smaller message was already capped |"
+            )
             continue
-        note = "" if row["complete"] else (
-            f"capped after {row['seconds']:.1f} s, {row['fed'] >> 20} MiB fed")
-        add(f"| {row['framing']} | {row['chunk'] // 1024} KiB | {row['size'] >> 20} MiB "
-            f"| {row['mb_per_s']:.0f} | {note} |")
+        note = (
+            ""
+            if row["complete"]
+            else (f"capped after {row['seconds']:.1f} s, {row['fed'] >> 20} MiB fed")
+        )
+        add(
+            f"| {row['framing']} | {row['chunk'] // 1024} KiB | {row['size'] >> 20} MiB "
+            f"| {row['mb_per_s']:.0f} | {note} |"
+        )
     add("")
 
 
 def _connectSection(add: Callable[[str], None], connect: dict[str, dict[str, Any]]) -> None:
     add("## Connection rate (g)")
     add("")
-    add("Each connection: connect, TLS handshake (full, no resumption), one echoed message "
-        "(proof the server accepted it), close; 10 at a time.")
+    add(
+        "Each connection: connect, TLS handshake (full, no resumption), one echoed message "
+        "(proof the server accepted it), close; 10 at a time."
+    )
     add("")
     add("| server | connections/s | ratio to LineOnlyReceiver (same TLS) |")
     add("|---|---|---|")
@@ -850,14 +998,15 @@ def _connectSection(add: Callable[[str], None], connect: dict[str, dict[str, Any
             continue
         rate = _median(entry.get("rates"))
         other = _median(connect.get("line-tls" if spec.tls else "line", {}).get("rates"))
-        add(f"| {spec.label} | {rate or 0:.0f}"
+        add(
+            f"| {spec.label} | {rate or 0:.0f}"
             + (f" **{entry['errors']} errors**" if entry.get("errors") else "")
-            + f" | {_ratio(rate, other).strip(' ()') or '-'} |")
+            + f" | {_ratio(rate, other).strip(' ()') or '-'} |"
+        )
     add("")
 
 
-def _idleSection(add: Callable[[str], None], idle: dict[str, dict[str, Any]], count: int
-                 ) -> None:
+def _idleSection(add: Callable[[str], None], idle: dict[str, dict[str, Any]], count: int) -> None:
     add(f"## Idle connections (h): {count:,} open at once")
     add("")
     add("| server | RSS before | RSS holding | per connection |")
@@ -872,8 +1021,10 @@ def _idleSection(add: Callable[[str], None], idle: dict[str, dict[str, Any]], co
         problem = ""
         if entry["errors"] or entry["connections"] != count:
             problem = f" **{entry['connections']} held, {entry['errors']} errors**"
-        add(f"| {spec.label} | {entry['before'] / (1 << 20):.0f} MiB | "
-            f"{entry['held'] / (1 << 20):.0f} MiB | {entry['per'] / 1024:.1f} KiB{problem} |")
+        add(
+            f"| {spec.label} | {entry['before'] / (1 << 20):.0f} MiB | "
+            f"{entry['held'] / (1 << 20):.0f} MiB | {entry['per'] / 1024:.1f} KiB{problem} |"
+        )
     add("")
 
 
@@ -881,9 +1032,13 @@ def _median(values: list[float] | None) -> float | None:
     return statistics.median(values) if values else None
 
 
-def targets(settings: Settings, echo: dict[tuple[str, str], Cell],
-            broadcast: dict[str, dict[str, Any]], reassembly: list[dict[str, Any]],
-            idle: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool | None]]:
+def targets(
+    settings: Settings,
+    echo: dict[tuple[str, str], Cell],
+    broadcast: dict[str, dict[str, Any]],
+    reassembly: list[dict[str, Any]],
+    idle: dict[str, dict[str, Any]],
+) -> list[tuple[str, str, bool | None]]:
     def rate(server: str, scenario: str) -> float | None:
         cell = echo.get((server, scenario))
         return cell.rate if cell is not None else None
@@ -892,81 +1047,152 @@ def targets(settings: Settings, echo: dict[tuple[str, str], Cell],
     for scenario in ("b", "c"):
         t, line = rate("tcpsc", scenario), rate("line", scenario)
         if t and line:
-            out.append((f"({scenario}) tcpsc >= 1.5x LineOnlyReceiver", f"{t / line:.2f}x",
-                        t / line >= 1.5))
+            out.append(
+                (
+                    f"({scenario}) tcpsc >= 1.5x LineOnlyReceiver",
+                    f"{t / line:.2f}x",
+                    t / line >= 1.5,
+                )
+            )
     tcell, rcell = echo.get(("tcpsc", "a")), echo.get(("raw", "a"))
     if tcell and rcell and tcell.latency and rcell.latency:
         ratio = tcell.latency / rcell.latency
-        out.append(("(a) tcpsc p50 round trip <= 1.25x raw Protocol's",
-                    f"{tcell.latency:.0f} us vs {rcell.latency:.0f} us = {ratio:.2f}x",
-                    ratio <= 1.25))
+        out.append(
+            (
+                "(a) tcpsc p50 round trip <= 1.25x raw Protocol's",
+                f"{tcell.latency:.0f} us vs {rcell.latency:.0f} us = {ratio:.2f}x",
+                ratio <= 1.25,
+            )
+        )
     framed = [r for r in reassembly if r["framing"] == "tcpsc" and not r.get("skipped")]
     small = [r for r in framed if r["chunk"] == 1024]
     if small:
         worst = min(r["mb_per_s"] for r in small)
-        out.append(("(f) tcpsc >= 300 MB/s reassembly with 1 KiB chunks",
-                    f"{worst:.0f} MB/s (slowest size)", worst >= 300))
-    floor = {(r["chunk"], r["size"]): r["mb_per_s"] for r in reassembly
-             if r["framing"].startswith("bytearray") and not r.get("skipped")}
+        out.append(
+            (
+                "(f) tcpsc >= 300 MB/s reassembly with 1 KiB chunks",
+                f"{worst:.0f} MB/s (slowest size)",
+                worst >= 300,
+            )
+        )
+    floor = {
+        (r["chunk"], r["size"]): r["mb_per_s"]
+        for r in reassembly
+        if r["framing"].startswith("bytearray") and not r.get("skipped")
+    }
     for chunk in (1024, 65536):
         # The two largest messages: 4 MiB still fits in the caches of many
         # CPUs and runs faster for reasons that have nothing to do with the
         # framing.  Quadratic framing would lose three quarters of its rate
         # from 16 to 64 MiB; linear framing keeps its share of the floor's.
-        rows = sorted((r for r in framed if r["chunk"] == chunk and (chunk, r["size"]) in floor),
-                      key=lambda r: r["size"])[-2:]
+        rows = sorted(
+            (r for r in framed if r["chunk"] == chunk and (chunk, r["size"]) in floor),
+            key=lambda r: r["size"],
+        )[-2:]
         if len(rows) == 2 and all(r["complete"] for r in rows):
             first = rows[0]["mb_per_s"] / floor[(chunk, rows[0]["size"])]
             last = rows[-1]["mb_per_s"] / floor[(chunk, rows[-1]["size"])]
-            out.append((f"(f) tcpsc linear with {chunk // 1024} KiB chunks (its rate as a share "
-                        "of the bytearray floor's, at the two largest messages)",
-                        f"{last:.2f} at {rows[-1]['size'] >> 20} MiB, {first:.2f} at "
-                        f"{rows[0]['size'] >> 20} MiB", last >= 0.7 * first))
+            out.append(
+                (
+                    f"(f) tcpsc linear with {chunk // 1024} KiB chunks (its rate as a share "
+                    "of the bytearray floor's, at the two largest messages)",
+                    f"{last:.2f} at {rows[-1]['size'] >> 20} MiB, {first:.2f} at "
+                    f"{rows[0]['size'] >> 20} MiB",
+                    last >= 0.7 * first,
+                )
+            )
     for scenario in ("b", "c"):
         tls, plain = rate("tcpsc-tls", scenario), rate("tcpsc", scenario)
         if tls and plain:
-            out.append((f"({scenario}) tcpsc TLS >= 0.8x plain tcpsc", f"{tls / plain:.2f}x",
-                        tls / plain >= 0.8))
+            out.append(
+                (
+                    f"({scenario}) tcpsc TLS >= 0.8x plain tcpsc",
+                    f"{tls / plain:.2f}x",
+                    tls / plain >= 0.8,
+                )
+            )
     for scenario in ("b", "c"):
         counted, before = rate("tcpsc", scenario), rate("tcpsc-before", scenario)
         if counted and before:
-            out.append((f"({scenario}) tcpsc (counting for metrics, metrics off) >= 0.97x "
-                        "the --before tree", f"{counted / before:.2f}x",
-                        counted / before >= 0.97))
+            out.append(
+                (
+                    f"({scenario}) tcpsc >= 0.97x the --before tree",
+                    f"{counted / before:.2f}x",
+                    counted / before >= 0.97,
+                )
+            )
+    now, earlier = (
+        _median(broadcast.get(key, {}).get("rates")) for key in ("tcpsc", "tcpsc-before")
+    )
+    if now and earlier:
+        out.append(
+            (
+                "(e) tcpsc broadcast >= 0.97x the --before tree",
+                f"{now / earlier:.2f}x",
+                now / earlier >= 0.97,
+            )
+        )
     for scenario in ("b", "c"):
         counted, plain = rate("tcpsc-metrics", scenario), rate("tcpsc", scenario)
         if counted and plain:
-            out.append((f"({scenario}) tcpsc with metrics on >= 0.97x metrics off",
-                        f"{counted / plain:.2f}x", counted / plain >= 0.97))
+            out.append(
+                (
+                    f"({scenario}) tcpsc with metrics on >= 0.97x metrics off",
+                    f"{counted / plain:.2f}x",
+                    counted / plain >= 0.97,
+                )
+            )
     blocking = echo.get(("blocking", "b"))
     if blocking is not None and blocking.rate:
-        out.append(("blocking API echo, 1 client pipelined (b) >= 180,000 msgs/s, in order",
-                    f"{blocking.rate:,.0f} msgs/s, {blocking.errors} errors",
-                    blocking.rate >= 180_000 and not blocking.errors))
+        out.append(
+            (
+                "blocking API echo, 1 client pipelined (b) >= 180,000 msgs/s, in order",
+                f"{blocking.rate:,.0f} msgs/s, {blocking.errors} errors",
+                blocking.rate >= 180_000 and not blocking.errors,
+            )
+        )
     tb = _median(broadcast.get("tcpsc", {}).get("rates"))
     if tb:
-        out.append(("(e) >= 1,000,000 msgs/s delivered to 100 clients",
-                    f"{tb:,.0f} msgs/s, server RSS "
-                    f"{broadcast['tcpsc'].get('rss', 0) / (1 << 20):.0f} MiB", tb >= 1_000_000))
+        out.append(
+            (
+                "(e) >= 1,000,000 msgs/s delivered to 100 clients",
+                f"{tb:,.0f} msgs/s, server RSS "
+                f"{broadcast['tcpsc'].get('rss', 0) / (1 << 20):.0f} MiB",
+                tb >= 1_000_000,
+            )
+        )
     plainIdle = idle.get("tcpsc", {})
     if plainIdle.get("connections"):
         count = plainIdle["connections"]
-        projected = plainIdle["held"] if count >= 10_000 else (
-            plainIdle["before"] + plainIdle["per"] * 10_000)
-        out.append(("(h) 10,000 plain connections in one process < 200 MB RSS",
-                    f"{projected / 1e6:.0f} MB" + ("" if count >= 10_000 else
-                                                   f" (projected from {count})"),
-                    projected < 200e6))
+        projected = (
+            plainIdle["held"]
+            if count >= 10_000
+            else (plainIdle["before"] + plainIdle["per"] * 10_000)
+        )
+        out.append(
+            (
+                "(h) 10,000 plain connections in one process < 200 MB RSS",
+                f"{projected / 1e6:.0f} MB"
+                + ("" if count >= 10_000 else f" (projected from {count})"),
+                projected < 200e6,
+            )
+        )
     uv, default = rate("tcpsc-uvloop", "c"), rate("tcpsc", "c")
     if uv and default:
         # A win inside the run-to-run noise is no reason to change reactors.
-        out.append(("asyncio reactor + uvloop: keep only if it wins (c) (met: by 5 % or more)",
-                    f"{uv / default:.2f}x the default reactor", uv >= 1.05 * default))
+        out.append(
+            (
+                "asyncio reactor + uvloop: keep only if it wins (c) (met: by 5 % or more)",
+                f"{uv / default:.2f}x the default reactor",
+                uv >= 1.05 * default,
+            )
+        )
     return out
 
 
-def chart(echo: dict[tuple[str, str], Cell], broadcast: dict[str, dict[str, Any]],
-          path: Path) -> bool:
+def chart(
+    echo: dict[tuple[str, str], Cell], broadcast: dict[str, dict[str, Any]], path: Path
+) -> bool:
     """
     Bars of the ratios to LineOnlyReceiver per scenario; C{False} without
     matplotlib.
@@ -979,18 +1205,19 @@ def chart(echo: dict[tuple[str, str], Cell], broadcast: dict[str, dict[str, Any]
     except ImportError:
         return False
     scenarios = [s.key for s in ECHO_SCENARIOS]
-    servers = [s for s in ECHO_SERVERS
-               if any((s.key, k) in echo and echo[(s.key, k)].rate for k in scenarios)]
+    servers = [
+        s
+        for s in ECHO_SERVERS
+        if any((s.key, k) in echo and echo[(s.key, k)].rate for k in scenarios)
+    ]
     figure, axes = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(1, len(servers))
     for i, spec in enumerate(servers):
         values = []
         for key in scenarios:
             cell, base = echo.get((spec.key, key)), echo.get((BASELINE, key))
-            values.append(cell.rate / base.rate if cell and base and cell.rate and base.rate
-                          else 0)
-        axes.bar([j + i * width for j in range(len(scenarios))], values, width,
-                 label=spec.label)
+            values.append(cell.rate / base.rate if cell and base and cell.rate and base.rate else 0)
+        axes.bar([j + i * width for j in range(len(scenarios))], values, width, label=spec.label)
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks([j + width * (len(servers) - 1) / 2 for j in range(len(scenarios))])
     axes.set_xticklabels([f"{s.key}: {s.title}" for s in ECHO_SCENARIOS], fontsize=8)
@@ -1007,24 +1234,35 @@ def chart(echo: dict[tuple[str, str], Cell], broadcast: dict[str, dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a small version of each scenario")
     parser.add_argument("--repeat", type=int, help="runs per figure (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float,
-                        help="length of each echo run (default 2, quick 0.5)")
+    parser.add_argument(
+        "--seconds", type=float, help="length of each echo run (default 2, quick 0.5)"
+    )
     parser.add_argument("--only", default="abcdefgh", help="scenarios to run, e.g. abc")
-    parser.add_argument("--servers", help="echo servers to run, comma-separated keys: "
-                        + ",".join(s.key for s in ECHO_SERVERS))
+    parser.add_argument(
+        "--servers",
+        help="echo servers to run, comma-separated keys: " + ",".join(s.key for s in ECHO_SERVERS),
+    )
     parser.add_argument("--procs", type=int, default=1, help="load processes per run")
-    parser.add_argument("--before", type=Path, metavar="TREE",
-                        help="another tcpsc tree (say git archive of main, unpacked): its "
-                             "echo server runs too, as tcpsc-before, with the other servers")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="where to write the results (- for nowhere)")
-    parser.add_argument("--chart", type=Path,
-                        help="PNG chart, with matplotlib (default: results.png beside the "
-                             "results)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="TREE",
+        help="another tcpsc tree (say git archive of main, unpacked): its "
+        "echo server runs too, as tcpsc-before, with the other servers",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help="where to write the results (- for nowhere)"
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help="PNG chart, with matplotlib (default: results.png beside the results)",
+    )
     options = parser.parse_args(argv)
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -1042,19 +1280,34 @@ def main(argv: list[str] | None = None) -> int:
         quick=options.quick,
         repeat=options.repeat or (1 if options.quick else 3),
         seconds=options.seconds or (0.5 if options.quick else 2.0),
-        loadCore=loadCore, serverCore=serverCore, certs=certs, procs=options.procs, log=log)
+        loadCore=loadCore,
+        serverCore=serverCore,
+        certs=certs,
+        procs=options.procs,
+        log=log,
+    )
     servers: tuple[ServerSpec, ...] = ECHO_SERVERS
     if options.servers:
         wanted = set(options.servers.split(","))
         servers = tuple(s for s in ECHO_SERVERS if s.key in wanted or s.key == BASELINE)
     if options.before is not None:
         # The script path is absolute: its _common.py imports that tree's tcpsc.
-        before = ServerSpec("tcpsc-before", f"tcpsc of {options.before}",
-                            str(options.before.resolve() / "benchmarks" / "servers"
-                                / "tcpsc_echo.py"))
+        before = ServerSpec(
+            "tcpsc-before",
+            f"tcpsc of {options.before}",
+            str(options.before.resolve() / "benchmarks" / "servers" / "tcpsc_echo.py"),
+        )
         servers = (before, *servers)
-        # Listed in the report too.
+        # Listed in the report too; and its broadcast server beside tcpsc's (e).
         globals()["ECHO_SERVERS"] = (before, *ECHO_SERVERS)
+        globals()["BROADCAST_SERVERS"] = (
+            ServerSpec(
+                "tcpsc-before",
+                f"tcpsc of {options.before} Server.broadcast",
+                str(options.before.resolve() / "benchmarks" / "servers" / "tcpsc_broadcast.py"),
+            ),
+            *BROADCAST_SERVERS,
+        )
 
     def say(text: str) -> None:
         print(text, flush=True)
@@ -1065,9 +1318,11 @@ def main(argv: list[str] | None = None) -> int:
 
         _certgen.writeCertificateSet(certs, clients=("client",))
         info = machine(len(cpus))
-        say(f"tcpsc benchmarks{' (quick)' if options.quick else ''}: {info['model']}, "
+        say(
+            f"tcpsc benchmarks{' (quick)' if options.quick else ''}: {info['model']}, "
             f"{info['usable']} CPUs, Python {info['python']}, Twisted {info['twisted']}; "
-            f"log in {log}")
+            f"log in {log}"
+        )
         echo: dict[tuple[str, str], Cell] = {}
         skipped: dict[str, str] = {}
         broadcast: dict[str, dict[str, Any]] = {}
@@ -1090,8 +1345,17 @@ def main(argv: list[str] | None = None) -> int:
         if "h" in options.only:
             say("Idle connections (h):")
             idle = runIdle(settings, say)
-        text = report(settings, info, echo, skipped, broadcast, reassembly, connect, idle,
-                      time.monotonic() - started)
+        text = report(
+            settings,
+            info,
+            echo,
+            skipped,
+            broadcast,
+            reassembly,
+            connect,
+            idle,
+            time.monotonic() - started,
+        )
         print()
         print(text)
         if str(options.output) != "-":
@@ -1099,12 +1363,15 @@ def main(argv: list[str] | None = None) -> int:
             if options.output.exists():
                 old = options.output.read_text()
                 if NOTES_MARKER in old:
-                    notes = old[old.index(NOTES_MARKER) + len(NOTES_MARKER):]
+                    notes = old[old.index(NOTES_MARKER) + len(NOTES_MARKER) :]
             chartPath = options.chart or options.output.with_name(CHART.name)
             drawn = bool(echo) and chart(echo, broadcast, chartPath)
             if drawn:
-                link = (chartPath.name if chartPath.parent.resolve() == options.output.parent.resolve()
-                        else str(chartPath))
+                link = (
+                    chartPath.name
+                    if chartPath.parent.resolve() == options.output.parent.resolve()
+                    else str(chartPath)
+                )
                 text += f"\n![ratios to LineOnlyReceiver]({link})\n"
             options.output.write_text(text + "\n" + NOTES_MARKER + (notes or "\n"))
             say(f"Written to {options.output}" + (f" and {chartPath}" if drawn else ""))

@@ -132,9 +132,15 @@ async def _sampler(pid: int, state: SoakState, started: float, stop: asyncio.Eve
         elapsed = current.at - previous.at
         if elapsed < 0.5:
             continue
-        state.rows.append(Row(current, state.phase, state.open,
-                              round((state.messages - previousMessages) / elapsed),
-                              100 * (current.cpu - previous.cpu) / elapsed))
+        state.rows.append(
+            Row(
+                current,
+                state.phase,
+                state.open,
+                round((state.messages - previousMessages) / elapsed),
+                100 * (current.cpu - previous.cpu) / elapsed,
+            )
+        )
         previous, previousMessages = current, state.messages
 
 
@@ -220,22 +226,38 @@ class Connection(asyncio.Protocol):
         return self.lost
 
 
-async def _open(index: int, port: int, context: ssl.SSLContext | None, state: SoakState,
-                size: int) -> Connection | None:
+async def _open(
+    index: int, port: int, context: ssl.SSLContext | None, state: SoakState, size: int
+) -> Connection | None:
     loop = asyncio.get_running_loop()
     try:
-        _, connection = await asyncio.wait_for(loop.create_connection(
-            lambda: Connection(index, state, size), "127.0.0.1", port, ssl=context,
-            server_hostname="localhost" if context else None), 30)
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: Connection(index, state, size),
+                "127.0.0.1",
+                port,
+                ssl=context,
+                server_hostname="localhost" if context else None,
+            ),
+            30,
+        )
     except (OSError, TimeoutError, ssl.SSLError) as e:
         state.error(f"connect: {type(e).__name__}: {e}"[:100])
         return None
     return connection
 
 
-async def _soak(daemon: DaemonProcess, connections: int, seconds: float, interval: float,
-                size: int, batch: int, context: ssl.SSLContext | None, loopName: str,
-                log: bool) -> SoakResult:
+async def _soak(
+    daemon: DaemonProcess,
+    connections: int,
+    seconds: float,
+    interval: float,
+    size: int,
+    batch: int,
+    context: ssl.SSLContext | None,
+    loopName: str,
+    log: bool,
+) -> SoakResult:
     state = SoakState()
     started = time.monotonic()
     idle = daemon.sample(started)
@@ -245,8 +267,12 @@ async def _soak(daemon: DaemonProcess, connections: int, seconds: float, interva
     state.phase = "opening"
     opened: list[Connection] = []
     for first in range(0, connections, batch):
-        group = await asyncio.gather(*(_open(i, daemon.port, context, state, size)
-                                       for i in range(first, min(first + batch, connections))))
+        group = await asyncio.gather(
+            *(
+                _open(i, daemon.port, context, state, size)
+                for i in range(first, min(first + batch, connections))
+            )
+        )
         opened.extend(connection for connection in group if connection is not None)
         if log:
             print(f"\ropen: {len(opened)}/{connections}", end="", file=sys.stderr, flush=True)
@@ -255,8 +281,10 @@ async def _soak(daemon: DaemonProcess, connections: int, seconds: float, interva
     rampSeconds = time.monotonic() - started
     # The daemon may still be accepting the last of them.
     acceptUntil = time.monotonic() + 10
-    while (daemon.sample().descriptors < idle.descriptors + len(opened)
-           and time.monotonic() < acceptUntil):
+    while (
+        daemon.sample().descriptors < idle.descriptors + len(opened)
+        and time.monotonic() < acceptUntil
+    ):
         await asyncio.sleep(0.05)
     afterRamp = daemon.sample(started)
 
@@ -271,7 +299,7 @@ async def _soak(daemon: DaemonProcess, connections: int, seconds: float, interva
 
     state.phase = "closing"
     for first in range(0, len(opened), batch):
-        group = opened[first:first + batch]
+        group = opened[first : first + batch]
         await asyncio.wait_for(asyncio.gather(*(c.close() for c in group)), 30)
     settleUntil = time.monotonic() + 30
     settled = False
@@ -285,10 +313,25 @@ async def _soak(daemon: DaemonProcess, connections: int, seconds: float, interva
     stopSampling.set()
     await sampler
     end = daemon.sample(started)
-    return SoakResult(connections, seconds, interval, size, context is not None, loopName,
-                      len(opened), rampSeconds, exchangeSeconds, state.messages,
-                      dict(state.errors), state.latencies, idle, afterRamp, end, state.rows,
-                      settled)
+    return SoakResult(
+        connections,
+        seconds,
+        interval,
+        size,
+        context is not None,
+        loopName,
+        len(opened),
+        rampSeconds,
+        exchangeSeconds,
+        state.messages,
+        dict(state.errors),
+        state.latencies,
+        idle,
+        afterRamp,
+        end,
+        state.rows,
+        settled,
+    )
 
 
 def _pin(daemonPid: int) -> str:
@@ -306,9 +349,18 @@ def _pin(daemonPid: int) -> str:
     return f"daemon on CPU {cpus[-1]}, load on CPU {','.join(map(str, cpus[:-1]))}"
 
 
-def run(connections: int = 10_000, seconds: float = 60.0, interval: float = 1.0,
-        size: int = 32, batch: int = 250, tls: bool = False, useUvloop: bool = True,
-        pin: bool = True, log: bool = True, backlog: int = 4096) -> tuple[SoakResult, str]:
+def run(
+    connections: int = 10_000,
+    seconds: float = 60.0,
+    interval: float = 1.0,
+    size: int = 32,
+    batch: int = 250,
+    tls: bool = False,
+    useUvloop: bool = True,
+    pin: bool = True,
+    log: bool = True,
+    backlog: int = 4096,
+) -> tuple[SoakResult, str]:
     """
     Start a daemon, soak it, stop it.
 
@@ -328,8 +380,14 @@ def run(connections: int = 10_000, seconds: float = 60.0, interval: float = 1.0,
     with tempfile.TemporaryDirectory(prefix="tcpsc-soak-") as temporary:
         where = Path(temporary)
         # All from one address: no per-peer limit.
-        args = ["--max-connections", str(connections + 100), "--max-connections-per-peer",
-                "none", "--first-byte-timeout", "none"]
+        args = [
+            "--max-connections",
+            str(connections + 100),
+            "--max-connections-per-peer",
+            "none",
+            "--first-byte-timeout",
+            "none",
+        ]
         context = None
         if tls:
             certificates = certificateSet(where / "certs")
@@ -338,8 +396,9 @@ def run(connections: int = 10_000, seconds: float = 60.0, interval: float = 1.0,
         port = "tcp:0:interface=127.0.0.1" + (f":backlog={backlog}" if backlog else "")
         with DaemonProcess(where, *args, port=port) as daemon:
             pinning = _pin(daemon.pid) if pin else "no pinning"
-            coroutine = _soak(daemon, connections, seconds, interval, size, batch, context,
-                              loopName, log)
+            coroutine = _soak(
+                daemon, connections, seconds, interval, size, batch, context, loopName, log
+            )
             if useUvloop:
                 result = uvloop.run(coroutine)
             else:
@@ -360,10 +419,18 @@ def _commit() -> str:
     committed yet.
     """
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
-                                  "tcpsc"], capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "tcpsc"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "?"
     return (commit or "?") + (" with uncommitted changes to tcpsc/" if changed.strip() else "")
@@ -386,7 +453,7 @@ def markdown(result: SoakResult, pinning: str, command: str, every: int = 1) -> 
     # The drift is measured after the first tenth of the exchange (at least
     # its first second), when every connection has sent its first message
     # and its buffers exist.
-    settledExchange = exchanging[max(1, len(exchanging) // 10):] or exchanging
+    settledExchange = exchanging[max(1, len(exchanging) // 10) :] or exchanging
     firstExchange = settledExchange[0].sample.resident if settledExchange else 0
     lastExchange = settledExchange[-1].sample.resident if settledExchange else 0
     driftFrom = settledExchange[0].sample.at if settledExchange else 0.0
@@ -428,8 +495,11 @@ def markdown(result: SoakResult, pinning: str, command: str, every: int = 1) -> 
     if result.errors:
         lines.append("")
     if every > 1:
-        lines += [f"Samples are 1 s apart; the table shows every {every}th second and each "
-                  "change of phase.", ""]
+        lines += [
+            f"Samples are 1 s apart; the table shows every {every}th second and each "
+            "change of phase.",
+            "",
+        ]
     lines += [
         "| t (s) | phase | open connections | echoes/s | daemon RSS (MiB) | daemon CPU (%) "
         "| daemon fds |",
@@ -440,36 +510,57 @@ def markdown(result: SoakResult, pinning: str, command: str, every: int = 1) -> 
         if index % every and row.phase == previous and index != len(result.rows) - 1:
             continue
         previous = row.phase
-        lines.append(f"| {row.sample.at:.0f} | {row.phase} | {row.connections:,} | "
-                     f"{row.messages:,} | {row.sample.resident / MiB:.1f} | "
-                     f"{row.cpuPercent:.0f} | {row.sample.descriptors:,} |")
+        lines.append(
+            f"| {row.sample.at:.0f} | {row.phase} | {row.connections:,} | "
+            f"{row.messages:,} | {row.sample.resident / MiB:.1f} | "
+            f"{row.cpuPercent:.0f} | {row.sample.descriptors:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="how long the connections exchange messages")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="seconds between the messages of one connection")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="how long the connections exchange messages"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between the messages of one connection"
+    )
     parser.add_argument("--size", type=int, default=32, help="bytes per message")
     parser.add_argument("--batch", type=int, default=250, help="connections opened at once")
     parser.add_argument("--tls", action="store_true", help="TLS 1.3 with client certificates")
-    parser.add_argument("--backlog", type=int, default=4096,
-                        help="listen queue of the daemon's port (0: the daemon's default, "
-                             "which an endpoint description leaves at Twisted's 50)")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=4096,
+        help="listen queue of the daemon's port (0: the daemon's default, "
+        "which an endpoint description leaves at Twisted's 50)",
+    )
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--output", type=Path, help="also write the Markdown section here")
-    parser.add_argument("--table-every", type=int, default=1, metavar="N",
-                        help="show every Nth second in the table (the samples stay 1 s apart)")
+    parser.add_argument(
+        "--table-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="show every Nth second in the table (the samples stay 1 s apart)",
+    )
     args = parser.parse_args(argv)
     if args.connections < 1 or args.seconds <= 0 or args.interval <= 0 or args.size < 1:
         parser.error("--connections, --seconds, --interval and --size must be positive")
-    result, pinning = run(args.connections, args.seconds, args.interval, args.size,
-                          args.batch, args.tls, not args.no_uvloop, not args.no_pin,
-                          backlog=args.backlog)
+    result, pinning = run(
+        args.connections,
+        args.seconds,
+        args.interval,
+        args.size,
+        args.batch,
+        args.tls,
+        not args.no_uvloop,
+        not args.no_pin,
+        backlog=args.backlog,
+    )
     command = "python benchmarks/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, pinning, command.strip(), max(1, args.table_every))
     print(text)

@@ -61,23 +61,34 @@ def main(output: str = "apidocs") -> int:
         inventories = writeInventories(Path(temporary))
         # The package without the command's modules (see above).
         package = Path(temporary) / "tcpsc"
-        shutil.copytree(ROOT / "tcpsc", package,
-                        ignore=shutil.ignore_patterns("_cli", "__pycache__"))
-        status = subprocess.call([
-            sys.executable, "-m", "pydoctor",
-            "--project-name", "tcpsc",
-            "--project-version", version,
-            "--docformat", "epytext",
-            "--html-output", output,
-            *inventories,
-            "--project-base-dir", temporary,
-            "--warnings-as-errors",
-            "--quiet",
-            str(package),
-        ])
+        shutil.copytree(
+            ROOT / "tcpsc", package, ignore=shutil.ignore_patterns("_cli", "__pycache__")
+        )
+        status = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "pydoctor",
+                "--project-name",
+                "tcpsc",
+                "--project-version",
+                version,
+                "--docformat",
+                "epytext",
+                "--html-output",
+                output,
+                *inventories,
+                "--project-base-dir",
+                temporary,
+                "--warnings-as-errors",
+                "--quiet",
+                str(package),
+            ]
+        )
     if status != 0:
-        print(f"apidocs: pydoctor failed (status {status}); see its warnings above",
-              file=sys.stderr)
+        print(
+            f"apidocs: pydoctor failed (status {status}); see its warnings above", file=sys.stderr
+        )
         return 1
     print(f"apidocs: {Path(output).resolve() / 'index.html'}")
     return 0

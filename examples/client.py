@@ -38,8 +38,7 @@ def certificatePaths(options: argparse.Namespace) -> tuple[str, str, str]:
     if not (directory / "ca.pem").exists():
         writeCertificateSet(directory)
         print(f"Made a CA, a server and a client certificate in {directory}/")
-    return (str(directory / "ca.pem"), str(directory / "client.pem"),
-            str(directory / "client.key"))
+    return (str(directory / "ca.pem"), str(directory / "client.pem"), str(directory / "client.key"))
 
 
 def main() -> int:
@@ -49,13 +48,17 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--continuous", action="store_true", help="continuous mode")
     parser.add_argument("--tls", action="store_true", help="TLS 1.3")
-    parser.add_argument("--certs", default="example-certs",
-                        help="where to find (or make) certificates (default ./example-certs)")
+    parser.add_argument(
+        "--certs",
+        default="example-certs",
+        help="where to find (or make) certificates (default ./example-certs)",
+    )
     parser.add_argument("--ca", help="CA certificate (PEM)")
     parser.add_argument("--cert", help="client certificate (PEM)")
     parser.add_argument("--key", help="client key (PEM)")
-    parser.add_argument("--timeout", type=float, default=5.0,
-                        help="seconds to wait for the replies")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the replies"
+    )
     options = parser.parse_args()
 
     messages = options.messages or [line.rstrip("\n") for line in sys.stdin]

@@ -41,8 +41,7 @@ def certificatePaths(options: argparse.Namespace) -> tuple[str, str, str]:
     if not (directory / "ca.pem").exists():
         writeCertificateSet(directory)
         print(f"Made a CA, a server and a client certificate in {directory}/")
-    return (str(directory / "ca.pem"), str(directory / "server.pem"),
-            str(directory / "server.key"))
+    return (str(directory / "ca.pem"), str(directory / "server.pem"), str(directory / "server.key"))
 
 
 class _Prefixed:
@@ -68,17 +67,24 @@ class _Prefixed:
 def main() -> int:
     parser = argparse.ArgumentParser(description="tcpsc example server (blocking API)")
     parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--interface", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; '' for all IPv4)")
+    parser.add_argument(
+        "--interface",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; '' for all IPv4)",
+    )
     parser.add_argument("--continuous", action="store_true", help="continuous mode")
     parser.add_argument("--tls", action="store_true", help="TLS 1.3")
-    parser.add_argument("--certs", default="example-certs",
-                        help="where to make (or find) certificates (default ./example-certs)")
+    parser.add_argument(
+        "--certs",
+        default="example-certs",
+        help="where to make (or find) certificates (default ./example-certs)",
+    )
     parser.add_argument("--ca", help="CA certificate (PEM)")
     parser.add_argument("--cert", help="server certificate (PEM)")
     parser.add_argument("--key", help="server key (PEM)")
-    parser.add_argument("--no-client-auth", action="store_true",
-                        help="TLS: do not require client certificates")
+    parser.add_argument(
+        "--no-client-auth", action="store_true", help="TLS: do not require client certificates"
+    )
     options = parser.parse_args()
 
     delimiter = None if options.continuous else b"\n"
@@ -103,16 +109,20 @@ def main() -> int:
     try:
         if isinstance(server, TlsServer):
             server.requireClientAuthentication(not options.no_client_auth)
-            port = server.start(options.port, *certificatePaths(options),
-                                interface=options.interface)
+            port = server.start(
+                options.port, *certificatePaths(options), interface=options.interface
+            )
         else:
             port = server.start(options.port, interface=options.interface)
     except StartError as e:
         print(f"Cannot start: {e}", file=sys.stderr)
         return e.code if e.code > 0 else 1
     mode = "continuous" if options.continuous else "fragmented"
-    print(f"Listening on {options.interface or '*'}:{port} "
-          f"({'TLS 1.3' if options.tls else 'TCP'}, {mode}); Ctrl-C stops", flush=True)
+    print(
+        f"Listening on {options.interface or '*'}:{port} "
+        f"({'TLS 1.3' if options.tls else 'TCP'}, {mode}); Ctrl-C stops",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(0))
     try:
         threading.Event().wait()

@@ -37,8 +37,19 @@ def certificates():
     directory = Path(tempfile.mkdtemp(prefix="greeter-certs-"))
     atexit.register(shutil.rmtree, directory, True)
     for subdirectory, client in (("ours", "ada"), ("theirs", "mallory")):
-        subprocess.run([sys.executable, "-m", "tcpsc", "certs", "--client", client,
-                        str(directory / subdirectory)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "certs",
+                "--client",
+                client,
+                str(directory / subdirectory),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return directory
 
 
@@ -102,15 +113,20 @@ class GreeterTLSTests(SynchronousTestCase):
         ours = self.directory / "ours"
         self.network = MemoryNetwork()
         self.server = Server(Greeter, reactor=self.network.reactor)
-        self.server.listen(8443, tls=TLSConfig(ca=str(ours / "ca.pem"),
-                                               cert=str(ours / "server.pem"),
-                                               key=str(ours / "server.key")))
+        self.server.listen(
+            8443,
+            tls=TLSConfig(
+                ca=str(ours / "ca.pem"), cert=str(ours / "server.pem"), key=str(ours / "server.key")
+            ),
+        )
 
     def clientTLS(self, name):
         issuer = self.directory / ("ours" if name == "ada" else "theirs")
-        return TLSConfig(ca=str(self.directory / "ours" / "ca.pem"),
-                         cert=str(issuer / f"{name}.pem"),
-                         key=str(issuer / f"{name}.key"))
+        return TLSConfig(
+            ca=str(self.directory / "ours" / "ca.pem"),
+            cert=str(issuer / f"{name}.pem"),
+            key=str(issuer / f"{name}.key"),
+        )
 
     def test_knownClient(self):
         """

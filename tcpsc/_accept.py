@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         every port does, and timers for its pauses.
         """
 
+
 __all__ = ["BACKLOG", "resumeAccepting", "serverEndpoint"]
 
 _log = Logger()
@@ -145,8 +146,7 @@ class _GuardedPort(tcp.Port):
             transport = self.transport(skt, protocol, addr, self, session, self.reactor)
         except Exception:
             skt.close()
-            self.log.failure("Could not set up an accepted connection from {address}",
-                               address=addr)
+            self.log.failure("Could not set up an accepted connection from {address}", address=addr)
             return
         try:
             protocol.makeConnection(transport)
@@ -193,8 +193,7 @@ class _GuardedPort(tcp.Port):
     def _recovered(self) -> None:
         since, self._starvedSince = self._starvedSince, None
         self.log.info(
-            "Accepting connections on {address} again after {seconds:.1f} s "
-            "({failed})",
+            "Accepting connections on {address} again after {seconds:.1f} s ({failed})",
             address=describeAddress(self.getHost()),
             seconds=self.reactor.seconds() - (since or 0.0),
             attempts=self._refusals,
@@ -215,8 +214,9 @@ class _GuardedTCPEndpoint:
     Listens on TCP (IPv4 or IPv6, by the interface) with a L{_GuardedPort}.
     """
 
-    def __init__(self, reactor: Any, port: int, backlog: int, interface: str,
-                 log: Logger | None = None) -> None:
+    def __init__(
+        self, reactor: Any, port: int, backlog: int, interface: str, log: Logger | None = None
+    ) -> None:
         self._reactor = reactor
         self._port = port
         self._backlog = backlog
@@ -234,8 +234,12 @@ class _GuardedTCPEndpoint:
         return port
 
 
-def serverEndpoint(reactor: Any, port: int | str | IStreamServerEndpoint, interface: str = "",
-                   log: Logger | None = None) -> IStreamServerEndpoint:
+def serverEndpoint(
+    reactor: Any,
+    port: int | str | IStreamServerEndpoint,
+    interface: str = "",
+    log: Logger | None = None,
+) -> IStreamServerEndpoint:
     """
     The endpoint to listen on for C{port}: a port number (on C{interface};
     an IPv6 address listens on IPv6), a Twisted endpoint description, or an
@@ -263,8 +267,9 @@ def serverEndpoint(reactor: Any, port: int | str | IStreamServerEndpoint, interf
             endpoint = serverFromString(reactor, port)
         except (ValueError, TypeError) as e:
             raise PortError(f"not a port or endpoint description: {port!r} ({e})") from e
-        if "backlog=" not in port and isinstance(endpoint, (TCP4ServerEndpoint,
-                                                            TCP6ServerEndpoint)):
+        if "backlog=" not in port and isinstance(
+            endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)
+        ):
             # A description without backlog= gets Twisted's queue of 50; use
             # the same queue as a port number does.
             endpoint = serverFromString(reactor, f"{port}:backlog={BACKLOG}")
@@ -274,8 +279,9 @@ def serverEndpoint(reactor: Any, port: int | str | IStreamServerEndpoint, interf
     raise PortError(f"not a port, endpoint description or endpoint: {port!r}")
 
 
-def _guarded(reactor: Any, endpoint: IStreamServerEndpoint, log: Logger | None
-             ) -> IStreamServerEndpoint:
+def _guarded(
+    reactor: Any, endpoint: IStreamServerEndpoint, log: Logger | None
+) -> IStreamServerEndpoint:
     """
     The same TCP endpoint with a port that pauses accepting when out of
     file descriptors; any other endpoint, or without the private path

@@ -177,7 +177,6 @@ class _Broadcaster:
             broadcaster = _broadcasters[server] = cls(server, app)
         return broadcaster
 
-
     def start(self) -> None:
         """
         Start the timer, unless it runs.
@@ -205,7 +204,7 @@ class _Broadcaster:
             due = int(self.app.rate)
         width = self.app.messageSize - len(self.app.delimiter)
         for _ in range(max(due, 0)):
-            self.sequence = (self.sequence + 1) % (10 ** width)
+            self.sequence = (self.sequence + 1) % (10**width)
             self.server.broadcast(b"%0*d" % (width, self.sequence))
         self.sent += max(due, 0)
         if self.server.clientIds():
@@ -229,10 +228,15 @@ def broadcastApp(rate: float, messageSize: int, delimiter: bytes = b"\n") -> typ
     if not 0 < rate < float("inf"):
         raise ValueError(f"--rate {rate:g}: must be more than 0 messages per second")
     if messageSize < len(delimiter) + 1:
-        raise ValueError(f"--message-size {messageSize}: must be at least "
-                         f"{len(delimiter) + 1} bytes (the delimiter included)")
-    return type("Broadcast", (Broadcast,), {"rate": rate, "messageSize": messageSize,
-                                            "delimiter": delimiter, "__module__": __name__})
+        raise ValueError(
+            f"--message-size {messageSize}: must be at least "
+            f"{len(delimiter) + 1} bytes (the delimiter included)"
+        )
+    return type(
+        "Broadcast",
+        (Broadcast,),
+        {"rate": rate, "messageSize": messageSize, "delimiter": delimiter, "__module__": __name__},
+    )
 
 
 class Record(StreamProtocol):
@@ -242,8 +246,9 @@ class Record(StreamProtocol):
     """
 
 
-def recordSink(directory: str | os.PathLike[str], server: Callable[[], Server]
-               ) -> Callable[[int], IO[bytes] | None]:
+def recordSink(
+    directory: str | os.PathLike[str], server: Callable[[], Server]
+) -> Callable[[int], IO[bytes] | None]:
     """
     Make the C{createSink} callback of the C{record} application.
 
@@ -269,16 +274,18 @@ def recordSink(directory: str | os.PathLike[str], server: Callable[[], Server]
             sink = open(path, "xb", buffering=0)
         except OSError as e:
             log.error(
-                "Closing connection {connectionId}: cannot open {path} to "
-                "record it: {error}",
+                "Closing connection {connectionId}: cannot open {path} to record it: {error}",
                 connectionId=connectionId,
                 path=str(path),
                 error=e.strerror or str(e),
             )
             server().disconnect(connectionId)
             return None
-        log.info("Recording connection {connectionId} to {path}",
-                 connectionId=connectionId, path=str(path))
+        log.info(
+            "Recording connection {connectionId} to {path}",
+            connectionId=connectionId,
+            path=str(path),
+        )
         return sink
 
     return createSink
@@ -314,10 +321,17 @@ def recordRunDirectory(base: str | os.PathLike[str], now: float | None = None) -
 BUILTIN_APPS: dict[str, tuple[type[MessageProtocol] | None, type[StreamProtocol] | None, str]] = {
     "echo": (Echo, StreamEcho, "each message (or chunk, with --stream) back to its sender"),
     "chat": (Chat, None, "each message to every other client, prefixed with the sender's id"),
-    "broadcast": (Broadcast, None, "the same messages to every client at --rate, "
-                                   "--message-size bytes each"),
-    "record": (None, Record, "each connection's bytes into a new directory of --record-dir "
-                             "per run, one file client-<id>.bin per connection"),
+    "broadcast": (
+        Broadcast,
+        None,
+        "the same messages to every client at --rate, --message-size bytes each",
+    ),
+    "record": (
+        None,
+        Record,
+        "each connection's bytes into a new directory of --record-dir "
+        "per run, one file client-<id>.bin per connection",
+    ),
 }
 
 
@@ -349,8 +363,7 @@ def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol]:
         raise ValueError(f"--app {spec!r}: cannot import module {moduleName!r}: {e}") from e
     except Exception as e:
         raise ValueError(
-            f"--app {spec!r}: importing module {moduleName!r} failed: "
-            f"{e.__class__.__name__}: {e}"
+            f"--app {spec!r}: importing module {moduleName!r} failed: {e.__class__.__name__}: {e}"
         ) from e
     cls: Any = module
     for part in className.split("."):

@@ -60,9 +60,14 @@ class Broadcaster:
     @ivar bytesWritten: the bytes of those frames.
     """
 
-    def __init__(self, established: dict[int, _ConnectionBase], reactor: IReactorTime,
-                 events: EventSummary, log: Logger,
-                 maxBroadcastSkips: int | None = None) -> None:
+    def __init__(
+        self,
+        established: dict[int, _ConnectionBase],
+        reactor: IReactorTime,
+        events: EventSummary,
+        log: Logger,
+        maxBroadcastSkips: int | None = None,
+    ) -> None:
         """
         @param established: the established connections by id, kept by the
             registry (read here, never changed); call L{changed} and
@@ -140,8 +145,7 @@ class Broadcaster:
         full = self._full
         candidates = self._targets
         if candidates is None:
-            candidates = self._targets = [
-                (i, p) for i, p in established.items() if i not in full]
+            candidates = self._targets = [(i, p) for i, p in established.items() if i not in full]
         if excluded:
             targets = [p for i, p in candidates if i not in excluded]
         else:
@@ -308,8 +312,7 @@ class Broadcaster:
                 missed=plural(skips, "broadcast"),
                 limit=limit,
             )
-            protocol._abort(f"it missed {plural(skips, 'broadcast')} in a row "
-                            f"(maxBroadcastSkips)")
+            protocol._abort(f"it missed {plural(skips, 'broadcast')} in a row (maxBroadcastSkips)")
         elif skips == 1:
             self._events.record(
                 "broadcastSkipped",

@@ -211,8 +211,9 @@ def generateKey(keyType: KeyType = "ec", rsaBits: int = 3072) -> PrivateKey:
     raise ValueError(f"unknown key type {keyType!r}; use 'ec' or 'rsa'")
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: PrivateKey,
-             start: datetime, end: datetime) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: PrivateKey, start: datetime, end: datetime
+) -> x509.CertificateBuilder:
     """
     A certificate of C{key} for C{subject}, issued by C{issuer}, valid from
     C{start} to C{end}, with a random serial number; its extensions are the
@@ -351,9 +352,7 @@ def _leafExtensions(
     @return: the builder with the extensions
     @raise ValueError: if a host is empty or not ASCII
     """
-    builder = builder.add_extension(
-        x509.BasicConstraints(ca=isCA, path_length=None), critical=True
-    )
+    builder = builder.add_extension(x509.BasicConstraints(ca=isCA, path_length=None), critical=True)
     builder = builder.add_extension(
         _keyUsage(
             digitalSignature=True,
@@ -372,9 +371,7 @@ def _leafExtensions(
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     names = [_generalName(host) for host in _dedupe(hosts)]
     if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(names), critical=subjectIsEmpty
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=subjectIsEmpty)
     builder = builder.add_extension(
         x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
         critical=False,
@@ -535,9 +532,7 @@ def _authorityKeyIdentifier(ca: x509.Certificate) -> x509.AuthorityKeyIdentifier
     except x509.ExtensionNotFound:
         publicKey = ca.public_key()
         if not isinstance(publicKey, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
-            raise TypeError(
-                f"unsupported CA key type {type(publicKey).__name__}"
-            ) from None
+            raise TypeError(f"unsupported CA key type {type(publicKey).__name__}") from None
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(publicKey)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
@@ -605,9 +600,7 @@ def issueCertificate(
         isCA=isCA,
         subjectIsEmpty=len(subject) == 0,
     )
-    builder = builder.add_extension(
-        _authorityKeyIdentifier(ca.certificate), critical=False
-    )
+    builder = builder.add_extension(_authorityKeyIdentifier(ca.certificate), critical=False)
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
@@ -664,9 +657,7 @@ def _roleName(
     """
     replaced = {NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME}
     attributes = [a for a in base if a.oid not in replaced]
-    attributes.append(
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, organizationalUnit)
-    )
+    attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, organizationalUnit))
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, commonName))
     return x509.Name(attributes)
 
@@ -753,9 +744,7 @@ def writeCertificateSet(
     if not force:
         for path in paths.values():
             if os.path.lexists(path):
-                raise FileExistsError(
-                    f"{path} exists already; not overwriting it without force"
-                )
+                raise FileExistsError(f"{path} exists already; not overwriting it without force")
 
     # Everything that can fail for bad arguments happens before the first
     # file is touched.
@@ -787,7 +776,5 @@ def writeCertificateSet(
 
     directoryPath.mkdir(parents=True, exist_ok=True)
     for role in roles:
-        issued[role].writeTo(
-            paths[role + ".pem"], paths[role + ".key"], overwrite=force
-        )
+        issued[role].writeTo(paths[role + ".pem"], paths[role + ".key"], overwrite=force)
     return paths

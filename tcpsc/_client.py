@@ -85,8 +85,7 @@ __all__ = ["NOT_RETRIED", "Client"]
 #: The failures of a connection attempt that trying again cannot fix: a
 #: certificate refused by either side.  A client, or a service keeping one
 #: connected, stops reconnecting on them.
-NOT_RETRIED: tuple[type[StartError], ...] = (ServerCertificateRejected,
-                                             ClientCertificateRejected)
+NOT_RETRIED: tuple[type[StartError], ...] = (ServerCertificateRejected, ClientCertificateRejected)
 
 
 def _presentedCertificate(protocol: _ConnectionBase) -> x509.Certificate | None:
@@ -388,14 +387,19 @@ class Client:
         @raise ValueError: a setting out of its range.
         """
         self.protocolClass: type[_ConnectionBase] = protocolClass(protocol, stream)
-        self._settings = settingsFrom("Client", settings, {
-            "delimiter": delimiter,
-            "maxMessageLength": maxMessageLength,
-            "messageAppend": messageAppend,
-            "closeTimeout": closeTimeout,
-        })
+        self._settings = settingsFrom(
+            "Client",
+            settings,
+            {
+                "delimiter": delimiter,
+                "maxMessageLength": maxMessageLength,
+                "messageAppend": messageAppend,
+                "closeTimeout": closeTimeout,
+            },
+        )
         self._protocolAttributes = self._settings.protocolAttributes(
-            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass))
+            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass)
+        )
         self.onMessage = onMessage
         self.onEstablished = onEstablished
         self.onClosed = onClosed
@@ -437,13 +441,15 @@ class Client:
         if not isinstance(value, Settings):
             raise TypeError(f"settings must be a tcpsc.Settings, not {value!r}")
         self._protocolAttributes = value.protocolAttributes(
-            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass))
+            cast("type[MessageProtocol] | type[StreamProtocol]", self.protocolClass)
+        )
         self._settings = value
 
     # -- connecting -------------------------------------------------------
 
-    def connect(self, host: str, port: int, tls: TLSConfig | None = None
-                ) -> Deferred[MessageProtocol | StreamProtocol]:
+    def connect(
+        self, host: str, port: int, tls: TLSConfig | None = None
+    ) -> Deferred[MessageProtocol | StreamProtocol]:
         """
         Connect to C{host}:C{port}.
 
@@ -467,19 +473,26 @@ class Client:
             return fail(StartError("the client is already connected or connecting", -1))
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             return fail(PortError(f"port {port!r} is outside 1-65535"))
-        return self._start(_Target(
-            name=f"{host}:{port}",
-            endpoint=lambda: self._endpoint(host, port),
-            tls=tls,
-            serverName=host,
-            host=host,
-            port=port,
-            fields={"host": host, "port": port},
-        ))
+        return self._start(
+            _Target(
+                name=f"{host}:{port}",
+                endpoint=lambda: self._endpoint(host, port),
+                tls=tls,
+                serverName=host,
+                host=host,
+                port=port,
+                fields={"host": host, "port": port},
+            )
+        )
 
-    def connectTo(self, endpoint: str | IStreamClientEndpoint, tls: TLSConfig | None = None,
-                  *, hostname: str | None = None, name: str | None = None
-                  ) -> Deferred[MessageProtocol | StreamProtocol]:
+    def connectTo(
+        self,
+        endpoint: str | IStreamClientEndpoint,
+        tls: TLSConfig | None = None,
+        *,
+        hostname: str | None = None,
+        name: str | None = None,
+    ) -> Deferred[MessageProtocol | StreamProtocol]:
         """
         Connect through a Twisted client endpoint instead of to a host and
         port: a UNIX socket, or any connection that
@@ -521,31 +534,34 @@ class Client:
                 # Twisted's parsers raise what they raise: ValueError for an
                 # unknown kind, TypeError or KeyError for a missing
                 # argument, OSError for a file an ssl: description names.
-                return fail(PortError(
-                    f"not a client endpoint description: {endpoint!r} ({e})"))
+                return fail(PortError(f"not a client endpoint description: {endpoint!r} ({e})"))
             described = _describedHost(endpoint)
             label = endpoint
         elif IStreamClientEndpoint.providedBy(endpoint):
             made = endpoint
             label = repr(endpoint)
         else:
-            return fail(PortError(
-                f"not a client endpoint description or endpoint: {endpoint!r}"))
+            return fail(PortError(f"not a client endpoint description or endpoint: {endpoint!r}"))
         if name is not None:
             label = name
         host = hostname if hostname is not None else described
         if tls is not None and not host and not tls.hostname:
-            return fail(TypeError(
-                f"TLS over {label} needs hostname=, the name the server's certificate "
-                f"is checked against: the endpoint has no host name"))
-        return self._start(_Target(
-            name=label,
-            endpoint=lambda: made,
-            tls=tls,
-            serverName=host or "",
-            host=host,
-            port=None,
-        ))
+            return fail(
+                TypeError(
+                    f"TLS over {label} needs hostname=, the name the server's certificate "
+                    f"is checked against: the endpoint has no host name"
+                )
+            )
+        return self._start(
+            _Target(
+                name=label,
+                endpoint=lambda: made,
+                tls=tls,
+                serverName=host or "",
+                host=host,
+                port=None,
+            )
+        )
 
     def _start(self, target: _Target) -> Deferred[MessageProtocol | StreamProtocol]:
         """
@@ -596,7 +612,10 @@ class Client:
                 self.log.warn(
                     "Connecting to {target} with the certificates used so far: "
                     "reading them again failed: {error}",
-                    target=target.name, error=str(e), path=e.path, code=e.code,
+                    target=target.name,
+                    error=str(e),
+                    path=e.path,
+                    code=e.code,
                     **target.fields,
                 )
                 return last[2]
@@ -624,8 +643,9 @@ class Client:
         attempt = self._attempt = _Attempt(self, creator)
         factory: Any = _ClientFactory(self, attempt, tls=creator is not None)
         if creator is not None:
-            factory = tlsFactory(creator, isClient=True, wrappedFactory=factory,
-                                 clock=self._reactor)
+            factory = tlsFactory(
+                creator, isClient=True, wrappedFactory=factory, clock=self._reactor
+            )
         attempt.timer = self._reactor.callLater(self.connectTimeout, self._timedOut, attempt)
         try:
             connecting = target.endpoint().connect(factory)
@@ -645,8 +665,9 @@ class Client:
         attempt.timer = None
         stage = "the TLS handshake with" if attempt.protocols else "connecting to"
         attempt.fail(
-            ConnectError(f"{stage} {self._describeTarget()} timed out after "
-                         f"{self.connectTimeout} s")
+            ConnectError(
+                f"{stage} {self._describeTarget()} timed out after {self.connectTimeout} s"
+            )
         )
 
     def _describeTarget(self) -> str:
@@ -667,8 +688,7 @@ class Client:
         if f.check(DNSLookupError):
             if target.host is not None:
                 return ConnectError(f"cannot resolve the host name {target.host!r}")
-            return ConnectError(f"cannot resolve the host name of {name}: "
-                                f"{f.getErrorMessage()}")
+            return ConnectError(f"cannot resolve the host name of {name}: {f.getErrorMessage()}")
         if f.check(ConnectionRefusedError):
             return ConnectError(f"connection to {name} refused: no server is listening")
         if f.check(TwistedTimeoutError):
@@ -683,11 +703,13 @@ class Client:
         why = os.strerror(code) if isinstance(code, int) else f.getErrorMessage()
         return ConnectError(f"cannot connect to {name}: {why}")
 
-    def _classifyEarlyLoss(self, reason: Failure, protocol: _ConnectionBase, attempt: _Attempt
-                           ) -> StartError:
+    def _classifyEarlyLoss(
+        self, reason: Failure, protocol: _ConnectionBase, attempt: _Attempt
+    ) -> StartError:
         if not attempt.tls:
-            return ConnectError(f"the connection closed before it was ready: "
-                                f"{reason.getErrorMessage()}")
+            return ConnectError(
+                f"the connection closed before it was ready: {reason.getErrorMessage()}"
+            )
         if reason.check(ConnectionClosed):
             stage = (
                 "after the TLS handshake, before accepting this client"
@@ -735,8 +757,11 @@ class Client:
             if isinstance(classified, NOT_RETRIED):
                 rejected = classified
                 reason = Failure(classified)
-        self.log.info("Connection to {target} closed: {why}",
-                      why=describeClose(reason, attempt.tls), **self._logFields())
+        self.log.info(
+            "Connection to {target} closed: {why}",
+            why=describeClose(reason, attempt.tls),
+            **self._logFields(),
+        )
         self._notify(self.onClosed, "onClosed", reason)
         if self._closedWaiters:
             waiters, self._closedWaiters = self._closedWaiters, []
@@ -749,8 +774,9 @@ class Client:
             self._target = None
             return
         if rejected is not None:
-            self.log.error("Stopped reconnecting to {target}: {error}",
-                           error=rejected, **self._logFields())
+            self.log.error(
+                "Stopped reconnecting to {target}: {error}", error=rejected, **self._logFields()
+            )
             self._target = None
             return
         lasted = self._reactor.seconds() - (attempt.connectedAt or 0)
@@ -762,8 +788,12 @@ class Client:
         delay = min(self.maxDelay, self.initialDelay * self.factor ** min(self._failures, 64))
         delay += delay * self.jitter * self._random.random()
         self._failures += 1
-        self.log.info("Reconnecting to {target} in {delay:.2f} s (attempt {attempt})",
-                      delay=delay, attempt=self._failures, **self._logFields())
+        self.log.info(
+            "Reconnecting to {target} in {delay:.2f} s (attempt {attempt})",
+            delay=delay,
+            attempt=self._failures,
+            **self._logFields(),
+        )
         self._retryCall = self._reactor.callLater(delay, self._retry)
 
     def _retry(self) -> None:
@@ -775,8 +805,9 @@ class Client:
             creator = self._creatorFor(target)
         except Exception:
             f = Failure()
-            self.log.error("Stopped reconnecting to {target}: {error}",
-                           error=f.value, **self._logFields())
+            self.log.error(
+                "Stopped reconnecting to {target}: {error}", error=f.value, **self._logFields()
+            )
             self._target = None
             self._notify(self.onClosed, "onClosed", f)
             return
@@ -785,13 +816,15 @@ class Client:
             if self._target is None:
                 return
             if f.check(*NOT_RETRIED):
-                self.log.error("Stopped reconnecting to {target}: {error}",
-                               error=f.value, **self._logFields())
+                self.log.error(
+                    "Stopped reconnecting to {target}: {error}", error=f.value, **self._logFields()
+                )
                 self._target = None
                 self._notify(self.onClosed, "onClosed", f)
                 return
-            self.log.info("Reconnecting to {target} failed: {error}",
-                          error=f.value, **self._logFields())
+            self.log.info(
+                "Reconnecting to {target} failed: {error}", error=f.value, **self._logFields()
+            )
             self._scheduleRetry()
 
         self._connectOnce(target, creator).addErrback(failed)

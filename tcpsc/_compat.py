@@ -156,9 +156,21 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
     (
         "tcpsc._tlstransport.TLSTransport extends Twisted's TLS protocol",
         TLSMemoryBIOProtocol,
-        ("_write", "_flushSendBIO", "_bufferedWrite", "_tlsShutdownFinished", "_shutdownTLS",
-         "_unbufferPendingWrites", "_lostTLSConnection", "_aborted", "_handshakeDone",
-         "_producer", "_reason", "_tlsConnection", "_appSendBuffer"),
+        (
+            "_write",
+            "_flushSendBIO",
+            "_bufferedWrite",
+            "_tlsShutdownFinished",
+            "_shutdownTLS",
+            "_unbufferPendingWrites",
+            "_lostTLSConnection",
+            "_aborted",
+            "_handshakeDone",
+            "_producer",
+            "_reason",
+            "_tlsConnection",
+            "_appSendBuffer",
+        ),
     ),
     (
         "tcpsc._tlstransport.TLSTransportFactory reads the clock of Twisted's TLS factory",
@@ -253,8 +265,10 @@ def writeToAll(transports: list[Any], frame: bytes) -> None:
             transport._tempDataLen += size
             # A producer paused already (a congested connection's) is not
             # paused again for every frame.
-            if (not transport.producerPaused
-                    and transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize):
+            if (
+                not transport.producerPaused
+                and transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize
+            ):
                 transport._maybePauseProducer()
         else:
             transport.write(frame)
@@ -329,4 +343,3 @@ def writeClosing(transport: object) -> bool | None:
     if not PRIVATE:
         return None
     return bool(getattr(transport, "_writeDisconnecting", False))
-

@@ -78,8 +78,13 @@ class EventSummary:
         whatever was logged.
     """
 
-    def __init__(self, log: Logger, clock: IReactorTime, period: float = SUMMARY_PERIOD,
-                 logEveryEvent: bool = False) -> None:
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        period: float = SUMMARY_PERIOD,
+        logEveryEvent: bool = False,
+    ) -> None:
         self._log = log
         self._clock = clock
         self.period = period
@@ -90,8 +95,14 @@ class EventSummary:
         self._recent: dict[tuple[str, str], int] = {}
         self._timer: IDelayedCall | None = None
 
-    def record(self, kind: str, format: str, level: LogLevel = LogLevel.warn,
-               detail: str = "", **fields: Any) -> bool:
+    def record(
+        self,
+        kind: str,
+        format: str,
+        level: LogLevel = LogLevel.warn,
+        detail: str = "",
+        **fields: Any,
+    ) -> bool:
         """
         Count an event of C{kind}, and log it if it is the first in a while.
 
@@ -136,13 +147,15 @@ class EventSummary:
         for key, count in list(recent.items()):
             kind, detail = key
             if count:
-                text = KINDS[kind].format(count=f"{count:,}", s="" if count == 1 else "s",
-                                          period=f"{self.period:g}")
+                text = KINDS[kind].format(
+                    count=f"{count:,}", s="" if count == 1 else "s", period=f"{self.period:g}"
+                )
                 self._log.emit(
                     LogLevel.warn,
                     # The counts are in the text already: no braces left
                     # for the logger to format, whatever the detail holds.
-                    (text + (f": {detail}" if detail else "")).replace("{", "{{")
+                    (text + (f": {detail}" if detail else ""))
+                    .replace("{", "{{")
                     .replace("}", "}}"),
                     kind=kind,
                     detail=detail,

@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         #: C{True} once C{loseConnection} was called.
         disconnecting: bool
 
+
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_LENGTH",
@@ -175,10 +176,12 @@ class _OutputTracker:
         Become the transport's producer, unless it has one or is closing.
         """
         base = self._base
-        if (getattr(base, "producer", None) is not None
-                or getattr(base, "disconnecting", False)
-                or getattr(base, "disconnected", False)
-                or _compat.writeClosing(base)):
+        if (
+            getattr(base, "producer", None) is not None
+            or getattr(base, "disconnecting", False)
+            or getattr(base, "disconnected", False)
+            or _compat.writeClosing(base)
+        ):
             return
         type(base).registerProducer(base, self, True)
 
@@ -418,9 +421,7 @@ class _ConnectionBase(Protocol):
         unsent = self._closeDropped = self._unsentBytes()
         timeout = f"{self.closeTimeout:g} s"
         if unsent:
-            self._closeCut = (
-                f"the peer did not read the last {unsent} bytes within {timeout}"
-            )
+            self._closeCut = f"the peer did not read the last {unsent} bytes within {timeout}"
         elif ISSLTransport.providedBy(self.transport):
             self._closeCut = f"the peer did not answer close_notify within {timeout}"
         else:
@@ -635,7 +636,6 @@ class _ConnectionBase(Protocol):
         return unsent
 
 
-
 class MessageProtocol(_ConnectionBase):
     """
     Fragmented mode: messages separated by C{delimiter}.  Subclass it like
@@ -701,9 +701,7 @@ class MessageProtocol(_ConnectionBase):
         self._held = []
         delimiter = self.delimiter
         if not isinstance(delimiter, bytes) or not delimiter:
-            raise ValueError(
-                f"delimiter must be non-empty bytes, not {delimiter!r}"
-            )
+            raise ValueError(f"delimiter must be non-empty bytes, not {delimiter!r}")
         if ISSLTransport.providedBy(transport):
             self._flushBeforeClosing(transport)
         # The settings are read once, here: the hot path of sendMessage then
@@ -858,8 +856,9 @@ class MessageProtocol(_ConnectionBase):
                 # messages (see Server.broadcast) is not split again each
                 # time, and does not hold a bytes object a message.
                 messages.append(tail)
-                self._holdSplit(delimiter.join(messages[index:]), 0,
-                                len(messages) - 1 - index, checkLength)
+                self._holdSplit(
+                    delimiter.join(messages[index:]), 0, len(messages) - 1 - index, checkLength
+                )
                 self._messagesIn -= len(messages) - 1 - index
                 return
         if tail:
@@ -1014,13 +1013,17 @@ class MessageProtocol(_ConnectionBase):
             received when it was found too long (it may not be complete yet).
         """
         if self._tooLongSoFar:
-            format = ("Dropping a message from {peer} (connection {connectionId}): "
-                      "{size} received without a delimiter, more than maxMessageLength "
-                      "({maxMessageLength}); the rest of it is discarded up to the next "
-                      "delimiter")
+            format = (
+                "Dropping a message from {peer} (connection {connectionId}): "
+                "{size} received without a delimiter, more than maxMessageLength "
+                "({maxMessageLength}); the rest of it is discarded up to the next "
+                "delimiter"
+            )
         else:
-            format = ("Dropped a message of {size} from {peer} (connection {connectionId}): "
-                      "longer than maxMessageLength ({maxMessageLength})")
+            format = (
+                "Dropped a message of {size} from {peer} (connection {connectionId}): "
+                "longer than maxMessageLength ({maxMessageLength})"
+            )
         fields = dict(
             length=length,
             size=plural(length, "byte"),

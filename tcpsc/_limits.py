@@ -51,8 +51,7 @@ def raiseOpenFileLimit(needed: int) -> tuple[int | None, int | None]:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         if target <= soft:
             _log.warn(
-                "{needed} file descriptors are needed but the hard limit of open "
-                "files is {hard}",
+                "{needed} file descriptors are needed but the hard limit of open files is {hard}",
                 needed=needed,
                 hard=hard,
             )
@@ -60,8 +59,13 @@ def raiseOpenFileLimit(needed: int) -> tuple[int | None, int | None]:
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             except (OSError, ValueError) as e:  # pragma: no cover
-                _log.warn("Could not raise the open-file limit to {target}: {error}",
-                          target=target, error=e)
+                _log.warn(
+                    "Could not raise the open-file limit to {target}: {error}",
+                    target=target,
+                    error=e,
+                )
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return (None if soft == resource.RLIM_INFINITY else soft,
-            None if hard == resource.RLIM_INFINITY else hard)
+    return (
+        None if soft == resource.RLIM_INFINITY else soft,
+        None if hard == resource.RLIM_INFINITY else hard,
+    )

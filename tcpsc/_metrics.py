@@ -46,7 +46,20 @@ INSTALL_HINT = 'pip install "tcpsc[metrics]"'
 
 #: Upper bounds, in seconds, of the buckets of C{tcpsc_tls_handshake_seconds}.
 HANDSHAKE_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 #: C{tcpsc_connections_refused_total{reason}}, by the kind of event the
 #: server counts (L{tcpsc.Server.eventCounts}).
@@ -62,7 +75,11 @@ DROP_REASONS: tuple[str, ...] = ("too_long", "broadcast_skip", "output_bound", "
 
 #: C{tcpsc_tls_handshake_failures_total{reason}}.
 HANDSHAKE_FAILURE_REASONS: tuple[str, ...] = (
-    "timeout", "certificate_rejected", "tls_error", "peer_closed")
+    "timeout",
+    "certificate_rejected",
+    "tls_error",
+    "peer_closed",
+)
 
 #: C{tcpsc_close_reasons_total{reason}}: this side's reasons, by how their
 #: words begin (see L{tcpsc.ClosedLocally}), then what the peer did.
@@ -81,7 +98,12 @@ _LOCAL_REASONS: tuple[tuple[str, str], ...] = (
 
 CLOSE_REASONS: tuple[str, ...] = (
     *dict.fromkeys(label for _, label in _LOCAL_REASONS),
-    "closed_locally", "close_timeout", "peer_closed", "connection_lost", "tls_error", "other",
+    "closed_locally",
+    "close_timeout",
+    "peer_closed",
+    "connection_lost",
+    "tls_error",
+    "other",
 )
 
 
@@ -205,32 +227,45 @@ class ServerCollector:
         yield GaugeMetricFamily(
             "tcpsc_connections_open",
             "Connections open now (established or in their TLS handshake).",
-            value=len(protocols))
+            value=len(protocols),
+        )
         yield CounterMetricFamily(
             "tcpsc_connections_total",
             "Connections accepted (not refused by a limit) since the server started.",
-            value=count("connections", connectionsTotal))
+            value=count("connections", connectionsTotal),
+        )
         refused = CounterMetricFamily(
             "tcpsc_connections_refused",
-            "Connections refused or closed at once, by reason.", labels=["reason"])
+            "Connections refused or closed at once, by reason.",
+            labels=["reason"],
+        )
         for kind, label in REFUSAL_REASONS.items():
             refused.add_metric([label], count("refused:" + label, events.get(kind, 0)))
         yield refused
         for name, index, text in (
             ("tcpsc_messages_received", 2, "Messages received and delivered."),
             ("tcpsc_messages_sent", 3, "Messages written to connections."),
-            ("tcpsc_bytes_received", 0,
-             "Bytes received by the connections' protocols (after TLS), delimiters included."),
-            ("tcpsc_bytes_sent", 1,
-             "Bytes written by the connections' protocols (before TLS), delimiters included."),
+            (
+                "tcpsc_bytes_received",
+                0,
+                "Bytes received by the connections' protocols (after TLS), delimiters included.",
+            ),
+            (
+                "tcpsc_bytes_sent",
+                1,
+                "Bytes written by the connections' protocols (before TLS), delimiters included.",
+            ),
         ):
             yield CounterMetricFamily(name, text, value=count(name, totals[index]))
         handshakeFailures = CounterMetricFamily(
-            "tcpsc_tls_handshake_failures", "TLS handshakes that failed, by reason.",
-            labels=["reason"])
+            "tcpsc_tls_handshake_failures",
+            "TLS handshakes that failed, by reason.",
+            labels=["reason"],
+        )
         for label in HANDSHAKE_FAILURE_REASONS:
             handshakeFailures.add_metric(
-                [label], count("handshake:" + label, failures.get(label, 0)))
+                [label], count("handshake:" + label, failures.get(label, 0))
+            )
         yield handshakeFailures
         cumulative = 0
         histogram = []
@@ -240,12 +275,16 @@ class ServerCollector:
         yield HistogramMetricFamily(
             "tcpsc_tls_handshake_seconds",
             "Seconds from a TLS connection accepted to its handshake completed.",
-            buckets=histogram, sum_value=handshakeSum)
+            buckets=histogram,
+            sum_value=handshakeSum,
+        )
         dropped = CounterMetricFamily(
             "tcpsc_messages_dropped",
             "Messages dropped, by reason: longer than maxMessageLength, a broadcast a "
             "congested connection missed, a send refused by the output bound, a partial "
-            "message dropped for the memory budget.", labels=["reason"])
+            "message dropped for the memory budget.",
+            labels=["reason"],
+        )
         for label, value in (
             ("too_long", events.get("messageTooLong", 0)),
             ("broadcast_skip", server.broadcastSkips),
@@ -255,7 +294,8 @@ class ServerCollector:
             dropped.add_metric([label], count("dropped:" + label, value))
         yield dropped
         closeReasons = CounterMetricFamily(
-            "tcpsc_close_reasons", "Connections ended, by why.", labels=["reason"])
+            "tcpsc_close_reasons", "Connections ended, by why.", labels=["reason"]
+        )
         for label in CLOSE_REASONS:
             closeReasons.add_metric([label], count("close:" + label, closes.get(label, 0)))
         yield closeReasons

@@ -45,8 +45,9 @@ class OutOfRange(ValueError):
     """
 
 
-def parseSeconds(text: str, *, allowZero: bool = False,
-                 noneWords: Collection[str] = ()) -> float | None:
+def parseSeconds(
+    text: str, *, allowZero: bool = False, noneWords: Collection[str] = ()
+) -> float | None:
     """
     A finite number of seconds, more than 0 (or 0 or more with
     C{allowZero}); C{None} for one of C{noneWords} (compared without
@@ -69,8 +70,7 @@ def parseSeconds(text: str, *, allowZero: bool = False,
     return seconds
 
 
-def parseCount(text: str, *, minimum: int = 1,
-               noneWords: Collection[str] = ()) -> int | None:
+def parseCount(text: str, *, minimum: int = 1, noneWords: Collection[str] = ()) -> int | None:
     """
     A whole number of C{minimum} or more (connections, bytes, processes);
     C{None} for one of C{noneWords} (compared without case), for a limit

@@ -51,8 +51,12 @@ class OutputQueue:
 
     log = Logger()
 
-    def __init__(self, callFromThread: Callable[..., object],
-                 write: Callable[[bytes], object], limit: int = DEFAULT_OUTPUT_LIMIT) -> None:
+    def __init__(
+        self,
+        callFromThread: Callable[..., object],
+        write: Callable[[bytes], object],
+        limit: int = DEFAULT_OUTPUT_LIMIT,
+    ) -> None:
         """
         @param callFromThread: schedules a call in the reactor thread.
         @param write: writes bytes to the connection (in the reactor thread).

@@ -127,8 +127,7 @@ class ReactorThread:
         """
         self.reactor.callFromThread(f, *args)
 
-    def call(self, timeout: float | None, f: Callable[..., Any], *args: Any,
-             **kwargs: Any) -> Any:
+    def call(self, timeout: float | None, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """
         Run C{f(*args, **kwargs)} in the reactor thread and wait for its
         result; if it returns a L{Deferred}, wait for that.
@@ -164,14 +163,14 @@ class ReactorThread:
 
         self.reactor.callFromThread(run)
         if not done.wait(timeout):
+
             def cancel() -> None:
                 if pending:
                     pending[0].cancel()
 
             self.reactor.callFromThread(cancel)
             raise TimeoutError(
-                f"the reactor did not complete {getattr(f, '__qualname__', f)!r} "
-                f"within {timeout} s"
+                f"the reactor did not complete {getattr(f, '__qualname__', f)!r} within {timeout} s"
             )
         result = outcome[0]
         if isinstance(result, Failure):

@@ -186,8 +186,13 @@ class LocalRegistry:
         counts.
     """
 
-    def __init__(self, reactor: IReactorTime, events: EventSummary, log: Logger,
-                 maxBroadcastSkips: int | None = None) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        events: EventSummary,
+        log: Logger,
+        maxBroadcastSkips: int | None = None,
+    ) -> None:
         """
         @param reactor: the reactor of the broadcasts' turns.
         @param events: where the broadcasts record a connection that starts
@@ -203,8 +208,7 @@ class LocalRegistry:
         # counted so.
         self._perPeer: dict[str, int] = {}
         self._peerHosts: dict[int, str] = {}
-        self.broadcaster = Broadcaster(self._established, reactor, events, log,
-                                       maxBroadcastSkips)
+        self.broadcaster = Broadcaster(self._established, reactor, events, log, maxBroadcastSkips)
 
     @property
     def registered(self) -> int:

@@ -185,8 +185,12 @@ class _ListeningFactory(Factory):
 
     noisy = False
 
-    def __init__(self, server: Server, tlsFactory: TLSMemoryBIOFactory | None,
-                 allowedClients: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        tlsFactory: TLSMemoryBIOFactory | None,
+        allowedClients: frozenset[str] | None = None,
+    ) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
         self._allowedClients = allowedClients
@@ -211,8 +215,11 @@ class _ListeningFactory(Factory):
             protocol = tlsFactory.protocol(tlsFactory, protocol)
         timeoutFactory = self._timeoutFactory
         if timeoutFactory is not None:
-            wrapper = (_HalfCloseableTimeoutProtocol
-                       if IHalfCloseableProtocol.providedBy(protocol) else _IdleTimeoutProtocol)
+            wrapper = (
+                _HalfCloseableTimeoutProtocol
+                if IHalfCloseableProtocol.providedBy(protocol)
+                else _IdleTimeoutProtocol
+            )
             protocol = wrapper(timeoutFactory, protocol, timeoutFactory.timeoutPeriod)
             protocol.connection = connection
         return protocol
@@ -414,29 +421,34 @@ class Server(Factory):
         @raise ValueError: a setting out of its range.
         """
         self.protocol = self._protocolClass = protocolClass(protocol, stream)
-        self._settings = settingsFrom("Server", settings, {
-            "delimiter": delimiter,
-            "maxMessageLength": maxMessageLength,
-            "messageAppend": messageAppend,
-            "maxConnections": maxConnections,
-            "handshakeTimeout": handshakeTimeout,
-            "idleTimeout": idleTimeout,
-            "closeTimeout": closeTimeout,
-            "maxConnectionsPerPeer": maxConnectionsPerPeer,
-            "firstByteTimeout": firstByteTimeout,
-            "maxPendingOutput": maxPendingOutput,
-            "maxBroadcastSkips": maxBroadcastSkips,
-            "logConnections": logConnections,
-            "logEveryEvent": logEveryEvent,
-            "memoryBudget": memoryBudget,
-        })
+        self._settings = settingsFrom(
+            "Server",
+            settings,
+            {
+                "delimiter": delimiter,
+                "maxMessageLength": maxMessageLength,
+                "messageAppend": messageAppend,
+                "maxConnections": maxConnections,
+                "handshakeTimeout": handshakeTimeout,
+                "idleTimeout": idleTimeout,
+                "closeTimeout": closeTimeout,
+                "maxConnectionsPerPeer": maxConnectionsPerPeer,
+                "firstByteTimeout": firstByteTimeout,
+                "maxPendingOutput": maxPendingOutput,
+                "maxBroadcastSkips": maxBroadcastSkips,
+                "logConnections": logConnections,
+                "logEveryEvent": logEveryEvent,
+                "memoryBudget": memoryBudget,
+            },
+        )
         # What each connection's protocol gets set, worked out (and checked
         # against the protocol class) once.
         self._protocolAttributes = self._settings.protocolAttributes(self._protocolClass)
         protocolClass_: type = self._protocolClass
         if onMessage is not None:
-            hook = ("messageReceived" if issubclass(protocolClass_, MessageProtocol)
-                    else "dataReceived")
+            hook = (
+                "messageReceived" if issubclass(protocolClass_, MessageProtocol) else "dataReceived"
+            )
             base = MessageProtocol if hook == "messageReceived" else StreamProtocol
             if getattr(protocolClass_, hook) is not getattr(base, hook):
                 raise ValueError(
@@ -462,10 +474,12 @@ class Server(Factory):
         self.onMessage = onMessage
         self.createSink = createSink
         self._reactor: IReactorTime = reactor if reactor is not None else defaultReactor()
-        self._events = EventSummary(self.log, self._reactor,
-                                    logEveryEvent=self._settings.logEveryEvent)
-        self._registry = LocalRegistry(self._reactor, self._events, self.log,
-                                       self._settings.maxBroadcastSkips)
+        self._events = EventSummary(
+            self.log, self._reactor, logEveryEvent=self._settings.logEveryEvent
+        )
+        self._registry = LocalRegistry(
+            self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
+        )
         self._shareOutput()
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
@@ -578,7 +592,9 @@ class Server(Factory):
             if tls is not None:
                 creator = tls._serverCreator()
                 factory = tlsFactory(
-                    creator, isClient=False, wrappedFactory=self,
+                    creator,
+                    isClient=False,
+                    wrappedFactory=self,
                     clock=self._reactor,
                 )
         except Exception:
@@ -598,8 +614,11 @@ class Server(Factory):
                 address=describeAddress(address),
                 mode="continuous" if issubclass(self.protocol, StreamProtocol) else "fragmented",  # type: ignore[arg-type]
                 tls=(", TLS 1.3" if tls is not None else "")
-                + (f", clients allowed: {', '.join(sorted(allowed)) or 'none'}"
-                   if allowed is not None else ""),
+                + (
+                    f", clients allowed: {', '.join(sorted(allowed)) or 'none'}"
+                    if allowed is not None
+                    else ""
+                ),
             )
             return p
 
@@ -637,8 +656,7 @@ class Server(Factory):
         @raise CertificateLoadError: a file could not be used (codes 30-35,
             34 for a certificate that is not valid now); nothing changed.
         """
-        ports = [(port, *self._tlsPorts[port]) for port in self._ports
-                 if port in self._tlsPorts]
+        ports = [(port, *self._tlsPorts[port]) for port in self._ports if port in self._tlsPorts]
         fresh: dict[int, _ServerCreator] = {}
         try:
             for _, config, _ in ports:
@@ -741,13 +759,17 @@ class Server(Factory):
                 connectionIds=sorted(count.abortedIds),
             )
         else:
-            self.log.info("Stopped: {connections} closed, no output dropped",
-                          total=count.total, connections=plural(count.total, "connection"))
+            self.log.info(
+                "Stopped: {connections} closed, no output dropped",
+                total=count.total,
+                connections=plural(count.total, "connection"),
+            )
 
     # -- the connections' lives -------------------------------------------
 
-    def _buildConnection(self, addr: IAddress | None, tls: bool,
-                         allowedClients: frozenset[str] | None = None) -> _ConnectionBase | None:
+    def _buildConnection(
+        self, addr: IAddress | None, tls: bool, allowedClients: frozenset[str] | None = None
+    ) -> _ConnectionBase | None:
         settings = self._settings
         registry = self._registry
         opened = registry.openCount()
@@ -933,8 +955,9 @@ class Server(Factory):
                 return
         self._notify(self.onEstablished, "onEstablished", connectionId)
 
-    def _notify(self, callback: Callable[..., object] | None, name: str,
-                connectionId: int, *more: object) -> None:
+    def _notify(
+        self, callback: Callable[..., object] | None, name: str, connectionId: int, *more: object
+    ) -> None:
         """
         Call a user callback; an exception it raises is logged and never
         breaks the registry's bookkeeping, nor the accepting of other
@@ -967,8 +990,9 @@ class Server(Factory):
         else:
             self._notify(callback, "onClosed", connectionId)
 
-    def connectionClosed(self, protocol: MessageProtocol | StreamProtocol, reason: Failure,
-                         wasReady: bool) -> None:
+    def connectionClosed(
+        self, protocol: MessageProtocol | StreamProtocol, reason: Failure, wasReady: bool
+    ) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._registry.unregister(connectionId)
         held = self._inputHeld.pop(connectionId, None)
@@ -986,8 +1010,7 @@ class Server(Factory):
             if timer is not None and timer.active():
                 timer.cancel()
         closes = self._closesSinceRelease = self._closesSinceRelease + 1
-        if (closes >= _RELEASE_AFTER_CLOSES and self._releaseCall is None
-                and canReleaseMemory()):
+        if closes >= _RELEASE_AFTER_CLOSES and self._releaseCall is None and canReleaseMemory():
             # What the connections freed is given back later, with that of
             # the others closing meanwhile (see _RELEASE_DELAY).
             self._releaseCall = self._reactor.callLater(_RELEASE_DELAY, self._releaseMemory)
@@ -1029,12 +1052,14 @@ class Server(Factory):
                 why = str(reason.value)
                 if why.startswith("handshake timeout"):
                     self._handshakeFailures["timeout"] += 1
-                    self._events.record("handshakeTimeout",
-                                        "Closed the connection from {peer}: {why}",
-                                        peer=peer, why=why)
+                    self._events.record(
+                        "handshakeTimeout",
+                        "Closed the connection from {peer}: {why}",
+                        peer=peer,
+                        why=why,
+                    )
                 else:
-                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer,
-                                  why=why)
+                    self.log.warn("Closed the connection from {peer}: {why}", peer=peer, why=why)
             elif tls:
                 detail = verificationFailure(transport)
                 why = describeClose(reason, tls, detail)

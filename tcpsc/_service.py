@@ -153,8 +153,7 @@ class ServerService(Service):
         self._listening = listening
         listening.addBoth(self._listened)
 
-    def _listenFailed(self, failure: Failure, port: int | str | IStreamServerEndpoint
-                      ) -> Failure:
+    def _listenFailed(self, failure: Failure, port: int | str | IStreamServerEndpoint) -> Failure:
         self.logListenFailure(port, failure)
         if self._starting:
             # Endpoints that listen at once (TCP, UNIX, TLS, systemd) fail
@@ -164,17 +163,19 @@ class ServerService(Service):
             self.listenFailedLater(port, failure)
         return failure
 
-    def logListenFailure(self, port: int | str | IStreamServerEndpoint, failure: Failure
-                         ) -> None:
+    def logListenFailure(self, port: int | str | IStreamServerEndpoint, failure: Failure) -> None:
         """
         Log that C{port} could not be listened on: one critical line.
         Override to word it otherwise.
         """
-        self.log.critical("Cannot listen on {port}: {error}", port=port,
-                          error=failure.getErrorMessage(), code=getattr(failure.value, "code", None))
+        self.log.critical(
+            "Cannot listen on {port}: {error}",
+            port=port,
+            error=failure.getErrorMessage(),
+            code=getattr(failure.value, "code", None),
+        )
 
-    def listenFailedLater(self, port: int | str | IStreamServerEndpoint, failure: Failure
-                          ) -> None:
+    def listenFailedLater(self, port: int | str | IStreamServerEndpoint, failure: Failure) -> None:
         """
         Called when an endpoint that listens asynchronously failed after the
         service started (it was logged already): L{whenListening} fails.
@@ -255,8 +256,7 @@ class KeepConnectedService(Service):
 
     log = Logger()
 
-    def __init__(self, client: Client, host: str, port: int, tls: TLSConfig | None = None
-                 ) -> None:
+    def __init__(self, client: Client, host: str, port: int, tls: TLSConfig | None = None) -> None:
         """
         @param client: the client to keep connected; it must not be
             connected or connecting when the service starts.
@@ -314,11 +314,17 @@ class KeepConnectedService(Service):
                 # cannot work (a port out of range, an unreadable file).
                 self._startFailure = f
                 return
-            if f.check(*NOT_RETRIED) or not f.check(StartError) or (
-                isinstance(f.value, StartError) and f.value.code == -1
+            if (
+                f.check(*NOT_RETRIED)
+                or not f.check(StartError)
+                or (isinstance(f.value, StartError) and f.value.code == -1)
             ):
-                self.log.error("Stopped connecting to {host}:{port}: {error}",
-                               host=self.host, port=self.port, error=f.getErrorMessage())
+                self.log.error(
+                    "Stopped connecting to {host}:{port}: {error}",
+                    host=self.host,
+                    port=self.port,
+                    error=f.getErrorMessage(),
+                )
                 return
             self._scheduleRetry(f)
 
@@ -326,14 +332,16 @@ class KeepConnectedService(Service):
 
     def _scheduleRetry(self, f: Failure) -> None:
         client = self.client
-        delay = min(client.maxDelay,
-                    client.initialDelay * client.factor ** min(self._attempts, 64))
+        delay = min(client.maxDelay, client.initialDelay * client.factor ** min(self._attempts, 64))
         delay += delay * client.jitter * self._random.random()
         self._attempts += 1
         self.log.info(
             "Connecting to {host}:{port} failed: {error}; trying again in {delay:.2f} s "
             "(attempt {attempt})",
-            host=self.host, port=self.port, error=f.getErrorMessage(), delay=delay,
+            host=self.host,
+            port=self.port,
+            error=f.getErrorMessage(),
+            delay=delay,
             attempt=self._attempts,
         )
         self._retryCall = client._reactor.callLater(delay, self._connect)
@@ -352,4 +360,3 @@ class KeepConnectedService(Service):
             call.cancel()
         self.client.reconnect = self._reconnect
         return self.client.disconnect()
-

@@ -78,8 +78,7 @@ def _isCount(value: object, least: int) -> bool:
 
 
 def _isSeconds(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and value > 0)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
@@ -179,11 +178,14 @@ class Settings:
                     f"maxPendingOutput must be a non-negative int or None, not "
                     f"{self.maxPendingOutput!r}"
                 )
-        if (isinstance(self.delimiter, bytes) and isinstance(self.messageAppend, bytes)
-                and self.messageAppend and self.delimiter in self.messageAppend):
+        if (
+            isinstance(self.delimiter, bytes)
+            and isinstance(self.messageAppend, bytes)
+            and self.messageAppend
+            and self.delimiter in self.messageAppend
+        ):
             raise ValueError(
-                f"messageAppend {self.messageAppend!r} contains the delimiter "
-                f"{self.delimiter!r}"
+                f"messageAppend {self.messageAppend!r} contains the delimiter {self.delimiter!r}"
             )
         if not _isCount(self.maxConnections, 1):
             raise ValueError(f"maxConnections must be at least 1, not {self.maxConnections}")
@@ -228,15 +230,19 @@ class Settings:
             protocol's own delimiter.
         """
         if issubclass(protocol, StreamProtocol):
-            given = [name for name in _FRAGMENTED_FIELDS
-                     if getattr(self, name) is not FROM_PROTOCOL]
+            given = [
+                name for name in _FRAGMENTED_FIELDS if getattr(self, name) is not FROM_PROTOCOL
+            ]
             if given:
                 raise ValueError(
                     "delimiter, messageAppend and maxMessageLength apply to "
                     "fragmented mode only, not to stream=True"
                 )
-        attributes = {name: getattr(self, name) for name in _PROTOCOL_FIELDS
-                      if getattr(self, name) is not FROM_PROTOCOL}
+        attributes = {
+            name: getattr(self, name)
+            for name in _PROTOCOL_FIELDS
+            if getattr(self, name) is not FROM_PROTOCOL
+        }
         if issubclass(protocol, MessageProtocol):
             delimiter = attributes.get("delimiter", protocol.delimiter)
             append = attributes.get("messageAppend", protocol.messageAppend)
@@ -289,8 +295,9 @@ def settingsFrom(owner: str, settings: Settings | None, keywords: dict[str, Any]
         raise TypeError(f"settings must be a tcpsc.Settings, not {settings!r}")
     if changed:
         names = ", ".join(sorted(changed))
-        raise TypeError(f"{owner}() takes {names} either in settings= or as keyword "
-                        f"arguments, not both")
+        raise TypeError(
+            f"{owner}() takes {names} either in settings= or as keyword arguments, not both"
+        )
     return settings
 
 

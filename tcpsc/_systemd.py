@@ -63,7 +63,10 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
             s.connect(target)
             s.sendall(state.encode("utf-8"))
     except OSError as e:
-        _log.warn("Cannot notify systemd through NOTIFY_SOCKET={address!r}: {error}",
-                  address=address, error=e.strerror or e)
+        _log.warn(
+            "Cannot notify systemd through NOTIFY_SOCKET={address!r}: {error}",
+            address=address,
+            error=e.strerror or e,
+        )
         return False
     return True

@@ -146,8 +146,9 @@ def checkKeyPermissions(source: PEMSource, owner: str = "this server") -> bool:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return False
-    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
-               if mode & bit]
+    readers = [
+        who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH)) if mode & bit
+    ]
     if not readers:
         return False
     seen = (os.path.realpath(path), mode)
@@ -177,8 +178,9 @@ def _read(source: PEMSource, what: str, code: int) -> tuple[bytes, str]:
         ) from e
 
 
-def loadCertificates(source: PEMSource, what: str, readCode: int, parseCode: int
-                     ) -> list[x509.Certificate]:
+def loadCertificates(
+    source: PEMSource, what: str, readCode: int, parseCode: int
+) -> list[x509.Certificate]:
     """
     Read PEM certificates (a CA bundle, or a certificate followed by its
     intermediates).
@@ -198,8 +200,9 @@ def loadCertificates(source: PEMSource, what: str, readCode: int, parseCode: int
     return certificates
 
 
-def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = None
-                   ) -> PrivateKeyTypes:
+def loadPrivateKey(
+    source: PEMSource, certificate: x509.Certificate | None = None
+) -> PrivateKeyTypes:
     """
     Read an unencrypted PEM private key and check that it belongs to
     C{certificate}.
@@ -212,8 +215,7 @@ def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = Non
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
         raise CertificateLoadError(
-            f"the private key file {label!r} holds no valid unencrypted PEM "
-            f"private key: {e}",
+            f"the private key file {label!r} holds no valid unencrypted PEM private key: {e}",
             35,
             label,
         ) from e
@@ -231,8 +233,9 @@ def loadPrivateKey(source: PEMSource, certificate: x509.Certificate | None = Non
     return key
 
 
-def checkValidity(chain: Sequence[x509.Certificate], source: PEMSource,
-                  now: datetime | None = None) -> None:
+def checkValidity(
+    chain: Sequence[x509.Certificate], source: PEMSource, now: datetime | None = None
+) -> None:
     """
     Check that every certificate of C{chain}, read from C{source}, is valid
     now: a certificate that expired, or one issued for later, would fail
@@ -332,8 +335,9 @@ class TLSConfig:
             return None
         return loadCertificates(self.ca, "CA certificate", 30, 33)
 
-    def _loadIdentity(self, owner: str, current: bool = False
-                      ) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
+    def _loadIdentity(
+        self, owner: str, current: bool = False
+    ) -> tuple[list[x509.Certificate], PrivateKeyTypes]:
         assert self.cert is not None and self.key is not None
         chain = loadCertificates(self.cert, "certificate", 31, 34)
         if current:
@@ -434,9 +438,7 @@ class TLSConfig:
                 KeyPair(crypto.PKey.from_cryptography_key(key)),  # type: ignore[arg-type]
             )
             if chain[1:]:
-                extra["extraCertChain"] = [
-                    crypto.X509.from_cryptography(c) for c in chain[1:]
-                ]
+                extra["extraCertChain"] = [crypto.X509.from_cryptography(c) for c in chain[1:]]
         options: dict[str, object] = dict(extra)
         if clientCertificate is not None:
             options["privateKey"] = clientCertificate.privateKey.original
@@ -612,8 +614,9 @@ class _ServerCreator:
         log lines.
     """
 
-    def __init__(self, options: CertificateOptions,
-                 certificate: x509.Certificate | None = None) -> None:
+    def __init__(
+        self, options: CertificateOptions, certificate: x509.Certificate | None = None
+    ) -> None:
         self._options = options
         self.certificate = certificate
 
@@ -736,7 +739,8 @@ class _ClientCreator:
         self.serverName = serverName
         self._checkIdentity = checkIdentity
         self._sni = (
-            None if isIPAddress(serverName) or isIPv6Address(serverName)
+            None
+            if isIPAddress(serverName) or isIPv6Address(serverName)
             else serverName.encode("idna")
         )
         context = options.getContext()
@@ -753,8 +757,9 @@ class _ClientCreator:
             connection.set_verify(self._verifyMode, self._verify)
         return connection
 
-    def _verify(self, connection: SSL.Connection, certificate: crypto.X509, errno: int,
-                depth: int, ok: int) -> bool:
+    def _verify(
+        self, connection: SSL.Connection, certificate: crypto.X509, errno: int, depth: int, ok: int
+    ) -> bool:
         # Runs inside OpenSSL: it must never raise; anything unexpected
         # refuses the certificate.
         try:
@@ -943,9 +948,13 @@ _TLS_REASONS = {
 }
 
 #: X.509 verification errors that mean "not issued by the CA".
-_UNKNOWN_ISSUER = ("unable to get local issuer certificate", "unable to get issuer certificate",
-                   "self-signed certificate", "unable to verify the first certificate",
-                   "certificate signature failure")
+_UNKNOWN_ISSUER = (
+    "unable to get local issuer certificate",
+    "unable to get issuer certificate",
+    "self-signed certificate",
+    "unable to verify the first certificate",
+    "certificate signature failure",
+)
 
 
 def describeTLSFailure(value: BaseException, verification: str | None = None) -> str:

@@ -67,8 +67,14 @@ def _directOpenSSL() -> tuple[Any, Any] | None:
     except ImportError:  # pragma: no cover - another pyOpenSSL
         return None
     lib, ffi = getattr(_util, "lib", None), getattr(_util, "ffi", None)
-    needed = ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write",
-              "SSL_ERROR_WANT_READ")
+    needed = (
+        "SSL_read",
+        "SSL_write",
+        "SSL_get_error",
+        "BIO_read",
+        "BIO_write",
+        "SSL_ERROR_WANT_READ",
+    )
     if lib is None or ffi is None or not all(hasattr(lib, name) for name in needed):
         return None  # pragma: no cover - another pyOpenSSL
     if not callable(getattr(Connection, "_raise_ssl_error", None)):
@@ -87,8 +93,17 @@ class _Direct:
     and the factory's buffer.
     """
 
-    __slots__ = ("buffer", "connection", "ffi", "fromSSL", "intoSSL", "lib", "size", "ssl",
-                 "wantRead")
+    __slots__ = (
+        "buffer",
+        "connection",
+        "ffi",
+        "fromSSL",
+        "intoSSL",
+        "lib",
+        "size",
+        "ssl",
+        "wantRead",
+    )
 
     def __init__(self, lib: Any, ffi: Any, connection: Connection, buffer: Any) -> None:
         self.lib = lib
@@ -127,8 +142,9 @@ class TLSTransport(TLSMemoryBIOProtocol):
     _scheduled: IDelayedCall | None = None
     _direct: _Direct | None = None
 
-    def __init__(self, factory: TLSTransportFactory, wrappedProtocol: Any,
-                 _connectWrapped: bool = True) -> None:
+    def __init__(
+        self, factory: TLSTransportFactory, wrappedProtocol: Any, _connectWrapped: bool = True
+    ) -> None:
         self._pending: list[bytes] = []
         self._clock: IReactorTime = factory._clock
         # An instance attribute rather than ProtocolWrapper's class one: the
@@ -143,9 +159,12 @@ class TLSTransport(TLSMemoryBIOProtocol):
         # the handshake (which takes pyOpenSSL's path).
         super().makeConnection(transport)
         connection = self._tlsConnection
-        if (binding is not None and connection is not None
-                and getattr(connection, "_into_ssl", None) is not None
-                and getattr(connection, "_from_ssl", None) is not None):
+        if (
+            binding is not None
+            and connection is not None
+            and getattr(connection, "_into_ssl", None) is not None
+            and getattr(connection, "_from_ssl", None) is not None
+        ):
             lib, ffi = binding
             self._direct = _Direct(lib, ffi, connection, self.factory.buffer(ffi))
 
@@ -316,7 +335,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
         total = len(data)
         sent = 0
         while sent < total:
-            piece = data[sent:sent + SEND_SLICE] if sent or total > SEND_SLICE else data
+            piece = data[sent : sent + SEND_SLICE] if sent or total > SEND_SLICE else data
             result = lib.SSL_write(ssl, piece, len(piece))
             if result > 0:
                 sent += result
@@ -424,8 +443,9 @@ class TLSTransportFactory(TLSMemoryBIOFactory):
         return self._buffer
 
 
-def tlsFactory(contextFactory: Any, isClient: bool, wrappedFactory: Any,
-               clock: IReactorTime) -> TLSMemoryBIOFactory:
+def tlsFactory(
+    contextFactory: Any, isClient: bool, wrappedFactory: Any, clock: IReactorTime
+) -> TLSMemoryBIOFactory:
     """
     The TLS factory of tcpsc's connections: L{TLSTransportFactory} where the
     installed Twisted and pyOpenSSL are releases its private names were
@@ -434,5 +454,6 @@ def tlsFactory(contextFactory: Any, isClient: bool, wrappedFactory: Any,
     connection's C{closeTimeout}) for the peer's close_notify.
     """
     factoryClass = TLSTransportFactory if _compat.PRIVATE else TLSMemoryBIOFactory
-    return factoryClass(contextFactory, isClient=isClient, wrappedFactory=wrappedFactory,
-                        clock=clock)
+    return factoryClass(
+        contextFactory, isClient=isClient, wrappedFactory=wrappedFactory, clock=clock
+    )

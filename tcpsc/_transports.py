@@ -35,8 +35,9 @@ def socketTransport(transport: Any) -> Any:
     return transport
 
 
-def releaseIfClosing(transport: Any, producer: IPushProducer,
-                     unregister: Callable[[], object]) -> None:
+def releaseIfClosing(
+    transport: Any, producer: IPushProducer, unregister: Callable[[], object]
+) -> None:
     """
     Called by C{producer}, the streaming producer of the socket transport
     C{transport}, when that transport resumes it: let a closing transport

@@ -146,8 +146,9 @@ def _delimiterBytes(delimiter: bytes | str | int | None) -> bytes | None:
     return result
 
 
-def _subjectOID(part: x509.ObjectIdentifier | str | int, error: type[Exception],
-                whose: str) -> x509.ObjectIdentifier:
+def _subjectOID(
+    part: x509.ObjectIdentifier | str | int, error: type[Exception], whose: str
+) -> x509.ObjectIdentifier:
     """
     Resolve a subject part given as a L{NameOID}, a short name (C, ST, L, O,
     OU, CN, emailAddress) or an OpenSSL NID number.
@@ -160,12 +161,15 @@ def _subjectOID(part: x509.ObjectIdentifier | str | int, error: type[Exception],
     try:
         return nameOID(part)  # type: ignore[arg-type]
     except ValueError as e:
-        raise error(f"Invalid subject part {part!r} for {whose} certificate subject: {e}"
-                    ) from None
+        raise error(f"Invalid subject part {part!r} for {whose} certificate subject: {e}") from None
 
 
-def _subjectValue(certificate: x509.Certificate | None, part: x509.ObjectIdentifier | str | int,
-                  error: type[Exception], whose: str) -> str:
+def _subjectValue(
+    certificate: x509.Certificate | None,
+    part: x509.ObjectIdentifier | str | int,
+    error: type[Exception],
+    whose: str,
+) -> str:
     oid = _subjectOID(part, error, whose)
     if certificate is None:
         raise error(f"The {whose} presented no certificate to read subject part {part!r} from")
@@ -267,16 +271,22 @@ class _BlockingConnection:
 
     log = Logger()
 
-    def __init__(self, owner: _BlockingBase, connectionId: int, protocol: Any,
-                 consume: Callable[[_BlockingConnection, list[bytes]], None]) -> None:
+    def __init__(
+        self,
+        owner: _BlockingBase,
+        connectionId: int,
+        protocol: Any,
+        consume: Callable[[_BlockingConnection, list[bytes]], None],
+    ) -> None:
         self.owner = owner
         self.connectionId = connectionId
         self.protocol = protocol
         self._consume = consume
         self._reactorThread = owner._reactorThreadObject
         self.executor = SerialExecutor(_workerPool())
-        self.output = OutputQueue(self._reactorThread.callFromThread, self._write,
-                                  owner.maxPendingOutput)
+        self.output = OutputQueue(
+            self._reactorThread.callFromThread, self._write, owner.maxPendingOutput
+        )
         transport = protocol.transport
         peer = transport.getPeer()
         self.ip: str = getattr(peer, "host", "")
@@ -359,8 +369,11 @@ class _BlockingConnection:
         finally:
             with self._lock:
                 self._inbox -= size
-                resume = (self._readPaused and not self._resumeScheduled
-                          and self._inbox <= INBOX_LOW_WATER)
+                resume = (
+                    self._readPaused
+                    and not self._resumeScheduled
+                    and self._inbox <= INBOX_LOW_WATER
+                )
                 if resume:
                     self._resumeScheduled = True
             if resume:
@@ -404,9 +417,15 @@ class _BlockingBase:
 
     log = Logger()
 
-    def __init__(self, delimiter: bytes | str | int | None, messageAppend: Any,
-                 maxMessageLength: Any, sendTimeout: float | None, maxPendingOutput: int,
-                 **settings: Any) -> None:
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None,
+        messageAppend: Any,
+        maxMessageLength: Any,
+        sendTimeout: float | None,
+        maxPendingOutput: int,
+        **settings: Any,
+    ) -> None:
         # The original's spelling TcpServer(b"|", 4096): a number in the place
         # of messageAppend is the maximum message length.
         if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
@@ -422,8 +441,9 @@ class _BlockingBase:
                     "give a delimiter, or leave them out for continuous mode"
                 )
         else:
-            settings.update(delimiter=self._delimiter, messageAppend=append,
-                            maxMessageLength=maxMessageLength)
+            settings.update(
+                delimiter=self._delimiter, messageAppend=append, maxMessageLength=maxMessageLength
+            )
         self.settings = Settings(**settings)
         #: Seconds C{sendMsg} waits for a slow reader before giving up.
         self.sendTimeout = sendTimeout
@@ -451,8 +471,10 @@ class _BlockingBase:
         core L{Server} or L{Client}.
         """
         arguments: dict[str, Any] = (
-            {"protocol": _BlockingStreamProtocol, "stream": True} if self._delimiter is None
-            else {"protocol": _BlockingMessageProtocol})
+            {"protocol": _BlockingStreamProtocol, "stream": True}
+            if self._delimiter is None
+            else {"protocol": _BlockingMessageProtocol}
+        )
         arguments["settings"] = self.settings
         return arguments
 
@@ -489,15 +511,19 @@ class _BlockingBase:
         """
         self._workOnMessage = _checkCallable(worker)
 
-    def _callWorker(self, what: str, connectionId: int, worker: Callable[..., object] | None,
-                    *args: object) -> None:
+    def _callWorker(
+        self, what: str, connectionId: int, worker: Callable[..., object] | None, *args: object
+    ) -> None:
         if worker is None:
             return
         try:
             worker(*args)
         except Exception:
-            self.log.failure("The {what} worker raised for connection {connectionId}",
-                             what=what, connectionId=connectionId)
+            self.log.failure(
+                "The {what} worker raised for connection {connectionId}",
+                what=what,
+                connectionId=connectionId,
+            )
 
     def _waitForWorkers(self, timeout: float | None) -> bool:
         """
@@ -611,11 +637,20 @@ class TcpServer(_BlockingBase):
             first byte before it is closed (10 by default); C{None} for no
             such limit (see L{tcpsc.Server.firstByteTimeout}).
         """
-        super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
-                         maxPendingOutput, maxConnections=maxConnections,
-                         handshakeTimeout=handshakeTimeout, closeTimeout=closeTimeout,
-                         maxConnectionsPerPeer=maxConnectionsPerPeer, idleTimeout=idleTimeout,
-                         logConnections=logConnections, firstByteTimeout=firstByteTimeout)
+        super().__init__(
+            delimiter,
+            messageAppend,
+            maxMessageLength,
+            sendTimeout,
+            maxPendingOutput,
+            maxConnections=maxConnections,
+            handshakeTimeout=handshakeTimeout,
+            closeTimeout=closeTimeout,
+            maxConnectionsPerPeer=maxConnectionsPerPeer,
+            idleTimeout=idleTimeout,
+            logConnections=logConnections,
+            firstByteTimeout=firstByteTimeout,
+        )
         self._core: Server | None = None
         self._conns: dict[int, _BlockingConnection] = {}
         self._port: int | None = None
@@ -742,8 +777,7 @@ class TcpServer(_BlockingBase):
         else:
             self._stopDone.wait(self.closeTimeout + 10.0)
         if not self._waitForWorkers(timeout):
-            self.log.warn("stop(): closed workers still running after {timeout} s",
-                          timeout=timeout)
+            self.log.warn("stop(): closed workers still running after {timeout} s", timeout=timeout)
 
     def _stopListening(self) -> Any:
         for conn in list(self._conns.values()):
@@ -777,8 +811,10 @@ class TcpServer(_BlockingBase):
             try:
                 conn.stream = creator(clientId)
             except Exception:
-                self.log.failure("The forward stream creator raised for connection "
-                                 "{connectionId}", connectionId=clientId)
+                self.log.failure(
+                    "The forward stream creator raised for connection {connectionId}",
+                    connectionId=clientId,
+                )
         self._callWorker("established", clientId, self._workOnEstablished, clientId)
 
     def _consume(self, conn: _BlockingConnection, batch: list[bytes]) -> None:
@@ -793,8 +829,10 @@ class TcpServer(_BlockingBase):
                     if flush is not None:
                         flush()
                 except Exception:
-                    self.log.failure("Writing to the forward stream of connection "
-                                     "{connectionId} failed", connectionId=clientId)
+                    self.log.failure(
+                        "Writing to the forward stream of connection {connectionId} failed",
+                        connectionId=clientId,
+                    )
         worker = self._workOnMessage
         if worker is None:
             return
@@ -802,8 +840,9 @@ class TcpServer(_BlockingBase):
             try:
                 worker(clientId, message)
             except Exception:
-                self.log.failure("The message worker raised for connection {connectionId}",
-                                 connectionId=clientId)
+                self.log.failure(
+                    "The message worker raised for connection {connectionId}", connectionId=clientId
+                )
 
     def _runClosed(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
@@ -816,8 +855,10 @@ class TcpServer(_BlockingBase):
                 try:
                     close()
                 except Exception:
-                    self.log.failure("Closing the forward stream of connection "
-                                     "{connectionId} failed", connectionId=clientId)
+                    self.log.failure(
+                        "Closing the forward stream of connection {connectionId} failed",
+                        connectionId=clientId,
+                    )
             self._finished(conn)
 
     # -- any thread -------------------------------------------------------------------
@@ -870,9 +911,12 @@ class _Certificates:
     _cert: str | bytes = ""
     _key: str | bytes = ""
 
-    def setCertificates(self, ca: str | os.PathLike[str] | bytes | None = "",
-                        cert: str | os.PathLike[str] | bytes | None = "",
-                        key: str | os.PathLike[str] | bytes | None = "") -> None:
+    def setCertificates(
+        self,
+        ca: str | os.PathLike[str] | bytes | None = "",
+        cert: str | os.PathLike[str] | bytes | None = "",
+        key: str | os.PathLike[str] | bytes | None = "",
+    ) -> None:
         """
         Set the paths (or PEM bytes) of the CA certificate, this side's
         certificate and its key; read at C{start}.  Empty means not set.
@@ -901,8 +945,9 @@ class TlsServer(_Certificates, TcpServer):
 
     _tls = True
 
-    def __init__(self, *args: Any, allowedClients: Iterable[str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, allowedClients: Iterable[str] | None = None, **kwargs: Any
+    ) -> None:
         """
         Takes L{TcpServer}'s arguments, and:
 
@@ -916,9 +961,11 @@ class TlsServer(_Certificates, TcpServer):
         if isinstance(allowedClients, str | bytes):
             raise TypeError(
                 f"allowedClients must be a collection of names, not one string: "
-                f"[{allowedClients!r}]")
+                f"[{allowedClients!r}]"
+            )
         self.allowedClients: frozenset[str] | None = (
-            None if allowedClients is None else frozenset(allowedClients))
+            None if allowedClients is None else frozenset(allowedClients)
+        )
 
     def requireClientAuthentication(self, clientAuth: bool = True) -> None:
         """
@@ -927,9 +974,15 @@ class TlsServer(_Certificates, TcpServer):
         """
         self._clientAuth = bool(clientAuth)
 
-    def start(self, port: int, ca: str | os.PathLike[str] | bytes | None = None,
-              cert: str | os.PathLike[str] | bytes | None = None,
-              key: str | os.PathLike[str] | bytes | None = None, *, interface: str = "") -> int:
+    def start(
+        self,
+        port: int,
+        ca: str | os.PathLike[str] | bytes | None = None,
+        cert: str | os.PathLike[str] | bytes | None = None,
+        key: str | os.PathLike[str] | bytes | None = None,
+        *,
+        interface: str = "",
+    ) -> int:
         """
         Listen on C{port} with TLS 1.3; return once listening.
 
@@ -955,10 +1008,17 @@ class TlsServer(_Certificates, TcpServer):
         if self.allowedClients is not None and ca is None:
             raise CertificateLoadError(
                 "allowedClients needs client certificates: set a CA and leave client "
-                "authentication on", 30, "")
-        return TLSConfig(ca=ca, cert=self._cert or None, key=self._key or None,
-                         requireClientCertificate=ca is not None,
-                         allowedClients=self.allowedClients)
+                "authentication on",
+                30,
+                "",
+            )
+        return TLSConfig(
+            ca=ca,
+            cert=self._cert or None,
+            key=self._key or None,
+            requireClientCertificate=ca is not None,
+            allowedClients=self.allowedClients,
+        )
 
     def reloadCertificates(self) -> int:
         """
@@ -981,8 +1041,9 @@ class TlsServer(_Certificates, TcpServer):
         result: int = _reactorThread().call(30.0, core.reloadCertificates)
         return result
 
-    def getSubjPartFromClientCert(self, clientId: int,
-                                  subjPart: x509.ObjectIdentifier | str | int) -> str:
+    def getSubjPartFromClientCert(
+        self, clientId: int, subjPart: x509.ObjectIdentifier | str | int
+    ) -> str:
         """
         One part of the subject of a client's certificate.
 
@@ -1034,8 +1095,7 @@ class TcpClient(_BlockingBase):
         if hasattr(delimiter, "write"):
             # The original's TcpClient(std::ostream&) spelling.
             output, delimiter = delimiter, None  # type: ignore[assignment]
-        super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout,
-                         maxPendingOutput)
+        super().__init__(delimiter, messageAppend, maxMessageLength, sendTimeout, maxPendingOutput)
         self.output = output
         self.connectTimeout = connectTimeout
         self._core: Client | None = None
@@ -1109,8 +1169,7 @@ class TcpClient(_BlockingBase):
         if core is not None:
             reactorThread.call(self.connectTimeout + 10.0, self._disconnect, core)
         if not self._waitForWorkers(timeout):
-            self.log.warn("stop(): the closed worker still runs after {timeout} s",
-                          timeout=timeout)
+            self.log.warn("stop(): the closed worker still runs after {timeout} s", timeout=timeout)
 
     def _disconnect(self, core: Client) -> Any:
         conn = self._conn
@@ -1218,12 +1277,18 @@ class TlsClient(_Certificates, TcpClient):
         cert, key = self._cert or None, self._key or None
         if cert is None or key is None:
             if cert is not None or key is not None:
-                self.log.warn("A client certificate needs both a certificate and a key; "
-                              "presenting none")
+                self.log.warn(
+                    "A client certificate needs both a certificate and a key; presenting none"
+                )
             cert = key = None
         verify = ca is not None and self._serverAuth
-        return TLSConfig(ca=ca, cert=cert, key=key, verifyServer=verify,
-                         verifyHostname=verify and self.verifyHostname)
+        return TLSConfig(
+            ca=ca,
+            cert=cert,
+            key=key,
+            verifyServer=verify,
+            verifyHostname=verify and self.verifyHostname,
+        )
 
     def getSubjPartFromServerCert(self, subjPart: x509.ObjectIdentifier | str | int) -> str:
         """

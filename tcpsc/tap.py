@@ -133,9 +133,14 @@ def _shown(value: float | None) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def _count(name: str, value: str, minimum: int = 1, noneWords: Sequence[str] = _NO_LIMIT,
-           expected: str = "a number of 1 or more, or 'none'",
-           quoteNumber: bool = True) -> int | None:
+def _count(
+    name: str,
+    value: str,
+    minimum: int = 1,
+    noneWords: Sequence[str] = _NO_LIMIT,
+    expected: str = "a number of 1 or more, or 'none'",
+    quoteNumber: bool = True,
+) -> int | None:
     """
     C{--NAME}'s number of C{minimum} or more, or C{None} for one of
     C{noneWords}; otherwise a usage error saying that C{expected} is,
@@ -186,72 +191,160 @@ class Options(usage.Options):
     )
 
     optFlags = [
-        ["tls", None, "Serve TLS 1.3 on every --port; needs --cert and --key, and --ca "
-                      "unless --no-client-auth."],
-        ["no-client-auth", None, "With --tls: do not require client certificates (one "
-                                 "that is presented is still verified against --ca)."],
-        ["stream", "s", "Continuous mode: each connection is a raw byte stream, not "
-                        "delimited messages."],
-        ["quiet-connections", "q", "Do not log each connection established and closed "
-                                   "(refusals and errors are still logged)."],
-        ["log-every-event", None, "Log every refusal, failed handshake and dropped message, "
-                                  "at debug level (by default the first of each kind is "
-                                  "logged, then a count every 5 s)."],
+        [
+            "tls",
+            None,
+            "Serve TLS 1.3 on every --port; needs --cert and --key, and --ca "
+            "unless --no-client-auth.",
+        ],
+        [
+            "no-client-auth",
+            None,
+            "With --tls: do not require client certificates (one "
+            "that is presented is still verified against --ca).",
+        ],
+        [
+            "stream",
+            "s",
+            "Continuous mode: each connection is a raw byte stream, not delimited messages.",
+        ],
+        [
+            "quiet-connections",
+            "q",
+            "Do not log each connection established and closed "
+            "(refusals and errors are still logged).",
+        ],
+        [
+            "log-every-event",
+            None,
+            "Log every refusal, failed handshake and dropped message, "
+            "at debug level (by default the first of each kind is "
+            "logged, then a count every 5 s).",
+        ],
     ]
 
     optParameters = [
-        ["app", "a", "echo", "What to serve: echo, chat, broadcast, record, or "
-                             "module:Class, a tcpsc.MessageProtocol (or StreamProtocol) "
-                             "subclass."],
+        [
+            "app",
+            "a",
+            "echo",
+            "What to serve: echo, chat, broadcast, record, or "
+            "module:Class, a tcpsc.MessageProtocol (or StreamProtocol) "
+            "subclass.",
+        ],
         ["ca", None, None, "PEM file of the CA that client certificates must be issued by."],
         ["cert", None, None, "PEM file of the server certificate (then any intermediates)."],
-        ["key", None, None, "PEM file of the server certificate's private key (a warning "
-                            "is logged if group or others may read it)."],
-        ["delimiter", "d", None, DELIMITER_HELP[0].upper() + DELIMITER_HELP[1:]
-         + " [default: \\n, or the --app class's delimiter]"],
-        ["max-length", "m", None, "Longest message in bytes, or 'none' for no limit "
-                                  "[default: 16777216, or the --app class's]"],
-        ["max-connections", None, str(_DEFAULTS.maxConnections),
-         "Most connections open at once; the next one is refused and logged."],
-        ["max-connections-per-peer", None, _shown(_DEFAULTS.maxConnectionsPerPeer),
-         "Most connections open at once from one peer address, or 'none'; the next one "
-         "is refused and logged."],
-        ["memory-budget", None, _shown(_DEFAULTS.memoryBudget),
-         "Bytes the connections' buffers (partial messages, messages held for a later turn, "
-         "output) may hold "
-         "together, or 'none'; past it the largest partial messages are dropped and "
-         "congested connections share what is left."],
-        ["max-pending-output", None, None,
-         "Bytes of output a connection accepts while its peer does not read, or 'none' "
-         "for no bound; past it, messages to that peer are not sent "
-         f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]"],
-        ["handshake-timeout", None, _shown(_DEFAULTS.handshakeTimeout),
-         "Seconds a TLS client has to complete its handshake."],
-        ["first-byte-timeout", None, None,
-         "Seconds a plain TCP client has to send its first byte before it is closed, or "
-         "'none' (for clients that only listen) "
-         f"[default: {_shown(_DEFAULTS.firstByteTimeout)}; none with --app broadcast, whose "
-         "clients only listen]"],
-        ["idle-timeout", None, _shown(_DEFAULTS.idleTimeout),
-         "Seconds without traffic after which a connection is closed, or 'none'."],
-        ["metrics", None, None,
-         "Serve Prometheus metrics at /metrics on this endpoint, such as "
-         "tcp:9100:interface=127.0.0.1 (a bare port listens on every address); needs "
-         f"prometheus-client: {INSTALL_HINT}."],
-        ["close-timeout", None, _shown(_DEFAULTS.closeTimeout),
-         "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
-         "take the last output and, over TLS, close_notify, before it is aborted."],
-        ["record-dir", None, None,
-         "With --app record: directory (created if missing) in which each run makes a "
-         "directory of its own, named after its start time (YYYYMMDD-HHMMSS, UTC), for its "
-         "files client-<id>.bin; a run never writes into another run's files "
-         "[default: the current directory]"],
-        ["rate", None, None,
-         "With --app broadcast: messages per second sent to every client "
-         f"[default: {_BROADCAST_RATE:g}]"],
-        ["message-size", None, None,
-         "With --app broadcast: bytes per message, the delimiter included "
-         f"[default: {_BROADCAST_SIZE}]"],
+        [
+            "key",
+            None,
+            None,
+            "PEM file of the server certificate's private key (a warning "
+            "is logged if group or others may read it).",
+        ],
+        [
+            "delimiter",
+            "d",
+            None,
+            DELIMITER_HELP[0].upper()
+            + DELIMITER_HELP[1:]
+            + " [default: \\n, or the --app class's delimiter]",
+        ],
+        [
+            "max-length",
+            "m",
+            None,
+            "Longest message in bytes, or 'none' for no limit "
+            "[default: 16777216, or the --app class's]",
+        ],
+        [
+            "max-connections",
+            None,
+            str(_DEFAULTS.maxConnections),
+            "Most connections open at once; the next one is refused and logged.",
+        ],
+        [
+            "max-connections-per-peer",
+            None,
+            _shown(_DEFAULTS.maxConnectionsPerPeer),
+            "Most connections open at once from one peer address, or 'none'; the next one "
+            "is refused and logged.",
+        ],
+        [
+            "memory-budget",
+            None,
+            _shown(_DEFAULTS.memoryBudget),
+            "Bytes the connections' buffers (partial messages, messages held for a later turn, "
+            "output) may hold "
+            "together, or 'none'; past it the largest partial messages are dropped and "
+            "congested connections share what is left.",
+        ],
+        [
+            "max-pending-output",
+            None,
+            None,
+            "Bytes of output a connection accepts while its peer does not read, or 'none' "
+            "for no bound; past it, messages to that peer are not sent "
+            f"[default: {DEFAULT_MAX_PENDING_OUTPUT}, or the --app class's]",
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _shown(_DEFAULTS.handshakeTimeout),
+            "Seconds a TLS client has to complete its handshake.",
+        ],
+        [
+            "first-byte-timeout",
+            None,
+            None,
+            "Seconds a plain TCP client has to send its first byte before it is closed, or "
+            "'none' (for clients that only listen) "
+            f"[default: {_shown(_DEFAULTS.firstByteTimeout)}; none with --app broadcast, whose "
+            "clients only listen]",
+        ],
+        [
+            "idle-timeout",
+            None,
+            _shown(_DEFAULTS.idleTimeout),
+            "Seconds without traffic after which a connection is closed, or 'none'.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint, such as "
+            "tcp:9100:interface=127.0.0.1 (a bare port listens on every address); needs "
+            f"prometheus-client: {INSTALL_HINT}.",
+        ],
+        [
+            "close-timeout",
+            None,
+            _shown(_DEFAULTS.closeTimeout),
+            "Seconds a closing connection (stop, idle timeout, disconnect) gives its peer to "
+            "take the last output and, over TLS, close_notify, before it is aborted.",
+        ],
+        [
+            "record-dir",
+            None,
+            None,
+            "With --app record: directory (created if missing) in which each run makes a "
+            "directory of its own, named after its start time (YYYYMMDD-HHMMSS, UTC), for its "
+            "files client-<id>.bin; a run never writes into another run's files "
+            "[default: the current directory]",
+        ],
+        [
+            "rate",
+            None,
+            None,
+            "With --app broadcast: messages per second sent to every client "
+            f"[default: {_BROADCAST_RATE:g}]",
+        ],
+        [
+            "message-size",
+            None,
+            None,
+            "With --app broadcast: bytes per message, the delimiter included "
+            f"[default: {_BROADCAST_SIZE}]",
+        ],
     ]
 
     compData = usage.Completions(
@@ -319,13 +412,23 @@ class Options(usage.Options):
                 # Not given: the --app class's own.
                 del self[name]
             else:
-                self[name] = _count(name, self[name], minimum=0, noneWords=_NO_BOUND,
-                                    expected="a number of bytes (0 or more) or 'none'")
-        self["max-connections"] = _count("max-connections", str(self["max-connections"]),
-                                         noneWords=(), expected="a number of 1 or more",
-                                         quoteNumber=False)
+                self[name] = _count(
+                    name,
+                    self[name],
+                    minimum=0,
+                    noneWords=_NO_BOUND,
+                    expected="a number of bytes (0 or more) or 'none'",
+                )
+        self["max-connections"] = _count(
+            "max-connections",
+            str(self["max-connections"]),
+            noneWords=(),
+            expected="a number of 1 or more",
+            quoteNumber=False,
+        )
         self["max-connections-per-peer"] = _count(
-            "max-connections-per-peer", str(self["max-connections-per-peer"]))
+            "max-connections-per-peer", str(self["max-connections-per-peer"])
+        )
         self["memory-budget"] = _count("memory-budget", str(self["memory-budget"]))
         self["handshake-timeout"] = _positive(
             "handshake-timeout", str(self["handshake-timeout"]), allowNone=False
@@ -334,20 +437,19 @@ class Options(usage.Options):
         if firstByte is None:
             listenOnly = self["app"] == "broadcast"
             firstByte = "none" if listenOnly else _shown(_DEFAULTS.firstByteTimeout)
-        self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte),
-                                               allowNone=True)
-        self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]),
-                                         allowNone=True)
-        self["close-timeout"] = _positive("close-timeout", str(self["close-timeout"]),
-                                          allowNone=False)
+        self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte), allowNone=True)
+        self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]), allowNone=True)
+        self["close-timeout"] = _positive(
+            "close-timeout", str(self["close-timeout"]), allowNone=False
+        )
         if self["metrics"] is not None:
             self["metrics"] = _normalisePort(self["metrics"], "--metrics")
             try:
                 import prometheus_client.twisted  # noqa: F401
             except ImportError:
                 raise usage.UsageError(
-                    f"--metrics needs prometheus-client, which is not installed: "
-                    f"{INSTALL_HINT}") from None
+                    f"--metrics needs prometheus-client, which is not installed: {INSTALL_HINT}"
+                ) from None
         self._checkAppOptions()
         self._chooseApp()
 
@@ -356,8 +458,11 @@ class Options(usage.Options):
         Options of one built-in application are usage errors with another,
         as C{--cert} is without C{--tls}.
         """
-        for option, app in (("record-dir", "record"), ("rate", "broadcast"),
-                            ("message-size", "broadcast")):
+        for option, app in (
+            ("record-dir", "record"),
+            ("rate", "broadcast"),
+            ("message-size", "broadcast"),
+        ):
             if self[option] is not None and self["app"] != app:
                 raise usage.UsageError(f"--{option} only applies with --app {app}")
         if self["app"] != "broadcast":
@@ -369,7 +474,8 @@ class Options(usage.Options):
                 raise ValueError
         except ValueError:
             raise usage.UsageError(
-                f"--rate {rate!r}: not a number of messages per second above 0") from None
+                f"--rate {rate!r}: not a number of messages per second above 0"
+            ) from None
         try:
             self["message-size"] = int(size) if size is not None else _BROADCAST_SIZE
         except ValueError:
@@ -388,10 +494,10 @@ class Options(usage.Options):
                 )
         if not self["tls"]:
             if given:
-                names = (given[0] if len(given) == 1
-                         else f"{', '.join(given[:-1])} and {given[-1]}")
+                names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
                 raise usage.UsageError(
-                    f"{names} only {'applies' if len(given) == 1 else 'apply'} with --tls")
+                    f"{names} only {'applies' if len(given) == 1 else 'apply'} with --tls"
+                )
             return
         missing = [f"--{name}" for name in ("cert", "key") if self[name] is None]
         if missing:
@@ -415,8 +521,9 @@ class Options(usage.Options):
             protocol = continuous if stream else fragmented  # type: ignore[assignment]
             if app == "broadcast":
                 try:
-                    protocol = broadcastApp(self["rate"], self["message-size"],
-                                            self["delimiter"] or b"\n")
+                    protocol = broadcastApp(
+                        self["rate"], self["message-size"], self["delimiter"] or b"\n"
+                    )
                 except ValueError as e:
                     raise usage.UsageError(str(e)) from None
         else:
@@ -482,8 +589,9 @@ def _quietExceptHook(previous: Any) -> Any:
     everything else.
     """
 
-    def hook(kind: type[BaseException], value: BaseException,
-             traceback: TracebackType | None) -> None:
+    def hook(
+        kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+    ) -> None:
         if isinstance(value, DaemonStartError):
             return
         previous(kind, value, traceback)
@@ -561,7 +669,7 @@ class _WithoutCutReport:
     def write(self, text: str) -> int:
         if text.startswith(self._prefix):
             # What remains of it: where the details are.
-            text = text[text.find("\n") + 1:]
+            text = text[text.find("\n") + 1 :]
         return int(self._stream.write(text))
 
     def __getattr__(self, name: str) -> Any:
@@ -583,9 +691,15 @@ class TcpscService(ServerService):
     #: L{makeService}).
     terminal: _StartingTerminal | None = None
 
-    def __init__(self, server: Server, ports: Sequence[str], tls: TLSConfig | None,
-                 description: str, reactor: Any,
-                 metrics: tuple[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        ports: Sequence[str],
+        tls: TLSConfig | None,
+        description: str,
+        reactor: Any,
+        metrics: tuple[str, Any] | None = None,
+    ) -> None:
         """
         @param metrics: the endpoint description to serve Prometheus
             metrics on at C{/metrics} (C{--metrics}), and the
@@ -613,8 +727,12 @@ class TcpscService(ServerService):
         if self.tls is None:
             self.log.info("Nothing to reload: this daemon serves plain TCP (no --tls)")
             return 0
-        self.log.info("Reading the TLS certificates again: --ca {ca}, --cert {cert}, --key {key}",
-                      ca=self.tls.ca, cert=self.tls.cert, key=self.tls.key)
+        self.log.info(
+            "Reading the TLS certificates again: --ca {ca}, --cert {cert}, --key {key}",
+            ca=self.tls.ca,
+            cert=self.tls.cert,
+            key=self.tls.key,
+        )
         try:
             count = self.server.reloadCertificates()
         except StartError:
@@ -756,8 +874,9 @@ class TcpscService(ServerService):
             result.append(Failure())
         if not result:
             # An endpoint that listens later (none of Twisted's own).
-            raise DaemonStartError(f"--metrics {description}: the endpoint did not listen "
-                                   f"at once", None)
+            raise DaemonStartError(
+                f"--metrics {description}: the endpoint did not listen at once", None
+            )
         if isinstance(result[0], Failure):
             message, code = _describeStartFailure(description, result[0])
             message = f"--metrics: {message}"
@@ -766,8 +885,10 @@ class TcpscService(ServerService):
                 port.stopListening()
             raise DaemonStartError(message, code)
         self._metricsPort = result[0]
-        self.log.info("Serving Prometheus metrics at http://{address}/metrics",
-                      address=describeAddress(self._metricsPort.getHost()))
+        self.log.info(
+            "Serving Prometheus metrics at http://{address}/metrics",
+            address=describeAddress(self._metricsPort.getHost()),
+        )
 
     def logListenFailure(self, port: object, failure: Failure) -> None:
         message, code = _describeStartFailure(str(port), failure)
@@ -788,8 +909,11 @@ class TcpscService(ServerService):
             waits for it before exiting).
         """
         count = self.server.openConnections()
-        self.log.info("Stopping tcpsc: closing {connections}",
-                      connections=plural(count, "connection"), count=count)
+        self.log.info(
+            "Stopping tcpsc: closing {connections}",
+            connections=plural(count, "connection"),
+            count=count,
+        )
         notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
         def stopped(result: None) -> None:
@@ -819,8 +943,9 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     if tls is None:
         security = "plain TCP"
     elif tls.allowedClients is not None:
-        security = ("TLS 1.3, client certificate required, clients allowed: "
-                    + ", ".join(sorted(tls.allowedClients)))
+        security = "TLS 1.3, client certificate required, clients allowed: " + ", ".join(
+            sorted(tls.allowedClients)
+        )
     elif tls.requireClientCertificate:
         security = "TLS 1.3, client certificate required"
     else:
@@ -832,10 +957,14 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
     if app == "record":
         extra += f", recording into {os.path.abspath(options['record-run'])}"
     if app == "broadcast":
-        mode += (f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
-                 f"/s of {plural(options['message-size'], 'byte')}")
-    return (f"app {app} ({mode}), {security}, at most "
-            f"{plural(options['max-connections'], 'connection')}{extra}")
+        mode += (
+            f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
+            f"/s of {plural(options['message-size'], 'byte')}"
+        )
+    return (
+        f"app {app} ({mode}), {security}, at most "
+        f"{plural(options['max-connections'], 'connection')}{extra}"
+    )
 
 
 def _settingsOf(options: Options) -> Settings:
@@ -935,7 +1064,13 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None
-    service = TcpscService(server, options["ports"], tls, _describe(options, protocol, tls),
-                           reactor, metrics=(options["metrics"], registry) if registry else None)
+    service = TcpscService(
+        server,
+        options["ports"],
+        tls,
+        _describe(options, protocol, tls),
+        reactor,
+        metrics=(options["metrics"], registry) if registry else None,
+    )
     service.terminal = _StartingTerminal()
     return service

@@ -168,8 +168,14 @@ class _HostsResolver:
     def __init__(self, hosts: dict[str, str]) -> None:
         self._hosts = hosts
 
-    def resolveHostName(self, resolutionReceiver: Any, hostName: str, portNumber: int = 0,
-                        addressTypes: Any = None, transportSemantics: str = "TCP") -> Any:
+    def resolveHostName(
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
         resolutionReceiver.resolutionBegan(None)
         address = self._hosts.get(hostName)
         if address is not None:
@@ -194,12 +200,14 @@ class _NetworkReactor(MemoryReactorClock):
         previous, self.nameResolver = self.nameResolver, resolver
         return previous
 
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = ""
-                  ) -> _MemoryPort:
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> _MemoryPort:
         return self._network._listen(port, factory, interface)
 
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,
-                   bindAddress: Any = None) -> _MemoryConnector:
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None
+    ) -> _MemoryConnector:
         connector = _MemoryConnector(self._network, host, port, factory)
         factory.startedConnecting(connector)
         self._network._pending.append(connector)
@@ -244,8 +252,9 @@ class MemoryNetwork:
             if existing.port == port and (
                 existing.interface == interface or "" in (existing.interface, interface)
             ):
-                raise CannotListenError(interface, port,
-                                        OSError(errno.EADDRINUSE, "Address already in use"))
+                raise CannotListenError(
+                    interface, port, OSError(errno.EADDRINUSE, "Address already in use")
+                )
         listening = _MemoryPort(self, port, factory, interface)
         factory.doStart()
         self._ports.append(listening)
@@ -275,14 +284,20 @@ class MemoryNetwork:
         clientProtocol = connector.factory.buildProtocol(serverAddress)
         if clientProtocol is None:
             return
-        serverTransport = iosim.FakeTransport(serverProtocol, isServer=True,
-                                              hostAddress=serverAddress,
-                                              peerAddress=clientAddress)
-        clientTransport = iosim.FakeTransport(clientProtocol, isServer=False,
-                                              hostAddress=clientAddress,
-                                              peerAddress=serverAddress)
-        pump = iosim.connect(serverProtocol, serverTransport, clientProtocol, clientTransport,
-                             greet=False, clock=self.reactor)
+        serverTransport = iosim.FakeTransport(
+            serverProtocol, isServer=True, hostAddress=serverAddress, peerAddress=clientAddress
+        )
+        clientTransport = iosim.FakeTransport(
+            clientProtocol, isServer=False, hostAddress=clientAddress, peerAddress=serverAddress
+        )
+        pump = iosim.connect(
+            serverProtocol,
+            serverTransport,
+            clientProtocol,
+            clientTransport,
+            greet=False,
+            clock=self.reactor,
+        )
         self.pumps.append(pump)
 
     def flush(self) -> None:
@@ -323,4 +338,3 @@ class MemoryNetwork:
         The ports listening now.
         """
         return list(self._ports)
-

@@ -104,31 +104,63 @@ def certificates() -> CertFiles:
 
     other = certgen.makeCA("O=other,CN=other test CA")
     (directory / "other-ca.pem").write_bytes(other.certificatePEM())
-    _write(certgen.issueCertificate(other, "CN=other-client", client=True), directory,
-           "other-client")
-    _write(certgen.issueCertificate(other, "CN=localhost", server=True, hosts=hosts), directory,
-           "other-server")
-    _write(certgen.issueCertificate(ca, "CN=wrong.example", server=True,
-                                    hosts=("wrong.example",)), directory, "wronghost")
-    _write(certgen.issueCertificate(ca, "CN=wrong.example", server=True), directory,
-           "nosan-wronghost")
-    _write(certgen.issueCertificate(ca, "CN=localhost", server=True), directory,
-           "nosan-localhost")
-    _write(certgen.issueCertificate(ca, "CN=127.0.0.1", server=True, hosts=("127.0.0.1",)),
-           directory, "iponly")
+    _write(
+        certgen.issueCertificate(other, "CN=other-client", client=True), directory, "other-client"
+    )
+    _write(
+        certgen.issueCertificate(other, "CN=localhost", server=True, hosts=hosts),
+        directory,
+        "other-server",
+    )
+    _write(
+        certgen.issueCertificate(ca, "CN=wrong.example", server=True, hosts=("wrong.example",)),
+        directory,
+        "wronghost",
+    )
+    _write(
+        certgen.issueCertificate(ca, "CN=wrong.example", server=True), directory, "nosan-wronghost"
+    )
+    _write(certgen.issueCertificate(ca, "CN=localhost", server=True), directory, "nosan-localhost")
+    _write(
+        certgen.issueCertificate(ca, "CN=127.0.0.1", server=True, hosts=("127.0.0.1",)),
+        directory,
+        "iponly",
+    )
     now = datetime.now(UTC)
-    _write(certgen.issueCertificate(ca, "CN=expired-client", client=True,
-                                    notBefore=now - timedelta(days=10),
-                                    notAfter=now - timedelta(days=1)), directory,
-           "expired-client")
-    _write(certgen.issueCertificate(ca, "CN=localhost", server=True, hosts=hosts,
-                                    notBefore=now - timedelta(days=10),
-                                    notAfter=now - timedelta(days=1)), directory,
-           "expired-server")
-    _write(certgen.issueCertificate(ca, "CN=notyet-client", client=True,
-                                    notBefore=now + timedelta(days=1),
-                                    notAfter=now + timedelta(days=10)), directory,
-           "notyet-client")
+    _write(
+        certgen.issueCertificate(
+            ca,
+            "CN=expired-client",
+            client=True,
+            notBefore=now - timedelta(days=10),
+            notAfter=now - timedelta(days=1),
+        ),
+        directory,
+        "expired-client",
+    )
+    _write(
+        certgen.issueCertificate(
+            ca,
+            "CN=localhost",
+            server=True,
+            hosts=hosts,
+            notBefore=now - timedelta(days=10),
+            notAfter=now - timedelta(days=1),
+        ),
+        directory,
+        "expired-server",
+    )
+    _write(
+        certgen.issueCertificate(
+            ca,
+            "CN=notyet-client",
+            client=True,
+            notBefore=now + timedelta(days=1),
+            notAfter=now + timedelta(days=10),
+        ),
+        directory,
+        "notyet-client",
+    )
     _write(certgen.makeSelfSigned("CN=localhost", hosts=hosts), directory, "selfsigned")
     (directory / "fake.pem").write_text("this is not a certificate\n")
     return CertFiles(directory, str(directory / "ca.pem"), *serverPaths, *clientPaths)
@@ -154,14 +186,20 @@ def describeCondition(condition: Callable[[], object]) -> str:
         tree = _parsed(source)
     except SyntaxError:
         return f"a lambda ({where})"
-    candidates = [node for node in ast.walk(tree)
-                  if isinstance(node, ast.Lambda) and node.lineno == code.co_firstlineno]
+    candidates = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Lambda) and node.lineno == code.co_firstlineno
+    ]
     if not candidates:
         return f"a lambda ({where})"
     # Several lambdas may start on one line: the one whose body holds the
     # code's instructions is this one.
-    positions = [(line, column) for line, _, column, _ in code.co_positions()
-                 if line is not None and column is not None]
+    positions = [
+        (line, column)
+        for line, _, column, _ in code.co_positions()
+        if line is not None and column is not None
+    ]
 
     def contains(node: ast.Lambda) -> int:
         body = node.body
@@ -186,8 +224,14 @@ def _relative(filename: str) -> str:
         return filename
 
 
-def waitFor(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.005,
-            clock: IReactorTime = reactor, *, what: str | None = None) -> Deferred[None]:
+def waitFor(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.005,
+    clock: IReactorTime = reactor,
+    *,
+    what: str | None = None,
+) -> Deferred[None]:
     """
     Poll C{condition()} on the reactor until it is true; fail with
     C{AssertionError} after C{timeout} seconds.  This waits on an event (with
@@ -208,8 +252,9 @@ def waitFor(condition: Callable[[], object], timeout: float = 10.0, interval: fl
     return Deferred.fromCoroutine(poll())
 
 
-def _timedOut(condition: Callable[[], object], timeout: float, what: str | None,
-              value: object) -> str:
+def _timedOut(
+    condition: Callable[[], object], timeout: float, what: str | None, value: object
+) -> str:
     described = describeCondition(condition)
     message = f"waited {timeout:g} s in vain for {what or described}"
     if what:
@@ -241,9 +286,11 @@ def asyncTest(
     @wraps(f)
     def wrapper(self: Any) -> Deferred[None]:
         if not isinstance(self, TestCase):
-            raise TypeError(f"{f.__qualname__} is a coroutine: its test case must be a "
-                            f"twisted.trial.unittest.TestCase, not a SynchronousTestCase, "
-                            f"which would not wait for it")
+            raise TypeError(
+                f"{f.__qualname__} is a coroutine: its test case must be a "
+                f"twisted.trial.unittest.TestCase, not a SynchronousTestCase, "
+                f"which would not wait for it"
+            )
         return Deferred.fromCoroutine(f(self))
 
     return wrapper
@@ -297,8 +344,9 @@ class RawPeer(Protocol):
         return bytes(self.received).split(delimiter)[:-1]
 
 
-def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory,
-            tlsFactory=TLSTransportFactory):
+def tlsPair(
+    serverCreator, clientCreator, serverFactory, clientFactory, tlsFactory=TLSTransportFactory
+):
     """
     Connect a server and a client factory in memory over TLS, with one
     L{Clock} shared by both TLS factories and the pump: without it, the
@@ -312,10 +360,8 @@ def tlsPair(serverCreator, clientCreator, serverFactory, clientFactory,
     @return: C{(serverTLSProtocol, clientTLSProtocol, pump, clock)}.
     """
     clock = Clock()
-    serverTLS = tlsFactory(serverCreator, isClient=False, wrappedFactory=serverFactory,
-                           clock=clock)
-    clientTLS = tlsFactory(clientCreator, isClient=True, wrappedFactory=clientFactory,
-                           clock=clock)
+    serverTLS = tlsFactory(serverCreator, isClient=False, wrappedFactory=serverFactory, clock=clock)
+    clientTLS = tlsFactory(clientCreator, isClient=True, wrappedFactory=clientFactory, clock=clock)
     client, server, pump = iosim.connectedServerAndClient(
         lambda: serverTLS.buildProtocol(None),
         lambda: clientTLS.buildProtocol(None),

@@ -56,8 +56,10 @@ def blocks(text: str | None = None) -> list[Block]:
     """
     if text is None:
         text = README.read_text()
-    return [Block(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1)
-            for m in _BLOCK.finditer(text)]
+    return [
+        Block(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1)
+        for m in _BLOCK.finditer(text)
+    ]
 
 
 class Failed(Exception):
@@ -94,11 +96,17 @@ class Step:
 
 
 STEPS: list[Step] = [
-    Step('pip install ".[metrics]" && twistd', "server", port=8081,
-         setup=("python3 -m venv .venv && . .venv/bin/activate",
-                'pip install ".[metrics]" && ')),
-    Step("python -m twisted.trial tests", "skip",
-         why="it runs this test suite (this test is part of it)"),
+    Step(
+        'pip install ".[metrics]" && twistd',
+        "server",
+        port=8081,
+        setup=("python3 -m venv .venv && . .venv/bin/activate", 'pip install ".[metrics]" && '),
+    ),
+    Step(
+        "python -m twisted.trial tests",
+        "skip",
+        why="it runs this test suite (this test is part of it)",
+    ),
     Step("twistd -n --pidfile= tcpsc --port 8081", "server", port=8081),
     Step("$ tcpsc connect localhost 8081", "transcript", typed=["hello"]),
     Step("printf 'hello\\nworld\\n'", "transcript"),
@@ -111,9 +119,12 @@ STEPS: list[Step] = [
     Step("--app examples.upper:Upper", "server", port=8081),
     Step("HELLO", "transcript"),
     Step("while another one runs on 8081", "transcript", status=None),
-    Step("systemctl daemon-reload", "skip",
-         why="it installs units into systemd, which does not run here; tests/test_systemd.py "
-             "checks the daemon's readiness notifications and socket activation"),
+    Step(
+        "systemctl daemon-reload",
+        "skip",
+        why="it installs units into systemd, which does not run here; tests/test_systemd.py "
+        "checks the daemon's readiness notifications and socket activation",
+    ),
     Step("twist --log-format=json tcpsc --port 8081", "server", port=8081, setup=("$ ",)),
     Step("twistd -n --pidfile= tcpsc --port 8081", "server", port=8081),
     Step("tcpsc bench echo localhost 8081", "run", expect=["... errors=0 "]),
@@ -199,10 +210,11 @@ def _lineMatches(expected: str, actual: str) -> bool:
     """
     pattern = re.escape(expected.strip())
     if expected.startswith("..."):
-        pattern = ".*" + pattern[len(re.escape("...")):]
+        pattern = ".*" + pattern[len(re.escape("...")) :]
     pattern = re.sub(r"\d{4,}", r"\\d+", pattern)
     return re.fullmatch(pattern, actual.strip()) is not None or (
-        expected.startswith("...") and re.search(pattern[2:], actual) is not None)
+        expected.startswith("...") and re.search(pattern[2:], actual) is not None
+    )
 
 
 def _inOrder(expected: list[str], output: str) -> str | None:
@@ -232,13 +244,19 @@ class Scenario:
 
     # -- processes --------------------------------------------------------
 
-    def start(self, command: str | list[str], output: Path, stdin: int | None = None
-              ) -> subprocess.Popen[bytes]:
+    def start(
+        self, command: str | list[str], output: Path, stdin: int | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(output, "wb") as out:
             process = subprocess.Popen(
-                command, shell=isinstance(command, str), executable=None,
-                cwd=self.directory, env=self.env, stdin=stdin if stdin is not None
-                else subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                command,
+                shell=isinstance(command, str),
+                executable=None,
+                cwd=self.directory,
+                env=self.env,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.processes.append(process)
@@ -279,8 +297,9 @@ class Scenario:
             raise Failed(f"still running after {TIMEOUT} s:\n{output.read_text()}") from None
         return status, output.read_text(errors="replace")
 
-    def serve(self, port: int, command: str | list[str], stdin: int | None = None
-              ) -> subprocess.Popen[bytes]:
+    def serve(
+        self, port: int, command: str | list[str], stdin: int | None = None
+    ) -> subprocess.Popen[bytes]:
         """
         Start a server in the background, after stopping the one the README
         started earlier on the same port (as a person presses Ctrl-C in
@@ -292,8 +311,9 @@ class Scenario:
             deadline = time.monotonic() + TIMEOUT
             while _listening(port):
                 if time.monotonic() > deadline:
-                    raise Failed(f"port {port} still listening {TIMEOUT} s after its server "
-                                 "was stopped")
+                    raise Failed(
+                        f"port {port} still listening {TIMEOUT} s after its server was stopped"
+                    )
                 time.sleep(0.05)
         output = self.output(f"server-{port}")
         process = self.start(command, output, stdin=stdin)
@@ -301,8 +321,10 @@ class Scenario:
         deadline = time.monotonic() + TIMEOUT
         while not _listening(port):
             if process.poll() is not None:
-                raise Failed(f"exited ({process.returncode}) instead of listening on "
-                             f"{port}:\n{output.read_text()}")
+                raise Failed(
+                    f"exited ({process.returncode}) instead of listening on "
+                    f"{port}:\n{output.read_text()}"
+                )
             if time.monotonic() > deadline:
                 raise Failed(f"not listening on {port} after {TIMEOUT} s:\n{output.read_text()}")
             time.sleep(0.05)
@@ -320,7 +342,7 @@ class Scenario:
         for line in lines:
             for prefix in step.setup:
                 if line.startswith(prefix):
-                    line = line[len(prefix):]
+                    line = line[len(prefix) :]
             if line.strip():
                 result.append(line)
         return result
@@ -410,8 +432,10 @@ class Scenario:
         deadline = time.monotonic() + TIMEOUT
         while (missing := _inOrder(expected, output.read_text(errors="replace"))) is not None:
             if time.monotonic() > deadline:
-                raise Failed(f"no line {missing!r} in the log of the server on "
-                             f"{step.port}:\n{output.read_text()}")
+                raise Failed(
+                    f"no line {missing!r} in the log of the server on "
+                    f"{step.port}:\n{output.read_text()}"
+                )
             time.sleep(0.05)
         return "in the server's log"
 
@@ -420,7 +444,7 @@ class Scenario:
         A class shown as the content of a file of the checkout: every line
         of the block is in that file, and the block runs.
         """
-        lines = README.read_text().splitlines()[:block.line - 1]
+        lines = README.read_text().splitlines()[: block.line - 1]
         before = "\n".join(lines).rstrip().rsplit("\n\n", 1)[-1]
         match = re.search(r"`(examples/\w+\.(?:py|tac))`", before)
         if match is None:
@@ -498,8 +522,10 @@ def run(directory: Path) -> list[str]:
     """
     found = blocks()
     if len(found) != len(STEPS):
-        raise Failed(f"the README has {len(found)} code blocks, tests/_readme.py knows "
-                     f"{len(STEPS)}: add (or remove) a step for each")
+        raise Failed(
+            f"the README has {len(found)} code blocks, tests/_readme.py knows "
+            f"{len(STEPS)}: add (or remove) a step for each"
+        )
     for block, step in zip(found, STEPS, strict=True):
         if step.key not in block.text:
             raise Failed(f"{block}: expected the block with {step.key!r} here")

@@ -44,8 +44,10 @@ def client(port: str, ca: str, cert: str, key: str) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_verify_locations(ca)
     context.load_cert_chain(cert, key)
-    with socket.create_connection(("127.0.0.1", int(port))) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as connection:
+    with (
+        socket.create_connection(("127.0.0.1", int(port))) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as connection,
+    ):
         connection.sendall(b"hello\n")
         _wait()
 

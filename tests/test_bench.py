@@ -108,22 +108,42 @@ class _BenchTestCase(TestCase):
             [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
         )
         result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
-            sys.executable, ["-m", "tcpsc", "bench", *arguments],
-            env=environment, path=str(ROOT), reactor=reactor,
+            sys.executable,
+            ["-m", "tcpsc", "bench", *arguments],
+            env=environment,
+            path=str(ROOT),
+            reactor=reactor,
         )
         out, err, code = await result
         return out.decode(), err.decode(), code
 
-    async def _echo(self, protocol: type[MessageProtocol], *extra: str,
-                    tls: bool = False) -> tuple[str, int]:
+    async def _echo(
+        self, protocol: type[MessageProtocol], *extra: str, tls: bool = False
+    ) -> tuple[str, int]:
         files = certificates()
         config = TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey) if tls else None
         port = await self._serve(protocol, config)
-        tlsArguments = ("--tls", "--ca", files.ca, "--cert", files.client,
-                        "--key", files.clientKey) if tls else ()
+        tlsArguments = (
+            ("--tls", "--ca", files.ca, "--cert", files.client, "--key", files.clientKey)
+            if tls
+            else ()
+        )
         out, err, code = await self._bench(
-            "echo", "localhost" if tls else "127.0.0.1", str(port), "-c", "3", "-m", "600",
-            "-s", "32", "-q", "20", "-T", "20", *tlsArguments, *extra,
+            "echo",
+            "localhost" if tls else "127.0.0.1",
+            str(port),
+            "-c",
+            "3",
+            "-m",
+            "600",
+            "-s",
+            "32",
+            "-q",
+            "20",
+            "-T",
+            "20",
+            *tlsArguments,
+            *extra,
         )
         return out + err, code
 
@@ -163,8 +183,7 @@ class BenchEchoTests(_BenchTestCase):
         output, code = await self._echo(_Echo, "--procs", "2")
         self.assertEqual(code, 0, output)
         fields = _result(output)
-        self.assertEqual((fields["messages"], fields["errors"], fields["procs"]),
-                         ("600", "0", "2"))
+        self.assertEqual((fields["messages"], fields["errors"], fields["procs"]), ("600", "0", "2"))
 
     @asyncTest
     async def test_tls(self) -> None:
@@ -173,10 +192,28 @@ class BenchEchoTests(_BenchTestCase):
         """
         files = certificates()
         port = await self._serve(
-            _Echo, TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            _Echo, TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
         out, err, code = await self._bench(
-            "echo", "localhost", str(port), "-c", "2", "-m", "400", "-q", "50", "-T", "20",
-            "--tls", "--ca", files.ca, "--cert", files.client, "--key", files.clientKey)
+            "echo",
+            "localhost",
+            str(port),
+            "-c",
+            "2",
+            "-m",
+            "400",
+            "-q",
+            "50",
+            "-T",
+            "20",
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         output = out + err
         self.assertEqual(code, 0, output)
         fields = _result(output)
@@ -231,7 +268,8 @@ class BenchEchoTests(_BenchTestCase):
         """
         port = await self._serve(_Dropping)
         out, err, code = await self._bench(
-            "echo", "127.0.0.1", str(port), "-c", "1", "-m", "100", "-q", "5", "-T", "1.5")
+            "echo", "127.0.0.1", str(port), "-c", "1", "-m", "100", "-q", "5", "-T", "1.5"
+        )
         output = out + err
         self.assertEqual(code, 1, output)
         self.assertIn("missing echoes 1,", output)
@@ -248,7 +286,8 @@ class BenchEchoTests(_BenchTestCase):
         closedPort = address.port
         await server.stop()
         out, err, code = await self._bench(
-            "echo", "127.0.0.1", str(closedPort), "-c", "2", "-m", "10", "-T", "5")
+            "echo", "127.0.0.1", str(closedPort), "-c", "2", "-m", "10", "-T", "5"
+        )
         output = out + err
         self.assertEqual(code, 1, output)
         self.assertNotIn("Traceback", output)
@@ -285,16 +324,33 @@ class BenchOpenFileTests(_BenchTestCase):
         )
         result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
             sys.executable,
-            ["-c", script, "bench", "echo", "127.0.0.1", str(port), "-c", "100", "-m", "100",
-             "-q", "1", "-T", "20"],
-            env=environment, path=str(ROOT), reactor=reactor,
+            [
+                "-c",
+                script,
+                "bench",
+                "echo",
+                "127.0.0.1",
+                str(port),
+                "-c",
+                "100",
+                "-m",
+                "100",
+                "-q",
+                "1",
+                "-T",
+                "20",
+            ],
+            env=environment,
+            path=str(ROOT),
+            reactor=reactor,
         )
         out, err, code = await result
         output = out.decode() + err.decode()
         self.assertEqual(code, 0, output)
         fields = _result(output)
-        self.assertEqual((fields["clients"], fields["messages"], fields["errors"]),
-                         ("100", "100", "0"))
+        self.assertEqual(
+            (fields["clients"], fields["messages"], fields["errors"]), ("100", "100", "0")
+        )
 
 
 class BenchOptionTests(_BenchTestCase):
@@ -312,8 +368,20 @@ class BenchOptionTests(_BenchTestCase):
         port = cast(Any, await server.listen(0, "127.0.0.1")).getHost().port
         self.addCleanup(server.stop)
         out, err, code = await self._bench(
-            "echo", "127.0.0.1", str(port), "-d", "10", "-c", "2", "-m", "100", "-q", "5",
-            "-T", "20")
+            "echo",
+            "127.0.0.1",
+            str(port),
+            "-d",
+            "10",
+            "-c",
+            "2",
+            "-m",
+            "100",
+            "-q",
+            "5",
+            "-T",
+            "20",
+        )
         self.assertEqual(code, 0, out + err)
         self.assertIn("(including delimiter 10)", out)
         self.assertEqual(_result(out)["messages"], "100")
@@ -326,7 +394,8 @@ class BenchOptionTests(_BenchTestCase):
         """
         port = await self._serve(_Echo)
         out, err, code = await self._bench(
-            "echo", "localhost", str(port), "--tls", "--ca", "/nonexistent/ca.pem")
+            "echo", "localhost", str(port), "--tls", "--ca", "/nonexistent/ca.pem"
+        )
         self.assertEqual(code, 1, out + err)
         self.assertIn("tcpsc bench: cannot load the TLS files:", err)
         self.assertNotIn("Traceback", err)
@@ -339,7 +408,8 @@ class BenchOptionTests(_BenchTestCase):
         """
         port = await self._serve(_Echo)
         out, err, code = await self._bench(
-            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.3")
+            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.3"
+        )
         self.assertEqual(code, 1, out + err)
         self.assertEqual(_result(out)["messages"], "0")
         lines = err.splitlines()
@@ -360,7 +430,8 @@ class BenchOptionTests(_BenchTestCase):
         ticker.start(0.01)
         self.addCleanup(ticker.stop)
         out, err, code = await self._bench(
-            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.5", "-s", "32")
+            "multicast", "127.0.0.1", str(port), "-c", "2", "-T", "0.5", "-s", "32"
+        )
         self.assertEqual(code, 0, out + err)
         fields = _result(out)
         self.assertEqual(fields["errors"], "0")
@@ -382,7 +453,7 @@ class BenchOptionTests(_BenchTestCase):
             text = " ".join(out.split())
             for option in options:
                 start = text.index(f" {option} ")
-                following = text[start:start + 300]
+                following = text[start : start + 300]
                 self.assertIn("(default: ", following, (mode, option, following))
 
     async def interrupt(self, name: str) -> tuple[int | None, int | None, bytes]:
@@ -394,7 +465,8 @@ class BenchOptionTests(_BenchTestCase):
         port = await self._serve(_Echo)
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
         ended: Deferred[tuple[int | None, int | None]] = Deferred()
         output = bytearray()
 
@@ -408,9 +480,23 @@ class BenchOptionTests(_BenchTestCase):
                 ended.callback((reason.value.exitCode, reason.value.signal))
 
         process = reactor.spawnProcess(
-            Bench(), sys.executable,
-            [sys.executable, "-m", "tcpsc", "bench", "idle", "127.0.0.1", str(port), "-n", "2",
-             "--hold", "60"], env=environment)
+            Bench(),
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "bench",
+                "idle",
+                "127.0.0.1",
+                str(port),
+                "-n",
+                "2",
+                "--hold",
+                "60",
+            ],
+            env=environment,
+        )
         await waitFor(lambda: b"HOLDING connections=2" in output, timeout=30)
         process.signalProcess(name)
         code, number = await ended.addTimeout(30, reactor)

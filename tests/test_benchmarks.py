@@ -29,20 +29,42 @@ class SuiteSmokeTests(SynchronousTestCase):
         output = directory / "RESULTS.md"
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])])
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
         result = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "bg",
-             "--servers", "tcpsc,tcpsc-tls,tcpsc-metrics", "--repeat", "1", "--seconds", "0.2",
-             "--output", str(output)],
-            capture_output=True, text=True, timeout=300, env=environment, cwd=str(directory),
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "run.py"),
+                "--quick",
+                "--only",
+                "bg",
+                "--servers",
+                "tcpsc,tcpsc-tls,tcpsc-metrics",
+                "--repeat",
+                "1",
+                "--seconds",
+                "0.2",
+                "--output",
+                str(output),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=environment,
+            cwd=str(directory),
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         report = output.read_text()
-        for expected in ("## Echo (a-d)", "| tcpsc MessageProtocol |",
-                         "| tcpsc, TLS 1.3 mTLS |", "| Twisted LineOnlyReceiver |",
-                         "## Connection rate (g)", "(b) tcpsc >= 1.5x LineOnlyReceiver",
-                         "(b) tcpsc TLS >= 0.8x plain tcpsc",
-                         "| tcpsc, Prometheus metrics on |",
-                         "(b) tcpsc with metrics on >= 0.97x metrics off"):
+        for expected in (
+            "## Echo (a-d)",
+            "| tcpsc MessageProtocol |",
+            "| tcpsc, TLS 1.3 mTLS |",
+            "| Twisted LineOnlyReceiver |",
+            "## Connection rate (g)",
+            "(b) tcpsc >= 1.5x LineOnlyReceiver",
+            "(b) tcpsc TLS >= 0.8x plain tcpsc",
+            "| tcpsc, Prometheus metrics on |",
+            "(b) tcpsc with metrics on >= 0.97x metrics off",
+        ):
             self.assertIn(expected, report)
         self.assertNotIn("ERRORS", result.stdout)

@@ -172,8 +172,12 @@ class _ManyClientsTests:
         self.assertServerGotEach()
 
     def test_sendingClientsMultipleThreads(self) -> None:
-        self.inThreads([lambda c=client, i=clientId: c.client.sendMsg(
-            b"Message from client %d" % i) for client, clientId in self.clients])
+        self.inThreads(
+            [
+                lambda c=client, i=clientId: c.client.sendMsg(b"Message from client %d" % i)
+                for client, clientId in self.clients
+            ]
+        )
         self.assertServerGotEach()
 
     def assertEachClientGotItsMessage(self) -> None:
@@ -183,14 +187,19 @@ class _ManyClientsTests:
 
     def test_sendingServerSingleThread(self) -> None:
         for _, clientId in self.clients:
-            self.assertTrue(self.serverSide.server.sendMsg(
-                clientId, b"Message to client %d" % clientId))
+            self.assertTrue(
+                self.serverSide.server.sendMsg(clientId, b"Message to client %d" % clientId)
+            )
         self.assertEachClientGotItsMessage()
 
     def test_sendingServerMultipleThreads(self) -> None:
         server = self.serverSide.server
-        self.inThreads([lambda i=clientId: server.sendMsg(i, b"Message to client %d" % i)
-                        for _, clientId in self.clients])
+        self.inThreads(
+            [
+                lambda i=clientId: server.sendMsg(i, b"Message to client %d" % i)
+                for _, clientId in self.clients
+            ]
+        )
         self.assertEachClientGotItsMessage()
 
 

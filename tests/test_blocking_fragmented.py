@@ -89,13 +89,13 @@ class _MsgAppendTests:
 
     def test_posTestClientToServerNormalMsg(self) -> None:
         self.assertTrue(self.clientSide.client.sendMsg(b"Hello server!"))
-        self.assertEqual(self.serverSide.messages.waitFor(1),
-                         [(self.clientId, b"Hello server!" + CLIENT_APPEND)])
+        self.assertEqual(
+            self.serverSide.messages.waitFor(1), [(self.clientId, b"Hello server!" + CLIENT_APPEND)]
+        )
 
     def test_posTestServerToClientNormalMsg(self) -> None:
         self.assertTrue(self.serverSide.server.sendMsg(self.clientId, b"Hello client!"))
-        self.assertEqual(self.clientSide.messages.waitFor(1),
-                         [b"Hello client!" + SERVER_APPEND])
+        self.assertEqual(self.clientSide.messages.waitFor(1), [b"Hello client!" + SERVER_APPEND])
 
 
 class TcpMsgAppendTests(_MsgAppendTests, BlockingTestCase):
@@ -118,8 +118,9 @@ class _MsgTransferTests:
     a maximum message length of 8, "long" ones the default.
     """
 
-    def pair(self, serverMax: int | None = None, clientMax: int | None = None
-             ) -> tuple[ServerSide, ClientSide, int]:
+    def pair(
+        self, serverMax: int | None = None, clientMax: int | None = None
+    ) -> tuple[ServerSide, ClientSide, int]:
         serverArgs = {} if serverMax is None else {"maxMessageLength": serverMax}
         clientArgs = {} if clientMax is None else {"maxMessageLength": clientMax}
         serverSide = self.server(DELIMITER, **serverArgs)
@@ -269,9 +270,10 @@ class TcpMsgTransferTests(_MsgTransferTests, BlockingTestCase):
         raw.sendall(b"ld\n\nlast")
         server.messages.waitFor(3)
         raw.sendall(b"\n")
-        self.assertEqual(server.messages.waitFor(4),
-                         [(clientId, b"hello"), (clientId, b"world"), (clientId, b""),
-                          (clientId, b"last")])
+        self.assertEqual(
+            server.messages.waitFor(4),
+            [(clientId, b"hello"), (clientId, b"world"), (clientId, b""), (clientId, b"last")],
+        )
 
     def test_unterminatedTailDiscarded(self) -> None:
         """
@@ -315,8 +317,9 @@ class _ManyClientsTests:
     def setUp(self) -> None:
         self.serverSide = self.server(DELIMITER)
         self.clients = [self.connect(self.serverSide, DELIMITER) for _ in range(MANY)]
-        self.assertEqual(sorted(i for _, i in self.clients),
-                         self.serverSide.server.getAllClientIds())
+        self.assertEqual(
+            sorted(i for _, i in self.clients), self.serverSide.server.getAllClientIds()
+        )
 
     def inThreads(self, calls: list) -> None:
         results = Recorder()
@@ -328,8 +331,7 @@ class _ManyClientsTests:
         self.assertEqual(results.waitFor(len(calls)), [True] * len(calls))
 
     def expectedAtServer(self) -> list[tuple[int, bytes]]:
-        return sorted((i, b"Message from client %d" % n)
-                      for n, (_, i) in enumerate(self.clients))
+        return sorted((i, b"Message from client %d" % n) for n, (_, i) in enumerate(self.clients))
 
     def test_sendingClientsSingleThread(self) -> None:
         """
@@ -338,14 +340,16 @@ class _ManyClientsTests:
         """
         for n, (client, _) in enumerate(self.clients):
             self.assertTrue(client.client.sendMsg(b"Message from client %d" % n))
-        self.assertEqual(sorted(self.serverSide.messages.waitFor(MANY)),
-                         self.expectedAtServer())
+        self.assertEqual(sorted(self.serverSide.messages.waitFor(MANY)), self.expectedAtServer())
 
     def test_sendingClientsMultipleThreads(self) -> None:
-        self.inThreads([lambda c=client, n=n: c.client.sendMsg(b"Message from client %d" % n)
-                        for n, (client, _) in enumerate(self.clients)])
-        self.assertEqual(sorted(self.serverSide.messages.waitFor(MANY)),
-                         self.expectedAtServer())
+        self.inThreads(
+            [
+                lambda c=client, n=n: c.client.sendMsg(b"Message from client %d" % n)
+                for n, (client, _) in enumerate(self.clients)
+            ]
+        )
+        self.assertEqual(sorted(self.serverSide.messages.waitFor(MANY)), self.expectedAtServer())
 
     def assertEachClientGotItsMessage(self) -> None:
         for client, clientId in self.clients:
@@ -356,14 +360,19 @@ class _ManyClientsTests:
         The server sends each client its own message; each gets exactly it.
         """
         for _, clientId in self.clients:
-            self.assertTrue(self.serverSide.server.sendMsg(
-                clientId, b"Message to client %d" % clientId))
+            self.assertTrue(
+                self.serverSide.server.sendMsg(clientId, b"Message to client %d" % clientId)
+            )
         self.assertEachClientGotItsMessage()
 
     def test_sendingServerMultipleThreads(self) -> None:
         server = self.serverSide.server
-        self.inThreads([lambda i=clientId: server.sendMsg(i, b"Message to client %d" % i)
-                        for _, clientId in self.clients])
+        self.inThreads(
+            [
+                lambda i=clientId: server.sendMsg(i, b"Message to client %d" % i)
+                for _, clientId in self.clients
+            ]
+        )
         self.assertEachClientGotItsMessage()
 
 

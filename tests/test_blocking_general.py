@@ -65,9 +65,12 @@ def chainDepth2() -> dict[str, str]:
     deepClient = certgen.issueCertificate(server, "CN=deep client", client=True)
     paths = {"ca": str(directory / "ca.pem")}
     (directory / "ca.pem").write_bytes(ca.certificatePEM())
-    for name, issued, chain in (("server", server, b""), ("client", client, b""),
-                                ("deepServer", deepServer, server.certificatePEM()),
-                                ("deepClient", deepClient, server.certificatePEM())):
+    for name, issued, chain in (
+        ("server", server, b""),
+        ("client", client, b""),
+        ("deepServer", deepServer, server.certificatePEM()),
+        ("deepClient", deepClient, server.certificatePEM()),
+    ):
         (directory / f"{name}.pem").write_bytes(issued.certificatePEM() + chain)
         (directory / f"{name}.key").write_bytes(issued.keyPEM())
         paths[name] = str(directory / f"{name}.pem")
@@ -98,8 +101,7 @@ class _ClientStartTests:
     def assertStartFails(self, code: int, port: int | None = None, **certificates: str) -> None:
         side = self.makeClient(DELIMITER)
         with self.assertRaises(StartError) as raised:
-            self.startClient(side, self.serverSide.port if port is None else port,
-                             **certificates)
+            self.startClient(side, self.serverSide.port if port is None else port, **certificates)
         self.assertEqual(raised.exception.code, code, str(raised.exception))
         self.assertFalse(side.client.isRunning())
         self.assertEqual(self.serverSide.server.getAllClientIds(), [])
@@ -223,8 +225,13 @@ class _ServerStartTests:
             if certificates:
                 self.startServer(side, **certificates)
             elif isinstance(server, TlsServer):
-                server.start(port, self.certs.ca, self.certs.server, self.certs.serverKey,
-                             interface="127.0.0.1")
+                server.start(
+                    port,
+                    self.certs.ca,
+                    self.certs.server,
+                    self.certs.serverKey,
+                    interface="127.0.0.1",
+                )
             else:
                 server.start(port, interface="127.0.0.1")
         self.assertEqual(raised.exception.code, code, str(raised.exception))
@@ -342,8 +349,9 @@ class TlsServerStartTests(_ServerStartTests, BlockingTestCase):
         """
         side = self.makeServer(DELIMITER)
         side.server.requireClientAuthentication(False)
-        side.server.setCertificates(self.certs.path("missing.pem"), self.certs.server,
-                                    self.certs.serverKey)
+        side.server.setCertificates(
+            self.certs.path("missing.pem"), self.certs.server, self.certs.serverKey
+        )
         with self.assertRaises(StartError) as raised:
             side.server.start(0, interface="127.0.0.1")
         self.assertEqual(raised.exception.code, 30)
@@ -355,10 +363,12 @@ class TlsServerStartTests(_ServerStartTests, BlockingTestCase):
         """
         server = TlsServer(DELIMITER)
         self.addCleanup(server.stop)
-        server.setCertificates(self.certs.path("fake.pem"), self.certs.path("fake.pem"),
-                               self.certs.path("fake.pem"))
-        server.start(0, self.certs.ca, self.certs.server, self.certs.serverKey,
-                     interface="127.0.0.1")
+        server.setCertificates(
+            self.certs.path("fake.pem"), self.certs.path("fake.pem"), self.certs.path("fake.pem")
+        )
+        server.start(
+            0, self.certs.ca, self.certs.server, self.certs.serverKey, interface="127.0.0.1"
+        )
         server.stop()
         server.clearCertificates()
         with self.assertRaises(StartError) as raised:
@@ -418,7 +428,8 @@ class TlsReadClientDataTests(_ReadClientDataTests, BlockingTestCase):
         self.assertEqual(server.getSubjPartFromClientCert(self.clientId, 15), "my city")
         self.assertEqual(server.getSubjPartFromClientCert(self.clientId, "L"), "my city")
         self.assertEqual(
-            server.getSubjPartFromClientCert(self.clientId, NameOID.LOCALITY_NAME), "my city")
+            server.getSubjPartFromClientCert(self.clientId, NameOID.LOCALITY_NAME), "my city"
+        )
         parts = {13: "client", 14: "DE", 16: "my state", 17: "test", 18: "Client"}
         for nid, value in parts.items():
             self.assertEqual(server.getSubjPartFromClientCert(self.clientId, nid), value)
@@ -508,8 +519,9 @@ class TlsConnectTests(BlockingTestCase):
 
     tls = True
 
-    def assertConnects(self, serverCerts: tuple[str, str, str],
-                       clientCerts: tuple[str, str, str]) -> None:
+    def assertConnects(
+        self, serverCerts: tuple[str, str, str], clientCerts: tuple[str, str, str]
+    ) -> None:
         side = self.makeServer(DELIMITER)
         self.startServer(side, *serverCerts)
         client = self.makeClient(DELIMITER)
@@ -518,8 +530,12 @@ class TlsConnectTests(BlockingTestCase):
         side.established.waitFor(1)
         self.assertEqual(len(side.server.getAllClientIds()), 1)
 
-    def assertRejected(self, serverCerts: tuple[str, str, str],
-                       clientCerts: tuple[str, str, str], error: type[Exception]) -> None:
+    def assertRejected(
+        self,
+        serverCerts: tuple[str, str, str],
+        clientCerts: tuple[str, str, str],
+        error: type[Exception],
+    ) -> None:
         side = self.makeServer(DELIMITER)
         self.startServer(side, *serverCerts)
         client = self.makeClient(DELIMITER)
@@ -561,8 +577,11 @@ class TlsConnectTests(BlockingTestCase):
         """
         server, _ = self.main()
         path = self.certs.path
-        self.assertRejected(server, (self.certs.ca, path("selfsigned.pem"),
-                                     path("selfsigned.key")), ClientCertificateRejected)
+        self.assertRejected(
+            server,
+            (self.certs.ca, path("selfsigned.pem"), path("selfsigned.key")),
+            ClientCertificateRejected,
+        )
 
     def test_negTestClientWithUnknownCa(self) -> None:
         """
@@ -570,8 +589,11 @@ class TlsConnectTests(BlockingTestCase):
         """
         server, _ = self.main()
         path = self.certs.path
-        self.assertRejected(server, (self.certs.ca, path("other-client.pem"),
-                                     path("other-client.key")), ClientCertificateRejected)
+        self.assertRejected(
+            server,
+            (self.certs.ca, path("other-client.pem"), path("other-client.key")),
+            ClientCertificateRejected,
+        )
 
     def test_negTestClientWithCertChainDepth2(self) -> None:
         """
@@ -579,9 +601,11 @@ class TlsConnectTests(BlockingTestCase):
         rejected, code 60.
         """
         deep = chainDepth2()
-        self.assertRejected((deep["ca"], deep["server"], deep["serverKey"]),
-                            (deep["ca"], deep["deepClient"], deep["deepClientKey"]),
-                            ClientCertificateRejected)
+        self.assertRejected(
+            (deep["ca"], deep["server"], deep["serverKey"]),
+            (deep["ca"], deep["deepClient"], deep["deepClientKey"]),
+            ClientCertificateRejected,
+        )
 
     def test_negTestServerWithSelfSignedCert(self) -> None:
         """
@@ -590,8 +614,11 @@ class TlsConnectTests(BlockingTestCase):
         """
         _, client = self.main()
         path = self.certs.path
-        self.assertRejected((self.certs.ca, path("selfsigned.pem"), path("selfsigned.key")),
-                            client, ServerCertificateRejected)
+        self.assertRejected(
+            (self.certs.ca, path("selfsigned.pem"), path("selfsigned.key")),
+            client,
+            ServerCertificateRejected,
+        )
 
     def test_negTestServerWithUnknownCa(self) -> None:
         """
@@ -599,17 +626,22 @@ class TlsConnectTests(BlockingTestCase):
         """
         _, client = self.main()
         path = self.certs.path
-        self.assertRejected((self.certs.ca, path("other-server.pem"), path("other-server.key")),
-                            client, ServerCertificateRejected)
+        self.assertRejected(
+            (self.certs.ca, path("other-server.pem"), path("other-server.key")),
+            client,
+            ServerCertificateRejected,
+        )
 
     def test_negTestServerWithCertChainDepth2(self) -> None:
         """
         A server certificate signed by a server certificate: code 60.
         """
         deep = chainDepth2()
-        self.assertRejected((deep["ca"], deep["deepServer"], deep["deepServerKey"]),
-                            (deep["ca"], deep["client"], deep["clientKey"]),
-                            ServerCertificateRejected)
+        self.assertRejected(
+            (deep["ca"], deep["deepServer"], deep["deepServerKey"]),
+            (deep["ca"], deep["client"], deep["clientKey"]),
+            ServerCertificateRejected,
+        )
 
     def test_wrongHostname(self) -> None:
         """
@@ -619,8 +651,11 @@ class TlsConnectTests(BlockingTestCase):
         """
         _, client = self.main()
         path = self.certs.path
-        self.assertRejected((self.certs.ca, path("wronghost.pem"), path("wronghost.key")),
-                            client, ServerCertificateRejected)
+        self.assertRejected(
+            (self.certs.ca, path("wronghost.pem"), path("wronghost.key")),
+            client,
+            ServerCertificateRejected,
+        )
         side = self.makeServer(DELIMITER)
         self.startServer(side, self.certs.ca, path("wronghost.pem"), path("wronghost.key"))
         lenient = self.makeClient(DELIMITER, verifyHostname=False)
@@ -637,11 +672,15 @@ class TlsConnectTests(BlockingTestCase):
         _, client = self.main()
         path = self.certs.path
         for name in ("nosan-wronghost", "nosan-localhost"):
-            self.assertRejected((self.certs.ca, path(f"{name}.pem"), path(f"{name}.key")),
-                                client, ServerCertificateRejected)
+            self.assertRejected(
+                (self.certs.ca, path(f"{name}.pem"), path(f"{name}.key")),
+                client,
+                ServerCertificateRejected,
+            )
         side = self.makeServer(DELIMITER)
-        self.startServer(side, self.certs.ca, path("nosan-wronghost.pem"),
-                         path("nosan-wronghost.key"))
+        self.startServer(
+            side, self.certs.ca, path("nosan-wronghost.pem"), path("nosan-wronghost.key")
+        )
         lenient = self.makeClient(DELIMITER, verifyHostname=False)
         self.startClient(lenient, side.port, *client)
         self.assertTrue(lenient.client.isRunning())
@@ -670,8 +709,9 @@ class TlsIncompleteCertTests(BlockingTestCase):
 
     tls = True
 
-    def assertConnects(self, server: tuple[str, str, str, bool],
-                       client: tuple[str, str, str, bool]) -> None:
+    def assertConnects(
+        self, server: tuple[str, str, str, bool], client: tuple[str, str, str, bool]
+    ) -> None:
         side = self.makeServer(DELIMITER)
         ca, cert, key, clientAuth = server
         self.startServer(side, ca, cert, key, clientAuth=clientAuth)
@@ -734,8 +774,9 @@ class TlsIncompleteCertTests(BlockingTestCase):
         self.startServer(side, clientAuth=False)
         client = self.makeClient(DELIMITER)
         path = self.certs.path
-        self.startClient(client, side.port, self.certs.ca, path("other-client.pem"),
-                         path("other-client.key"))
+        self.startClient(
+            client, side.port, self.certs.ca, path("other-client.pem"), path("other-client.key")
+        )
         clientId = side.established.waitFor(1)[0]
         self.assertRaises(ServerError, side.server.getSubjPartFromClientCert, clientId, 13)
 
@@ -814,14 +855,22 @@ class ConstructionTests(BlockingTestCase):
                       [(w.category.__name__, str(w.message)) for w in caught])
             print(hasattr(tcpsc, "NoSuchName"))
         """)
-        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                                timeout=TIMEOUT, env=_environment())
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=_environment(),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.splitlines()
         self.assertEqual(lines[:2], ["[]", "[]"])
-        self.assertEqual(lines[2], "TcpServer True [('DeprecationWarning', 'tcpsc.TcpServer is "
-                                   "deprecated: import it from tcpsc.blocking (from "
-                                   "tcpsc.blocking import TcpServer)')]")
+        self.assertEqual(
+            lines[2],
+            "TcpServer True [('DeprecationWarning', 'tcpsc.TcpServer is "
+            "deprecated: import it from tcpsc.blocking (from "
+            "tcpsc.blocking import TcpServer)')]",
+        )
         self.assertEqual(len(lines), 8)
         for line in lines[3:7]:
             self.assertIn(" True [('DeprecationWarning', ", line)
@@ -887,8 +936,13 @@ class LifecycleTests(BlockingTestCase):
             server.stop()
             print(made, started)
         """)
-        result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                                timeout=TIMEOUT, env=_environment())
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=_environment(),
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.split(), ["256", "1064"])
 
@@ -1088,9 +1142,16 @@ class ServerSettingsTests(BlockingTestCase):
         made, and the core server is made with its fields.
         """
         server = TcpServer(b"|", 4096, maxConnections=7, idleTimeout=30.0)
-        self.assertEqual(server.settings, Settings(
-            delimiter=b"|", messageAppend=b"", maxMessageLength=4096, maxConnections=7,
-            idleTimeout=30.0))
+        self.assertEqual(
+            server.settings,
+            Settings(
+                delimiter=b"|",
+                messageAppend=b"",
+                maxMessageLength=4096,
+                maxConnections=7,
+                idleTimeout=30.0,
+            ),
+        )
         self.assertEqual((server.maxConnections, server.idleTimeout), (7, 30.0))
         server.closeTimeout = 2.0
         self.assertEqual(server.settings.closeTimeout, 2.0)
@@ -1101,15 +1162,30 @@ class ServerSettingsTests(BlockingTestCase):
         with self.assertRaises(ValueError) as raised:
             TcpServer(b"|", maxConnections=0)
         self.assertEqual(str(raised.exception), "maxConnections must be at least 1, not 0")
-        side = self.makeServer(DELIMITER, 100, tls=False, maxConnections=7,
-                               maxConnectionsPerPeer=3, idleTimeout=30.0, closeTimeout=2.0,
-                               firstByteTimeout=4.0, handshakeTimeout=6.0)
+        side = self.makeServer(
+            DELIMITER,
+            100,
+            tls=False,
+            maxConnections=7,
+            maxConnectionsPerPeer=3,
+            idleTimeout=30.0,
+            closeTimeout=2.0,
+            firstByteTimeout=4.0,
+            handshakeTimeout=6.0,
+        )
         self.startServer(side)
         core: Any = side.server._core
         self.assertEqual(
-            (core.maxConnections, core.maxConnectionsPerPeer, core.idleTimeout,
-             core.closeTimeout, core.firstByteTimeout, core.handshakeTimeout),
-            (7, 3, 30.0, 2.0, 4.0, 6.0))
+            (
+                core.maxConnections,
+                core.maxConnectionsPerPeer,
+                core.idleTimeout,
+                core.closeTimeout,
+                core.firstByteTimeout,
+                core.handshakeTimeout,
+            ),
+            (7, 3, 30.0, 2.0, 4.0, 6.0),
+        )
         _, clientId = self.connect(side, DELIMITER, tls=False)
         self.assertEqual(core.connection(clientId).maxMessageLength, 100)
 
@@ -1136,8 +1212,12 @@ class SilentPeerTests(BlockingTestCase):
 
     def silentPeer(self, *args: str) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests._silentpeer", *args], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=_environment())
+            [sys.executable, "-m", "tests._silentpeer", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_environment(),
+        )
 
         def end() -> None:
             if process.poll() is None:

@@ -186,8 +186,14 @@ class RealSocketTests(BlockingTestCase):
         everything accepted and closes as soon as the reader has read it,
         without waiting for C{closeTimeout}.
         """
-        side = echoServer(self, b"\n", maxMessageLength=None, sendTimeout=0.2,
-                          maxPendingOutput=128 * 1024, closeTimeout=60.0)
+        side = echoServer(
+            self,
+            b"\n",
+            maxMessageLength=None,
+            sendTimeout=0.2,
+            maxPendingOutput=128 * 1024,
+            closeTimeout=60.0,
+        )
         server = side.server
         reader = socket.create_connection(("127.0.0.1", side.port), timeout=TIMEOUT)
         self.addCleanup(reader.close)

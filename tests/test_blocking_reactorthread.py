@@ -28,8 +28,9 @@ class ReactorThreadTests(SynchronousTestCase):
         L{ReactorThread.call} runs the function in the reactor thread and
         returns its result, or that of the L{Deferred} it returns.
         """
-        self.assertEqual(self.thread.call(TIMEOUT, lambda: threading.current_thread().name),
-                         "test-reactor")
+        self.assertEqual(
+            self.thread.call(TIMEOUT, lambda: threading.current_thread().name), "test-reactor"
+        )
 
         def later() -> Deferred[str]:
             d: Deferred[str] = Deferred()
@@ -43,12 +44,17 @@ class ReactorThreadTests(SynchronousTestCase):
         An exception, raised or as a failed L{Deferred}, is raised in the
         caller.
         """
+
         def fail() -> None:
             raise KeyError("x")
 
         self.assertRaises(KeyError, self.thread.call, TIMEOUT, fail)
-        self.assertRaises(ValueError, self.thread.call, TIMEOUT,
-                          lambda: Deferred.fromCoroutine(self._raiseValueError()))
+        self.assertRaises(
+            ValueError,
+            self.thread.call,
+            TIMEOUT,
+            lambda: Deferred.fromCoroutine(self._raiseValueError()),
+        )
 
     async def _raiseValueError(self) -> None:
         raise ValueError()
@@ -124,8 +130,13 @@ class ExitTests(SynchronousTestCase):
         """)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         environment = dict(os.environ, PYTHONPATH=root)
-        result = subprocess.run([sys.executable, "-c", program], capture_output=True,
-                                timeout=30, env=environment, text=True)
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            timeout=30,
+            env=environment,
+            text=True,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "started\n")
         self.assertNotIn("Traceback", result.stderr)

@@ -165,8 +165,9 @@ class SlowPeerTests(BlockingTestCase):
         is served without delay.
         """
         limit = 256 * 1024
-        side = echoServer(self, b"\n", maxMessageLength=None, sendTimeout=0.5,
-                          maxPendingOutput=limit)
+        side = echoServer(
+            self, b"\n", maxMessageLength=None, sendTimeout=0.5, maxPendingOutput=limit
+        )
         server = side.server
         slow = socket.socket()
         self.addCleanup(slow.close)
@@ -290,8 +291,7 @@ class OrderTests(BlockingTestCase):
         sent = [b"%d" % i for i in range(count)]
         for message in sent:
             self.assertTrue(client.client.sendMsg(message))
-        self.assertEqual(side.messages.waitFor(count, timeout=60),
-                         [(clientId, m) for m in sent])
+        self.assertEqual(side.messages.waitFor(count, timeout=60), [(clientId, m) for m in sent])
         self.assertEqual(client.messages.waitFor(count, timeout=60), sent)
 
 

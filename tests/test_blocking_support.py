@@ -34,8 +34,9 @@ TIMEOUT = 10.0
 LONG_MESSAGE = bytes(33 + i % 94 for i in range(1_000_000))
 
 
-def waitUntil(condition: Callable[[], object], timeout: float = TIMEOUT,
-              interval: float = 0.002) -> None:
+def waitUntil(
+    condition: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.002
+) -> None:
     """
     Poll C{condition()} until it is true; fail after C{timeout} seconds.  A
     bounded poll for state that has no event of its own (such as
@@ -121,9 +122,7 @@ class StreamRecorder:
     def waitForLength(self, length: int, timeout: float = TIMEOUT) -> bytes:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._data) >= length, timeout):
-                raise AssertionError(
-                    f"{len(self._data)} of {length} bytes within {timeout} s"
-                )
+                raise AssertionError(f"{len(self._data)} of {length} bytes within {timeout} s")
             return bytes(self._data)
 
     def waitForClose(self, timeout: float = TIMEOUT) -> None:
@@ -205,8 +204,14 @@ class BlockingTestCase(SynchronousTestCase):
         self.addCleanup(server.stop, 30.0)
         return ServerSide(server)
 
-    def startServer(self, side: ServerSide, ca: str | None = None, cert: str | None = None,
-                    key: str | None = None, clientAuth: bool = True) -> int:
+    def startServer(
+        self,
+        side: ServerSide,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        clientAuth: bool = True,
+    ) -> int:
         """
         Start C{side}'s server on a free port of 127.0.0.1, with the main
         certificate set for TLS unless others are given.
@@ -214,9 +219,11 @@ class BlockingTestCase(SynchronousTestCase):
         server = side.server
         if isinstance(server, TlsServer):
             certs = self.certs
-            server.setCertificates(certs.ca if ca is None else ca,
-                                   certs.server if cert is None else cert,
-                                   certs.serverKey if key is None else key)
+            server.setCertificates(
+                certs.ca if ca is None else ca,
+                certs.server if cert is None else cert,
+                certs.serverKey if key is None else key,
+            )
             server.requireClientAuthentication(clientAuth)
         side.port = server.start(0, interface="127.0.0.1")
         return side.port
@@ -238,9 +245,16 @@ class BlockingTestCase(SynchronousTestCase):
         self.addCleanup(client.stop, 30.0)
         return ClientSide(client)
 
-    def startClient(self, side: ClientSide, port: int, ca: str | None = None,
-                    cert: str | None = None, key: str | None = None, serverAuth: bool = True,
-                    host: str = "127.0.0.1") -> None:
+    def startClient(
+        self,
+        side: ClientSide,
+        port: int,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        serverAuth: bool = True,
+        host: str = "127.0.0.1",
+    ) -> None:
         """
         Start C{side}'s client, with the main certificate set for TLS unless
         others are given.
@@ -248,9 +262,11 @@ class BlockingTestCase(SynchronousTestCase):
         client = side.client
         if isinstance(client, TlsClient):
             certs = self.certs
-            client.setCertificates(certs.ca if ca is None else ca,
-                                   certs.client if cert is None else cert,
-                                   certs.clientKey if key is None else key)
+            client.setCertificates(
+                certs.ca if ca is None else ca,
+                certs.client if cert is None else cert,
+                certs.clientKey if key is None else key,
+            )
             client.requireServerAuthentication(serverAuth)
         client.start(host, port)
 

@@ -106,8 +106,10 @@ class AppendTests(GuaranteeTestCase):
                 self.assertLessEqual(len(calls), 1 + sends)
             else:
                 self.assertEqual(len(calls), 200 + sends)
-        await waitFor(lambda: all(len(p.messages()) >= len(e)
-                                  for p, e in zip(peers, expected, strict=True)), SHORT)
+        await waitFor(
+            lambda: all(len(p.messages()) >= len(e) for p, e in zip(peers, expected, strict=True)),
+            SHORT,
+        )
         for peer, e in zip(peers, expected, strict=True):
             self.assertEqual(peer.messages(), e)
 

@@ -44,9 +44,7 @@ def _sans(certificate: x509.Certificate) -> list[object]:
     @param certificate: a certificate with a subject alternative name
     @return: its DNS names and IP addresses, in order
     """
-    extension = certificate.extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    )
+    extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     return [name.value for name in extension.value]
 
 
@@ -79,8 +77,7 @@ class ParseSubjectTests(SynchronousTestCase):
         keys and values dropped and inner whitespace kept.
         """
         name = parseSubject(
-            "C=DE,ST=my state, L = my city,O=test,OU=server,CN=localhost,"
-            "emailAddress=a@example.com"
+            "C=DE,ST=my state, L = my city,O=test,OU=server,CN=localhost,emailAddress=a@example.com"
         )
         self.assertEqual(
             [(a.oid, a.value) for a in name],
@@ -182,9 +179,7 @@ class MakeCATests(SynchronousTestCase):
         self.assertEqual(certificate.subject, parseSubject("O=test,CN=test CA"))
         self.assertEqual(certificate.issuer, certificate.subject)
 
-        constraints = certificate.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         self.assertTrue(constraints.critical)
         self.assertTrue(constraints.value.ca)
         self.assertEqual(constraints.value.path_length, 0)
@@ -226,9 +221,7 @@ class MakeCATests(SynchronousTestCase):
         start = datetime(2020, 1, 1, tzinfo=UTC)
         ca = makeCA("CN=ca", notBefore=start, days=1)
         self.assertEqual(ca.certificate.not_valid_before_utc, start)
-        self.assertEqual(
-            ca.certificate.not_valid_after_utc, datetime(2020, 1, 2, tzinfo=UTC)
-        )
+        self.assertEqual(ca.certificate.not_valid_after_utc, datetime(2020, 1, 2, tzinfo=UTC))
 
     def test_nonPositiveDays(self) -> None:
         """
@@ -269,12 +262,8 @@ class IssueCertificateTests(SynchronousTestCase):
         self.assertEqual(leaf.certificate.issuer, self.ca.certificate.subject)
         self.assertEqual(leaf.certificate.subject, parseSubject("O=test,CN=leaf"))
 
-        aki = leaf.certificate.extensions.get_extension_for_class(
-            x509.AuthorityKeyIdentifier
-        )
-        ski = self.ca.certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        )
+        aki = leaf.certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        ski = self.ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         self.assertEqual(aki.value.key_identifier, ski.value.digest)
 
     def test_otherCA(self) -> None:
@@ -293,10 +282,7 @@ class IssueCertificateTests(SynchronousTestCase):
         """
         Serial numbers are random, so they differ between certificates.
         """
-        serials = {
-            issueCertificate(self.ca, "CN=leaf").certificate.serial_number
-            for _ in range(5)
-        }
+        serials = {issueCertificate(self.ca, "CN=leaf").certificate.serial_number for _ in range(5)}
         self.assertEqual(len(serials), 5)
 
     def test_sans(self) -> None:
@@ -319,9 +305,7 @@ class IssueCertificateTests(SynchronousTestCase):
                 "*.example.org",
             ],
         )
-        extension = leaf.certificate.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        )
+        extension = leaf.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         self.assertEqual(
             extension.value.get_values_for_type(x509.DNSName),
             ["example.com", "*.example.org"],
@@ -344,9 +328,7 @@ class IssueCertificateTests(SynchronousTestCase):
         An empty or non-ASCII host is a L{ValueError}.
         """
         self.assertRaises(ValueError, issueCertificate, self.ca, "CN=x", hosts=[""])
-        self.assertRaises(
-            ValueError, issueCertificate, self.ca, "CN=x", hosts=["bücher.de"]
-        )
+        self.assertRaises(ValueError, issueCertificate, self.ca, "CN=x", hosts=["bücher.de"])
 
     def test_extendedKeyUsage(self) -> None:
         """
@@ -374,9 +356,7 @@ class IssueCertificateTests(SynchronousTestCase):
         By default the certificate is not a CA and may not sign certificates.
         """
         leaf = issueCertificate(self.ca, "CN=leaf")
-        constraints = leaf.certificate.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
+        constraints = leaf.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         self.assertTrue(constraints.critical)
         self.assertFalse(constraints.value.ca)
         usage = leaf.certificate.extensions.get_extension_for_class(x509.KeyUsage)
@@ -388,9 +368,7 @@ class IssueCertificateTests(SynchronousTestCase):
         With C{isCA} the certificate is flagged as a CA.
         """
         leaf = issueCertificate(self.ca, "CN=sub", isCA=True)
-        constraints = leaf.certificate.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
+        constraints = leaf.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         self.assertTrue(constraints.value.ca)
         usage = leaf.certificate.extensions.get_extension_for_class(x509.KeyUsage)
         self.assertTrue(usage.value.key_cert_sign)
@@ -419,13 +397,10 @@ class IssueCertificateTests(SynchronousTestCase):
         for C{days} days from then.
         """
         now = datetime.now(UTC)
-        leaf = issueCertificate(
-            self.ca, "CN=new", notBefore=now + timedelta(days=1), days=2
-        )
+        leaf = issueCertificate(self.ca, "CN=new", notBefore=now + timedelta(days=1), days=2)
         self.assertGreater(leaf.certificate.not_valid_before_utc, now)
         self.assertEqual(
-            leaf.certificate.not_valid_after_utc
-            - leaf.certificate.not_valid_before_utc,
+            leaf.certificate.not_valid_after_utc - leaf.certificate.not_valid_before_utc,
             timedelta(days=2),
         )
 
@@ -462,9 +437,7 @@ class IssueCertificateTests(SynchronousTestCase):
         ca = makeCA("CN=rsa CA", keyType="rsa", rsaBits=2048)
         self.assertIsInstance(ca.key, rsa.RSAPrivateKey)
         self.assertEqual(ca.key.key_size, 2048)
-        leaf = issueCertificate(
-            ca, "CN=rsa leaf", server=True, keyType="rsa", rsaBits=2048
-        )
+        leaf = issueCertificate(ca, "CN=rsa leaf", server=True, keyType="rsa", rsaBits=2048)
         self.assertIsInstance(leaf.key, rsa.RSAPrivateKey)
         self.assertEqual(leaf.key.key_size, 2048)
         public = leaf.certificate.public_key()
@@ -496,9 +469,7 @@ class MakeSelfSignedTests(SynchronousTestCase):
         certificate = issued.certificate
         certificate.verify_directly_issued_by(certificate)
         self.assertEqual(certificate.issuer, certificate.subject)
-        constraints = certificate.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        )
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         self.assertFalse(constraints.value.ca)
         self.assertEqual(
             _sans(certificate),
@@ -555,9 +526,7 @@ class IssuedTests(SynchronousTestCase):
         )
         certPEM = self.issued.certificatePEM()
         self.assertTrue(certPEM.startswith(b"-----BEGIN CERTIFICATE-----\n"))
-        self.assertEqual(
-            x509.load_pem_x509_certificate(certPEM), self.issued.certificate
-        )
+        self.assertEqual(x509.load_pem_x509_certificate(certPEM), self.issued.certificate)
 
     def test_writeTo(self) -> None:
         """
@@ -640,9 +609,7 @@ class WriteCertificateSetTests(SynchronousTestCase):
             "bob.key",
         ]
         self.assertEqual(paths, {name: self.directory / name for name in names})
-        self.assertEqual(
-            sorted(p.name for p in self.directory.iterdir()), sorted(names)
-        )
+        self.assertEqual(sorted(p.name for p in self.directory.iterdir()), sorted(names))
         for name, path in paths.items():
             self.assertEqual(_mode(path), 0o600 if name.endswith(".key") else 0o644)
         for name in ("ca", "server", "alice", "bob"):
@@ -671,9 +638,7 @@ class WriteCertificateSetTests(SynchronousTestCase):
         The server certificate names localhost, 127.0.0.1 and ::1, then the
         given hosts, each once.
         """
-        writeCertificateSet(
-            self.directory, hosts=["example.com", "192.0.2.7", "localhost"]
-        )
+        writeCertificateSet(self.directory, hosts=["example.com", "192.0.2.7", "localhost"])
         self.assertEqual(
             _sans(self._load("server.pem")),
             [
@@ -694,9 +659,7 @@ class WriteCertificateSetTests(SynchronousTestCase):
             subject="C=DE,ST=my state,L=my city,O=test,OU=server,CN=localhost",
         )
         base = "C=DE,ST=my state,L=my city,O=test,"
-        self.assertEqual(
-            self._load("ca.pem").subject, parseSubject(base + "OU=CA,CN=tcpsc CA")
-        )
+        self.assertEqual(self._load("ca.pem").subject, parseSubject(base + "OU=CA,CN=tcpsc CA"))
         self.assertEqual(
             self._load("server.pem").subject,
             parseSubject(base + "OU=server,CN=localhost"),
@@ -752,18 +715,14 @@ class WriteCertificateSetTests(SynchronousTestCase):
         names are a L{ValueError}, and nothing is written.
         """
         for clients in [("ca",), ("server",), ("a", "a"), ("",), ("../x",), (".x",)]:
-            self.assertRaises(
-                ValueError, writeCertificateSet, self.directory, clients=clients
-            )
+            self.assertRaises(ValueError, writeCertificateSet, self.directory, clients=clients)
         self.assertFalse(self.directory.exists())
 
     def test_badSubject(self) -> None:
         """
         An invalid subject is a L{ValueError}, and nothing is written.
         """
-        self.assertRaises(
-            ValueError, writeCertificateSet, self.directory, subject="X=1"
-        )
+        self.assertRaises(ValueError, writeCertificateSet, self.directory, subject="X=1")
         self.assertFalse(self.directory.exists())
 
     def test_rsa(self) -> None:
@@ -915,13 +874,9 @@ class OpenSSLVerifyTests(SynchronousTestCase):
         self._assertOK(self._writeIssued(good, "good"))
         self._assertRejected(self._writeIssued(expired, "expired"))
         self._assertRejected(self._writeIssued(future, "future"))
-        self._assertRejected(
-            self._writeIssued(makeSelfSigned("CN=localhost"), "selfsigned")
-        )
+        self._assertRejected(self._writeIssued(makeSelfSigned("CN=localhost"), "selfsigned"))
         other = makeCA("O=tcpsc,OU=CA,CN=tcpsc CA")
-        self._assertRejected(
-            self._writeIssued(issueCertificate(other, "CN=localhost"), "foreign")
-        )
+        self._assertRejected(self._writeIssued(issueCertificate(other, "CN=localhost"), "foreign"))
 
     def test_pathLength(self) -> None:
         """
@@ -938,6 +893,4 @@ class OpenSSLVerifyTests(SynchronousTestCase):
         intermediate = issueCertificate(ca, "CN=intermediate", isCA=True)
         leaf = issueCertificate(intermediate, "CN=leaf", server=True)
         intermediatePath = self._writeIssued(intermediate, "intermediate")
-        self._assertRejected(
-            "-untrusted", intermediatePath, self._writeIssued(leaf, "leaf")
-        )
+        self._assertRejected("-untrusted", intermediatePath, self._writeIssued(leaf, "leaf"))

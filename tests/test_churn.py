@@ -78,8 +78,14 @@ class ChurnTests(SynchronousTestCase):
         """
         churn = loadBenchmark("churn")
         count = 3000 * SCALE
-        result = churn.run(seconds=BOUND, connections=count, parallel=8, tls=False,
-                           warmup=100, directory=Path(self.mktemp()))
+        result = churn.run(
+            seconds=BOUND,
+            connections=count,
+            parallel=8,
+            tls=False,
+            warmup=100,
+            directory=Path(self.mktemp()),
+        )
         self.assertFlat(result, count)
 
     def test_tls(self) -> None:
@@ -90,6 +96,12 @@ class ChurnTests(SynchronousTestCase):
         """
         churn = loadBenchmark("churn")
         count = 300 * SCALE
-        result = churn.run(seconds=BOUND, connections=count, parallel=4, tls=True,
-                           warmup=20, directory=Path(self.mktemp()))
+        result = churn.run(
+            seconds=BOUND,
+            connections=count,
+            parallel=4,
+            tls=True,
+            warmup=20,
+            directory=Path(self.mktemp()),
+        )
         self.assertFlat(result, count)

@@ -43,9 +43,7 @@ TIMEOUT = 30.0
 
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -54,8 +52,12 @@ def tcpsc(*args: str) -> subprocess.CompletedProcess[str]:
     Run C{python -m tcpsc ARGS} to its end.
     """
     return subprocess.run(
-        [sys.executable, "-m", "tcpsc", *args], capture_output=True, text=True,
-        env=_environment(), timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "tcpsc", *args],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -69,13 +71,27 @@ class CommandTests(SynchronousTestCase):
         C{tcpsc} and each subcommand have C{--help}, which describes them and
         exits 0.
         """
-        for command, words in (((), ("certs", "connect")),
-                               (("certs",), ("--host", "--client", "--subject", "--rsa",
-                                             "--days", "--force", "0600")),
-                               (("connect",), ("--tls", "--ca", "--cert", "--key",
-                                               "--delimiter", "--reconnect", "--wait",
-                                               "--connect-timeout", "unix:PATH",
-                                               "tcp:HOST:PORT", "130", "SIGTERM"))):
+        for command, words in (
+            ((), ("certs", "connect")),
+            (("certs",), ("--host", "--client", "--subject", "--rsa", "--days", "--force", "0600")),
+            (
+                ("connect",),
+                (
+                    "--tls",
+                    "--ca",
+                    "--cert",
+                    "--key",
+                    "--delimiter",
+                    "--reconnect",
+                    "--wait",
+                    "--connect-timeout",
+                    "unix:PATH",
+                    "tcp:HOST:PORT",
+                    "130",
+                    "SIGTERM",
+                ),
+            ),
+        ):
             result = tcpsc(*command, "--help")
             self.assertEqual(result.returncode, 0, result.stderr)
             self.assertIn("usage: tcpsc", result.stdout)
@@ -86,11 +102,13 @@ class CommandTests(SynchronousTestCase):
         """
         A usage error is one line on standard error, exit status 2.
         """
-        for args, expected in ((("bogus",), "invalid choice"),
-                               ((), "required: COMMAND"),
-                               (("connect", "localhost", "port"), "not a port number"),
-                               (("connect", "localhost", "70000"), "outside 1-65535"),
-                               (("certs", "d", "--days", "0"), "must be 1 or more")):
+        for args, expected in (
+            (("bogus",), "invalid choice"),
+            ((), "required: COMMAND"),
+            (("connect", "localhost", "port"), "not a port number"),
+            (("connect", "localhost", "70000"), "outside 1-65535"),
+            (("certs", "d", "--days", "0"), "must be 1 or more"),
+        ):
             out, err = io.StringIO(), io.StringIO()
             self.patch(sys, "stdout", out)
             self.patch(sys, "stderr", err)
@@ -134,8 +152,9 @@ class CertsTests(SynchronousTestCase):
         status, out, err = self.certs(str(directory))
         self.assertEqual((status, err), (0, ""))
         names = sorted(p.name for p in directory.iterdir())
-        self.assertEqual(names, ["ca.key", "ca.pem", "client.key", "client.pem",
-                                 "server.key", "server.pem"])
+        self.assertEqual(
+            names, ["ca.key", "ca.pem", "client.key", "client.pem", "server.key", "server.pem"]
+        )
         for name in names:
             self.assertIn(str(directory / name), out)
         for key in ("ca.key", "server.key", "client.key"):
@@ -150,8 +169,11 @@ class CertsTests(SynchronousTestCase):
             client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, "client"
         )
         # The files work with tcpsc itself.
-        TLSConfig(ca=str(directory / "ca.pem"), cert=str(directory / "server.pem"),
-                  key=str(directory / "server.key")).serverOptions()
+        TLSConfig(
+            ca=str(directory / "ca.pem"),
+            cert=str(directory / "server.pem"),
+            key=str(directory / "server.key"),
+        ).serverOptions()
 
     def test_opensslVerifies(self) -> None:
         """
@@ -163,20 +185,39 @@ class CertsTests(SynchronousTestCase):
         directory = Path(self.mktemp())
         status, _, _ = self.certs(str(directory), "--client", "alice", "--client", "bob")
         self.assertEqual(status, 0)
-        for purpose, name in (("sslserver", "server"), ("sslclient", "alice"),
-                              ("sslclient", "bob")):
+        for purpose, name in (
+            ("sslserver", "server"),
+            ("sslclient", "alice"),
+            ("sslclient", "bob"),
+        ):
             result = subprocess.run(
-                [OPENSSL, "verify", "-purpose", purpose, "-CAfile",
-                 str(directory / "ca.pem"), str(directory / f"{name}.pem")],
-                capture_output=True, text=True, timeout=TIMEOUT,
+                [
+                    OPENSSL,
+                    "verify",
+                    "-purpose",
+                    purpose,
+                    "-CAfile",
+                    str(directory / "ca.pem"),
+                    str(directory / f"{name}.pem"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
             )
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             self.assertIn(": OK", result.stdout)
         # And it rejects a certificate from another CA, so the check is real.
         result = subprocess.run(
-            [OPENSSL, "verify", "-CAfile", str(directory / "ca.pem"),
-             certificates().path("other-client.pem")],
-            capture_output=True, text=True, timeout=TIMEOUT,
+            [
+                OPENSSL,
+                "verify",
+                "-CAfile",
+                str(directory / "ca.pem"),
+                certificates().path("other-client.pem"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
         self.assertNotEqual(result.returncode, 0)
 
@@ -187,24 +228,36 @@ class CertsTests(SynchronousTestCase):
         the validity.
         """
         directory = Path(self.mktemp())
-        status, _, err = self.certs(str(directory), "--host", "example.org", "--host",
-                                    "10.0.0.1", "--client", "alice", "--client", "bob",
-                                    "--subject", "C=DE,ST=Bavaria,L=Munich,O=Example",
-                                    "--days", "10")
+        status, _, err = self.certs(
+            str(directory),
+            "--host",
+            "example.org",
+            "--host",
+            "10.0.0.1",
+            "--client",
+            "alice",
+            "--client",
+            "bob",
+            "--subject",
+            "C=DE,ST=Bavaria,L=Munich,O=Example",
+            "--days",
+            "10",
+        )
         self.assertEqual((status, err), (0, ""))
         server = self.load(directory / "server.pem")
         sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        self.assertEqual([str(n.value) for n in sans],
-                         ["localhost", "127.0.0.1", "::1", "example.org", "10.0.0.1"])
+        self.assertEqual(
+            [str(n.value) for n in sans],
+            ["localhost", "127.0.0.1", "::1", "example.org", "10.0.0.1"],
+        )
         self.assertFalse((directory / "client.pem").exists())
         for name in ("alice", "bob"):
             subject = self.load(directory / f"{name}.pem").subject
-            self.assertEqual(subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
-                             name)
-            self.assertEqual(subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value,
-                             "Munich")
-            self.assertEqual(subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value,
-                             "DE")
+            self.assertEqual(subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, name)
+            self.assertEqual(
+                subject.get_attributes_for_oid(NameOID.LOCALITY_NAME)[0].value, "Munich"
+            )
+            self.assertEqual(subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)[0].value, "DE")
         lifetime = server.not_valid_after_utc - datetime.now(UTC)
         self.assertTrue(timedelta(days=9) < lifetime <= timedelta(days=10), lifetime)
 
@@ -311,8 +364,9 @@ class _CommandTestCase(TestCase):
     Helpers for C{tcpsc} commands spawned against servers in this process.
     """
 
-    async def echoServer(self, tls: TLSConfig | None = None, **kwargs
-                         ) -> tuple[Server, list[bytes], int]:
+    async def echoServer(
+        self, tls: TLSConfig | None = None, **kwargs
+    ) -> tuple[Server, list[bytes], int]:
         received: list[bytes] = []
         server: Server
 
@@ -325,8 +379,7 @@ class _CommandTestCase(TestCase):
         port = await server.listen(0, "127.0.0.1", tls=tls)
         return server, received, port.getHost().port
 
-    def spawn(self, *args: str, subcommand: str = "connect", stdin: int | None = None
-              ) -> _Command:
+    def spawn(self, *args: str, subcommand: str = "connect", stdin: int | None = None) -> _Command:
         """
         Start C{tcpsc SUBCOMMAND ARGS}; its standard input is a pipe, or the
         file descriptor C{stdin} (the slave side of a terminal).
@@ -336,8 +389,11 @@ class _CommandTestCase(TestCase):
         if stdin is not None:
             fds = {0: stdin, 1: "r", 2: "r"}
         transport = reactor.spawnProcess(
-            command, sys.executable, [sys.executable, "-m", "tcpsc", subcommand, *args],
-            env=_environment(), childFDs=fds,
+            command,
+            sys.executable,
+            [sys.executable, "-m", "tcpsc", subcommand, *args],
+            env=_environment(),
+            childFDs=fds,
         )
         command.transport = transport
 
@@ -441,11 +497,21 @@ class ConnectTests(_CommandTestCase):
         """
         files = certificates()
         server, received, port = await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
         names: list[str | None] = []
         server.onEstablished = lambda i: names.append(server.clientSubjectPart(i, "CN"))
-        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey)
+        command = self.spawn(
+            "localhost",
+            str(port),
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.write(b"secret\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 0, command.err)
@@ -461,7 +527,8 @@ class ConnectTests(_CommandTestCase):
         """
         files = certificates()
         _, received, port = await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
         command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
         command.transport.write(b"secret\n")
         command.transport.closeStdin()
@@ -477,10 +544,19 @@ class ConnectTests(_CommandTestCase):
         """
         files = certificates()
         _, _, port = await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-        command = self.spawn("localhost", str(port), "--tls", "--ca",
-                             files.path("other-ca.pem"), "--cert", files.client,
-                             "--key", files.clientKey)
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
+        command = self.spawn(
+            "localhost",
+            str(port),
+            "--tls",
+            "--ca",
+            files.path("other-ca.pem"),
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1)
         self.assertOneLine(command, "server's certificate", "(code 60)")
@@ -493,10 +569,23 @@ class ConnectTests(_CommandTestCase):
         """
         files = certificates()
         _, received, port = await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.path("nosan-wronghost.pem"),
-                          key=files.path("nosan-wronghost.key")))
-        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey)
+            tls=TLSConfig(
+                ca=files.ca,
+                cert=files.path("nosan-wronghost.pem"),
+                key=files.path("nosan-wronghost.key"),
+            )
+        )
+        command = self.spawn(
+            "localhost",
+            str(port),
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.write(b"secret\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1)
@@ -511,8 +600,17 @@ class ConnectTests(_CommandTestCase):
         code 31, before connecting anywhere.
         """
         files = certificates()
-        command = self.spawn("localhost", "1", "--tls", "--ca", files.ca,
-                             "--cert", "/nonexistent/client.pem", "--key", files.clientKey)
+        command = self.spawn(
+            "localhost",
+            "1",
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            "/nonexistent/client.pem",
+            "--key",
+            files.clientKey,
+        )
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1)
         self.assertOneLine(command, "/nonexistent/client.pem", "(code 31)")
@@ -596,9 +694,11 @@ class ConnectTests(_CommandTestCase):
         with self.assertRaises(SystemExit) as raised:
             main(["connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"])
         self.assertEqual(raised.exception.code, 2)
-        self.assertEqual(err.getvalue(),
-                         "tcpsc connect: error: --ca, --cert and --key apply only with --tls "
-                         "(see tcpsc connect --help)\n")
+        self.assertEqual(
+            err.getvalue(),
+            "tcpsc connect: error: --ca, --cert and --key apply only with --tls "
+            "(see tcpsc connect --help)\n",
+        )
 
 
 def _clientHelloStarted(listener: socket.socket, accepted: list[socket.socket]) -> bool:
@@ -641,7 +741,8 @@ class ConnectFailureTests(_CommandTestCase):
     async def tlsServer(self) -> tuple[Server, list[bytes], int]:
         files = certificates()
         return await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
 
     @asyncTest
     async def test_plainClientAgainstTLSPortInAPipe(self) -> None:
@@ -654,8 +755,9 @@ class ConnectFailureTests(_CommandTestCase):
         command.transport.write(b"plain\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1, command.err)
-        self.assertOneLine(command, "the server closed the connection before answering; "
-                                    "does it require --tls?")
+        self.assertOneLine(
+            command, "the server closed the connection before answering; does it require --tls?"
+        )
         self.assertEqual(bytes(command.out), b"")
         self.assertEqual(received, [])
         self.flushLoggedErrors()
@@ -679,8 +781,11 @@ class ConnectFailureTests(_CommandTestCase):
         lines = command.err.decode().splitlines()
         self.assertEqual(len(lines), 2, lines)
         self.assertIn("connected to localhost:", lines[0])
-        self.assertEqual(lines[1], "tcpsc connect: the server closed the connection "
-                                   "before answering; does it require --tls?")
+        self.assertEqual(
+            lines[1],
+            "tcpsc connect: the server closed the connection "
+            "before answering; does it require --tls?",
+        )
         self.assertEqual(received, [])
 
     @asyncTest
@@ -697,9 +802,19 @@ class ConnectFailureTests(_CommandTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         _, received, port = await self.echoServer()
         files = certificates()
-        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey,
-                             "--connect-timeout", "3600")
+        command = self.spawn(
+            "localhost",
+            str(port),
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+            "--connect-timeout",
+            "3600",
+        )
         command.transport.write(b"secret\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1, command.err)
@@ -707,8 +822,7 @@ class ConnectFailureTests(_CommandTestCase):
         self.assertEqual(received, [])
         refusals = [e for e in events if e.get("reason") == "tlsClientOnPlainPort"]
         self.assertEqual(len(refusals), 1, events)
-        self.assertIn("a TLS client connected to a plain port",
-                      formatEvent(refusals[0]))
+        self.assertIn("a TLS client connected to a plain port", formatEvent(refusals[0]))
 
     @asyncTest
     async def test_refusedByConnectionLimit(self) -> None:
@@ -753,8 +867,9 @@ class ConnectFailureTests(_CommandTestCase):
         """
         _, port, _ = self.silentListener()
         files = certificates()
-        command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca,
-                             "--connect-timeout", "0.5")
+        command = self.spawn(
+            "localhost", str(port), "--tls", "--ca", files.ca, "--connect-timeout", "0.5"
+        )
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1, command.err)
         self.assertOneLine(command, "TLS handshake", "timed out after 0.5 s", "(code 50)")
@@ -763,8 +878,11 @@ class ConnectFailureTests(_CommandTestCase):
         listener, port, accepted = self.silentListener()
         files = certificates()
         command = self.spawn("localhost", str(port), "--tls", "--ca", files.ca)
-        await waitFor(lambda: _clientHelloStarted(listener, accepted), timeout=TIMEOUT,
-                      what="the command's TLS ClientHello at the silent listener")
+        await waitFor(
+            lambda: _clientHelloStarted(listener, accepted),
+            timeout=TIMEOUT,
+            what="the command's TLS ClientHello at the silent listener",
+        )
         command.transport.signalProcess(name)
         await command.ended()
         self.assertNotIn(b"Traceback", bytes(command.err))
@@ -851,11 +969,19 @@ class ConnectEndpointTests(_CommandTestCase):
         received: list[bytes] = []
         server = Server(onMessage=lambda i, m: received.append(m))
         self.addCleanup(server.stop)
-        await server.listen(f"unix:{path}",
-                            tls=TLSConfig(ca=files.ca, cert=files.server,
-                                          key=files.serverKey))
-        command = self.spawn(f"unix:{path}", "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey)
+        await server.listen(
+            f"unix:{path}", tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
+        command = self.spawn(
+            f"unix:{path}",
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.write(b"sealed\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 0, command.err)
@@ -864,11 +990,22 @@ class ConnectEndpointTests(_CommandTestCase):
         other = self.unixPath()
         wrong = Server()
         self.addCleanup(wrong.stop)
-        await wrong.listen(f"unix:{other}",
-                           tls=TLSConfig(ca=files.ca, cert=files.path("wronghost.pem"),
-                                         key=files.path("wronghost.key")))
-        command = self.spawn(f"unix:{other}", "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey)
+        await wrong.listen(
+            f"unix:{other}",
+            tls=TLSConfig(
+                ca=files.ca, cert=files.path("wronghost.pem"), key=files.path("wronghost.key")
+            ),
+        )
+        command = self.spawn(
+            f"unix:{other}",
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1, command.err)
         self.assertOneLine(command, "localhost", "(code 60)")
@@ -898,8 +1035,10 @@ class ConnectEndpointTests(_CommandTestCase):
         command = self.spawn(f"unix:{path}")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 1, command.err)
-        self.assertEqual(command.err.decode(), f"tcpsc connect: connection to unix:{path} "
-                                               "refused: no server is listening (code 50)\n")
+        self.assertEqual(
+            command.err.decode(),
+            f"tcpsc connect: connection to unix:{path} refused: no server is listening (code 50)\n",
+        )
 
     @asyncTest
     async def test_tcpDescription(self) -> None:
@@ -908,9 +1047,18 @@ class ConnectEndpointTests(_CommandTestCase):
         """
         files = certificates()
         _, received, port = await self.echoServer(
-            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey))
-        command = self.spawn(f"tcp:localhost:{port}", "--tls", "--ca", files.ca,
-                             "--cert", files.client, "--key", files.clientKey)
+            tls=TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey)
+        )
+        command = self.spawn(
+            f"tcp:localhost:{port}",
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.client,
+            "--key",
+            files.clientKey,
+        )
         command.transport.write(b"described\n")
         command.transport.closeStdin()
         self.assertEqual(await command.ended(), 0, command.err)
@@ -946,16 +1094,35 @@ class DaemonTests(SynchronousTestCase):
         port = daemon.port()
         files = certificates()
         result = subprocess.run(
-            [sys.executable, "-m", "tcpsc", "connect", "localhost", str(port), "--tls",
-             "--ca", files.ca, "--cert", files.client, "--key", files.clientKey,
-             "--connect-timeout", "3600"],
-            capture_output=True, text=True, env=_environment(), timeout=TIMEOUT,
+            [
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "connect",
+                "localhost",
+                str(port),
+                "--tls",
+                "--ca",
+                files.ca,
+                "--cert",
+                files.client,
+                "--key",
+                files.clientKey,
+                "--connect-timeout",
+                "3600",
+            ],
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            timeout=TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("tcpsc connect: the server does not speak TLS", result.stderr)
-        daemon.waitFor(r"Connection 1 from 127\.0\.0\.1:\d+: a TLS client connected to a "
-                       r"plain port; closing it")
+        daemon.waitFor(
+            r"Connection 1 from 127\.0\.0\.1:\d+: a TLS client connected to a "
+            r"plain port; closing it"
+        )
 
     def test_unixSocketDaemon(self) -> None:
         """
@@ -971,14 +1138,34 @@ class DaemonTests(SynchronousTestCase):
         daemon.waitFor("Listening on")
         result = subprocess.run(
             [sys.executable, "-m", "tcpsc", "connect", f"unix:{path}"],
-            input="hello\n", capture_output=True, text=True, env=_environment(),
+            input="hello\n",
+            capture_output=True,
+            text=True,
+            env=_environment(),
             timeout=TIMEOUT,
         )
         self.assertEqual((result.returncode, result.stdout), (0, "hello\n"), result.stderr)
         result = subprocess.run(
-            [sys.executable, "-m", "tcpsc", "bench", "echo", f"unix:{path}", "-c", "2",
-             "-m", "100", "-q", "10", "-T", "20"],
-            capture_output=True, text=True, env=_environment(), timeout=TIMEOUT,
+            [
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "bench",
+                "echo",
+                f"unix:{path}",
+                "-c",
+                "2",
+                "-m",
+                "100",
+                "-q",
+                "10",
+                "-T",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            timeout=TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
@@ -998,35 +1185,56 @@ class UsageErrorTests(SynchronousTestCase):
         argument, exit status 2, and nothing on standard output.
         """
         cases = [
-            (("connect", "localhost", "8081", "-d", "\\q"),
-             "tcpsc connect: error: argument -d/--delimiter: unknown escape \\q in \\q "),
+            (
+                ("connect", "localhost", "8081", "-d", "\\q"),
+                "tcpsc connect: error: argument -d/--delimiter: unknown escape \\q in \\q ",
+            ),
             (("connect", "localhost", "8081", "-d", ""), "one or more bytes"),
-            (("connect", "localhost", "8081", "--cert", "c.pem", "--tls"),
-             "--cert and --key go together"),
-            (("connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"),
-             "--ca, --cert and --key apply only with --tls"),
+            (
+                ("connect", "localhost", "8081", "--cert", "c.pem", "--tls"),
+                "--cert and --key go together",
+            ),
+            (
+                ("connect", "localhost", "8081", "--cert", "c.pem", "--key", "c.key"),
+                "--ca, --cert and --key apply only with --tls",
+            ),
             (("connect", "localhost"), "PORT is missing"),
             (("connect", "tcp:localhost:8081", "8081"), "give it without a PORT"),
-            (("connect", "localhost", "8081", "--connect-timeout", "0"),
-             "argument --connect-timeout: must be more than 0"),
+            (
+                ("connect", "localhost", "8081", "--connect-timeout", "0"),
+                "argument --connect-timeout: must be more than 0",
+            ),
             (("connect", "localhost", "8081", "--wait", "x"), "argument --wait"),
-            (("bench", "echo", "localhost", "8081", "-d", "\\q"),
-             "tcpsc bench echo: error: argument -d/--delimiter: unknown escape \\q"),
-            (("bench", "echo", "localhost", "8081", "--cert", "c.pem", "--key", "k"),
-             "--ca, --cert and --key apply only with --tls"),
-            (("bench", "multicast", "localhost", "8081", "--tls", "--key", "k"),
-             "--cert and --key go together"),
-            (("bench", "echo", "localhost", "8081", "-c", "5", "-m", "2"),
-             "-m must be at least -c"),
-            (("bench", "connect", "localhost", "8081", "-n", "0"),
-             "argument -n/--connections: must be at least 1"),
+            (
+                ("bench", "echo", "localhost", "8081", "-d", "\\q"),
+                "tcpsc bench echo: error: argument -d/--delimiter: unknown escape \\q",
+            ),
+            (
+                ("bench", "echo", "localhost", "8081", "--cert", "c.pem", "--key", "k"),
+                "--ca, --cert and --key apply only with --tls",
+            ),
+            (
+                ("bench", "multicast", "localhost", "8081", "--tls", "--key", "k"),
+                "--cert and --key go together",
+            ),
+            (
+                ("bench", "echo", "localhost", "8081", "-c", "5", "-m", "2"),
+                "-m must be at least -c",
+            ),
+            (
+                ("bench", "connect", "localhost", "8081", "-n", "0"),
+                "argument -n/--connections: must be at least 1",
+            ),
             (("bench", "idle", "localhost", "8081", "--hold", "x"), "argument --hold"),
             (("bench", "echo", "unix:"), "names no socket path"),
-            (("bench", "echo", "localhost", "8081", "-d", "\\r\\n", "-s", "1"),
-             "-s includes the delimiter"),
-            (("certs", "d", "--subject", "O=x,CN=y"),
-             "tcpsc certs: error: argument --subject: each certificate gets its own OU "
-             "and CN"),
+            (
+                ("bench", "echo", "localhost", "8081", "-d", "\\r\\n", "-s", "1"),
+                "-s includes the delimiter",
+            ),
+            (
+                ("certs", "d", "--subject", "O=x,CN=y"),
+                "tcpsc certs: error: argument --subject: each certificate gets its own OU and CN",
+            ),
             (("certs", "d", "--client", "ca"), "reserved"),
             (("certs", "d", "--days", "0"), "argument --days"),
             (("bogus",), "invalid choice"),
@@ -1081,8 +1289,11 @@ class PublicNamesTests(SynchronousTestCase):
                         problems.append(f"{where}: from {module}")
                         continue
                     exported = importlib.import_module(module).__all__
-                    problems += [f"{where}: {alias.name} is not in {module}.__all__"
-                                 for alias in node.names if alias.name not in exported]
+                    problems += [
+                        f"{where}: {alias.name} is not in {module}.__all__"
+                        for alias in node.names
+                        if alias.name not in exported
+                    ]
                 elif isinstance(node, ast.Import):
                     for alias in node.names:
                         if alias.name.split(".")[0] == "tcpsc":

@@ -115,8 +115,11 @@ class ClientTestCase(RealTLSTestCase):
         """
         The reconnect delays the clients logged, in order.
         """
-        return [e["delay"] for e in self.events
-                if "Reconnecting to" in e.get("log_format", "") and "delay" in e]
+        return [
+            e["delay"]
+            for e in self.events
+            if "Reconnecting to" in e.get("log_format", "") and "delay" in e
+        ]
 
 
 class ConnectErrorTests(ClientTestCase):
@@ -185,8 +188,11 @@ class ConnectErrorTests(ClientTestCase):
         c = certificates()
         client = self.client()
         config = TLSConfig(ca=c.ca, cert=c.client, key=c.path("nokey.key"))
-        error = await within(self.assertFailure(
-            client.connect("127.0.0.1", freePort(), tls=config), CertificateLoadError))
+        error = await within(
+            self.assertFailure(
+                client.connect("127.0.0.1", freePort(), tls=config), CertificateLoadError
+            )
+        )
         self.assertEqual(error.code, 32)
         self.assertFalse(client.isConnected)
 
@@ -202,8 +208,9 @@ class TimeoutAndCancelTests(ClientTestCase):
         port, peers = self.silentListener()
         client = self.client(connectTimeout=0.3)
         started = reactor.seconds()
-        error = await within(self.assertFailure(
-            client.connect("127.0.0.1", port, tls=clientTLS()), ConnectError))
+        error = await within(
+            self.assertFailure(client.connect("127.0.0.1", port, tls=clientTLS()), ConnectError)
+        )
         elapsed = reactor.seconds() - started
         self.assertEqual(error.code, 50)
         self.assertIn("timed out", str(error))
@@ -221,14 +228,17 @@ class TimeoutAndCancelTests(ClientTestCase):
         keeps the client waiting for acceptance; the connect timeout still
         ends the attempt, and the acceptance timer goes with it.
         """
-        port = await self.sServer("-Verify", "1", "-CAfile", certificates().ca,
-                                  "-num_tickets", "0")
+        port = await self.sServer("-Verify", "1", "-CAfile", certificates().ca, "-num_tickets", "0")
         client = self.client(connectTimeout=0.5, acceptanceGrace=30.0)
-        error = await within(self.assertFailure(
-            client.connect("localhost", port, tls=clientTLS()), ConnectError))
+        error = await within(
+            self.assertFailure(client.connect("localhost", port, tls=clientTLS()), ConnectError)
+        )
         self.assertIn("timed out", str(error))
-        leftovers = [call for call in reactor.getDelayedCalls()
-                     if "Acceptance" in getattr(call.func, "__qualname__", "")]
+        leftovers = [
+            call
+            for call in reactor.getDelayedCalls()
+            if "Acceptance" in getattr(call.func, "__qualname__", "")
+        ]
         self.assertEqual(leftovers, [])
 
     @asyncTest
@@ -339,8 +349,7 @@ class SendAndCloseTests(ClientTestCase):
     @asyncTest
     async def test_serverCloses(self) -> None:
         established: list[int] = []
-        server, port = await self.startServer(None, protocol=Echo,
-                                              onEstablished=established.append)
+        server, port = await self.startServer(None, protocol=Echo, onEstablished=established.append)
         closed: list[Failure] = []
         client = self.client(onClosed=closed.append)
         await within(client.connect("127.0.0.1", port))
@@ -384,9 +393,15 @@ class ReconnectTests(ClientTestCase):
         established: list[object] = []
         closed: list[Failure] = []
         echoes: list[bytes] = []
-        client = self.client(reconnect=True, initialDelay=0.05, maxDelay=0.5, jitter=0,
-                             onEstablished=established.append, onClosed=closed.append,
-                             onMessage=echoes.append)
+        client = self.client(
+            reconnect=True,
+            initialDelay=0.05,
+            maxDelay=0.5,
+            jitter=0,
+            onEstablished=established.append,
+            onClosed=closed.append,
+            onMessage=echoes.append,
+        )
         await within(client.connect("127.0.0.1", port))
         client.send(b"one")
         await waitFor(lambda: echoes == [b"one"], SHORT)
@@ -403,8 +418,7 @@ class ReconnectTests(ClientTestCase):
     @asyncTest
     async def test_backoffDelaysGrow(self) -> None:
         server, port = await self.startServer(None, protocol=Echo)
-        client = self.client(reconnect=True, initialDelay=0.02, factor=2.0, maxDelay=0.1,
-                             jitter=0)
+        client = self.client(reconnect=True, initialDelay=0.02, factor=2.0, maxDelay=0.1, jitter=0)
         await within(client.connect("127.0.0.1", port))
         await within(server.stop())
         await waitFor(lambda: len(self.delays()) >= 5, SHORT)
@@ -419,8 +433,9 @@ class ReconnectTests(ClientTestCase):
         Jitter adds up to C{jitter} times the delay, and varies.
         """
         clock = Clock()
-        client = Client(reactor=clock, reconnect=True, initialDelay=1.0, factor=2.0,
-                        maxDelay=100.0, jitter=0.5)
+        client = Client(
+            reactor=clock, reconnect=True, initialDelay=1.0, factor=2.0, maxDelay=100.0, jitter=0.5
+        )
         client._random.seed(7)
         client._target = ("127.0.0.1", 1, None)
         delays = []
@@ -431,9 +446,9 @@ class ReconnectTests(ClientTestCase):
             delays.append(call.getTime() - clock.seconds())
             call.cancel()
         for n, delay in enumerate(delays):
-            base = 2.0 ** n
+            base = 2.0**n
             self.assertTrue(base <= delay <= base * 1.5, (n, delay))
-        self.assertNotEqual([d / 2.0 ** n for n, d in enumerate(delays)], [1.0] * 6)
+        self.assertNotEqual([d / 2.0**n for n, d in enumerate(delays)], [1.0] * 6)
 
     @asyncTest
     async def test_rejectedCertificateOnReconnectStops(self) -> None:
@@ -446,8 +461,14 @@ class ReconnectTests(ClientTestCase):
         server, port = await self.startServer(serverTLS())
         established: list[object] = []
         closed: list[Failure] = []
-        client = self.client(reconnect=True, initialDelay=0.05, maxDelay=0.5, jitter=0,
-                             onEstablished=established.append, onClosed=closed.append)
+        client = self.client(
+            reconnect=True,
+            initialDelay=0.05,
+            maxDelay=0.5,
+            jitter=0,
+            onEstablished=established.append,
+            onClosed=closed.append,
+        )
         await within(client.connect("localhost", port, tls=clientTLS()))
         await within(server.stop())
 
@@ -468,8 +489,11 @@ class ReconnectTests(ClientTestCase):
         self.assertTrue(self.logged("Stopped reconnecting", "unknown ca"))
         # Stopped means stopped, not stuck: a new connect() is allowed (and
         # rejected the same way).
-        await within(self.assertFailure(client.connect("localhost", port, tls=clientTLS()),
-                                        ClientCertificateRejected))
+        await within(
+            self.assertFailure(
+                client.connect("localhost", port, tls=clientTLS()), ClientCertificateRejected
+            )
+        )
         self.assertEqual(strict.accepted, 2)
 
     def test_rejectionAfterReadyStops(self) -> None:
@@ -480,8 +504,9 @@ class ReconnectTests(ClientTestCase):
         """
         closed: list[Failure] = []
         clock = Clock()
-        client = Client(reactor=clock, reconnect=True, initialDelay=0.5, jitter=0,
-                        onClosed=closed.append)
+        client = Client(
+            reactor=clock, reconnect=True, initialDelay=0.5, jitter=0, onClosed=closed.append
+        )
         alert = SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")])
         for reason, retries in ((ConnectionLost(), True), (alert, False)):
             client._target = ("localhost", 1, clientTLS())
@@ -516,12 +541,12 @@ class StreamModeTests(ClientTestCase):
     async def roundTrip(self, tls: bool) -> None:
         server = Server(stream=True, onMessage=lambda i, data: server.send(i, data))
         self.addCleanup(lambda: within(server.stop(), 30))
-        listening = await within(server.listen(0, "127.0.0.1",
-                                               tls=serverTLS() if tls else None))
+        listening = await within(server.listen(0, "127.0.0.1", tls=serverTLS() if tls else None))
         chunks: list[bytes] = []
         client = self.client(stream=True, onMessage=chunks.append)
-        protocol = await within(client.connect("localhost", listening.getHost().port,
-                                               tls=clientTLS() if tls else None))
+        protocol = await within(
+            client.connect("localhost", listening.getHost().port, tls=clientTLS() if tls else None)
+        )
         self.assertIsInstance(protocol, StreamProtocol)
         data = b"no\nframing\x00here\n" * 100
         self.assertTrue(client.send(data))

@@ -66,8 +66,9 @@ class EndpointTestCase(ClientTestCase):
     def socketPath(self) -> str:
         return os.path.join(shortDirectory(self), "s")
 
-    async def unixServer(self, tls: TLSConfig | None = None, **kwargs: Any
-                         ) -> tuple[Server, str, list[int]]:
+    async def unixServer(
+        self, tls: TLSConfig | None = None, **kwargs: Any
+    ) -> tuple[Server, str, list[int]]:
         """
         An echo server listening on a new UNIX socket.
 
@@ -215,9 +216,12 @@ class UnixSocketTests(EndpointTestCase):
         """
         _, path, _ = await self.unixServer(tls=serverTLS("wronghost"))
         client = self.client()
-        error = await within(self.assertFailure(
-            client.connectTo(f"unix:{path}", clientTLS(), hostname="localhost"),
-            ServerCertificateRejected))
+        error = await within(
+            self.assertFailure(
+                client.connectTo(f"unix:{path}", clientTLS(), hostname="localhost"),
+                ServerCertificateRejected,
+            )
+        )
         self.assertEqual(error.code, 60)
         self.assertIn("'localhost'", str(error))
         self.assertIn("wrong.example", str(error))
@@ -251,12 +255,13 @@ class UnixSocketTests(EndpointTestCase):
         ]
         for endpoint, name, hostname in cases:
             error = self.failureResultOf(
-                client.connectTo(endpoint, clientTLS(), hostname=hostname, name=name),
-                TypeError).value
+                client.connectTo(endpoint, clientTLS(), hostname=hostname, name=name), TypeError
+            ).value
             self.assertEqual(
                 str(error),
                 f"TLS over {name} needs hostname=, the name the server's certificate is "
-                f"checked against: the endpoint has no host name")
+                f"checked against: the endpoint has no host name",
+            )
         self.assertEqual(clock.unixClients, [])
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -274,8 +279,7 @@ class FailureTests(EndpointTestCase):
         """
         path = self.socketPath()
         client = self.client()
-        error = await within(self.assertFailure(client.connectTo(f"unix:{path}"),
-                                                ConnectError))
+        error = await within(self.assertFailure(client.connectTo(f"unix:{path}"), ConnectError))
         self.assertEqual(error.code, 50)
         self.assertEqual(error.args[0], f"cannot connect to unix:{path}: No such file or directory")
         self.assertFalse(client.isConnected)
@@ -292,11 +296,11 @@ class FailureTests(EndpointTestCase):
         self.addCleanup(bound.close)
         bound.bind(path)
         client = self.client()
-        error = await within(self.assertFailure(client.connectTo(f"unix:{path}"),
-                                                ConnectError))
+        error = await within(self.assertFailure(client.connectTo(f"unix:{path}"), ConnectError))
         self.assertEqual(error.code, 50)
-        self.assertEqual(error.args[0],
-                         f"connection to unix:{path} refused: no server is listening")
+        self.assertEqual(
+            error.args[0], f"connection to unix:{path} refused: no server is listening"
+        )
 
     @asyncTest
     async def test_endpointNamedByRepr(self) -> None:
@@ -308,20 +312,26 @@ class FailureTests(EndpointTestCase):
         endpoint = UNIXClientEndpoint(reactor, path)
         client = self.client()
         error = await within(self.assertFailure(client.connectTo(endpoint), ConnectError))
-        self.assertEqual(error.args[0], f"cannot connect to {endpoint!r}: No such file or directory")
-        error = await within(self.assertFailure(
-            client.connectTo(endpoint, name="the chat socket"), ConnectError))
-        self.assertEqual(error.args[0], "cannot connect to the chat socket: "
-                                     "No such file or directory")
+        self.assertEqual(
+            error.args[0], f"cannot connect to {endpoint!r}: No such file or directory"
+        )
+        error = await within(
+            self.assertFailure(client.connectTo(endpoint, name="the chat socket"), ConnectError)
+        )
+        self.assertEqual(
+            error.args[0], "cannot connect to the chat socket: No such file or directory"
+        )
 
     @asyncTest
     async def test_tcpRefused(self) -> None:
         port = freePort()
         client = self.client()
-        error = await within(self.assertFailure(
-            client.connectTo(f"tcp:127.0.0.1:{port}"), ConnectError))
-        self.assertEqual(error.args[0],
-                         f"connection to tcp:127.0.0.1:{port} refused: no server is listening")
+        error = await within(
+            self.assertFailure(client.connectTo(f"tcp:127.0.0.1:{port}"), ConnectError)
+        )
+        self.assertEqual(
+            error.args[0], f"connection to tcp:127.0.0.1:{port} refused: no server is listening"
+        )
 
     @asyncTest
     async def test_unresolvableHost(self) -> None:
@@ -329,8 +339,12 @@ class FailureTests(EndpointTestCase):
         A C{tcp:} description's host name that does not resolve is named.
         """
         client = self.client()
-        error = await within(self.assertFailure(
-            client.connectTo("tcp:host=nonexistent.invalid:port=8081"), ConnectError), 30)
+        error = await within(
+            self.assertFailure(
+                client.connectTo("tcp:host=nonexistent.invalid:port=8081"), ConnectError
+            ),
+            30,
+        )
         self.assertEqual(error.args[0], "cannot resolve the host name 'nonexistent.invalid'")
 
     def test_notAnEndpoint(self) -> None:
@@ -374,11 +388,11 @@ class TimeoutTests(EndpointTestCase):
         """
         port = self.fullListener()
         client = self.client(connectTimeout=0.5)
-        error = await within(self.assertFailure(
-            client.connectTo(f"tcp:127.0.0.1:{port}"), ConnectError))
+        error = await within(
+            self.assertFailure(client.connectTo(f"tcp:127.0.0.1:{port}"), ConnectError)
+        )
         self.assertEqual(error.code, 50)
-        self.assertEqual(error.args[0],
-                         f"connecting to tcp:127.0.0.1:{port} timed out after 0.5 s")
+        self.assertEqual(error.args[0], f"connecting to tcp:127.0.0.1:{port} timed out after 0.5 s")
         self.assertFalse(client.isConnected)
 
     @asyncTest
@@ -390,9 +404,14 @@ class TimeoutTests(EndpointTestCase):
         port = self.fullListener()
         client = self.client(connectTimeout=0.5)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=3600)
-        error = await within(self.assertFailure(
-            client.connectTo(endpoint, clientTLS(), hostname="localhost", name="the full queue"),
-            ConnectError))
+        error = await within(
+            self.assertFailure(
+                client.connectTo(
+                    endpoint, clientTLS(), hostname="localhost", name="the full queue"
+                ),
+                ConnectError,
+            )
+        )
         self.assertEqual(error.args[0], "connecting to the full queue timed out after 0.5 s")
 
     @asyncTest
@@ -404,11 +423,12 @@ class TimeoutTests(EndpointTestCase):
         """
         path, peers = self.silentUnixListener()
         client = self.client(connectTimeout=0.5)
-        error = await within(self.assertFailure(
-            client.connectTo(f"unix:{path}", clientTLS(), hostname="localhost"),
-            ConnectError))
-        self.assertEqual(error.args[0],
-                         f"the TLS handshake with unix:{path} timed out after 0.5 s")
+        error = await within(
+            self.assertFailure(
+                client.connectTo(f"unix:{path}", clientTLS(), hostname="localhost"), ConnectError
+            )
+        )
+        self.assertEqual(error.args[0], f"the TLS handshake with unix:{path} timed out after 0.5 s")
         self.assertEqual(len(peers), 1)
         await within(peers[0].lost)
 
@@ -419,21 +439,28 @@ class ReconnectTests(EndpointTestCase):
     """
 
     async def dropAndReconnect(self, tls: bool) -> None:
-        server, path, established = await self.unixServer(
-            tls=serverTLS() if tls else None)
+        server, path, established = await self.unixServer(tls=serverTLS() if tls else None)
         ready: list[object] = []
         closed: list[Failure] = []
         echoes: list[bytes] = []
-        client = self.client(reconnect=True, initialDelay=0.05, maxDelay=0.5, jitter=0,
-                             onEstablished=ready.append, onClosed=closed.append,
-                             onMessage=echoes.append)
-        await within(client.connectTo(f"unix:{path}", clientTLS() if tls else None,
-                                      hostname="localhost"))
+        client = self.client(
+            reconnect=True,
+            initialDelay=0.05,
+            maxDelay=0.5,
+            jitter=0,
+            onEstablished=ready.append,
+            onClosed=closed.append,
+            onMessage=echoes.append,
+        )
+        await within(
+            client.connectTo(f"unix:{path}", clientTLS() if tls else None, hostname="localhost")
+        )
         await waitFor(lambda: len(established) == 1, SHORT)
         self.assertTrue(server.disconnect(established[0]))
         await waitFor(lambda: closed, SHORT, what="the client's onClosed")
-        await waitFor(lambda: len(ready) == 2 and client.isConnected, SHORT,
-                      what="the client to reconnect")
+        await waitFor(
+            lambda: len(ready) == 2 and client.isConnected, SHORT, what="the client to reconnect"
+        )
         self.assertEqual(len(established), 2)
         self.assertTrue(client.send(b"again"))
         await waitFor(lambda: echoes == [b"again"], SHORT)
@@ -481,12 +508,16 @@ class TCPDescriptionTests(EndpointTestCase):
         await within(client.disconnect())
 
         _, wrong = await self.startServer(serverTLS("wronghost"))
-        error = await within(self.assertFailure(
-            client.connectTo(f"tcp:127.0.0.1:{wrong}", clientTLS()), ServerCertificateRejected))
+        error = await within(
+            self.assertFailure(
+                client.connectTo(f"tcp:127.0.0.1:{wrong}", clientTLS()), ServerCertificateRejected
+            )
+        )
         self.assertIn("IP address '127.0.0.1'", str(error))
         # hostname= names another server than the one connected to.
-        await within(client.connectTo(f"tcp:127.0.0.1:{wrong}", clientTLS(),
-                                      hostname="wrong.example"))
+        await within(
+            client.connectTo(f"tcp:127.0.0.1:{wrong}", clientTLS(), hostname="wrong.example")
+        )
         self.assertEqual(client.serverSubjectPart("CN"), "wrong.example")
         self.flushLoggedErrors()
 
@@ -514,4 +545,3 @@ class DescribedHostTests(SynchronousTestCase):
         }
         for description, host in cases.items():
             self.assertEqual(_describedHost(description), host, description)
-

@@ -80,7 +80,9 @@ class ClosesTestCase(GuaranteeTestCase):
     def silentPeer(self, *args: str) -> SilentPeer:
         peer = SilentPeer()
         transport = reactor.spawnProcess(
-            peer, sys.executable, [sys.executable, "-m", "tests._silentpeer", *args],
+            peer,
+            sys.executable,
+            [sys.executable, "-m", "tests._silentpeer", *args],
             env=_environment(),
         )
 
@@ -108,7 +110,8 @@ class ClosesTestCase(GuaranteeTestCase):
     async def recordingServer(self, **kwargs: Any) -> tuple[Server, int, list[tuple[int, str]]]:
         closed: list[tuple[int, str]] = []
         server, port = await self.startServer(
-            closeTimeout=CLOSE, onClosed=lambda i, why: closed.append((i, why)), **kwargs)
+            closeTimeout=CLOSE, onClosed=lambda i, why: closed.append((i, why)), **kwargs
+        )
         return server, port, closed
 
 
@@ -133,11 +136,11 @@ class ServerClosesTLS(ClosesTestCase):
         C{disconnect()} ends, C{onClosed} says why, and the peer's slot under
         C{maxConnectionsPerPeer} is free again.
         """
-        server, port, closed = await self.recordingServer(
-            tls=serverTLS(), maxConnectionsPerPeer=1)
+        server, port, closed = await self.recordingServer(tls=serverTLS(), maxConnectionsPerPeer=1)
         await self.silentClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         self.assertTrue(server.disconnect(clientId))
         await waitFor(lambda: closed, SHORT, what="the server's onClosed")
@@ -166,8 +169,7 @@ class ServerClosesTLS(ClosesTestCase):
             self.assertReason(why, "server stopping")
         if self.cut is None:
             self.assertEqual(self.warnings(events), [])
-            self.assertTrue([e for e in events
-                             if "no output dropped" in e.get("log_format", "")])
+            self.assertTrue([e for e in events if "no output dropped" in e.get("log_format", "")])
         else:
             [warning] = self.warnings(events, "did not close within")
             self.assertEqual(warning["count"], 2)
@@ -181,7 +183,9 @@ class ServerClosesTLS(ClosesTestCase):
         """
         _, port, closed = await self.recordingServer(tls=serverTLS(), idleTimeout=0.5)
         lost: Deferred[list[Failure]] = Deferred()
-        await self.connectClient(port, tls=clientTLS(), onClosed=lambda reason: lost.callback([reason]))
+        await self.connectClient(
+            port, tls=clientTLS(), onClosed=lambda reason: lost.callback([reason])
+        )
         [reason] = await within(lost)
         self.assertTrue(reason.check(ConnectionDone), reason)
         await waitFor(lambda: closed, SHORT, what="the server's onClosed after the idle timeout")
@@ -211,19 +215,23 @@ class ServerClosesTCP(ClosesTestCase):
     @asyncTest
     async def test_disconnectPeerThatDoesNotRead(self) -> None:
         server, port, closed = await self.recordingServer(
-            maxPendingOutput=64 * 1024, maxConnectionsPerPeer=1)
+            maxPendingOutput=64 * 1024, maxConnectionsPerPeer=1
+        )
         clientId = await congestedPeer(self, server, port)
         self.assertTrue(server.disconnect(clientId))
         await waitFor(lambda: closed, SHORT, what="the server's onClosed")
         [(_, why)] = closed
         self.assertRegex(
-            why, rf"^disconnect\(\) called; the peer did not read the last \d+ bytes within "
-            rf"{CLOSE:g} s$")
+            why,
+            rf"^disconnect\(\) called; the peer did not read the last \d+ bytes within "
+            rf"{CLOSE:g} s$",
+        )
         self.assertEqual(server.openConnections(), 0)
         second = await self.connectRaw(port)
         self.assertTrue(second.transport.connected)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the second connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the second connection"
+        )
 
     @asyncTest
     async def test_idleTimeout(self) -> None:
@@ -258,8 +266,10 @@ class ClientClosesTLS(ClosesTestCase):
         [reason] = await within(lost)
         if self.fallback:
             self.assertIsInstance(reason.value, AbortedLocally)
-            self.assertEqual(str(reason.value), "disconnect() called; the peer did not "
-                             f"answer close_notify within {CLOSE:g} s")
+            self.assertEqual(
+                str(reason.value),
+                f"disconnect() called; the peer did not answer close_notify within {CLOSE:g} s",
+            )
         else:
             self.assertIsInstance(reason.value, ClosedLocally)
             self.assertEqual(str(reason.value), "disconnect() called")
@@ -279,9 +289,21 @@ class ClientClosesTLS(ClosesTestCase):
                 ended.callback(0 if reason.check(ProcessDone) else reason.value.exitCode)
 
         transport = reactor.spawnProcess(
-            Command(), sys.executable,
-            [sys.executable, "-m", "tcpsc", "connect", "localhost", str(port), "--tls",
-             "--ca", certificates().ca, "--wait", "0"],
+            Command(),
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "connect",
+                "localhost",
+                str(port),
+                "--tls",
+                "--ca",
+                certificates().ca,
+                "--wait",
+                "0",
+            ],
             env=_environment(),
         )
         transport.write(b"secret\n")
@@ -330,17 +352,31 @@ class DaemonStopTests(ClosesTestCase):
     @asyncTest
     async def test_sigtermWhileStreaming(self) -> None:
         files = certificates()
-        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca, "--cert",
-                        files.server, "--key", files.serverKey,
-                        "--app", "tests._countingecho:CountingEcho")
+        daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+            "--app",
+            "tests._countingecho:CountingEcho",
+        )
         port = daemon.port()
         protocols: list[Streamer] = []
         lost: list[Deferred[list[Failure]]] = []
         for _ in range(self.CLIENTS):
             closed: Deferred[list[Failure]] = Deferred()
             lost.append(closed)
-            client = Client(Streamer, onEstablished=protocols.append,
-                            onClosed=lambda reason, closed=closed: closed.callback([reason]))
+            client = Client(
+                Streamer,
+                onEstablished=protocols.append,
+                onClosed=lambda reason, closed=closed: closed.callback([reason]),
+            )
             self.addCleanup(lambda client=client: within(client.disconnect()))
             await within(client.connect("localhost", port, tls=clientTLS()), 30)
         await waitFor(lambda: all(p.received >= 200 for p in protocols), 30)

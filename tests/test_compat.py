@@ -54,8 +54,7 @@ class ReleaseCheckTests(SynchronousTestCase):
         Both releases within their checked ranges, bounds included.
         """
         for twisted in range(_compat.TWISTED_CHECKED[0], _compat.TWISTED_CHECKED[1] + 1):
-            for pyopenssl in range(_compat.PYOPENSSL_CHECKED[0],
-                                   _compat.PYOPENSSL_CHECKED[1] + 1):
+            for pyopenssl in range(_compat.PYOPENSSL_CHECKED[0], _compat.PYOPENSSL_CHECKED[1] + 1):
                 self.assertTrue(_compat.checkedRelease(twisted, f"{pyopenssl}.0.1"))
 
     def test_outOfRange(self) -> None:
@@ -89,8 +88,9 @@ class ReleaseCheckTests(SynchronousTestCase):
         import OpenSSL
         from twisted import version
 
-        self.assertEqual(_compat.checkedRelease(),
-                         _compat.checkedRelease(version.major, OpenSSL.__version__))
+        self.assertEqual(
+            _compat.checkedRelease(), _compat.checkedRelease(version.major, OpenSSL.__version__)
+        )
         self.assertEqual(_compat.PRIVATE, _compat.checkedRelease())
 
 
@@ -114,8 +114,12 @@ def _definedByTcpsc(trees: dict[Path, ast.Module]) -> set[str]:
                 defined.add(node.asname or node.name.split(".")[-1])
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 defined.add(node.id)
-            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
-                  and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("self", "cls")
+            ):
                 defined.add(node.attr)
     return defined
 
@@ -129,9 +133,14 @@ def _privateUses(tree: ast.Module) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             uses.append((node.lineno, node.attr))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) > 1
-              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
             uses.append((node.lineno, node.args[1].value))
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             uses.extend((node.lineno, part) for part in node.module.split("."))
@@ -139,8 +148,9 @@ def _privateUses(tree: ast.Module) -> list[tuple[int, str]]:
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 uses.extend((node.lineno, part) for part in alias.name.split("."))
-    return [(line, name) for line, name in uses
-            if name.startswith("_") and not name.startswith("__")]
+    return [
+        (line, name) for line, name in uses if name.startswith("_") and not name.startswith("__")
+    ]
 
 
 async def realInstances(testCase: Any) -> list[object]:
@@ -159,24 +169,35 @@ async def realInstances(testCase: Any) -> list[object]:
     port = reactor.listenTCP(0, Factory.forProtocol(Accepted), interface="127.0.0.1")
     testCase.addCleanup(port.stopListening)
     peer = RawPeer()
-    await within(connectProtocol(
-        TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), peer))
+    await within(
+        connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), peer)
+    )
     testCase.addCleanup(lambda: within(peer.lost))
     testCase.addCleanup(peer.transport.loseConnection)
     server = await within(accepted)
     # A TLS connection over loopback, on Twisted's own TLS transport: the
     # names tcpsc's TLS transport uses are Twisted's.
     tls = TLSMemoryBIOFactory(
-        serverTLS().serverOptions(), isClient=False, wrappedFactory=Factory.forProtocol(Protocol),
-        clock=reactor)
+        serverTLS().serverOptions(),
+        isClient=False,
+        wrappedFactory=Factory.forProtocol(Protocol),
+        clock=reactor,
+    )
     tlsPort = reactor.listenTCP(0, tls, interface="127.0.0.1")
     testCase.addCleanup(tlsPort.stopListening)
     client = Client()
     await within(client.connect("localhost", tlsPort.getHost().port, tls=clientTLS()))
     testCase.addCleanup(lambda: within(client.disconnect()))
     tlsProtocol = client.protocol.transport  # type: ignore[union-attr]
-    return [port, server.transport, TCP4ServerEndpoint(reactor, 0),
-            TCP6ServerEndpoint(reactor, 0), tls, tlsProtocol, tlsProtocol.getHandle()]
+    return [
+        port,
+        server.transport,
+        TCP4ServerEndpoint(reactor, 0),
+        TCP6ServerEndpoint(reactor, 0),
+        tls,
+        tlsProtocol,
+        tlsProtocol.getHandle(),
+    ]
 
 
 class PrivateNamesTests(GuaranteeTestCase):
@@ -226,13 +247,17 @@ class PrivateNamesTests(GuaranteeTestCase):
         leading underscore (such as a transport's C{dataBuffer}).
         """
         package = Path(tcpsc.__file__).parent
-        trees = {path: ast.parse(path.read_text(), str(path))
-                 for path in sorted(package.rglob("*.py")) if path.name != "_compat.py"}
+        trees = {
+            path: ast.parse(path.read_text(), str(path))
+            for path in sorted(package.rglob("*.py"))
+            if path.name != "_compat.py"
+        }
         defined = _definedByTcpsc(trees)
         listed = {name for _, _, names in _compat.PRIVATE_NAMES for name in names}
         unlisted = [
             f"{path.relative_to(package)}:{line}: {name}"
-            for path, tree in trees.items() if path.name not in _UNLISTED_MODULES
+            for path, tree in trees.items()
+            if path.name not in _UNLISTED_MODULES
             for line, name in _privateUses(tree)
             if name not in defined and name not in listed
         ]
@@ -306,8 +331,7 @@ class _PathTests:
         else:
             self.assertIs(type(port), tcp.Port)
 
-    async def establishedServer(self, count: int, **kwargs: Any
-                                ) -> tuple[Server, int, list[Peer]]:
+    async def establishedServer(self, count: int, **kwargs: Any) -> tuple[Server, int, list[Peer]]:
         """
         A server on 127.0.0.1 and C{count} peers, each established.
         """
@@ -405,8 +429,7 @@ class _PathTests:
             self.assertEqual(len(calls), 1 if self.private else len(sent))
         for peer in peers:
             self.assertEqual(await peer.arrived(len(sent)), sent)
-        self.assertEqual(_compat.appendableTransport(),
-                         tcp.Server if self.private else None)
+        self.assertEqual(_compat.appendableTransport(), tcp.Server if self.private else None)
 
     @asyncTest
     async def test_unsentBytes(self) -> None:
@@ -456,8 +479,7 @@ class _PathTests:
         while not protocol._congested:
             self.assertTrue(server.send(clientId, b"h" * 1023))
             sent += 1
-        self.assertIs(_compat.writeClosing(protocol.transport),
-                      False if self.private else None)
+        self.assertIs(_compat.writeClosing(protocol.transport), False if self.private else None)
         protocol.transport.loseWriteConnection()
         if self.private:
             self.assertIs(_compat.writeClosing(protocol.transport), True)
@@ -526,12 +548,14 @@ class EndpointArgumentsTests(SynchronousTestCase):
         self.patch(_compat, "PRIVATE", True)
         self.assertEqual(
             _compat.tcpEndpointArguments(TCP4ServerEndpoint(reactor, 8081, 11, "127.0.0.1")),
-            (8081, 11, "127.0.0.1"))
+            (8081, 11, "127.0.0.1"),
+        )
         self.assertEqual(
             _compat.tcpEndpointArguments(TCP6ServerEndpoint(reactor, 8082, 12, "::1")),
-            (8082, 12, "::1"))
+            (8082, 12, "::1"),
+        )
         self.assertIsNone(_compat.tcpEndpointArguments(object()))
         self.patch(_compat, "PRIVATE", False)
         self.assertIsNone(
-            _compat.tcpEndpointArguments(TCP4ServerEndpoint(reactor, 8081, 11, "127.0.0.1")))
-
+            _compat.tcpEndpointArguments(TCP4ServerEndpoint(reactor, 8081, 11, "127.0.0.1"))
+        )

@@ -45,8 +45,9 @@ def _twistd() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-def _until(condition: Callable[[], object], timeout: float = TIMEOUT,
-           what: str = "condition") -> object:
+def _until(
+    condition: Callable[[], object], timeout: float = TIMEOUT, what: str = "condition"
+) -> object:
     """
     Poll C{condition} until it returns something true, at most C{timeout}
     seconds.
@@ -66,8 +67,9 @@ class Daemon:
     One twistd process and its output.
     """
 
-    def __init__(self, test: SynchronousTestCase, *args: str,
-                 command: list[str] | None = None) -> None:
+    def __init__(
+        self, test: SynchronousTestCase, *args: str, command: list[str] | None = None
+    ) -> None:
         self.directory = Path(test.mktemp())
         self.directory.mkdir()
         self.logPath = self.directory / "twistd.out"
@@ -76,8 +78,11 @@ class Daemon:
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
                 [*(command or [*_twistd(), "-n", "--pidfile="]), "tcpsc", *args],
-                cwd=self.directory, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         test.addCleanup(self.kill)
 
@@ -113,8 +118,9 @@ class Daemon:
         try:
             return self.process.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"twistd still running after {TIMEOUT} s:\n"
-                                 f"{self.output}") from None
+            raise AssertionError(
+                f"twistd still running after {TIMEOUT} s:\n{self.output}"
+            ) from None
 
 
 class Peer:
@@ -165,9 +171,7 @@ class DaemonTests(SynchronousTestCase):
         """
         The id the daemon gave C{peer}, from its log.
         """
-        match = daemon.waitFor(
-            rf"Connection (\d+) from 127\.0\.0\.1:{peer.localPort} established"
-        )
+        match = daemon.waitFor(rf"Connection (\d+) from 127\.0\.0\.1:{peer.localPort} established")
         return int(match.group(1))
 
     def test_echoAndSigterm(self) -> None:
@@ -242,8 +246,10 @@ class DaemonTests(SynchronousTestCase):
         self.connectionId(daemon, first)
         second = Peer(self, port)
         self.assertEqual(second.receiveEnd(), b"")
-        daemon.waitFor(rf"Refused a connection from 127\.0\.0\.1:{second.localPort}: "
-                       r"the connection limit is reached \(1 open, maxConnections 1\)")
+        daemon.waitFor(
+            rf"Refused a connection from 127\.0\.0\.1:{second.localPort}: "
+            r"the connection limit is reached \(1 open, maxConnections 1\)"
+        )
         first.send(b"still here\n")
         self.assertEqual(first.receive(), b"still here")
 
@@ -266,8 +272,10 @@ class DaemonTests(SynchronousTestCase):
             peer.socket.close()
         for connectionId, data in expected.items():
             path = run / f"client-{connectionId}.bin"
-            _until(lambda path=path, data=data: path.exists() and path.read_bytes() == data,
-                   what=f"{path} holding {len(data)} bytes")
+            _until(
+                lambda path=path, data=data: path.exists() and path.read_bytes() == data,
+                what=f"{path} holding {len(data)} bytes",
+            )
 
     def test_userApp(self) -> None:
         """
@@ -306,8 +314,12 @@ class DaemonTests(SynchronousTestCase):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        daemon = Daemon(self, "--port", f"tcp:{port}:interface=127.0.0.1",
-                        command=[sys.executable, "-m", "twisted"])
+        daemon = Daemon(
+            self,
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            command=[sys.executable, "-m", "twisted"],
+        )
         self.assertEqual(daemon.exitStatus(), 1)
         output = daemon.output
         self.assertNotIn("Traceback", output)
@@ -320,8 +332,18 @@ class DaemonTests(SynchronousTestCase):
         line naming the file and the original's code 31, and no traceback.
         """
         files = certificates()
-        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca,
-                        "--cert", "/nonexistent/server.pem", "--key", files.serverKey)
+        daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            "/nonexistent/server.pem",
+            "--key",
+            files.serverKey,
+        )
         self.assertNotEqual(daemon.exitStatus(), 0)
         output = daemon.output
         self.assertNotIn("Traceback", output)
@@ -344,9 +366,22 @@ class TLSDaemonTests(SynchronousTestCase):
     def sClient(self, port: int, *args: str, data: bytes) -> subprocess.Popen[bytes]:
         files = certificates()
         process = subprocess.Popen(
-            [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
-             "localhost", "-CAfile", files.ca, "-verify_return_error", "-quiet", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                OPENSSL,
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-servername",
+                "localhost",
+                "-CAfile",
+                files.ca,
+                "-verify_return_error",
+                "-quiet",
+                *args,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
 
         def kill() -> None:
@@ -392,13 +427,24 @@ class TLSDaemonTests(SynchronousTestCase):
         1.2, is refused and the refusal logged.
         """
         files = certificates()
-        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca,
-                        "--cert", files.server, "--key", files.serverKey)
+        daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+        )
         port = daemon.port()
         self.assertIn("TLS 1.3, client certificate required", daemon.output)
 
-        good = self.sClient(port, "-cert", files.client, "-key", files.clientKey,
-                            data=b"secure hello\n")
+        good = self.sClient(
+            port, "-cert", files.client, "-key", files.clientKey, data=b"secure hello\n"
+        )
         self.assertEqual(self.readLine(good), b"secure hello\n")
         daemon.waitFor(r"established \(client certificate CN='client'\)")
 
@@ -407,8 +453,9 @@ class TLSDaemonTests(SynchronousTestCase):
         self.assertNotEqual(anonymous.wait(TIMEOUT), 0)
         daemon.waitFor(r"Refused the connection from 127\.0\.0\.1:\d+: TLS handshake failed")
 
-        old = self.sClient(port, "-tls1_2", "-cert", files.client, "-key", files.clientKey,
-                           data=b"old\n")
+        old = self.sClient(
+            port, "-tls1_2", "-cert", files.client, "-key", files.clientKey, data=b"old\n"
+        )
         self.assertEqual(self.readLine(old), b"")
         self.assertNotEqual(old.wait(TIMEOUT), 0)
         self.assertNotIn("Traceback", daemon.output)
@@ -435,8 +482,7 @@ class StartFailureTests(SynchronousTestCase):
         """
         Code 10: an endpoint description Twisted cannot use.
         """
-        self.assertFailsWith(10, "--port", "tcp:notaport:interface=127.0.0.1",
-                             names="tcp:notaport")
+        self.assertFailsWith(10, "--port", "tcp:notaport:interface=127.0.0.1", names="tcp:notaport")
 
     def test_certificateFiles(self) -> None:
         """
@@ -457,8 +503,19 @@ class StartFailureTests(SynchronousTestCase):
             (35, files.ca, files.server, files.clientKey, ""),
         ]
         for code, ca, cert, key, names in cases:
-            self.assertFailsWith(code, "--port", LOCAL, "--tls", "--ca", ca, "--cert", cert,
-                                 "--key", key, names=names)
+            self.assertFailsWith(
+                code,
+                "--port",
+                LOCAL,
+                "--tls",
+                "--ca",
+                ca,
+                "--cert",
+                cert,
+                "--key",
+                key,
+                names=names,
+            )
 
     def test_portInUseDaemonized(self) -> None:
         """
@@ -490,13 +547,24 @@ class StartFailureTests(SynchronousTestCase):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         result = subprocess.run(
-            [*_twistd(), f"--pidfile={pidfile}", f"--logfile={logfile}", "tcpsc",
-             "--port", f"tcp:{port}:interface=127.0.0.1"],
-            cwd=directory, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+            [
+                *_twistd(),
+                f"--pidfile={pidfile}",
+                f"--logfile={logfile}",
+                "tcpsc",
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
             timeout=TIMEOUT,
         )
-        sentence = (f"tcpsc cannot start: cannot listen on tcp:{port}:interface=127.0.0.1: "
-                    "[Errno 98] Address already in use (code 42)")
+        sentence = (
+            f"tcpsc cannot start: cannot listen on tcp:{port}:interface=127.0.0.1: "
+            "[Errno 98] Address already in use (code 42)"
+        )
         stderr = result.stderr.decode()
         self.assertEqual(result.returncode, 1, stderr)
         self.assertEqual(stderr.splitlines()[0], sentence)
@@ -540,12 +608,16 @@ class AppTests(SynchronousTestCase):
         C{--record-dir} without C{--app record} is a usage error naming it,
         as C{--rate} and C{--message-size} are without C{--app broadcast}.
         """
-        for option, app in (("--record-dir", "record"), ("--rate", "broadcast"),
-                            ("--message-size", "broadcast")):
+        for option, app in (
+            ("--record-dir", "record"),
+            ("--rate", "broadcast"),
+            ("--message-size", "broadcast"),
+        ):
             daemon = Daemon(self, option, "5")
             self.assertEqual(daemon.exitStatus(), 1)
-            self.assertIn(f"{option} only applies with --app {app}",
-                          daemon.output.strip().splitlines()[-1])
+            self.assertIn(
+                f"{option} only applies with --app {app}", daemon.output.strip().splitlines()[-1]
+            )
 
     def test_recordRunsKeptApart(self) -> None:
         """
@@ -556,8 +628,7 @@ class AppTests(SynchronousTestCase):
         records = Path(self.mktemp()).resolve()
         runs: list[Path] = []
         for data in (b"first run", b"second run"):
-            daemon = Daemon(self, "--port", LOCAL, "--app", "record",
-                            "--record-dir", str(records))
+            daemon = Daemon(self, "--port", LOCAL, "--app", "record", "--record-dir", str(records))
             port = daemon.port()
             run = Path(daemon.waitFor(r"recording into (\S+)").group(1))
             self.assertEqual(run.parent, records)
@@ -565,8 +636,10 @@ class AppTests(SynchronousTestCase):
             peer.send(data)
             peer.socket.close()
             path = run / "client-1.bin"
-            _until(lambda path=path, data=data: path.exists() and path.read_bytes() == data,
-                   what=f"{path} holding {data!r}")
+            _until(
+                lambda path=path, data=data: path.exists() and path.read_bytes() == data,
+                what=f"{path} holding {data!r}",
+            )
             os.kill(daemon.process.pid, signal.SIGTERM)
             daemon.exitStatus()
             runs.append(run)
@@ -580,8 +653,9 @@ class AppTests(SynchronousTestCase):
         C{--app broadcast} sends every client the same numbered messages of
         C{--message-size} bytes (delimiter included).
         """
-        daemon = Daemon(self, "--port", LOCAL, "--app", "broadcast", "--rate", "200",
-                        "--message-size", "12")
+        daemon = Daemon(
+            self, "--port", LOCAL, "--app", "broadcast", "--rate", "200", "--message-size", "12"
+        )
         port = daemon.port()
         self.assertIn("200 messages/s of 12 bytes", daemon.output)
         first = Peer(self, port)

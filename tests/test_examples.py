@@ -36,7 +36,10 @@ class ExampleTests(SynchronousTestCase):
         with open(output, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, str(EXAMPLES / "server.py"), "--port", "0", *args],
-                cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
         def kill() -> None:
@@ -54,9 +57,19 @@ class ExampleTests(SynchronousTestCase):
 
     def client(self, directory: Path, port: int, *args: str) -> str:
         result = subprocess.run(
-            [sys.executable, str(EXAMPLES / "client.py"), "--host", "127.0.0.1",
-             "--port", str(port), *args],
-            cwd=directory, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT,
+            [
+                sys.executable,
+                str(EXAMPLES / "client.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=TIMEOUT,
         )
         self.assertEqual(result.returncode, 0, result.stderr.decode())
         return result.stdout.decode()
@@ -103,8 +116,9 @@ class ExampleTests(SynchronousTestCase):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tcpsc"):
                     names = [node.module or "", *(alias.name for alias in node.names)]
-                    private = [n for n in names if any(part.startswith("_")
-                                                       for part in n.split("."))]
+                    private = [
+                        n for n in names if any(part.startswith("_") for part in n.split("."))
+                    ]
                     self.assertEqual(private, [], f"{path.name} imports {private}")
                 if isinstance(node, ast.Import):
                     for alias in node.names:

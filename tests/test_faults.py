@@ -88,7 +88,10 @@ class AsyncDaemon:
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
                 [*_twistd(), "-n", "--pidfile=", "tcpsc", "--port", port],
-                cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                cwd=directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         test.addCleanup(killProcess, self.process)
@@ -142,8 +145,9 @@ class FaultTests(TestCase):
             if len(messages) % 5000 == 0:
                 server.send(clientId, b"ack %d" % len(messages))
 
-        server = Server(onMessage=onMessage, onEstablished=established.append,
-                        onClosed=closed.append)
+        server = Server(
+            onMessage=onMessage, onEstablished=established.append, onClosed=closed.append
+        )
         self.addCleanup(lambda: server.stop().addTimeout(TIMEOUT, reactor))
         port = (await server.listen(0, "127.0.0.1")).getHost().port
         echoes: list[bytes] = []
@@ -153,8 +157,9 @@ class FaultTests(TestCase):
         [clientId] = established
         before = openFileDescriptors()
 
-        streamer = subprocess.Popen([sys.executable, "-c", STREAMER, str(port)],
-                                    stdin=subprocess.DEVNULL)
+        streamer = subprocess.Popen(
+            [sys.executable, "-c", STREAMER, str(port)], stdin=subprocess.DEVNULL
+        )
         self.addCleanup(killProcess, streamer)
         await waitFor(lambda: len(established) == 2, TIMEOUT)
         streamerId = established[1]
@@ -198,9 +203,16 @@ class FaultTests(TestCase):
         counters: list[CountingReactor] = []
         for index in range(count):
             counter = CountingReactor(reactor)
-            client = Client(onMessage=received[index].append, reconnect=True,
-                            initialDelay=initialDelay, factor=factor, maxDelay=maxDelay,
-                            jitter=jitter, connectTimeout=5, reactor=counter)
+            client = Client(
+                onMessage=received[index].append,
+                reconnect=True,
+                initialDelay=initialDelay,
+                factor=factor,
+                maxDelay=maxDelay,
+                jitter=jitter,
+                connectTimeout=5,
+                reactor=counter,
+            )
             self.addCleanup(client.disconnect)
             await client.connect("127.0.0.1", port).addTimeout(TIMEOUT, reactor)
             clients.append(client)
@@ -216,31 +228,35 @@ class FaultTests(TestCase):
         second = AsyncDaemon(self, directory, f"tcp:{port}:interface=127.0.0.1")
         self.assertEqual(await second.listening(), port)
         downtime = reactor.seconds() - killedAt
-        await waitFor(lambda: all(c.isConnected for c in clients),
-                      maxDelay * (1 + jitter) + 10)
+        await waitFor(lambda: all(c.isConnected for c in clients), maxDelay * (1 + jitter) + 10)
 
         # The schedule allows k attempts within the downtime when the
         # first k delays, without jitter, fit in it.
         allowed, elapsed = 0, 0.0
         while True:
-            delay = min(maxDelay, initialDelay * factor ** allowed)
+            delay = min(maxDelay, initialDelay * factor**allowed)
             if elapsed + delay > downtime:
                 break
             elapsed += delay
             allowed += 1
         for index, counter in enumerate(counters):
             during = [t for t in counter.attempts if killedAt <= t <= killedAt + downtime]
-            self.assertLessEqual(len(during), allowed,
-                                 f"client {index}: {len(during)} attempts in "
-                                 f"{downtime:.1f} s, the schedule allows {allowed}")
+            self.assertLessEqual(
+                len(during),
+                allowed,
+                f"client {index}: {len(during)} attempts in "
+                f"{downtime:.1f} s, the schedule allows {allowed}",
+            )
             self.assertGreaterEqual(len(during), 2, f"client {index} did not retry")
         for index, client in enumerate(clients):
             self.assertTrue(client.send(b"after %d" % index))
         await waitFor(lambda: all(len(r) == 2 for r in received), TIMEOUT)
         for index, messages in enumerate(received):
             self.assertEqual(messages, [b"before %d" % index, b"after %d" % index])
-        self.assertEqual(len(re.findall(r"Connection \d+ from 127\.0\.0\.1:\d+ established",
-                                        second.output())), count)
+        self.assertEqual(
+            len(re.findall(r"Connection \d+ from 127\.0\.0\.1:\d+ established", second.output())),
+            count,
+        )
 
     test_daemonRestartClientsReconnect.timeout = 90  # type: ignore[attr-defined]
 
@@ -298,5 +314,4 @@ class FaultTests(TestCase):
         await waitFor(lambda: not any(c.isConnected for c in clients), TIMEOUT)
         for clientId, messages in zip(ids, received, strict=True):
             self.assertEqual(len(messages), accepted[clientId])
-            self.assertEqual(messages, [b"%d %s" % (n, padding)
-                                        for n in range(accepted[clientId])])
+            self.assertEqual(messages, [b"%d %s" % (n, padding) for n in range(accepted[clientId])])

@@ -104,8 +104,7 @@ class FloorsTests(TestCase):
         for name in PINNED:
             self.assertTrue(
                 sameVersion(floors[name], pins[name]),
-                f"{name}: pyproject.toml says >={floors[name]}, "
-                f".ci/floors.txt pins =={pins[name]}",
+                f"{name}: pyproject.toml says >={floors[name]}, .ci/floors.txt pins =={pins[name]}",
             )
 
     def test_sameVersion(self) -> None:

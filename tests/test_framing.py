@@ -116,8 +116,11 @@ def tlsTransport(cls: type[StringTransport] = StringTransport) -> StringTranspor
     return transport
 
 
-def connected(protocol: MessageProtocol | StreamProtocol | None = None,
-              transport: StringTransport | None = None, **attributes: object):
+def connected(
+    protocol: MessageProtocol | StreamProtocol | None = None,
+    transport: StringTransport | None = None,
+    **attributes: object,
+):
     """
     Connect a protocol (a L{Recorder} unless given) to a transport (a plain
     L{StringTransport} unless given) after setting C{attributes} on it.
@@ -141,7 +144,7 @@ def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:
-    return [data[start:start + size] for start in range(0, len(data), size)]
+    return [data[start : start + size] for start in range(0, len(data), size)]
 
 
 def feed(protocol: MessageProtocol, parts: list[bytes]) -> int:
@@ -229,8 +232,10 @@ class FramingTestCase(SynchronousTestCase):
     def assertSameBytes(self, actual: bytes, expected: bytes) -> None:
         if actual == expected:
             return
-        at = next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
-                  min(len(actual), len(expected)))
+        at = next(
+            (i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
+            min(len(actual), len(expected)),
+        )
         self.fail(f"{len(actual)} bytes differ from the {len(expected)} expected at offset {at}")
 
 
@@ -273,8 +278,7 @@ class ChunkingTests(FramingTestCase):
         stream = b"first" + delimiter + b"second" + delimiter
         for at in range(len(b"first") + 1, len(b"first") + len(delimiter)):
             self.assertDelivered(delimiter, [b"first", b"second"], pieces(stream, [at]))
-            self.assertDelivered(delimiter, [b"first", b"second"],
-                                 pieces(stream, [5, at]))
+            self.assertDelivered(delimiter, [b"first", b"second"], pieces(stream, [5, at]))
 
     def test_partialDelimiterInsideMessage(self) -> None:
         """
@@ -330,11 +334,12 @@ class ChunkingTests(FramingTestCase):
         longest = feed(protocol, parts)
 
         model = stream.split(delimiter)[:-1]
-        expected = [
-            ("message", m) if len(m) <= maxLength else ("tooLong",) for m in model
+        expected = [("message", m) if len(m) <= maxLength else ("tooLong",) for m in model]
+        seen = [
+            event if event[0] == "message" else ("tooLong",)
+            for event in protocol.events
+            if event[0] != "ready"
         ]
-        seen = [event if event[0] == "message" else ("tooLong",)
-                for event in protocol.events if event[0] != "ready"]
         self.assertEqual(seen, expected)
         # The length reported is that of the message, or of the bytes
         # received of it when it was found too long: never more.
@@ -557,8 +562,13 @@ class SendTests(FramingTestCase):
         """
         A message containing the delimiter is refused and nothing written.
         """
-        for delimiter, message in [(b"\n", b"a\nb"), (b"\n", "a\nb"), (b"\n", b"\n"),
-                                   (b"--END--", b"x--END--y"), (b"\r\n", b"ab\r\n")]:
+        for delimiter, message in [
+            (b"\n", b"a\nb"),
+            (b"\n", "a\nb"),
+            (b"\n", b"\n"),
+            (b"--END--", b"x--END--y"),
+            (b"\r\n", b"ab\r\n"),
+        ]:
             protocol, transport = connected(delimiter=delimiter)
             self.assertFalse(protocol.sendMessage(message))
             self.assertIsNone(protocol.frame(message))
@@ -583,8 +593,11 @@ class SendTests(FramingTestCase):
             self.assertFalse(protocol.sendMessage(message), (delimiter, append, message))
             self.assertIsNone(protocol.frame(message))
             self.assertEqual(transport.value(), b"")
-        for delimiter, append, message in [(b"\n\n", b"", b"\na"), (b"--", b"", b"-a"),
-                                           (b"--END--", b"-", b"--EN")]:
+        for delimiter, append, message in [
+            (b"\n\n", b"", b"\na"),
+            (b"--", b"", b"-a"),
+            (b"--END--", b"-", b"--EN"),
+        ]:
             protocol, transport = connected(delimiter=delimiter, messageAppend=append)
             self.assertTrue(protocol.sendMessage(message))
             receiver, _ = connected(delimiter=delimiter)
@@ -603,10 +616,12 @@ class SendTests(FramingTestCase):
         delimiter = data.draw(delimiters())
         append = data.draw(st.lists(st.sampled_from(ALPHABET), max_size=3).map(bytes))
         maxLength = data.draw(st.none() | st.integers(0, 16))
-        messages = data.draw(st.lists(
-            st.lists(st.sampled_from(ALPHABET), max_size=12).map(bytes), max_size=12))
-        sender, transport = connected(delimiter=delimiter, messageAppend=append,
-                                      maxMessageLength=maxLength)
+        messages = data.draw(
+            st.lists(st.lists(st.sampled_from(ALPHABET), max_size=12).map(bytes), max_size=12)
+        )
+        sender, transport = connected(
+            delimiter=delimiter, messageAppend=append, maxMessageLength=maxLength
+        )
         accepted = []
         for message in messages:
             body = message + append
@@ -769,8 +784,9 @@ class PauseTests(FramingTestCase):
     C{pauseReading} holds delivery back; C{resumeReading} replays it.
     """
 
-    def pausing(self, pauseOn: set[bytes], transport: StringTransport | None = None,
-                **attributes: object):
+    def pausing(
+        self, pauseOn: set[bytes], transport: StringTransport | None = None, **attributes: object
+    ):
         """
         @return: a connected protocol pausing after each message in
             C{pauseOn}, recording the transport's producer state at each
@@ -1092,10 +1108,17 @@ class StreamTests(FramingTestCase):
         for data in (b"a\n", b"\x00bc", b"\r\n"):
             protocol.dataReceived(data)
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(events, [
-            ("observer ready",), ("write", b"a\n"), ("write", b"\x00bc"), ("write", b"\r\n"),
-            ("observer closed", True), ("close",),
-        ])
+        self.assertEqual(
+            events,
+            [
+                ("observer ready",),
+                ("write", b"a\n"),
+                ("write", b"\x00bc"),
+                ("write", b"\r\n"),
+                ("observer closed", True),
+                ("close",),
+            ],
+        )
         self.assertIsNone(protocol.sink)
 
     def test_sinkClosedWhenOwnerFails(self) -> None:
@@ -1197,8 +1220,7 @@ def connectedOverTLS():
     files = certificates()
     return tlsPair(
         TLSConfig(ca=files.ca, cert=files.server, key=files.serverKey).serverOptions(),
-        TLSConfig(ca=files.ca, cert=files.client, key=files.clientKey)
-        .clientCreator("localhost"),
+        TLSConfig(ca=files.ca, cert=files.client, key=files.clientKey).clientCreator("localhost"),
         Factory.forProtocol(ServerRecorder),
         Factory.forProtocol(ClientRecorder),
     )
@@ -1213,10 +1235,12 @@ class TLSPairTests(FramingTestCase):
         first, second, pump, clock = connectedOverTLS()
         sides = {type(p.wrappedProtocol): p.wrappedProtocol for p in (first, second)}
         serverSide, clientSide = sides[ServerRecorder], sides[ClientRecorder]
-        self.assertEqual(serverSide.events[:3],
-                         [("made", False, False), ("ready",), ("peer", "client")])
-        self.assertEqual(clientSide.events[:3],
-                         [("made", False, False), ("ready",), ("peer", "localhost")])
+        self.assertEqual(
+            serverSide.events[:3], [("made", False, False), ("ready",), ("peer", "client")]
+        )
+        self.assertEqual(
+            clientSide.events[:3], [("made", False, False), ("ready",), ("peer", "localhost")]
+        )
         self.assertTrue(serverSide.ready and clientSide.ready)
 
         large = randomMessage(200 * 1024, b"\n")

@@ -39,7 +39,7 @@ class Counting(RawPeer):
     def dataReceived(self, data: bytes) -> None:
         data = self.rest + data
         self.lines += data.count(b"\n")
-        self.rest = data[data.rfind(b"\n") + 1:]
+        self.rest = data[data.rfind(b"\n") + 1 :]
         if self.onLines is not None:
             self.onLines(self.lines)
 
@@ -134,8 +134,7 @@ class TurnTests(GuaranteeTestCase):
         self.addCleanup(lambda: calls[-1].active() and calls[-1].cancel())
         await waitFor(lambda: reader.lines == senders * perSender, 30)
         targets = senders + 1
-        self.assertLessEqual(max(perTurn) * targets, 3 * TURN_BROADCAST_WORK,
-                             perTurn)
+        self.assertLessEqual(max(perTurn) * targets, 3 * TURN_BROADCAST_WORK, perTurn)
 
 
 class LightSenderTests(GuaranteeTestCase):

@@ -172,9 +172,12 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
 
     async def startProcess(self) -> ServerProcess:
         process = ServerProcess()
-        reactor.spawnProcess(process, sys.executable,
-                             [sys.executable, "-c", SERVER, ROOT, str(LIMIT)],
-                             env=os.environ.copy())
+        reactor.spawnProcess(
+            process,
+            sys.executable,
+            [sys.executable, "-c", SERVER, ROOT, str(LIMIT)],
+            env=os.environ.copy(),
+        )
 
         async def stop() -> None:
             if process.ended is not None:
@@ -187,8 +190,10 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
                 await waitFor(lambda: process.ended is not None, SHORT)
                 raise
             if not process.ended.check(ProcessDone):  # type: ignore[union-attr]
-                raise AssertionError(f"the server ended with {process.ended.value!r}: "  # type: ignore[union-attr]
-                                     f"{process.stderr[-2000:]!r}")
+                raise AssertionError(
+                    f"the server ended with {process.ended.value!r}: "  # type: ignore[union-attr]
+                    f"{process.stderr[-2000:]!r}"
+                )
 
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
         await within(process.port, 30)
@@ -203,9 +208,12 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         await deferLater(reactor, seconds, lambda: None)  # the measuring window
         used = process.cpuSeconds() - before
         elapsed = reactor.seconds() - started
-        self.assertLess(used, 0.25 * elapsed,
-                        f"the server used {used:.2f} s of CPU in {elapsed:.2f} s while out "
-                        f"of descriptors: {process.stderr[-2000:]!r}")
+        self.assertLess(
+            used,
+            0.25 * elapsed,
+            f"the server used {used:.2f} s of CPU in {elapsed:.2f} s while out "
+            f"of descriptors: {process.stderr[-2000:]!r}",
+        )
         return used
 
     async def connectAll(self, port: int, count: int) -> list[RawPeer]:
@@ -227,11 +235,17 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         process = await self.startProcess()
         port = await process.port
         process.command(b"fill")
-        await waitFor(lambda: process.seen("filled"), SHORT,
-                      what="the process to say its descriptors are filled")
+        await waitFor(
+            lambda: process.seen("filled"),
+            SHORT,
+            what="the process to say its descriptors are filled",
+        )
         peers = await self.connectAll(port, 5)
-        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT,
-                      what="the log line about accepting no more connections")
+        await waitFor(
+            lambda: process.logs("Cannot accept connections"),
+            SHORT,
+            what="the log line about accepting no more connections",
+        )
         await self.assertQuietFor(process, 1.0)
         [warning] = process.logs("Cannot accept connections")
         self.assertIn("EMFILE", warning["text"])
@@ -239,11 +253,17 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
 
         process.command(b"release")
         for n, peer in enumerate(peers):
-            await waitFor(lambda peer=peer: peer.received, SHORT,
-                          what="the peer's ping once descriptors are released")
+            await waitFor(
+                lambda peer=peer: peer.received,
+                SHORT,
+                what="the peer's ping once descriptors are released",
+            )
             self.assertEqual(bytes(peer.received), b"ping %d\n" % n)
-        await waitFor(lambda: process.logs("again after"), SHORT,
-                      what="the log line that accepting works again")
+        await waitFor(
+            lambda: process.logs("again after"),
+            SHORT,
+            what="the log line that accepting works again",
+        )
         self.assertEqual(len(process.logs("Cannot accept connections")), 1)
 
     @asyncTest
@@ -257,27 +277,39 @@ class DescriptorExhaustionTests(GuaranteeTestCase):
         process = await self.startProcess()
         port = await process.port
         peers = await self.connectAll(port, LIMIT + 20)
-        await waitFor(lambda: process.logs("Cannot accept connections"), SHORT,
-                      what="the log line about accepting no more connections")
+        await waitFor(
+            lambda: process.logs("Cannot accept connections"),
+            SHORT,
+            what="the log line about accepting no more connections",
+        )
         served = [p for p in peers if p.received]
-        await waitFor(lambda: len([p for p in peers if p.received]) == len(served) and
-                      len(served) > LIMIT // 2, SHORT)
+        await waitFor(
+            lambda: (
+                len([p for p in peers if p.received]) == len(served) and len(served) > LIMIT // 2
+            ),
+            SHORT,
+        )
         await self.assertQuietFor(process, 1.0)
         served = [p for p in peers if p.received]
         waiting = [p for p in peers if not p.received]
         self.assertGreater(len(waiting), 10)
-        self.assertFalse(any(p.lost.called for p in peers),
-                         "a waiting client was disconnected")
+        self.assertFalse(any(p.lost.called for p in peers), "a waiting client was disconnected")
         self.assertEqual(len(process.logs("Cannot accept connections")), 1)
 
         for peer in served[:30]:
             peer.transport.loseConnection()
         for peer in waiting:
-            await waitFor(lambda peer=peer: peer.received, SHORT,
-                          what="the waiting peer's ping once others closed")
+            await waitFor(
+                lambda peer=peer: peer.received,
+                SHORT,
+                what="the waiting peer's ping once others closed",
+            )
             self.assertEqual(bytes(peer.received), b"ping %d\n" % peers.index(peer))
-        await waitFor(lambda: process.logs("again after"), SHORT,
-                      what="the log line that accepting works again")
+        await waitFor(
+            lambda: process.logs("again after"),
+            SHORT,
+            what="the log line that accepting works again",
+        )
 
 
 class _FailingSocket:
@@ -321,8 +353,9 @@ class AcceptErrorTests(SynchronousTestCase):
     (ENFILE: the system's file table is full; ENOBUFS, ENOMEM).
     """
 
-    def listeningPort(self, error: int, failures: int,
-                      ready: list[socket.socket]) -> tuple[_GuardedPort, MemoryReactorClock]:
+    def listeningPort(
+        self, error: int, failures: int, ready: list[socket.socket]
+    ) -> tuple[_GuardedPort, MemoryReactorClock]:
         clock = MemoryReactorClock()
         port = _GuardedPort(0, Factory.forProtocol(Protocol), 50, "127.0.0.1", clock)
         port.socket = _FailingSocket(error, failures, ready)  # type: ignore[assignment]

@@ -37,8 +37,9 @@ class PerPeerLimitTests(GuaranteeTestCase):
 
     async def limitPerPeer(self, tls: bool) -> None:
         events = self.captureLogs()
-        server, port = await self.startServer(Echo, maxConnectionsPerPeer=2,
-                                              tls=serverTLS() if tls else None)
+        server, port = await self.startServer(
+            Echo, maxConnectionsPerPeer=2, tls=serverTLS() if tls else None
+        )
         first = await self.connectRaw(port)
         second = await self.connectRaw(port)
         await waitFor(lambda: server.openConnections() == 2, SHORT)
@@ -65,8 +66,9 @@ class PerPeerLimitTests(GuaranteeTestCase):
         await within(first.lost)
         await waitFor(lambda: server.openConnections() == 2, SHORT)
         received: list[bytes] = []
-        client = await self.connectClient(port, tls=clientTLS() if tls else None,
-                                          onMessage=received.append)
+        client = await self.connectClient(
+            port, tls=clientTLS() if tls else None, onMessage=received.append
+        )
         self.assertTrue(client.send(b"welcome back"))
         await waitFor(lambda: received == [b"welcome back"], SHORT)
         self.assertFalse(second.lost.called)
@@ -117,8 +119,8 @@ class NoLockOutTests(GuaranteeTestCase):
     async def silentClosed(self, **kwargs: object) -> None:
         closed: list[tuple[int, str]] = []
         server, port = await self.startServer(
-            Echo, firstByteTimeout=0.2, onClosed=lambda i, why: closed.append((i, why)),
-            **kwargs)
+            Echo, firstByteTimeout=0.2, onClosed=lambda i, why: closed.append((i, why)), **kwargs
+        )
         # A client that talks, connected before the silent one: its timer
         # would have run out first.
         talker = await self.connectRaw(port)
@@ -126,8 +128,9 @@ class NoLockOutTests(GuaranteeTestCase):
         await waitFor(lambda: bytes(talker.received) == b"hello\n", SHORT)
         silent = await self.connectRaw(port)
         await within(silent.lost)
-        self.assertEqual([why for _, why in closed],
-                         ["nothing received within 0.2 s (firstByteTimeout)"])
+        self.assertEqual(
+            [why for _, why in closed], ["nothing received within 0.2 s (firstByteTimeout)"]
+        )
         talker.transport.write(b"still here\n")
         await waitFor(lambda: bytes(talker.received) == b"hello\nstill here\n", SHORT)
         self.assertFalse(talker.lost.called)
@@ -219,8 +222,7 @@ class DaemonOptionTests(SynchronousTestCase):
         service = makeService(options, reactor=reactor)
         self.assertEqual(service.server.maxConnectionsPerPeer, 256)
         self.assertEqual(service.server.firstByteTimeout, 10.0)
-        self.assertIn("at most 4096 connections, at most 256 per peer address",
-                      service.description)
+        self.assertIn("at most 4096 connections, at most 256 per peer address", service.description)
         self.assertNotIn("maxPendingOutput", service.server._protocolAttributes)
         self.assertEqual(EchoApp.maxPendingOutput, 4 * 1024 * 1024)
 
@@ -231,7 +233,8 @@ class DaemonOptionTests(SynchronousTestCase):
         """
         self.assertIsNone(parse("--app", "broadcast")["first-byte-timeout"])
         self.assertEqual(
-            parse("--app", "broadcast", "--first-byte-timeout", "3")["first-byte-timeout"], 3.0)
+            parse("--app", "broadcast", "--first-byte-timeout", "3")["first-byte-timeout"], 3.0
+        )
 
     def test_values(self) -> None:
         options = parse("--max-connections-per-peer", "3", "--max-pending-output", "65536")
@@ -245,11 +248,15 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertIsNone(parse("--max-connections-per-peer", "none")["max-connections-per-peer"])
         self.assertIsNone(parse("--first-byte-timeout", "none")["first-byte-timeout"])
         self.assertIsNone(parse("--memory-budget", "none")["memory-budget"])
-        self.assertEqual(makeService(parse("--memory-budget", "1048576"), reactor=reactor)
-                         .server.memoryBudget, 1048576)
+        self.assertEqual(
+            makeService(parse("--memory-budget", "1048576"), reactor=reactor).server.memoryBudget,
+            1048576,
+        )
         self.assertEqual(parse("--first-byte-timeout", "2.5")["first-byte-timeout"], 2.5)
-        self.assertIn("at most 1 connection,",
-                      makeService(parse("--max-connections", "1"), reactor=reactor).description)
+        self.assertIn(
+            "at most 1 connection,",
+            makeService(parse("--max-connections", "1"), reactor=reactor).description,
+        )
 
     def test_errors(self) -> None:
         self.assertUsageError("--max-connections-per-peer", "0", match="1 or more")
@@ -257,13 +264,45 @@ class DaemonOptionTests(SynchronousTestCase):
         self.assertUsageError("--max-pending-output", "-5", match="number of bytes")
         self.assertUsageError("--first-byte-timeout", "0", match="more than 0 seconds")
         self.assertUsageError("--memory-budget", "0", match="1 or more")
-        self.assertUsageError("--allow-client", "client", match="--allow-client only applies with --tls")
-        self.assertUsageError("--tls", "--cert", "c.pem", "--key", "k.pem", "--no-client-auth",
-                              "--allow-client", "client", match="--no-client-auth")
-        self.assertUsageError("--tls", "--ca", "a.pem", "--cert", "c.pem", "--key", "k.pem",
-                              "--allow-client", " ", match="needs a name")
+        self.assertUsageError(
+            "--allow-client", "client", match="--allow-client only applies with --tls"
+        )
+        self.assertUsageError(
+            "--tls",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--no-client-auth",
+            "--allow-client",
+            "client",
+            match="--no-client-auth",
+        )
+        self.assertUsageError(
+            "--tls",
+            "--ca",
+            "a.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--allow-client",
+            " ",
+            match="needs a name",
+        )
 
     def test_allowClients(self) -> None:
-        options = parse("--tls", "--ca", "a.pem", "--cert", "c.pem", "--key", "k.pem",
-                        "--allow-client", "alice", "--allow-client", "bob.example")
+        options = parse(
+            "--tls",
+            "--ca",
+            "a.pem",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+            "--allow-client",
+            "alice",
+            "--allow-client",
+            "bob.example",
+        )
         self.assertEqual(options["allow-client"], ["alice", "bob.example"])

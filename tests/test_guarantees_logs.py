@@ -28,8 +28,9 @@ from tests.test_guarantees_support import (
 )
 
 
-def texts(events: list[dict[str, Any]], level: LogLevel | None = LogLevel.warn,
-          containing: str = "") -> list[str]:
+def texts(
+    events: list[dict[str, Any]], level: LogLevel | None = LogLevel.warn, containing: str = ""
+) -> list[str]:
     """
     The formatted lines of C{events} at C{level} containing C{containing}.
     """
@@ -56,9 +57,13 @@ class SummaryTests(SynchronousTestCase):
         self.refuse(78_519)
         self.assertEqual(texts(self.events), ["Refused 0"])
         self.clock.advance(5)
-        self.assertEqual(texts(self.events)[1:], [
-            "Refused 78,518 more connections in the last 5 s: the connection limit "
-            "(maxConnections)"])
+        self.assertEqual(
+            texts(self.events)[1:],
+            [
+                "Refused 78,518 more connections in the last 5 s: the connection limit "
+                "(maxConnections)"
+            ],
+        )
         self.assertEqual(self.events[-1]["count"], 78_518)
         self.assertEqual(self.events[-1]["total"], 78_519)
         self.assertEqual(self.summary.counts["maxConnections"], 78_519)
@@ -69,9 +74,10 @@ class SummaryTests(SynchronousTestCase):
         self.refuse(1)
         self.clock.advance(5)
         # Still summarised while events go on: one more, in the singular.
-        self.assertEqual(texts(self.events)[-1],
-                         "Refused 1 more connection in the last 5 s: the connection limit "
-                         "(maxConnections)")
+        self.assertEqual(
+            texts(self.events)[-1],
+            "Refused 1 more connection in the last 5 s: the connection limit (maxConnections)",
+        )
         # A period without any: quiet, no line, no timer left.
         count = len(self.events)
         self.clock.advance(5)
@@ -87,10 +93,13 @@ class SummaryTests(SynchronousTestCase):
         self.refuse(3, "messageTooLong")
         self.assertEqual(len(texts(self.events)), 2)
         self.clock.advance(5)
-        self.assertEqual(sorted(texts(self.events)[2:]), [
-            "Dropped 2 more messages in the last 5 s: longer than maxMessageLength",
-            "Refused 1 more connection in the last 5 s: the connection limit "
-            "(maxConnections)"])
+        self.assertEqual(
+            sorted(texts(self.events)[2:]),
+            [
+                "Dropped 2 more messages in the last 5 s: longer than maxMessageLength",
+                "Refused 1 more connection in the last 5 s: the connection limit (maxConnections)",
+            ],
+        )
 
     def test_details(self) -> None:
         """
@@ -99,21 +108,22 @@ class SummaryTests(SynchronousTestCase):
         """
         for index in range(MAX_DETAILS + 5):
             for _ in range(2):
-                self.summary.record("handshakeFailed", "Failed: {why}", detail=f"why {index}",
-                                    why=f"why {index}")
+                self.summary.record(
+                    "handshakeFailed", "Failed: {why}", detail=f"why {index}", why=f"why {index}"
+                )
         self.assertEqual(len(texts(self.events)), MAX_DETAILS + 1)
         self.clock.advance(5)
-        summaries = texts(self.events)[MAX_DETAILS + 1:]
+        summaries = texts(self.events)[MAX_DETAILS + 1 :]
         self.assertEqual(len(summaries), MAX_DETAILS + 1)
-        self.assertIn("9 more TLS handshakes failed in the last 5 s: other reasons",
-                      summaries)
+        self.assertIn("9 more TLS handshakes failed in the last 5 s: other reasons", summaries)
         self.assertEqual(self.summary.counts["handshakeFailed"], 2 * (MAX_DETAILS + 5))
 
     def test_everyEventAtDebugLevel(self) -> None:
         self.summary.logEveryEvent = True
         self.refuse(4)
-        self.assertEqual(texts(self.events, LogLevel.debug),
-                         ["Refused 1", "Refused 2", "Refused 3"])
+        self.assertEqual(
+            texts(self.events, LogLevel.debug), ["Refused 1", "Refused 2", "Refused 3"]
+        )
 
     def test_stopFlushes(self) -> None:
         self.refuse(2)
@@ -158,8 +168,8 @@ class ServerTests(GuaranteeTestCase):
         await within(server.stop())
         self.assertEqual(
             texts(events, containing="Refused 49 more connections in the last 5 s"),
-            ["Refused 49 more connections in the last 5 s: the connection limit "
-             "(maxConnections)"])
+            ["Refused 49 more connections in the last 5 s: the connection limit (maxConnections)"],
+        )
         del holder
 
     @asyncTest
@@ -202,8 +212,7 @@ class ServerTests(GuaranteeTestCase):
         peer.transport.write(b"xx")
         await waitFor(lambda: server.eventCounts.get("messageTooLong") == 1, SHORT)
         [line] = texts(events, containing="Dropping")
-        self.assertIn("2 bytes received without a delimiter, more than maxMessageLength (1)",
-                      line)
+        self.assertIn("2 bytes received without a delimiter, more than maxMessageLength (1)", line)
 
     @asyncTest
     async def test_failedHandshakes(self) -> None:
@@ -223,5 +232,6 @@ class ServerTests(GuaranteeTestCase):
         await waitFor(lambda: received == [b"fine"], SHORT)
         await within(server.stop())
         [summary] = texts(events, containing="more TLS handshakes failed")
-        self.assertTrue(summary.startswith("4 more TLS handshakes failed in the last 5 s: "),
-                        summary)
+        self.assertTrue(
+            summary.startswith("4 more TLS handshakes failed in the last 5 s: "), summary
+        )

@@ -23,7 +23,6 @@ MiB = 1024 * 1024
 
 
 class BudgetTests(GuaranteeTestCase):
-
     @asyncTest
     async def test_partialMessages(self) -> None:
         budget, clients, size = 8 * MiB, 6, 4 * MiB
@@ -65,8 +64,13 @@ class BudgetTests(GuaranteeTestCase):
         server, port = await self.startServer(MessageProtocol, memoryBudget=None)
         peer: RawPeer = await self.connectRaw(port)
         peer.transport.write(b"x" * 3 * MiB)
-        await waitFor(lambda: len(server.connection(server.clientIds()[0])._buffer)  # type: ignore[attr-defined]
-                      == 3 * MiB, SHORT)
+        await waitFor(
+            lambda: (
+                len(server.connection(server.clientIds()[0])._buffer)  # type: ignore[attr-defined]
+                == 3 * MiB
+            ),
+            SHORT,
+        )
         self.assertNotIn("memoryBudget", server.eventCounts)
 
     def test_defaultAndValidation(self) -> None:
@@ -142,7 +146,7 @@ class OutputShareTests(GuaranteeTestCase):
         for protocol in protocols:
             held, start, left, _ = protocol._heldSplit
             self.assertIsInstance(held, bytes)
-            self.assertEqual(held[start:], (b"m" * 99 + b"\n") * left + held[start + 100 * left:])
+            self.assertEqual(held[start:], (b"m" * 99 + b"\n") * left + held[start + 100 * left :])
             expected += len(held)
         self.assertGreater(expected, MiB)
         self.assertEqual(server._splitTotal, expected)

@@ -131,8 +131,9 @@ class AccountingTests(SynchronousTestCase):
         append, frames written by L{MessageProtocol.sendFrame}, and
         L{StreamProtocol.sendData}.
         """
-        protocol, transport = connected(MessageProtocol(), maxPendingOutput=12,
-                                        delimiter=b"\r\n", messageAppend=b"!")
+        protocol, transport = connected(
+            MessageProtocol(), maxPendingOutput=12, delimiter=b"\r\n", messageAppend=b"!"
+        )
         transport.producer.pauseProducing()
         self.assertTrue(protocol.sendMessage("abc"))  # 6 bytes
         frame = protocol.frame(b"de")
@@ -154,6 +155,7 @@ class AccountingTests(SynchronousTestCase):
         Replies made while handling a read (written together at its end)
         are counted as they are made.
         """
+
         class Replies(MessageProtocol):
             maxPendingOutput = 8
             results: list[bool]
@@ -184,6 +186,7 @@ class AccountingTests(SynchronousTestCase):
         An exception from C{outputPaused} is logged, not raised into the
         transport (which calls it in the middle of a write).
         """
+
         class Broken(MessageProtocol):
             def outputPaused(self) -> None:
                 raise RuntimeError("hook")
@@ -295,8 +298,9 @@ class WriteBoundTests(GuaranteeTestCase):
         peer = await self.connectRaw(port)
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(protocol.transport)
@@ -326,8 +330,9 @@ class WriteBoundTests(GuaranteeTestCase):
         client = await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
         client.protocol.pauseReading()  # type: ignore[union-attr]
         shrinkBuffers(socketTransport(client.protocol.transport))  # type: ignore[union-attr]
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(socketTransport(protocol.transport))
@@ -368,8 +373,9 @@ class HalfCloseTests(GuaranteeTestCase):
         peer = await self.connectRaw(port, HalfClosingPeer())
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
         shrinkBuffers(protocol.transport)
@@ -418,7 +424,7 @@ class ReadBackPressureTests(GuaranteeTestCase):
             sent = 0
             while True:
                 try:
-                    sent += sock.send(chunk[(total + sent) % len(chunk):])
+                    sent += sock.send(chunk[(total + sent) % len(chunk) :])
                 except BlockingIOError:
                     break
             total += sent
@@ -452,13 +458,17 @@ class EchoBackPressureTests(GuaranteeTestCase):
         peer = await self.connectRaw(port)
         peer.transport.pauseProducing()
         shrinkBuffers(peer.transport)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         shrinkBuffers(server.connection(server.clientIds()[0]).transport)
         peer.transport.write(message * (total // len(message)))
         # The client reads only once the server's output is congested.
-        await waitFor(lambda: server.connection(server.clientIds()[0])._congested, SHORT,
-                      what="the server's output to the connection to be congested")
+        await waitFor(
+            lambda: server.connection(server.clientIds()[0])._congested,
+            SHORT,
+            what="the server's output to the connection to be congested",
+        )
         peer.transport.resumeProducing()
         await waitFor(lambda: len(peer.received) >= total, SHORT)
         return peer
@@ -573,27 +583,33 @@ class ProducerCoexistenceTests(GuaranteeTestCase):
         class SendsFile(StreamProtocol):
             def connectionReady(self) -> None:
                 sender = FileSender()
-                sender.beginFileTransfer(io.BytesIO(data), self.transport).addCallback(
-                    done.append)
+                sender.beginFileTransfer(io.BytesIO(data), self.transport).addCallback(done.append)
 
         with capturedLogs() as events:
             server, port = await self.startServer(SendsFile, tls=serverTLS() if tls else None)
             received: list[bytes] = []
-            await self.connectClient(port, stream=True, onMessage=received.append,
-                                     tls=clientTLS() if tls else None)
+            await self.connectClient(
+                port, stream=True, onMessage=received.append, tls=clientTLS() if tls else None
+            )
             await waitFor(lambda: sum(map(len, received)) >= len(data), SHORT)
         self.assertEqual(b"".join(received), data)
         self.assertEqual(len(done), 1)
-        self.assertEqual([e for e in events if e.get("log_level") in
-                          (LogLevel.error, LogLevel.critical)], [])
+        self.assertEqual(
+            [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)], []
+        )
         [clientId] = server.clientIds()
         protocol = server.connection(clientId)
-        await waitFor(lambda: isinstance(socketTransport(protocol.transport).producer,
-                                         _OutputTracker), SHORT,
-                      what="the output tracker to be the transport's producer")
+        await waitFor(
+            lambda: isinstance(socketTransport(protocol.transport).producer, _OutputTracker),
+            SHORT,
+            what="the output tracker to be the transport's producer",
+        )
         self.assertTrue(server.send(clientId, b"more"))
-        await waitFor(lambda: b"".join(received).endswith(b"more"), SHORT,
-                      what="the message sent after the file to arrive")
+        await waitFor(
+            lambda: b"".join(received).endswith(b"more"),
+            SHORT,
+            what="the message sent after the file to arrive",
+        )
 
     @asyncTest
     async def test_tcp(self) -> None:

@@ -66,18 +66,23 @@ class GracefulStopTests(GuaranteeTestCase):
     """
 
     async def stopWhileQueued(self, tls: bool) -> None:
-        server, port = await self.startServer(tls=serverTLS() if tls else None,
-                                              maxPendingOutput=256 * 1024)
+        server, port = await self.startServer(
+            tls=serverTLS() if tls else None, maxPendingOutput=256 * 1024
+        )
         received: list[bytes] = []
         closed: Deferred[list[Any]] = Deferred()
-        client = await self.connectClient(port, tls=clientTLS() if tls else None,
-                                          onMessage=received.append,
-                                          onClosed=lambda reason: closed.callback([reason]))
+        client = await self.connectClient(
+            port,
+            tls=clientTLS() if tls else None,
+            onMessage=received.append,
+            onClosed=lambda reason: closed.callback([reason]),
+        )
         # The client reads only once stop() was called: until then
         # everything accepted piles up in the kernel and in the server.
         client.protocol.pauseReading()  # type: ignore[union-attr]
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         accepted = await sendUntilRefused(server, clientId)
         protocol = server.connection(clientId)

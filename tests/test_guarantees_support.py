@@ -50,8 +50,6 @@ class Echo(MessageProtocol):
         self.sendMessage(message)
 
 
-
-
 def shrinkBuffers(transport: Any, size: int = 16 * 1024) -> None:
     """
     Make the kernel buffers of C{transport}'s socket small, so that a peer
@@ -80,16 +78,17 @@ class GuaranteeTestCase(TestCase):
         listening = await within(server.listen(0, interface, tls=tls))
         return server, listening.getHost().port
 
-    async def connectClient(self, port: int, *, tls: TLSConfig | None = None,
-                            host: str = "127.0.0.1", **kwargs: Any) -> Client:
+    async def connectClient(
+        self, port: int, *, tls: TLSConfig | None = None, host: str = "127.0.0.1", **kwargs: Any
+    ) -> Client:
         client = Client(**kwargs)
         self.addCleanup(lambda: within(client.disconnect()))
-        await within(client.connect("localhost" if tls is not None else host, port, tls=tls),
-                     30)
+        await within(client.connect("localhost" if tls is not None else host, port, tls=tls), 30)
         return client
 
-    async def connectRaw(self, port: int, peer: RawPeer | None = None,
-                         bindAddress: tuple[str, int] | None = None) -> RawPeer:
+    async def connectRaw(
+        self, port: int, peer: RawPeer | None = None, bindAddress: tuple[str, int] | None = None
+    ) -> RawPeer:
         peer = peer if peer is not None else RawPeer()
 
         def cleanup() -> Deferred[Any] | None:
@@ -115,8 +114,11 @@ class GuaranteeTestCase(TestCase):
         """
         The warnings among C{events} whose format contains C{text}.
         """
-        return [e for e in events if e.get("log_level") == LogLevel.warn
-                and text in e.get("log_format", "")]
+        return [
+            e
+            for e in events
+            if e.get("log_level") == LogLevel.warn and text in e.get("log_format", "")
+        ]
 
     def connectionOf(self, server: Server, transport: Any) -> Any:
         """

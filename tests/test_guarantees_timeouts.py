@@ -86,8 +86,11 @@ class HandshakeTimeoutTests(GuaranteeTestCase):
             self.assertTrue(client.send(b"served %d" % n))
             await waitFor(lambda received=received: received, SHORT, what="the echo to the client")
             self.assertEqual(received, [b"served %d" % n])
-        self.assertFalse(peer.lost.called, "the slow peer was cut before the others were "
-                         "served: the check proves nothing on this machine")
+        self.assertFalse(
+            peer.lost.called,
+            "the slow peer was cut before the others were "
+            "served: the check proves nothing on this machine",
+        )
 
         await within(peer.lost, timeout + SHORT)
         elapsed = peer.lostAt - peer.connectedAt  # type: ignore[operator]
@@ -115,8 +118,7 @@ class IdleTimeoutTests(GuaranteeTestCase):
         idle = await self.connectRaw(port)
         received: list[bytes] = []
         closed: list[object] = []
-        active = await self.connectClient(port, onMessage=received.append,
-                                          onClosed=closed.append)
+        active = await self.connectClient(port, onMessage=received.append, onClosed=closed.append)
         talking = LoopingCall(lambda: active.send(b"tick"))
         talking.start(0.2)
         self.addCleanup(lambda: talking.running and talking.stop())
@@ -182,9 +184,13 @@ class ConnectTimeoutTests(GuaranteeTestCase):
         self.assertLess(elapsed, 5)
         # Nothing of the attempt lingers: no socket still connecting, no
         # timer of Twisted's endpoint left to fire.
-        connecting = [s for s in reactor.getWriters() + reactor.getReaders()
-                      if isinstance(s, tcp.Client)]
+        connecting = [
+            s for s in reactor.getWriters() + reactor.getReaders() if isinstance(s, tcp.Client)
+        ]
         self.assertEqual(connecting, [])
-        leftover = [c for c in reactor.getDelayedCalls()
-                    if "failIfNotConnected" in repr(c) or "iterateEndpoint" in repr(c)]
+        leftover = [
+            c
+            for c in reactor.getDelayedCalls()
+            if "failIfNotConnected" in repr(c) or "iterateEndpoint" in repr(c)
+        ]
         self.assertEqual(leftover, [])

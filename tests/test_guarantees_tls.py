@@ -41,11 +41,13 @@ def pems() -> dict[str, tuple[bytes, bytes]]:
     """
     ca = certgen.makeCA("O=allow-list test,CN=allow-list test CA")
     issued = {
-        "server": certgen.issueCertificate(ca, "CN=localhost", server=True,
-                                           hosts=("localhost", "127.0.0.1")),
+        "server": certgen.issueCertificate(
+            ca, "CN=localhost", server=True, hosts=("localhost", "127.0.0.1")
+        ),
         "alice": certgen.issueCertificate(ca, "O=test,CN=alice", client=True),
-        "service": certgen.issueCertificate(ca, "O=test,CN=service-7", client=True,
-                                            hosts=("svc.example",)),
+        "service": certgen.issueCertificate(
+            ca, "O=test,CN=service-7", client=True, hosts=("svc.example",)
+        ),
         "mallory": certgen.issueCertificate(ca, "O=test,CN=mallory", client=True),
     }
     result = {name: (i.certificatePEM(), i.keyPEM()) for name, i in issued.items()}
@@ -55,8 +57,7 @@ def pems() -> dict[str, tuple[bytes, bytes]]:
 
 def serverConfig(allowed: Any) -> TLSConfig:
     p = pems()
-    return TLSConfig(ca=p["ca"][0], cert=p["server"][0], key=p["server"][1],
-                     allowedClients=allowed)
+    return TLSConfig(ca=p["ca"][0], cert=p["server"][0], key=p["server"][1], allowedClients=allowed)
 
 
 def clientConfig(name: str) -> TLSConfig:
@@ -92,8 +93,9 @@ class AllowListTests(GuaranteeTestCase):
 
     async def serve(self, allowed: Any) -> tuple[Any, int, list[int]]:
         established: list[int] = []
-        server, port = await self.startServer(self.protocol, tls=serverConfig(allowed),
-                                              onEstablished=established.append)
+        server, port = await self.startServer(
+            self.protocol, tls=serverConfig(allowed), onEstablished=established.append
+        )
         return server, port, established
 
     async def assertServed(self, port: int, name: str) -> None:
@@ -131,8 +133,11 @@ class AllowListTests(GuaranteeTestCase):
         server, port, established = await self.serve(frozenset({"alice"}))
         client = Client()
         self.addCleanup(lambda: within(client.disconnect()))
-        error = await within(self.assertFailure(
-            client.connect("localhost", port, tls=clientConfig("mallory")), TLSHandshakeError))
+        error = await within(
+            self.assertFailure(
+                client.connect("localhost", port, tls=clientConfig("mallory")), TLSHandshakeError
+            )
+        )
         self.assertEqual(error.code, 60)
         self.assertIn("after the TLS handshake", str(error))
         await waitFor(lambda: server.openConnections() == 0, SHORT)
@@ -157,8 +162,10 @@ class AllowListTests(GuaranteeTestCase):
         server, port, established = await self.serve(frozenset({"alice"}))
         p = pems()
         creator = optionsForClientTLS(
-            "localhost", trustRoot=Certificate.loadPEM(p["ca"][0]),
-            clientCertificate=PrivateCertificate.loadPEM(p["mallory"][0] + p["mallory"][1]))
+            "localhost",
+            trustRoot=Certificate.loadPEM(p["ca"][0]),
+            clientCertificate=PrivateCertificate.loadPEM(p["mallory"][0] + p["mallory"][1]),
+        )
 
         class Sneaky(RawPeer):
             def connectionMade(self) -> None:
@@ -204,8 +211,11 @@ def writePEMs(directory: Path, keyMode: int = 0o600) -> dict[str, str]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     p = pems()
-    paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem",
-             "key": directory / "server.key"}
+    paths = {
+        "ca": directory / "ca.pem",
+        "cert": directory / "server.pem",
+        "key": directory / "server.key",
+    }
     paths["ca"].write_bytes(p["ca"][0])
     paths["cert"].write_bytes(p["server"][0])
     paths["key"].write_bytes(p["server"][1])
@@ -222,9 +232,23 @@ class DaemonAllowListTests(GuaranteeTestCase):
     async def test_allowClient(self) -> None:
         files = writePEMs(Path(self.mktemp()))
         options = Options()
-        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--tls",
-                              "--ca", files["ca"], "--cert", files["cert"], "--key", files["key"],
-                              "--allow-client", "alice", "--allow-client", "svc.example"])
+        options.parseOptions(
+            [
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--tls",
+                "--ca",
+                files["ca"],
+                "--cert",
+                files["cert"],
+                "--key",
+                files["key"],
+                "--allow-client",
+                "alice",
+                "--allow-client",
+                "svc.example",
+            ]
+        )
         service = makeService(options, reactor=reactor)
         self.assertEqual(service.tls.allowedClients, frozenset({"alice", "svc.example"}))
         self.assertIn("clients allowed: alice, svc.example", service.description)
@@ -235,19 +259,24 @@ class DaemonAllowListTests(GuaranteeTestCase):
         port = service.server.ports[0].getHost().port
         for name in ("alice", "service"):
             received: list[bytes] = []
-            client = await self.connectClient(port, tls=clientConfig(name),
-                                              onMessage=received.append)
+            client = await self.connectClient(
+                port, tls=clientConfig(name), onMessage=received.append
+            )
             client.send(name.encode())
             await waitFor(lambda received=received: received, SHORT, what="the echo to the client")
             self.assertEqual(received, [name.encode()])
         with capturedLogs() as events:
             client = Client()
             self.addCleanup(lambda: within(client.disconnect()))
-            await within(self.assertFailure(
-                client.connect("localhost", port, tls=clientConfig("mallory")),
-                TLSHandshakeError))
-            await waitFor(lambda: any("allow-list" in e.get("log_format", "") for e in events),
-                          SHORT)
+            await within(
+                self.assertFailure(
+                    client.connect("localhost", port, tls=clientConfig("mallory")),
+                    TLSHandshakeError,
+                )
+            )
+            await waitFor(
+                lambda: any("allow-list" in e.get("log_format", "") for e in events), SHORT
+            )
 
 
 class KeyPermissionTests(GuaranteeTestCase):
@@ -257,8 +286,11 @@ class KeyPermissionTests(GuaranteeTestCase):
     """
 
     def keyWarnings(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [e for e in events if e.get("log_level") == LogLevel.warn
-                and "is readable by" in e.get("log_format", "")]
+        return [
+            e
+            for e in events
+            if e.get("log_level") == LogLevel.warn and "is readable by" in e.get("log_format", "")
+        ]
 
     @asyncTest
     async def test_serverListen(self) -> None:
@@ -284,8 +316,7 @@ class KeyPermissionTests(GuaranteeTestCase):
     async def test_privateKeyNotReported(self) -> None:
         files = writePEMs(Path(self.mktemp()), keyMode=0o600)
         events = self.captureLogs()
-        await self.startServer(tls=TLSConfig(ca=files["ca"], cert=files["cert"],
-                                             key=files["key"]))
+        await self.startServer(tls=TLSConfig(ca=files["ca"], cert=files["cert"], key=files["key"]))
         self.assertEqual(self.keyWarnings(events), [])
 
     def test_daemon(self) -> None:
@@ -295,8 +326,9 @@ class KeyPermissionTests(GuaranteeTestCase):
         """
         files = writePEMs(Path(self.mktemp()), keyMode=0o604)
         options = Options()
-        options.parseOptions(["--tls", "--ca", files["ca"], "--cert", files["cert"],
-                              "--key", files["key"]])
+        options.parseOptions(
+            ["--tls", "--ca", files["ca"], "--cert", files["cert"], "--key", files["key"]]
+        )
         with capturedLogs() as events:
             makeService(options, reactor=reactor)
         [warning] = self.keyWarnings(events)

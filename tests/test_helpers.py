@@ -56,8 +56,9 @@ class WaitForTests(SynchronousTestCase):
         """
         ids: list[int] = []
         message = self.timeOut(lambda: len(ids) == 2)
-        self.assertRegex(message,
-                         r"^waited 3 s in vain for len\(ids\) == 2 \(tests/test_helpers\.py:\d+\)$")
+        self.assertRegex(
+            message, r"^waited 3 s in vain for len\(ids\) == 2 \(tests/test_helpers\.py:\d+\)$"
+        )
         self.assertNotIn("<function", message)
 
     def test_lastValue(self) -> None:
@@ -82,6 +83,7 @@ class WaitForTests(SynchronousTestCase):
         A named function is described by its name and the first line of its
         docstring.
         """
+
         def everyoneServed() -> bool:
             """
             Every client got its reply.
@@ -108,8 +110,7 @@ class WaitForTests(SynchronousTestCase):
         A lambda written over several lines is described on one.
         """
         received = [b"a"]
-        description = describeCondition(lambda: len(received)
-                                        >= 2)
+        description = describeCondition(lambda: len(received) >= 2)
         self.assertTrue(description.startswith("len(received) >= 2 ("), description)
 
     def test_notALambdaOrFunction(self) -> None:

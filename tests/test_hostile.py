@@ -126,8 +126,13 @@ class TLSPeer(Peer):
     A TLS client over a real socket, with L{Peer}'s line helpers.
     """
 
-    def __init__(self, test: SynchronousTestCase, port: int, cert: str | None = "client",
-                 serverHostname: str = "localhost") -> None:
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        port: int,
+        cert: str | None = "client",
+        serverHostname: str = "localhost",
+    ) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         test.addCleanup(raw.close)
         self.localPort = raw.getsockname()[1]  # type: ignore[misc]
@@ -236,8 +241,16 @@ class DaemonTestCase(SynchronousTestCase):
     def startDaemon(self, *args: str, tls: bool = False, port: str = LOCAL) -> Daemon:
         if tls:
             files = certificates()
-            args = ("--tls", "--ca", files.ca, "--cert", files.server, "--key",
-                    files.serverKey, *args)
+            args = (
+                "--tls",
+                "--ca",
+                files.ca,
+                "--cert",
+                files.server,
+                "--key",
+                files.serverKey,
+                *args,
+            )
         self.daemon = Daemon(self, "--port", port, *args)
         self.port = self.daemon.port()
         self.tls = tls
@@ -320,16 +333,21 @@ class DaemonTestCase(SynchronousTestCase):
         self.closeAll()
         self.assertIsNone(self.daemon.process.poll(), "the daemon exited")
         self.serve(b"still served")
-        _until(lambda: descriptorsOf(self.pid) <= baseline.descriptors, 10,
-               what=f"descriptors back to {baseline.descriptors}")
+        _until(
+            lambda: descriptorsOf(self.pid) <= baseline.descriptors,
+            10,
+            what=f"descriptors back to {baseline.descriptors}",
+        )
         resident, peak = memoryOf(self.pid)
         self.assertLessEqual(
-            peak - baseline.resident, bound,
+            peak - baseline.resident,
+            bound,
             f"peak memory grew by {(peak - baseline.resident) / MiB:.1f} MiB, "
             f"more than {bound / MiB:.1f} MiB",
         )
         self.assertLessEqual(
-            resident - baseline.resident, bound,
+            resident - baseline.resident,
+            bound,
             f"resident memory grew by {(resident - baseline.resident) / MiB:.1f} MiB",
         )
         self.assertNotIn("Traceback", self.daemon.output)
@@ -383,9 +401,17 @@ class PlainDaemonTests(DaemonTestCase):
             peer.send(chunk)
         peer.send(b"\nafter the flood\n")
         self.assertEqual(peer.receive(), b"after the flood")
-        self.assertEqual(len(re.findall(r"Dropping a message from 127\.0\.0\.1:\d+ "
-                                        r"\(connection \d+\): \d+ bytes received without a "
-                                        r"delimiter", self.daemon.output)), 1)
+        self.assertEqual(
+            len(
+                re.findall(
+                    r"Dropping a message from 127\.0\.0\.1:\d+ "
+                    r"\(connection \d+\): \d+ bytes received without a "
+                    r"delimiter",
+                    self.daemon.output,
+                )
+            ),
+            1,
+        )
         self.assertRecovered(baseline, 4 * MiB)
 
     def test_exactMaximumAndOneOver(self) -> None:
@@ -409,9 +435,11 @@ class PlainDaemonTests(DaemonTestCase):
         peer.send(b"next again\n")
         self.assertEqual(peer.receive(), exact)
         self.assertEqual(peer.receive(), b"next again")
-        self.assertRegex(self.daemon.output,
-                         rf"Dropped a message of 1001 bytes from "
-                         rf"127\.0\.0\.1:{peer.localPort}")
+        self.assertRegex(
+            self.daemon.output,
+            rf"Dropped a message of 1001 bytes from "
+            rf"127\.0\.0\.1:{peer.localPort}",
+        )
         self.assertRecovered(baseline)
 
     def test_delimiterSplitOverReads(self) -> None:
@@ -459,8 +487,11 @@ class PlainDaemonTests(DaemonTestCase):
         peer.send(b"still served--END--")
         self.assertEqual(hexReplies(peer, 1, b"--END--"), [b"still served"])
         self.leave(peer)
-        _until(lambda: descriptorsOf(self.pid) <= baseline.descriptors, 10,
-               what=f"descriptors back to {baseline.descriptors}")
+        _until(
+            lambda: descriptorsOf(self.pid) <= baseline.descriptors,
+            10,
+            what=f"descriptors back to {baseline.descriptors}",
+        )
         resident, peak = memoryOf(self.pid)
         self.assertLessEqual(peak - baseline.resident, bound)
         self.assertLessEqual(resident - baseline.resident, bound)
@@ -479,10 +510,8 @@ class PlainDaemonTests(DaemonTestCase):
         baseline = self.hexBaseline()
         delimiter = b"--END--"
         candidates = {delimiter[i:] + delimiter[:i] for i in range(len(delimiter))}
-        candidates |= {delimiter[:i] + b"x" * (len(delimiter) - i)
-                       for i in range(len(delimiter))}
-        candidates |= {b"x" * i + delimiter[: len(delimiter) - i]
-                       for i in range(1, len(delimiter))}
+        candidates |= {delimiter[:i] + b"x" * (len(delimiter) - i) for i in range(len(delimiter))}
+        candidates |= {b"x" * i + delimiter[: len(delimiter) - i] for i in range(1, len(delimiter))}
         stream = b"".join(c + delimiter for c in sorted(candidates)) + delimiter
         model = stream.split(delimiter)[:-1]
         peer = self.newPeer()
@@ -515,7 +544,7 @@ class PlainDaemonTests(DaemonTestCase):
         offset = 0
         while offset < len(stream):
             size = generator.randrange(1, 65536)
-            peer.send(stream[offset:offset + size])
+            peer.send(stream[offset : offset + size])
             offset += size
         self.assertGreater(len(model), 1000)
         self.assertEqual(hexReplies(peer, len(model), delimiter), model)
@@ -604,8 +633,11 @@ class PlainDaemonTests(DaemonTestCase):
     def connectionId(self, peer: Peer | socket.socket) -> int:
         sock = peer.socket if isinstance(peer, Peer) else peer
         localPort = sock.getsockname()[1]
-        return int(self.daemon.waitFor(
-            rf"Connection (\d+) from 127\.0\.0\.1:{localPort} established").group(1))
+        return int(
+            self.daemon.waitFor(
+                rf"Connection (\d+) from 127\.0\.0\.1:{localPort} established"
+            ).group(1)
+        )
 
     def chatBaseline(self) -> Baseline:
         """
@@ -633,8 +665,11 @@ class PlainDaemonTests(DaemonTestCase):
         self.assertEqual(b.receive(), b"%d: still relayed" % aId)
         for peer in (a, b):
             self.leave(peer)
-        _until(lambda: descriptorsOf(self.pid) <= baseline.descriptors, 10,
-               what=f"descriptors back to {baseline.descriptors}")
+        _until(
+            lambda: descriptorsOf(self.pid) <= baseline.descriptors,
+            10,
+            what=f"descriptors back to {baseline.descriptors}",
+        )
         resident, peak = memoryOf(self.pid)
         self.assertLessEqual(peak - baseline.resident, SMALL_GROWTH)
         self.assertLessEqual(resident - baseline.resident, SMALL_GROWTH)
@@ -661,16 +696,20 @@ class PlainDaemonTests(DaemonTestCase):
             self.addCleanup(sock.close)
             sock.sendall(b"abandoned %d, no end" % index)
             sockets.append(sock)
-        _until(lambda: descriptorsOf(self.pid) >= baseline.descriptors + 1000,
-               what="the daemon holding the 1,000 connections")
+        _until(
+            lambda: descriptorsOf(self.pid) >= baseline.descriptors + 1000,
+            what="the daemon holding the 1,000 connections",
+        )
         for index, sock in enumerate(sockets):
             if index % 2:
                 reset(sock)
             else:
                 sock.close()
         self.assertRecovered(baseline)
-        self.assertEqual(len(re.findall(r"Connection \d+ from 127\.0\.0\.1:\d+ closed",
-                                        self.daemon.output)), 1000 + 3)
+        self.assertEqual(
+            len(re.findall(r"Connection \d+ from 127\.0\.0\.1:\d+ closed", self.daemon.output)),
+            1000 + 3,
+        )
 
     def test_silentClient(self) -> None:
         """
@@ -695,7 +734,6 @@ class PlainDaemonTests(DaemonTestCase):
         self.closeLogged(silentPort)
         self.assertRecovered(baseline)
 
-
     def test_clientThatNeverReads(self) -> None:
         """
         A client that sends 1 KiB messages as fast as it can (up to 50 MiB,
@@ -715,13 +753,14 @@ class PlainDaemonTests(DaemonTestCase):
         deadline = time.monotonic() + 10
         while sent < 50 * MiB and time.monotonic() < deadline:
             try:
-                sent += hog.send(chunk[sent % len(chunk):])
+                sent += hog.send(chunk[sent % len(chunk) :])
             except TimeoutError:
                 break  # the daemon stopped reading: back-pressure
         self.serve(b"served while one client does not read")
         _, peak = memoryOf(self.pid)
-        self.assertLessEqual(peak - baseline.resident, 12 * MiB,
-                             f"{sent / MiB:.0f} MiB sent by the hog")
+        self.assertLessEqual(
+            peak - baseline.resident, 12 * MiB, f"{sent / MiB:.0f} MiB sent by the hog"
+        )
         self.assertRecovered(baseline, 12 * MiB)
 
     def test_chatListenerThatNeverReads(self) -> None:
@@ -762,17 +801,19 @@ class PlainDaemonTests(DaemonTestCase):
         thread.start()
         self.addCleanup(thread.join, TIMEOUT)
         for first in range(0, total, 256):
-            sender.send(b"".join(b"%08d" % i + b"m" * 1015 + b"\n"
-                                 for i in range(first, first + 256)))
+            sender.send(
+                b"".join(b"%08d" % i + b"m" * 1015 + b"\n" for i in range(first, first + 256))
+            )
         # All of it, or as much as the reader gets before the flow stops.
-        _until(lambda: len(got) >= total or errors or time.monotonic() - lastGrowth[0] > 1.0,
-               what="the reader receiving")
+        _until(
+            lambda: len(got) >= total or errors or time.monotonic() - lastGrowth[0] > 1.0,
+            what="the reader receiving",
+        )
         _, peak = memoryOf(self.pid)
         self.assertLessEqual(peak - baseline.resident, 12 * MiB)
         self.assertEqual(errors, [])
         self.assertGreaterEqual(len(got), total // 2)
-        self.assertTrue(all(a < b for a, b in pairwise(got)),
-                        "messages out of order or repeated")
+        self.assertTrue(all(a < b for a, b in pairwise(got)), "messages out of order or repeated")
         senderPort = sender.localPort
         self.closeAll()
         thread.join(TIMEOUT)
@@ -795,16 +836,24 @@ class PlainDaemonTests(DaemonTestCase):
         for sock in hogs[5:]:
             self.assertTrue(closedByServer(sock), "a connection beyond the limit stayed")
         # The first in full, the others at debug level (--log-every-event).
-        self.assertEqual(len(re.findall(r"Refused a connection from 127\.0\.0\.1:\d+: the "
-                                        r"limit per peer address is reached \(5 open from "
-                                        r"127\.0\.0\.1", self.daemon.output)),
-                         15)
+        self.assertEqual(
+            len(
+                re.findall(
+                    r"Refused a connection from 127\.0\.0\.1:\d+: the "
+                    r"limit per peer address is reached \(5 open from "
+                    r"127\.0\.0\.1",
+                    self.daemon.output,
+                )
+            ),
+            15,
+        )
         for sock in hogs[:5]:
             sock.setblocking(False)
             with self.assertRaises(BlockingIOError):
                 sock.recv(1)
-        other = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT,
-                                         source_address=("127.0.0.2", 0))
+        other = socket.create_connection(
+            ("127.0.0.1", self.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)
+        )
         self.opened.append(other)
         other.sendall(b"from elsewhere\n")
         self.assertEqual(other.recv(100), b"from elsewhere\n")
@@ -829,8 +878,15 @@ class TLSDaemonTests(DaemonTestCase):
         # from one address: no per-peer limit.
         # Every refusal logged (at debug level after the first of a kind),
         # for the tests that look for the line of each.
-        self.startDaemon("--handshake-timeout", "2", "--max-connections-per-peer", "none",
-                         "--log-every-event", tls=True, port=LOCAL + ":backlog=1024")
+        self.startDaemon(
+            "--handshake-timeout",
+            "2",
+            "--max-connections-per-peer",
+            "none",
+            "--log-every-event",
+            tls=True,
+            port=LOCAL + ":backlog=1024",
+        )
 
     def assertRefused(self, localPort: int) -> str:
         """
@@ -839,7 +895,8 @@ class TLSDaemonTests(DaemonTestCase):
         @return: the log line.
         """
         match = self.daemon.waitFor(
-            rf"(Refused|Closed) the connection from 127\.0\.0\.1:{localPort}: [^\n]*")
+            rf"(Refused|Closed) the connection from 127\.0\.0\.1:{localPort}: [^\n]*"
+        )
         return match.group(0)
 
     def assertNotServed(self, sock: socket.socket) -> None:
@@ -901,16 +958,32 @@ class TLSDaemonTests(DaemonTestCase):
         baseline = self.baseline()
         files = certificates()
         process = subprocess.Popen(
-            [OPENSSL, "s_client", "-connect", f"127.0.0.1:{self.port}", "-tls1_2",
-             "-CAfile", files.ca, "-cert", files.client, "-key", files.clientKey, "-quiet"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                OPENSSL,
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{self.port}",
+                "-tls1_2",
+                "-CAfile",
+                files.ca,
+                "-cert",
+                files.client,
+                "-key",
+                files.clientKey,
+                "-quiet",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.addCleanup(lambda: process.poll() is None and os.kill(process.pid, 9))
         out, _ = process.communicate(b"old\n", timeout=TIMEOUT)
         self.assertNotEqual(process.returncode, 0)
         self.assertNotIn(b"old", out)
-        self.daemon.waitFor(r"Refused the connection from 127\.0\.0\.1:\d+: TLS handshake "
-                            r"failed[^\n]*(version|protocol)")
+        self.daemon.waitFor(
+            r"Refused the connection from 127\.0\.0\.1:\d+: TLS handshake "
+            r"failed[^\n]*(version|protocol)"
+        )
         self.assertRecovered(baseline)
 
     def test_plaintextOnTLSPort(self) -> None:
@@ -992,9 +1065,13 @@ class TLSDaemonTests(DaemonTestCase):
             else:
                 sock.close()
         self.opened.clear()
-        _until(lambda: len(re.findall(r"(Refused|Closed) the connection from",
-                                      self.daemon.output)) >= 300,
-               60, what="300 refusals logged")
+        _until(
+            lambda: (
+                len(re.findall(r"(Refused|Closed) the connection from", self.daemon.output)) >= 300
+            ),
+            60,
+            what="300 refusals logged",
+        )
         self.serve(b"still served")
         _until(lambda: descriptorsOf(self.pid) <= baseline.descriptors, 10)
         resident, peak = memoryOf(self.pid)
@@ -1104,8 +1181,18 @@ class WrongHostnameTests(DaemonTestCase):
         is served.  Memory bound: L{SMALL_GROWTH}.
         """
         files = certificates()
-        self.daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca, "--cert",
-                             files.path("wronghost.pem"), "--key", files.path("wronghost.key"))
+        self.daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.path("wronghost.pem"),
+            "--key",
+            files.path("wronghost.key"),
+        )
         self.port = self.daemon.port()
         self.tls = True
         good = TLSPeer(self, self.port, serverHostname="wrong.example")
@@ -1122,8 +1209,10 @@ class WrongHostnameTests(DaemonTestCase):
             tlsContext().wrap_socket(raw, server_hostname="localhost")
         self.assertIn("localhost", str(caught.exception))
         raw.close()
-        self.daemon.waitFor(rf"Refused the connection from 127\.0\.0\.1:{localPort}: "
-                            r"TLS handshake failed")
+        self.daemon.waitFor(
+            rf"Refused the connection from 127\.0\.0\.1:{localPort}: "
+            r"TLS handshake failed"
+        )
 
         good = TLSPeer(self, self.port, serverHostname="wrong.example")
         good.send(b"right name\n")
@@ -1152,9 +1241,20 @@ class AllowListTests(DaemonTestCase):
 
         directory = Path(self.mktemp()).resolve()
         paths = writeCertificateSet(directory, clients=("alice", "mallory"))
-        self.daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", str(paths["ca.pem"]),
-                             "--cert", str(paths["server.pem"]), "--key",
-                             str(paths["server.key"]), "--allow-client", "alice")
+        self.daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            str(paths["ca.pem"]),
+            "--cert",
+            str(paths["server.pem"]),
+            "--key",
+            str(paths["server.key"]),
+            "--allow-client",
+            "alice",
+        )
         self.port = self.daemon.port()
 
         def connect(name: str) -> tuple[ssl.SSLSocket, int]:
@@ -1196,7 +1296,8 @@ class AllowListTests(DaemonTestCase):
                 pass
             self.assertTrue(closedByServer(mallory), "mallory was not closed")
             line = self.daemon.waitFor(
-                rf"Refused the connection from 127\.0\.0\.1:{localPort}[^\n]*").group(0)
+                rf"Refused the connection from 127\.0\.0\.1:{localPort}[^\n]*"
+            ).group(0)
             self.assertIn("mallory", line)
 
         alice(b"still served")
@@ -1302,8 +1403,9 @@ class LibraryTests(TestCase):
             def messageTooLong(self, length: int) -> None:
                 tooLong.append(length)
 
-        server, port = await self.startServer(protocol=Watch, delimiter=b"\r\n\r\n",
-                                              maxMessageLength=64 * KiB)
+        server, port = await self.startServer(
+            protocol=Watch, delimiter=b"\r\n\r\n", maxMessageLength=64 * KiB
+        )
         peer = await self.rawPeer(port)
         for _ in range(20):
             peer.transport.write(b"y" * MiB)
@@ -1329,8 +1431,9 @@ class LibraryTests(TestCase):
         well-behaved client is served afterwards.
         """
 
-        server, port = await self.startServer(protocol=BufferWatch, delimiter=b"\r\n",
-                                              maxMessageLength=100)
+        server, port = await self.startServer(
+            protocol=BufferWatch, delimiter=b"\r\n", maxMessageLength=100
+        )
         peer = await self.rawPeer(port)
         exact, over = b"e" * 100, b"o" * 101
         first = exact + b"\r\n" + over + b"\r\nend1\r\n"
@@ -1363,10 +1466,17 @@ class LibraryTests(TestCase):
         """
 
         server, port = await self.startServer(
-            delimiter="€", onMessage=lambda i, m: server.received.append(m))
+            delimiter="€", onMessage=lambda i, m: server.received.append(m)
+        )
         client = await self.client(port, delimiter="€")
-        good = ["", "a\0b\0", "e\u0301\u0308", "😀" * 1000, "ß" * 10,
-                b"ends in half a euro \xe2\x82"]
+        good = [
+            "",
+            "a\0b\0",
+            "e\u0301\u0308",
+            "😀" * 1000,
+            "ß" * 10,
+            b"ends in half a euro \xe2\x82",
+        ]
         for message in good:
             self.assertTrue(client.send(message), message)
         self.assertFalse(client.send("costs 5€"))
@@ -1396,7 +1506,8 @@ class LibraryTests(TestCase):
         """
 
         server, port = await self.startServer(
-            delimiter=b"<|>", onMessage=lambda i, m: server.received.append(m))
+            delimiter=b"<|>", onMessage=lambda i, m: server.received.append(m)
+        )
         client = await self.client(port, delimiter=b"<|>")
         sent = []
         alphabet = b"<|>x"

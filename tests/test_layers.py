@@ -33,31 +33,37 @@ PACKAGE = ROOT / "tcpsc"
 #: same modules in the same order, between C{<!-- layers -->} and
 #: C{<!-- /layers -->}; L{ReadmeTests} checks that they agree.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("support", [
-        "tcpsc._compat",
-        "tcpsc._version",
-        "tcpsc._errors",
-        "tcpsc._events",
-        "tcpsc._addresses",
-        "tcpsc._limits",
-        "tcpsc._options",
-        "tcpsc._memory",
-        "tcpsc._reactor",
-        "tcpsc._transports",
-    ]),
+    (
+        "support",
+        [
+            "tcpsc._compat",
+            "tcpsc._version",
+            "tcpsc._errors",
+            "tcpsc._events",
+            "tcpsc._addresses",
+            "tcpsc._limits",
+            "tcpsc._options",
+            "tcpsc._memory",
+            "tcpsc._reactor",
+            "tcpsc._transports",
+        ],
+    ),
     ("framing", ["tcpsc._framing", "tcpsc._settings"]),
     ("tls", ["tcpsc._tls", "tcpsc._tlstransport", "tcpsc._certgen"]),
     ("registry", ["tcpsc._registry", "tcpsc._broadcast"]),
-    ("server and client", [
-        "tcpsc._accept",
-        "tcpsc._metrics",
-        "tcpsc._server",
-        "tcpsc._client",
-        "tcpsc._service",
-        "tcpsc._systemd",
-        "tcpsc._apps",
-        "tcpsc.testing",
-    ]),
+    (
+        "server and client",
+        [
+            "tcpsc._accept",
+            "tcpsc._metrics",
+            "tcpsc._server",
+            "tcpsc._client",
+            "tcpsc._service",
+            "tcpsc._systemd",
+            "tcpsc._apps",
+            "tcpsc.testing",
+        ],
+    ),
     ("daemon", ["tcpsc.tap"]),
     ("blocking", ["tcpsc.blocking", "tcpsc._output", "tcpsc._workers", "tcpsc._reactorthread"]),
     # The package itself: the names it exports come from every layer below.
@@ -101,8 +107,11 @@ def packageModules() -> dict[str, Path]:
     """
     Every module of C{tcpsc/}, subpackages included, by dotted name.
     """
-    return {moduleName(path): path for path in sorted(PACKAGE.rglob("*.py"))
-            if "__pycache__" not in path.parts}
+    return {
+        moduleName(path): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    }
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> Iterator[Import
     lines = source.splitlines()
 
     def written(node: ast.stmt | ast.expr) -> str:
-        return " ".join(" ".join(lines[node.lineno - 1:node.end_lineno]).split())
+        return " ".join(" ".join(lines[node.lineno - 1 : node.end_lineno]).split())
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -172,9 +181,13 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> Iterator[Import
                     yield Import(submodule, None, node.lineno, written(node))
                 else:
                     yield Import(base, alias.name, node.lineno, written(node))
-        elif (isinstance(node, ast.Call) and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-              and ast.unparse(node.func) in ("importlib.import_module", "import_module")):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and ast.unparse(node.func) in ("importlib.import_module", "import_module")
+        ):
             target = node.args[0].value
             if target == "tcpsc" or target.startswith("tcpsc."):
                 yield Import(target, None, node.lineno, written(node))
@@ -186,8 +199,9 @@ def exportedNames() -> set[str]:
     """
     tree = ast.parse((PACKAGE / "__init__.py").read_text())
     for node in tree.body:
-        if (isinstance(node, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
             return set(ast.literal_eval(node.value))
     return set()
 
@@ -207,7 +221,8 @@ def upwardImports(modules: dict[str, Path], root: Path) -> list[str]:
             if theirs is not None and theirs[0] > own[0]:
                 violations.append(
                     f"{path.relative_to(root)}:{imported.line}: {name} (layer {own[1]}) "
-                    f"imports {imported.target} (layer {theirs[1]}): {imported.text}")
+                    f"imports {imported.target} (layer {theirs[1]}): {imported.text}"
+                )
     # One line per statement, however many names it imports.
     return list(dict.fromkeys(violations))
 
@@ -229,11 +244,13 @@ def privateImportsOfTools(modules: dict[str, Path], root: Path, exported: set[st
             where = f"{path.relative_to(root)}:{imported.line}: {imported.text}"
             if target not in PUBLIC_MODULES:
                 violations.append(f"{where} (the private module {target})")
-            elif (imported.name is not None and imported.name.startswith("_")
-                    and imported.name not in exported):
+            elif (
+                imported.name is not None
+                and imported.name.startswith("_")
+                and imported.name not in exported
+            ):
                 violations.append(f"{where} (the private name {imported.name})")
-            elif target == "tcpsc" and imported.name is not None \
-                    and imported.name not in exported:
+            elif target == "tcpsc" and imported.name is not None and imported.name not in exported:
                 violations.append(f"{where} ({imported.name} is not in tcpsc.__all__)")
     return list(dict.fromkeys(violations))
 
@@ -251,18 +268,24 @@ class LayerTests(SynchronousTestCase):
         Every module of C{tcpsc/} is in L{LAYERS}: a new module is given its
         place, here and in the README.
         """
-        missing = [f"{name} ({path.relative_to(ROOT)})" for name, path in self.modules.items()
-                   if layerOf(name) is None]
-        self.assertEqual(missing, [], "modules in no layer of tests/test_layers.py LAYERS "
-                                      "(and of README.md's list): " + ", ".join(missing))
+        missing = [
+            f"{name} ({path.relative_to(ROOT)})"
+            for name, path in self.modules.items()
+            if layerOf(name) is None
+        ]
+        self.assertEqual(
+            missing,
+            [],
+            "modules in no layer of tests/test_layers.py LAYERS "
+            "(and of README.md's list): " + ", ".join(missing),
+        )
 
     def test_everyListedModuleExists(self) -> None:
         """
         Every module of L{LAYERS} exists, as a module or a package, so that
         the README lists no module that is not there.
         """
-        absent = [entry for _, entries in LAYERS for entry in entries
-                  if entry not in self.modules]
+        absent = [entry for _, entries in LAYERS for entry in entries if entry not in self.modules]
         self.assertEqual(absent, [], "listed in LAYERS but not in tcpsc/: " + ", ".join(absent))
 
     def test_importsGoDown(self) -> None:
@@ -279,8 +302,9 @@ class LayerTests(SynchronousTestCase):
         from C{tcpsc} itself only what its C{__all__} exports.
         """
         violations = privateImportsOfTools(self.modules, ROOT, exportedNames())
-        self.assertEqual(violations, [], "tcpsc/_cli/ reaching past the public names:\n"
-                                         + "\n".join(violations))
+        self.assertEqual(
+            violations, [], "tcpsc/_cli/ reaching past the public names:\n" + "\n".join(violations)
+        )
 
 
 class CheckerTests(SynchronousTestCase):
@@ -289,8 +313,9 @@ class CheckerTests(SynchronousTestCase):
     cannot pass by reading nothing.
     """
 
-    def importsIn(self, name: str, source: str, modules: dict[str, Path],
-                  isPackage: bool = False) -> list[tuple[str, str | None]]:
+    def importsIn(
+        self, name: str, source: str, modules: dict[str, Path], isPackage: bool = False
+    ) -> list[tuple[str, str | None]]:
         path = Path(self.mktemp())
         path.mkdir()
         path = path / ("__init__.py" if isPackage else "module.py")
@@ -303,9 +328,18 @@ class CheckerTests(SynchronousTestCase):
         functions and under C{TYPE_CHECKING}, and a literal
         C{importlib.import_module} are all read.
         """
-        modules = {name: Path() for name in
-                   ("tcpsc", "tcpsc._server", "tcpsc.blocking", "tcpsc._cli", "tcpsc._cli.run",
-                    "tcpsc._framing", "tcpsc._output")}
+        modules = {
+            name: Path()
+            for name in (
+                "tcpsc",
+                "tcpsc._server",
+                "tcpsc.blocking",
+                "tcpsc._cli",
+                "tcpsc._cli.run",
+                "tcpsc._framing",
+                "tcpsc._output",
+            )
+        }
         source = (
             "from typing import TYPE_CHECKING\n"
             "import os\n"
@@ -322,10 +356,16 @@ class CheckerTests(SynchronousTestCase):
         )
         self.assertEqual(
             self.importsIn("tcpsc._cli.main", source, modules),
-            [("tcpsc._server", None), ("tcpsc.blocking", None), ("tcpsc", "Server"),
-             ("tcpsc._output", None), ("tcpsc._cli.run", None),
-             ("tcpsc._framing", "MessageProtocol"), ("tcpsc._output", "Output"),
-             ("tcpsc.blocking", None)],
+            [
+                ("tcpsc._server", None),
+                ("tcpsc.blocking", None),
+                ("tcpsc", "Server"),
+                ("tcpsc._output", None),
+                ("tcpsc._cli.run", None),
+                ("tcpsc._framing", "MessageProtocol"),
+                ("tcpsc._output", "Output"),
+                ("tcpsc.blocking", None),
+            ],
         )
 
     def test_relativeInPackage(self) -> None:
@@ -333,9 +373,10 @@ class CheckerTests(SynchronousTestCase):
         In a package's C{__init__.py}, C{.} is the package itself.
         """
         modules = {"tcpsc": Path(), "tcpsc._cli": Path(), "tcpsc._cli.run": Path()}
-        self.assertEqual(self.importsIn("tcpsc._cli", "from .run import main\n", modules,
-                                        isPackage=True),
-                         [("tcpsc._cli.run", "main")])
+        self.assertEqual(
+            self.importsIn("tcpsc._cli", "from .run import main\n", modules, isPackage=True),
+            [("tcpsc._cli.run", "main")],
+        )
 
     def package(self, files: dict[str, str]) -> tuple[Path, dict[str, Path]]:
         """
@@ -361,30 +402,35 @@ class CheckerTests(SynchronousTestCase):
         C{TYPE_CHECKING}, is reported with the module, the line and the
         statement; imports downward and within a layer are not.
         """
-        root, modules = self.package({
-            "tcpsc/__init__.py": "from ._server import Server\n",
-            "tcpsc/_compat.py": "",
-            "tcpsc/_output.py": "from ._compat import x\n",
-            "tcpsc/_server.py": "from ._client import Client\nfrom . import _compat\n",
-            "tcpsc/_client.py": "",
-            "tcpsc/_framing.py": (
-                "from typing import TYPE_CHECKING\n"
-                "from ._output import socketTransport, writeAll\n"
-                "if TYPE_CHECKING:\n"
-                "    from tcpsc._server import Server\n"
-                "def f():\n"
-                "    from tcpsc import blocking\n"
-            ),
-            "tcpsc/blocking.py": "",
-        })
-        self.assertEqual(upwardImports(modules, root), [
-            "tcpsc/_framing.py:2: tcpsc._framing (layer framing) imports tcpsc._output "
-            "(layer blocking): from ._output import socketTransport, writeAll",
-            "tcpsc/_framing.py:4: tcpsc._framing (layer framing) imports tcpsc._server "
-            "(layer server and client): from tcpsc._server import Server",
-            "tcpsc/_framing.py:6: tcpsc._framing (layer framing) imports tcpsc.blocking "
-            "(layer blocking): from tcpsc import blocking",
-        ])
+        root, modules = self.package(
+            {
+                "tcpsc/__init__.py": "from ._server import Server\n",
+                "tcpsc/_compat.py": "",
+                "tcpsc/_output.py": "from ._compat import x\n",
+                "tcpsc/_server.py": "from ._client import Client\nfrom . import _compat\n",
+                "tcpsc/_client.py": "",
+                "tcpsc/_framing.py": (
+                    "from typing import TYPE_CHECKING\n"
+                    "from ._output import socketTransport, writeAll\n"
+                    "if TYPE_CHECKING:\n"
+                    "    from tcpsc._server import Server\n"
+                    "def f():\n"
+                    "    from tcpsc import blocking\n"
+                ),
+                "tcpsc/blocking.py": "",
+            }
+        )
+        self.assertEqual(
+            upwardImports(modules, root),
+            [
+                "tcpsc/_framing.py:2: tcpsc._framing (layer framing) imports tcpsc._output "
+                "(layer blocking): from ._output import socketTransport, writeAll",
+                "tcpsc/_framing.py:4: tcpsc._framing (layer framing) imports tcpsc._server "
+                "(layer server and client): from tcpsc._server import Server",
+                "tcpsc/_framing.py:6: tcpsc._framing (layer framing) imports tcpsc.blocking "
+                "(layer blocking): from tcpsc import blocking",
+            ],
+        )
 
     def test_privateImportOfToolsNamed(self) -> None:
         """
@@ -392,27 +438,32 @@ class CheckerTests(SynchronousTestCase):
         name of a public module, or a name C{tcpsc} does not export, is
         reported; its own modules and the public names are not.
         """
-        root, modules = self.package({
-            "tcpsc/__init__.py": "",
-            "tcpsc/_server.py": "",
-            "tcpsc/tap.py": "",
-            "tcpsc/_cli/__init__.py": "from . import connect\n",
-            "tcpsc/_cli/connect.py": (
-                "from tcpsc import Server, Hidden, __version__\n"
-                "from tcpsc.tap import Options, _port\n"
-                "from .._server import _peerDescription, Server\n"
-                "from tcpsc._cli import common\n"
-            ),
-            "tcpsc/_cli/common.py": "",
-        })
-        self.assertEqual(privateImportsOfTools(modules, root, {"Server", "__version__"}), [
-            "tcpsc/_cli/connect.py:1: from tcpsc import Server, Hidden, __version__ "
-            "(Hidden is not in tcpsc.__all__)",
-            "tcpsc/_cli/connect.py:2: from tcpsc.tap import Options, _port "
-            "(the private name _port)",
-            "tcpsc/_cli/connect.py:3: from .._server import _peerDescription, Server "
-            "(the private module tcpsc._server)",
-        ])
+        root, modules = self.package(
+            {
+                "tcpsc/__init__.py": "",
+                "tcpsc/_server.py": "",
+                "tcpsc/tap.py": "",
+                "tcpsc/_cli/__init__.py": "from . import connect\n",
+                "tcpsc/_cli/connect.py": (
+                    "from tcpsc import Server, Hidden, __version__\n"
+                    "from tcpsc.tap import Options, _port\n"
+                    "from .._server import _peerDescription, Server\n"
+                    "from tcpsc._cli import common\n"
+                ),
+                "tcpsc/_cli/common.py": "",
+            }
+        )
+        self.assertEqual(
+            privateImportsOfTools(modules, root, {"Server", "__version__"}),
+            [
+                "tcpsc/_cli/connect.py:1: from tcpsc import Server, Hidden, __version__ "
+                "(Hidden is not in tcpsc.__all__)",
+                "tcpsc/_cli/connect.py:2: from tcpsc.tap import Options, _port "
+                "(the private name _port)",
+                "tcpsc/_cli/connect.py:3: from .._server import _peerDescription, Server "
+                "(the private module tcpsc._server)",
+            ],
+        )
 
     def test_layerOf(self) -> None:
         """
@@ -462,8 +513,9 @@ class ReadmeTests(SynchronousTestCase):
         layers, in the same order.
         """
         listed = readmeLayers((ROOT / "README.md").read_text())
-        self.assertNotEqual(listed, [], "README.md has no list between <!-- layers --> and "
-                                        "<!-- /layers -->")
+        self.assertNotEqual(
+            listed, [], "README.md has no list between <!-- layers --> and <!-- /layers -->"
+        )
         declared = [(layer, module) for layer, modules in LAYERS for module in modules]
         self.assertEqual(listed, declared)
 
@@ -471,10 +523,18 @@ class ReadmeTests(SynchronousTestCase):
         """
         The layer of a row without one is that of the row above.
         """
-        text = ("<!-- layers -->\n| layer | module | what |\n|---|---|---|\n"
-                "| support | `tcpsc/_compat.py` | a |\n| | `tcpsc/_errors.py` | b |\n"
-                "| tools | `tcpsc/_cli/` | c |\n| | `tcpsc/__init__.py` | d |\n"
-                "<!-- /layers -->\n| x | `tcpsc/after.py` | |\n")
-        self.assertEqual(readmeLayers(text),
-                         [("support", "tcpsc._compat"), ("support", "tcpsc._errors"),
-                          ("tools", "tcpsc._cli"), ("tools", "tcpsc")])
+        text = (
+            "<!-- layers -->\n| layer | module | what |\n|---|---|---|\n"
+            "| support | `tcpsc/_compat.py` | a |\n| | `tcpsc/_errors.py` | b |\n"
+            "| tools | `tcpsc/_cli/` | c |\n| | `tcpsc/__init__.py` | d |\n"
+            "<!-- /layers -->\n| x | `tcpsc/after.py` | |\n"
+        )
+        self.assertEqual(
+            readmeLayers(text),
+            [
+                ("support", "tcpsc._compat"),
+                ("support", "tcpsc._errors"),
+                ("tools", "tcpsc._cli"),
+                ("tools", "tcpsc"),
+            ],
+        )

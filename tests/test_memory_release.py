@@ -19,7 +19,6 @@ from tcpsc._server import _RELEASE_AFTER_CLOSES, _RELEASE_DELAY, _ListeningFacto
 
 
 class ReleaseTests(SynchronousTestCase):
-
     def setUp(self) -> None:
         self.clock = Clock()
         self.server = Server(reactor=self.clock, maxConnectionsPerPeer=None)
@@ -77,19 +76,20 @@ class ReleaseTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.successResultOf(self.server.stop())
         self.assertEqual(
-            [c for c in self.clock.getDelayedCalls() if c.func == self.server._releaseMemory], [])
+            [c for c in self.clock.getDelayedCalls() if c.func == self.server._releaseMemory], []
+        )
         self.clock.advance(_RELEASE_DELAY)
         self.assertEqual(self.releases, [])
 
 
 class TrimTests(SynchronousTestCase):
-
     def test_glibc(self) -> None:
         """
         On Linux with glibc, freed memory can be given back, and doing so
         succeeds; elsewhere it is a no-op that says so.
         """
         libc = sys.platform.startswith("linux") and "glibc" in " ".join(
-            __import__("platform").libc_ver())
+            __import__("platform").libc_ver()
+        )
         self.assertEqual(_memory.canReleaseMemory(), bool(libc))
         self.assertEqual(_memory.releaseFreeMemory(), bool(libc))

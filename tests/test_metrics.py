@@ -136,9 +136,16 @@ class LibraryTests(SynchronousTestCase):
         too long, and closes by the first-byte and idle timeouts, each under
         its own label.
         """
-        server = Server(Echo, reactor=self.network.reactor, metrics=self.registry,
-                        maxConnections=3, maxConnectionsPerPeer=2, maxMessageLength=4,
-                        firstByteTimeout=5, idleTimeout=60)
+        server = Server(
+            Echo,
+            reactor=self.network.reactor,
+            metrics=self.registry,
+            maxConnections=3,
+            maxConnectionsPerPeer=2,
+            maxMessageLength=4,
+            firstByteTimeout=5,
+            idleTimeout=60,
+        )
         server.listen(8081)
         with capturedLogs():
             first, second, third = (self.connect(8081) for _ in range(3))
@@ -150,10 +157,10 @@ class LibraryTests(SynchronousTestCase):
             self.network.advance(30)
             self.network.flush()
         self.assertEqual(first.received, b"ok\n")
+        self.assertEqual(self.sample("tcpsc_connections_refused_total", reason="per_peer_limit"), 1)
         self.assertEqual(
-            self.sample("tcpsc_connections_refused_total", reason="per_peer_limit"), 1)
-        self.assertEqual(
-            self.sample("tcpsc_connections_refused_total", reason="connection_limit"), 0)
+            self.sample("tcpsc_connections_refused_total", reason="connection_limit"), 0
+        )
         self.assertEqual(self.sample("tcpsc_messages_dropped_total", reason="too_long"), 1)
         self.assertEqual(self.sample("tcpsc_messages_received_total"), 2)
         self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="idle_timeout"), 2)
@@ -163,8 +170,7 @@ class LibraryTests(SynchronousTestCase):
             self.network.advance(5)
             self.network.flush()
         self.assertIsNotNone(silent.lost)
-        self.assertEqual(
-            self.sample("tcpsc_close_reasons_total", reason="first_byte_timeout"), 1)
+        self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="first_byte_timeout"), 1)
 
     def test_tls(self) -> None:
         """
@@ -172,8 +178,9 @@ class LibraryTests(SynchronousTestCase):
         whose client certificate is rejected, and one that times out, are
         counted as failures by reason.
         """
-        server = Server(Echo, reactor=self.network.reactor, metrics=self.registry,
-                        handshakeTimeout=10)
+        server = Server(
+            Echo, reactor=self.network.reactor, metrics=self.registry, handshakeTimeout=10
+        )
         server.listen(8443, tls=serverTLS())
         client = Client(reactor=self.network.reactor)
         self.addCleanup(client.disconnect)
@@ -193,11 +200,11 @@ class LibraryTests(SynchronousTestCase):
             self.network.advance(10)
             self.network.flush()
         self.assertEqual(
-            self.sample("tcpsc_tls_handshake_failures_total", reason="certificate_rejected"), 1)
+            self.sample("tcpsc_tls_handshake_failures_total", reason="certificate_rejected"), 1
+        )
         self.assertEqual(self.sample("tcpsc_tls_handshake_failures_total", reason="timeout"), 1)
         self.assertEqual(self.sample("tcpsc_tls_handshake_seconds_count"), 1)
-        self.assertEqual(
-            self.sample("tcpsc_close_reasons_total", reason="handshake_timeout"), 1)
+        self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="handshake_timeout"), 1)
 
     def test_outputBoundAndBroadcastSkips(self) -> None:
         """
@@ -205,8 +212,7 @@ class LibraryTests(SynchronousTestCase):
         the broadcasts it misses C{broadcast_skip} drops (once each, not
         both); what was refused is not counted as sent.
         """
-        server = Server(reactor=self.network.reactor, metrics=self.registry,
-                        maxPendingOutput=10)
+        server = Server(reactor=self.network.reactor, metrics=self.registry, maxPendingOutput=10)
         server.listen(8081)
         self.connect(8081)
         (clientId,) = server.clientIds()
@@ -228,15 +234,21 @@ class LibraryTests(SynchronousTestCase):
         A partial message dropped to keep within the memory budget is a
         C{memory_budget} drop.
         """
-        server = Server(reactor=self.network.reactor, metrics=self.registry,
-                        memoryBudget=3 << 20, maxMessageLength=None)
+        server = Server(
+            reactor=self.network.reactor,
+            metrics=self.registry,
+            memoryBudget=3 << 20,
+            maxMessageLength=None,
+        )
         server.listen(8081)
         with capturedLogs():
             for _ in range(2):
                 self.connect(8081).transport.write(b"x" * (2 << 20))
                 self.network.flush()
-        self.assertEqual(self.sample("tcpsc_messages_dropped_total", reason="memory_budget"),
-                         server.eventCounts["memoryBudget"])
+        self.assertEqual(
+            self.sample("tcpsc_messages_dropped_total", reason="memory_budget"),
+            server.eventCounts["memoryBudget"],
+        )
         self.assertGreaterEqual(server.eventCounts["memoryBudget"], 1)
 
     def test_allowListAndStop(self) -> None:
@@ -251,8 +263,7 @@ class LibraryTests(SynchronousTestCase):
         with capturedLogs():
             stranger.connect("localhost", 8443, tls=clientTLS()).addErrback(lambda f: None)
             self.network.flush()
-        self.assertEqual(
-            self.sample("tcpsc_connections_refused_total", reason="allow_list"), 1)
+        self.assertEqual(self.sample("tcpsc_connections_refused_total", reason="allow_list"), 1)
         self.assertEqual(self.sample("tcpsc_close_reasons_total", reason="allow_list"), 1)
         self.connect(8081)
         self.connect(8081)
@@ -269,16 +280,19 @@ class LibraryTests(SynchronousTestCase):
         is one of the fixed names, and the exposition has the same samples
         as with nothing counted.
         """
-        server = Server(Echo, reactor=self.network.reactor, metrics=self.registry,
-                        maxMessageLength=8)
+        server = Server(
+            Echo, reactor=self.network.reactor, metrics=self.registry, maxMessageLength=8
+        )
         server.listen(8081)
         server.listen(8443, tls=serverTLS())
         before = set(samples(generate_latest(self.registry).decode()))
         with capturedLogs():
-            for port, data in ((8081, b'reason="evil"} 1\n' * 3),
-                               (8081, b"\x16\x03\x01\x02\x00evil"),
-                               (8443, b'GET /reason="evil" HTTP/1.0\r\n\r\n'),
-                               (8081, b"\xff" * 100 + b"\n")):
+            for port, data in (
+                (8081, b'reason="evil"} 1\n' * 3),
+                (8081, b"\x16\x03\x01\x02\x00evil"),
+                (8443, b'GET /reason="evil" HTTP/1.0\r\n\r\n'),
+                (8081, b"\xff" * 100 + b"\n"),
+            ):
                 raw = self.connect(port)
                 raw.transport.write(data)
                 self.network.flush()
@@ -294,7 +308,8 @@ class LibraryTests(SynchronousTestCase):
                 self.assertEqual(key, "reason")
                 self.assertIn(label, LABELS[name.removesuffix("_total")])
         self.assertEqual(
-            value(text, "tcpsc_connections_refused_total", reason="tls_client_on_plain_port"), 1)
+            value(text, "tcpsc_connections_refused_total", reason="tls_client_on_plain_port"), 1
+        )
         self.assertEqual(value(text, "tcpsc_tls_handshake_failures_total", reason="tls_error"), 1)
         self.assertEqual(value(text, "tcpsc_messages_dropped_total", reason="too_long"), 4)
 
@@ -307,13 +322,16 @@ class LibraryTests(SynchronousTestCase):
 
         from tcpsc._errors import AbortedLocally, ClosedLocally
 
-        for words, label in (("idle timeout (60 s)", "idle_timeout"),
-                             ("server stopping", "server_stopping"),
-                             ("disconnect() called", "disconnect"),
-                             ('reason="evil"', "closed_locally")):
+        for words, label in (
+            ("idle timeout (60 s)", "idle_timeout"),
+            ("server stopping", "server_stopping"),
+            ("disconnect() called", "disconnect"),
+            ('reason="evil"', "closed_locally"),
+        ):
             self.assertEqual(closeReason(Failure(ClosedLocally(words))), label)
-        self.assertEqual(closeReason(Failure(AbortedLocally("mine; the peer did not read"))),
-                         "close_timeout")
+        self.assertEqual(
+            closeReason(Failure(AbortedLocally("mine; the peer did not read"))), "close_timeout"
+        )
 
     def test_onePerRegistry(self) -> None:
         """
@@ -331,8 +349,9 @@ class DaemonMetricsTests(SynchronousTestCase):
     """
 
     def scrape(self, port: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                    timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT
+        ) as response:
             self.assertEqual(response.status, 200)
             self.assertIn("text/plain", response.headers["Content-Type"])
             text: str = response.read().decode()
@@ -345,12 +364,31 @@ class DaemonMetricsTests(SynchronousTestCase):
         per-peer limit, the scrape says so.
         """
         c = certificates()
-        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", c.ca, "--cert", c.server,
-                        "--key", c.serverKey, "--max-connections-per-peer", "1",
-                        "--max-length", "16", "--metrics", LOCAL)
+        daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            c.ca,
+            "--cert",
+            c.server,
+            "--key",
+            c.serverKey,
+            "--max-connections-per-peer",
+            "1",
+            "--max-length",
+            "16",
+            "--metrics",
+            LOCAL,
+        )
         port = daemon.port()
-        metricsPort = int(daemon.waitFor(
-            r"Serving Prometheus metrics at http://127\.0\.0\.1:(\d+)/metrics").group(1))
+        metricsPort = int(
+            daemon.waitFor(
+                r"Serving Prometheus metrics at http://127\.0\.0\.1:(\d+)/metrics"
+            ).group(1)
+        )
+
         def tlsClient(cert: str, key: str) -> ssl.SSLSocket:
             clientContext = ssl.create_default_context(cafile=c.ca)
             clientContext.load_cert_chain(cert, key)
@@ -363,8 +401,10 @@ class DaemonMetricsTests(SynchronousTestCase):
         with self.assertRaises((ssl.SSLError, ConnectionError)):
             stranger.recv(1)
         stranger.close()
-        _until(lambda: value(self.scrape(metricsPort), "tcpsc_connections_open") == 0,
-               what="the rejected client gone")
+        _until(
+            lambda: value(self.scrape(metricsPort), "tcpsc_connections_open") == 0,
+            what="the rejected client gone",
+        )
         good = tlsClient(c.client, c.clientKey)
         self.addCleanup(good.close)
         good.sendall(b"hello\nworld\n" + b"x" * 20 + b"\n")
@@ -387,13 +427,16 @@ class DaemonMetricsTests(SynchronousTestCase):
         self.assertEqual(value(text, "tcpsc_bytes_sent_total"), 12)
         self.assertEqual(value(text, "tcpsc_messages_dropped_total", reason="too_long"), 1)
         self.assertEqual(
-            value(text, "tcpsc_tls_handshake_failures_total", reason="certificate_rejected"), 1)
+            value(text, "tcpsc_tls_handshake_failures_total", reason="certificate_rejected"), 1
+        )
         self.assertEqual(value(text, "tcpsc_tls_handshake_seconds_count"), 1)
         self.assertGreater(value(text, "tcpsc_tls_handshake_seconds_sum"), 0)
         self.assertEqual(value(text, "tcpsc_close_reasons_total", reason="tls_error"), 1)
         good.close()
-        _until(lambda: value(self.scrape(metricsPort), "tcpsc_connections_open") == 0,
-               what="the client gone")
+        _until(
+            lambda: value(self.scrape(metricsPort), "tcpsc_connections_open") == 0,
+            what="the client gone",
+        )
 
     def _read(self, peer: ssl.SSLSocket, size: int) -> bytes:
         data = b""
@@ -414,11 +457,9 @@ class DaemonMetricsTests(SynchronousTestCase):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         busy = taken.getsockname()[1]
-        daemon = Daemon(self, "--port", LOCAL, "--metrics",
-                        f"tcp:{busy}:interface=127.0.0.1")
+        daemon = Daemon(self, "--port", LOCAL, "--metrics", f"tcp:{busy}:interface=127.0.0.1")
         self.assertEqual(daemon.exitStatus(), 1)
-        self.assertIn(f"tcpsc cannot start: --metrics: cannot listen on tcp:{busy}",
-                      daemon.output)
+        self.assertIn(f"tcpsc cannot start: --metrics: cannot listen on tcp:{busy}", daemon.output)
         self.assertNotIn("Traceback", daemon.output)
 
 
@@ -444,8 +485,13 @@ class WithoutPrometheusTests(SynchronousTestCase):
     def runBlocked(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-        return subprocess.run([sys.executable, "-c", _BLOCKER + args[0], *args[1:]],
-                              capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        return subprocess.run(
+            [sys.executable, "-c", _BLOCKER + args[0], *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+        )
 
     def test_daemonOption(self) -> None:
         """
@@ -455,8 +501,11 @@ class WithoutPrometheusTests(SynchronousTestCase):
         result = self.runBlocked(code, "-n", "--pidfile=", "tcpsc", "--metrics", "tcp:0")
         self.assertEqual(result.returncode, 1, result.stderr)
         last = (result.stdout + result.stderr).strip().splitlines()[-1]
-        self.assertIn("--metrics needs prometheus-client, which is not installed: "
-                      'pip install "tcpsc[metrics]"', last)
+        self.assertIn(
+            "--metrics needs prometheus-client, which is not installed: "
+            'pip install "tcpsc[metrics]"',
+            last,
+        )
 
     def test_daemonWithoutMetrics(self) -> None:
         """
@@ -471,17 +520,23 @@ class WithoutPrometheusTests(SynchronousTestCase):
         with open(logPath, "wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-c", code, "-n", "--pidfile=", "tcpsc", "--port", LOCAL],
-                cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT)
+                cwd=directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.addCleanup(lambda: (process.poll() is None and process.kill(), process.wait()))
         import re
 
         match: Any = _until(
-            lambda: re.search(r"Listening on 127\.0\.0\.1:(\d+)", logPath.read_text())
-            or (process.poll() is not None and self.fail(logPath.read_text())),
-            what="the daemon listening")
-        with socket.create_connection(("127.0.0.1", int(match.group(1))),
-                                      timeout=TIMEOUT) as peer:
+            lambda: (
+                re.search(r"Listening on 127\.0\.0\.1:(\d+)", logPath.read_text())
+                or (process.poll() is not None and self.fail(logPath.read_text()))
+            ),
+            what="the daemon listening",
+        )
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=TIMEOUT) as peer:
             peer.sendall(b"still here\n")
             self.assertEqual(peer.recv(100), b"still here\n")
 
@@ -495,8 +550,11 @@ class WithoutPrometheusTests(SynchronousTestCase):
             "try:\n"
             "    tcpsc.Server(metrics=object())\n"
             "except ImportError as e:\n"
-            "    print(e)\n")
+            "    print(e)\n"
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout.strip(), "tcpsc metrics need prometheus-client, which is "
-                         'not installed: pip install "tcpsc[metrics]"')
-
+        self.assertEqual(
+            result.stdout.strip(),
+            "tcpsc metrics need prometheus-client, which is "
+            'not installed: pip install "tcpsc[metrics]"',
+        )

@@ -33,8 +33,11 @@ class PlainPortTests(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
         self.received: list[bytes] = []
         self.closed: list[int] = []
-        self.server = Server(onMessage=lambda i, m: self.received.append(m),
-                             onClosed=self.closed.append, reactor=Clock())
+        self.server = Server(
+            onMessage=lambda i, m: self.received.append(m),
+            onClosed=self.closed.append,
+            reactor=Clock(),
+        )
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
@@ -75,5 +78,4 @@ class PlainPortTests(SynchronousTestCase):
         protocol.dataReceived(b"\x16\x03 later\n")
         self.assertEqual(self.received, [b"hello", b"\x16\x03 later"])
         self.assertFalse(transport.disconnecting)
-        self.assertEqual([e for e in self.events if e.get("reason") == "tlsClientOnPlainPort"],
-                         [])
+        self.assertEqual([e for e in self.events if e.get("reason") == "tlsClientOnPlainPort"], [])

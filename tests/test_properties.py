@@ -121,8 +121,10 @@ class FramingPropertyTests(SynchronousTestCase):
         stream = b"".join(m + delimiter for m in messages) + data.draw(texts(4), "tail")
         parts = cut(stream, data.draw(st.lists(st.integers(0, 10**6), max_size=12)))
         *complete, tail = stream.split(delimiter)
-        model = [("message", m) if maxLength is None or len(m) <= maxLength
-                 else ("tooLong", None) for m in complete]
+        model = [
+            ("message", m) if maxLength is None or len(m) <= maxLength else ("tooLong", None)
+            for m in complete
+        ]
         # A partial message is dropped as soon as it cannot fit any more,
         # before its delimiter (which may have started: hence the overlap).
         if maxLength is not None and len(tail) > maxLength + len(delimiter) - 1:
@@ -135,8 +137,7 @@ class FramingPropertyTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         for part in parts:
             protocol.dataReceived(part)
-            self.assertEqual(transport.producerState,
-                             "paused" if protocol._paused else "producing")
+            self.assertEqual(transport.producerState, "paused" if protocol._paused else "producing")
             if protocol._paused and data.draw(st.booleans(), "resume now"):
                 protocol.resumeReading()
         if data.draw(st.booleans(), "end by connection loss"):
@@ -202,8 +203,9 @@ class FramingPropertyTests(SynchronousTestCase):
         transport.write = write  # type: ignore[method-assign]
         transport.writeSequence = lambda seq: write(b"".join(seq))  # type: ignore[method-assign]
         protocol.makeConnection(transport)
-        reads = data.draw(st.lists(st.lists(st.lists(action, max_size=6), max_size=3),
-                                   max_size=4), "reads")
+        reads = data.draw(
+            st.lists(st.lists(st.lists(action, max_size=6), max_size=3), max_size=4), "reads"
+        )
         for read in reads:
             protocol.script = list(read)
             before = len(writes)
@@ -312,12 +314,15 @@ class RegistryMachine(RuleBasedStateMachine):
         self.closed: list[int] = []
         # The peers of the model send nothing: no first-byte timeout (it
         # is tested in tests.test_guarantees_limits).
-        self.server = Server(maxConnections=self.MAX_CONNECTIONS,
-                             firstByteTimeout=None,
-                             handshakeTimeout=self.HANDSHAKE_TIMEOUT,
-                             closeTimeout=self.CLOSE_TIMEOUT, reactor=self.clock,
-                             onEstablished=self.established.append,
-                             onClosed=self.closed.append)
+        self.server = Server(
+            maxConnections=self.MAX_CONNECTIONS,
+            firstByteTimeout=None,
+            handshakeTimeout=self.HANDSHAKE_TIMEOUT,
+            closeTimeout=self.CLOSE_TIMEOUT,
+            reactor=self.clock,
+            onEstablished=self.established.append,
+            onClosed=self.closed.append,
+        )
         self.plain = _ListeningFactory(self.server, None)
         self.tls = _ListeningFactory(self.server, _PassThroughTLS())  # type: ignore[arg-type]
         self.protocols: dict[int, tuple[MessageProtocol, FakeTransport]] = {}
@@ -492,7 +497,10 @@ class RegistryMachine(RuleBasedStateMachine):
     def registryMatchesModel(self) -> None:
         server = self.server
         assert server.clientIds() == sorted(self.open | self.closing), (
-            server.clientIds(), self.open, self.closing)
+            server.clientIds(),
+            self.open,
+            self.closing,
+        )
         assert server.openConnections() == len(self.live())
         for clientId in self.gone:
             assert server.send(clientId, b"late") is False
@@ -522,6 +530,7 @@ class RegistryPropertyTests(SynchronousTestCase):
         """
         run_state_machine_as_test(
             RegistryMachine,
-            settings=settings(max_examples=120, stateful_step_count=40, deadline=None,
-                              derandomize=True),
+            settings=settings(
+                max_examples=120, stateful_step_count=40, deadline=None, derandomize=True
+            ),
         )

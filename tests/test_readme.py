@@ -35,13 +35,16 @@ def _namespaceCommand() -> list[str] | str:
     if unshare is None or ip is None:
         return "unshare or ip is not installed"
     try:
-        probe = subprocess.run([unshare, "-n", ip, "link", "set", "lo", "up"],
-                               capture_output=True, timeout=30)
+        probe = subprocess.run(
+            [unshare, "-n", ip, "link", "set", "lo", "up"], capture_output=True, timeout=30
+        )
     except subprocess.TimeoutExpired:
         return "unshare -n did not answer within 30 s"
     if probe.returncode != 0:
-        return ("no private network namespace (unshare -n needs root or user namespaces): "
-                + probe.stderr.decode(errors="replace").strip())
+        return (
+            "no private network namespace (unshare -n needs root or user namespaces): "
+            + probe.stderr.decode(errors="replace").strip()
+        )
     return [unshare, "-n", "sh", "-c", f'"{ip}" link set lo up && exec "$0" "$@"']
 
 
@@ -52,8 +55,11 @@ class ReadmeTests(SynchronousTestCase):
         a new or moved snippet fails here until it is given a step.
         """
         found = _readme.blocks()
-        self.assertEqual(len(found), len(_readme.STEPS),
-                         "the README's code blocks and tests/_readme.py's STEPS differ")
+        self.assertEqual(
+            len(found),
+            len(_readme.STEPS),
+            "the README's code blocks and tests/_readme.py's STEPS differ",
+        )
         for block, step in zip(found, _readme.STEPS, strict=True):
             self.assertIn(step.key, block.text, str(block))
 
@@ -62,8 +68,10 @@ class ReadmeTests(SynchronousTestCase):
         The parser finds fenced blocks with their language and line.
         """
         text = "intro\n\n```python\nprint(1)\n```\n\ntext\n\n```\n$ true\n```\n"
-        self.assertEqual([(b.language, b.text, b.line) for b in _readme.blocks(text)],
-                         [("python", "print(1)\n", 3), ("", "$ true\n", 9)])
+        self.assertEqual(
+            [(b.language, b.text, b.line) for b in _readme.blocks(text)],
+            [("python", "print(1)\n", 3), ("", "$ true\n", 9)],
+        )
 
     def test_readmeRunsAsWritten(self) -> None:
         """
@@ -78,11 +86,16 @@ class ReadmeTests(SynchronousTestCase):
         try:
             result = subprocess.run(
                 [*prefix, sys.executable, "-m", "tests._readme", str(directory)],
-                cwd=_readme.ROOT, env=dict(os.environ), stdin=subprocess.DEVNULL,
-                capture_output=True, timeout=SCENARIO_TIMEOUT,
+                cwd=_readme.ROOT,
+                env=dict(os.environ),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=SCENARIO_TIMEOUT,
             )
         except subprocess.TimeoutExpired as e:
-            self.fail(f"the README scenario took more than {SCENARIO_TIMEOUT} s:\n"
-                      f"{(e.stdout or b'').decode(errors='replace')}")
+            self.fail(
+                f"the README scenario took more than {SCENARIO_TIMEOUT} s:\n"
+                f"{(e.stdout or b'').decode(errors='replace')}"
+            )
         output = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
         self.assertEqual(result.returncode, 0, output)

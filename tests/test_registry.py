@@ -29,9 +29,11 @@ def makeRegistry(clock: Clock | None = None) -> LocalRegistry:
     return LocalRegistry(clock, EventSummary(log, clock), log)
 
 
-def connected(protocol: MessageProtocol | StreamProtocol | None = None,
-              host: str = "192.0.2.1", port: int = 40000,
-              ) -> tuple[MessageProtocol | StreamProtocol, StringTransport]:
+def connected(
+    protocol: MessageProtocol | StreamProtocol | None = None,
+    host: str = "192.0.2.1",
+    port: int = 40000,
+) -> tuple[MessageProtocol | StreamProtocol, StringTransport]:
     """
     A protocol connected to a L{StringTransport} whose peer is C{host}.
     """
@@ -88,8 +90,10 @@ class CountTests(SynchronousTestCase):
         only those registered with a host; a host's count falls back to 0.
         """
         registry = makeRegistry()
-        ids = [registry.register(connected()[0], host)
-               for host in ("192.0.2.1", "192.0.2.1", "2001:db8::1", None)]
+        ids = [
+            registry.register(connected()[0], host)
+            for host in ("192.0.2.1", "192.0.2.1", "2001:db8::1", None)
+        ]
         registry.establish(ids[0])
         self.assertEqual(registry.openCount(), 4)
         self.assertEqual(registry.peerCount("192.0.2.1"), 2)
@@ -145,8 +149,9 @@ class ReachTests(SynchronousTestCase):
         self.assertFalse(registry.send(2, b"two\nlines"))
         self.assertFalse(registry.send(9, b"hello"))
         self.assertFalse(registry.send([2], b"hello"))  # type: ignore[arg-type]
-        self.assertEqual([t.value() for t in self.transports.values()],
-                         [b"", "hello\né\n".encode(), b""])
+        self.assertEqual(
+            [t.value() for t in self.transports.values()], [b"", "hello\né\n".encode(), b""]
+        )
 
     def test_sendStream(self) -> None:
         """
@@ -187,8 +192,9 @@ class ReachTests(SynchronousTestCase):
         registry.broadcast(b"a")
         registry.unregister(2)
         self.assertEqual(registry.broadcast(b"b"), 2)
-        self.assertEqual([t.value() for t in self.transports.values()],
-                         [b"a\nb\n", b"a\n", b"a\nb\n"])
+        self.assertEqual(
+            [t.value() for t in self.transports.values()], [b"a\nb\n", b"a\n", b"a\nb\n"]
+        )
 
     def test_addressAndCertificate(self) -> None:
         """
@@ -226,9 +232,13 @@ class ServerWithdrawTests(SynchronousTestCase):
             sinks.append(clientId)
             return _Sink()
 
-        server = Server(stream=True, createSink=createSink, reactor=network.reactor,
-                        onEstablished=lambda i: events.append(("established", i)),
-                        onClosed=lambda i: events.append(("closed", i)))
+        server = Server(
+            stream=True,
+            createSink=createSink,
+            reactor=network.reactor,
+            onEstablished=lambda i: events.append(("established", i)),
+            onClosed=lambda i: events.append(("closed", i)),
+        )
         server.listen(8081)
         first = Client(stream=True, reactor=network.reactor)
         connected = first.connect("127.0.0.1", 8081)

@@ -48,17 +48,28 @@ def authority() -> certgen.Issued:
     return certgen.makeCA("O=tcpsc reload tests,CN=reload test CA")
 
 
-def issue(commonName: str = "localhost", *, server: bool = True,
-          notBefore: datetime | None = None, notAfter: datetime | None = None
-          ) -> certgen.Issued:
+def issue(
+    commonName: str = "localhost",
+    *,
+    server: bool = True,
+    notBefore: datetime | None = None,
+    notAfter: datetime | None = None,
+) -> certgen.Issued:
     """
     A new server (or client) certificate of L{authority}, with a new key.
     """
     if server:
-        return certgen.issueCertificate(authority(), f"CN={commonName}", server=True,
-                                        hosts=HOSTS, notBefore=notBefore, notAfter=notAfter)
-    return certgen.issueCertificate(authority(), f"CN={commonName}", client=True,
-                                    notBefore=notBefore, notAfter=notAfter)
+        return certgen.issueCertificate(
+            authority(),
+            f"CN={commonName}",
+            server=True,
+            hosts=HOSTS,
+            notBefore=notBefore,
+            notAfter=notAfter,
+        )
+    return certgen.issueCertificate(
+        authority(), f"CN={commonName}", client=True, notBefore=notBefore, notAfter=notAfter
+    )
 
 
 def expired() -> certgen.Issued:
@@ -93,8 +104,7 @@ class Files:
         self.serverSerial = self.install(issue())
         self.clientSerial = self.install(issue("client", server=False), client=True)
 
-    def install(self, issued: certgen.Issued, client: bool = False, keyToo: bool = True
-                ) -> int:
+    def install(self, issued: certgen.Issued, client: bool = False, keyToo: bool = True) -> int:
         """
         Replace the certificate (and, with C{keyToo}, the key) with
         C{issued}'s: written beside them, then renamed over them.
@@ -252,8 +262,13 @@ class ServerReloadTests(TestCase):
             ("missing certificate", missing, 31, files.cert, "cannot read"),
             ("key not matching", mismatched, 35, files.key, "does not match"),
             ("expired", lambda: files.install(expired()), 34, files.cert, "expired on"),
-            ("not yet valid", lambda: files.install(notYetValid()), 34, files.cert,
-             "not valid before"),
+            (
+                "not yet valid",
+                lambda: files.install(notYetValid()),
+                34,
+                files.cert,
+                "not valid before",
+            ),
             ("CA not PEM", junkCA, 33, files.ca, "no valid PEM"),
         ]
         for name, breakFiles, code, path, words in cases:
@@ -324,7 +339,7 @@ class ClientRotationTests(TestCase):
         established: list[int] = []
         server = Server(Echo, onEstablished=established.append)
         self.addCleanup(server.stop)
-        port = (await within(server.listen(0, "127.0.0.1", tls=files.serverTLS())))
+        port = await within(server.listen(0, "127.0.0.1", tls=files.serverTLS()))
         client = Client(reconnect=True, initialDelay=0.01, jitter=0.0)
         self.addCleanup(client.disconnect)
         await within(client.connect("127.0.0.1", port.getHost().port, tls=files.clientTLS()))
@@ -366,8 +381,9 @@ class ServiceSignalTests(TestCase):
         files = Files(Path(self.mktemp()))
         previous = signal.getsignal(signal.SIGHUP)
         options = Options()
-        options.parseOptions(["--port", LOCAL, "--tls", "--ca", files.ca, "--cert", files.cert,
-                              "--key", files.key])
+        options.parseOptions(
+            ["--port", LOCAL, "--tls", "--ca", files.ca, "--cert", files.cert, "--key", files.key]
+        )
         service = makeService(options, reactor=reactor)
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
@@ -390,8 +406,9 @@ class BlockingReloadTests(SynchronousTestCase):
         self.files = Files(Path(self.mktemp()))
         server = self.server = TlsServer(b"\n")
         server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
-        self.port = server.start(0, self.files.ca, self.files.cert, self.files.key,
-                                 interface="127.0.0.1")
+        self.port = server.start(
+            0, self.files.ca, self.files.cert, self.files.key, interface="127.0.0.1"
+        )
         self.addCleanup(server.stop)
 
     def connect(self) -> tuple[ssl.SSLSocket, int]:
@@ -427,8 +444,7 @@ class BlockingReloadTests(SynchronousTestCase):
         self.assertEqual(self.server.reloadCertificates(), 0)
 
 
-def sslConnect(test: SynchronousTestCase, files: Files, port: int
-               ) -> tuple[ssl.SSLSocket, int]:
+def sslConnect(test: SynchronousTestCase, files: Files, port: int) -> tuple[ssl.SSLSocket, int]:
     """
     A TLS 1.3 connection made with Python's C{ssl}, and the serial of the
     server certificate its handshake got.
@@ -476,8 +492,10 @@ class DaemonReloadTests(SynchronousTestCase):
 
     def waitForHandler(self, daemon: Daemon) -> None:
         pid = daemon.process.pid
-        _until(lambda: daemon.process.poll() is None and catchesSIGHUP(pid),
-               what="the daemon handling SIGHUP")
+        _until(
+            lambda: daemon.process.poll() is None and catchesSIGHUP(pid),
+            what="the daemon handling SIGHUP",
+        )
 
     def test_sighupReloads(self) -> None:
         """
@@ -487,8 +505,18 @@ class DaemonReloadTests(SynchronousTestCase):
         use and logs why, naming the file.  SIGTERM still stops it cleanly.
         """
         files = Files(Path(self.mktemp()).resolve())
-        daemon = Daemon(self, "--port", LOCAL, "--tls", "--ca", files.ca, "--cert", files.cert,
-                        "--key", files.key)
+        daemon = Daemon(
+            self,
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.cert,
+            "--key",
+            files.key,
+        )
         port = daemon.port()
         self.waitForHandler(daemon)
         before, first = sslConnect(self, files, port)
@@ -497,8 +525,11 @@ class DaemonReloadTests(SynchronousTestCase):
 
         second = files.install(issue())
         os.kill(daemon.process.pid, signal.SIGHUP)
-        daemon.waitFor(rf"Reloaded the TLS certificates of 127\.0\.0\.1:{port} from "
-                       + re.escape(files.cert) + rf".*serial {second:x}")
+        daemon.waitFor(
+            rf"Reloaded the TLS certificates of 127\.0\.0\.1:{port} from "
+            + re.escape(files.cert)
+            + rf".*serial {second:x}"
+        )
         after, serial = sslConnect(self, files, port)
         self.assertEqual(serial, second)
         self.assertEqual(echo(after, b"after"), b"after")
@@ -506,9 +537,12 @@ class DaemonReloadTests(SynchronousTestCase):
 
         files.install(expired())
         os.kill(daemon.process.pid, signal.SIGHUP)
-        daemon.waitFor(r"Certificate reload failed; the certificates in use are kept: "
-                       r"the certificate file " + re.escape(repr(files.cert))
-                       + r" holds a certificate that expired on .*\(code 34\)")
+        daemon.waitFor(
+            r"Certificate reload failed; the certificates in use are kept: "
+            r"the certificate file "
+            + re.escape(repr(files.cert))
+            + r" holds a certificate that expired on .*\(code 34\)"
+        )
         again, serial = sslConnect(self, files, port)
         self.assertEqual(serial, second)
         self.assertEqual(echo(again, b"kept"), b"kept")

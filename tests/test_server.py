@@ -45,8 +45,9 @@ from tests._helpers import (
 
 def serverTLS(requireClientCertificate: bool = True) -> TLSConfig:
     c = certificates()
-    return TLSConfig(ca=c.ca, cert=c.server, key=c.serverKey,
-                     requireClientCertificate=requireClientCertificate)
+    return TLSConfig(
+        ca=c.ca, cert=c.server, key=c.serverKey, requireClientCertificate=requireClientCertificate
+    )
 
 
 def clientTLS(withCertificate: bool = True) -> TLSConfig:
@@ -63,8 +64,6 @@ class Echo(MessageProtocol):
 
     def messageReceived(self, message: bytes) -> None:
         self.sendMessage(message)
-
-
 
 
 class RecordingSink(io.BytesIO):
@@ -116,8 +115,11 @@ class ServerTestCase(TestCase):
         clients: list[Client] = []
         for first in range(0, count, 50):
             group = [
-                Deferred.fromCoroutine(self.connectClient(
-                    port, onMessage=onMessage[i] if onMessage is not None else None, **kwargs))
+                Deferred.fromCoroutine(
+                    self.connectClient(
+                        port, onMessage=onMessage[i] if onMessage is not None else None, **kwargs
+                    )
+                )
                 for i in range(first, min(first + 50, count))
             ]
             clients.extend(await gatherResults(group, consumeErrors=True))
@@ -153,8 +155,9 @@ class ServerTestCase(TestCase):
                 return clientId
         raise AssertionError(f"the server has no connection from {local}")
 
-    async def assertEchoes(self, client: Client, received: list[bytes],
-                           message: bytes = b"ping") -> None:
+    async def assertEchoes(
+        self, client: Client, received: list[bytes], message: bytes = b"ping"
+    ) -> None:
         """
         Send C{message} and wait until it comes back as the newest message.
         """
@@ -180,11 +183,14 @@ class EchoTests(ServerTestCase):
 
         server, port = await self.startServer(
             tls=serverTLS() if tls else None,
-            onEstablished=established.append, onClosed=closed.append, onMessage=onMessage,
+            onEstablished=established.append,
+            onClosed=closed.append,
+            onMessage=onMessage,
         )
         received: list[bytes] = []
-        client = await self.connectClient(port, tls=clientTLS() if tls else None,
-                                          onMessage=received.append)
+        client = await self.connectClient(
+            port, tls=clientTLS() if tls else None, onMessage=received.append
+        )
         await waitFor(lambda: established, SHORT, what="the server's onEstablished")
         [clientId] = established
         self.assertEqual(server.clientIds(), [clientId])
@@ -221,13 +227,16 @@ class EchoTests(ServerTestCase):
         established: list[int] = []
         closed: list[int] = []
         server, port = await self.startServer(
-            Echo, tls=serverTLS() if tls else None,
-            onEstablished=established.append, onClosed=closed.append,
+            Echo,
+            tls=serverTLS() if tls else None,
+            onEstablished=established.append,
+            onClosed=closed.append,
         )
         received: list[bytes] = []
         clients = [
-            await self.connectClient(port, tls=clientTLS() if tls else None,
-                                     onMessage=received.append)
+            await self.connectClient(
+                port, tls=clientTLS() if tls else None, onMessage=received.append
+            )
             for _ in range(2)
         ]
         await waitFor(lambda: len(established) == 2, SHORT)
@@ -300,8 +309,7 @@ class CallbackErrorTests(ServerTestCase):
             calls.append(("closed", clientId))
             raise ZeroDivisionError("onClosed")
 
-        server, port = await self.startServer(Echo, onEstablished=onEstablished,
-                                              onClosed=onClosed)
+        server, port = await self.startServer(Echo, onEstablished=onEstablished, onClosed=onClosed)
         received: list[list[bytes]] = [[], [], []]
         clients = await self.connectClients(3, port, onMessage=[r.append for r in received])
         await waitFor(lambda: len(server.clientIds()) == 3, SHORT)
@@ -311,8 +319,10 @@ class CallbackErrorTests(ServerTestCase):
         await waitFor(lambda: len(server.clientIds()) == 2, SHORT)
         await within(server.stop())
         self.assertEqual(server.openConnections(), 0)
-        self.assertEqual(sorted(i for what, i in calls if what == "closed"),
-                         sorted(i for what, i in calls if what == "established"))
+        self.assertEqual(
+            sorted(i for what, i in calls if what == "closed"),
+            sorted(i for what, i in calls if what == "established"),
+        )
         self.assertEqual(len(calls), 6)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 6)
 
@@ -332,8 +342,9 @@ class CallbackErrorTests(ServerTestCase):
             sinks.append(RecordingSink())
             return sinks[-1]
 
-        server, port = await self.startServer(stream=True, createSink=createSink,
-                                              onEstablished=established.append)
+        server, port = await self.startServer(
+            stream=True, createSink=createSink, onEstablished=established.append
+        )
         closed: list[Failure] = []
         first = Client(stream=True, onClosed=closed.append)
         self.addCleanup(first.disconnect)
@@ -344,8 +355,9 @@ class CallbackErrorTests(ServerTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
         second = await self.connectClient(port, stream=True)
-        await waitFor(lambda: established, SHORT,
-                      what="the server's onEstablished for the second connection")
+        await waitFor(
+            lambda: established, SHORT, what="the server's onEstablished for the second connection"
+        )
         self.assertTrue(second.send(b"kept"))
         await within(second.disconnect())
         await waitFor(lambda: sinks[-1].value is not None, SHORT)
@@ -367,13 +379,14 @@ class ManyClientsTests(ServerTestCase):
         server, port = await self.startServer(Echo)
         received: list[list[bytes]] = [[] for _ in range(clientCount)]
         clients = await self.connectClients(
-            clientCount, port, onMessage=[r.append for r in received])
+            clientCount, port, onMessage=[r.append for r in received]
+        )
         await waitFor(lambda: len(server.clientIds()) == clientCount, 30)
         expected = [[b"%d:%d" % (i, n) for n in range(messageCount)] for i in range(clientCount)]
         for first in range(0, messageCount, batch):
             refused = 0
             for i, client in enumerate(clients):
-                for message in expected[i][first:first + batch]:
+                for message in expected[i][first : first + batch]:
                     refused += not client.send(message)
             self.assertEqual(refused, 0)
             done = first + batch
@@ -475,8 +488,11 @@ class ConnectionLimitTests(ServerTestCase):
         self.assertLess(peer.lostAt - peer.connectedAt, 5)  # type: ignore[operator]
         self.assertEqual(server.openConnections(), 10)
         self.assertEqual(len(server.clientIds()), 10)
-        warnings = [e for e in events
-                    if e.get("log_level") == LogLevel.warn and e.get("peer") == peer.localAddress()]
+        warnings = [
+            e
+            for e in events
+            if e.get("log_level") == LogLevel.warn and e.get("peer") == peer.localAddress()
+        ]
         self.assertEqual(len(warnings), 1, warnings)
         self.assertEqual(warnings[0]["maxConnections"], 10)
 
@@ -495,12 +511,15 @@ class ConnectionLimitTests(ServerTestCase):
         """
         server, port = await self.startServer(Echo, tls=serverTLS(), maxConnections=2)
         received: list[bytes] = []
-        clients = [await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
-                   for _ in range(2)]
+        clients = [
+            await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
+            for _ in range(2)
+        ]
         extra = Client()
         self.addCleanup(extra.disconnect)
-        await self.assertFailure(within(extra.connect("127.0.0.1", port, tls=clientTLS())),
-                                 tcpsc.TLSHandshakeError)
+        await self.assertFailure(
+            within(extra.connect("127.0.0.1", port, tls=clientTLS())), tcpsc.TLSHandshakeError
+        )
         self.assertEqual(server.openConnections(), 2)
         await self.assertEchoes(clients[1], received, b"still here")
 
@@ -553,8 +572,7 @@ class BacklogTests(ServerTestCase):
             _, writable, _ = select.select([], list(pending), [], 0.1)
             pending.difference_update(writable)
         self.assertEqual(len(pending), 0, f"{len(pending)} of {count} connections waiting")
-        self.assertTrue(all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-                            for s in sockets))
+        self.assertTrue(all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in sockets))
         await waitFor(lambda: server.openConnections() == count, SHORT)
         closeAll()
         await waitFor(lambda: server.openConnections() == 0, SHORT)
@@ -622,8 +640,7 @@ class ChurnTests(ServerTestCase):
             closed.append(clientId)
             window.release()
 
-        server, port = await self.startServer(
-            onEstablished=established.append, onClosed=onClosed)
+        server, port = await self.startServer(onEstablished=established.append, onClosed=onClosed)
         before = openFileDescriptors()
 
         def churn() -> None:
@@ -649,8 +666,9 @@ class ChurnTests(ServerTestCase):
 
         self.assertEqual(len(established), cycles)
         self.assertEqual(len(set(established)), cycles)
-        self.assertTrue(all(a < b for a, b in itertools.pairwise(established)),
-                        "ids are not increasing")
+        self.assertTrue(
+            all(a < b for a, b in itertools.pairwise(established)), "ids are not increasing"
+        )
         self.assertGreaterEqual(min(established), 1)
         self.assertEqual(sorted(closed), established)
         self.assertEqual(server.clientIds(), [])
@@ -670,8 +688,10 @@ class StopTests(ServerTestCase):
         clientConfig = clientTLS() if tls else None
         server, port = await self.startServer(Echo, tls=serverConfig, onClosed=closed.append)
         received: list[list[bytes]] = [[] for _ in range(3)]
-        clients = [await self.connectClient(port, tls=clientConfig, onMessage=received[i].append)
-                   for i in range(3)]
+        clients = [
+            await self.connectClient(port, tls=clientConfig, onMessage=received[i].append)
+            for i in range(3)
+        ]
         await waitFor(lambda: len(server.clientIds()) == 3, SHORT)
         ids = server.clientIds()
         big = bytes(range(256)).replace(b"\n", b"") * (4 * 1024 * 1024 // 255)
@@ -735,8 +755,9 @@ class StopTests(ServerTestCase):
         A TLS peer that never answers the close keeps its connection open;
         C{stop()} aborts it after C{closeTimeout} instead of waiting forever.
         """
-        server, port = await self.startServer(tls=serverTLS(), closeTimeout=0.5,
-                                              handshakeTimeout=None)
+        server, port = await self.startServer(
+            tls=serverTLS(), closeTimeout=0.5, handshakeTimeout=None
+        )
         peer = await self.connectRaw(port)
         await waitFor(lambda: server.openConnections() == 1, SHORT)
         started = reactor.seconds()
@@ -763,8 +784,9 @@ class SendAndLookupTests(ServerTestCase):
         self.assertFalse(server.send(12345, b"nobody"))
         received: list[bytes] = []
         client = await self.connectClient(port, onMessage=received.append)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         clientId = self.idOf(server, client)
         self.assertTrue(server.send(clientId, b"hi"))
         self.assertFalse(server.send(clientId, b"two\nlines"))
@@ -782,8 +804,9 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         clientId = self.idOf(server, client)
         await within(server.stop())
         self.assertFalse(server.send(clientId, b"after stop"))
@@ -796,8 +819,9 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         [clientId] = server.clientIds()
         local = client.protocol.transport.getHost()  # type: ignore[union-attr]
         self.assertEqual(server.clientAddress(clientId), ("127.0.0.1", local.port))
@@ -839,8 +863,9 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer(tls=serverTLS())
         client = await self.connectClient(port, tls=clientTLS())
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         clientId = self.idOf(server, client)
         certificate = server.clientCertificate(clientId)
         self.assertIsNotNone(certificate)
@@ -858,11 +883,11 @@ class SendAndLookupTests(ServerTestCase):
         client without one; its certificate is C{None} and every subject
         part C{None} (the original crashes here: B12).
         """
-        server, port = await self.startServer(
-            Echo, tls=serverTLS(requireClientCertificate=False))
+        server, port = await self.startServer(Echo, tls=serverTLS(requireClientCertificate=False))
         received: list[bytes] = []
-        client = await self.connectClient(port, tls=clientTLS(withCertificate=False),
-                                          onMessage=received.append)
+        client = await self.connectClient(
+            port, tls=clientTLS(withCertificate=False), onMessage=received.append
+        )
         await self.assertEchoes(client, received, b"anonymous")
         clientId = self.idOf(server, client)
         self.assertIsNone(server.clientCertificate(clientId))
@@ -877,8 +902,9 @@ class SendAndLookupTests(ServerTestCase):
         """
         server, port = await self.startServer()
         client = await self.connectClient(port)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         clientId = self.idOf(server, client)
         self.assertIsNone(server.clientCertificate(clientId))
         self.assertIsNone(server.clientSubjectPart(clientId, "CN"))
@@ -913,8 +939,9 @@ class ListenTests(ServerTestCase):
         second = Server()
         self.addCleanup(second.stop)
         for where in (port, str(port), f"tcp:{port}:interface=127.0.0.1"):
-            error = await self.assertFailure(within(second.listen(where, "127.0.0.1")),
-                                             tcpsc.ListenError)
+            error = await self.assertFailure(
+                within(second.listen(where, "127.0.0.1")), tcpsc.ListenError
+            )
             self.assertEqual(error.code, 42)
             self.assertIn(str(port), str(error))
         self.assertEqual(second.ports, [])
@@ -1024,8 +1051,11 @@ class HostilePeerTests(ServerTestCase):
         received: list[bytes] = []
         client = await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
         await self.assertEchoes(client, received, b"not blocked")
-        self.assertFalse(peer.lost.called, "the silent peer was dropped before the client "
-                         "was served: the check proves nothing on this machine")
+        self.assertFalse(
+            peer.lost.called,
+            "the silent peer was dropped before the client "
+            "was served: the check proves nothing on this machine",
+        )
 
         await within(peer.lost, timeout + SHORT)
         elapsed = peer.lostAt - peer.connectedAt  # type: ignore[operator]
@@ -1034,8 +1064,11 @@ class HostilePeerTests(ServerTestCase):
         self.assertEqual(server.openConnections(), 1)
         self.assertTrue(client.isConnected)
         await self.assertEchoes(client, received, b"still served")
-        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
-                    and e.get("peer") == peer.localAddress()]
+        warnings = [
+            e
+            for e in events
+            if e.get("log_level") == LogLevel.warn and e.get("peer") == peer.localAddress()
+        ]
         self.assertEqual(len(warnings), 1, warnings)
         self.assertIn("handshake timeout", warnings[0]["why"])
 
@@ -1047,21 +1080,26 @@ class HostilePeerTests(ServerTestCase):
         """
         events = self.captureLogs()
         established: list[int] = []
-        server, port = await self.startServer(Echo, tls=serverTLS(),
-                                              onEstablished=established.append)
+        server, port = await self.startServer(
+            Echo, tls=serverTLS(), onEstablished=established.append
+        )
         peer = await self.connectRaw(port)
         peer.transport.write(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\nhello\n")
         await within(peer.lost)
         self.assertEqual(established, [])
         self.assertEqual(server.openConnections(), 0)
-        self.assertTrue(any(e.get("log_level") == LogLevel.warn
-                            and e.get("peer") == peer.localAddress() for e in events), events)
+        self.assertTrue(
+            any(
+                e.get("log_level") == LogLevel.warn and e.get("peer") == peer.localAddress()
+                for e in events
+            ),
+            events,
+        )
 
         received: list[bytes] = []
         client = await self.connectClient(port, tls=clientTLS(), onMessage=received.append)
         await self.assertEchoes(client, received, b"still serving")
         self.assertEqual(len(established), 1)
-
 
 
 class ConnectionLogTests(ServerTestCase):
@@ -1074,9 +1112,12 @@ class ConnectionLogTests(ServerTestCase):
         """
         The formats of the server's events about connections.
         """
-        return [e.get("log_format", "") for e in events
-                if e.get("log_namespace", "").startswith("tcpsc._server")
-                and e.get("log_format", "").startswith(("Connection ", "Refused"))]
+        return [
+            e.get("log_format", "")
+            for e in events
+            if e.get("log_namespace", "").startswith("tcpsc._server")
+            and e.get("log_format", "").startswith(("Connection ", "Refused"))
+        ]
 
     async def connectAndClose(self, **kwargs: Any) -> tuple[list[str], RawPeer]:
         events = self.captureLogs()

@@ -240,14 +240,17 @@ class KeepConnectedServiceTests(TestCase):
         self.addCleanup(server.stop)
         closed: list[Failure] = []
         client = self.client(onClosed=closed.append)
-        service = KeepConnectedService(client, "127.0.0.1", port.getHost().port,
-                                       tls=clientTLS("other-client"))
+        service = KeepConnectedService(
+            client, "127.0.0.1", port.getHost().port, tls=clientTLS("other-client")
+        )
         with capturedLogs() as events:
             service.startService()
             await waitFor(lambda: any(e["log_level"] == LogLevel.error for e in events))
         self.addCleanup(service.stopService)
         errors = [e for e in events if e["log_level"] == LogLevel.error]
-        self.assertIn("Stopped connecting to 127.0.0.1", errors[0]["log_format"].format(**errors[0]))
+        self.assertIn(
+            "Stopped connecting to 127.0.0.1", errors[0]["log_format"].format(**errors[0])
+        )
         self.assertFalse(any("trying again" in e["log_format"] for e in events))
         self.assertIsNone(service._retryCall)
         self.flushLoggedErrors(ClientCertificateRejected)

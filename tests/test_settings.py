@@ -60,25 +60,40 @@ class SettingsTests(SynchronousTestCase):
         """
         cases = [
             ({"maxConnections": 0}, "maxConnections must be at least 1, not 0"),
-            ({"maxConnectionsPerPeer": 0},
-             "maxConnectionsPerPeer must be an int of at least 1 or None, not 0"),
-            ({"maxBroadcastSkips": True},
-             "maxBroadcastSkips must be an int of at least 1 or None, not True"),
-            ({"memoryBudget": -1},
-             "memoryBudget must be a positive number of bytes or None, not -1"),
-            ({"firstByteTimeout": 0},
-             "firstByteTimeout must be a positive number of seconds or None, not 0"),
-            ({"idleTimeout": "5"},
-             "idleTimeout must be a positive number of seconds or None, not '5'"),
-            ({"closeTimeout": None},
-             "closeTimeout must be a positive number of seconds, not None"),
+            (
+                {"maxConnectionsPerPeer": 0},
+                "maxConnectionsPerPeer must be an int of at least 1 or None, not 0",
+            ),
+            (
+                {"maxBroadcastSkips": True},
+                "maxBroadcastSkips must be an int of at least 1 or None, not True",
+            ),
+            (
+                {"memoryBudget": -1},
+                "memoryBudget must be a positive number of bytes or None, not -1",
+            ),
+            (
+                {"firstByteTimeout": 0},
+                "firstByteTimeout must be a positive number of seconds or None, not 0",
+            ),
+            (
+                {"idleTimeout": "5"},
+                "idleTimeout must be a positive number of seconds or None, not '5'",
+            ),
+            ({"closeTimeout": None}, "closeTimeout must be a positive number of seconds, not None"),
             ({"delimiter": b""}, "delimiter must be one or more bytes, not b''"),
-            ({"maxMessageLength": -1},
-             "maxMessageLength must be a non-negative int or None, not -1"),
-            ({"maxPendingOutput": 1.5},
-             "maxPendingOutput must be a non-negative int or None, not 1.5"),
-            ({"delimiter": b"|", "messageAppend": b"a|"},
-             "messageAppend b'a|' contains the delimiter b'|'"),
+            (
+                {"maxMessageLength": -1},
+                "maxMessageLength must be a non-negative int or None, not -1",
+            ),
+            (
+                {"maxPendingOutput": 1.5},
+                "maxPendingOutput must be a non-negative int or None, not 1.5",
+            ),
+            (
+                {"delimiter": b"|", "messageAppend": b"a|"},
+                "messageAppend b'a|' contains the delimiter b'|'",
+            ),
         ]
         for changes, message in cases:
             with self.assertRaises(ValueError) as raised:
@@ -111,8 +126,9 @@ class SettingsTests(SynchronousTestCase):
         Continuous mode has no messages: framing fields are refused for a
         L{StreamProtocol}, the output bound is not.
         """
-        self.assertEqual(Settings(maxPendingOutput=5).protocolAttributes(StreamProtocol),
-                         {"maxPendingOutput": 5})
+        self.assertEqual(
+            Settings(maxPendingOutput=5).protocolAttributes(StreamProtocol), {"maxPendingOutput": 5}
+        )
         with self.assertRaises(ValueError):
             Settings(maxMessageLength=10).protocolAttributes(StreamProtocol)
 
@@ -131,21 +147,34 @@ class SettingsArgumentTests(SynchronousTestCase):
         server = Server(maxConnections=7, delimiter=b"|", reactor=Clock())
         self.assertEqual(server.settings, Settings(maxConnections=7, delimiter=b"|"))
         self.assertEqual(Server(reactor=Clock()).settings, Settings())
-        self.assertEqual(Server(delimiter=None, messageAppend=None, reactor=Clock()).settings,
-                         Settings())
+        self.assertEqual(
+            Server(delimiter=None, messageAppend=None, reactor=Clock()).settings, Settings()
+        )
 
     def test_settingsGiven(self) -> None:
         """
         C{settings=} is the value in force, and each field reads as the
         server's attribute of that name.
         """
-        given = Settings(maxConnections=7, maxConnectionsPerPeer=None, idleTimeout=3.0,
-                         logConnections=False, maxBroadcastSkips=2)
+        given = Settings(
+            maxConnections=7,
+            maxConnectionsPerPeer=None,
+            idleTimeout=3.0,
+            logConnections=False,
+            maxBroadcastSkips=2,
+        )
         server = Server(settings=given, reactor=Clock())
         self.assertIs(server.settings, given)
-        self.assertEqual((server.maxConnections, server.maxConnectionsPerPeer,
-                          server.idleTimeout, server.logConnections, server.maxBroadcastSkips),
-                         (7, None, 3.0, False, 2))
+        self.assertEqual(
+            (
+                server.maxConnections,
+                server.maxConnectionsPerPeer,
+                server.idleTimeout,
+                server.logConnections,
+                server.maxBroadcastSkips,
+            ),
+            (7, None, 3.0, False, 2),
+        )
 
     def test_bothRefused(self) -> None:
         """
@@ -154,14 +183,15 @@ class SettingsArgumentTests(SynchronousTestCase):
         """
         with self.assertRaises(TypeError) as raised:
             Server(maxConnections=7, idleTimeout=1.0, settings=Settings(), reactor=Clock())
-        self.assertEqual(str(raised.exception),
-                         "Server() takes idleTimeout, maxConnections either in settings= or "
-                         "as keyword arguments, not both")
+        self.assertEqual(
+            str(raised.exception),
+            "Server() takes idleTimeout, maxConnections either in settings= or "
+            "as keyword arguments, not both",
+        )
         with self.assertRaises(TypeError) as raised:
             Client(closeTimeout=1.0, settings=Settings(), reactor=Clock())
         self.assertIn("closeTimeout", str(raised.exception))
-        server = Server(maxConnections=4096, settings=Settings(maxConnections=7),
-                        reactor=Clock())
+        server = Server(maxConnections=4096, settings=Settings(maxConnections=7), reactor=Clock())
         self.assertEqual(server.maxConnections, 7)
         with self.assertRaises(TypeError):
             Server(settings={"maxConnections": 7}, reactor=Clock())  # type: ignore[arg-type]
@@ -204,25 +234,31 @@ class SettingsArgumentTests(SynchronousTestCase):
         The attributes each connection's protocol gets are worked out once,
         when the settings are set, not for each connection.
         """
-        server = Server(_Piped, settings=Settings(maxMessageLength=5, maxPendingOutput=7),
-                        reactor=Clock())
+        server = Server(
+            _Piped, settings=Settings(maxMessageLength=5, maxPendingOutput=7), reactor=Clock()
+        )
         calls: list[object] = []
         self.patch(Settings, "protocolAttributes", lambda *a: calls.append(a))
-        protocols = [server._buildConnection(IPv4Address("TCP", "192.0.2.1", 1000 + i),
-                                             tls=False) for i in range(3)]
+        protocols = [
+            server._buildConnection(IPv4Address("TCP", "192.0.2.1", 1000 + i), tls=False)
+            for i in range(3)
+        ]
         self.assertEqual(calls, [])
         for protocol in protocols:
             assert isinstance(protocol, MessageProtocol)
-            self.assertEqual((protocol.delimiter, protocol.maxMessageLength,
-                              protocol.maxPendingOutput), (b"|", 5, 7))
+            self.assertEqual(
+                (protocol.delimiter, protocol.maxMessageLength, protocol.maxPendingOutput),
+                (b"|", 5, 7),
+            )
 
     def test_client(self) -> None:
         """
         A client takes the framing fields and C{closeTimeout} from
         C{settings=}, checked against its protocol class.
         """
-        client = Client(_Piped, settings=Settings(maxMessageLength=9, closeTimeout=2.0),
-                        reactor=Clock())
+        client = Client(
+            _Piped, settings=Settings(maxMessageLength=9, closeTimeout=2.0), reactor=Clock()
+        )
         self.assertEqual(client.closeTimeout, 2.0)
         self.assertEqual(client._protocolAttributes, {"maxMessageLength": 9})
         client.closeTimeout = 3.0

@@ -111,9 +111,11 @@ class DaemonNotifyTests(SynchronousTestCase):
         it still exits cleanly.
         """
         receiver, address = notifySocket(self)
-        daemon = Process(self, [*_twistd(), "-n", "--pidfile=", "tcpsc", "--port", LOCAL,
-                                "--port", LOCAL],
-                         env={"NOTIFY_SOCKET": address})
+        daemon = Process(
+            self,
+            [*_twistd(), "-n", "--pidfile=", "tcpsc", "--port", LOCAL, "--port", LOCAL],
+            env={"NOTIFY_SOCKET": address},
+        )
         ready = fields(receiver.recv(4096))
         self.assertEqual(ready["READY"], "1")
         ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", ready["STATUS"])]
@@ -137,9 +139,18 @@ class DaemonNotifyTests(SynchronousTestCase):
         self.addCleanup(holder.close)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        daemon = Process(self, [*_twistd(), "-n", "--pidfile=", "tcpsc", "--port",
-                                f"tcp:{holder.getsockname()[1]}:interface=127.0.0.1"],
-                         env={"NOTIFY_SOCKET": address})
+        daemon = Process(
+            self,
+            [
+                *_twistd(),
+                "-n",
+                "--pidfile=",
+                "tcpsc",
+                "--port",
+                f"tcp:{holder.getsockname()[1]}:interface=127.0.0.1",
+            ],
+            env={"NOTIFY_SOCKET": address},
+        )
         self.assertNotEqual(daemon.exitStatus(), 0)
         receiver.settimeout(0)
         with self.assertRaises(BlockingIOError):
@@ -173,9 +184,22 @@ class SocketActivationTests(SynchronousTestCase):
             "LISTEN_FDNAMES='tcpsc.socket'); "
             "os.execv(sys.argv[1], sys.argv[1:])"
         )
-        daemon = Process(self, [sys.executable, "-c", launcher, *_twistd(), "-n", "--pidfile=",
-                                "tcpsc", "--port", "systemd:domain=INET:index=0"],
-                         env={"NOTIFY_SOCKET": address}, passFds=(listener.fileno(),))
+        daemon = Process(
+            self,
+            [
+                sys.executable,
+                "-c",
+                launcher,
+                *_twistd(),
+                "-n",
+                "--pidfile=",
+                "tcpsc",
+                "--port",
+                "systemd:domain=INET:index=0",
+            ],
+            env={"NOTIFY_SOCKET": address},
+            passFds=(listener.fileno(),),
+        )
         ready = fields(receiver.recv(4096))
         self.assertEqual(ready["STATUS"], f"Listening on 127.0.0.1:{port}")
         listener.close()
@@ -193,6 +217,9 @@ class SocketActivationTests(SynchronousTestCase):
         service = (EXAMPLES / "tcpsc.service").read_text()
         socketUnit = (EXAMPLES / "tcpsc.socket").read_text()
         self.assertIn("Type=notify", service)
-        self.assertRegex(service, r"ExecStart=.*twistd --nodaemon --pidfile= tcpsc "
-                                  r"--port systemd:domain=INET:index=0")
+        self.assertRegex(
+            service,
+            r"ExecStart=.*twistd --nodaemon --pidfile= tcpsc "
+            r"--port systemd:domain=INET:index=0",
+        )
         self.assertIn("ListenStream=", socketUnit)

@@ -28,8 +28,13 @@ class Process(Daemon):
     A twistd process (see L{Daemon}) started with exactly C{command}.
     """
 
-    def __init__(self, test: SynchronousTestCase, command: list[str],
-                 env: dict[str, str] | None = None, passFds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        passFds: tuple[int, ...] = (),
+    ) -> None:
         self.directory = Path(test.mktemp())
         self.directory.mkdir()
         self.logPath = self.directory / "twistd.out"
@@ -40,10 +45,17 @@ class Process(Daemon):
             p for p in (str(ROOT), environ.get("PYTHONPATH")) if p
         )
         with open(self.logPath, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=self.directory, env=environ,
-                                            stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, pass_fds=passFds)
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.directory,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=passFds,
+            )
         test.addCleanup(self.kill)
+
 
 UNSHARE = shutil.which("unshare")
 NSENTER = shutil.which("nsenter")
@@ -77,13 +89,16 @@ def _namespacesWork() -> str | None:
     if not (UNSHARE and NSENTER and IP):
         return "unshare, nsenter or ip is not installed"
     try:
-        probe = subprocess.run([UNSHARE, "-n", IP, "link", "set", "lo", "up"],
-                               capture_output=True, timeout=TIMEOUT)
+        probe = subprocess.run(
+            [UNSHARE, "-n", IP, "link", "set", "lo", "up"], capture_output=True, timeout=TIMEOUT
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"unshare -n failed: {e}"
     if probe.returncode != 0:
-        return ("cannot make a private network namespace (needs root or CAP_SYS_ADMIN): "
-                + probe.stderr.decode(errors="replace").strip())
+        return (
+            "cannot make a private network namespace (needs root or CAP_SYS_ADMIN): "
+            + probe.stderr.decode(errors="replace").strip()
+        )
     return None
 
 
@@ -110,9 +125,16 @@ class EchoTacTests(SynchronousTestCase):
         daemon.waitFor(r"Listening on 0\.0\.0\.0:8081 \(fragmented\)")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         peer = subprocess.Popen(
-            [NSENTER, f"--net=/proc/{daemon.process.pid}/ns/net", sys.executable, "-c",
-             PEER % {"timeout": TIMEOUT}],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            [
+                NSENTER,
+                f"--net=/proc/{daemon.process.pid}/ns/net",
+                sys.executable,
+                "-c",
+                PEER % {"timeout": TIMEOUT},
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
 
         def kill() -> None:

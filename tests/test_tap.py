@@ -180,13 +180,16 @@ class ParseNumberTests(SynchronousTestCase):
         """
         self.assertEqual(parsePortNumber("8081"), 8081)
         self.assertEqual(parsePortNumber("0", minimum=0), 0)
-        self.assertEqual(str(self.assertRaises(ValueError, parsePortNumber, "http")),
-                         "not a port number")
-        self.assertEqual(str(self.assertRaises(OutOfRange, parsePortNumber, "0")),
-                         "outside 1-65535")
-        self.assertEqual(str(self.assertRaises(OutOfRange, parsePortNumber, "65536",
-                                               minimum=0)),
-                         "outside 0-65535")
+        self.assertEqual(
+            str(self.assertRaises(ValueError, parsePortNumber, "http")), "not a port number"
+        )
+        self.assertEqual(
+            str(self.assertRaises(OutOfRange, parsePortNumber, "0")), "outside 1-65535"
+        )
+        self.assertEqual(
+            str(self.assertRaises(OutOfRange, parsePortNumber, "65536", minimum=0)),
+            "outside 0-65535",
+        )
 
 
 class OptionsTests(SynchronousTestCase):
@@ -222,16 +225,39 @@ class OptionsTests(SynchronousTestCase):
         C{--help} lists every option, with its default.
         """
         text = str(Options())
-        for option in ("--port", "--tls", "--ca", "--cert", "--key", "--no-client-auth",
-                       "--delimiter", "--stream", "--max-length", "--max-connections",
-                       "--idle-timeout", "--handshake-timeout", "--close-timeout", "--app",
-                       "--record-dir", "--rate", "--message-size",
-                       "--quiet-connections"):
+        for option in (
+            "--port",
+            "--tls",
+            "--ca",
+            "--cert",
+            "--key",
+            "--no-client-auth",
+            "--delimiter",
+            "--stream",
+            "--max-length",
+            "--max-connections",
+            "--idle-timeout",
+            "--handshake-timeout",
+            "--close-timeout",
+            "--app",
+            "--record-dir",
+            "--rate",
+            "--message-size",
+            "--quiet-connections",
+        ):
             self.assertIn(option, text)
-        for default in ("[default: tcp:8081]", "[default: 4096]", "[default: 10]",
-                        "[default: echo]", "[default: none]", "[default: \\n,",
-                        "[default: 16777216,", "[default: the current directory]",
-                        "[default: 1000]", "[default: 32]"):
+        for default in (
+            "[default: tcp:8081]",
+            "[default: 4096]",
+            "[default: 10]",
+            "[default: echo]",
+            "[default: none]",
+            "[default: \\n,",
+            "[default: 16777216,",
+            "[default: the current directory]",
+            "[default: 1000]",
+            "[default: 32]",
+        ):
             self.assertIn(default, " ".join(text.split()))
 
     def test_ports(self) -> None:
@@ -239,10 +265,8 @@ class OptionsTests(SynchronousTestCase):
         A bare port number becomes C{tcp:PORT}; endpoint descriptions are
         kept; C{--port} repeats, C{-p} is its short form.
         """
-        options = parse("--port", "8081", "-p", "tcp6:9000:interface=\\:\\:",
-                         "--port", " 0 ")
-        self.assertEqual(options["ports"],
-                         ["tcp:8081", "tcp6:9000:interface=\\:\\:", "tcp:0"])
+        options = parse("--port", "8081", "-p", "tcp6:9000:interface=\\:\\:", "--port", " 0 ")
+        self.assertEqual(options["ports"], ["tcp:8081", "tcp6:9000:interface=\\:\\:", "tcp:0"])
 
     def test_portErrors(self) -> None:
         """
@@ -316,8 +340,9 @@ class OptionsTests(SynchronousTestCase):
         """
         options = parse("--tls", "--ca", "ca.pem", "--cert", "s.pem", "--key", "s.key")
         self.assertTrue(options["tls"])
-        self.assertEqual((options["ca"], options["cert"], options["key"]),
-                         ("ca.pem", "s.pem", "s.key"))
+        self.assertEqual(
+            (options["ca"], options["cert"], options["key"]), ("ca.pem", "s.pem", "s.key")
+        )
         self.assertFalse(options["no-client-auth"])
         options = parse("--tls", "--no-client-auth", "--cert", "s.pem", "--key", "s.key")
         self.assertTrue(options["no-client-auth"])
@@ -330,12 +355,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError("--tls", "--ca", "c", match="--tls needs --cert and --key")
         self.assertUsageError("--tls", "--ca", "c", "--cert", "s", match="--tls needs --key")
         self.assertUsageError("--tls", "--cert", "s", "--key", "k", match="needs --ca")
-        self.assertUsageError("--ca", "c", "--cert", "s", "--key", "k",
-                              match="--ca, --cert and --key only apply with --tls")
+        self.assertUsageError(
+            "--ca",
+            "c",
+            "--cert",
+            "s",
+            "--key",
+            "k",
+            match="--ca, --cert and --key only apply with --tls",
+        )
         self.assertUsageError("--no-client-auth", match="--no-client-auth only applies with --tls")
         self.assertUsageError("--cert", "c.pem", match="--cert only applies with --tls")
-        self.assertUsageError("--cert", "c.pem", "--key", "k.pem",
-                              match="--cert and --key only apply with --tls")
+        self.assertUsageError(
+            "--cert", "c.pem", "--key", "k.pem", match="--cert and --key only apply with --tls"
+        )
 
     def test_appOptions(self) -> None:
         """
@@ -343,24 +376,40 @@ class OptionsTests(SynchronousTestCase):
         naming themselves without their application; C{--app broadcast}
         checks its rate and size.
         """
-        self.assertUsageError("--record-dir", "rec",
-                              match="--record-dir only applies with --app record")
-        self.assertUsageError("--app", "chat", "--rate", "5",
-                              match="--rate only applies with --app broadcast")
-        self.assertUsageError("--message-size", "5",
-                              match="--message-size only applies with --app broadcast")
+        self.assertUsageError(
+            "--record-dir", "rec", match="--record-dir only applies with --app record"
+        )
+        self.assertUsageError(
+            "--app", "chat", "--rate", "5", match="--rate only applies with --app broadcast"
+        )
+        self.assertUsageError(
+            "--message-size", "5", match="--message-size only applies with --app broadcast"
+        )
         self.assertUsageError("--app", "broadcast", "--rate", "0", match="--rate '0'")
         self.assertUsageError("--app", "broadcast", "--rate", "fast", match="--rate 'fast'")
-        self.assertUsageError("--app", "broadcast", "--message-size", "1",
-                              match="--message-size 1: must be at least 2 bytes")
-        self.assertUsageError("--app", "broadcast", "-d", "\\r\\n", "--message-size", "2",
-                              match="--message-size 2: must be at least 3 bytes")
+        self.assertUsageError(
+            "--app",
+            "broadcast",
+            "--message-size",
+            "1",
+            match="--message-size 1: must be at least 2 bytes",
+        )
+        self.assertUsageError(
+            "--app",
+            "broadcast",
+            "-d",
+            "\\r\\n",
+            "--message-size",
+            "2",
+            match="--message-size 2: must be at least 3 bytes",
+        )
         self.assertUsageError("--app", "broadcast", "--stream", match="no continuous mode")
         options = parse("--app", "broadcast", "--rate", "50", "--message-size", "20")
         protocol = options["protocol"]
         self.assertTrue(issubclass(protocol, Broadcast))
-        self.assertEqual((protocol.rate, protocol.messageSize, protocol.delimiter),
-                         (50.0, 20, b"\n"))
+        self.assertEqual(
+            (protocol.rate, protocol.messageSize, protocol.delimiter), (50.0, 20, b"\n")
+        )
         default = parse("--app", "broadcast")["protocol"]
         self.assertEqual((default.rate, default.messageSize), (1000.0, 32))
 
@@ -370,14 +419,20 @@ class OptionsTests(SynchronousTestCase):
         a shell makes of C{tcp6:8081:interface=\\:\\:} without quotes) is
         a usage error saying how to escape it; escaped ones are accepted.
         """
-        self.assertUsageError("--port", "tcp6:8081:interface=::",
-                              match="a colon inside a value must be escaped with a backslash")
-        self.assertUsageError("--port", "tcp:8081:interface=::1",
-                              match="--port 'tcp6:8081:interface=\\:\\:'")
-        self.assertEqual(parse("--port", "tcp6:8081:interface=\\:\\:")["ports"],
-                         ["tcp6:8081:interface=\\:\\:"])
-        self.assertEqual(parse("--port", "unix:/tmp/x.sock:mode=660")["ports"],
-                         ["unix:/tmp/x.sock:mode=660"])
+        self.assertUsageError(
+            "--port",
+            "tcp6:8081:interface=::",
+            match="a colon inside a value must be escaped with a backslash",
+        )
+        self.assertUsageError(
+            "--port", "tcp:8081:interface=::1", match="--port 'tcp6:8081:interface=\\:\\:'"
+        )
+        self.assertEqual(
+            parse("--port", "tcp6:8081:interface=\\:\\:")["ports"], ["tcp6:8081:interface=\\:\\:"]
+        )
+        self.assertEqual(
+            parse("--port", "unix:/tmp/x.sock:mode=660")["ports"], ["unix:/tmp/x.sock:mode=660"]
+        )
 
     def test_builtinApps(self) -> None:
         """
@@ -399,10 +454,12 @@ class OptionsTests(SynchronousTestCase):
         continuous mode.
         """
         self.assertUsageError("--app", "chat", "--stream", match="no continuous mode")
-        self.assertUsageError("--app", "record", "--delimiter", "|",
-                              match="no message boundaries: drop --delimiter")
-        self.assertUsageError("--stream", "--max-length", "10",
-                              match="no message boundaries: drop --max-length")
+        self.assertUsageError(
+            "--app", "record", "--delimiter", "|", match="no message boundaries: drop --delimiter"
+        )
+        self.assertUsageError(
+            "--stream", "--max-length", "10", match="no message boundaries: drop --max-length"
+        )
 
     def test_userApp(self) -> None:
         """
@@ -420,18 +477,25 @@ class OptionsTests(SynchronousTestCase):
         """
         Each way of naming a wrong class gets its own message.
         """
-        self.assertUsageError("--app", "nonsense", match="expected echo, chat, broadcast, record or "
-                              "module:Class")
-        self.assertUsageError("--app", "tcpsc_no_such_module:X",
-                              match="cannot import module 'tcpsc_no_such_module'")
-        self.assertUsageError("--app", "tests.test_tap:Missing",
-                              match="has no attribute 'Missing'")
-        self.assertUsageError("--app", "tests.test_tap:NotAProtocol",
-                              match="not a subclass of tcpsc.MessageProtocol")
-        self.assertUsageError("--app", "tests.test_tap:parse",
-                              match="not a subclass of tcpsc.MessageProtocol")
-        self.assertUsageError("--app", "tests.test_tap:Shout", "--stream",
-                              match="--stream needs a tcpsc.StreamProtocol subclass")
+        self.assertUsageError(
+            "--app", "nonsense", match="expected echo, chat, broadcast, record or module:Class"
+        )
+        self.assertUsageError(
+            "--app", "tcpsc_no_such_module:X", match="cannot import module 'tcpsc_no_such_module'"
+        )
+        self.assertUsageError("--app", "tests.test_tap:Missing", match="has no attribute 'Missing'")
+        self.assertUsageError(
+            "--app", "tests.test_tap:NotAProtocol", match="not a subclass of tcpsc.MessageProtocol"
+        )
+        self.assertUsageError(
+            "--app", "tests.test_tap:parse", match="not a subclass of tcpsc.MessageProtocol"
+        )
+        self.assertUsageError(
+            "--app",
+            "tests.test_tap:Shout",
+            "--stream",
+            match="--stream needs a tcpsc.StreamProtocol subclass",
+        )
 
     def test_userAppFromCurrentDirectory(self) -> None:
         """
@@ -442,9 +506,7 @@ class OptionsTests(SynchronousTestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
         (directory / "tcpsc_cwd_app.py").write_text(
-            "from tcpsc import MessageProtocol\n"
-            "class App(MessageProtocol):\n"
-            "    pass\n"
+            "from tcpsc import MessageProtocol\nclass App(MessageProtocol):\n    pass\n"
         )
         self.patch(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
         self.addCleanup(sys.modules.pop, "tcpsc_cwd_app", None)
@@ -497,18 +559,49 @@ class MakeServiceTests(SynchronousTestCase):
         and each option sets its field.
         """
         self.assertEqual(_settingsOf(parse()), Settings())
-        settings = _settingsOf(parse(
-            "--max-connections", "7", "--max-connections-per-peer", "none",
-            "--memory-budget", "1000", "--handshake-timeout", "2", "--first-byte-timeout",
-            "none", "--idle-timeout", "30", "--close-timeout", "0.5", "-d", "|",
-            "--max-length", "100", "--max-pending-output", "64", "-q", "--log-every-event",
-        ))
-        self.assertEqual(settings, Settings(
-            maxConnections=7, maxConnectionsPerPeer=None, memoryBudget=1000,
-            handshakeTimeout=2.0, firstByteTimeout=None, idleTimeout=30.0, closeTimeout=0.5,
-            delimiter=b"|", maxMessageLength=100, maxPendingOutput=64, logConnections=False,
-            logEveryEvent=True,
-        ))
+        settings = _settingsOf(
+            parse(
+                "--max-connections",
+                "7",
+                "--max-connections-per-peer",
+                "none",
+                "--memory-budget",
+                "1000",
+                "--handshake-timeout",
+                "2",
+                "--first-byte-timeout",
+                "none",
+                "--idle-timeout",
+                "30",
+                "--close-timeout",
+                "0.5",
+                "-d",
+                "|",
+                "--max-length",
+                "100",
+                "--max-pending-output",
+                "64",
+                "-q",
+                "--log-every-event",
+            )
+        )
+        self.assertEqual(
+            settings,
+            Settings(
+                maxConnections=7,
+                maxConnectionsPerPeer=None,
+                memoryBudget=1000,
+                handshakeTimeout=2.0,
+                firstByteTimeout=None,
+                idleTimeout=30.0,
+                closeTimeout=0.5,
+                delimiter=b"|",
+                maxMessageLength=100,
+                maxPendingOutput=64,
+                logConnections=False,
+                logEveryEvent=True,
+            ),
+        )
         self.assertIsNone(_settingsOf(parse("--app", "broadcast")).firstByteTimeout)
         stream = _settingsOf(parse("--stream"))
         self.assertIs(stream.delimiter, FROM_PROTOCOL)
@@ -538,10 +631,18 @@ class MakeServiceTests(SynchronousTestCase):
             "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], FILE_MARGIN)\n"
         )
         root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [root, os.environ.get("PYTHONPATH")])))
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                timeout=60, stdin=subprocess.DEVNULL, env=env)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         soft, margin = map(int, result.stdout.split())
         self.assertGreater(margin, 0)
@@ -551,10 +652,23 @@ class MakeServiceTests(SynchronousTestCase):
         """
         The options reach the server and the service.
         """
-        service = makeService(parse(
-            "--port", "8081", "--port", "tcp:9000", "--max-connections", "7",
-            "--handshake-timeout", "2", "--idle-timeout", "30", "--close-timeout", "3",
-        ), reactor=reactor)
+        service = makeService(
+            parse(
+                "--port",
+                "8081",
+                "--port",
+                "tcp:9000",
+                "--max-connections",
+                "7",
+                "--handshake-timeout",
+                "2",
+                "--idle-timeout",
+                "30",
+                "--close-timeout",
+                "3",
+            ),
+            reactor=reactor,
+        )
         self.assertIsInstance(service, TcpscService)
         self.assertEqual(service.ports, ["tcp:8081", "tcp:9000"])
         self.assertIsNone(service.tls)
@@ -582,13 +696,19 @@ class MakeServiceTests(SynchronousTestCase):
         C{--no-client-auth} turns the client certificate requirement off.
         """
         files = certificates()
-        service = makeService(parse("--tls", "--ca", files.ca, "--cert", files.server,
-                                    "--key", files.serverKey), reactor=reactor)
-        self.assertEqual((service.tls.ca, service.tls.cert, service.tls.key),
-                         (files.ca, files.server, files.serverKey))
+        service = makeService(
+            parse("--tls", "--ca", files.ca, "--cert", files.server, "--key", files.serverKey),
+            reactor=reactor,
+        )
+        self.assertEqual(
+            (service.tls.ca, service.tls.cert, service.tls.key),
+            (files.ca, files.server, files.serverKey),
+        )
         self.assertTrue(service.tls.requireClientCertificate)
-        service = makeService(parse("--tls", "--no-client-auth", "--cert", files.server,
-                                    "--key", files.serverKey), reactor=reactor)
+        service = makeService(
+            parse("--tls", "--no-client-auth", "--cert", files.server, "--key", files.serverKey),
+            reactor=reactor,
+        )
         self.assertFalse(service.tls.requireClientCertificate)
 
     def assertStops(self, *args: str, match: str) -> None:
@@ -605,20 +725,76 @@ class MakeServiceTests(SynchronousTestCase):
         line naming the file and the original's code.
         """
         files = certificates()
-        self.assertStops("--tls", "--ca", "/nonexistent/ca.pem", "--cert", files.server,
-                         "--key", files.serverKey, match="(code 30)")
-        self.assertStops("--tls", "--ca", files.ca, "--cert", "/nonexistent/s.pem",
-                         "--key", files.serverKey, match="'/nonexistent/s.pem'")
-        self.assertStops("--tls", "--ca", files.ca, "--cert", "/nonexistent/s.pem",
-                         "--key", files.serverKey, match="(code 31)")
-        self.assertStops("--tls", "--ca", files.ca, "--cert", files.server,
-                         "--key", "/nonexistent/s.key", match="(code 32)")
-        self.assertStops("--tls", "--ca", files.path("fake.pem"), "--cert", files.server,
-                         "--key", files.serverKey, match="(code 33)")
-        self.assertStops("--tls", "--ca", files.ca, "--cert", files.path("fake.pem"),
-                         "--key", files.serverKey, match="(code 34)")
-        self.assertStops("--tls", "--ca", files.ca, "--cert", files.server,
-                         "--key", files.clientKey, match="(code 35)")
+        self.assertStops(
+            "--tls",
+            "--ca",
+            "/nonexistent/ca.pem",
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+            match="(code 30)",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            "/nonexistent/s.pem",
+            "--key",
+            files.serverKey,
+            match="'/nonexistent/s.pem'",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            "/nonexistent/s.pem",
+            "--key",
+            files.serverKey,
+            match="(code 31)",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.server,
+            "--key",
+            "/nonexistent/s.key",
+            match="(code 32)",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.path("fake.pem"),
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+            match="(code 33)",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.path("fake.pem"),
+            "--key",
+            files.serverKey,
+            match="(code 34)",
+        )
+        self.assertStops(
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.server,
+            "--key",
+            files.clientKey,
+            match="(code 35)",
+        )
 
     def test_recordDirectory(self) -> None:
         """
@@ -626,16 +802,22 @@ class MakeServiceTests(SynchronousTestCase):
         stops twistd with one line.
         """
         directory = Path(self.mktemp()) / "a" / "b"
-        service = makeService(parse("--app", "record", "--record-dir", str(directory)),
-                              reactor=reactor)
+        service = makeService(
+            parse("--app", "record", "--record-dir", str(directory)), reactor=reactor
+        )
         self.assertTrue(directory.is_dir())
         self.assertEqual(len(list(directory.iterdir())), 1)
         self.assertIs(service.server.protocol, Record)
         self.assertIsNotNone(service.server.createSink)
         blocker = Path(self.mktemp())
         blocker.write_text("a file, not a directory")
-        self.assertStops("--app", "record", "--record-dir", str(blocker / "sub"),
-                         match="cannot create the --record-dir")
+        self.assertStops(
+            "--app",
+            "record",
+            "--record-dir",
+            str(blocker / "sub"),
+            match="cannot create the --record-dir",
+        )
 
 
 class RecordFilesTests(SynchronousTestCase):
@@ -712,8 +894,7 @@ class ServiceTests(TestCase):
         the delimiter and length limit of the options.
         """
         service = self.start("--port", LOCAL, "--delimiter", "|", "--max-length", "5")
-        client, received = await self.connect(service, delimiter=b"|",
-                                              maxMessageLength=None)
+        client, received = await self.connect(service, delimiter=b"|", maxMessageLength=None)
         client.send(b"hello")
         client.send(b"toolong")
         client.send(b"bye")
@@ -768,8 +949,12 @@ class ServiceTests(TestCase):
             a.send(b"x")
             await waitFor(lambda: fromB, what="the chat message at the other client")
         self.assertEqual(fromB, [b"%d: x" % service.server.clientIds()[0]])
-        warnings = [e for e in events if e.get("log_level") == LogLevel.warn
-                    and "too long to relay" in e.get("log_format", "")]
+        warnings = [
+            e
+            for e in events
+            if e.get("log_level") == LogLevel.warn
+            and "too long to relay" in e.get("log_format", "")
+        ]
         self.assertEqual(len(warnings), 1)
 
     @asyncTest
@@ -779,8 +964,7 @@ class ServiceTests(TestCase):
         C{client-<id>.bin} in the record directory.
         """
         directory = Path(self.mktemp())
-        service = self.start("--port", LOCAL, "--app", "record",
-                             "--record-dir", str(directory))
+        service = self.start("--port", LOCAL, "--app", "record", "--record-dir", str(directory))
         [run] = directory.iterdir()
         first = Client(stream=True)
         await first.connect("127.0.0.1", self.port(service))
@@ -794,9 +978,11 @@ class ServiceTests(TestCase):
         files = {1: b"one\n\0more", 2: b"two"}
 
         def recorded() -> bool:
-            return all((run / f"client-{i}.bin").exists()
-                       and (run / f"client-{i}.bin").read_bytes() == data
-                       for i, data in files.items())
+            return all(
+                (run / f"client-{i}.bin").exists()
+                and (run / f"client-{i}.bin").read_bytes() == data
+                for i, data in files.items()
+            )
 
         await waitFor(recorded, what="each connection's bytes in its record file")
 
@@ -832,8 +1018,16 @@ class ServiceTests(TestCase):
         certificate; without C{--no-client-auth} that client is refused.
         """
         files = certificates()
-        service = self.start("--port", LOCAL, "--tls", "--no-client-auth",
-                             "--cert", files.server, "--key", files.serverKey)
+        service = self.start(
+            "--port",
+            LOCAL,
+            "--tls",
+            "--no-client-auth",
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+        )
         received: list[bytes] = []
         client = Client(onMessage=received.append)
         await client.connect("localhost", self.port(service), tls=TLSConfig(ca=files.ca))
@@ -842,12 +1036,20 @@ class ServiceTests(TestCase):
         await waitFor(lambda: received, what="the echo to the client")
         self.assertEqual(received, [b"anonymous"])
 
-        strict = self.start("--port", LOCAL, "--tls", "--ca", files.ca,
-                            "--cert", files.server, "--key", files.serverKey)
+        strict = self.start(
+            "--port",
+            LOCAL,
+            "--tls",
+            "--ca",
+            files.ca,
+            "--cert",
+            files.server,
+            "--key",
+            files.serverKey,
+        )
         with capturedLogs():
             with self.assertRaises(ClientCertificateRejected):
-                await Client().connect("localhost", self.port(strict),
-                                       tls=TLSConfig(ca=files.ca))
+                await Client().connect("localhost", self.port(strict), tls=TLSConfig(ca=files.ca))
 
     @asyncTest
     async def test_stopClosesConnections(self) -> None:
@@ -874,8 +1076,9 @@ class ServiceTests(TestCase):
             closed: Deferred[object] = Deferred()
             client = Client(onClosed=lambda reason: closed.callback(None))
             await client.connect("127.0.0.1", self.port(service))
-            await waitFor(lambda: service.server.clientIds(),
-                          what="the daemon to register the connection")
+            await waitFor(
+                lambda: service.server.clientIds(), what="the daemon to register the connection"
+            )
             await service.stopService()
             await closed
         text = "\n".join(formatEvent(e) for e in events)
@@ -890,10 +1093,10 @@ class ServiceTests(TestCase):
         C{--app broadcast} sends numbered messages of the set size to every
         client while there is one, and stops its timer once none is left.
         """
-        service = self.start("--port", LOCAL, "--app", "broadcast", "--rate", "500",
-                             "--message-size", "8")
-        (first, fromFirst), (second, fromSecond) = [await self.connect(service)
-                                                    for _ in range(2)]
+        service = self.start(
+            "--port", LOCAL, "--app", "broadcast", "--rate", "500", "--message-size", "8"
+        )
+        (first, fromFirst), (second, fromSecond) = [await self.connect(service) for _ in range(2)]
         await waitFor(lambda: len(fromFirst) >= 5 and len(fromSecond) >= 5)
         for received in (fromFirst, fromSecond):
             numbers = [int(m) for m in received]
@@ -915,16 +1118,16 @@ class ServiceTests(TestCase):
         """
         first = self.start("--port", LOCAL)
         port = self.port(first)
-        second = makeService(parse("--port", f"tcp:{port}:interface=127.0.0.1",
-                                   "--port", LOCAL), reactor=reactor)
+        second = makeService(
+            parse("--port", f"tcp:{port}:interface=127.0.0.1", "--port", LOCAL), reactor=reactor
+        )
         original = sys.excepthook
         self.patch(sys, "excepthook", original)
         with capturedLogs() as events:
             with self.assertRaises(DaemonStartError) as raised:
                 second.privilegedStartService()
         self.assertEqual(raised.exception.code, 42)
-        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1",
-                      str(raised.exception))
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", str(raised.exception))
         critical = [e for e in events if e.get("log_level") == LogLevel.critical]
         self.assertEqual(len(critical), 1)
         self.assertEqual(critical[0]["code"], 42)
@@ -962,8 +1165,9 @@ class ServiceTests(TestCase):
         standard error before logging begins) and C{SystemExit(1)}.
         """
         first = self.start("--port", LOCAL)
-        second = makeService(parse("--port", f"tcp:{self.port(first)}:interface=127.0.0.1"),
-                             reactor=reactor)
+        second = makeService(
+            parse("--port", f"tcp:{self.port(first)}:interface=127.0.0.1"), reactor=reactor
+        )
         with capturedLogs() as events:
             with self.assertRaises(SystemExit) as raised:
                 second.startService()

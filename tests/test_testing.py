@@ -109,8 +109,9 @@ class MemoryNetworkTests(SynchronousTestCase):
         port = self.successResultOf(server.listen(0))
         number = port.getHost().port
         self.assertGreater(number, 0)
-        failure = self.failureResultOf(Server(reactor=self.network.reactor).listen(number),
-                                       ListenError)
+        failure = self.failureResultOf(
+            Server(reactor=self.network.reactor).listen(number), ListenError
+        )
         self.assertIn("in use", str(failure.value))
         self.successResultOf(server.stop())
         self.assertEqual(self.network.listeningPorts(), [])
@@ -250,9 +251,10 @@ class ServerServiceMemoryTests(SynchronousTestCase):
         service = ServerService(server, [8081, "tcp:8082"])
         service.privilegedStartService()
         service.startService()
-        self.assertEqual(sorted(p.getHost().port
-                                for p in self.successResultOf(service.whenListening())),
-                         [8081, 8082])
+        self.assertEqual(
+            sorted(p.getHost().port for p in self.successResultOf(service.whenListening())),
+            [8081, 8082],
+        )
         raw = Raw()
         connectProtocol(TCP4ClientEndpoint(network.reactor, "127.0.0.1", 8082), raw)
         network.flush()
@@ -277,8 +279,14 @@ class KeepConnectedMemoryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.network = MemoryNetwork()
         self.established: list[object] = []
-        self.client = Client(reactor=self.network.reactor, initialDelay=1.0, factor=2.0,
-                             maxDelay=4.0, jitter=0.0, onEstablished=self.established.append)
+        self.client = Client(
+            reactor=self.network.reactor,
+            initialDelay=1.0,
+            factor=2.0,
+            maxDelay=4.0,
+            jitter=0.0,
+            onEstablished=self.established.append,
+        )
         self.service = KeepConnectedService(self.client, "127.0.0.1", 8081)
 
     def test_backoff(self) -> None:

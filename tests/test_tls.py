@@ -235,8 +235,9 @@ class RealTLSTestCase(TestCase):
         self.addCleanup(cleanup)
         return process
 
-    def sClient(self, port: int, *args: str, cert: str | None = "client", stdin: bytes = b""
-                ) -> OpenSSLProcess:
+    def sClient(
+        self, port: int, *args: str, cert: str | None = "client", stdin: bytes = b""
+    ) -> OpenSSLProcess:
         """
         C{openssl s_client} to C{127.0.0.1:port}, verifying the server
         against the test CA and presenting the certificate C{cert}.
@@ -244,9 +245,19 @@ class RealTLSTestCase(TestCase):
         c = certs()
         identity = ["-cert", c.path(f"{cert}.pem"), "-key", c.path(f"{cert}.key")] if cert else []
         return self.openssl(
-            "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-            "-CAfile", c.ca, "-verify_return_error", "-no_ign_eof", "-brief",
-            *identity, *args, stdin=stdin,
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            "localhost",
+            "-CAfile",
+            c.ca,
+            "-verify_return_error",
+            "-no_ign_eof",
+            "-brief",
+            *identity,
+            *args,
+            stdin=stdin,
         )
 
     async def sServer(self, *args: str) -> int:
@@ -257,8 +268,15 @@ class RealTLSTestCase(TestCase):
         c = certs()
         port = freePort()
         process = self.openssl(
-            "s_server", "-accept", f"127.0.0.1:{port}", "-cert", c.server, "-key", c.serverKey,
-            "-tls1_3", *args,
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-cert",
+            c.server,
+            "-key",
+            c.serverKey,
+            "-tls1_3",
+            *args,
         )
         await process.waitForOutput(b"ACCEPT")
         return port
@@ -288,27 +306,36 @@ class TLSConfigLoadTests(SynchronousTestCase):
         config = serverTLS(ca=missing)
         error = self.assertLoadError(config.serverOptions, 30, missing, "No such file")
         self.assertEqual(error.path, missing)
-        self.assertLoadError(lambda: clientTLS(ca=missing).clientCreator("localhost"), 30,
-                             missing)
+        self.assertLoadError(lambda: clientTLS(ca=missing).clientCreator("localhost"), 30, missing)
 
     def test_missingCertificateFile(self) -> None:
         c = certs()
         missing = c.path("no-such-cert.pem")
-        self.assertLoadError(TLSConfig(ca=c.ca, cert=missing, key=c.serverKey).serverOptions,
-                             31, missing, "No such file")
+        self.assertLoadError(
+            TLSConfig(ca=c.ca, cert=missing, key=c.serverKey).serverOptions,
+            31,
+            missing,
+            "No such file",
+        )
         self.assertLoadError(
             lambda: TLSConfig(ca=c.ca, cert=missing, key=c.clientKey).clientCreator("localhost"),
-            31, missing,
+            31,
+            missing,
         )
 
     def test_missingKeyFile(self) -> None:
         c = certs()
         missing = c.path("no-such-key.pem")
-        self.assertLoadError(TLSConfig(ca=c.ca, cert=c.server, key=missing).serverOptions,
-                             32, missing, "No such file")
+        self.assertLoadError(
+            TLSConfig(ca=c.ca, cert=c.server, key=missing).serverOptions,
+            32,
+            missing,
+            "No such file",
+        )
         self.assertLoadError(
             lambda: TLSConfig(ca=c.ca, cert=c.client, key=missing).clientCreator("localhost"),
-            32, missing,
+            32,
+            missing,
         )
 
     def test_caFileNotPEM(self) -> None:
@@ -319,22 +346,30 @@ class TLSConfigLoadTests(SynchronousTestCase):
     def test_certificateNotPEM(self) -> None:
         c = certs()
         fake = c.path("fake.pem")
-        self.assertLoadError(TLSConfig(ca=c.ca, cert=fake, key=c.serverKey).serverOptions,
-                             34, fake, "no valid PEM")
+        self.assertLoadError(
+            TLSConfig(ca=c.ca, cert=fake, key=c.serverKey).serverOptions, 34, fake, "no valid PEM"
+        )
 
     def test_keyNotPEM(self) -> None:
         c = certs()
         fake = c.path("fake.pem")
-        self.assertLoadError(TLSConfig(ca=c.ca, cert=c.server, key=fake).serverOptions,
-                             35, fake, "private key")
+        self.assertLoadError(
+            TLSConfig(ca=c.ca, cert=c.server, key=fake).serverOptions, 35, fake, "private key"
+        )
 
     def test_keyOfAnotherCertificate(self) -> None:
         c = certs()
-        self.assertLoadError(TLSConfig(ca=c.ca, cert=c.server, key=c.clientKey).serverOptions,
-                             35, c.clientKey, "does not match")
+        self.assertLoadError(
+            TLSConfig(ca=c.ca, cert=c.server, key=c.clientKey).serverOptions,
+            35,
+            c.clientKey,
+            "does not match",
+        )
         self.assertLoadError(
             lambda: TLSConfig(ca=c.ca, cert=c.client, key=c.serverKey).clientCreator("x"),
-            35, c.serverKey, "does not match",
+            35,
+            c.serverKey,
+            "does not match",
         )
 
     def test_serverWithoutCertificate(self) -> None:
@@ -345,8 +380,7 @@ class TLSConfigLoadTests(SynchronousTestCase):
         config = TLSConfig(cert=c.server, key=c.serverKey)
         self.assertLoadError(config.serverOptions, 30, "requireClientCertificate", "ca=")
         # Waiving the requirement explicitly makes the same files valid.
-        TLSConfig(cert=c.server, key=c.serverKey,
-                  requireClientCertificate=False).serverOptions()
+        TLSConfig(cert=c.server, key=c.serverKey, requireClientCertificate=False).serverOptions()
 
     def test_clientCertificateWithoutKey(self) -> None:
         c = certs()
@@ -393,8 +427,9 @@ class TLSConfigLoadTests(SynchronousTestCase):
 
         error = CertificateLoadError("cannot read", 31, "/x.pem")
         for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
-            self.assertEqual((clone.code, clone.path, str(clone)),
-                             (31, "/x.pem", "cannot read (code 31)"))
+            self.assertEqual(
+                (clone.code, clone.path, str(clone)), (31, "/x.pem", "cannot read (code 31)")
+            )
 
 
 # -- in memory ---------------------------------------------------------------
@@ -487,8 +522,9 @@ class InMemoryTLSTests(SynchronousTestCase):
         """
         c = certs()
         tls12 = CertificateOptions(
-            trustRoot=trustRootFromCertificates([tcpsc._tls._twistedCertificate(
-                loadCertificate("ca.pem"))]),
+            trustRoot=trustRootFromCertificates(
+                [tcpsc._tls._twistedCertificate(loadCertificate("ca.pem"))]
+            ),
             lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
         )
         self.assertTrue(c.ca)
@@ -499,8 +535,7 @@ class InMemoryTLSTests(SynchronousTestCase):
         # OpenSSL's words vary with its release: 3.2 (cryptography 42) says
         # "unexpected message" here.
         reason = str(pair.serverProtocol.lostReason.value)
-        self.assertTrue("unsupported protocol" in reason or "unexpected message" in reason,
-                        reason)
+        self.assertTrue("unsupported protocol" in reason or "unexpected message" in reason, reason)
 
     def test_clientRefusesTLS12Server(self) -> None:
         """
@@ -509,7 +544,8 @@ class InMemoryTLSTests(SynchronousTestCase):
         c = certs()
         tls12 = CertificateOptions(
             privateKey=tcpsc._tls.crypto.PKey.from_cryptography_key(
-                tcpsc._tls.loadPrivateKey(c.serverKey)),
+                tcpsc._tls.loadPrivateKey(c.serverKey)
+            ),
             certificate=tcpsc._tls.crypto.X509.from_cryptography(loadCertificate("server.pem")),
             lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
         )
@@ -523,14 +559,17 @@ class InMemoryTLSTests(SynchronousTestCase):
         handshake, but the server refuses it and the client never becomes
         ready, not even when the acceptance grace period passes.
         """
-        pair = InMemoryPair(serverTLS().serverOptions(),
-                            clientTLS(cert=None).clientCreator("localhost"), grace=1.0)
+        pair = InMemoryPair(
+            serverTLS().serverOptions(), clientTLS(cert=None).clientCreator("localhost"), grace=1.0
+        )
         self.assertNotIn("ready", pair.serverProtocol.events)
-        self.assertIn("peer did not return a certificate",
-                      str(pair.serverProtocol.lostReason.value))
+        self.assertIn(
+            "peer did not return a certificate", str(pair.serverProtocol.lostReason.value)
+        )
         self.assertIn("certificate required", str(pair.clientProtocol.lostReason.value))
-        self.assertIsInstance(classifyTLSFailure(pair.clientProtocol.lostReason),
-                              ClientCertificateRejected)
+        self.assertIsInstance(
+            classifyTLSFailure(pair.clientProtocol.lostReason), ClientCertificateRejected
+        )
         pair.clock.advance(5)
         self.assertNotIn("ready", pair.clientProtocol.events)
 
@@ -553,8 +592,9 @@ class InMemoryTLSTests(SynchronousTestCase):
         flight and the client is ready without any time passing, and no
         timer of the gate is left behind.
         """
-        pair = InMemoryPair(serverTLS().serverOptions(), clientTLS().clientCreator("localhost"),
-                            grace=30.0)
+        pair = InMemoryPair(
+            serverTLS().serverOptions(), clientTLS().clientCreator("localhost"), grace=30.0
+        )
         self.assertEqual(pair.clock.seconds(), 0)
         self.assertIn("ready", pair.clientProtocol.events)
         self.assertEqual(pair.clock.getDelayedCalls(), [])
@@ -565,8 +605,9 @@ class InMemoryTLSTests(SynchronousTestCase):
         one: the client is ready right after the handshake.
         """
         config = serverTLS(ca=None, requireClientCertificate=False)
-        pair = InMemoryPair(config.serverOptions(), clientTLS().clientCreator("localhost"),
-                            grace=30.0)
+        pair = InMemoryPair(
+            config.serverOptions(), clientTLS().clientCreator("localhost"), grace=30.0
+        )
         self.assertIn("ready", pair.clientProtocol.events)
         self.assertIsNone(pair.serverProtocol.peerAtReady)
         self.assertEqual(pair.clock.getDelayedCalls(), [])
@@ -578,14 +619,14 @@ class InMemoryTLSTests(SynchronousTestCase):
         it verified.
         """
         config = serverTLS(requireClientCertificate=False)
-        pair = InMemoryPair(config.serverOptions(),
-                            clientTLS(cert=None).clientCreator("localhost"))
+        pair = InMemoryPair(config.serverOptions(), clientTLS(cert=None).clientCreator("localhost"))
         self.assertIn("ready", pair.serverProtocol.events)
         self.assertIn("ready", pair.clientProtocol.events)
         self.assertIsNone(pair.serverProtocol.peerAtReady)
 
-        pair = InMemoryPair(config.serverOptions(),
-                            clientTLS("other-client").clientCreator("localhost"))
+        pair = InMemoryPair(
+            config.serverOptions(), clientTLS("other-client").clientCreator("localhost")
+        )
         self.assertNotIn("ready", pair.serverProtocol.events)
         self.assertNotIn("ready", pair.clientProtocol.events)
 
@@ -684,8 +725,9 @@ class InMemoryTLSTests(SynchronousTestCase):
             "other-client": "unable to get local issuer certificate",
         }
         for name, reason in cases.items():
-            pair = InMemoryPair(serverTLS().serverOptions(),
-                                clientTLS(name).clientCreator("localhost"))
+            pair = InMemoryPair(
+                serverTLS().serverOptions(), clientTLS(name).clientCreator("localhost")
+            )
             self.assertIn("certificate verify failed", str(pair.serverProtocol.lostReason.value))
             failure = verificationFailure(pair.server)
             self.assertIsNotNone(failure, name)
@@ -726,28 +768,40 @@ class ClassifyTests(SynchronousTestCase):
         ca = loadCertificate("ca.pem")
         result = self.classify(self.sslError("certificate verify failed"))
         self.assertIsInstance(result, ServerCertificateRejected)
-        result = self.classify(self.sslError("certificate verify failed"),
-                               certificate=loadCertificate("expired-server.pem"),
-                               authorities=[ca])
+        result = self.classify(
+            self.sslError("certificate verify failed"),
+            certificate=loadCertificate("expired-server.pem"),
+            authorities=[ca],
+        )
         self.assertIn("expired", str(result))
-        result = self.classify(self.sslError("certificate verify failed"),
-                               certificate=loadCertificate("other-server.pem"),
-                               authorities=[ca])
+        result = self.classify(
+            self.sslError("certificate verify failed"),
+            certificate=loadCertificate("other-server.pem"),
+            authorities=[ca],
+        )
         self.assertIn("other test CA", str(result))
 
     def test_clientCertificateRejected(self) -> None:
-        for text in ("tlsv13 alert certificate required", "tlsv1 alert unknown ca",
-                     "sslv3 alert certificate expired", "tls alert certificate expired",
-                     "sslv3 alert bad certificate", "tls alert bad certificate",
-                     "tlsv1 alert decrypt error", "tlsv1 alert access denied"):
+        for text in (
+            "tlsv13 alert certificate required",
+            "tlsv1 alert unknown ca",
+            "sslv3 alert certificate expired",
+            "tls alert certificate expired",
+            "sslv3 alert bad certificate",
+            "tls alert bad certificate",
+            "tlsv1 alert decrypt error",
+            "tlsv1 alert access denied",
+        ):
             result = self.classify(self.sslError(text))
             self.assertIsInstance(result, ClientCertificateRejected, text)
             self.assertIn(text, str(result))
 
     def test_otherFailures(self) -> None:
-        for error in (self.sslError("tlsv1 alert protocol version"),
-                      self.sslError("wrong version number"),
-                      ConnectionLost("gone")):
+        for error in (
+            self.sslError("tlsv1 alert protocol version"),
+            self.sslError("wrong version number"),
+            ConnectionLost("gone"),
+        ):
             result = self.classify(error)
             self.assertIs(type(result), TLSHandshakeError, str(error))
 
@@ -755,10 +809,12 @@ class ClassifyTests(SynchronousTestCase):
         ca = [loadCertificate("ca.pem")]
         self.assertIsNone(diagnoseCertificate(loadCertificate("server.pem"), ca))
         self.assertIn("expired", diagnoseCertificate(loadCertificate("expired-client.pem"), ca))
-        self.assertIn("not valid before",
-                      diagnoseCertificate(loadCertificate("notyet-client.pem"), ca))
-        self.assertIn("not by the configured CA",
-                      diagnoseCertificate(loadCertificate("other-client.pem"), ca))
+        self.assertIn(
+            "not valid before", diagnoseCertificate(loadCertificate("notyet-client.pem"), ca)
+        )
+        self.assertIn(
+            "not by the configured CA", diagnoseCertificate(loadCertificate("other-client.pem"), ca)
+        )
         # Checked at a given time: the expired one was valid ten days ago.
         then = datetime.now(UTC).replace(microsecond=0)
         expired = loadCertificate("expired-client.pem")
@@ -775,16 +831,18 @@ class OpenSSLClientTests(RealTLSTestCase):
     echo, every wrong one is refused with its reason visible.
     """
 
-    async def refused(self, *args: str, cert: str | None, clientSees: str, serverLogs: str
-                      ) -> None:
+    async def refused(self, *args: str, cert: str | None, clientSees: str, serverLogs: str) -> None:
         established: list[int] = []
         server, port = await self.startServer(serverTLS(), onEstablished=established.append)
         process = self.sClient(port, "-tls1_3", *args, cert=cert)
         await process.waitForOutput(clientSees.encode())
         exitCode = await within(process.ended)
         self.assertNotEqual(exitCode, 0)
-        await waitFor(lambda: self.logged("Refused the connection", serverLogs), SHORT,
-                      what="the server's log line refusing the connection")
+        await waitFor(
+            lambda: self.logged("Refused the connection", serverLogs),
+            SHORT,
+            what="the server's log line refusing the connection",
+        )
         self.assertEqual(established, [])
         self.assertEqual(server.clientIds(), [])
 
@@ -802,25 +860,35 @@ class OpenSSLClientTests(RealTLSTestCase):
 
     @asyncTest
     async def test_withoutCertificate(self) -> None:
-        await self.refused(cert=None, clientSees="alert certificate required",
-                           serverLogs="the client sent no certificate")
+        await self.refused(
+            cert=None,
+            clientSees="alert certificate required",
+            serverLogs="the client sent no certificate",
+        )
 
     @asyncTest
     async def test_certificateFromAnotherCA(self) -> None:
-        await self.refused(cert="other-client", clientSees="alert unknown ca",
-                           serverLogs="the client's certificate is not issued by the CA")
+        await self.refused(
+            cert="other-client",
+            clientSees="alert unknown ca",
+            serverLogs="the client's certificate is not issued by the CA",
+        )
 
     @asyncTest
     async def test_expiredCertificate(self) -> None:
-        await self.refused(cert="expired-client", clientSees="alert certificate expired",
-                           serverLogs="the client's certificate was rejected: certificate "
-                           "has expired")
+        await self.refused(
+            cert="expired-client",
+            clientSees="alert certificate expired",
+            serverLogs="the client's certificate was rejected: certificate has expired",
+        )
 
     @asyncTest
     async def test_notYetValidCertificate(self) -> None:
-        await self.refused(cert="notyet-client", clientSees="alert bad certificate",
-                           serverLogs="the client's certificate was rejected: certificate "
-                           "is not yet valid")
+        await self.refused(
+            cert="notyet-client",
+            clientSees="alert bad certificate",
+            serverLogs="the client's certificate was rejected: certificate is not yet valid",
+        )
 
     @asyncTest
     async def test_tls12Refused(self) -> None:
@@ -829,9 +897,11 @@ class OpenSSLClientTests(RealTLSTestCase):
         process = self.sClient(port, "-tls1_2")
         await process.waitForOutput(b"alert protocol version")
         self.assertNotEqual(await within(process.ended), 0)
-        await waitFor(lambda: self.logged("Refused the connection",
-                                          "the peer speaks TLS 1.2 or older"), SHORT,
-                      what="the server's log line refusing TLS 1.2")
+        await waitFor(
+            lambda: self.logged("Refused the connection", "the peer speaks TLS 1.2 or older"),
+            SHORT,
+            what="the server's log line refusing TLS 1.2",
+        )
         self.assertEqual(established, [])
 
     @asyncTest
@@ -869,13 +939,17 @@ class ServerCertificateTests(RealTLSTestCase):
     a L{ServerCertificateRejected} that says why.
     """
 
-    async def rejected(self, cert: str, *words: str, host: str = "localhost"
-                       ) -> ServerCertificateRejected:
+    async def rejected(
+        self, cert: str, *words: str, host: str = "localhost"
+    ) -> ServerCertificateRejected:
         established: list[int] = []
         _, port = await self.startServer(serverTLS(cert), onEstablished=established.append)
         client = self.client()
-        error = await within(self.assertFailure(
-            client.connect(host, port, tls=clientTLS()), ServerCertificateRejected))
+        error = await within(
+            self.assertFailure(
+                client.connect(host, port, tls=clientTLS()), ServerCertificateRejected
+            )
+        )
         for word in words:
             self.assertIn(word, str(error))
         self.assertEqual(error.code, 60)
@@ -900,8 +974,9 @@ class ServerCertificateTests(RealTLSTestCase):
 
     @asyncTest
     async def test_anotherIPAddress(self) -> None:
-        await self.rejected("wronghost", "IP address '127.0.0.1'", "wrong.example",
-                            host="127.0.0.1")
+        await self.rejected(
+            "wronghost", "IP address '127.0.0.1'", "wrong.example", host="127.0.0.1"
+        )
 
     @asyncTest
     async def test_noSubjectAltNameForAnotherHost(self) -> None:
@@ -909,8 +984,14 @@ class ServerCertificateTests(RealTLSTestCase):
         A certificate of the right CA without any subjectAltName (CN =
         another host) is refused: the host name cannot be verified.
         """
-        await self.rejected("nosan-wronghost", "has no subjectAltName", "'localhost'",
-                            "CN=wrong.example", "tcpsc certs", "verifyHostname=False")
+        await self.rejected(
+            "nosan-wronghost",
+            "has no subjectAltName",
+            "'localhost'",
+            "CN=wrong.example",
+            "tcpsc certs",
+            "verifyHostname=False",
+        )
 
     @asyncTest
     async def test_noSubjectAltNameForThisHost(self) -> None:
@@ -919,8 +1000,9 @@ class ServerCertificateTests(RealTLSTestCase):
         (as in Python's ssl, Go and browsers).
         """
         await self.rejected("nosan-localhost", "has no subjectAltName", "'localhost'")
-        await self.rejected("nosan-localhost", "has no subjectAltName", "'127.0.0.1'",
-                            host="127.0.0.1")
+        await self.rejected(
+            "nosan-localhost", "has no subjectAltName", "'127.0.0.1'", host="127.0.0.1"
+        )
 
     @asyncTest
     async def test_noSubjectAltNameWithoutHostNameCheck(self) -> None:
@@ -969,6 +1051,7 @@ class ServerCertificateTests(RealTLSTestCase):
         """
         Fail closed: an identity check that raises refuses the connection.
         """
+
         def broken(certificate: object, name: str) -> None:
             raise RuntimeError("the check broke")
 
@@ -982,8 +1065,9 @@ class ServerCertificateTests(RealTLSTestCase):
         connection established, nor any byte of application data.
         """
         received: list[bytes] = []
-        _, port = await self.startServer(serverTLS("nosan-wronghost"), protocol=None,
-                                         onMessage=lambda i, m: received.append(m))
+        _, port = await self.startServer(
+            serverTLS("nosan-wronghost"), protocol=None, onMessage=lambda i, m: received.append(m)
+        )
         client = self.client()
         connecting = client.connect("localhost", port, tls=clientTLS())
         self.assertFalse(client.send(b"secret"))
@@ -1068,8 +1152,9 @@ class LateRejectionTests(RealTLSTestCase):
         # within() gives up long before the 30 s grace would end.
         await within(client.connect("localhost", port, tls=clientTLS()))
         self.assertTrue(client.isConnected)
-        await waitFor(lambda: server.clientIds(), SHORT,
-                      what="the server to register the connection")
+        await waitFor(
+            lambda: server.clientIds(), SHORT, what="the server to register the connection"
+        )
         self.assertIsNone(server.clientSubjectPart(server.clientIds()[0], "CN"))
 
 
@@ -1184,24 +1269,43 @@ class DescribeCloseTests(SynchronousTestCase):
     def test_clientCertificateVerification(self) -> None:
         failed = self.sslError("certificate verify failed")
         self.assertEqual(
-            describeClose(Failure(failed), True,
-                          "unable to get local issuer certificate (certificate 'CN=x', depth 0)"),
+            describeClose(
+                Failure(failed),
+                True,
+                "unable to get local issuer certificate (certificate 'CN=x', depth 0)",
+            ),
             "the client's certificate is not issued by the CA (unable to get local issuer "
-            "certificate (certificate 'CN=x', depth 0))")
+            "certificate (certificate 'CN=x', depth 0))",
+        )
         self.assertEqual(
             describeClose(Failure(failed), True, "certificate has expired"),
-            "the client's certificate was rejected: certificate has expired")
+            "the client's certificate was rejected: certificate has expired",
+        )
 
     def test_closes(self) -> None:
-        self.assertEqual(describeClose(Failure(ClosedLocally("idle timeout (60 s)")), True),
-                         "idle timeout (60 s)")
         self.assertEqual(
-            describeClose(Failure(AbortedLocally("server stopping; the peer did not answer "
-                                                 "close_notify within 5 s")), True),
-            "server stopping; the peer did not answer close_notify within 5 s")
-        self.assertEqual(describeClose(Failure(ConnectionDone()), False),
-                         "the peer closed the connection")
-        self.assertEqual(describeClose(Failure(ConnectionLost()), True),
-                         "the peer closed the connection without close_notify")
-        self.assertEqual(describeClose(Failure(ConnectionLost()), False),
-                         "the connection was lost (reset by the peer)")
+            describeClose(Failure(ClosedLocally("idle timeout (60 s)")), True),
+            "idle timeout (60 s)",
+        )
+        self.assertEqual(
+            describeClose(
+                Failure(
+                    AbortedLocally(
+                        "server stopping; the peer did not answer close_notify within 5 s"
+                    )
+                ),
+                True,
+            ),
+            "server stopping; the peer did not answer close_notify within 5 s",
+        )
+        self.assertEqual(
+            describeClose(Failure(ConnectionDone()), False), "the peer closed the connection"
+        )
+        self.assertEqual(
+            describeClose(Failure(ConnectionLost()), True),
+            "the peer closed the connection without close_notify",
+        )
+        self.assertEqual(
+            describeClose(Failure(ConnectionLost()), False),
+            "the connection was lost (reset by the peer)",
+        )

@@ -83,11 +83,17 @@ class Pair:
         serverConfig = TLSConfig(ca=certs.ca, cert=certs.server, key=certs.serverKey)
         clientConfig = TLSConfig(ca=certs.ca, cert=certs.client, key=certs.clientKey)
         serverFactory = TLSTransportFactory(
-            serverConfig.serverOptions(), isClient=False,
-            wrappedFactory=Factory.forProtocol(lambda: self.server), clock=self.clock)
+            serverConfig.serverOptions(),
+            isClient=False,
+            wrappedFactory=Factory.forProtocol(lambda: self.server),
+            clock=self.clock,
+        )
         clientFactory = _PlainTLSFactory(
-            clientConfig.clientCreator("localhost"), isClient=True,
-            wrappedFactory=Factory.forProtocol(lambda: self.client), clock=self.clock)
+            clientConfig.clientCreator("localhost"),
+            isClient=True,
+            wrappedFactory=Factory.forProtocol(lambda: self.client),
+            clock=self.clock,
+        )
         self.serverTLS: TLSTransport = serverFactory.buildProtocol(None)  # type: ignore[assignment]
         self.clientTLS: Any = clientFactory.buildProtocol(None)
         self.serverWire = StringTransport()

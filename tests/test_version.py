@@ -42,8 +42,9 @@ class VersionTests(SynchronousTestCase):
         """
         C{tcpsc --version} prints it and exits 0.
         """
-        result = subprocess.run([sys.executable, "-m", "tcpsc", "--version"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "tcpsc", "--version"], capture_output=True, text=True, timeout=60
+        )
         self.assertEqual((result.returncode, result.stdout), (0, f"tcpsc {tcpsc.__version__}\n"))
 
 
@@ -89,10 +90,10 @@ class ChangelogTests(SynchronousTestCase):
         """
         config = _pyproject()["tool"]["towncrier"]
         self.assertEqual(config["directory"], "newsfragments")
-        self.assertIn("<!-- towncrier release notes start -->\n",
-                      (ROOT / config["filename"]).read_text())
-        pattern = re.compile(
-            r"(\d+|\+[\w-]+)\.(feature|bugfix|doc|removal|misc)(\.\d+)?\.md")
+        self.assertIn(
+            "<!-- towncrier release notes start -->\n", (ROOT / config["filename"]).read_text()
+        )
+        pattern = re.compile(r"(\d+|\+[\w-]+)\.(feature|bugfix|doc|removal|misc)(\.\d+)?\.md")
         directory = ROOT / "newsfragments"
         fragments = sorted(directory.iterdir()) if directory.exists() else []
         for fragment in fragments:

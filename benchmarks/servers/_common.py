@@ -28,17 +28,22 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 SKIP = 3
 
 
-def arguments(description: str, tls: bool = True, reactor: bool = True,
-              extra: Any = None) -> argparse.Namespace:
+def arguments(
+    description: str, tls: bool = True, reactor: bool = True, extra: Any = None
+) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("port", type=int)
     if tls:
-        parser.add_argument("--tls", metavar="DIR",
-                            help="serve TLS 1.3 with client certificates required, using "
-                                 "ca.pem, server.pem and server.key from DIR")
+        parser.add_argument(
+            "--tls",
+            metavar="DIR",
+            help="serve TLS 1.3 with client certificates required, using "
+            "ca.pem, server.pem and server.key from DIR",
+        )
     if reactor:
-        parser.add_argument("--reactor", choices=("default", "asyncio", "uvloop"),
-                            default="default")
+        parser.add_argument(
+            "--reactor", choices=("default", "asyncio", "uvloop"), default="default"
+        )
     if extra is not None:
         extra(parser)
     options = parser.parse_args()
@@ -85,9 +90,11 @@ def installReactor(name: str) -> None:
 def tlsConfig(directory: str) -> Any:
     from tcpsc import TLSConfig
 
-    return TLSConfig(ca=os.path.join(directory, "ca.pem"),
-                     cert=os.path.join(directory, "server.pem"),
-                     key=os.path.join(directory, "server.key"))
+    return TLSConfig(
+        ca=os.path.join(directory, "ca.pem"),
+        cert=os.path.join(directory, "server.pem"),
+        key=os.path.join(directory, "server.key"),
+    )
 
 
 def serverOptions(directory: str) -> Any:
@@ -104,8 +111,9 @@ def serveTwisted(reactor: Any, factory: Any, port: int, tls: str | None) -> None
     directory C{tls}, if given), say C{READY}, and run the reactor.
     """
     if tls:
-        listening = reactor.listenSSL(port, factory, serverOptions(tls), interface="127.0.0.1",
-                                      backlog=4096)
+        listening = reactor.listenSSL(
+            port, factory, serverOptions(tls), interface="127.0.0.1", backlog=4096
+        )
     else:
         listening = reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=4096)
     ready(listening.getHost().port)

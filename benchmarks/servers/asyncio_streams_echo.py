@@ -23,16 +23,21 @@ async def serve(port: int) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port, limit=64 * 1024 * 1024,
-                                        backlog=4096)
+    server = await asyncio.start_server(
+        handle, "127.0.0.1", port, limit=64 * 1024 * 1024, backlog=4096
+    )
     ready(server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()
 
 
 def main() -> None:
-    options = arguments(__doc__, tls=False, reactor=False,
-                        extra=lambda p: p.add_argument("--uvloop", action="store_true"))
+    options = arguments(
+        __doc__,
+        tls=False,
+        reactor=False,
+        extra=lambda p: p.add_argument("--uvloop", action="store_true"),
+    )
     if options.uvloop:
         try:
             import uvloop

@@ -23,8 +23,9 @@ def main() -> None:
     # Up to 10,000 connections from one address, some idle: no per-peer
     # limit, no first-byte timeout (older tcpsc releases: as far as they go).
     try:
-        server = TcpServer(b"\n", maxConnections=20_000, maxConnectionsPerPeer=None,
-                           firstByteTimeout=None)
+        server = TcpServer(
+            b"\n", maxConnections=20_000, maxConnectionsPerPeer=None, firstByteTimeout=None
+        )
     except TypeError:
         try:
             server = TcpServer(b"\n", maxConnections=20_000)

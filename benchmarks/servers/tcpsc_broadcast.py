@@ -21,7 +21,8 @@ def main() -> None:
     from tcpsc import MessageProtocol, Server
 
     message = (b"0123456789abcdefghijklmnopqrstuvwxyz" * (options.size // 36 + 1))[
-        : options.size - 1]
+        : options.size - 1
+    ]
 
     class Reader(MessageProtocol):
         def connectionReady(self) -> None:
@@ -42,12 +43,14 @@ def main() -> None:
 
     # Many connections from one address: no per-peer limit.
     try:
-        server = Server(Reader, maxConnections=20_000, maxConnectionsPerPeer=None,
-                        firstByteTimeout=None)
+        server = Server(
+            Reader, maxConnections=20_000, maxConnectionsPerPeer=None, firstByteTimeout=None
+        )
     except TypeError:  # a tcpsc without these settings
         server = Server(Reader, maxConnections=20_000)
     pump = Pump(reactor, lambda: server.broadcast(message))
     tls = tlsConfig(options.tls) if options.tls else None
+
     def listening(port: Any) -> None:
         ready(port.getHost().port)
 

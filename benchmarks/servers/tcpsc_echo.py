@@ -13,9 +13,12 @@ from _common import SKIP, arguments, ready, tlsConfig
 def main() -> None:
     def extra(parser: Any) -> None:
         parser.add_argument("--max-connections", type=int, default=20_000)
-        parser.add_argument("--metrics", action="store_true",
-                            help="report Prometheus metrics (Server(metrics=...)), served "
-                                 "at /metrics on another port of 127.0.0.1")
+        parser.add_argument(
+            "--metrics",
+            action="store_true",
+            help="report Prometheus metrics (Server(metrics=...)), served "
+            "at /metrics on another port of 127.0.0.1",
+        )
 
     options = arguments(__doc__, extra=extra)
     from twisted.internet import reactor as _reactor
@@ -38,8 +41,9 @@ def main() -> None:
             from prometheus_client import CollectorRegistry
             from prometheus_client.twisted import MetricsResource
         except ImportError:
-            print('SKIP prometheus-client is not installed: pip install "tcpsc[metrics]"',
-                  flush=True)
+            print(
+                'SKIP prometheus-client is not installed: pip install "tcpsc[metrics]"', flush=True
+            )
             raise SystemExit(SKIP) from None
         from twisted.web.resource import Resource
         from twisted.web.server import Site
@@ -49,8 +53,13 @@ def main() -> None:
         root.putChild(b"metrics", MetricsResource(registry))
         reactor.listenTCP(0, Site(root), interface="127.0.0.1")
     try:
-        server = Server(Echo, maxConnections=options.max_connections,
-                        maxConnectionsPerPeer=None, firstByteTimeout=None, **metrics)
+        server = Server(
+            Echo,
+            maxConnections=options.max_connections,
+            maxConnectionsPerPeer=None,
+            firstByteTimeout=None,
+            **metrics,
+        )
     except TypeError:  # a tcpsc without these settings
         server = Server(Echo, maxConnections=options.max_connections)
     tls = tlsConfig(options.tls) if options.tls else None

@@ -21,7 +21,8 @@ def main() -> None:
     from twisted.protocols.basic import LineOnlyReceiver
 
     message = (b"0123456789abcdefghijklmnopqrstuvwxyz" * (options.size // 36 + 1))[
-        : options.size - 1]
+        : options.size - 1
+    ]
     clients: list[LineOnlyReceiver] = []
 
     class Reader(LineOnlyReceiver):

@@ -58,18 +58,29 @@ _PROGRESS_AFTER = 2.0
 def _addConnectionOptions(parser: argparse.ArgumentParser) -> None:
     addTargetArguments(parser)
     parser.add_argument("--tls", action="store_true", help="TLS 1.3 (default: plain TCP)")
-    parser.add_argument("--ca", metavar="PEM",
-                        help="with --tls: CA certificate to verify the server with "
-                             "(default: none, the server is not verified)")
-    parser.add_argument("--cert", metavar="PEM",
-                        help="with --tls: client certificate (default: none)")
+    parser.add_argument(
+        "--ca",
+        metavar="PEM",
+        help="with --tls: CA certificate to verify the server with "
+        "(default: none, the server is not verified)",
+    )
+    parser.add_argument(
+        "--cert", metavar="PEM", help="with --tls: client certificate (default: none)"
+    )
     parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
-    parser.add_argument("--sni", metavar="NAME",
-                        help="with --tls: server name to send and check "
-                             "(default: HOST; localhost for unix:PATH)")
+    parser.add_argument(
+        "--sni",
+        metavar="NAME",
+        help="with --tls: server name to send and check (default: HOST; localhost for unix:PATH)",
+    )
     addDelimiterOption(parser)
-    parser.add_argument("--procs", type=countArgument, default=1, metavar="N",
-                        help="spread the clients over this many processes (default: 1)")
+    parser.add_argument(
+        "--procs",
+        type=countArgument,
+        default=1,
+        metavar="N",
+        help="spread the clients over this many processes (default: 1)",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     """
     target = parseTarget(args.host, args.port)
     # The load generator takes a UNIX socket as its path and no port.
-    args.host, args.port = (target.path, None) if target.path is not None else (
-        target.host, target.port)
+    args.host, args.port = (
+        (target.path, None) if target.path is not None else (target.host, target.port)
+    )
     args.target = target
     if args.sni is None and target.path is not None:
         args.sni = target.host
@@ -96,75 +108,172 @@ def run(args: argparse.Namespace) -> int:
 
 def _fill(modes: Any) -> None:
     echo = modes.add_parser(
-        "echo", help="clients send messages and check the echoes",
+        "echo",
+        help="clients send messages and check the echoes",
         description="Messages are split over the clients; each client keeps IN_FLIGHT "
-                    "messages in flight. Every echoed byte is compared with what was sent: "
-                    "corruption, loss, reordering and duplication are errors.")
+        "messages in flight. Every echoed byte is compared with what was sent: "
+        "corruption, loss, reordering and duplication are errors.",
+    )
     _addConnectionOptions(echo)
-    echo.add_argument("-c", "--clients", type=countArgument, default=100, metavar="CLIENTS",
-                      help="connections sending at once (default: 100)")
-    echo.add_argument("-m", "--messages", type=countArgument, default=1_000_000,
-                      metavar="MESSAGES",
-                      help="total messages, split over the clients (default: 1000000)")
-    echo.add_argument("-s", "--size", type=countArgument, default=32, metavar="SIZE",
-                      help="bytes per message, delimiter included (default: 32)")
-    echo.add_argument("-q", "--in-flight", dest="inflight", type=countArgument, default=1000,
-                      metavar="IN_FLIGHT",
-                      help="messages each client keeps in flight (default: 1000)")
-    echo.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
-                      help="give up after this many seconds; missing echoes are errors "
-                           "(default: 300)")
+    echo.add_argument(
+        "-c",
+        "--clients",
+        type=countArgument,
+        default=100,
+        metavar="CLIENTS",
+        help="connections sending at once (default: 100)",
+    )
+    echo.add_argument(
+        "-m",
+        "--messages",
+        type=countArgument,
+        default=1_000_000,
+        metavar="MESSAGES",
+        help="total messages, split over the clients (default: 1000000)",
+    )
+    echo.add_argument(
+        "-s",
+        "--size",
+        type=countArgument,
+        default=32,
+        metavar="SIZE",
+        help="bytes per message, delimiter included (default: 32)",
+    )
+    echo.add_argument(
+        "-q",
+        "--in-flight",
+        dest="inflight",
+        type=countArgument,
+        default=1000,
+        metavar="IN_FLIGHT",
+        help="messages each client keeps in flight (default: 1000)",
+    )
+    echo.add_argument(
+        "-T",
+        "--timeout",
+        type=secondsArgument,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this many seconds; missing echoes are errors (default: 300)",
+    )
     echo.set_defaults(func=_echo)
 
     multicast = modes.add_parser(
-        "multicast", help="clients only read what the server broadcasts",
+        "multicast",
+        help="clients only read what the server broadcasts",
         description="Counts the messages all clients receive during SECONDS after every "
-                    "client is connected, from a server that broadcasts on its own (such as "
-                    "the daemon's --app broadcast). Receiving nothing is an error.")
+        "client is connected, from a server that broadcasts on its own (such as "
+        "the daemon's --app broadcast). Receiving nothing is an error.",
+    )
     _addConnectionOptions(multicast)
-    multicast.add_argument("-c", "--clients", type=countArgument, default=100, metavar="CLIENTS",
-                           help="connections reading at once (default: 100)")
-    multicast.add_argument("-T", "--seconds", type=secondsArgument, default=5.0, metavar="SECONDS",
-                           help="how long to count, once every client is connected "
-                                "(default: 5)")
-    multicast.add_argument("-s", "--size", type=countArgument, default=None, metavar="SIZE",
-                           help="expected bytes per message, delimiter included (as the "
-                                "daemon's --message-size); others are errors (default: any)")
+    multicast.add_argument(
+        "-c",
+        "--clients",
+        type=countArgument,
+        default=100,
+        metavar="CLIENTS",
+        help="connections reading at once (default: 100)",
+    )
+    multicast.add_argument(
+        "-T",
+        "--seconds",
+        type=secondsArgument,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to count, once every client is connected (default: 5)",
+    )
+    multicast.add_argument(
+        "-s",
+        "--size",
+        type=countArgument,
+        default=None,
+        metavar="SIZE",
+        help="expected bytes per message, delimiter included (as the "
+        "daemon's --message-size); others are errors (default: any)",
+    )
     multicast.set_defaults(func=_multicast)
 
     connect = modes.add_parser(
-        "connect", help="connections per second (TLS: handshakes per second)",
+        "connect",
+        help="connections per second (TLS: handshakes per second)",
         description="Each connection connects, does its TLS handshake, has one message "
-                    "echoed (proof the server accepted it) and is closed.")
+        "echoed (proof the server accepted it) and is closed.",
+    )
     _addConnectionOptions(connect)
-    connect.add_argument("-n", "--connections", type=countArgument, default=2000, metavar="N",
-                         help="connections to make in all (default: 2000)")
-    connect.add_argument("-c", "--concurrency", type=countArgument, default=10, metavar="N",
-                         help="connections under way at once (default: 10)")
-    connect.add_argument("-s", "--size", type=countArgument, default=32, metavar="SIZE",
-                         help="bytes of the one echoed message, delimiter included "
-                              "(default: 32)")
-    connect.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
-                         help="give up after this many seconds; connections not done are "
-                              "errors (default: 300)")
+    connect.add_argument(
+        "-n",
+        "--connections",
+        type=countArgument,
+        default=2000,
+        metavar="N",
+        help="connections to make in all (default: 2000)",
+    )
+    connect.add_argument(
+        "-c",
+        "--concurrency",
+        type=countArgument,
+        default=10,
+        metavar="N",
+        help="connections under way at once (default: 10)",
+    )
+    connect.add_argument(
+        "-s",
+        "--size",
+        type=countArgument,
+        default=32,
+        metavar="SIZE",
+        help="bytes of the one echoed message, delimiter included (default: 32)",
+    )
+    connect.add_argument(
+        "-T",
+        "--timeout",
+        type=secondsArgument,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this many seconds; connections not done are errors (default: 300)",
+    )
     connect.set_defaults(func=_connect)
 
     idle = modes.add_parser(
-        "idle", help="hold many idle connections open",
+        "idle",
+        help="hold many idle connections open",
         description="Opens CONNECTIONS connections (each proven accepted by one echoed "
-                    "message), prints a HOLDING line, and keeps them open until standard "
-                    "input ends or HOLD seconds pass.")
+        "message), prints a HOLDING line, and keeps them open until standard "
+        "input ends or HOLD seconds pass.",
+    )
     _addConnectionOptions(idle)
-    idle.add_argument("-n", "--connections", type=countArgument, default=10_000, metavar="N",
-                      help="connections to open and hold (default: 10000)")
-    idle.add_argument("-c", "--concurrency", type=countArgument, default=100, metavar="N",
-                      help="connections being opened at once (default: 100)")
-    idle.add_argument("--hold", type=secondsArgument, default=60.0, metavar="SECONDS",
-                      help="hold them this long at most, or until standard input ends "
-                           "(default: 60)")
-    idle.add_argument("-T", "--timeout", type=secondsArgument, default=300.0, metavar="SECONDS",
-                      help="give up opening after this many seconds; connections not open "
-                           "are errors (default: 300)")
+    idle.add_argument(
+        "-n",
+        "--connections",
+        type=countArgument,
+        default=10_000,
+        metavar="N",
+        help="connections to open and hold (default: 10000)",
+    )
+    idle.add_argument(
+        "-c",
+        "--concurrency",
+        type=countArgument,
+        default=100,
+        metavar="N",
+        help="connections being opened at once (default: 100)",
+    )
+    idle.add_argument(
+        "--hold",
+        type=secondsArgument,
+        default=60.0,
+        metavar="SECONDS",
+        help="hold them this long at most, or until standard input ends (default: 60)",
+    )
+    idle.add_argument(
+        "-T",
+        "--timeout",
+        type=secondsArgument,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up opening after this many seconds; connections not open "
+        "are errors (default: 300)",
+    )
     idle.set_defaults(func=_idle)
 
 
@@ -179,8 +288,10 @@ def _context(options: argparse.Namespace) -> Any:
     if (options.cert is None) != (options.key is None):
         raise UsageError("--cert and --key go together")
     if options.ca is None:
-        print("tcpsc bench: warning: --tls without --ca, server certificate NOT verified",
-              file=sys.stderr)
+        print(
+            "tcpsc bench: warning: --tls without --ca, server certificate NOT verified",
+            file=sys.stderr,
+        )
     try:
         return lg.clientContext(options.ca, options.cert, options.key)
     except (OSError, ValueError) as e:
@@ -241,12 +352,19 @@ class _ProgressLine:
             self.stream.flush()
 
 
-def _worker(function: Callable[..., Any], kwargs: dict[str, Any], slot: int,
-            counters: Any, start: Any, connection: Any) -> None:
+def _worker(
+    function: Callable[..., Any],
+    kwargs: dict[str, Any],
+    slot: int,
+    counters: Any,
+    start: Any,
+    connection: Any,
+) -> None:
     """
     One process of a C{--procs} run: wait for the common start, run, send
     the statistics back.
     """
+
     def progress(done: int) -> None:
         counters[slot] = done
 
@@ -260,8 +378,13 @@ def _worker(function: Callable[..., Any], kwargs: dict[str, Any], slot: int,
         connection.close()
 
 
-def _measure(function: Callable[..., Any], shares: list[dict[str, Any]], stats: Any,
-             total: int | None, what: str) -> Any:
+def _measure(
+    function: Callable[..., Any],
+    shares: list[dict[str, Any]],
+    stats: Any,
+    total: int | None,
+    what: str,
+) -> Any:
     """
     Run C{function} over C{shares} (see L{_runSpread}) with a progress line
     counting C{what} up to C{total}, and merge the results into C{stats}.
@@ -276,8 +399,9 @@ def _measure(function: Callable[..., Any], shares: list[dict[str, Any]], stats: 
     return stats
 
 
-def _runSpread(function: Callable[..., Any], shares: list[dict[str, Any]],
-               progress: _ProgressLine) -> list[Any]:
+def _runSpread(
+    function: Callable[..., Any], shares: list[dict[str, Any]], progress: _ProgressLine
+) -> list[Any]:
     """
     Run C{function} once per share: in this process for one share, in as
     many forked processes otherwise, all started at once.
@@ -293,8 +417,9 @@ def _runSpread(function: Callable[..., Any], shares: list[dict[str, Any]],
     workers = []
     for slot, kwargs in enumerate(shares):
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_worker,
-                                  args=(function, kwargs, slot, counters, start, sender))
+        process = context.Process(
+            target=_worker, args=(function, kwargs, slot, counters, start, sender)
+        )
         process.start()
         sender.close()
         workers.append((process, receiver))
@@ -305,8 +430,9 @@ def _runSpread(function: Callable[..., Any], shares: list[dict[str, Any]],
             while not receiver.poll(0.25):
                 progress.update(sum(counters))
                 if not process.is_alive() and not receiver.poll(0):
-                    raise CommandError(f"load process {process.pid} died "
-                                       f"(exit status {process.exitcode})")
+                    raise CommandError(
+                        f"load process {process.pid} died (exit status {process.exitcode})"
+                    )
             status, value = receiver.recv()
             if status != "ok":
                 raise CommandError(f"load process {process.pid} failed: {value}")
@@ -361,18 +487,29 @@ def _echo(options: argparse.Namespace) -> int:
     counts = lg.splitMessages(options.messages, options.clients)
     shares = []
     for first, number in _spread(options.clients, options.procs):
-        shares.append(dict(
-            host=options.host, port=options.port, counts=counts[first:first + number],
-            size=options.size, inflight=options.inflight, delimiter=options.delimiter,
-            context=context, serverHostname=options.sni, timeout=options.timeout,
-            firstClient=first,
-        ))
-    _header(options, [
-        f"Working clients: {options.clients}",
-        f"Messages in flight per client: {options.inflight}",
-        f"Messages to send: {options.messages}",
-        f"Message size: {options.size} (including delimiter {formatDelimiter(options.delimiter)})",
-    ])
+        shares.append(
+            dict(
+                host=options.host,
+                port=options.port,
+                counts=counts[first : first + number],
+                size=options.size,
+                inflight=options.inflight,
+                delimiter=options.delimiter,
+                context=context,
+                serverHostname=options.sni,
+                timeout=options.timeout,
+                firstClient=first,
+            )
+        )
+    _header(
+        options,
+        [
+            f"Working clients: {options.clients}",
+            f"Messages in flight per client: {options.inflight}",
+            f"Messages to send: {options.messages}",
+            f"Message size: {options.size} (including delimiter {formatDelimiter(options.delimiter)})",
+        ],
+    )
     sys.stdout.flush()
     stats = _measure(lg.runEcho, shares, lg.EchoStats(), options.messages, "echoed")
     return _reportEcho(options, stats)
@@ -380,9 +517,11 @@ def _echo(options: argparse.Namespace) -> int:
 
 def _reportEcho(options: argparse.Namespace, stats: lg.EchoStats) -> int:
     errors = stats.errors
-    print(f"Errors: {errors} (connection {stats.connectionErrors}, corrupt messages "
-          f"{stats.corruptMessages} [{stats.corruptBytes} bytes], missing echoes "
-          f"{stats.missingEchoes}, unexpected bytes {stats.unexpectedBytes})")
+    print(
+        f"Errors: {errors} (connection {stats.connectionErrors}, corrupt messages "
+        f"{stats.corruptMessages} [{stats.corruptBytes} bytes], missing echoes "
+        f"{stats.missingEchoes}, unexpected bytes {stats.unexpectedBytes})"
+    )
     if stats.firstError:
         print(f"First error: {stats.firstError}")
     print()
@@ -397,19 +536,25 @@ def _reportEcho(options: argparse.Namespace, stats: lg.EchoStats) -> int:
     print(f"Total messages: {stats.messages}")
     print(f"Data throughput: {mib:.3f} MiB/s")
     if stats.messages:
-        print(f"Message latency: {_duration(rtt / stats.messages)} "
-              "(round-trip time / messages, CppServer definition)")
+        print(
+            f"Message latency: {_duration(rtt / stats.messages)} "
+            "(round-trip time / messages, CppServer definition)"
+        )
     print(f"Message throughput: {rate:.0f} msg/s")
-    print(f"Connect{'+handshake' if options.tls else ''} phase: {_duration(connect)}; "
-          f"transfer phase: {_duration(transfer)} -> {transferRate:.0f} msg/s")
+    print(
+        f"Connect{'+handshake' if options.tls else ''} phase: {_duration(connect)}; "
+        f"transfer phase: {_duration(transfer)} -> {transferRate:.0f} msg/s"
+    )
     histogram = stats.histogram
     if histogram.total:
         p50, p90, p99, p999 = (histogram.percentile(p) for p in (0.5, 0.9, 0.99, 0.999))
         queued = " [includes queueing, q>1]" if options.inflight > 1 else ""
         print(f"Per-message round trip (write of the batch -> echo of last byte){queued}:")
-        print(f"  p50 {_duration(p50)}  p90 {_duration(p90)}  p99 {_duration(p99)}  "
-              f"p99.9 {_duration(p999)}  max {_duration(histogram.maximum)}  "
-              f"(n={histogram.total})")
+        print(
+            f"  p50 {_duration(p50)}  p90 {_duration(p90)}  p99 {_duration(p99)}  "
+            f"p99.9 {_duration(p999)}  max {_duration(histogram.maximum)}  "
+            f"(n={histogram.total})"
+        )
     else:
         p50 = p99 = 0.0
     print(
@@ -427,16 +572,27 @@ def _multicast(options: argparse.Namespace) -> int:
     context = _context(options)
     raiseOpenFileLimit(options.clients + FILE_MARGIN)
     shares = [
-        dict(host=options.host, port=options.port, clients=number, seconds=options.seconds,
-             size=options.size, delimiter=options.delimiter, context=context,
-             serverHostname=options.sni, firstClient=first)
+        dict(
+            host=options.host,
+            port=options.port,
+            clients=number,
+            seconds=options.seconds,
+            size=options.size,
+            delimiter=options.delimiter,
+            context=context,
+            serverHostname=options.sni,
+            firstClient=first,
+        )
         for first, number in _spread(options.clients, options.procs)
     ]
-    _header(options, [
-        f"Working clients: {options.clients}",
-        f"Seconds: {options.seconds:g}",
-        f"Expected message size: {options.size or 'any'}",
-    ])
+    _header(
+        options,
+        [
+            f"Working clients: {options.clients}",
+            f"Seconds: {options.seconds:g}",
+            f"Expected message size: {options.size or 'any'}",
+        ],
+    )
     sys.stdout.flush()
     stats = _measure(lg.runMulticast, shares, lg.MulticastStats(), None, "messages")
     seconds = max(1, stats.windowEnd - stats.windowStart) / 1e9
@@ -444,8 +600,10 @@ def _multicast(options: argparse.Namespace) -> int:
     mib = stats.receivedBytes / seconds / (1 << 20)
     low = min(stats.perClient) if stats.perClient else 0
     high = max(stats.perClient) if stats.perClient else 0
-    print(f"Errors: {stats.errors} (connection {stats.connectionErrors}, malformed-length "
-          f"messages {stats.malformed})")
+    print(
+        f"Errors: {stats.errors} (connection {stats.connectionErrors}, malformed-length "
+        f"messages {stats.malformed})"
+    )
     if stats.firstError:
         print(f"First error: {stats.firstError}")
     print()
@@ -454,8 +612,10 @@ def _multicast(options: argparse.Namespace) -> int:
     print(f"Total messages: {stats.messages} (all clients together)")
     print(f"Data throughput: {mib:.3f} MiB/s")
     if stats.messages:
-        print(f"Message latency: {_duration(seconds * 1e9 / stats.messages)} "
-              "(time / messages, CppServer definition)")
+        print(
+            f"Message latency: {_duration(seconds * 1e9 / stats.messages)} "
+            "(time / messages, CppServer definition)"
+        )
     print(f"Message throughput: {rate:.0f} msg/s")
     print(f"Per-client messages: min {low} max {high} ({stats.connected} connected)")
     print(
@@ -465,9 +625,12 @@ def _multicast(options: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     if stats.connected and not stats.messages:
-        print(f"tcpsc bench multicast: no messages received in {options.seconds:g} s: "
-              "the server broadcast nothing (a server that broadcasts on its own is "
-              "needed, such as twistd tcpsc --app broadcast)", file=sys.stderr)
+        print(
+            f"tcpsc bench multicast: no messages received in {options.seconds:g} s: "
+            "the server broadcast nothing (a server that broadcasts on its own is "
+            "needed, such as twistd tcpsc --app broadcast)",
+            file=sys.stderr,
+        )
         return 1
     return 1 if stats.errors else 0
 
@@ -482,11 +645,20 @@ def _connect(options: argparse.Namespace) -> int:
     concurrency = lg.splitMessages(options.concurrency, procs)
     first = 0
     for number, parallel in zip(connections, concurrency, strict=True):
-        shares.append(dict(host=options.host, port=options.port, connections=number,
-                           concurrency=parallel, size=options.size,
-                           delimiter=options.delimiter, context=context,
-                           serverHostname=options.sni, timeout=options.timeout,
-                           firstClient=first))
+        shares.append(
+            dict(
+                host=options.host,
+                port=options.port,
+                connections=number,
+                concurrency=parallel,
+                size=options.size,
+                delimiter=options.delimiter,
+                context=context,
+                serverHostname=options.sni,
+                timeout=options.timeout,
+                firstClient=first,
+            )
+        )
         first += number
     _header(options, [f"Connections: {total}", f"Concurrency: {options.concurrency}"])
     sys.stdout.flush()
@@ -502,8 +674,10 @@ def _connect(options: argparse.Namespace) -> int:
     print(f"Total time: {_duration(seconds * 1e9)}")
     print(f"Connections: {stats.connections}")
     print(f"Connection throughput: {rate:.0f} connections/s")
-    print(f"Connect{'+handshake' if options.tls else ''} + one echo: p50 {_duration(p50)}  "
-          f"p99 {_duration(p99)}")
+    print(
+        f"Connect{'+handshake' if options.tls else ''} + one echo: p50 {_duration(p50)}  "
+        f"p99 {_duration(p99)}"
+    )
     print(
         f"RESULT mode=connect connects_per_s={rate:.0f} errors={stats.errors} "
         f"connections={stats.connections} seconds={seconds:.3f} p50_us={p50 / 1e3:.2f} "
@@ -517,23 +691,35 @@ def _idle(options: argparse.Namespace) -> int:
     context = _context(options)
     soft, hard = raiseOpenFileLimit(options.connections + FILE_MARGIN)
     if soft is not None and soft < options.connections + 16:
-        raise CommandError(f"{options.connections} connections need more open files than "
-                           f"the limit allows (soft {soft}, hard {hard})")
+        raise CommandError(
+            f"{options.connections} connections need more open files than "
+            f"the limit allows (soft {soft}, hard {hard})"
+        )
 
     def hold(stats: lg.IdleStats) -> None:
         print(f"HOLDING connections={stats.connections} errors={stats.errors}", flush=True)
         _waitForEndOfInput(options.hold)
 
-    stats = lg.runIdle(options.host, options.port, options.connections, options.concurrency,
-                       hold, delimiter=options.delimiter, context=context,
-                       serverHostname=options.sni, timeout=options.timeout)
+    stats = lg.runIdle(
+        options.host,
+        options.port,
+        options.connections,
+        options.concurrency,
+        hold,
+        delimiter=options.delimiter,
+        context=context,
+        serverHostname=options.sni,
+        timeout=options.timeout,
+    )
     seconds = max(1, stats.ready - stats.start) / 1e9
     print(f"Errors: {stats.errors}")
     if stats.firstError:
         print(f"First error: {stats.firstError}")
     print(f"Connections held: {stats.connections} (opened in {seconds:.3f} s)")
-    print(f"RESULT mode=idle connections={stats.connections} errors={stats.errors} "
-          f"connect_s={seconds:.3f} tls={int(options.tls)}")
+    print(
+        f"RESULT mode=idle connections={stats.connections} errors={stats.errors} "
+        f"connect_s={seconds:.3f} tls={int(options.tls)}"
+    )
     sys.stdout.flush()
     return 1 if stats.errors else 0
 
@@ -559,4 +745,3 @@ def _waitForEndOfInput(limit: float) -> None:
         if ready:
             os.read(fd, 4096)
             return
-

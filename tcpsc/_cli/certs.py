@@ -47,8 +47,11 @@ def _subject(text: str) -> str:
         name = parseSubject(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    own = [attribute.rfc4514_string() for attribute in name
-           if attribute.oid in (NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME)]
+    own = [
+        attribute.rfc4514_string()
+        for attribute in name
+        if attribute.oid in (NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME)
+    ]
     if own:
         raise argparse.ArgumentTypeError(
             f"each certificate gets its own OU and CN (OU=server, CN=localhost for the "
@@ -58,23 +61,37 @@ def _subject(text: str) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("directory", metavar="DIR",
-                        help="where to write the files (created if missing)")
-    parser.add_argument("--host", action="append", default=[], metavar="NAME",
-                        help="a further host name or IP address of the server (repeatable)")
-    parser.add_argument("--client", action="append", default=[], metavar="NAME",
-                        help="make a client certificate NAME.pem with CN=NAME "
-                        "(repeatable; default: one named client)")
-    parser.add_argument("--subject", metavar="FIELDS", type=_subject,
-                        help='subject fields shared by all certificates, such as '
-                        '"C=DE,ST=Bavaria,L=Munich,O=Example"; each certificate gets '
-                        "its own OU and CN, so FIELDS has none (default: O=tcpsc)")
-    parser.add_argument("--rsa", action="store_true",
-                        help="RSA 3072 keys instead of EC P-256")
-    parser.add_argument("--days", type=_days, default=365, metavar="N",
-                        help="validity in days (default: 365)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace existing files")
+    parser.add_argument(
+        "directory", metavar="DIR", help="where to write the files (created if missing)"
+    )
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further host name or IP address of the server (repeatable)",
+    )
+    parser.add_argument(
+        "--client",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make a client certificate NAME.pem with CN=NAME "
+        "(repeatable; default: one named client)",
+    )
+    parser.add_argument(
+        "--subject",
+        metavar="FIELDS",
+        type=_subject,
+        help="subject fields shared by all certificates, such as "
+        '"C=DE,ST=Bavaria,L=Munich,O=Example"; each certificate gets '
+        "its own OU and CN, so FIELDS has none (default: O=tcpsc)",
+    )
+    parser.add_argument("--rsa", action="store_true", help="RSA 3072 keys instead of EC P-256")
+    parser.add_argument(
+        "--days", type=_days, default=365, metavar="N", help="validity in days (default: 365)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace existing files")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -90,8 +90,14 @@ def addDelimiterOption(parser: argparse.ArgumentParser) -> None:
     command and the daemon share (L{tcpsc.tap.parseDelimiter}); its value is
     bytes, a newline by default.
     """
-    parser.add_argument("-d", "--delimiter", type=_delimiter, default=b"\n", metavar="D",
-                        help=f"{DELIMITER_HELP} (default: \\n)")
+    parser.add_argument(
+        "-d",
+        "--delimiter",
+        type=_delimiter,
+        default=b"\n",
+        metavar="D",
+        help=f"{DELIMITER_HELP} (default: \\n)",
+    )
 
 
 #: What C{HOST PORT} or an endpoint description may name, for C{--help}.
@@ -128,8 +134,13 @@ def addTargetArguments(parser: argparse.ArgumentParser) -> None:
     L{parseTarget} reads.
     """
     parser.add_argument("host", metavar="HOST", help=TARGET_HELP)
-    parser.add_argument("port", metavar="PORT", nargs="?", default=None,
-                        help="the server's port (not with an endpoint description)")
+    parser.add_argument(
+        "port",
+        metavar="PORT",
+        nargs="?",
+        default=None,
+        help="the server's port (not with an endpoint description)",
+    )
 
 
 def _portNumber(text: str) -> int:
@@ -156,8 +167,9 @@ def parseTarget(host: str, port: str | None) -> Target:
             raise UsageError(f"{host} is an endpoint description: give it without a PORT")
         return Target(host, _portNumber(port))
     if not described:
-        raise UsageError(f"PORT is missing after {host} "
-                         "(or give an endpoint such as tcp:HOST:PORT or unix:PATH)")
+        raise UsageError(
+            f"PORT is missing after {host} (or give an endpoint such as tcp:HOST:PORT or unix:PATH)"
+        )
     if kind == "unix":
         path = rest.removeprefix("path=")
         if not path:

@@ -69,27 +69,47 @@ _MAX_LINE = 16 * 1024 * 1024
 
 def configure(parser: argparse.ArgumentParser) -> None:
     addTargetArguments(parser)
-    parser.add_argument("--tls", action="store_true",
-                        help="TLS 1.3; the server's certificate must be valid for HOST "
-                        "(for unix:PATH, for localhost)")
-    parser.add_argument("--ca", metavar="PEM",
-                        help="with --tls: CA the server's certificate must be issued by "
-                        "(default: the system's trusted CAs)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS 1.3; the server's certificate must be valid for HOST "
+        "(for unix:PATH, for localhost)",
+    )
+    parser.add_argument(
+        "--ca",
+        metavar="PEM",
+        help="with --tls: CA the server's certificate must be issued by "
+        "(default: the system's trusted CAs)",
+    )
     parser.add_argument("--cert", metavar="PEM", help="with --tls: this client's certificate")
     parser.add_argument("--key", metavar="PEM", help="with --tls: the key of --cert")
     addDelimiterOption(parser)
-    parser.add_argument("--connect-timeout", type=secondsArgument, default=30.0,
-                        metavar="SECONDS",
-                        help="give up connecting (TLS handshake included) after this long "
-                        "(default: 30)")
-    parser.add_argument("--reconnect", action="store_true",
-                        help="after the connection is lost, connect again (with backoff) "
-                        "until the input ends")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also show connection events (connected, closed, reconnecting)")
-    parser.add_argument("--wait", type=secondsOrZeroArgument, default=1.0, metavar="SECONDS",
-                        help="at the end of the input, exit once nothing has arrived for "
-                        "this long (default: 1; 0 exits at once)")
+    parser.add_argument(
+        "--connect-timeout",
+        type=secondsArgument,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up connecting (TLS handshake included) after this long (default: 30)",
+    )
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="after the connection is lost, connect again (with backoff) until the input ends",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show connection events (connected, closed, reconnecting)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=secondsOrZeroArgument,
+        default=1.0,
+        metavar="SECONDS",
+        help="at the end of the input, exit once nothing has arrived for "
+        "this long (default: 1; 0 exits at once)",
+    )
 
 
 def _note(message: str) -> None:
@@ -170,8 +190,13 @@ class _Session:
     @ivar done: fires with the exit status.
     """
 
-    def __init__(self, reactor: Any, args: argparse.Namespace, interactive: bool,
-                 target: Target | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        args: argparse.Namespace,
+        interactive: bool,
+        target: Target | None = None,
+    ) -> None:
         self.reactor = reactor
         self.args = args
         self.target = target if target is not None else Target(args.host, args.port)
@@ -212,9 +237,7 @@ class _Session:
         )
         if not self._stdoutClosed:
             stdio.unregisterProducer()
-            stdio.registerProducer(
-                _Throttle(protocol.pauseReading, protocol.resumeReading), True
-            )
+            stdio.registerProducer(_Throttle(protocol.pauseReading, protocol.resumeReading), True)
 
     def closed(self, reason: Failure) -> None:
         if self._finishing:
@@ -319,8 +342,7 @@ class _Session:
         closing.addBoth(lambda _: self.done.callback(status))
 
 
-def _connect(reactor: Any, client: Client, target: Target, tls: TLSConfig | None
-             ) -> Deferred[Any]:
+def _connect(reactor: Any, client: Client, target: Target, tls: TLSConfig | None) -> Deferred[Any]:
     """
     Connect C{client} to C{target}: its host and port, or its UNIX socket,
     named C{unix:PATH} and, over TLS, checked as C{target.host}.
@@ -332,12 +354,14 @@ def _connect(reactor: Any, client: Client, target: Target, tls: TLSConfig | None
 
     # An endpoint of the path as parseTarget read it (as tcpsc bench uses
     # it), rather than the description read a second time by Twisted.
-    return client.connectTo(UNIXClientEndpoint(reactor, target.path), tls,
-                            hostname=target.host, name=str(target))
+    return client.connectTo(
+        UNIXClientEndpoint(reactor, target.path), tls, hostname=target.host, name=str(target)
+    )
 
 
-async def _main(reactor: Any, args: argparse.Namespace, session: _Session,
-                delimiter: bytes, tls: Any) -> int:
+async def _main(
+    reactor: Any, args: argparse.Namespace, session: _Session, delimiter: bytes, tls: Any
+) -> int:
     from twisted.internet.stdio import StandardIO
 
     target = session.target

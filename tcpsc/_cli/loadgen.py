@@ -194,14 +194,25 @@ class EchoStats:
     @property
     def errors(self) -> int:
         return (
-            self.connectionErrors + self.corruptMessages + self.missingEchoes
+            self.connectionErrors
+            + self.corruptMessages
+            + self.missingEchoes
             + (1 if self.unexpectedBytes else 0)
         )
 
     def merge(self, other: EchoStats) -> None:
-        for name in ("clients", "messages", "sentMessages", "expectedMessages", "receivedBytes",
-                     "connectionErrors", "corruptMessages", "corruptBytes", "missingEchoes",
-                     "unexpectedBytes"):
+        for name in (
+            "clients",
+            "messages",
+            "sentMessages",
+            "expectedMessages",
+            "receivedBytes",
+            "connectionErrors",
+            "corruptMessages",
+            "corruptBytes",
+            "missingEchoes",
+            "unexpectedBytes",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.firstError = self.firstError or other.firstError
         self.start = min(self.start, other.start) if self.start else other.start
@@ -216,8 +227,21 @@ class _Connection:
     """
 
     __slots__ = (
-        "base", "batches", "corruptSlot", "done", "index", "out", "outOffset", "received",
-        "retryLength", "sent", "sock", "state", "tail", "total", "wantWrite",
+        "base",
+        "batches",
+        "corruptSlot",
+        "done",
+        "index",
+        "out",
+        "outOffset",
+        "received",
+        "retryLength",
+        "sent",
+        "sock",
+        "state",
+        "tail",
+        "total",
+        "wantWrite",
     )
 
     def __init__(self, index: int, total: int, base: int) -> None:
@@ -244,8 +268,13 @@ class _Engine:
     handshakes, an epoll loop with a deadline.
     """
 
-    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
-                 serverHostname: str | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int | None,
+        context: ssl.SSLContext | None,
+        serverHostname: str | None,
+    ) -> None:
         """
         @param port: the server's port; C{None} when C{host} is the path of
             a UNIX socket.
@@ -313,7 +342,9 @@ class _Engine:
             # An abortive close leaves no TIME_WAIT behind, so that a
             # connection-rate run does not use up the ephemeral ports.
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
             except OSError:
                 pass
         sock.close()
@@ -369,8 +400,14 @@ class _EchoSetup:
 
 
 class _EchoEngine(_Engine):
-    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
-                 serverHostname: str | None, setup: _EchoSetup) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int | None,
+        context: ssl.SSLContext | None,
+        serverHostname: str | None,
+        setup: _EchoSetup,
+    ) -> None:
         super().__init__(host, port, context, serverHostname)
         self.setup = setup
         self.stats = EchoStats()
@@ -388,8 +425,9 @@ class _EchoEngine(_Engine):
         Send as many messages as the window allows, as one batch.
         """
         setup = self.setup
-        count = min(setup.inflight - (connection.sent - connection.done),
-                    connection.total - connection.sent)
+        count = min(
+            setup.inflight - (connection.sent - connection.done), connection.total - connection.sent
+        )
         if count <= 0:
             return
         size = setup.size
@@ -611,7 +649,8 @@ class _EchoEngine(_Engine):
                 count += (connection.tail + chunk[:overlap]).count(delimiter)
         if overlap:
             connection.tail = (
-                bytes(data[-overlap:]) if length >= overlap
+                bytes(data[-overlap:])
+                if length >= overlap
                 else (connection.tail + bytes(data))[-overlap:]
             )
         connection.received = position + length
@@ -668,8 +707,11 @@ class _EchoEngine(_Engine):
         while start < length:
             slot = (position + start) // size
             end = min(length, (slot + 1) * size - position)
-            expected = template[offset + start : offset + end] if offset + end <= len(template) \
+            expected = (
+                template[offset + start : offset + end]
+                if offset + end <= len(template)
                 else template[(offset + start) % setup.period :][: end - start]
+            )
             got = data[start:end]
             if got != expected:
                 wrong = sum(1 for a, b in zip(got, expected, strict=False) if a != b)
@@ -679,12 +721,18 @@ class _EchoEngine(_Engine):
                     connection.corruptSlot = slot
                     self.stats.corruptMessages += 1
                     if self.firstError is None:
-                        at = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False))
-                                   if a != b), 0)
+                        at = next(
+                            (
+                                i
+                                for i, (a, b) in enumerate(zip(got, expected, strict=False))
+                                if a != b
+                            ),
+                            0,
+                        )
                         self.error(
                             f"client {connection.index}: message {slot} differs from what was "
-                            f"sent at byte {at}: got {got[max(0, at - 8):at + 8]!r}, "
-                            f"expected {expected[max(0, at - 8):at + 8]!r}"
+                            f"sent at byte {at}: got {got[max(0, at - 8) : at + 8]!r}, "
+                            f"expected {expected[max(0, at - 8) : at + 8]!r}"
                         )
             start = end
 
@@ -810,8 +858,14 @@ class MulticastStats:
         return self.connectionErrors + self.malformed
 
     def merge(self, other: MulticastStats) -> None:
-        for name in ("clients", "connected", "messages", "receivedBytes", "connectionErrors",
-                     "malformed"):
+        for name in (
+            "clients",
+            "connected",
+            "messages",
+            "receivedBytes",
+            "connectionErrors",
+            "malformed",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.firstError = self.firstError or other.firstError
         self.perClient += other.perClient
@@ -913,15 +967,18 @@ def runMulticast(
                         break
                     number = buffer.count(delimiter, 0, length)
                     if overlap:
-                        number += (tails[i] + bytes(view[:min(overlap, length)])).count(delimiter)
-                        tails[i] = (tails[i] + bytes(view[max(0, length - overlap):length]))[
-                            -overlap:]
+                        number += (tails[i] + bytes(view[: min(overlap, length)])).count(delimiter)
+                        tails[i] = (tails[i] + bytes(view[max(0, length - overlap) : length]))[
+                            -overlap:
+                        ]
                     if size is not None:
                         bad = check(i, length, number)
                         if bad:
                             if counting:
                                 stats.malformed += bad
-                            engine.error(f"client {connection.index}: a message is not {size} bytes long")
+                            engine.error(
+                                f"client {connection.index}: a message is not {size} bytes long"
+                            )
                     if counting:
                         counts[i] += number
                         stats.receivedBytes += length
@@ -987,8 +1044,15 @@ class _ProbeEngine(_Engine):
     the server has checked its certificate).
     """
 
-    def __init__(self, host: str, port: int | None, context: ssl.SSLContext | None,
-                 serverHostname: str | None, probe: bytes, delimiter: bytes) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int | None,
+        context: ssl.SSLContext | None,
+        serverHostname: str | None,
+        probe: bytes,
+        delimiter: bytes,
+    ) -> None:
         super().__init__(host, port, context, serverHostname)
         self.probe = probe
         self.delimiter = delimiter
@@ -1183,4 +1247,3 @@ def runIdle(
             engine.close(connection, _DONE)
         engine.poller.close()
     return stats
-
