@@ -30,6 +30,7 @@ whole and counted (C{eventCounts["datagramTooLong"]}), never delivered cut.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -166,6 +167,25 @@ def _indexOfAddress6(interface: str) -> int:
     raise ListenError(f"no network interface of this host has the address {address}")
 
 
+def _checkLocal4(address: str) -> None:
+    """
+    Check that an interface of this host has an IPv4 address, by binding a
+    socket to it (nothing is sent): the system's own words for a stranger
+    (C{ENODEV} on a join, C{EADDRNOTAVAIL} on a send) do not say it.
+
+    @raise ListenError: no interface has it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ListenError(
+                    f"no network interface of this host has the address {address}"
+                ) from None
+            raise ListenError(f"cannot use the address {address}: {e.strerror or e}") from None
+
+
 def _multicastOptions(
     family: socket.AddressFamily, group: str, interface: str | None
 ) -> tuple[bytes, bytes | int | None]:
@@ -194,6 +214,7 @@ def _multicastOptions(
     except ValueError:
         pass
     else:
+        _checkLocal4(interface)
         packed = socket.inet_aton(interface)
         return packedGroup + packed, packed
     index = _indexOf(interface)
@@ -306,7 +327,10 @@ class MulticastReceiver:
             return fail(StartError("the multicast receiver is started already", -1))
         where = _describe(self.group, self._port)
         try:
-            join, _ = _multicastOptions(self.family, self.group, self.interface)
+            try:
+                join, _ = _multicastOptions(self.family, self.group, self.interface)
+            except ListenError as e:
+                raise ListenError(f"cannot join multicast group {self.group}: {e.args[0]}") from e
             # Bound to the group's address, the socket hears that group
             # only, not the port's unicast datagrams; Windows cannot bind
             # to a multicast address.
@@ -516,7 +540,12 @@ class MulticastSender:
         if self._listening is not None:
             return fail(StartError("the multicast sender is started already", -1))
         try:
-            _, outgoing = _multicastOptions(self.family, self.group, self.interface)
+            try:
+                _, outgoing = _multicastOptions(self.family, self.group, self.interface)
+            except ListenError as e:
+                raise ListenError(
+                    f"cannot send to multicast group {self.group}: {e.args[0]}"
+                ) from e
             v4 = self.family == socket.AF_INET
             try:
                 listening = self._reactor.listenMulticast(

@@ -294,6 +294,14 @@ async def errors(reactor: Any, family: str) -> dict[str, Any]:
             result[name] = ["ListenError", str(e)]
         else:
             result[name] = ["started"]
+    # A port taken by a socket that does not share it.
+    taken = rawSender(family)
+    taken.bind(("", PORT + 1))
+    try:
+        await MulticastReceiver(group, PORT + 1).start()
+    except ListenError as e:
+        result["portTaken"] = ["ListenError", str(e)]
+    taken.close()
     collector = Collector(reactor)
     receiver = MulticastReceiver(group, PORT, onMessage=collector)
     sender = MulticastSender(group, PORT)
@@ -434,14 +442,25 @@ class IPv4Tests(NamespaceTestCase):
         """
         result = self.scenario("errors", self.family)
         stranger = "10.77.0.1" if self.family == "4" else "fd77::1"
-        self.assertEqual(result["receiverName"][0], "ListenError")
-        self.assertIn("no network interface named 'nosuch0'", result["receiverName"][1])
-        self.assertIn("no network interface with index 9999", result["receiverIndex"][1])
-        self.assertEqual(result["receiverAddress"][0], "ListenError")
-        self.assertIn(stranger, result["receiverAddress"][1])
-        self.assertIn("no network interface named 'nosuch0'", result["senderName"][1])
-        self.assertEqual(result["senderAddress"][0], "ListenError")
-        self.assertIn(stranger, result["senderAddress"][1])
+        group = GROUPS[self.family][0]
+        join = f"cannot join multicast group {group}: "
+        send = f"cannot send to multicast group {group}: "
+        expected = {
+            "receiverName": join + "there is no network interface named 'nosuch0' (code 42)",
+            "receiverIndex": join + "there is no network interface with index 9999 (code 42)",
+            "receiverAddress": join
+            + f"no network interface of this host has the address {stranger} (code 42)",
+            "senderName": send + "there is no network interface named 'nosuch0' (code 42)",
+            "senderAddress": send
+            + f"no network interface of this host has the address {stranger} (code 42)",
+        }
+        for name, text in expected.items():
+            self.assertEqual(result[name], ["ListenError", text])
+        where = f"[{group}]:{PORT + 1}" if ":" in group else f"{group}:{PORT + 1}"
+        self.assertEqual(
+            result["portTaken"],
+            ["ListenError", f"cannot listen on {where}: Address already in use (code 42)"],
+        )
         self.assertEqual(result["again"][:2], ["StartError", -1])
         self.assertEqual(result["notStarted"], False)
         self.assertEqual(result["senderStopped"], False)
