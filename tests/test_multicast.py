@@ -26,9 +26,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tcpsc import ListenError, MulticastReceiver, MulticastSender, PortError, StartError
+from tcpsc._multicast import _ReceiverProtocol
 from tests import _netns
 
 #: The groups of the scenarios, by family.
@@ -585,6 +588,86 @@ class ArgumentTests(SynchronousTestCase):
             MulticastReceiver("239.255.0.1", PORT, delimiter=b"")
         with self.assertRaises(ValueError):
             MulticastSender("239.255.0.1", PORT).sendMessages([b"a", b"b"])
+
+
+class DeliveryTests(SynchronousTestCase):
+    """
+    What a receiver does with the datagrams its port reads, driven without
+    a socket, on a L{Clock}.
+    """
+
+    def receiver(self, **kwargs: Any) -> tuple[MulticastReceiver, Clock, list[bytes]]:
+        clock = Clock()
+        got: list[bytes] = []
+        receiver = MulticastReceiver(
+            "239.255.0.1", PORT, reactor=clock, onMessage=lambda m, a: got.append(m), **kwargs
+        )
+        return receiver, clock, got
+
+    def test_floodOfOversize(self) -> None:
+        """
+        A flood of datagrams over the bound is counted exactly and logged
+        once in full, then as one summary with the count, not a line each;
+        the datagrams within the bound among them are delivered.
+        """
+        receiver, clock, got = self.receiver(maxMessageLength=10)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = _ReceiverProtocol(receiver)
+        for i in range(1000):
+            port.datagramReceived(b"x" * 11, ("192.0.2.1", 5000 + i))
+            if i % 100 == 0:
+                port.datagramReceived(b"ok %d" % i, ("192.0.2.1", 5000))
+        self.assertEqual(receiver.eventCounts, {"datagramTooLong": 1000})
+        self.assertEqual(got, [b"ok %d" % i for i in range(0, 1000, 100)])
+        clock.advance(5)
+        tooLong = [e for e in events if e.get("kind") == "datagramTooLong"]
+        self.assertEqual(len(tooLong), 2)
+        self.assertEqual(tooLong[0]["group"], "239.255.0.1")
+        self.assertEqual(tooLong[0]["sender"], "192.0.2.1:5000")
+        self.assertEqual((tooLong[1]["summary"], tooLong[1]["count"]), (True, 999))
+
+    def test_failingOnMessage(self) -> None:
+        """
+        An exception of C{onMessage} is logged, and the other messages of
+        the datagram are delivered all the same.
+        """
+        clock = Clock()
+        got: list[bytes] = []
+
+        def onMessage(message: bytes, address: tuple[str, int]) -> None:
+            if message == b"bad":
+                raise ZeroDivisionError(message)
+            got.append(message)
+
+        receiver = MulticastReceiver(
+            "ff15::1", PORT, delimiter=b"\n", reactor=clock, onMessage=onMessage
+        )
+        _ReceiverProtocol(receiver).datagramReceived(b"a\nbad\nb\n", ("::1", 5000))
+        self.assertEqual(got, [b"a", b"b"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_subclass(self) -> None:
+        """
+        A subclass overrides C{messageReceived} and C{messageTooLong}; the
+        datagram dropped is counted whatever the override does.
+        """
+        seen: list[object] = []
+
+        class Receiver(MulticastReceiver):
+            def messageReceived(self, message: bytes, address: tuple[str, int]) -> None:
+                seen.append((message, address))
+
+            def messageTooLong(self, length: int, address: tuple[str, int]) -> None:
+                seen.append(length)
+
+        receiver = Receiver("239.255.0.1", PORT, maxMessageLength=3, reactor=Clock())
+        port = _ReceiverProtocol(receiver)
+        port.datagramReceived(b"abc", ("192.0.2.1", 1))
+        port.datagramReceived(b"abcd", ("192.0.2.1", 1))
+        self.assertEqual(seen, [(b"abc", ("192.0.2.1", 1)), 4])
+        self.assertEqual(receiver.eventCounts, {"datagramTooLong": 1})
 
 
 if __name__ == "__main__":
