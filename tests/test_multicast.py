@@ -368,6 +368,8 @@ class NamespaceTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         reason = _netns.namespaceUnavailable(self.veth)
         if reason is not None:
+            if _netns.required():
+                self.fail(f"{reason} ({_netns.REQUIRE} is set: these tests must run)")
             raise SkipTest(reason)
 
     def scenario(self, *arguments: str) -> Any:
