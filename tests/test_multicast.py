@@ -332,6 +332,27 @@ async def errors(reactor: Any, family: str) -> dict[str, Any]:
     return result
 
 
+async def linkLocal(reactor: Any) -> dict[str, Any]:
+    """
+    An IPv6 group of link-local scope, on C{lo}: two receivers on one port
+    and a sender, each given the interface (by name, and by index).
+    """
+    group = "ff02::4242"
+    collectors = [Collector(reactor), Collector(reactor)]
+    index = str(socket.if_nametoindex("lo"))
+    receivers = [
+        MulticastReceiver(group, PORT, interface="lo", onMessage=collectors[0]),
+        MulticastReceiver(group, PORT, interface=index, onMessage=collectors[1]),
+    ]
+    sender = MulticastSender(group, PORT, interface="lo")
+    await started(*receivers, sender)
+    for i in range(5):
+        assert sender.send(f"link {i}")
+    for c in collectors:
+        await c.waitFor(5)
+    return {"received": [[m.decode() for m in c.messages] for c in collectors]}
+
+
 #: The scenarios, by name: each takes the reactor and its arguments.
 SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "fanout": fanout,
@@ -340,6 +361,7 @@ SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "hops": hops,
     "loopback": loopback,
     "errors": errors,
+    "linkLocal": linkLocal,
 }
 
 
@@ -481,6 +503,20 @@ class IPv6Tests(IPv4Tests):
     family = "6"
 
 
+class LinkLocalTests(NamespaceTestCase):
+    """
+    IPv6 groups of link-local scope.
+    """
+
+    def test_linkLocal(self) -> None:
+        """
+        Receivers and a sender of C{ff02::4242}, given their interface,
+        exchange messages.
+        """
+        result = self.scenario("linkLocal")
+        self.assertEqual(result["received"], [[f"link {i}" for i in range(5)]] * 2)
+
+
 class LoopbackTests(NamespaceTestCase):
     """
     The loopback setting, over a pair of virtual Ethernet interfaces.
@@ -580,6 +616,24 @@ class ArgumentTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as raised:
             MulticastSender("ff15::1", PORT, interface="127.0.0.1")
         self.assertIn("IPv4 address, the group an IPv6 one", str(raised.exception))
+
+    def test_linkLocalNeedsInterface(self) -> None:
+        """
+        An IPv6 group of link-local or interface-local scope needs its
+        interface; a scope written into the group is refused, pointing at
+        C{interface}.
+        """
+        for group in ("ff02::1", "ff12::4242", "ff01::1"):
+            for cls in (MulticastSender, MulticastReceiver):
+                with self.assertRaises(ValueError) as raised:
+                    cls(group, PORT)
+                self.assertIn("give its interface", str(raised.exception))
+        MulticastReceiver("ff02::1", PORT, interface="lo")
+        with self.assertRaises(ValueError) as raised:
+            MulticastReceiver("ff02::1%lo", PORT)
+        self.assertIn("give the interface as interface=", str(raised.exception))
+        with self.assertRaises(TypeError):
+            MulticastReceiver(4026466305, PORT)  # type: ignore[arg-type]
 
     def test_delimiter(self) -> None:
         """
