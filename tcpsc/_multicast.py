@@ -302,7 +302,8 @@ class MulticastReceiver:
             one is dropped whole and counted.
         @raise ValueError: the group is not a multicast address, the port or
             the bound is out of range (L{PortError} for the port), the
-            interface is of the other family.
+            interface is of the other family, or missing for an IPv6 group
+            of link-local scope (C{ff02::1}).
         """
         self.family, self.group = _parseGroup(group)
         self._port = _checkPort(port, 0)
@@ -523,7 +524,8 @@ class MulticastSender:
             its delimiter); a longer one is refused.
         @raise ValueError: the group is not a multicast address, the port,
             TTL or bound is out of range (L{PortError} for the port), the
-            interface is of the other family.
+            interface is of the other family, or missing for an IPv6 group
+            of link-local scope (C{ff02::1}).
         """
         self.family, self.group = _parseGroup(group)
         self._port = _checkPort(port, 1)
@@ -591,17 +593,19 @@ class MulticastSender:
                     handle.setsockopt(
                         level, socket.IP_MULTICAST_IF if v4 else socket.IPV6_MULTICAST_IF, outgoing
                     )
+                # IPv4's TTL and loopback are one byte (the BSDs take
+                # nothing else, Linux takes that too); IPv6's are ints.
                 what = "the TTL" if v4 else "the hop limit"
                 handle.setsockopt(
                     level,
                     socket.IP_MULTICAST_TTL if v4 else socket.IPV6_MULTICAST_HOPS,
-                    self.ttl,
+                    struct.pack("B", self.ttl) if v4 else self.ttl,
                 )
                 what = "loopback"
                 handle.setsockopt(
                     level,
                     socket.IP_MULTICAST_LOOP if v4 else socket.IPV6_MULTICAST_LOOP,
-                    int(self.loopback),
+                    struct.pack("B", self.loopback) if v4 else int(self.loopback),
                 )
             except OSError as e:
                 listening.stopListening()
