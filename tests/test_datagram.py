@@ -723,6 +723,24 @@ class LoopbackTests(TestCase):
             self.assertEqual(peer.recv(100), b"v4")
 
     @asyncTest
+    async def test_peerGone(self) -> None:
+        """
+        A reply to a peer whose socket is gone (the system answers it with
+        an ICMP port unreachable) does not disturb the server: it goes on
+        serving the others.
+        """
+        server, port = await self._echoServer("127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.sendto(b"bye", ("127.0.0.1", port))
+            await waitFor(lambda: server.clientIds() == [1], what="the first peer")
+        for _ in range(3):
+            self.assertTrue(server.send(1, b"anyone?"))
+        client, received = await self._client("127.0.0.1", port)
+        self.assertTrue(client.send(b"still there"))
+        await waitFor(lambda: received == [b"still there"], what="the echo to the second peer")
+        self.assertEqual(len(server.ports), 1)
+
+    @asyncTest
     async def test_hookRaises(self) -> None:
         """
         An exception raised by the application is logged, and the server
