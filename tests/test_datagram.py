@@ -835,6 +835,24 @@ class ClientTests(TestCase):
         await waitFor(lambda: received == [b"hi"], what="the echo")
 
     @asyncTest
+    async def test_disconnectWhileResolving(self) -> None:
+        """
+        C{disconnect} while a name is being resolved gives the attempt up:
+        it fails, saying so, and leaves no socket.
+        """
+        port = await self._echo()
+        client, _ = self._client()
+        connecting = client.connect("localhost", port)
+        await within(client.disconnect())
+        with self.assertRaises(ConnectError) as raised:
+            await within(connecting)
+        self.assertIn("given up: disconnect() was called", str(raised.exception))
+        self.assertIsNone(client.peer)
+        self.assertIsNone(client._port)
+        peer = await within(client.connect("localhost", port))
+        self.assertEqual(peer.peerId, 1)
+
+    @asyncTest
     async def test_unresolvable(self) -> None:
         client, _ = self._client()
         with self.assertRaises(ConnectError) as raised:
