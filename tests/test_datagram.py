@@ -243,6 +243,29 @@ class ServerPeerTests(SynchronousTestCase):
         self.assertEqual(port.written[-1], ("é".encode(), A))
         self.assertFalse(server.send(2, b"nobody"))
 
+    def test_severalPorts(self) -> None:
+        """
+        One address heard on two ports is two peers, each answered through
+        its own port; after C{stop}, a server listening again goes on
+        counting ids.
+        """
+        server, clock, first, _ = _listening()
+        server.listen(9001, "127.0.0.1")
+        second = clock.udpPorts[-1]
+        _receive(first, b"a", A)
+        _receive(second, b"b", A)
+        self.assertEqual(server.clientIds(), [1, 2])
+        self.assertEqual(len(server.ports), 2)
+        server.send(2, b"to the second")
+        self.assertEqual((first.written, second.written), ([], [(b"to the second", A)]))
+        server.stop()
+        self.assertEqual(server.ports, [])
+        _receive(first, b"late", B)
+        self.assertEqual(server.clientIds(), [])
+        server.listen(9000, "127.0.0.1")
+        _receive(clock.udpPorts[-1], b"c", A)
+        self.assertEqual(server.clientIds(), [3])
+
     def test_sendTooLong(self) -> None:
         """
         A message whose datagram would be longer than the bound is refused
