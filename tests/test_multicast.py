@@ -113,6 +113,10 @@ async def fanout(reactor: Any, family: str) -> dict[str, Any]:
             sent.append(message)
         for c in collectors:
             await c.waitFor(len(sent))
+    # A unicast datagram to the port, from a plain socket: a receiver is
+    # bound to its group, so it is not a message of the group.
+    loopback = "127.0.0.1" if family == "4" else "::1"
+    rawSender(family).sendto(b"unicast", (loopback, PORT))
     assert otherSender.send(b"marker")
     await otherCollector.waitFor(1)
     return {
@@ -417,7 +421,8 @@ class IPv4Tests(NamespaceTestCase):
         """
         Three receivers on one host and port each get every message, in
         order, from the sender's address; a receiver of another group on
-        the same port gets none of them.
+        the same port gets none of them, and none gets a unicast datagram
+        sent to the port.
         """
         result = self.scenario("fanout", self.family)
         for received in result["received"]:
