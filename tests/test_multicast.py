@@ -333,6 +333,16 @@ async def errors(reactor: Any, family: str) -> dict[str, Any]:
     result["senderStopped"] = sender.send(b"gone")
     result["received"] = [m.decode() for m in collector.messages]
     result["late"] = [m.decode() for m in late.messages]
+    # Port 0: the system picks one, which the receiver then tells, and a
+    # sender to it reaches the receiver.
+    picked = Collector(reactor)
+    anyPort = MulticastReceiver(group, 0, onMessage=picked)
+    await anyPort.start()
+    toPicked = MulticastSender(group, anyPort.port)
+    await toPicked.start()
+    assert toPicked.send(b"picked")
+    await picked.waitFor(1)
+    result["picked"] = [anyPort.port != 0, [m.decode() for m in picked.messages]]
     return result
 
 
@@ -498,6 +508,7 @@ class IPv4Tests(NamespaceTestCase):
         self.assertEqual(result["senderStopped"], False)
         self.assertEqual(result["received"], ["first"])
         self.assertEqual(result["late"], ["second"])
+        self.assertEqual(result["picked"], [True, ["picked"]])
 
 
 class IPv6Tests(IPv4Tests):
