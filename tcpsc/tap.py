@@ -1272,12 +1272,18 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
     datagramServer = None
     datagram = options.get("datagram-protocol")
     if datagram is not None:
-        framing: dict[str, Any] = {}
+        # -d and -m override the class's own framing, as they do over TCP:
+        # a subclass with them, so that the class's values and the
+        # server's defaults cannot be taken for one another.
+        framing: dict[str, Any] = {"__module__": datagram.__module__}
         if options["delimiter"] is not None:
             framing["delimiter"] = options["delimiter"]
-        framing["maxMessageLength"] = options.get("max-length", datagram.maxMessageLength)
+        if "max-length" in options:
+            framing["maxMessageLength"] = options["max-length"]
+        if len(framing) > 1:
+            datagram = type(datagram.__name__, (datagram,), framing)
         try:
-            datagramServer = DatagramServer(datagram, reactor=reactor, **framing)
+            datagramServer = DatagramServer(datagram, reactor=reactor)
         except (TypeError, ValueError) as e:
             raise SystemExit(f"tcpsc: {e}") from None
     service = TcpscService(

@@ -46,7 +46,7 @@ from tcpsc.tap import OutOfRange, parseCount, parseHostPort
 
 from .common import CommandError, UsageError
 from .connect import _Terminal
-from .udp import addDatagramOptions, note, runCommand, sendLine
+from .udp import addDatagramOptions, beginLogging, note, runCommand, sendLine
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -226,6 +226,22 @@ class _Send:
         return await self.done
 
 
+class _Receiver(MulticastReceiver):
+    """
+    A receiver that says on standard error when it drops a datagram for
+    its length.
+    """
+
+    def messageTooLong(self, length: int, address: tuple[str, int]) -> None:
+        host, port = address[0], address[1]
+        sender = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        note(
+            "multicast listen",
+            f"a datagram from {sender} longer than --max-length "
+            f"({self.maxMessageLength} bytes) was dropped",
+        )
+
+
 class _Listen:
     """
     One run of C{tcpsc multicast listen}: what the group receives, to
@@ -285,7 +301,7 @@ class _Listen:
 
         group, port = self.args.group
         try:
-            self.receiver = MulticastReceiver(
+            self.receiver = _Receiver(
                 group,
                 port,
                 interface=self.args.interface,
@@ -311,5 +327,6 @@ class _Listen:
 
 
 def run(args: argparse.Namespace) -> int:
+    beginLogging(f"multicast {args.mode}", args.verbose)
     session: _Send | _Listen = _Send(args) if args.mode == "send" else _Listen(args)
     return runCommand(session.main, session.interrupt)

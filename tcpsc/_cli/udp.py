@@ -38,7 +38,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from tcpsc import DEFAULT_MAX_DATAGRAM, DatagramClient, StartError
+from tcpsc import DEFAULT_MAX_DATAGRAM, DatagramClient, DatagramPeer, StartError
 from tcpsc.tap import DELIMITER_HELP, parseCount, parseDelimiter
 
 from .common import CommandError, UsageError, secondsOrZeroArgument
@@ -145,6 +145,56 @@ def sendLine(sender: Any, line: bytes, delimiter: bytes | None, maxLength: int) 
             return f"not sent: {words}"
     grown = [kind for kind, count in after.items() if count > before.get(kind, 0)]
     return f"not sent ({', '.join(grown) or 'not connected'})"
+
+
+def beginLogging(command: str, verbose: bool) -> None:
+    """
+    Show Twisted's and tcpsc's errors on standard error, one line each (no
+    tracebacks), prefixed like the command's own messages; with
+    C{verbose}, tcpsc's warnings and information too.  The commands say
+    themselves what a user needs to know of the datagrams (refused, too
+    long), so that it is said once.
+    """
+    from twisted.logger import (
+        FileLogObserver,
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        formatEvent,
+        globalLogBeginner,
+    )
+
+    def format(event: dict[str, Any]) -> str:
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += f": {failure.getErrorMessage()}"
+        return f"tcpsc {command}: {text}\n"
+
+    levels: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
+    levels.setLogLevelForNamespace("tcpsc", LogLevel.info if verbose else LogLevel.error)
+    output: Any = FileLogObserver(sys.stderr, format)
+    observer: Any = FilteringLogObserver(output, [levels])
+    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
+
+
+class _ServerPeer(DatagramPeer):
+    """
+    The server, as the command's client sees it: what it sends goes to the
+    session; a refusal and a datagram too long are said on standard error.
+    """
+
+    session: _Session
+
+    def messageReceived(self, message: bytes) -> None:
+        self.session.messageReceived(message)
+
+    def messageTooLong(self, length: int) -> None:
+        bound = self.session.args.max_length
+        note("udp", f"a datagram longer than --max-length ({bound} bytes) was dropped")
+
+    def connectionRefused(self) -> None:
+        self.session.refused()
 
 
 class _Session:
@@ -262,11 +312,12 @@ class _Session:
 async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> int:
     from twisted.internet.stdio import StandardIO
 
+    peer = type("ServerPeer", (_ServerPeer,), {"session": session})
     try:
         client = DatagramClient(
+            peer,
             delimiter=args.delimiter,
             maxMessageLength=args.max_length,
-            onMessage=session.messageReceived,
             reactor=reactor,
         )
     except ValueError as e:
@@ -358,6 +409,7 @@ def run(args: argparse.Namespace) -> int:
     if host.startswith("[") and host.endswith("]"):
         host = args.host = host[1:-1]
     args.target = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+    beginLogging("udp", args.verbose)
     session = _Session(None, args, interactive=sys.stdin.isatty())
 
     async def start(reactor: Any) -> int:
