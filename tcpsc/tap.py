@@ -277,7 +277,7 @@ class Options(usage.Options):
             None,
             "Longest message in bytes, or 'none' for no limit; with --udp it bounds "
             f"datagrams too, at most {MAX_UDP_LENGTH} "
-            "[default: 16777216 over TCP, 1472 over UDP, or the --app class's]",
+            "[default: 16777216, or 1472 over UDP, or the --app class's]",
         ],
         [
             "max-connections",
@@ -993,7 +993,11 @@ class TcpscService(ServerService):
                 result.append(Failure(RuntimeError("the UDP port did not listen at once")))
             if isinstance(result[0], Failure):
                 where = f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
-                message, code = _describeStartFailure(f"UDP {where}", result[0])
+                error = result[0].value
+                code = getattr(error, "code", None)
+                message = f"--udp {where}: {result[0].getErrorMessage()}"
+                if code is not None:
+                    message += f" (code {code})"
                 self.log.critical("tcpsc cannot start: {error}", error=message, code=code)
                 self._udpPorts = []
                 server.stop()

@@ -67,8 +67,7 @@ def _group(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{e}: {text!r}") from None
     if not ipaddress.ip_address(group).is_multicast:
         raise argparse.ArgumentTypeError(
-            f"{group} is not a multicast group (224.0.0.0/4 for IPv4, ff00::/8 for IPv6): "
-            f"{text!r}"
+            f"{group} is not a multicast group (224.0.0.0/4 for IPv4, ff00::/8 for IPv6): {text!r}"
         )
     return group, port
 

@@ -291,9 +291,7 @@ class _Session:
             if counts:
                 said = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
                 note("udp", f"dropped or refused: {said}")
-        closing: Deferred[Any] = (
-            self.client.disconnect() if self.client is not None else Deferred()
-        )
+        closing: Deferred[Any] = self.client.disconnect() if self.client is not None else Deferred()
         if self.client is None:
             closing.callback(None)
 
