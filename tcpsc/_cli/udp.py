@@ -56,12 +56,22 @@ def _delimiter(text: str) -> bytes:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+#: The largest UDP datagram, over IPv4 and over IPv6.
+_LARGEST_IPV4 = 65_507
+_LARGEST_IPV6 = 65_527
+
+
 def _length(text: str) -> int:
     try:
         value = parseCount(text, minimum=1)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"{e}: {text!r}") from None
     assert value is not None
+    if value > _LARGEST_IPV6:
+        raise argparse.ArgumentTypeError(
+            f"above {_LARGEST_IPV6}, the largest UDP datagram (over IPv6; "
+            f"{_LARGEST_IPV4} over IPv4): {text!r}"
+        )
     return value
 
 
@@ -325,6 +335,12 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> in
     session.stdio.pauseProducing()
     try:
         await client.connect(args.host, args.port)
+    except ValueError:
+        session.stdio.loseConnection()
+        raise UsageError(
+            f"--max-length {args.max_length} is above {_LARGEST_IPV4}, the largest UDP "
+            f"datagram over IPv4, and {args.host} is reached over IPv4"
+        ) from None
     except (StartError, OSError) as e:
         if session.done.called:
             return await session.done
