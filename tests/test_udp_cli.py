@@ -89,7 +89,7 @@ class UdpCommandTests(_CommandTestCase):
         """
         A host name is resolved (C{localhost}, from the hosts file).
         """
-        server, port = self.echo()
+        _server, port = self.echo()
         command = self.udp("localhost", str(port))
         command.transport.write(b"by name\n")
         command.transport.closeStdin()
@@ -103,7 +103,7 @@ class UdpCommandTests(_CommandTestCase):
         """
         if not _ipv6():
             raise SkipTest("no IPv6 loopback (::1) on this host")
-        server, port = self.echo("::1")
+        _server, port = self.echo("::1")
         for host in ("::1", "[::1]"):
             command = self.udp(host, str(port))
             command.transport.write(b"six\n")
@@ -181,7 +181,7 @@ class UdpCommandTests(_CommandTestCase):
         SIGTERM: the command dies of the signal, as twistd does, with
         nothing on standard error.
         """
-        server, port = self.echo()
+        _server, port = self.echo()
         command = self.udp("127.0.0.1", str(port))
         command.transport.write(b"ping\n")
         await waitFor(lambda: bytes(command.out) == b"ping\n", timeout=TIMEOUT)
@@ -195,7 +195,7 @@ class UdpCommandTests(_CommandTestCase):
         """
         Ctrl-C (SIGINT): exit 130, nothing on standard error.
         """
-        server, port = self.echo()
+        _server, port = self.echo()
         command = self.udp("127.0.0.1", str(port))
         command.transport.write(b"ping\n")
         await waitFor(lambda: bytes(command.out) == b"ping\n", timeout=TIMEOUT)

@@ -198,9 +198,12 @@ class _Send:
         d = self.sender.stop()
         d.addBoth(lambda _: self.done.callback(status))
 
-    async def main(self, reactor: Any) -> int:
-        from twisted.internet.stdio import StandardIO
+    def make(self, reactor: Any) -> None:
+        """
+        Make the sender.
 
+        @raise UsageError: options the sender refuses.
+        """
         group, port = self.args.group
         try:
             self.sender = MulticastSender(
@@ -215,6 +218,10 @@ class _Send:
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
+
+    async def main(self, reactor: Any) -> int:
+        from twisted.internet.stdio import StandardIO
+
         try:
             await self.sender.start()
         except (StartError, OSError) as e:
@@ -295,9 +302,12 @@ class _Listen:
         d.addBoth(closeOutput)
         d.addBoth(lambda _: self.done.callback(status))
 
-    async def main(self, reactor: Any) -> int:
-        from twisted.internet.stdio import StandardIO
+    def make(self, reactor: Any) -> None:
+        """
+        Make the receiver.
 
+        @raise UsageError: options the receiver refuses.
+        """
         group, port = self.args.group
         try:
             self.receiver = _Receiver(
@@ -311,6 +321,10 @@ class _Listen:
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
+
+    async def main(self, reactor: Any) -> int:
+        from twisted.internet.stdio import StandardIO
+
         self.stdio = StandardIO(self.terminal, reactor=reactor)
         # Standard input is not read: only its end would be news, and a
         # listener in the background has none.
@@ -326,6 +340,9 @@ class _Listen:
 
 
 def run(args: argparse.Namespace) -> int:
-    beginLogging(f"multicast {args.mode}", args.verbose)
+    from twisted.internet import reactor
+
     session: _Send | _Listen = _Send(args) if args.mode == "send" else _Listen(args)
+    session.make(reactor)
+    beginLogging(f"multicast {args.mode}", args.verbose)
     return runCommand(session.main, session.interrupt)

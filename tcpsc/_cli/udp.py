@@ -317,12 +317,15 @@ class _Session:
         closing.addBoth(lambda _: self.done.callback(status))
 
 
-async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> int:
-    from twisted.internet.stdio import StandardIO
+def _makeClient(reactor: Any, args: argparse.Namespace, session: _Session) -> None:
+    """
+    Make the session's client.
 
+    @raise UsageError: options the client refuses.
+    """
     peer = type("ServerPeer", (_ServerPeer,), {"session": session})
     try:
-        client = DatagramClient(
+        session.client = DatagramClient(
             peer,
             delimiter=args.delimiter,
             maxMessageLength=args.max_length,
@@ -330,7 +333,12 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> in
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    session.client = client
+
+
+async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> int:
+    from twisted.internet.stdio import StandardIO
+
+    client = session.client
     session.stdio = StandardIO(session.terminal, reactor=reactor)
     session.stdio.pauseProducing()
     try:
@@ -423,11 +431,13 @@ def run(args: argparse.Namespace) -> int:
     if host.startswith("[") and host.endswith("]"):
         host = args.host = host[1:-1]
     args.target = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+    from twisted.internet import reactor
+
+    session = _Session(reactor, args, interactive=sys.stdin.isatty())
+    _makeClient(reactor, args, session)
     beginLogging("udp", args.verbose)
-    session = _Session(None, args, interactive=sys.stdin.isatty())
 
     async def start(reactor: Any) -> int:
-        session.reactor = reactor
         return await _main(reactor, args, session)
 
     return runCommand(start, session.interrupt)
