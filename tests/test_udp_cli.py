@@ -12,10 +12,15 @@ The multicast commands run only inside a private network namespace
 from __future__ import annotations
 
 import io
+import json
+import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -23,6 +28,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tcpsc._cli.main import main
 
+from . import _netns
 from ._helpers import asyncTest, waitFor
 from .test_cli import TIMEOUT, _Command, _CommandTestCase, _environment
 from .test_daemon import Daemon
@@ -317,3 +323,221 @@ class UsageTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 0, result.stderr)
             for word in words:
                 self.assertIn(word, result.stdout)
+
+
+#: The port of the multicast scenarios: each runs in a namespace of its
+#: own, where nothing else listens.
+PORT = 9000
+GROUPS = {"4": "239.255.0.1", "6": "[ff15::1]"}
+
+
+class _Process:
+    """
+    A C{tcpsc} command of a scenario, its output read as it comes.
+    """
+
+    def __init__(self, *args: str, stdin: bytes | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tcpsc", *args],
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.input = stdin
+        self.err = b""
+
+    def waitForError(self, text: bytes) -> None:
+        """
+        Read standard error until it holds C{text}, at most L{TIMEOUT}.
+        """
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + TIMEOUT
+        while text not in self.err:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.process.stderr], [], [], max(left, 0))
+            if not ready:
+                self.process.kill()
+                raise AssertionError(f"no {text!r} within {TIMEOUT} s: {self.err!r}")
+            chunk = os.read(self.process.stderr.fileno(), 4096)
+            if not chunk:
+                raise AssertionError(f"ended before {text!r}: {self.err!r}")
+            self.err += chunk
+
+    def finish(self) -> dict[str, Any]:
+        """
+        Wait for the end (at most L{TIMEOUT}): its status and output.
+        """
+        try:
+            out, err = self.process.communicate(self.input, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+            return {"status": "timeout", "out": out.decode(), "err": (self.err + err).decode()}
+        return {
+            "status": self.process.returncode,
+            "out": out.decode(),
+            "err": (self.err + err).decode(),
+        }
+
+
+def _listener(group: str, *options: str) -> _Process:
+    listener = _Process("multicast", "listen", f"{group}:{PORT}", "-v", *options)
+    listener.waitForError(b"listening to")
+    return listener
+
+
+def _fanout(family: str) -> dict[str, Any]:
+    """
+    Two listeners (one showing senders) and a sender, on one host and
+    port; a line too long for the sender is not sent.
+    """
+    group = GROUPS[family]
+    listeners = [_listener(group, "-n", "3"), _listener(group, "-n", "3", "--show-sender")]
+    lines = b"one\n" + b"x" * 1473 + b"\ntwo\nthree\n"
+    sender = _Process("multicast", "send", f"{group}:{PORT}", stdin=lines)
+    return {"sender": sender.finish(), "listeners": [each.finish() for each in listeners]}
+
+
+def _delimited(family: str) -> dict[str, Any]:
+    """
+    With the same C{-d} on both sides; the listener drops a datagram
+    longer than its C{-m}.
+    """
+    group = GROUPS[family]
+    listener = _listener(group, "-n", "2", "-d", "|", "-m", "10")
+    sender = _Process(
+        "multicast",
+        "send",
+        f"{group}:{PORT}",
+        "-d",
+        "|",
+        stdin=b"a|b\n" + b"z" * 10 + b"\nab\ncd\n",
+    )
+    return {"sender": sender.finish(), "listener": listener.finish()}
+
+
+def _sigterm(family: str) -> dict[str, Any]:
+    """
+    A listener stopped by SIGTERM.
+    """
+    listener = _listener(GROUPS[family])
+    listener.process.send_signal(signal.SIGTERM)
+    return {"listener": listener.finish()}
+
+
+def _noInterface(family: str) -> dict[str, Any]:
+    """
+    An --interface this host does not have.
+    """
+    group = GROUPS[family]
+    address = "10.99.99.99" if family == "4" else "fd99::99"
+    return {
+        "listener": _Process(
+            "multicast", "listen", f"{group}:{PORT}", "--interface", address
+        ).finish(),
+        "sender": _Process(
+            "multicast", "send", f"{group}:{PORT}", "--interface", address, stdin=b"x\n"
+        ).finish(),
+    }
+
+
+SCENARIOS = {
+    "fanout": _fanout,
+    "delimited": _delimited,
+    "sigterm": _sigterm,
+    "noInterface": _noInterface,
+}
+
+
+class MulticastIPv4Tests(SynchronousTestCase):
+    """
+    C{tcpsc multicast send} and C{listen} on an IPv4 group, in a private
+    network namespace.
+    """
+
+    family = "4"
+
+    def setUp(self) -> None:
+        reason = _netns.namespaceUnavailable()
+        if reason is not None:
+            raise SkipTest(reason)
+
+    def scenario(self, name: str) -> Any:
+        result = _netns.runInNamespace(["-m", "tests.test_udp_cli", name, self.family])
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, output)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def test_fanout(self) -> None:
+        """
+        Every listener prints every message sent, in order, a line each
+        (with C{--show-sender}, after the sender's address), and exits 0
+        after C{--count}; the sender exits 0 at the end of its input, with
+        one line for the line too long to send.
+        """
+        result = self.scenario("fanout")
+        sender = result["sender"]
+        self.assertEqual(sender["status"], 0, sender)
+        self.assertEqual(sender["out"], "")
+        self.assertEqual(
+            sender["err"].splitlines(),
+            ["tcpsc multicast send: not sent: the line is longer than --max-length (1472 bytes)"],
+        )
+        plain, shown = result["listeners"]
+        self.assertEqual(plain["status"], 0, plain)
+        self.assertEqual(plain["out"], "one\ntwo\nthree\n")
+        self.assertEqual(shown["status"], 0, shown)
+        loopback = "127.0.0.1:" if self.family == "4" else "[::1]:"
+        lines = shown["out"].splitlines()
+        self.assertEqual([line.split(" ", 1)[1] for line in lines], ["one", "two", "three"])
+        for line in lines:
+            self.assertTrue(line.startswith(loopback), line)
+        # With -v: that it listens, and nothing dropped.
+        self.assertIn("listening to", plain["err"])
+        self.assertNotIn("dropped", plain["err"])
+
+    def test_delimited(self) -> None:
+        """
+        With C{-d} on both sides each line is a message; a line with the
+        delimiter is not sent (said so); a datagram over the listener's
+        C{-m} is dropped whole (said so), never printed cut.
+        """
+        result = self.scenario("delimited")
+        self.assertEqual(result["sender"]["status"], 0, result)
+        self.assertIn("not sent: the line contains the delimiter", result["sender"]["err"])
+        listener = result["listener"]
+        self.assertEqual(listener["status"], 0, listener)
+        self.assertEqual(listener["out"], "ab\ncd\n")
+        self.assertIn("longer than --max-length (10 bytes) was dropped", listener["err"])
+
+    def test_sigterm(self) -> None:
+        """
+        SIGTERM ends a listener with the signal's own status, quietly.
+        """
+        listener = self.scenario("sigterm")["listener"]
+        self.assertEqual(listener["status"], -signal.SIGTERM, listener)
+        self.assertNotIn("Traceback", listener["err"])
+
+    def test_noInterface(self) -> None:
+        """
+        An interface the host does not have: exit 1, one line each.
+        """
+        result = self.scenario("noInterface")
+        for side in ("listener", "sender"):
+            self.assertEqual(result[side]["status"], 1, result[side])
+            lines = result[side]["err"].splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(lines[0].startswith("tcpsc multicast: "), lines[0])
+
+
+class MulticastIPv6Tests(MulticastIPv4Tests):
+    """
+    The same on an IPv6 group.
+    """
+
+    family = "6"
+
+
+if __name__ == "__main__":
+    name, family = sys.argv[1:]
+    print(json.dumps(SCENARIOS[name](family)), flush=True)
