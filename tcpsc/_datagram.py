@@ -16,7 +16,7 @@ up, never reused: the kind of id L{tcpsc.Server} gives its connections, from
 a counter of its own) and keeps at most C{maxPeers} peers, forgetting the
 one heard from least recently first, and those not heard from within
 C{peerIdleTimeout}: a flood of spoofed source addresses costs a bounded
-amount of memory.  The peers are kept in one L{OrderedDict} by id, in the
+amount of memory.  The peers are kept in one C{OrderedDict} by id, in the
 order they were last heard from, so that hearing from a peer, forgetting
 the oldest and finding who was heard from within a window are each O(1) per
 peer; the same structure drives expiry with a single timer, that of the
@@ -535,7 +535,7 @@ def _peerClass(
     a subclass that has them.
 
     @param framing: the C{delimiter}, C{maxMessageLength} and
-        C{messageAppend} given; L{FROM_PROTOCOL} or C{None} for the
+        C{messageAppend} given; C{FROM_PROTOCOL} or C{None} for the
         protocol's own.
     @raise TypeError: not a subclass of L{DatagramPeer}.
     @raise ValueError: a framing value out of range.
@@ -703,7 +703,7 @@ class DatagramServer(_Owner):
     @property
     def settings(self) -> Settings:
         """
-        The settings in force (the framing as given, L{FROM_PROTOCOL} where
+        The settings in force (the framing as given, C{FROM_PROTOCOL} where
         it is the protocol's own).
         """
         return self._settings

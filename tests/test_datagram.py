@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import tracemalloc
 from typing import Any
 
 from twisted.internet import reactor
@@ -387,6 +388,47 @@ class PeerTableTests(SynchronousTestCase):
         self.assertEqual(server.clientIds(), [])
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertNotIn("peerExpired", server.eventCounts)
+
+
+class MemoryTests(SynchronousTestCase):
+    """
+    The memory a peer costs is bounded, and a flood of new source
+    addresses does not grow the table past C{maxPeers} peers' worth.
+    """
+
+    def test_perPeer(self) -> None:
+        """
+        Measured with C{tracemalloc}, with the longest IPv6 addresses (made
+        within the measure, as a socket's read makes them): at most 512
+        bytes a peer once the table is full, 640 after a flood four times
+        the table (the dictionaries keep room for what was deleted), 768 at
+        the peak of a resize (README's "UDP and multicast" gives the
+        figures measured).
+        """
+        maxPeers = 4096
+        server, _, port, _ = _listening(maxPeers=maxPeers, onMessage=lambda *a: None)
+        receive = port.protocol.datagramReceived
+
+        def address(i: int) -> tuple[str, int]:
+            return (f"2001:db8:1234:5678:9abc:def0:{i >> 16:04x}:{i & 0xFFFF:04x}", 40000 + i)
+
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(maxPeers):
+                receive(b"x", address(i))
+            full = tracemalloc.get_traced_memory()[0] - base
+            for i in range(maxPeers, 5 * maxPeers):
+                receive(b"x", address(i))
+            flooded, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(server.clientIds()), maxPeers)
+        self.assertEqual(server.eventCounts["peerForgotten"], 4 * maxPeers)
+        self.assertLessEqual(full / maxPeers, 512)
+        self.assertLessEqual((flooded - base) / maxPeers, 640)
+        self.assertLessEqual((peak - base) / maxPeers, 768)
+        server.stop()
 
 
 class SettingsTests(SynchronousTestCase):
