@@ -27,12 +27,10 @@ whole and counted (C{eventCounts["datagramTooLong"]}), never delivered cut.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import socket
 import struct
 import sys
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -41,58 +39,32 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from ._datagram import DEFAULT_MAX_DATAGRAM, DatagramFraming, writeDatagram
 from ._errors import ListenError, PortError, StartError
+from ._events import EventSummary
 from ._reactor import defaultReactor
 
 __all__ = ["MulticastReceiver", "MulticastSender"]
-
-#: The default bound of a datagram: the payload of one Ethernet frame
-#: without IP fragmentation (1500 - 20 - 8).
-_DEFAULT_MAX_DATAGRAM = 1472
-
-#: The largest payload of one UDP datagram, by address family.
-_LARGEST = {socket.AF_INET: 65_507, socket.AF_INET6: 65_527}
 
 #: Linux's C{IP_MULTICAST_ALL} and C{IPV6_MULTICAST_ALL} (ip(7), ipv6(7)),
 #: which Python's socket module does not name.
 _MULTICAST_ALL = {socket.AF_INET: 49, socket.AF_INET6: 29}
 
-#: Errors of a send that mean the socket's buffer (or the interface's
-#: queue) is full: the datagram is dropped, as UDP drops datagrams.
-_BUFFER_FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
-
 log = Logger()
 
 
-def _asBytes(value: bytes | str, what: str) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
-
-
-def _delimiterBytes(delimiter: bytes | str | None) -> bytes | None:
-    if delimiter is None:
-        return None
-    result = _asBytes(delimiter, "the delimiter")
-    if not result:
-        raise ValueError("the delimiter must not be empty (use None: one message per datagram)")
-    return result
-
-
-def _splitDatagram(datagram: bytes, delimiter: bytes | None) -> list[bytes]:
+def _framing(
+    delimiter: bytes | str | None, maxMessageLength: int, family: socket.AddressFamily
+) -> DatagramFraming:
     """
-    The messages of one datagram: the whole datagram without a delimiter;
-    with one, the delimited parts, the last part being a message too when
-    it is not followed by the delimiter (the datagram's end ends it).
+    The framing of a group's datagrams, its bound checked against the
+    group's family.
+
+    @raise ValueError: an empty delimiter, a bound out of range.
     """
-    if delimiter is None:
-        return [datagram]
-    parts = datagram.split(delimiter)
-    if not parts[-1]:
-        parts.pop()
-    return parts
+    framing = DatagramFraming(delimiter, maxMessageLength)
+    framing.checkFamily(family == socket.AF_INET6)
+    return framing
 
 
 def _parseGroup(group: str) -> tuple[socket.AddressFamily, str]:
@@ -123,19 +95,6 @@ def _checkPort(port: object, lowest: int) -> int:
     if not lowest <= port <= 65535:
         raise PortError(f"port {port} is outside {lowest}-65535")
     return port
-
-
-def _checkBound(maxMessageLength: int, family: socket.AddressFamily) -> int:
-    largest = _LARGEST[family]
-    if isinstance(maxMessageLength, bool) or not isinstance(maxMessageLength, int):
-        raise TypeError(f"maxMessageLength must be a number, not {maxMessageLength!r}")
-    if not 1 <= maxMessageLength <= largest:
-        version = "IPv4" if family == socket.AF_INET else "IPv6"
-        raise ValueError(
-            f"maxMessageLength {maxMessageLength} is outside 1-{largest:,} "
-            f"(the largest UDP payload over {version})"
-        )
-    return maxMessageLength
 
 
 def _checkInterface(interface: str | None, family: socket.AddressFamily) -> str | None:
@@ -280,7 +239,7 @@ class MulticastReceiver:
         interface: str | None = None,
         onMessage: Callable[[bytes, tuple[str, int]], object] | None = None,
         delimiter: bytes | str | None = None,
-        maxMessageLength: int = _DEFAULT_MAX_DATAGRAM,
+        maxMessageLength: int = DEFAULT_MAX_DATAGRAM,
         reactor: Any = None,
     ) -> None:
         """
@@ -305,11 +264,10 @@ class MulticastReceiver:
         self.family, self.group = _parseGroup(group)
         self._port = _checkPort(port, 0)
         self.interface = _checkInterface(interface, self.family)
-        self.delimiter = _delimiterBytes(delimiter)
-        self.maxMessageLength = _checkBound(maxMessageLength, self.family)
+        self.framing = _framing(delimiter, maxMessageLength, self.family)
         self.onMessage = onMessage
         self._reactor = reactor if reactor is not None else defaultReactor()
-        self._counts: Counter[str] = Counter()
+        self._events = EventSummary(log, self._reactor)
         self._listening: Any = None
 
     @property
@@ -329,7 +287,7 @@ class MulticastReceiver:
         C{datagramTooLong}, datagrams longer than C{maxMessageLength},
         dropped whole.
         """
-        return dict(self._counts)
+        return dict(self._events.counts)
 
     def start(self) -> Deferred[None]:
         """
@@ -357,7 +315,7 @@ class MulticastReceiver:
                     _ReceiverProtocol(self),
                     interface=bindTo,
                     # One byte more than the bound: a longer datagram is seen.
-                    maxPacketSize=self.maxMessageLength + 1,
+                    maxPacketSize=self.framing.receiveSize,
                     listenMultiple=True,
                 )
             except CannotListenError as e:
@@ -398,17 +356,26 @@ class MulticastReceiver:
         @return: fires once the socket is closed; at once if not started.
         """
         listening, self._listening = self._listening, None
+        self._events.stop()
         if listening is None:
             return succeed(None)
         d = listening.stopListening()
         return d if d is not None else succeed(None)
 
     def _datagramReceived(self, datagram: bytes, address: tuple[str, int]) -> None:
-        if len(datagram) > self.maxMessageLength:
-            self._counts["datagramTooLong"] += 1
+        if len(datagram) > self.framing.maxMessageLength:
+            self._events.record(
+                "datagramTooLong",
+                "Dropped a datagram of more than {maxMessageLength} bytes to {group} from "
+                "{sender}: longer than maxMessageLength",
+                group=self.group,
+                sender=_describe(*address),
+                length=len(datagram),
+                maxMessageLength=self.framing.maxMessageLength,
+            )
             self.messageTooLong(len(datagram), address)
             return
-        for message in _splitDatagram(datagram, self.delimiter):
+        for message in self.framing.messages(datagram):
             try:
                 self.messageReceived(message, address)
             except Exception:
@@ -426,20 +393,13 @@ class MulticastReceiver:
 
     def messageTooLong(self, length: int, address: tuple[str, int]) -> None:
         """
-        A datagram longer than C{maxMessageLength} was dropped (counted
-        already); logs it.
+        A datagram from C{address} longer than C{maxMessageLength} was
+        dropped, counted (C{datagramTooLong}) and logged already (the first
+        in full, then a summary of the count); does nothing more.
 
         @param length: at least C{maxMessageLength + 1}: more than that is
             not read.
         """
-        log.warn(
-            "Dropped a datagram of {group} from {sender}: longer than "
-            "maxMessageLength ({maxMessageLength})",
-            group=self.group,
-            sender=_describe(*address),
-            length=length,
-            maxMessageLength=self.maxMessageLength,
-        )
 
 
 class MulticastSender:
@@ -456,7 +416,7 @@ class MulticastSender:
         ttl: int = 1,
         loopback: bool = True,
         delimiter: bytes | str | None = None,
-        maxMessageLength: int = _DEFAULT_MAX_DATAGRAM,
+        maxMessageLength: int = DEFAULT_MAX_DATAGRAM,
         reactor: Any = None,
     ) -> None:
         """
@@ -487,10 +447,9 @@ class MulticastSender:
             raise ValueError(f"ttl must be 0-255, not {ttl!r}")
         self.ttl = ttl
         self.loopback = bool(loopback)
-        self.delimiter = _delimiterBytes(delimiter)
-        self.maxMessageLength = _checkBound(maxMessageLength, self.family)
+        self.framing = _framing(delimiter, maxMessageLength, self.family)
         self._reactor = reactor if reactor is not None else defaultReactor()
-        self._counts: Counter[str] = Counter()
+        self._events = EventSummary(log, self._reactor)
         self._listening: Any = None
         self._destination = (self.group, self._port)
 
@@ -509,7 +468,7 @@ class MulticastSender:
         C{sendFailed}, the system refused the datagram (no route to the
         group, for one).
         """
-        return dict(self._counts)
+        return dict(self._events.counts)
 
     def start(self) -> Deferred[None]:
         """
@@ -582,7 +541,7 @@ class MulticastSender:
             is sent), or the system dropped it (counted in
             L{eventCounts}).
         """
-        return self._sendDatagram(self._frame(data))
+        return self._sendDatagram(self.framing.frame(data))
 
     def sendMessages(self, messages: list[bytes | str]) -> bool:
         """
@@ -594,49 +553,18 @@ class MulticastSender:
         @return: as L{send}, for the whole datagram: all of it or nothing.
         @raise ValueError: the sender has no delimiter.
         """
-        if self.delimiter is None:
+        if self.framing.delimiter is None:
             raise ValueError("several messages in one datagram need a delimiter")
-        frames = [self._frame(m) for m in messages]
+        frames = [self.framing.frame(m) for m in messages]
         if any(f is None for f in frames):
             return False
         return self._sendDatagram(b"".join(f for f in frames if f is not None))
 
-    def _frame(self, data: bytes | str) -> bytes | None:
-        message = _asBytes(data, "a message")
-        delimiter = self.delimiter
-        if delimiter is None:
-            return message
-        if delimiter in message:
-            return None
-        return message + delimiter
-
     def _sendDatagram(self, datagram: bytes | None) -> bool:
         listening = self._listening
-        if listening is None or datagram is None or len(datagram) > self.maxMessageLength:
+        if listening is None or datagram is None or len(datagram) > self.framing.maxMessageLength:
             return False
-        try:
-            listening.write(datagram, self._destination)
-        except OSError as e:
-            kind = "sendBufferFull" if e.errno in _BUFFER_FULL else "sendFailed"
-            self._counts[kind] += 1
-            log.warn(
-                "Dropped a datagram to {destination}: {reason}",
-                destination=_describe(*self._destination),
-                reason=e.strerror or str(e),
-                kind=kind,
-            )
-            return False
-        except Exception as e:
-            # Twisted's MessageLengthError (EMSGSIZE) is not an OSError.
-            self._counts["sendFailed"] += 1
-            log.warn(
-                "Dropped a datagram to {destination}: {reason}",
-                destination=_describe(*self._destination),
-                reason=str(e),
-                kind="sendFailed",
-            )
-            return False
-        return True
+        return writeDatagram(listening, datagram, self._destination, self._events)
 
     def stop(self) -> Deferred[None]:
         """
@@ -645,6 +573,7 @@ class MulticastSender:
         @return: fires once it is closed; at once if not started.
         """
         listening, self._listening = self._listening, None
+        self._events.stop()
         if listening is None:
             return succeed(None)
         d = listening.stopListening()

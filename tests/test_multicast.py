@@ -519,11 +519,16 @@ class ArgumentTests(SynchronousTestCase):
         """
         MulticastReceiver("239.255.0.1", PORT, maxMessageLength=65_507)
         MulticastReceiver("ff15::1", PORT, maxMessageLength=65_527)
-        for group, bound in (("239.255.0.1", 65_508), ("ff15::1", 65_528), ("ff15::1", 0)):
+        for group, bound, limit in (
+            ("239.255.0.1", 65_508, "65,507"),
+            ("ff15::1", 65_528, "65,527"),
+            ("ff15::1", 0, "65,527"),
+        ):
             for cls in (MulticastSender, MulticastReceiver):
                 with self.assertRaises(ValueError) as raised:
                     cls(group, PORT, maxMessageLength=bound)
-                self.assertIn(f"maxMessageLength {bound}", str(raised.exception))
+                self.assertIn("maxMessageLength", str(raised.exception))
+                self.assertIn(limit, str(raised.exception))
 
     def test_interfaceFamily(self) -> None:
         """
