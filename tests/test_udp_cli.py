@@ -441,7 +441,18 @@ def _noInterface(family: str) -> dict[str, Any]:
     }
 
 
+def _noRoute(family: str) -> dict[str, Any]:
+    """
+    A sender with no route to the group: the namespace's routes are
+    taken away first.
+    """
+    subprocess.run(["ip", "route", "flush", "table", "all"], check=True, timeout=TIMEOUT)
+    group = GROUPS[family]
+    return {"sender": _Process("multicast", "send", f"{group}:{PORT}", stdin=b"x\ny\n").finish()}
+
+
 SCENARIOS = {
+    "noRoute": _noRoute,
     "fanout": _fanout,
     "delimited": _delimited,
     "sigterm": _sigterm,
@@ -528,6 +539,19 @@ class MulticastIPv4Tests(SynchronousTestCase):
             lines = result[side]["err"].splitlines()
             self.assertEqual(len(lines), 1, lines)
             self.assertTrue(lines[0].startswith("tcpsc multicast: "), lines[0])
+
+    def test_noRoute(self) -> None:
+        """
+        A datagram the system refuses (no route to the group): a line for
+        each, and exit status 1.
+        """
+        sender = self.scenario("noRoute")["sender"]
+        self.assertEqual(sender["status"], 1, sender)
+        self.assertEqual(
+            sender["err"].splitlines(),
+            ["tcpsc multicast send: not sent: the system refused the datagram (no route to it?)"]
+            * 2,
+        )
 
 
 class MulticastIPv6Tests(MulticastIPv4Tests):

@@ -23,7 +23,8 @@ anyone listens, and a datagram lost is not sent again.  Exit status:
        standard output was closed
   1    one line on standard error: the socket cannot be made, bound, or
        join the group (no route for multicast, an --interface the host
-       does not have)
+       does not have); send: the system refused a datagram (no route to
+       the group: a line each)
   2    a usage error
   130  Ctrl-C (SIGINT); SIGTERM ends it with the signal's own status, as
        twistd does (143 in a shell, -15 from Python's subprocess)
@@ -183,7 +184,9 @@ class _Send:
             note("multicast send", why)
 
     def inputEnded(self) -> None:
-        self.finish(0)
+        # A datagram the system refused (no route) is a failure a script
+        # must see; one dropped for a full buffer is UDP's loss.
+        self.finish(1 if self.sender.eventCounts.get("sendFailed") else 0)
 
     def outputClosed(self) -> None:
         pass
@@ -236,15 +239,18 @@ class _Receiver(MulticastReceiver):
     """
     A receiver that says on standard error when it drops a datagram for
     its length.
+
+    @ivar bound: C{--max-length}.
     """
+
+    bound = 0
 
     def messageTooLong(self, length: int, address: tuple[str, int]) -> None:
         host, port = address[0], address[1]
         sender = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         note(
             "multicast listen",
-            f"a datagram from {sender} longer than --max-length "
-            f"({self.maxMessageLength} bytes) was dropped",
+            f"a datagram from {sender} longer than --max-length ({self.bound} bytes) was dropped",
         )
 
 
@@ -321,6 +327,7 @@ class _Listen:
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
+        self.receiver.bound = self.args.max_length
 
     async def main(self, reactor: Any) -> int:
         from twisted.internet.stdio import StandardIO
