@@ -11,6 +11,7 @@ process started here is killed in a cleanup, by its PID.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -22,7 +23,8 @@ from tcpsc import DatagramPeer
 from tcpsc._apps import DatagramEcho, Echo
 from tcpsc.tap import DEFAULT_PORT, MAX_UDP_LENGTH, Options
 
-from .test_daemon import LOCAL, TIMEOUT, Daemon, Peer
+from .test_daemon import LOCAL, TIMEOUT, Daemon, Peer, _twistd
+from .test_systemd import Process, fields, notifySocket
 
 
 class Reverse(DatagramPeer):
@@ -366,3 +368,32 @@ class DaemonTests(SynchronousTestCase):
             lines = daemon.output.strip().splitlines()
             self.assertIn(words, lines[-1])
             self.assertTrue(any("--udp" in line for line in lines[:-1]))
+
+
+class NotifyTests(SynchronousTestCase):
+    """
+    A daemon that serves UDP only under systemd's C{NOTIFY_SOCKET}.
+    """
+
+    def test_readyWithUDPOnly(self) -> None:
+        """
+        It says C{READY=1} once its UDP address listens, naming it (a
+        peer is echoed at once), and C{STOPPING=1} on SIGTERM.
+        """
+        receiver, address = notifySocket(self)
+        daemon = Process(
+            self,
+            [*_twistd(), "-n", "--pidfile=", "tcpsc", "--udp", "127.0.0.1:0"],
+            env={"NOTIFY_SOCKET": address},
+        )
+        ready = fields(receiver.recv(4096))
+        self.assertEqual(ready["READY"], "1")
+        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", ready["STATUS"])]
+        self.assertEqual(len(ports), 1, ready)
+        peer = _UDPPeer(self, ports[0])
+        peer.send(b"ready?")
+        self.assertEqual(peer.receive(), b"ready?")
+        os.kill(daemon.process.pid, signal.SIGTERM)
+        self.assertEqual(fields(receiver.recv(4096))["STOPPING"], "1")
+        self.assertIn(daemon.exitStatus(), (0, -signal.SIGTERM))
+        self.assertNotIn("Traceback", daemon.output)
