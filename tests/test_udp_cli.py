@@ -451,7 +451,34 @@ def _noRoute(family: str) -> dict[str, Any]:
     return {"sender": _Process("multicast", "send", f"{group}:{PORT}", stdin=b"x\ny\n").finish()}
 
 
+def _loopback(family: str, mode: str) -> dict[str, Any]:
+    """
+    Over C{mc0}, a real (virtual Ethernet) interface: a sender with
+    C{--no-loopback} or without sends to a group a listener on this host
+    joined on C{mc0}; then a sender with loopback sends a marker to
+    another group, which a second listener joined on C{mc0}.
+    """
+    group = GROUPS[family]
+    other = "239.255.0.2" if family == "4" else "[ff15::2]"
+    address = _netns.VETH_ADDRESSES["mc0"][0 if family == "4" else 1]
+    here = _listener(group, "--interface", address, "-n", "1")
+    marker = _listener(other, "--interface", address, "-n", "1")
+    off = ["--no-loopback"] if mode == "off" else []
+    sent = _Process(
+        "multicast", "send", f"{group}:{PORT}", "--interface", address, *off, stdin=b"datagram\n"
+    ).finish()
+    markerSent = _Process(
+        "multicast", "send", f"{other}:{PORT}", "--interface", address, stdin=b"marker\n"
+    ).finish()
+    result = {"sent": sent, "markerSent": markerSent, "marker": marker.finish()}
+    if mode == "off":
+        here.process.send_signal(signal.SIGTERM)
+    result["here"] = here.finish()
+    return result
+
+
 SCENARIOS = {
+    "loopback": _loopback,
     "noRoute": _noRoute,
     "fanout": _fanout,
     "delimited": _delimited,
@@ -562,6 +589,42 @@ class MulticastIPv6Tests(MulticastIPv4Tests):
     family = "6"
 
 
+class LoopbackTests(SynchronousTestCase):
+    """
+    C{tcpsc multicast send --no-loopback}, over a pair of virtual Ethernet
+    interfaces in a private network namespace.
+    """
+
+    def setUp(self) -> None:
+        reason = _netns.namespaceUnavailable(veth=True)
+        if reason is not None:
+            raise SkipTest(reason)
+
+    def check(self, family: str) -> None:
+        for mode, expected in (("off", ""), ("on", "datagram\n")):
+            result = _netns.runInNamespace(
+                ["-m", "tests.test_udp_cli", "loopback", family, mode], veth=True
+            )
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            outcome = json.loads(result.stdout.strip().splitlines()[-1])
+            self.assertEqual(outcome["sent"]["status"], 0, outcome)
+            self.assertEqual(outcome["marker"]["out"], "marker\n", outcome)
+            self.assertEqual(outcome["here"]["out"], expected, (mode, outcome))
+
+    def test_ipv4(self) -> None:
+        """
+        With C{--no-loopback} a listener on this host gets nothing sent
+        through a real interface; without it, it does.
+        """
+        self.check("4")
+
+    def test_ipv6(self) -> None:
+        """
+        The same for an IPv6 group.
+        """
+        self.check("6")
+
+
 if __name__ == "__main__":
-    name, family = sys.argv[1:]
-    print(json.dumps(SCENARIOS[name](family)), flush=True)
+    name, *arguments = sys.argv[1:]
+    print(json.dumps(SCENARIOS[name](*arguments)), flush=True)
