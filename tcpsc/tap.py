@@ -621,10 +621,11 @@ class Options(usage.Options):
             )
         if "max-length" in self:
             bound = self["max-length"]
-            if bound is None or bound > MAX_UDP_LENGTH:
+            if bound is None or not 1 <= bound <= MAX_UDP_LENGTH:
                 raise usage.UsageError(
                     f"--max-length {'none' if bound is None else bound}: --udp needs a bound "
-                    f"of at most {MAX_UDP_LENGTH} bytes, the largest UDP datagram (over IPv4)"
+                    f"from 1 to {MAX_UDP_LENGTH} bytes, {MAX_UDP_LENGTH} being the largest UDP "
+                    "datagram (over IPv4)"
                 )
         if loaded is None:
             datagram = DATAGRAM_APPS.get(app)

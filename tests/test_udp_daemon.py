@@ -159,8 +159,9 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertEqual(parse("--udp", "0", "-m", str(MAX_UDP_LENGTH))["max-length"], 65507)
         self.assertUsageError(
-            "--udp", "0", "-m", "65508", match=("--max-length 65508", "at most 65507 bytes")
+            "--udp", "0", "-m", "65508", match=("--max-length 65508", "from 1 to 65507 bytes")
         )
+        self.assertUsageError("--udp", "0", "-m", "0", match="--max-length 0: --udp needs")
         self.assertUsageError("--udp", "0", "-m", "none", match="--max-length none")
         # Without --udp, as before.
         self.assertEqual(parse("-m", "65508")["max-length"], 65508)
