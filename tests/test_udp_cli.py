@@ -308,6 +308,7 @@ class UsageTests(SynchronousTestCase):
         C{--help} of each tells the options and the exit statuses.
         """
         for command, words in (
+            ((), ("udp", "multicast", "UDP")),
             (("udp",), ("--delimiter", "--max-length", "--wait", "1472", "130", "SIGTERM")),
             (("multicast",), ("send", "listen", "GROUP:PORT", "[ff15::1]:9000", "130")),
             (("multicast", "send"), ("--interface", "--ttl", "--no-loopback", "--max-length")),
