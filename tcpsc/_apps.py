@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_tap -*-
 """
 What the C{twistd tcpsc} daemon serves: the built-in applications C{echo},
-C{chat} and C{record}, and the loading of a user's own protocol class named
-as C{module:Class}.
+C{chat} and C{record}, the echo over UDP (L{DatagramEcho}), and the loading
+of a user's own protocol class named as C{module:Class}.
 
 The built-in applications are ordinary L{MessageProtocol}/L{StreamProtocol}
 subclasses, so they double as examples of the Twisted-native API: each is a
@@ -33,6 +33,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._datagram import DatagramPeer
 from ._events import plural
 from ._framing import MessageProtocol, StreamProtocol
 
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_APPS",
+    "DATAGRAM_APPS",
     "Broadcast",
     "Chat",
+    "DatagramEcho",
     "Echo",
     "Record",
     "StreamEcho",
@@ -84,6 +87,17 @@ class StreamEcho(_PausesWithOutput, StreamProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.sendData(data)
+
+
+class DatagramEcho(DatagramPeer):
+    """
+    Over UDP: each message back to the address it came from, in a datagram
+    of its own.  A reply that cannot be sent (the socket's buffer is full)
+    is dropped and counted by the server, as UDP loses datagrams.
+    """
+
+    def messageReceived(self, message: bytes) -> None:
+        self.sendMessage(message)
 
 
 class Chat(MessageProtocol):
@@ -335,7 +349,11 @@ BUILTIN_APPS: dict[str, tuple[type[MessageProtocol] | None, type[StreamProtocol]
 }
 
 
-def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol]:
+#: The applications C{--app} serves over C{--udp}, by name.
+DATAGRAM_APPS: dict[str, type[DatagramPeer]] = {"echo": DatagramEcho}
+
+
+def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol] | type[DatagramPeer]:
     """
     Import the protocol class named by C{spec}, C{"package.module:Class"}.
 
@@ -345,8 +363,8 @@ def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol]:
 
     @raise ValueError: C{spec} is not C{module:Class}, the module cannot be
         imported, it has no such class, or the class is not a
-        L{MessageProtocol} or L{StreamProtocol} subclass; the message says
-        which.
+        L{MessageProtocol}, L{StreamProtocol} or L{DatagramPeer} subclass;
+        the message says which.
     """
     moduleName, sep, className = spec.partition(":")
     if not sep or not moduleName or not className:
@@ -373,9 +391,11 @@ def loadAppClass(spec: str) -> type[MessageProtocol] | type[StreamProtocol]:
             raise ValueError(
                 f"--app {spec!r}: module {moduleName!r} has no attribute {className!r}"
             ) from None
-    if not isinstance(cls, type) or not issubclass(cls, (MessageProtocol, StreamProtocol)):
+    if not isinstance(cls, type) or not issubclass(
+        cls, (MessageProtocol, StreamProtocol, DatagramPeer)
+    ):
         raise ValueError(
-            f"--app {spec!r}: {className} is not a subclass of tcpsc.MessageProtocol "
-            f"or tcpsc.StreamProtocol (it is {cls!r})"
+            f"--app {spec!r}: {className} is not a subclass of tcpsc.MessageProtocol, "
+            f"tcpsc.StreamProtocol or tcpsc.DatagramPeer (it is {cls!r})"
         )
     return cls

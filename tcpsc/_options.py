@@ -19,6 +19,7 @@ text like any other: C{10} is the two bytes C{b"10"}, a newline is C{\n}
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "formatDelimiter",
     "parseCount",
     "parseDelimiter",
+    "parseHostPort",
     "parsePortNumber",
     "parseSeconds",
 ]
@@ -176,3 +178,43 @@ def formatDelimiter(delimiter: bytes) -> str:
             else:
                 out.append(f"\\x{byte:02x}")
     return "".join(out)
+
+
+def parseHostPort(text: str, *, minimum: int = 1, bare: bool = False) -> tuple[str, int]:
+    """
+    An IP address and a port: C{127.0.0.1:9000}, or C{[::1]:9000} for
+    IPv6 (the brackets keep the address's colons apart from the port's);
+    with C{bare}, a port alone too (C{9000}), whose address is C{""}.
+
+    Only addresses are read, never host names, so that what is bound or
+    joined is what was typed.
+
+    @param minimum: the smallest port taken (0 for a server that lets the
+        system choose).
+    @return: the address (without brackets) and the port.
+    @raise ValueError: not in that form, or not an IP address.
+    @raise OutOfRange: a port outside C{minimum}-65535.
+    """
+    text = text.strip()
+    if bare and text.isdigit():
+        return "", parsePortNumber(text, minimum=minimum)
+    host, colon, port = text.rpartition(":")
+    expected = "ADDRESS:PORT, such as 127.0.0.1:9000 or [::1]:9000" + (
+        ", or a port alone" if bare else ""
+    )
+    if not colon or not host:
+        raise ValueError(f"not {expected}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets, as in [::1]:9000")
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address (names are not read here)") from None
+    return host, parsePortNumber(port, minimum=minimum)

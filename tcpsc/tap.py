@@ -13,7 +13,7 @@ exit status.
 
 The grammar of option values (L{parseDelimiter}, L{formatDelimiter},
 L{DELIMITER_HELP}, L{parseSeconds}, L{parseCount}, L{parsePortNumber},
-L{OutOfRange}) and L{raiseOpenFileLimit} are public here because the
+L{parseHostPort}, L{OutOfRange}) and L{raiseOpenFileLimit} are public here because the
 C{tcpsc} command shares them with the daemon: a value typed for either
 reads the same, and both make room for their connections where they start.
 """
@@ -29,14 +29,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._addresses import describeAddress
-from ._apps import BUILTIN_APPS, broadcastApp, loadAppClass, recordRunDirectory, recordSink
+from ._apps import (
+    BUILTIN_APPS,
+    DATAGRAM_APPS,
+    broadcastApp,
+    loadAppClass,
+    recordRunDirectory,
+    recordSink,
+)
+from ._datagram import DatagramPeer, DatagramServer
 from ._errors import ListenError, StartError
 from ._events import plural
 from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
@@ -48,6 +56,7 @@ from ._options import (
     formatDelimiter,
     parseCount,
     parseDelimiter,
+    parseHostPort,
     parsePortNumber,
     parseSeconds,
 )
@@ -69,13 +78,18 @@ __all__ = [
     "makeService",
     "parseCount",
     "parseDelimiter",
+    "parseHostPort",
     "parsePortNumber",
     "parseSeconds",
     "raiseOpenFileLimit",
 ]
 
-#: Where the daemon listens when no C{--port} is given.
+#: Where the daemon listens when neither C{--port} nor C{--udp} is given.
 DEFAULT_PORT = "tcp:8081"
+
+#: The largest C{--max-length} with C{--udp}: the payload of the largest
+#: UDP datagram over IPv4 (65,535 bytes less the IP and UDP headers).
+MAX_UDP_LENGTH = 65_507
 
 
 #: The settings of a server given no options: the daemon's defaults.
@@ -170,8 +184,13 @@ class Options(usage.Options):
     """
     Command-line options of C{twistd tcpsc}.
 
-    After parsing: C{ports} (endpoint descriptions), C{protocol} (the
-    protocol class to serve), C{stream} (continuous mode), C{delimiter}
+    After parsing: C{ports} (endpoint descriptions, empty when only
+    C{--udp} is given), C{udp} (the C{(address, port)} pairs of C{--udp},
+    address C{""} for every IPv4 address), C{protocol} (the protocol class
+    to serve over TCP, C{None} for a L{DatagramPeer} application, which is
+    served over UDP only), C{datagram-protocol} (the L{DatagramPeer} class
+    to serve over UDP, C{None} without C{--udp}), C{stream} (continuous
+    mode), C{delimiter}
     (bytes or C{None} for the class's own), C{max-length} (C{int}, C{None}
     for no limit, or absent for the class's own), C{max-connections},
     C{max-connections-per-peer}, C{memory-budget}, C{max-pending-output},
@@ -187,7 +206,9 @@ class Options(usage.Options):
         "between clients (--app chat), send every client the same messages at a set rate "
         "(--app broadcast), record each connection to a file (--app record), "
         "or run your own tcpsc.MessageProtocol subclass (--app module:Class). "
-        "Example: twistd -n --pidfile= tcpsc --port 8081"
+        "With --udp it serves echo, or your own tcpsc.DatagramPeer subclass, over UDP "
+        "as well (UDP only when no --port is given). "
+        "Example: twistd -n --pidfile= tcpsc --port 8081 --udp 9000"
     )
 
     optFlags = [
@@ -230,7 +251,8 @@ class Options(usage.Options):
             "echo",
             "What to serve: echo, chat, broadcast, record, or "
             "module:Class, a tcpsc.MessageProtocol (or StreamProtocol) "
-            "subclass.",
+            "subclass, or a tcpsc.DatagramPeer subclass with --udp (UDP only). "
+            "Over --udp: echo or a DatagramPeer subclass.",
         ],
         ["ca", None, None, "PEM file of the CA that client certificates must be issued by."],
         ["cert", None, None, "PEM file of the server certificate (then any intermediates)."],
@@ -253,8 +275,9 @@ class Options(usage.Options):
             "max-length",
             "m",
             None,
-            "Longest message in bytes, or 'none' for no limit "
-            "[default: 16777216, or the --app class's]",
+            "Longest message in bytes, or 'none' for no limit; with --udp it bounds "
+            f"datagrams too, at most {MAX_UDP_LENGTH} "
+            "[default: 16777216, or 1472 over UDP, or the --app class's]",
         ],
         [
             "max-connections",
@@ -355,12 +378,13 @@ class Options(usage.Options):
             "record-dir": usage.CompleteDirs(),
             "app": usage.CompleteList(["echo", "chat", "broadcast", "record"]),
         },
-        multiUse=["port", "allow-client"],
+        multiUse=["port", "udp", "allow-client"],
     )
 
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["udp"] = []
         self["allow-client"] = []
 
     # One line: twistd's --help keeps the line breaks of this docstring.
@@ -393,13 +417,21 @@ class Options(usage.Options):
 
     # One line: twistd's --help keeps the line breaks of this docstring.
     def opt_port(self, port: str) -> None:
-        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or 'tcp6:8081:interface=\\:\\:' (colons in a value escaped, the backslashes quoted from the shell); repeatable [default: tcp:8081]"""
+        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or 'tcp6:8081:interface=\\:\\:' (colons in a value escaped, the backslashes quoted from the shell); repeatable [default: tcp:8081, or none when --udp is given]"""
         self["ports"].append(_normalisePort(port))
 
     opt_p = opt_port
 
+    # One line: twistd's --help keeps the line breaks of this docstring.
+    def opt_udp(self, address: str) -> None:
+        """Serve the --app over UDP too, at this address: a port alone (every IPv4 address), 127.0.0.1:9000, or [::1]:9000 for IPv6; repeatable; without --port, UDP only. One datagram is one message (with --delimiter, one or more); plain UDP, so not with --tls [default: none]"""
+        try:
+            self["udp"].append(parseHostPort(address, minimum=0, bare=True))
+        except ValueError as e:
+            raise usage.UsageError(f"--udp {address!r}: {e}") from None
+
     def postOptions(self) -> None:
-        if not self["ports"]:
+        if not self["ports"] and not self["udp"]:
             self["ports"] = [DEFAULT_PORT]
         self._checkTLS()
         if self["delimiter"] is not None:
@@ -511,6 +543,18 @@ class Options(usage.Options):
     def _chooseApp(self) -> None:
         app = self["app"]
         protocol: type[MessageProtocol] | type[StreamProtocol]
+        loaded = None
+        if app not in BUILTIN_APPS:
+            try:
+                loaded = loadAppClass(app)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        self["datagram-protocol"] = self._chooseDatagramApp(app, loaded)
+        if loaded is not None and issubclass(loaded, DatagramPeer):
+            # Served over UDP only (_chooseDatagramApp made sure).
+            self["protocol"] = None
+            self["stream"] = False
+            return
         if app in BUILTIN_APPS:
             fragmented, continuous, _ = BUILTIN_APPS[app]
             stream = self["stream"] or fragmented is None
@@ -527,10 +571,8 @@ class Options(usage.Options):
                 except ValueError as e:
                     raise usage.UsageError(str(e)) from None
         else:
-            try:
-                protocol = loadAppClass(app)
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
+            assert loaded is not None
+            protocol = loaded
             stream = issubclass(protocol, StreamProtocol)
             if self["stream"] and not stream:
                 raise usage.UsageError(
@@ -549,6 +591,65 @@ class Options(usage.Options):
                 )
         self["protocol"] = protocol
         self["stream"] = stream
+
+    def _chooseDatagramApp(self, app: str, loaded: type[Any] | None) -> type[DatagramPeer] | None:
+        """
+        The L{DatagramPeer} class that C{--udp} serves, or C{None} without
+        C{--udp}; what does not go with UDP is a usage error.
+
+        @param loaded: the C{module:Class} of C{--app}, or C{None} for a
+            built-in application.
+        """
+        isDatagram = loaded is not None and issubclass(loaded, DatagramPeer)
+        if not self["udp"]:
+            if isDatagram:
+                raise usage.UsageError(
+                    f"--app {app} is a tcpsc.DatagramPeer subclass, which is served over "
+                    "UDP: give --udp ADDRESS"
+                )
+            return None
+        if self["tls"]:
+            raise usage.UsageError(
+                "--udp serves plain UDP, which --tls cannot protect, and it would serve the "
+                "--app without the client certificates --tls requires: serve TLS and UDP "
+                "from separate daemons"
+            )
+        if self["stream"]:
+            raise usage.UsageError(
+                "--udp carries messages, one or more per datagram: it has no continuous "
+                "mode (drop --stream)"
+            )
+        if "max-length" in self:
+            bound = self["max-length"]
+            if bound is None or not 1 <= bound <= MAX_UDP_LENGTH:
+                raise usage.UsageError(
+                    f"--max-length {'none' if bound is None else bound}: --udp needs a bound "
+                    f"from 1 to {MAX_UDP_LENGTH} bytes, {MAX_UDP_LENGTH} being the largest UDP "
+                    "datagram (over IPv4)"
+                )
+        if loaded is None:
+            datagram = DATAGRAM_APPS.get(app)
+            if datagram is None:
+                served = ", ".join(sorted(DATAGRAM_APPS))
+                raise usage.UsageError(
+                    f"--app {app} is served over TCP only: --udp serves {served}, or a "
+                    "module:Class that subclasses tcpsc.DatagramPeer"
+                )
+            return datagram
+        if not isDatagram:
+            kind = "StreamProtocol" if issubclass(loaded, StreamProtocol) else "MessageProtocol"
+            raise usage.UsageError(
+                f"--udp serves a tcpsc.DatagramPeer subclass, and --app {app} is a "
+                f"tcpsc.{kind} (served over TCP only): give a DatagramPeer subclass, or "
+                "drop --udp"
+            )
+        if self["ports"]:
+            raise usage.UsageError(
+                f"--app {app} is a tcpsc.DatagramPeer subclass, served over UDP only: "
+                "drop --port (or serve a tcpsc.MessageProtocol over TCP from another daemon)"
+            )
+        assert loaded is not None
+        return loaded
 
 
 class DaemonStartError(Exception):
@@ -682,8 +783,15 @@ class TcpscService(ServerService):
     turns a port that cannot be listened on into one line naming the cause
     and a non-zero exit status of twistd.
 
+    With C{--udp} it also serves a L{DatagramServer} on its UDP addresses,
+    in the same process: they listen after the TCP ports (a UDP address
+    that cannot be bound stops the start as a TCP port does) and stop with
+    them.  A daemon may serve UDP only: then it has no TCP port.
+
     @ivar server: the server.
     @ivar ports: the endpoint descriptions listened on.
+    @ivar datagramServer: the UDP server, or C{None} without C{--udp}.
+    @ivar udpAddresses: the C{(address, port)} pairs it listens on.
     """
 
     log = Logger()
@@ -699,13 +807,28 @@ class TcpscService(ServerService):
         description: str,
         reactor: Any,
         metrics: tuple[str, Any] | None = None,
+        datagramServer: DatagramServer | None = None,
+        udpAddresses: Sequence[tuple[str, int]] = (),
     ) -> None:
         """
         @param metrics: the endpoint description to serve Prometheus
             metrics on at C{/metrics} (C{--metrics}), and the
             C{CollectorRegistry} that holds the server's collector.
+        @param datagramServer: the server of C{--udp}.
+        @param udpAddresses: where it listens: C{(address, port)}, address
+            C{""} for every IPv4 address.
+        @raise ValueError: neither a TCP port nor a UDP address.
         """
-        super().__init__(server, ports, tls)
+        if not ports and not (datagramServer is not None and udpAddresses):
+            raise ValueError("the daemon needs a --port or a --udp address")
+        # A ServerService needs a port: one that serves UDP only is given a
+        # stand-in, and then none.
+        super().__init__(server, list(ports) or [0], tls)
+        self.ports = list(ports)
+        self.datagramServer = datagramServer
+        self.udpAddresses = list(udpAddresses)
+        self._udpPorts: list[Any] = []
+        self._udpWaiters: list[Deferred[list[Any]]] = []
         self.description = description
         self._reactor = reactor
         self.metrics = metrics
@@ -846,8 +969,66 @@ class TcpscService(ServerService):
             if error is None:
                 raise
             raise error from None
+        self._listenUDP()
         if self.metrics is not None:
             self._listenMetrics(*self.metrics)
+
+    def _listenUDP(self) -> None:
+        """
+        Listen on every C{--udp} address, once the TCP ports listen.
+
+        @raise DaemonStartError: an address cannot be bound (the cause is
+            logged as one line first, as for a C{--port}); the ports
+            already opened, TCP and UDP, are closed again.
+        """
+        server = self.datagramServer
+        if server is None:
+            return
+        for host, port in self.udpAddresses:
+            result: list[Any] = []
+            try:
+                server.listen(port, host).addBoth(result.append)
+            except Exception:
+                result.append(Failure())
+            if not result:
+                result.append(Failure(RuntimeError("the UDP port did not listen at once")))
+            if isinstance(result[0], Failure):
+                where = f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
+                error = result[0].value
+                code = getattr(error, "code", None)
+                message = f"--udp {where}: {result[0].getErrorMessage()}"
+                if code is not None:
+                    message += f" (code {code})"
+                self.log.critical("tcpsc cannot start: {error}", error=message, code=code)
+                self._udpPorts = []
+                server.stop()
+                self._listenStarted = False
+                self._listening = None
+                self.server.stop()
+                raise DaemonStartError(message, code)
+            self._udpPorts.append(result[0])
+            self.log.info(
+                "tcpsc UDP listening on {address}",
+                address=describeAddress(result[0].getHost()),
+            )
+        waiters, self._udpWaiters = self._udpWaiters, []
+        for waiter in waiters:
+            waiter.callback(list(self._udpPorts))
+
+    def whenListening(self) -> Deferred[list[Any]]:
+        """
+        Wait until every port listens, TCP and UDP.
+
+        @return: fires with the listening ports (the TCP ones first), or
+            fails as L{ServerService.whenListening}.
+        """
+        if not self.ports:
+            if self._udpPorts:
+                return succeed(list(self._udpPorts))
+            waiter: Deferred[list[Any]] = Deferred()
+            self._udpWaiters.append(waiter)
+            return waiter
+        return super().whenListening().addCallback(lambda ports: [*ports, *self._udpPorts])
 
     def _listenMetrics(self, description: str, registry: Any) -> None:
         """
@@ -909,10 +1090,14 @@ class TcpscService(ServerService):
             waits for it before exiting).
         """
         count = self.server.openConnections()
+        udp = self.datagramServer
+        peers = len(udp.clientIds()) if udp is not None else 0
         self.log.info(
-            "Stopping tcpsc: closing {connections}",
+            "Stopping tcpsc: closing {connections}{udp}",
             connections=plural(count, "connection"),
             count=count,
+            udp=f", forgetting {plural(peers, 'UDP peer')}" if udp is not None else "",
+            peers=peers,
         )
         notify("STOPPING=1\nSTATUS=Stopping: closing connections")
 
@@ -928,11 +1113,34 @@ class TcpscService(ServerService):
             self._restoreHangup()
             return result
 
-        return super().stopService().addCallback(stopped).addBoth(restore)
+        stopping: list[Deferred[Any]] = [super().stopService()]
+        self._udpPorts = []
+        if udp is not None:
+            stopping.append(udp.stop())
+        done: Deferred[Any] = gatherResults(stopping, consumeErrors=True)
+        return done.addCallback(stopped).addBoth(restore)
 
 
-def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> str:
+def _describeUDP(options: Options, datagram: type[DatagramPeer]) -> str:
+    """
+    What C{--udp} serves, in words: C{"one message per datagram,
+    datagrams up to 1472 bytes"}.
+    """
+    delimiter = options["delimiter"] or datagram.delimiter
+    bound = options.get("max-length", datagram.maxMessageLength)
+    if delimiter is None:
+        framing = "one message per datagram"
+    else:
+        framing = f"messages delimited by {formatDelimiter(delimiter)}"
+    return f"{framing}, datagrams up to {plural(bound, 'byte')}"
+
+
+def _describe(options: Options, protocol: type[Any] | None, tls: TLSConfig | None) -> str:
     app = options["app"]
+    datagram = options.get("datagram-protocol")
+    udp = f"UDP ({_describeUDP(options, datagram)})" if datagram is not None else ""
+    if protocol is None or not options["ports"]:
+        return f"app {app} over {udp} only"
     if options["stream"]:
         mode = "continuous mode"
     else:
@@ -961,6 +1169,8 @@ def _describe(options: Options, protocol: type[Any], tls: TLSConfig | None) -> s
             f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
             f"/s of {plural(options['message-size'], 'byte')}"
         )
+    if udp:
+        extra += f"; and over {udp}"
     return (
         f"app {app} ({mode}), {security}, at most "
         f"{plural(options['max-connections'], 'connection')}{extra}"
@@ -1064,6 +1274,23 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         )
     except (TypeError, ValueError) as e:
         raise SystemExit(f"tcpsc: {e}") from None
+    datagramServer = None
+    datagram = options.get("datagram-protocol")
+    if datagram is not None:
+        # -d and -m override the class's own framing, as they do over TCP:
+        # a subclass with them, so that the class's values and the
+        # server's defaults cannot be taken for one another.
+        framing: dict[str, Any] = {"__module__": datagram.__module__}
+        if options["delimiter"] is not None:
+            framing["delimiter"] = options["delimiter"]
+        if "max-length" in options:
+            framing["maxMessageLength"] = options["max-length"]
+        if len(framing) > 1:
+            datagram = type(datagram.__name__, (datagram,), framing)
+        try:
+            datagramServer = DatagramServer(datagram, reactor=reactor)
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"tcpsc: {e}") from None
     service = TcpscService(
         server,
         options["ports"],
@@ -1071,6 +1298,8 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         _describe(options, protocol, tls),
         reactor,
         metrics=(options["metrics"], registry) if registry else None,
+        datagramServer=datagramServer,
+        udpAddresses=options["udp"],
     )
     service.terminal = _StartingTerminal()
     return service

@@ -76,6 +76,7 @@ class Step:
     @ivar kind: C{skip}, C{server}, C{run}, C{transcript}, C{log},
         C{module}, C{program}, C{python}, C{trial}.
     @ivar port: the port a server listens on.
+    @ivar udp: a UDP port the server listens on too.
     @ivar typed: lines a person types into an interactive command.
     @ivar expect: lines the output must contain, in order.
     @ivar status: the exit status a command must end with (C{None}: any
@@ -88,6 +89,7 @@ class Step:
     key: str
     kind: str
     port: int | None = None
+    udp: int | None = None
     typed: list[str] = field(default_factory=list)
     expect: list[str] = field(default_factory=list)
     status: int | None = 0
@@ -119,6 +121,8 @@ STEPS: list[Step] = [
     Step("--app examples.upper:Upper", "server", port=8081),
     Step("HELLO", "transcript"),
     Step("while another one runs on 8081", "transcript", status=None),
+    Step("tcpsc --port 8081 --udp 9000", "server", port=8081, udp=9000),
+    Step("tcpsc udp localhost 9000", "transcript"),
     Step(
         "systemctl daemon-reload",
         "skip",
@@ -126,6 +130,12 @@ STEPS: list[Step] = [
         "checks the daemon's readiness notifications and socket activation",
     ),
     Step("twist --log-format=json tcpsc --port 8081", "server", port=8081, setup=("$ ",)),
+    Step(
+        "tcpsc multicast listen 239.255.0.1:9000",
+        "skip",
+        why="its two commands run in two terminals at once, the listener first; "
+        "tests/test_udp_cli.py runs them so, in a namespace of its own",
+    ),
     Step("twistd -n --pidfile= tcpsc --port 8081", "server", port=8081),
     Step("tcpsc bench echo localhost 8081", "run", expect=["... errors=0 "]),
     Step("--app broadcast --rate", "server", port=8082),
@@ -200,6 +210,21 @@ def _listening(port: int) -> bool:
         for row in rows:
             fields = row.split()
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def _listeningUDP(port: int) -> bool:
+    """
+    Whether a UDP socket is bound to C{port}, read from C{/proc/net/udp*}.
+    """
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            if int(row.split()[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
 
@@ -362,6 +387,13 @@ class Scenario:
             raise Failed(f"a server block is one command, not {lines!r}")
         assert step.port is not None
         self.serve(step.port, lines[0])
+        if step.udp is not None:
+            deadline = time.monotonic() + TIMEOUT
+            while not _listeningUDP(step.udp):
+                if time.monotonic() > deadline:
+                    raise Failed(f"not listening on UDP {step.udp} after {TIMEOUT} s")
+                time.sleep(0.05)
+            return f"listening on {step.port} and on UDP {step.udp}"
         return f"listening on {step.port}"
 
     def do_run(self, block: Block, step: Step) -> str:

@@ -227,6 +227,7 @@ class OptionsTests(SynchronousTestCase):
         text = str(Options())
         for option in (
             "--port",
+            "--udp",
             "--tls",
             "--ca",
             "--cert",
@@ -247,7 +248,7 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.assertIn(option, text)
         for default in (
-            "[default: tcp:8081]",
+            "[default: tcp:8081, or none when --udp is given]",
             "[default: 4096]",
             "[default: 10]",
             "[default: echo]",

@@ -26,13 +26,19 @@ from typing import NoReturn
 
 from tcpsc import __version__
 
-from . import bench, certs, connect
+from . import bench, certs, connect, multicast, udp
 from .common import CommandError, UsageError
 
 __all__ = ["COMMANDS", "main"]
 
 #: The subcommands by name, in the order C{tcpsc --help} lists them.
-COMMANDS: dict[str, ModuleType] = {"certs": certs, "connect": connect, "bench": bench}
+COMMANDS: dict[str, ModuleType] = {
+    "certs": certs,
+    "connect": connect,
+    "udp": udp,
+    "multicast": multicast,
+    "bench": bench,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     parser = _Parser(
         prog="tcpsc",
-        description="Tools for tcpsc, message-oriented TCP/TLS 1.3 servers and clients. "
+        description="Tools for tcpsc, message-oriented TCP/TLS 1.3 and UDP servers and clients. "
         "The server itself is the twistd plugin: twistd -n --pidfile= tcpsc --help",
     )
     parser.add_argument("--version", action="version", version=f"tcpsc {__version__}")
