@@ -43,8 +43,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tcpsc._options import parseDelimiter, parsePortNumber
-from tcpsc.tap import DELIMITER_HELP, FILE_MARGIN, formatDelimiter, raiseOpenFileLimit
+from tcpsc.tap import (
+    DELIMITER_HELP,
+    FILE_MARGIN,
+    formatDelimiter,
+    parseDelimiter,
+    parsePortNumber,
+    raiseOpenFileLimit,
+)
 
 from . import loadgen as lg
 from .common import (
@@ -883,8 +889,9 @@ def _fillUdp(modes: Any) -> None:
     multicast = modes.add_parser(
         "udp-multicast",
         help="one sender to a multicast group, receivers in this process",
-        description="One socket sends SIZE-byte datagrams to GROUP:PORT for SECONDS, at RATE "
-        "a second or as fast as it can; RECEIVERS sockets of this process, all bound to "
+        description="One socket, in a process of its own, sends SIZE-byte datagrams to "
+        "GROUP:PORT for SECONDS, at RATE a second or as fast as it can, not waiting for the "
+        "receivers; RECEIVERS sockets of this process, all bound to "
         "PORT (SO_REUSEADDR, SO_REUSEPORT) and joined to GROUP, count what arrives. The "
         "TTL (hop limit) is 1 and loopback is on. Reports the rate sent, what was delivered "
         "in all, the loss, and the smallest and largest count of one receiver. Run it where "
@@ -1062,6 +1069,8 @@ def _udpMulticast(options: argparse.Namespace) -> int:
             f"multicast to {shown}:{port}: {e.strerror or e} (is there a multicast route, "
             "such as ip route add 224.0.0.0/4 dev lo in a private network namespace?)"
         ) from None
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
     finally:
         progress.finish()
     sending = max(1, stats.sendEnd - stats.start) / 1e9

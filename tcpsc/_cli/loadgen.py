@@ -1627,6 +1627,57 @@ def multicastSender(group: str) -> socket.socket:
     return sock
 
 
+def _multicastSend(
+    sender: socket.socket,
+    destination: Any,
+    seconds: float,
+    rate: float | None,
+    size: int,
+    filler: bytes,
+    connection: Any,
+) -> None:
+    """
+    The sending process of L{runUdpMulticast}: send for C{seconds}, at
+    C{rate} a second or as fast as the socket takes them, then report
+    C{(sent, sendBufferFull, start, end)} through C{connection}.
+    """
+    monotonic = time.monotonic_ns
+    sendto = sender.sendto
+    pack = int.to_bytes
+    sent = full = 0
+    start = now = monotonic()
+    end = start + int(seconds * 1e9)
+    interval = 1e9 / rate if rate else 0.0
+    try:
+        while now < end:
+            due = int((now - start) / interval) + 1 - sent if rate else 64
+            for _ in range(min(due, 64)):
+                try:
+                    sendto(pack(sent, 8, "big") + filler, destination)
+                except BlockingIOError:
+                    full += 1
+                    select.select([], [sender], [], 0.001)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    full += 1
+                    time.sleep(0.0001)
+                    break
+                sent += 1
+            now = monotonic()
+            if rate:
+                wait = (start + sent * interval - now) / 1e9
+                if wait > 0.0002:
+                    time.sleep(wait)
+                    now = monotonic()
+        connection.send(("ok", (sent, full, start, now)))
+    except BaseException as e:  # reported by the receiving process
+        connection.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        connection.close()
+
+
 def runUdpMulticast(
     group: str,
     port: int,
@@ -1639,74 +1690,77 @@ def runUdpMulticast(
 ) -> UdpMulticastStats:
     """
     Send C{size}-byte datagrams to C{group}:C{port} for C{seconds}, at
-    C{rate} a second (C{None}: as fast as the receivers leave room for),
-    from one socket, and count what each of C{receivers} sockets joined to
-    the group receives; after sending, wait until nothing has arrived for
-    C{drain} seconds (at most C{drain} twice over).
+    C{rate} a second (C{None}: as fast as the socket takes them), from one
+    socket in a process of its own, and count what each of C{receivers}
+    sockets of this process, joined to the group, receives; after sending,
+    wait until nothing has arrived for C{drain} seconds (at most C{drain}
+    twice over).  The sender does not wait for the receivers, as a real
+    multicast sender does not: what they cannot keep up with is lost.
 
     Each datagram holds its 8-byte sequence number and filler; one of
     another length or with other filler is malformed.
+
+    @raise OSError: a socket cannot be bound or joined to the group.
+    @raise RuntimeError: the sending process failed.
     """
+    import multiprocessing
+
     if size < 8:
         raise ValueError("a datagram needs 8 bytes for its sequence number")
     filler = makeTemplate(size, b"")[0][: size - 8] if size > 8 else b""
     sockets: list[socket.socket] = []
-    sender = None
     poller = select.epoll()
     stats = UdpMulticastStats(receivers=receivers)
+    process = None
     try:
         for _ in range(receivers):
             sockets.append(multicastReceiver(group, port))
-        sender = multicastSender(group)
-        family = sender.family
-        destination = (group, port) if family == socket.AF_INET else (group, port, 0, 0)
-        byFd = {}
-        for index, sock in enumerate(sockets):
+        byFd: dict[int, int] = {}
+        for number, sock in enumerate(sockets):
             poller.register(sock.fileno(), _EPOLLIN)
-            byFd[sock.fileno()] = index
+            byFd[sock.fileno()] = number
         counts = [0] * receivers
+        sender = multicastSender(group)
+        destination = (group, port) if sender.family == socket.AF_INET else (group, port, 0, 0)
+        context = multiprocessing.get_context("fork")
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_multicastSend,
+            args=(sender, destination, seconds, rate, size, filler, sending),
+        )
+        process.start()
+        sending.close()
+        sender.close()
+        poller.register(receiving.fileno(), _EPOLLIN)
         monotonic = time.monotonic_ns
         now = monotonic()
         stats.start = now
-        sendEnd = now + int(seconds * 1e9)
-        interval = 1e9 / rate if rate else 0.0
+        limit = now + int((seconds + 30) * 1e9)
         nextProgress = now + _PROGRESS_NS
-        sent = 0
-        burst = 32
-        lastArrival = now
         drainNs = int(drain * 1e9)
-        sendto = sender.sendto
-        pack = int.to_bytes
-        while True:
-            sending = now < sendEnd
-            if sending:
-                due = min(burst, int((now - stats.start) / interval) + 1 - sent) if rate else burst
-                for _ in range(max(0, due)):
-                    try:
-                        sendto(pack(sent, 8, "big") + filler, destination)
-                    except BlockingIOError:
-                        stats.sendBufferFull += 1
-                        break
-                    except OSError as e:
-                        if e.errno != errno.ENOBUFS:
-                            raise
-                        stats.sendBufferFull += 1
-                        break
-                    sent += 1
-                wait = 0.0
-                if rate:
-                    wait = max(0.0, (stats.start + (sent + 1) * interval - now) / 1e9)
-            else:
-                if stats.sendEnd == 0:
-                    stats.sendEnd = now
-                    lastArrival = now
-                if now - lastArrival >= drainNs or now - stats.sendEnd >= 2 * drainNs:
-                    break
-                wait = 0.05
-            events = poller.poll(min(wait, (sendEnd - now) / 1e9) if sending else wait)
+        lastArrival = now
+        report: Any = None
+        while now < limit:
+            if report is not None and (
+                now - lastArrival >= drainNs or now - stats.sendEnd >= 2 * drainNs
+            ):
+                break
+            events = poller.poll(0.05)
             now = monotonic()
             for fd, _ in events:
-                index = byFd[fd]
+                index = byFd.get(fd)
+                if index is None:
+                    if report is None:
+                        try:
+                            report = receiving.recv()
+                        except EOFError:
+                            report = ("error", "the sending process ended without a word")
+                        poller.unregister(receiving.fileno())
+                        if report[0] != "ok":
+                            raise RuntimeError(f"the multicast sender failed: {report[1]}")
+                        stats.sent, stats.sendBufferFull, stats.start, stats.sendEnd = report[1]
+                        lastArrival = max(lastArrival, now)
+                    continue
                 sock = sockets[index]
                 got = 0
                 while True:
@@ -1729,14 +1783,19 @@ def runUdpMulticast(
             if progress is not None and now >= nextProgress:
                 nextProgress = now + _PROGRESS_NS
                 progress(sum(counts))
-        stats.sent = sent
+        if report is None:
+            raise RuntimeError(f"the multicast sender did not finish in {seconds + 30:g} s")
         stats.end = now
         stats.perReceiver = counts
         stats.delivered = sum(counts)
+        receiving.close()
     finally:
         poller.close()
         for sock in sockets:
             sock.close()
-        if sender is not None:
-            sender.close()
+        if process is not None:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
     return stats
