@@ -275,13 +275,18 @@ def tlsArguments(settings: Settings) -> list[str]:
 
 
 def bench(
-    arguments: list[str], settings: Settings, timeout: float, prefix: tuple[str, ...] = ()
+    arguments: list[str],
+    settings: Settings,
+    timeout: float,
+    prefix: tuple[str, ...] = (),
+    cores: set[int] | None = None,
 ) -> dict[str, str]:
     """
     Run C{tcpsc bench} (on the load core) and return the fields of its
     RESULT line, plus C{status}.
 
     @param prefix: a command that runs it (such as L{NAMESPACE}).
+    @param cores: the CPUs it may use instead of the load core's.
     """
     try:
         completed = subprocess.run(
@@ -291,6 +296,7 @@ def bench(
             cwd=ROOT,
             env=_environment(),
             stdin=subprocess.DEVNULL,
+            preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)),
         )
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "errors": "1"}
@@ -798,9 +804,9 @@ UDP_SCENARIOS = (
     ),
     UdpScenario(
         "j",
-        "1 client, q=400, 32 B, delimiter \\n, 40 messages per datagram",
+        "1 client, q=1000, 32 B, delimiter \\n, 40 messages per datagram",
         ("udp-tcpsc-delimited", "udp-twisted"),
-        ("-q", "400", "-s", "32", "-d", "\\n", "--batch", "40"),
+        ("-q", "1000", "-s", "32", "-d", "\\n", "--batch", "40"),
     ),
 )
 
@@ -895,8 +901,10 @@ def namespaceProblem() -> str | None:
 def runUdpMulticast(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
     """
     Scenario k: first as fast as the sender goes, then lower rates until
-    the loss is below 1 % (the sustainable rate, at most 6 tries), then
-    that rate C{settings.repeat} times.  Only ever inside L{NAMESPACE}.
+    the loss is below half the target's 1 % (the sustainable rate, at most
+    6 tries), then that rate C{settings.repeat} times more.  Only ever
+    inside L{NAMESPACE}.  No server runs: the sending process and the
+    receiving one get a CPU each.
     """
     problem = namespaceProblem()
     if problem is not None:
@@ -917,7 +925,8 @@ def runUdpMulticast(settings: Settings, say: Callable[[str], None]) -> dict[str,
         ]
         if rate is not None:
             arguments += ["-r", f"{rate:.0f}"]
-        fields = bench(arguments, settings, 60, prefix=NAMESPACE)
+        cores = {c for c in (settings.loadCore, settings.serverCore) if c is not None}
+        fields = bench(arguments, settings, 60, prefix=NAMESPACE, cores=cores or None)
         say(
             f"  k: rate {'max' if rate is None else f'{rate:,.0f}'}: sent "
             f"{_float(fields, 'send_rate'):,.0f}/s, delivered "
@@ -932,7 +941,7 @@ def runUdpMulticast(settings: Settings, say: Callable[[str], None]) -> dict[str,
         return (
             fields.get("status") == "0"
             and fields.get("errors") == "0"
-            and _float(fields, "loss_percent") < 1.0
+            and _float(fields, "loss_percent") < 0.5
         )
 
     entry: dict[str, Any] = {"tries": [], "runs": []}
@@ -956,8 +965,7 @@ def runUdpMulticast(settings: Settings, say: Callable[[str], None]) -> dict[str,
             entry["unsustained"] = True
             return entry
     entry["rate"] = rate
-    entry["runs"].append(fields)
-    for _ in range(settings.repeat - 1):
+    for _ in range(settings.repeat):
         entry["runs"].append(once(rate))
     return entry
 
@@ -1009,14 +1017,16 @@ def _udpSection(
             add("")
             return
         add(
-            "One sender and the receivers in one `tcpsc bench udp-multicast` process; first "
-            "as fast as the sender goes, then lower rates until the loss is below 1 %."
+            "`tcpsc bench udp-multicast`: one sending process, not waiting for the receivers, "
+            "and the receiving sockets in another, a CPU each. First as fast as the sender "
+            "goes, then lower rates until the loss is below 0.5 %: the sustainable rate, "
+            "then run again to give the figure the target is judged by (the last rows)."
         )
         add("")
         add("| rate asked | sent msgs/s | delivered msgs/s (all receivers) | loss | per receiver |")
         add("|---|---|---|---|---|")
         for rate, fields in multicast["tries"] + [
-            (multicast.get("rate"), f) for f in multicast["runs"][1:]
+            (multicast.get("rate"), f) for f in multicast["runs"]
         ]:
             add(
                 f"| {'as fast as possible' if rate is None else f'{rate:,.0f}'} | "

@@ -1302,6 +1302,19 @@ class UdpMessages:
             digits = digits.translate(self.table)
         return digits + self.filler
 
+    def batch(self, first: int, count: int) -> list[bytes]:
+        """
+        Messages C{first} to C{first + count - 1}, without their delimiters.
+        """
+        format, filler = self.format, self.filler
+        if self.plain:
+            return [format % sequence + filler for sequence in range(first, first + count)]
+        table = self.table
+        return [
+            (format % sequence).translate(table) + filler
+            for sequence in range(first, first + count)
+        ]
+
     def sequence(self, message: bytes) -> int | None:
         """
         The sequence number of a message exactly as sent; C{None} for any
@@ -1416,6 +1429,8 @@ def runUdpEcho(
     wantWrite = False
     nextSequence = 0
     join = (delimiter or b"").join
+    batchOf = messages.batch
+    pop = outstanding.pop
     tail = delimiter or b""
     splitOn = delimiter
     monotonic = time.monotonic_ns
@@ -1467,7 +1482,7 @@ def runUdpEcho(
             # Refill the window, one datagram of BATCH messages at a time.
             if sending and not wantWrite:
                 while len(outstanding) + batch <= inflight:
-                    keys = [messages.message(nextSequence + i) for i in range(batch)]
+                    keys = batchOf(nextSequence, batch)
                     datagram = keys[0] + tail if batch == 1 else join(keys) + tail
                     try:
                         sock.send(datagram)
@@ -1519,20 +1534,29 @@ def runUdpEcho(
                     pieces = data.split(splitOn)
                     if not pieces[-1]:
                         pieces.pop()
+                # One round trip recorded per echoed datagram, weighted by
+                # the messages it completed (those sent together share a
+                # send time).
+                matched = 0
+                sent = 0
                 for piece in pieces:
-                    sent = outstanding.pop(piece, None)
-                    if sent is None:
+                    at = pop(piece, None)
+                    if at is None:
                         unmatched(piece)
                         continue
-                    stats.messages += 1
-                    if inWindow:
-                        stats.windowMessages += 1
-                    elapsed = now - sent
-                    if elapsed < 1:
-                        elapsed = 1
-                    counts[min(int(log(elapsed) * _BUCKETS_PER_E), _BUCKETS - 1)] += 1
-                    if elapsed > histogram.maximum:
-                        histogram.maximum = elapsed
+                    matched += 1
+                    sent = at
+                if not matched:
+                    continue
+                stats.messages += matched
+                if inWindow:
+                    stats.windowMessages += matched
+                elapsed = now - sent
+                if elapsed < 1:
+                    elapsed = 1
+                counts[min(int(log(elapsed) * _BUCKETS_PER_E), _BUCKETS - 1)] += matched
+                if elapsed > histogram.maximum:
+                    histogram.maximum = elapsed
             if progress is not None and now >= nextProgress:
                 nextProgress = now + _PROGRESS_NS
                 progress(stats.messages)
