@@ -829,9 +829,10 @@ def _fillUdp(modes: Any) -> None:
         help="UDP datagrams to an echo server; loss counted",
         description="Keeps IN_FLIGHT messages in flight to a UDP echo server for SECONDS, "
         "from one connected socket. Every echo is compared with what was sent (a corrupt "
-        "or duplicated echo is an error). A message not echoed within --loss-timeout is "
-        "lost: counted and replaced at once, never waited for. With -d, each message ends "
-        "with the delimiter and a datagram holds --batch of them; echoes are split on it.",
+        "or duplicated echo is an error). A message not echoed within the loss timeout "
+        "(--loss-timeout) is lost: counted and replaced at once, never waited for. With a "
+        "delimiter (-d), each message ends with it and a datagram holds N of them "
+        "(--batch); echoes are split on it.",
     )
     echo.add_argument("host", metavar="HOST", help="the server's host name or address")
     echo.add_argument("port", metavar="PORT", type=_udpPort, help="the server's UDP port")
