@@ -448,7 +448,7 @@ class BenchOptionTests(_BenchTestCase):
             ("connect", ("-n", "-c", "-s", "-T")),
             ("idle", ("-n", "-c", "--hold", "-T")),
             ("udp-echo", ("-q", "-T", "-s", "-d", "--batch", "--loss-timeout")),
-            ("udp-multicast", ("-c", "-r", "-T", "-s")),
+            ("udp-multicast", ("-c", "-r", "-T", "-s", "--receive-buffer")),
         ):
             out, err, code = await self._bench(mode, "--help")
             self.assertEqual(code, 0, err)

@@ -936,6 +936,14 @@ def _fillUdp(modes: Any) -> None:
         metavar="SIZE",
         help="bytes per datagram, at least 8 (default: 32)",
     )
+    multicast.add_argument(
+        "--receive-buffer",
+        type=countArgument,
+        default=4 << 20,
+        metavar="BYTES",
+        help="SO_RCVBUF of each receiving socket, which the system caps at "
+        "net.core.rmem_max (default: 4194304)",
+    )
     multicast.set_defaults(func=_udpMulticast)
 
 
@@ -1063,6 +1071,7 @@ def _udpMulticast(options: argparse.Namespace) -> int:
             options.seconds,
             rate=options.rate,
             size=options.size,
+            receiveBuffer=options.receive_buffer,
             progress=progress.update,
         )
     except OSError as e:
@@ -1093,13 +1102,14 @@ def _udpMulticast(options: argparse.Namespace) -> int:
     )
     print(f"Lost: {stats.lost} ({stats.lossPercent:.3f} %)")
     print(f"Per-receiver datagrams: min {low} max {high}")
+    print(f"Receive buffer: {stats.receiveBuffer} bytes per socket, as the system reports it")
     print(
         f"RESULT mode=udp-multicast send_rate={sendRate:.0f} sent={stats.sent} "
         f"delivered={stats.delivered} delivered_per_s={delivered:.0f} lost={stats.lost} "
         f"loss_percent={stats.lossPercent:.3f} errors={stats.errors} "
         f"receivers={stats.receivers} min_receiver={low} max_receiver={high} "
         f"rate={options.rate or 0:g} size={options.size} seconds={sending:.3f} "
-        f"send_buffer_full={stats.sendBufferFull}"
+        f"send_buffer_full={stats.sendBufferFull} receive_buffer={stats.receiveBuffer}"
     )
     sys.stdout.flush()
     if not stats.delivered:

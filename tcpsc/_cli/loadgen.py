@@ -1577,6 +1577,7 @@ class UdpMulticastStats:
     """
 
     receivers: int = 0
+    receiveBuffer: int = 0
     sent: int = 0
     sendBufferFull: int = 0
     delivered: int = 0
@@ -1604,17 +1605,22 @@ class UdpMulticastStats:
         return 100.0 * self.lost / self.expected if self.expected else 0.0
 
 
-def multicastReceiver(group: str, port: int) -> socket.socket:
+def multicastReceiver(group: str, port: int, receiveBuffer: int | None = None) -> socket.socket:
     """
     A non-blocking UDP socket bound to C{group} and C{port} beside others
     (C{SO_REUSEADDR}, C{SO_REUSEPORT}: every one of them gets a copy of
     every datagram sent to the group), joined to the group on the
     interface the routing table picks.
+
+    @param receiveBuffer: its C{SO_RCVBUF}, in bytes (the system caps it);
+        C{None} for the system's default.
     """
     family = socket.AF_INET6 if ":" in group else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        if receiveBuffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         packed = socket.inet_pton(family, group)
@@ -1710,6 +1716,7 @@ def runUdpMulticast(
     rate: float | None = None,
     size: int = 32,
     drain: float = 0.5,
+    receiveBuffer: int | None = None,
     progress: Progress | None = None,
 ) -> UdpMulticastStats:
     """
@@ -1724,6 +1731,8 @@ def runUdpMulticast(
     Each datagram holds its 8-byte sequence number and filler; one of
     another length or with other filler is malformed.
 
+    @param receiveBuffer: each receiving socket's C{SO_RCVBUF} (see
+        L{multicastReceiver}); what the system made of it is in the stats.
     @raise OSError: a socket cannot be bound or joined to the group.
     @raise RuntimeError: the sending process failed.
     """
@@ -1738,7 +1747,8 @@ def runUdpMulticast(
     process = None
     try:
         for _ in range(receivers):
-            sockets.append(multicastReceiver(group, port))
+            sockets.append(multicastReceiver(group, port, receiveBuffer))
+        stats.receiveBuffer = sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         byFd: dict[int, int] = {}
         for number, sock in enumerate(sockets):
             poller.register(sock.fileno(), _EPOLLIN)
