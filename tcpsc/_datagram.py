@@ -16,7 +16,7 @@ up, never reused: the kind of id L{tcpsc.Server} gives its connections, from
 a counter of its own) and keeps at most C{maxPeers} peers, forgetting the
 one heard from least recently first, and those not heard from within
 C{peerIdleTimeout}: a flood of spoofed source addresses costs a bounded
-amount of memory.  The peers are kept in one L{OrderedDict} by id, in the
+amount of memory.  The peers are kept in one C{OrderedDict} by id, in the
 order they were last heard from, so that hearing from a peer, forgetting
 the oldest and finding who was heard from within a window are each O(1) per
 peer; the same structure drives expiry with a single timer, that of the
@@ -30,19 +30,23 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from twisted.internet import udp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError, MessageLengthError
-from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.interfaces import IHalfCloseableDescriptor, IResolutionReceiver
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
+from . import _compat
 from ._addresses import describeAddress
 from ._errors import ConnectError, ListenError, PortError, ServerError, StartError
 from ._events import EventSummary
@@ -51,6 +55,7 @@ from ._settings import FROM_PROTOCOL, Settings, settingsFrom
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+    from twisted.python.failure import Failure
 
 __all__ = [
     "DEFAULT_MAX_DATAGRAM",
@@ -497,11 +502,17 @@ class _ServerPort(_Port):
     A port of a L{DatagramServer}, with its peers by address.
     """
 
+    #: Whether the server stopped: the datagrams of a read that was in
+    #: progress then are not delivered.
+    stopped = False
+
     def __init__(self, owner: DatagramServer) -> None:
         super().__init__(owner)
         self.peers: dict[tuple[str, int], DatagramPeer] = {}
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self.stopped:
+            return
         owner = self._owner
         peer = self.peers.get(addr)
         if len(datagram) > self._maxLength:
@@ -524,7 +535,7 @@ def _peerClass(
     a subclass that has them.
 
     @param framing: the C{delimiter}, C{maxMessageLength} and
-        C{messageAppend} given; L{FROM_PROTOCOL} or C{None} for the
+        C{messageAppend} given; C{FROM_PROTOCOL} or C{None} for the
         protocol's own.
     @raise TypeError: not a subclass of L{DatagramPeer}.
     @raise ValueError: a framing value out of range.
@@ -692,7 +703,7 @@ class DatagramServer(_Owner):
     @property
     def settings(self) -> Settings:
         """
-        The settings in force (the framing as given, L{FROM_PROTOCOL} where
+        The settings in force (the framing as given, C{FROM_PROTOCOL} where
         it is the protocol's own).
         """
         return self._settings
@@ -782,6 +793,8 @@ class DatagramServer(_Owner):
             L{listen} again (its peer ids go on counting up).
         """
         ports, self._ports = self._ports, []
+        for protocol in self._serverPorts:
+            protocol.stopped = True
         self._serverPorts = []
         stopping = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         call, self._expiryCall = self._expiryCall, None
@@ -971,6 +984,8 @@ class _ClientPort(_Port):
     """
 
     peer: DatagramPeer | None = None
+    #: Whether a refusal was reported since the last send began.
+    refusedNow = False
 
     def destination(self, peer: DatagramPeer) -> None:
         return None
@@ -986,7 +1001,81 @@ class _ClientPort(_Port):
         owner._deliver(peer, datagram)
 
     def connectionRefused(self) -> None:
+        self.refusedNow = True
         self._owner._refused()
+
+    def socketError(self, number: int) -> None:
+        """
+        The system reported another error for a datagram sent earlier (an
+        ICMP host or network unreachable).
+        """
+        self._owner._unreachable(number)
+
+    def stopProtocol(self) -> None:
+        # The port closed: by disconnect(), or by a reactor that closes a
+        # connected UDP port when the system reports a refusal (Twisted's
+        # poll-like reactors do, twisted#5377; see _SturdyPort).
+        if self.peer is not None:
+            self._owner._portLost()
+
+
+@implementer(IHalfCloseableDescriptor)
+class _SturdyPort(udp.Port):
+    """
+    A connected UDP port that stays open when the system reports an error
+    for a datagram sent before (an ICMP port unreachable), and tells its
+    protocol.
+
+    The system reports such an error on a connected socket as an error
+    condition of the socket (C{EPOLLERR}) without data to read; Twisted's
+    poll-like reactors (epoll, poll) then close the port as if a connection
+    had ended (twisted#5377), and its select reactor calls C{doRead}, which
+    calls C{connectionRefused}.  A descriptor that is half-closeable gets
+    C{readConnectionLost} instead of being closed: this one takes the
+    error from the socket (which clears it), tells its protocol, and reads
+    again.  An error other than a refusal that C{doRead} meets is told to
+    the protocol (L{_ClientPort.socketError}) instead of closing the port.
+
+    Used only while L{tcpsc._compat.PRIVATE}, with a reactor of Twisted's
+    POSIX family; otherwise the reactor's own port, which a refusal closes
+    under epoll (the client then says so and is disconnected).
+    """
+
+    _stopping = False
+
+    def doRead(self) -> None:
+        try:
+            super().doRead()
+        except OSError as e:
+            if e.errno in _READ_IGNORED:
+                return
+            self.protocol.socketError(e.errno or 0)
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        number = self.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not number or self._stopping:
+            # Not an error the system reported: the socket really ended.
+            self.connectionLost(reason)
+            return
+        if number == errno.ECONNREFUSED:
+            self.protocol.connectionRefused()
+        else:
+            self.protocol.socketError(number)
+        if not self._stopping:
+            self.startReading()
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        """
+        Never called: a UDP port does not register for writing.
+        """
+
+    def stopListening(self) -> Any:
+        self._stopping = True
+        return super().stopListening()
+
+
+#: Errors of a read that mean nothing is to be read now.
+_READ_IGNORED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
 
 @implementer(IResolutionReceiver)
@@ -1143,17 +1232,27 @@ class DatagramClient(_Owner):
         ipv6 = isIPv6Address(host)
         self._framing.checkFamily(ipv6)
         clientPort = _ClientPort(self)
-        listening = self._reactor.listenUDP(
-            0,
-            clientPort,
-            interface=interface or ("::" if ipv6 else ""),
-            maxPacketSize=self._framing.receiveSize,
-        )
+        target = describeAddress(_hostPort((host, port)))
+        bind = interface or ("::" if ipv6 else "")
+        reactor = self._reactor
+        try:
+            if _compat.PRIVATE and isinstance(reactor, PosixReactorBase):
+                listening: Any = _SturdyPort(
+                    0, clientPort, bind, self._framing.receiveSize, reactor
+                )
+                listening.startListening()
+            else:
+                listening = reactor.listenUDP(
+                    0, clientPort, interface=bind, maxPacketSize=self._framing.receiveSize
+                )
+        except CannotListenError as e:
+            raise ConnectError(
+                f"cannot connect to {target} from {interface}: {e.socketError}"
+            ) from e
         try:
             listening.connect(host, port)
         except OSError as e:
             listening.stopListening()
-            target = describeAddress(_hostPort((host, port)))
             raise ConnectError(f"cannot connect to {target}: {e.strerror or e}") from e
         peerId = self._nextId
         self._nextId = peerId + 1
@@ -1176,6 +1275,17 @@ class DatagramClient(_Owner):
         peer.peerReady()
         return peer
 
+    def _write(self, peer: DatagramPeer, datagram: bytes) -> bool:
+        clientPort = self._clientPort
+        if clientPort is None or peer is not self.peer:
+            return False
+        clientPort.refusedNow = False
+        written = _Owner._write(self, peer, datagram)
+        # A refusal still pending on the socket is reported by this send,
+        # which the system then did not make: Twisted calls
+        # connectionRefused and returns as if it had written.
+        return written and not clientPort.refusedNow
+
     def _refused(self) -> None:
         peer = self.peer
         if peer is None:
@@ -1186,6 +1296,45 @@ class DatagramClient(_Owner):
             peer=describeAddress(_hostPort(peer.address)),
         )
         peer.connectionRefused()
+
+    def _unreachable(self, number: int) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        reason = os.strerror(number) if number else "unknown error"
+        self._events.record(
+            "sendFailed",
+            "A datagram to {peer} did not arrive: {error}",
+            detail=reason,
+            peer=describeAddress(_hostPort(peer.address)),
+            error=reason,
+        )
+
+    def _portLost(self) -> None:
+        """
+        The reactor closed the socket (Twisted's poll-like reactors do when
+        the system reports a refusal, where L{_SturdyPort} is not used): the
+        client is disconnected.
+        """
+        peer = self.peer
+        if peer is None:
+            return
+        self._events.record(
+            "refused",
+            "The socket connected to {peer} was closed by the reactor after the system "
+            "reported an error for a datagram sent (an ICMP port unreachable: nothing "
+            "listens there); the client is disconnected",
+            peer=describeAddress(_hostPort(peer.address)),
+        )
+        peer.connectionRefused()
+        self._port = None
+        self._clientPort = None
+        self.peer = None
+        try:
+            peer.peerExpired()
+        finally:
+            peer._owner = None
+            peer._via = None
 
     def _onMessage(self, peer: DatagramPeer, message: bytes) -> None:
         onMessage = self.onMessage
