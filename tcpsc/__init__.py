@@ -36,6 +36,7 @@ from ._errors import (
     TLSHandshakeError,
 )
 from ._framing import MessageProtocol, StreamProtocol
+from ._multicast import MulticastReceiver, MulticastSender
 from ._server import Server
 from ._service import KeepConnectedService, ServerService
 from ._settings import FROM_PROTOCOL, FromProtocol, Settings
@@ -59,6 +60,8 @@ __all__ = [
     "KeepConnectedService",
     "ListenError",
     "MessageProtocol",
+    "MulticastReceiver",
+    "MulticastSender",
     "PortError",
     "Server",
     "ServerCertificateRejected",

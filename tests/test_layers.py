@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tcpsc._server",
             "tcpsc._client",
             "tcpsc._datagram",
+            "tcpsc._multicast",
             "tcpsc._service",
             "tcpsc._systemd",
             "tcpsc._apps",
