@@ -702,26 +702,61 @@ class BenchUdpTests(_BenchTestCase):
             self.assertIn(expected, err)
             self.assertEqual(out, "")
 
-    @asyncTest
-    async def test_multicast(self) -> None:
+    def test_multicast(self) -> None:
         """
-        In a private network namespace, one sender to 239.255.0.1 and three
-        receivers: every receiver gets every datagram at a low rate, and
-        the report says so.
+        In a private network namespace, one sender to an IPv4 group and to
+        an IPv6 group, three receivers: at a low rate every receiver gets
+        every datagram, and the report says so.
         """
-        try:
-            from ._netns import namespaceCommand
-        except ImportError:
-            raise SkipTest(
-                "tests/_netns.py (the private network namespace every multicast test "
-                "runs in) is not in this tree"
-            ) from None
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
-        )
-        command = namespaceCommand(
+        from ._netns import namespaceUnavailable, runInNamespace
+
+        why = namespaceUnavailable()
+        if why is not None:
+            raise SkipTest(why)
+        for target in ("239.255.0.1:9000", "[ff15::1]:9000"):
+            result = runInNamespace(
+                [
+                    "-m",
+                    "tcpsc",
+                    "bench",
+                    "udp-multicast",
+                    target,
+                    "-c",
+                    "3",
+                    "-r",
+                    "200",
+                    "-T",
+                    "0.5",
+                ]
+            )
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            fields = _result(result.stdout)
+            self.assertEqual((fields["mode"], fields["receivers"]), ("udp-multicast", "3"))
+            self.assertGreater(int(fields["sent"]), 0)
+            self.assertEqual(int(fields["delivered"]), 3 * int(fields["sent"]))
+            self.assertEqual(fields["min_receiver"], fields["sent"])
+            self.assertEqual((fields["lost"], fields["errors"]), ("0", "0"))
+
+    def test_multicastUnrouted(self) -> None:
+        """
+        In a namespace where multicast is not routed (its loopback down, no
+        route), the receivers cannot join: exit status 1, one line saying
+        so, no traceback.
+        """
+        from ._netns import namespaceUnavailable
+
+        why = namespaceUnavailable()
+        if why is not None:
+            raise SkipTest(why)
+        import shutil
+        import subprocess
+
+        unshare = shutil.which("unshare")
+        assert unshare is not None
+        result = subprocess.run(
             [
+                unshare,
+                "-n",
                 sys.executable,
                 "-m",
                 "tcpsc",
@@ -729,23 +764,18 @@ class BenchUdpTests(_BenchTestCase):
                 "udp-multicast",
                 "239.255.0.1:9000",
                 "-c",
-                "3",
-                "-r",
-                "200",
+                "2",
                 "-T",
-                "0.5",
-            ]
+                "0.2",
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-        result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
-            command[0], command[1:], env=environment, path=str(ROOT), reactor=reactor
-        )
-        rawOut, rawErr, code = await result
-        out = rawOut.decode()
-        self.assertEqual(code, 0, out + rawErr.decode())
-        fields = _result(out)
-        self.assertEqual(fields["mode"], "udp-multicast")
-        self.assertEqual(fields["receivers"], "3")
-        self.assertGreater(int(fields["sent"]), 0)
-        self.assertEqual(int(fields["delivered"]), 3 * int(fields["sent"]))
-        self.assertEqual(fields["min_receiver"], fields["sent"])
-        self.assertEqual(fields["lost"], "0")
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("tcpsc bench: multicast to 239.255.0.1:9000: No such device", lines[0])
