@@ -4,12 +4,15 @@ Multicast: L{MulticastSender} sends messages to a group, L{MulticastReceiver}
 joins a group and delivers what is sent to it; IPv4 groups (C{239.255.0.1})
 and IPv6 groups (C{ff15::1}), on Twisted's C{listenMulticast}.
 
-Several receivers may listen on one host and port: each socket is opened
-with C{listenMultiple} (C{SO_REUSEADDR} and C{SO_REUSEPORT}), so every one
-of them gets every datagram sent to its group.  A receiver is bound to its
+Several receivers may listen on one host and port, and every one of them
+gets every datagram sent to its group: on Linux each socket sets
+C{SO_REUSEADDR} only, and is adopted by the reactor (see
+L{MulticastReceiver._listen} for why not C{SO_REUSEPORT}); elsewhere it is
+C{listenMulticast}'s with C{listenMultiple}.  A receiver is bound to its
 group's address (not the wildcard) and, on Linux, told to hear only the
-groups it joined itself (C{IP_MULTICAST_ALL} off): otherwise a socket bound
-to a port hears every group any socket of the host joined on that port.
+groups it joined itself, on the interface it joined them on
+(C{IP_MULTICAST_ALL} off): otherwise a socket bound to a port hears every
+group any socket of the host joined on that port, on any interface.
 
 The interface, the TTL (the hop limit, for IPv6) and loopback are socket
 options set here through the port's socket (C{getHandle()}), not through
@@ -27,6 +30,7 @@ whole and counted (C{eventCounts["datagramTooLong"]}), never delivered cut.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -36,6 +40,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -162,6 +167,25 @@ def _indexOfAddress6(interface: str) -> int:
     raise ListenError(f"no network interface of this host has the address {address}")
 
 
+def _checkLocal4(address: str) -> None:
+    """
+    Check that an interface of this host has an IPv4 address, by binding a
+    socket to it (nothing is sent): the system's own words for a stranger
+    (C{ENODEV} on a join, C{EADDRNOTAVAIL} on a send) do not say it.
+
+    @raise ListenError: no interface has it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ListenError(
+                    f"no network interface of this host has the address {address}"
+                ) from None
+            raise ListenError(f"cannot use the address {address}: {e.strerror or e}") from None
+
+
 def _multicastOptions(
     family: socket.AddressFamily, group: str, interface: str | None
 ) -> tuple[bytes, bytes | int | None]:
@@ -190,6 +214,7 @@ def _multicastOptions(
     except ValueError:
         pass
     else:
+        _checkLocal4(interface)
         packed = socket.inet_aton(interface)
         return packedGroup + packed, packed
     index = _indexOf(interface)
@@ -302,24 +327,17 @@ class MulticastReceiver:
             return fail(StartError("the multicast receiver is started already", -1))
         where = _describe(self.group, self._port)
         try:
-            join, _ = _multicastOptions(self.family, self.group, self.interface)
+            try:
+                join, _ = _multicastOptions(self.family, self.group, self.interface)
+            except ListenError as e:
+                raise ListenError(f"cannot join multicast group {self.group}: {e.args[0]}") from e
             # Bound to the group's address, the socket hears that group
             # only, not the port's unicast datagrams; Windows cannot bind
             # to a multicast address.
             bindTo = self.group
             if sys.platform == "win32":
                 bindTo = "" if self.family == socket.AF_INET else "::"
-            try:
-                listening = self._reactor.listenMulticast(
-                    self._port,
-                    _ReceiverProtocol(self),
-                    interface=bindTo,
-                    # One byte more than the bound: a longer datagram is seen.
-                    maxPacketSize=self.framing.receiveSize,
-                    listenMultiple=True,
-                )
-            except CannotListenError as e:
-                raise _cannotListen(e, f"cannot listen on {where}") from e
+            listening = self._listen(bindTo, where)
             handle = listening.getHandle()
             level = socket.IPPROTO_IP if self.family == socket.AF_INET else socket.IPPROTO_IPV6
             try:
@@ -348,6 +366,47 @@ class MulticastReceiver:
             on=f", interface {self.interface}" if self.interface else "",
         )
         return succeed(None)
+
+    def _listen(self, bindTo: str, where: str) -> Any:
+        """
+        The receiver's listening port, bound to C{bindTo} and the port.
+
+        On Linux a socket of this module's own, with C{SO_REUSEADDR} only,
+        adopted by the reactor: Linux lets several sockets with
+        C{SO_REUSEADDR} bind one UDP port and gives each of them every
+        multicast datagram, whereas sockets that also set C{SO_REUSEPORT}
+        (as C{listenMulticast}'s C{listenMultiple} does) form a group among
+        which a datagram that came in through a network interface goes to
+        I{one} socket only, when their memberships differ: a receiver
+        joined on another interface then takes datagrams from one that
+        should have them.  Elsewhere (the BSDs need C{SO_REUSEPORT}),
+        and for a reactor that cannot adopt sockets, C{listenMulticast}
+        with C{listenMultiple}.
+
+        @raise ListenError: the port cannot be bound.
+        """
+        protocol = _ReceiverProtocol(self)
+        # One byte more than the bound: a longer datagram is seen.
+        size = self.framing.receiveSize
+        if sys.platform.startswith("linux") and IReactorSocket.providedBy(self._reactor):
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setblocking(False)
+                try:
+                    sock.bind((bindTo, self._port))
+                except OSError as e:
+                    raise ListenError(f"cannot listen on {where}: {e.strerror or e}") from e
+                return self._reactor.adoptDatagramPort(sock.fileno(), self.family, protocol, size)
+            finally:
+                # The port holds a duplicate of the socket.
+                sock.close()
+        try:
+            return self._reactor.listenMulticast(
+                self._port, protocol, interface=bindTo, maxPacketSize=size, listenMultiple=True
+            )
+        except CannotListenError as e:
+            raise _cannotListen(e, f"cannot listen on {where}") from e
 
     def stop(self) -> Deferred[None]:
         """
@@ -481,7 +540,12 @@ class MulticastSender:
         if self._listening is not None:
             return fail(StartError("the multicast sender is started already", -1))
         try:
-            _, outgoing = _multicastOptions(self.family, self.group, self.interface)
+            try:
+                _, outgoing = _multicastOptions(self.family, self.group, self.interface)
+            except ListenError as e:
+                raise ListenError(
+                    f"cannot send to multicast group {self.group}: {e.args[0]}"
+                ) from e
             v4 = self.family == socket.AF_INET
             try:
                 listening = self._reactor.listenMulticast(

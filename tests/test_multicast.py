@@ -233,29 +233,41 @@ async def hops(reactor: Any, family: str) -> dict[str, Any]:
 async def loopback(reactor: Any, family: str, mode: str) -> dict[str, Any]:
     """
     Over C{mc0}, a real (virtual Ethernet) interface: a sender with
-    loopback on or off sends to a group that a receiver on this host
-    joined on C{mc0}; then a sender with loopback on sends a marker to
-    another group, that a second receiver on C{mc0} joined.
+    loopback on or off sends 20 datagrams to a group that a receiver on
+    this host joined on C{mc0}; then a sender with loopback on sends a
+    marker to another group, that a second receiver on C{mc0} joined.  On
+    IPv4 a third receiver, on the same group and port, joined the group on
+    C{mc1}, the other end of the pair: it gets every datagram either way,
+    which shows that they were sent, and that a receiver's interface
+    decides what it hears.  (On Linux an IPv6 receiver hears its group
+    from every interface the host joined it on.)
     """
     on = mode == "on"
     group, other = GROUPS[family]
     address = _netns.VETH_ADDRESSES["mc0"][0 if family == "4" else 1]
     here = Collector(reactor)
     marker = Collector(reactor)
+    across = Collector(reactor)
     receivers = [
         MulticastReceiver(group, PORT, interface=address, onMessage=here),
         MulticastReceiver(other, PORT, interface="mc0", onMessage=marker),
     ]
+    if family == "4":
+        receivers.append(MulticastReceiver(group, PORT, interface="mc1", onMessage=across))
     sender = MulticastSender(group, PORT, interface=address, loopback=on)
     markerSender = MulticastSender(other, PORT, interface="mc0")
     await started(*receivers, sender, markerSender)
-    assert sender.send(b"datagram")
+    for i in range(20):
+        assert sender.send(f"datagram {i}")
+    if family == "4":
+        await across.waitFor(20)
     assert markerSender.send(b"marker")
     await marker.waitFor(1)
     if on:
-        await here.waitFor(1)
+        await here.waitFor(20)
     return {
-        "here": [m.decode() for m in here.messages],
+        "here": len(here.messages),
+        "across": len(across.messages),
         "marker": [m.decode() for m in marker.messages],
     }
 
@@ -282,6 +294,14 @@ async def errors(reactor: Any, family: str) -> dict[str, Any]:
             result[name] = ["ListenError", str(e)]
         else:
             result[name] = ["started"]
+    # A port taken by a socket that does not share it.
+    taken = rawSender(family)
+    taken.bind(("", PORT + 1))
+    try:
+        await MulticastReceiver(group, PORT + 1).start()
+    except ListenError as e:
+        result["portTaken"] = ["ListenError", str(e)]
+    taken.close()
     collector = Collector(reactor)
     receiver = MulticastReceiver(group, PORT, onMessage=collector)
     sender = MulticastSender(group, PORT)
@@ -422,14 +442,25 @@ class IPv4Tests(NamespaceTestCase):
         """
         result = self.scenario("errors", self.family)
         stranger = "10.77.0.1" if self.family == "4" else "fd77::1"
-        self.assertEqual(result["receiverName"][0], "ListenError")
-        self.assertIn("no network interface named 'nosuch0'", result["receiverName"][1])
-        self.assertIn("no network interface with index 9999", result["receiverIndex"][1])
-        self.assertEqual(result["receiverAddress"][0], "ListenError")
-        self.assertIn(stranger, result["receiverAddress"][1])
-        self.assertIn("no network interface named 'nosuch0'", result["senderName"][1])
-        self.assertEqual(result["senderAddress"][0], "ListenError")
-        self.assertIn(stranger, result["senderAddress"][1])
+        group = GROUPS[self.family][0]
+        join = f"cannot join multicast group {group}: "
+        send = f"cannot send to multicast group {group}: "
+        expected = {
+            "receiverName": join + "there is no network interface named 'nosuch0' (code 42)",
+            "receiverIndex": join + "there is no network interface with index 9999 (code 42)",
+            "receiverAddress": join
+            + f"no network interface of this host has the address {stranger} (code 42)",
+            "senderName": send + "there is no network interface named 'nosuch0' (code 42)",
+            "senderAddress": send
+            + f"no network interface of this host has the address {stranger} (code 42)",
+        }
+        for name, text in expected.items():
+            self.assertEqual(result[name], ["ListenError", text])
+        where = f"[{group}]:{PORT + 1}" if ":" in group else f"{group}:{PORT + 1}"
+        self.assertEqual(
+            result["portTaken"],
+            ["ListenError", f"cannot listen on {where}: Address already in use (code 42)"],
+        )
         self.assertEqual(result["again"][:2], ["StartError", -1])
         self.assertEqual(result["notStarted"], False)
         self.assertEqual(result["senderStopped"], False)
@@ -453,14 +484,17 @@ class LoopbackTests(NamespaceTestCase):
     veth = True
 
     def check(self, family: str) -> None:
+        across = 20 if family == "4" else 0
         off = self.scenario("loopback", family, "off")
-        self.assertEqual(off, {"here": [], "marker": ["marker"]})
+        self.assertEqual(off, {"here": 0, "across": across, "marker": ["marker"]})
         on = self.scenario("loopback", family, "on")
-        self.assertEqual(on, {"here": ["datagram"], "marker": ["marker"]})
+        self.assertEqual(on, {"here": 20, "across": across, "marker": ["marker"]})
 
     def test_ipv4(self) -> None:
         """
-        Loopback off: a receiver on this host gets nothing; on, it does.
+        Loopback off: a receiver on this host gets nothing, though every
+        datagram was sent (a receiver of the same group and port on the
+        other end of the pair got them all); on, both get them all.
         """
         self.check("4")
 
