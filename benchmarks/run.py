@@ -845,7 +845,7 @@ def runUdpEcho(
                             continue
                         entry = results.setdefault(
                             (spec.key, scenario.key),
-                            {"rates": [], "loss": [], "p50": [], "errors": 0},
+                            {"rates": [], "loss": [], "p50": [], "errors": 0, "byRound": {}},
                         )
                         fields = bench(
                             [
@@ -863,6 +863,7 @@ def runUdpEcho(
                         entry["errors"] += errors
                         if not errors and fields.get("status") == "0":
                             entry["rates"].append(_float(fields, "msgs_per_s"))
+                            entry["byRound"][repetition] = _float(fields, "msgs_per_s")
                             entry["loss"].append(_float(fields, "loss_percent"))
                             entry["p50"].append(_float(fields, "p50_us"))
                         say(
@@ -1043,13 +1044,28 @@ def udpTargets(
     def rate(server: str, scenario: str) -> float | None:
         return _median(udp.get((server, scenario), {}).get("rates"))
 
+    def rounds(server: str, scenario: str, other: str, otherScenario: str) -> str:
+        """
+        The ratios of the two figures of each repetition (measured seconds
+        apart), as text: their spread shows the machine's noise.
+        """
+        mine = udp.get((server, scenario), {}).get("byRound", {})
+        theirs = udp.get((other, otherScenario), {}).get("byRound", {})
+        ratios = sorted(mine[r] / theirs[r] for r in mine if theirs.get(r))
+        if not ratios:
+            return ""
+        return (
+            f" (per repetition {ratios[0]:.2f}-{ratios[-1]:.2f}, median "
+            f"{statistics.median(ratios):.2f})"
+        )
+
     out: list[tuple[str, str, bool | None]] = []
     tcpsc, twisted = rate("udp-tcpsc", "i"), rate("udp-twisted", "i")
     if tcpsc and twisted:
         out.append(
             (
                 "(i) tcpsc UDP echo >= 0.95x Twisted DatagramProtocol",
-                f"{tcpsc / twisted:.2f}x",
+                f"{tcpsc / twisted:.2f}x" + rounds("udp-tcpsc", "i", "udp-twisted", "i"),
                 tcpsc / twisted >= 0.95,
             )
         )
@@ -1058,7 +1074,7 @@ def udpTargets(
         out.append(
             (
                 "(j) tcpsc UDP, 40 delimited messages per datagram >= 5x one per datagram (i)",
-                f"{batched / tcpsc:.2f}x",
+                f"{batched / tcpsc:.2f}x" + rounds("udp-tcpsc-delimited", "j", "udp-tcpsc", "i"),
                 batched / tcpsc >= 5,
             )
         )
@@ -1074,7 +1090,8 @@ def udpTargets(
             )
         else:
             runs = multicast["runs"]
-            loss = statistics.median(_float(f, "loss_percent") for f in runs)
+            losses = sorted(_float(f, "loss_percent") for f in runs)
+            loss = statistics.median(losses)
             delivered = statistics.median(_float(f, "delivered_per_s") for f in runs)
             sent = statistics.median(_float(f, "send_rate") for f in runs)
             out.append(
@@ -1082,7 +1099,7 @@ def udpTargets(
                     f"(k) multicast to {MULTICAST_RECEIVERS} receivers: loss < 1 % at the "
                     "sustainable rate",
                     f"{sent:,.0f} msgs/s sent, {delivered:,.0f} delivered in all, loss "
-                    f"{loss:.3f} % (median of {len(runs)})",
+                    f"{loss:.3f} % (median of {len(runs)}; {losses[0]:.3f}-{losses[-1]:.3f} %)",
                     loss < 1.0,
                 )
             )
