@@ -596,6 +596,21 @@ class BenchUdpTests(_BenchTestCase):
         self.assertIn("Message size: 32 (one message per datagram)", out)
 
     @asyncTest
+    async def test_ipv6(self) -> None:
+        """
+        Over IPv6 (a server on ::1) every message is echoed too.
+        """
+        port = reactor.listenUDP(0, _UdpEcho(), interface="::1")
+        self.addCleanup(port.stopListening)
+        out, err, code = await self._bench(
+            "udp-echo", "::1", str(port.getHost().port), "-T", "0.2", "--loss-timeout", "20"
+        )
+        self.assertEqual(code, 0, out + err)
+        fields = _result(out)
+        self.assertEqual((fields["errors"], fields["lost"]), ("0", "0"))
+        self.assertGreater(int(fields["messages"]), 0)
+
+    @asyncTest
     async def test_batches(self) -> None:
         """
         With C{-d} and C{--batch}, a datagram holds several messages; echoes

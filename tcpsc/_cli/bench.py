@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_bench -*-
 """
-Load a delimiter-framed TCP or TLS server and measure it, in the manner of
-CppServer's performance clients.  Modes:
+Load a delimiter-framed TCP or TLS server, a UDP echo server or a
+multicast group, and measure it, in the manner of CppServer's performance
+clients.  Modes:
 
   echo       clients send messages, the server echoes them; every echoed
              byte is compared with what was sent (corruption, loss,
@@ -834,7 +835,11 @@ def _fillUdp(modes: Any) -> None:
         "delimiter (-d), each message ends with it and a datagram holds N of them "
         "(--batch); echoes are split on it.",
     )
-    echo.add_argument("host", metavar="HOST", help="the server's host name or address")
+    echo.add_argument(
+        "host",
+        metavar="HOST",
+        help="the server's host name or address (of a name's addresses, the first IPv4 one)",
+    )
     echo.add_argument("port", metavar="PORT", type=_udpPort, help="the server's UDP port")
     echo.add_argument(
         "-q",

@@ -1363,12 +1363,14 @@ class UdpEchoStats:
 
 def _udpSocket(host: str, port: int) -> socket.socket:
     """
-    A non-blocking UDP socket connected to C{host} and C{port} (a name is
-    resolved, IPv4 or IPv6): only the server's replies reach it.
+    A non-blocking UDP socket connected to C{host} and C{port}: only the
+    server's replies reach it.  Of a name's addresses the first IPv4 one is
+    taken, else the first IPv6 one (UDP cannot try one after another as TCP
+    does, and servers listen on IPv4 unless told otherwise).
     """
-    family, kind, protocol, _, address = socket.getaddrinfo(
-        host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM
-    )[0]
+    found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    found.sort(key=lambda entry: entry[0] != socket.AF_INET)
+    family, kind, protocol, _, address = found[0]
     sock = socket.socket(family, kind, protocol)
     try:
         sock.setblocking(False)
