@@ -40,7 +40,11 @@ from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError, MessageLengthError
-from twisted.internet.interfaces import IHalfCloseableDescriptor, IResolutionReceiver
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor,
+    IResolutionReceiver,
+    ISystemHandle,
+)
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
@@ -66,6 +70,7 @@ __all__ = [
     "DatagramPeer",
     "DatagramServer",
     "writeDatagram",
+    "writeFailed",
 ]
 
 #: The default bound of a datagram, in bytes: the payload of one Ethernet
@@ -105,9 +110,18 @@ class DatagramFraming:
     @ivar receiveSize: the buffer to receive a datagram into: one byte more
         than the bound, so that a datagram longer than the bound is seen to
         be (the system cuts a datagram to the buffer it is read into).
+    @ivar plain: whether a message is sent as it is: no delimiter, nothing
+        appended.
     """
 
-    __slots__ = ("_suffix", "delimiter", "maxMessageLength", "messageAppend", "receiveSize")
+    __slots__ = (
+        "_suffix",
+        "delimiter",
+        "maxMessageLength",
+        "messageAppend",
+        "plain",
+        "receiveSize",
+    )
 
     def __init__(
         self,
@@ -142,6 +156,7 @@ class DatagramFraming:
         self.messageAppend = append
         self.receiveSize = maxMessageLength + 1
         self._suffix = append + (delimiter or b"")
+        self.plain = not self._suffix
 
     def checkFamily(self, ipv6: bool) -> None:
         """
@@ -216,7 +231,24 @@ def writeDatagram(
     """
     try:
         transport.write(datagram, address)
-    except OSError as e:
+    except (OSError, MessageLengthError) as e:
+        return writeFailed(e, datagram, address, events)
+    return True
+
+
+def writeFailed(
+    e: OSError | MessageLengthError,
+    datagram: bytes,
+    address: tuple[str, int] | None,
+    events: EventSummary,
+) -> bool:
+    """
+    Count and log a datagram the system refused to send (see
+    L{writeDatagram}).
+
+    @return: C{False}.
+    """
+    if isinstance(e, OSError):
         where = "the connected peer" if address is None else describeAddress(_hostPort(address))
         if e.errno in _SEND_BUFFER_FULL:
             events.record(
@@ -238,17 +270,15 @@ def writeDatagram(
             error=reason,
         )
         return False
-    except MessageLengthError:
-        reason = "message too long for the path (EMSGSIZE)"
-        events.record(
-            "sendFailed",
-            "Could not send a datagram of {size} bytes: {error}",
-            detail=reason,
-            size=len(datagram),
-            error=reason,
-        )
-        return False
-    return True
+    reason = "message too long for the path (EMSGSIZE)"
+    events.record(
+        "sendFailed",
+        "Could not send a datagram of {size} bytes: {error}",
+        detail=reason,
+        size=len(datagram),
+        error=reason,
+    )
+    return False
 
 
 class _HostPort:
@@ -347,7 +377,8 @@ class DatagramPeer:
         Called once when the peer is forgotten: nothing heard from it within
         the idle timeout, the table full and the peer the one heard from
         least recently, or the server stopping (the client disconnecting).
-        L{sendMessage} still works in this call, and no more after it.
+        On a server, L{sendMessage} still works in this call (a goodbye), and
+        no more after it.
         """
 
     def connectionRefused(self) -> None:
@@ -363,15 +394,29 @@ class DatagramPeer:
         Send one message to the peer: a datagram of C{message +
         messageAppend + delimiter}.
 
+        With a delimiter, the replies sent to a peer while the messages of
+        one of its datagrams are delivered are put together and leave in as
+        few datagrams as the bound allows once they all are: C{True} then
+        means the message was taken into such a datagram, and a refusal of
+        the system to send that datagram is counted (see C{eventCounts}).
+
         @param message: bytes, or text to be encoded as UTF-8.
         @return: C{True} if it was handed to the system (which does not mean
             it will arrive); C{False}, with nothing sent, if it does not fit
             in C{maxMessageLength}, contains the delimiter, the socket's
-            send buffer is full, or the peer is forgotten.
+            send buffer is full (or, on a client, a refusal of an earlier
+            datagram was still pending), or the peer is forgotten.
         """
         owner = self._owner
         if owner is None:
             return False
+        framing = owner._framing
+        if message.__class__ is bytes and framing.plain:
+            # One message per datagram, nothing appended: the common case,
+            # kept short.
+            if len(message) > framing.maxMessageLength:
+                return False
+            return owner._write(self, message)
         return owner._sendMessage(self, message)
 
 
@@ -384,7 +429,6 @@ class _Owner:
     log: ClassVar[Logger]
     _framing: DatagramFraming
     _events: EventSummary
-    _onMessageCallback: Callable[..., object] | None
     # The peer whose datagram is being delivered, when replies to it are
     # put together (with a delimiter), and those replies.
     _replyTo: DatagramPeer | None = None
@@ -395,7 +439,14 @@ class _Owner:
         raise NotImplementedError()
 
     def _sendMessage(self, peer: DatagramPeer, message: bytes | str) -> bool:
-        datagram = self._framing.frame(message)
+        framing = self._framing
+        if message.__class__ is bytes and framing.plain:
+            # One message per datagram, nothing appended: the common case,
+            # kept short.
+            if len(message) > framing.maxMessageLength:
+                return False
+            return self._write(peer, message)
+        datagram = framing.frame(message)
         if datagram is None:
             return False
         if peer is self._replyTo:
@@ -482,6 +533,8 @@ class _Port(DatagramProtocol):
     """
 
     noisy = False
+    #: The C{sendto} of the port's socket, for a server's port that gives it.
+    sendto: Callable[[bytes, tuple[str, int]], object] | None = None
 
     def __init__(self, owner: Any) -> None:
         self._owner = owner
@@ -509,21 +562,46 @@ class _ServerPort(_Port):
     def __init__(self, owner: DatagramServer) -> None:
         super().__init__(owner)
         self.peers: dict[tuple[str, int], DatagramPeer] = {}
+        # What each datagram needs, looked up once.
+        self._seconds = owner._reactor.seconds
+        self._heard = owner._peers.move_to_end
+        self._plain = owner._framing.delimiter is None
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Take the port, and its socket's C{sendto} where the port gives its
+        socket (C{ISystemHandle}): the server sends each datagram with it,
+        the addresses being those its datagrams came from (which
+        C{IUDPTransport.write} would check again, each time).
+        """
+        super().makeConnection(transport)
+        if ISystemHandle.providedBy(transport):
+            self.sendto = getattr(transport.getHandle(), "sendto", None)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        peer = self.peers.get(addr)
+        if peer is None or len(datagram) > self._maxLength or self.stopped:
+            self._otherDatagram(datagram, addr, peer)
+            return
+        peer._lastHeard = self._seconds()
+        self._heard(peer.peerId)
+        if self._plain:
+            peer.messageReceived(datagram)
+        else:
+            self._owner._deliver(peer, datagram)
+
+    def _otherDatagram(self, datagram: bytes, addr: Any, peer: DatagramPeer | None) -> None:
+        """
+        A datagram from a new address, too long, or come after the server
+        stopped.
+        """
         if self.stopped:
             return
         owner = self._owner
-        peer = self.peers.get(addr)
         if len(datagram) > self._maxLength:
             owner._tooLong(peer, len(datagram), addr)
             return
-        if peer is None:
-            peer = owner._newPeer(self, addr)
-        else:
-            peer._lastHeard = owner._reactor.seconds()
-            owner._peers.move_to_end(peer.peerId)
-        owner._deliver(peer, datagram)
+        owner._deliver(owner._newPeer(self, addr), datagram)
 
 
 def _peerClass(
@@ -896,6 +974,22 @@ class DatagramServer(_Owner):
             if self._expiryCall is None:
                 self._scheduleExpiry()
 
+    def _write(self, peer: DatagramPeer, datagram: bytes) -> bool:
+        # writeDatagram, inline: this is every reply's path.
+        via = peer._via
+        if via is None:
+            return False
+        try:
+            sendto = via.sendto
+            if sendto is not None:
+                sendto(datagram, peer.address)
+            else:
+                transport: Any = via.transport
+                transport.write(datagram, peer.address)
+        except (OSError, MessageLengthError) as e:
+            return writeFailed(e, datagram, peer.address, self._events)
+        return True
+
     def _onMessage(self, peer: DatagramPeer, message: bytes) -> None:
         onMessage = self.onMessage
         if onMessage is not None:
@@ -964,15 +1058,14 @@ class DatagramServer(_Owner):
         if window is None:
             window = settings.peerIdleTimeout
         since = self._reactor.seconds() - window if window is not None else None
-        events = self._events
+        write = self._write
         sent = 0
-        for peer in reversed(list(self._peers.values())):
+        for peer in reversed(self._peers.values()):
             if since is not None and peer._lastHeard < since:
                 break
             if peer.peerId in excluded:
                 continue
-            via = peer._via
-            if via is not None and writeDatagram(via.transport, datagram, peer.address, events):
+            if write(peer, datagram):
                 sent += 1
         return sent
 
@@ -1149,6 +1242,9 @@ class DatagramClient(_Owner):
         self._port: Any = None
         self._clientPort: _ClientPort | None = None
         self._connecting = False
+        # Counted up by disconnect(), so that a connect in progress then
+        # knows it was given up.
+        self._attempt = 0
         self._nextId = 1
         self.peer: DatagramPeer | None = None
 
@@ -1188,13 +1284,19 @@ class DatagramClient(_Owner):
         if interface and not (isIPAddress(interface) or isIPv6Address(interface)):
             return fail(ConnectError(f"the interface {interface!r} is not an IPv4 or IPv6 address"))
         self._connecting = True
+        attempt = self._attempt
         resolving = self._resolve(host, interface)
 
         def resolved(address: tuple[str, int]) -> DatagramPeer:
+            if self._attempt != attempt:
+                raise ConnectError(
+                    f"connecting to {host}:{port} was given up: disconnect() was called"
+                )
             return self._connectTo(address[0], port, interface)
 
         def done(result: Any) -> Any:
-            self._connecting = False
+            if self._attempt == attempt:
+                self._connecting = False
             return result
 
         return resolving.addCallback(resolved).addBoth(done)
@@ -1358,8 +1460,11 @@ class DatagramClient(_Owner):
         Close the socket; the peer's L{DatagramPeer.peerExpired} is called.
 
         @return: fires once the socket is closed; the client may then
-            L{connect} again.
+            L{connect} again.  A L{connect} still resolving its name fails
+            with L{ConnectError}.
         """
+        self._attempt += 1
+        self._connecting = False
         port, self._port = self._port, None
         peer, self.peer = self.peer, None
         clientPort, self._clientPort = self._clientPort, None

@@ -20,9 +20,11 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tcpsc import (
     DEFAULT_MAX_DATAGRAM,
@@ -42,11 +44,13 @@ from tcpsc._datagram import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, DatagramFramin
 from ._helpers import asyncTest, waitFor, within
 
 
+@implementer(ISystemHandle)
 class _FakeUDPPort:
     """
     A test transport for a UDP protocol: records each datagram written, with
     its address; C{fail} makes the next writes raise an C{OSError} with
-    that error number, as a socket does.
+    that error number, as a socket does.  It is its own handle: its
+    C{sendto} is its C{write}, as a socket's is the port's.
     """
 
     def __init__(self, protocol: Any, port: int, interface: str, maxPacketSize: int) -> None:
@@ -62,6 +66,12 @@ class _FakeUDPPort:
         if self.fail is not None:
             raise OSError(self.fail, "simulated")
         self.written.append((datagram, addr))
+
+    def sendto(self, datagram: bytes, addr: Any) -> None:
+        self.write(datagram, addr)
+
+    def getHandle(self) -> _FakeUDPPort:
+        return self
 
     def getHost(self) -> Any:
         if ":" in self.interface:
@@ -233,6 +243,29 @@ class ServerPeerTests(SynchronousTestCase):
         self.assertEqual(port.written[-1], ("é".encode(), A))
         self.assertFalse(server.send(2, b"nobody"))
 
+    def test_severalPorts(self) -> None:
+        """
+        One address heard on two ports is two peers, each answered through
+        its own port; after C{stop}, a server listening again goes on
+        counting ids.
+        """
+        server, clock, first, _ = _listening()
+        server.listen(9001, "127.0.0.1")
+        second = clock.udpPorts[-1]
+        _receive(first, b"a", A)
+        _receive(second, b"b", A)
+        self.assertEqual(server.clientIds(), [1, 2])
+        self.assertEqual(len(server.ports), 2)
+        server.send(2, b"to the second")
+        self.assertEqual((first.written, second.written), ([], [(b"to the second", A)]))
+        server.stop()
+        self.assertEqual(server.ports, [])
+        _receive(first, b"late", B)
+        self.assertEqual(server.clientIds(), [])
+        server.listen(9000, "127.0.0.1")
+        _receive(clock.udpPorts[-1], b"c", A)
+        self.assertEqual(server.clientIds(), [3])
+
     def test_sendTooLong(self) -> None:
         """
         A message whose datagram would be longer than the bound is refused
@@ -288,6 +321,61 @@ class ServerPeerTests(SynchronousTestCase):
         _receive(port, b"a\nbb\nccc", A)
         self.assertEqual(port.written, [(b"a\nbb\n", A), (b"ccc\n", A)])
 
+    def test_broadcastAfterReplies(self) -> None:
+        """
+        A broadcast made while the replies to a datagram are being put
+        together sends those replies first: nothing overtakes them.
+        """
+        server: DatagramServer
+
+        class Chat(DatagramPeer):
+            def messageReceived(self, message: bytes) -> None:
+                self.sendMessage(b"ack " + message)
+                server.broadcast(message)
+
+        server, _, port, _ = _listening(protocol=Chat, delimiter=b"\n")
+        _receive(port, b"x", B)
+        del port.written[:]
+        _receive(port, b"a\nb", A)
+        self.assertEqual(
+            port.written,
+            [
+                (b"ack a\n", A),
+                (b"a\n", A),
+                (b"a\n", B),
+                (b"ack b\n", A),
+                (b"b\n", A),
+                (b"b\n", B),
+            ],
+        )
+
+    def test_lossLogged(self) -> None:
+        """
+        Datagrams dropped for their length are logged as the TCP server's
+        refusals are: the first in full, naming the peer; the next ones
+        counted, and summarised once with their count.
+        """
+        logged: list[dict[str, Any]] = []
+        self.patch(DatagramServer, "log", Logger(observer=logged.append))
+        server, clock, port, _ = _listening(maxMessageLength=4)
+        self.assertIn("Listening for datagrams on 127.0.0.1:9000", formatEvent(logged.pop()))
+        for _ in range(3):
+            _receive(port, b"12345", A)
+        self.assertEqual(len(logged), 1)
+        self.assertEqual(
+            formatEvent(logged[0]),
+            "Dropped a datagram of more than 4 bytes from 127.0.0.1:5001: longer than "
+            "maxMessageLength",
+        )
+        clock.advance(5)
+        self.assertEqual(len(logged), 2)
+        self.assertEqual(
+            formatEvent(logged[1]),
+            "Dropped 2 more datagrams in the last 5 s: longer than maxMessageLength",
+        )
+        self.assertEqual(server.eventCounts, {"datagramTooLong": 3})
+        server.stop()
+
     def test_sendBufferFull(self) -> None:
         """
         A send that finds the socket's buffer full (ENOBUFS, EAGAIN)
@@ -341,6 +429,17 @@ class PeerTableTests(SynchronousTestCase):
         _receive(port, b"back", A)
         self.assertEqual(server.clientIds(), [3])
         self.assertIn(clock.seconds() + 10, [call.getTime() for call in clock.getDelayedCalls()])
+
+    def test_noIdleTimeout(self) -> None:
+        """
+        With C{peerIdleTimeout=None} peers are kept however long they are
+        quiet, and no timer runs for them.
+        """
+        server, clock, port, _ = _listening(peerIdleTimeout=None)
+        _receive(port, b"a", A)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10**6)
+        self.assertEqual(server.clientIds(), [1])
 
     def test_tableFull(self) -> None:
         """
@@ -647,6 +746,24 @@ class LoopbackTests(TestCase):
             self.assertEqual(peer.recv(100), b"v4")
 
     @asyncTest
+    async def test_peerGone(self) -> None:
+        """
+        A reply to a peer whose socket is gone (the system answers it with
+        an ICMP port unreachable) does not disturb the server: it goes on
+        serving the others.
+        """
+        server, port = await self._echoServer("127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.sendto(b"bye", ("127.0.0.1", port))
+            await waitFor(lambda: server.clientIds() == [1], what="the first peer")
+        for _ in range(3):
+            self.assertTrue(server.send(1, b"anyone?"))
+        client, received = await self._client("127.0.0.1", port)
+        self.assertTrue(client.send(b"still there"))
+        await waitFor(lambda: received == [b"still there"], what="the echo to the second peer")
+        self.assertEqual(len(server.ports), 1)
+
+    @asyncTest
     async def test_hookRaises(self) -> None:
         """
         An exception raised by the application is logged, and the server
@@ -741,6 +858,24 @@ class ClientTests(TestCase):
         await waitFor(lambda: received == [b"hi"], what="the echo")
 
     @asyncTest
+    async def test_disconnectWhileResolving(self) -> None:
+        """
+        C{disconnect} while a name is being resolved gives the attempt up:
+        it fails, saying so, and leaves no socket.
+        """
+        port = await self._echo()
+        client, _ = self._client()
+        connecting = client.connect("localhost", port)
+        await within(client.disconnect())
+        with self.assertRaises(ConnectError) as raised:
+            await within(connecting)
+        self.assertIn("given up: disconnect() was called", str(raised.exception))
+        self.assertIsNone(client.peer)
+        self.assertIsNone(client._port)
+        peer = await within(client.connect("localhost", port))
+        self.assertEqual(peer.peerId, 1)
+
+    @asyncTest
     async def test_unresolvable(self) -> None:
         client, _ = self._client()
         with self.assertRaises(ConnectError) as raised:
@@ -824,7 +959,7 @@ class ClientTests(TestCase):
         says so (counted as C{"refused"}), its peer is told and forgotten,
         and sends return C{False}.
         """
-        if not isinstance(reactor, EPollReactor):
+        if type(reactor).__name__ != "EPollReactor":
             raise self.skipTest("the reactor is not epoll: it does not close the port")
         self.patch(_compat, "PRIVATE", False)
         calls: list[str] = []
