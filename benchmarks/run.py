@@ -824,6 +824,15 @@ MULTICAST_GROUP = "239.255.0.1:9000"
 MULTICAST_RECEIVERS = 10
 
 
+def cpuSeconds(pid: int) -> float:
+    """
+    CPU time (user and system) a process has used so far, in seconds.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def runUdpEcho(
     settings: Settings, scenarios: tuple[UdpScenario, ...], say: Callable[[str], None]
 ) -> dict[tuple[str, str], dict[str, Any]]:
@@ -845,8 +854,16 @@ def runUdpEcho(
                             continue
                         entry = results.setdefault(
                             (spec.key, scenario.key),
-                            {"rates": [], "loss": [], "p50": [], "errors": 0, "byRound": {}},
+                            {
+                                "rates": [],
+                                "loss": [],
+                                "p50": [],
+                                "cpu": [],
+                                "errors": 0,
+                                "byRound": {},
+                            },
                         )
+                        before = cpuSeconds(running.process.pid)
                         fields = bench(
                             [
                                 "udp-echo",
@@ -859,6 +876,7 @@ def runUdpEcho(
                             settings,
                             60,
                         )
+                        used = cpuSeconds(running.process.pid) - before
                         errors = int(fields.get("errors", "1"))
                         entry["errors"] += errors
                         if not errors and fields.get("status") == "0":
@@ -866,10 +884,14 @@ def runUdpEcho(
                             entry["byRound"][repetition] = _float(fields, "msgs_per_s")
                             entry["loss"].append(_float(fields, "loss_percent"))
                             entry["p50"].append(_float(fields, "p50_us"))
+                            echoed = int(fields.get("messages", "0"))
+                            if echoed:
+                                entry["cpu"].append(used * 1e6 / echoed)
                         say(
                             f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} "
                             f"{scenario.key}: {_rateText(_float(fields, 'msgs_per_s'))} msg/s, "
-                            f"loss {fields.get('loss_percent', '?')} %"
+                            f"loss {fields.get('loss_percent', '?')} %, server CPU "
+                            f"{used * 1e6 / max(1, int(fields.get('messages', '0'))):.2f} us/msg"
                             + (f"  ERRORS {errors}" if errors else "")
                         )
             except Skipped as e:
@@ -982,7 +1004,10 @@ def _udpSection(
         add(
             "One client (one connected UDP socket), runs of a fixed time; every echo checked, "
             "a message not echoed within 1 s counted lost and replaced. The Twisted "
-            "`DatagramProtocol` echo sends each datagram back whole: in (j) it frames nothing."
+            "`DatagramProtocol` echo sends each datagram back whole: in (j) it frames nothing. "
+            "Server CPU per message: the server process's CPU time (user and system, from "
+            "/proc) over the run divided by the messages echoed, which other work on a shared "
+            "machine disturbs far less than the rate."
         )
         add("")
         add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in UDP_SCENARIOS) + " |")
@@ -999,7 +1024,8 @@ def _udpSection(
                     text = (
                         f"{_rateText(_median(entry['rates']))}, loss "
                         f"{_median(entry['loss']) or 0:.3f} %, p50 "
-                        f"{_median(entry['p50']) or 0:.0f} us"
+                        f"{_median(entry['p50']) or 0:.0f} us, server CPU "
+                        f"{_median(entry['cpu']) or 0:.2f} us/msg"
                     )
                     if entry["errors"]:
                         text += f" **{entry['errors']} errors**"
@@ -1069,6 +1095,17 @@ def udpTargets(
                 tcpsc / twisted >= 0.95,
             )
         )
+    ownCpu = _median(udp.get(("udp-tcpsc", "i"), {}).get("cpu"))
+    baseCpu = _median(udp.get(("udp-twisted", "i"), {}).get("cpu"))
+    if ownCpu and baseCpu:
+        out.append(
+            (
+                "(i) beside it: server CPU per message, Twisted's over tcpsc's (>= 0.95x "
+                "is the same target in CPU)",
+                f"{baseCpu / ownCpu:.2f}x ({ownCpu:.2f} us against {baseCpu:.2f} us)",
+                None,
+            )
+        )
     batched = rate("udp-tcpsc-delimited", "j")
     if batched and tcpsc:
         out.append(
@@ -1076,6 +1113,15 @@ def udpTargets(
                 "(j) tcpsc UDP, 40 delimited messages per datagram >= 5x one per datagram (i)",
                 f"{batched / tcpsc:.2f}x" + rounds("udp-tcpsc-delimited", "j", "udp-tcpsc", "i"),
                 batched / tcpsc >= 5,
+            )
+        )
+    batchedCpu = _median(udp.get(("udp-tcpsc-delimited", "j"), {}).get("cpu"))
+    if batchedCpu and ownCpu:
+        out.append(
+            (
+                "(j) beside it: tcpsc's server CPU per message in (i) over (j)",
+                f"{ownCpu / batchedCpu:.2f}x ({batchedCpu:.2f} us against {ownCpu:.2f} us)",
+                None,
             )
         )
     if multicast and "skipped" not in multicast:
