@@ -78,6 +78,12 @@ def _parseGroup(group: str) -> tuple[socket.AddressFamily, str]:
 
     @raise ValueError: not an IP address, or not a multicast one.
     """
+    if not isinstance(group, str):
+        raise TypeError(f"the group must be an address as a str, not {group!r}")
+    if "%" in group:
+        raise ValueError(
+            f"{group!r}: give the interface as interface=, not as a scope of the group"
+        )
     try:
         address = ipaddress.ip_address(group)
     except ValueError:
@@ -92,6 +98,18 @@ def _parseGroup(group: str) -> tuple[socket.AddressFamily, str]:
         )
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     return family, str(address)
+
+
+def _needsInterface(family: socket.AddressFamily, group: str) -> bool:
+    """
+    Whether a group is an IPv6 one of interface-local or link-local scope
+    (C{ff01::/16}, C{ff02::/16}, and their C{ff1x} forms), which exist only
+    on one interface: it must be given.
+    """
+    if family != socket.AF_INET6:
+        return False
+    scope = int(ipaddress.IPv6Address(group)) >> 112 & 0xF
+    return scope in (1, 2)
 
 
 def _checkPort(port: object, lowest: int) -> int:
@@ -284,11 +302,16 @@ class MulticastReceiver:
             one is dropped whole and counted.
         @raise ValueError: the group is not a multicast address, the port or
             the bound is out of range (L{PortError} for the port), the
-            interface is of the other family.
+            interface is of the other family, or missing for an IPv6 group
+            of link-local scope (C{ff02::1}).
         """
         self.family, self.group = _parseGroup(group)
         self._port = _checkPort(port, 0)
         self.interface = _checkInterface(interface, self.family)
+        if self.interface is None and _needsInterface(self.family, self.group):
+            raise ValueError(
+                f"{self.group} is a group of one link (or one interface): give its interface"
+            )
         self.framing = _framing(delimiter, maxMessageLength, self.family)
         self.onMessage = onMessage
         self._reactor = reactor if reactor is not None else defaultReactor()
@@ -337,7 +360,9 @@ class MulticastReceiver:
             bindTo = self.group
             if sys.platform == "win32":
                 bindTo = "" if self.family == socket.AF_INET else "::"
-            listening = self._listen(bindTo, where)
+            # An IPv6 group of link-local scope is bound on its interface.
+            scope = struct.unpack("@I", join[16:])[0] if self.family == socket.AF_INET6 else 0
+            listening = self._listen(bindTo, scope, where)
             handle = listening.getHandle()
             level = socket.IPPROTO_IP if self.family == socket.AF_INET else socket.IPPROTO_IPV6
             try:
@@ -367,9 +392,11 @@ class MulticastReceiver:
         )
         return succeed(None)
 
-    def _listen(self, bindTo: str, where: str) -> Any:
+    def _listen(self, bindTo: str, scope: int, where: str) -> Any:
         """
-        The receiver's listening port, bound to C{bindTo} and the port.
+        The receiver's listening port, bound to C{bindTo} and the port (and
+        for an IPv6 group of link-local scope to the interface of index
+        C{scope}; 0 for any other).
 
         On Linux a socket of this module's own, with C{SO_REUSEADDR} only,
         adopted by the reactor: Linux lets several sockets with
@@ -394,7 +421,7 @@ class MulticastReceiver:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.setblocking(False)
                 try:
-                    sock.bind((bindTo, self._port))
+                    sock.bind((bindTo, self._port, 0, scope) if scope else (bindTo, self._port))
                 except OSError as e:
                     raise ListenError(f"cannot listen on {where}: {e.strerror or e}") from e
                 return self._reactor.adoptDatagramPort(sock.fileno(), self.family, protocol, size)
@@ -497,11 +524,16 @@ class MulticastSender:
             its delimiter); a longer one is refused.
         @raise ValueError: the group is not a multicast address, the port,
             TTL or bound is out of range (L{PortError} for the port), the
-            interface is of the other family.
+            interface is of the other family, or missing for an IPv6 group
+            of link-local scope (C{ff02::1}).
         """
         self.family, self.group = _parseGroup(group)
         self._port = _checkPort(port, 1)
         self.interface = _checkInterface(interface, self.family)
+        if self.interface is None and _needsInterface(self.family, self.group):
+            raise ValueError(
+                f"{self.group} is a group of one link (or one interface): give its interface"
+            )
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255:
             raise ValueError(f"ttl must be 0-255, not {ttl!r}")
         self.ttl = ttl
@@ -561,17 +593,19 @@ class MulticastSender:
                     handle.setsockopt(
                         level, socket.IP_MULTICAST_IF if v4 else socket.IPV6_MULTICAST_IF, outgoing
                     )
+                # IPv4's TTL and loopback are one byte (the BSDs take
+                # nothing else, Linux takes that too); IPv6's are ints.
                 what = "the TTL" if v4 else "the hop limit"
                 handle.setsockopt(
                     level,
                     socket.IP_MULTICAST_TTL if v4 else socket.IPV6_MULTICAST_HOPS,
-                    self.ttl,
+                    struct.pack("B", self.ttl) if v4 else self.ttl,
                 )
                 what = "loopback"
                 handle.setsockopt(
                     level,
                     socket.IP_MULTICAST_LOOP if v4 else socket.IPV6_MULTICAST_LOOP,
-                    int(self.loopback),
+                    struct.pack("B", self.loopback) if v4 else int(self.loopback),
                 )
             except OSError as e:
                 listening.stopListening()

@@ -20,7 +20,9 @@ loopback setting decides whether receivers on the host hear it (through
 C{lo} they always do).
 
 Where the namespace cannot be made (not root, no C{unshare} or C{ip}, no
-C{veth}), L{namespaceUnavailable} says why, and the tests skip with it.
+C{veth}), L{namespaceUnavailable} says why, and the tests skip with it;
+with C{TCPSC_REQUIRE_NETNS=1} in the environment (for CI, which runs as
+root and must run them) they fail with it instead.
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ def namespaceUnavailable(veth: bool = False) -> str | None:
             + probe.stderr.decode(errors="replace").strip()
         )
     return None
+
+
+#: The environment variable that turns a skip for want of a namespace into a
+#: failure.
+REQUIRE = "TCPSC_REQUIRE_NETNS"
+
+
+def required() -> bool:
+    """
+    Whether the namespace tests must run here (C{TCPSC_REQUIRE_NETNS=1}).
+    """
+    return os.environ.get(REQUIRE, "") not in ("", "0")
 
 
 def runInNamespace(

@@ -26,9 +26,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tcpsc import ListenError, MulticastReceiver, MulticastSender, PortError, StartError
+from tcpsc._multicast import _ReceiverProtocol
 from tests import _netns
 
 #: The groups of the scenarios, by family.
@@ -110,6 +113,10 @@ async def fanout(reactor: Any, family: str) -> dict[str, Any]:
             sent.append(message)
         for c in collectors:
             await c.waitFor(len(sent))
+    # A unicast datagram to the port, from a plain socket: a receiver is
+    # bound to its group, so it is not a message of the group.
+    loopback = "127.0.0.1" if family == "4" else "::1"
+    rawSender(family).sendto(b"unicast", (loopback, PORT))
     assert otherSender.send(b"marker")
     await otherCollector.waitFor(1)
     return {
@@ -326,7 +333,38 @@ async def errors(reactor: Any, family: str) -> dict[str, Any]:
     result["senderStopped"] = sender.send(b"gone")
     result["received"] = [m.decode() for m in collector.messages]
     result["late"] = [m.decode() for m in late.messages]
+    # Port 0: the system picks one, which the receiver then tells, and a
+    # sender to it reaches the receiver.
+    picked = Collector(reactor)
+    anyPort = MulticastReceiver(group, 0, onMessage=picked)
+    await anyPort.start()
+    toPicked = MulticastSender(group, anyPort.port)
+    await toPicked.start()
+    assert toPicked.send(b"picked")
+    await picked.waitFor(1)
+    result["picked"] = [anyPort.port != 0, [m.decode() for m in picked.messages]]
     return result
+
+
+async def linkLocal(reactor: Any) -> dict[str, Any]:
+    """
+    An IPv6 group of link-local scope, on C{lo}: two receivers on one port
+    and a sender, each given the interface (by name, and by index).
+    """
+    group = "ff02::4242"
+    collectors = [Collector(reactor), Collector(reactor)]
+    index = str(socket.if_nametoindex("lo"))
+    receivers = [
+        MulticastReceiver(group, PORT, interface="lo", onMessage=collectors[0]),
+        MulticastReceiver(group, PORT, interface=index, onMessage=collectors[1]),
+    ]
+    sender = MulticastSender(group, PORT, interface="lo")
+    await started(*receivers, sender)
+    for i in range(5):
+        assert sender.send(f"link {i}")
+    for c in collectors:
+        await c.waitFor(5)
+    return {"received": [[m.decode() for m in c.messages] for c in collectors]}
 
 
 #: The scenarios, by name: each takes the reactor and its arguments.
@@ -337,6 +375,7 @@ SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "hops": hops,
     "loopback": loopback,
     "errors": errors,
+    "linkLocal": linkLocal,
 }
 
 
@@ -365,6 +404,8 @@ class NamespaceTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         reason = _netns.namespaceUnavailable(self.veth)
         if reason is not None:
+            if _netns.required():
+                self.fail(f"{reason} ({_netns.REQUIRE} is set: these tests must run)")
             raise SkipTest(reason)
 
     def scenario(self, *arguments: str) -> Any:
@@ -390,7 +431,8 @@ class IPv4Tests(NamespaceTestCase):
         """
         Three receivers on one host and port each get every message, in
         order, from the sender's address; a receiver of another group on
-        the same port gets none of them.
+        the same port gets none of them, and none gets a unicast datagram
+        sent to the port.
         """
         result = self.scenario("fanout", self.family)
         for received in result["received"]:
@@ -466,6 +508,7 @@ class IPv4Tests(NamespaceTestCase):
         self.assertEqual(result["senderStopped"], False)
         self.assertEqual(result["received"], ["first"])
         self.assertEqual(result["late"], ["second"])
+        self.assertEqual(result["picked"], [True, ["picked"]])
 
 
 class IPv6Tests(IPv4Tests):
@@ -474,6 +517,20 @@ class IPv6Tests(IPv4Tests):
     """
 
     family = "6"
+
+
+class LinkLocalTests(NamespaceTestCase):
+    """
+    IPv6 groups of link-local scope.
+    """
+
+    def test_linkLocal(self) -> None:
+        """
+        Receivers and a sender of C{ff02::4242}, given their interface,
+        exchange messages.
+        """
+        result = self.scenario("linkLocal")
+        self.assertEqual(result["received"], [[f"link {i}" for i in range(5)]] * 2)
 
 
 class LoopbackTests(NamespaceTestCase):
@@ -576,6 +633,24 @@ class ArgumentTests(SynchronousTestCase):
             MulticastSender("ff15::1", PORT, interface="127.0.0.1")
         self.assertIn("IPv4 address, the group an IPv6 one", str(raised.exception))
 
+    def test_linkLocalNeedsInterface(self) -> None:
+        """
+        An IPv6 group of link-local or interface-local scope needs its
+        interface; a scope written into the group is refused, pointing at
+        C{interface}.
+        """
+        for group in ("ff02::1", "ff12::4242", "ff01::1"):
+            for cls in (MulticastSender, MulticastReceiver):
+                with self.assertRaises(ValueError) as raised:
+                    cls(group, PORT)
+                self.assertIn("give its interface", str(raised.exception))
+        MulticastReceiver("ff02::1", PORT, interface="lo")
+        with self.assertRaises(ValueError) as raised:
+            MulticastReceiver("ff02::1%lo", PORT)
+        self.assertIn("give the interface as interface=", str(raised.exception))
+        with self.assertRaises(TypeError):
+            MulticastReceiver(4026466305, PORT)  # type: ignore[arg-type]
+
     def test_delimiter(self) -> None:
         """
         An empty delimiter is refused; without a delimiter, several messages
@@ -585,6 +660,86 @@ class ArgumentTests(SynchronousTestCase):
             MulticastReceiver("239.255.0.1", PORT, delimiter=b"")
         with self.assertRaises(ValueError):
             MulticastSender("239.255.0.1", PORT).sendMessages([b"a", b"b"])
+
+
+class DeliveryTests(SynchronousTestCase):
+    """
+    What a receiver does with the datagrams its port reads, driven without
+    a socket, on a L{Clock}.
+    """
+
+    def receiver(self, **kwargs: Any) -> tuple[MulticastReceiver, Clock, list[bytes]]:
+        clock = Clock()
+        got: list[bytes] = []
+        receiver = MulticastReceiver(
+            "239.255.0.1", PORT, reactor=clock, onMessage=lambda m, a: got.append(m), **kwargs
+        )
+        return receiver, clock, got
+
+    def test_floodOfOversize(self) -> None:
+        """
+        A flood of datagrams over the bound is counted exactly and logged
+        once in full, then as one summary with the count, not a line each;
+        the datagrams within the bound among them are delivered.
+        """
+        receiver, clock, got = self.receiver(maxMessageLength=10)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = _ReceiverProtocol(receiver)
+        for i in range(1000):
+            port.datagramReceived(b"x" * 11, ("192.0.2.1", 5000 + i))
+            if i % 100 == 0:
+                port.datagramReceived(b"ok %d" % i, ("192.0.2.1", 5000))
+        self.assertEqual(receiver.eventCounts, {"datagramTooLong": 1000})
+        self.assertEqual(got, [b"ok %d" % i for i in range(0, 1000, 100)])
+        clock.advance(5)
+        tooLong = [e for e in events if e.get("kind") == "datagramTooLong"]
+        self.assertEqual(len(tooLong), 2)
+        self.assertEqual(tooLong[0]["group"], "239.255.0.1")
+        self.assertEqual(tooLong[0]["sender"], "192.0.2.1:5000")
+        self.assertEqual((tooLong[1]["summary"], tooLong[1]["count"]), (True, 999))
+
+    def test_failingOnMessage(self) -> None:
+        """
+        An exception of C{onMessage} is logged, and the other messages of
+        the datagram are delivered all the same.
+        """
+        clock = Clock()
+        got: list[bytes] = []
+
+        def onMessage(message: bytes, address: tuple[str, int]) -> None:
+            if message == b"bad":
+                raise ZeroDivisionError(message)
+            got.append(message)
+
+        receiver = MulticastReceiver(
+            "ff15::1", PORT, delimiter=b"\n", reactor=clock, onMessage=onMessage
+        )
+        _ReceiverProtocol(receiver).datagramReceived(b"a\nbad\nb\n", ("::1", 5000))
+        self.assertEqual(got, [b"a", b"b"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_subclass(self) -> None:
+        """
+        A subclass overrides C{messageReceived} and C{messageTooLong}; the
+        datagram dropped is counted whatever the override does.
+        """
+        seen: list[object] = []
+
+        class Receiver(MulticastReceiver):
+            def messageReceived(self, message: bytes, address: tuple[str, int]) -> None:
+                seen.append((message, address))
+
+            def messageTooLong(self, length: int, address: tuple[str, int]) -> None:
+                seen.append(length)
+
+        receiver = Receiver("239.255.0.1", PORT, maxMessageLength=3, reactor=Clock())
+        port = _ReceiverProtocol(receiver)
+        port.datagramReceived(b"abc", ("192.0.2.1", 1))
+        port.datagramReceived(b"abcd", ("192.0.2.1", 1))
+        self.assertEqual(seen, [(b"abc", ("192.0.2.1", 1)), 4])
+        self.assertEqual(receiver.eventCounts, {"datagramTooLong": 1})
 
 
 if __name__ == "__main__":
