@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tcpsc import DEFAULT_MAX_DATAGRAM
 from tcpsc.tap import (
     DELIMITER_HELP,
     FILE_MARGIN,
@@ -1039,10 +1040,17 @@ def _udpEcho(options: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     if not stats.messages:
+        datagram = options.size * options.batch
         why = (
             "the port is closed (ICMP port unreachable)"
             if stats.refused
             else "is a UDP echo server listening there?"
+            + (
+                f" (datagrams of {datagram} bytes: a server with tcpsc's default bound of "
+                f"{DEFAULT_MAX_DATAGRAM} drops them)"
+                if datagram > DEFAULT_MAX_DATAGRAM
+                else ""
+            )
         )
         print(
             f"tcpsc bench udp-echo: no echo in {options.seconds:g} s: {why}",
