@@ -20,6 +20,13 @@ Scenarios:
      this process: tcpsc's framing against C{LineOnlyReceiver}
   g. connection rate: plain connects/s and TLS handshakes/s
   h. 10,000 idle connections: server memory per connection, plain and TLS
+  i. UDP echo of 32 B messages, 1 client, 100 in flight, one message per
+     datagram: tcpsc's DatagramServer against Twisted's DatagramProtocol
+  j. UDP echo with a delimiter, 40 messages of 32 B per datagram
+  k. UDP multicast to 10 receivers: the highest rate with loss below 1 %,
+     inside a private network namespace (unshare -n, as root) that only
+     its loopback interface routes multicast to; skipped where that
+     namespace cannot be made, so that no datagram ever leaves it
 
 Absolute numbers drift on a shared machine; read the ratios.  Every load is
 bounded in messages and in time; servers listen on 127.0.0.1 only; the
@@ -267,19 +274,29 @@ def tlsArguments(settings: Settings) -> list[str]:
     ]
 
 
-def bench(arguments: list[str], settings: Settings, timeout: float) -> dict[str, str]:
+def bench(
+    arguments: list[str],
+    settings: Settings,
+    timeout: float,
+    prefix: tuple[str, ...] = (),
+    cores: set[int] | None = None,
+) -> dict[str, str]:
     """
     Run C{tcpsc bench} (on the load core) and return the fields of its
     RESULT line, plus C{status}.
+
+    @param prefix: a command that runs it (such as L{NAMESPACE}).
+    @param cores: the CPUs it may use instead of the load core's.
     """
     try:
         completed = subprocess.run(
-            [sys.executable, "-m", "tcpsc", "bench", *arguments],
+            [*prefix, sys.executable, "-m", "tcpsc", "bench", *arguments],
             capture_output=True,
             timeout=timeout,
             cwd=ROOT,
             env=_environment(),
             stdin=subprocess.DEVNULL,
+            preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)),
         )
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "errors": "1"}
@@ -756,6 +773,385 @@ def _hold(
         _started.pop(process.pid, None)
 
 
+# -- scenarios i-k: UDP ----------------------------------------------------------------------
+
+UDP_SERVERS = (
+    ServerSpec("udp-tcpsc", "tcpsc DatagramServer", "tcpsc_udp_echo.py"),
+    ServerSpec(
+        "udp-tcpsc-delimited",
+        "tcpsc DatagramServer, delimiter \\n",
+        "tcpsc_udp_echo.py",
+        ("--delimiter", "\\n"),
+    ),
+    ServerSpec("udp-twisted", "Twisted DatagramProtocol", "twisted_udp_echo.py"),
+)
+
+
+@dataclass(frozen=True)
+class UdpScenario:
+    key: str
+    title: str
+    servers: tuple[str, ...]
+    arguments: tuple[str, ...]
+
+
+UDP_SCENARIOS = (
+    UdpScenario(
+        "i",
+        "1 client, q=100, 32 B, one message per datagram",
+        ("udp-tcpsc", "udp-twisted"),
+        ("-q", "100", "-s", "32"),
+    ),
+    UdpScenario(
+        "j",
+        "1 client, q=1000, 32 B, delimiter \\n, 40 messages per datagram",
+        ("udp-tcpsc-delimited", "udp-twisted"),
+        ("-q", "1000", "-s", "32", "-d", "\\n", "--batch", "40"),
+    ),
+)
+
+#: The multicast scenario runs inside this: a network namespace of its own
+#: whose only interface is its loopback, which multicast is routed to.
+NAMESPACE = (
+    "unshare",
+    "--net",
+    "sh",
+    "-c",
+    'ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec "$@"',
+    "sh",
+)
+MULTICAST_GROUP = "239.255.0.1:9000"
+MULTICAST_RECEIVERS = 10
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    CPU time (user and system) a process has used so far, in seconds.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runUdpEcho(
+    settings: Settings, scenarios: tuple[UdpScenario, ...], say: Callable[[str], None]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """
+    Scenarios i and j on their servers, the servers interleaved in every
+    repetition; each run lasts C{settings.seconds} (time-bounded: the load
+    counts what was echoed and what was lost in that time).
+    """
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    wanted = {key for scenario in scenarios for key in scenario.servers}
+    for repetition in range(settings.repeat):
+        for spec in UDP_SERVERS:
+            if spec.key not in wanted:
+                continue
+            try:
+                with serving(spec, settings) as running:
+                    for scenario in scenarios:
+                        if spec.key not in scenario.servers:
+                            continue
+                        entry = results.setdefault(
+                            (spec.key, scenario.key),
+                            {
+                                "rates": [],
+                                "loss": [],
+                                "p50": [],
+                                "cpu": [],
+                                "errors": 0,
+                                "byRound": {},
+                            },
+                        )
+                        before = cpuSeconds(running.process.pid)
+                        fields = bench(
+                            [
+                                "udp-echo",
+                                "127.0.0.1",
+                                str(running.port),
+                                "-T",
+                                f"{settings.seconds:g}",
+                                *scenario.arguments,
+                            ],
+                            settings,
+                            60,
+                        )
+                        used = cpuSeconds(running.process.pid) - before
+                        errors = int(fields.get("errors", "1"))
+                        entry["errors"] += errors
+                        if not errors and fields.get("status") == "0":
+                            entry["rates"].append(_float(fields, "msgs_per_s"))
+                            entry["byRound"][repetition] = _float(fields, "msgs_per_s")
+                            entry["loss"].append(_float(fields, "loss_percent"))
+                            entry["p50"].append(_float(fields, "p50_us"))
+                            echoed = int(fields.get("messages", "0"))
+                            if echoed:
+                                entry["cpu"].append(used * 1e6 / echoed)
+                        say(
+                            f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} "
+                            f"{scenario.key}: {_rateText(_float(fields, 'msgs_per_s'))} msg/s, "
+                            f"loss {fields.get('loss_percent', '?')} %, server CPU "
+                            f"{used * 1e6 / max(1, int(fields.get('messages', '0'))):.2f} us/msg"
+                            + (f"  ERRORS {errors}" if errors else "")
+                        )
+            except Skipped as e:
+                for scenario in scenarios:
+                    if spec.key in scenario.servers:
+                        results[(spec.key, scenario.key)] = {"skipped": str(e)}
+                say(f"  {spec.label}: skipped: {e}")
+                wanted.discard(spec.key)
+    return results
+
+
+def namespaceProblem() -> str | None:
+    """
+    Why the multicast namespace cannot be made here; C{None} if it can.
+    """
+    if os.geteuid() != 0:
+        return "a private network namespace needs root (unshare --net)"
+    for tool in ("unshare", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    try:
+        probe = subprocess.run([*NAMESPACE, "true"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"the namespace cannot be made: {e}"
+    if probe.returncode != 0:
+        return f"the namespace cannot be made: {probe.stderr.strip() or probe.returncode}"
+    return None
+
+
+def runUdpMulticast(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:
+    """
+    Scenario k: first as fast as the sender goes, then lower rates until
+    the loss is below half the target's 1 % (the sustainable rate, at most
+    6 tries), then that rate C{settings.repeat} times more.  Only ever
+    inside L{NAMESPACE}.  No server runs: the sending process and the
+    receiving one get a CPU each.
+    """
+    problem = namespaceProblem()
+    if problem is not None:
+        say(f"  k: skipped: {problem}")
+        return {"skipped": problem}
+    seconds = f"{max(1.0, settings.seconds):g}"
+
+    def once(rate: float | None) -> dict[str, str]:
+        arguments = [
+            "udp-multicast",
+            MULTICAST_GROUP,
+            "-c",
+            str(MULTICAST_RECEIVERS),
+            "-T",
+            seconds,
+            "-s",
+            "32",
+        ]
+        if rate is not None:
+            arguments += ["-r", f"{rate:.0f}"]
+        cores = {c for c in (settings.loadCore, settings.serverCore) if c is not None}
+        fields = bench(arguments, settings, 60, prefix=NAMESPACE, cores=cores or None)
+        say(
+            f"  k: rate {'max' if rate is None else f'{rate:,.0f}'}: sent "
+            f"{_float(fields, 'send_rate'):,.0f}/s, delivered "
+            f"{_float(fields, 'delivered_per_s'):,.0f}/s in all, loss "
+            f"{fields.get('loss_percent', '?')} %, per receiver "
+            f"{fields.get('min_receiver', '?')}-{fields.get('max_receiver', '?')}"
+            + (f"  ERRORS {fields.get('errors')}" if fields.get("errors") != "0" else "")
+        )
+        return fields
+
+    def good(fields: dict[str, str]) -> bool:
+        return (
+            fields.get("status") == "0"
+            and fields.get("errors") == "0"
+            and _float(fields, "loss_percent") < 0.5
+        )
+
+    entry: dict[str, Any] = {"tries": [], "runs": []}
+    fields = once(None)
+    entry["tries"].append((None, fields))
+    rate: float | None = None
+    if not good(fields):
+        # Below what each receiver took in at full speed, then lower.
+        rate = 0.9 * _float(fields, "min_receiver") / max(0.001, _float(fields, "seconds"))
+        for _ in range(5):
+            if rate < 100:
+                break
+            fields = once(rate)
+            entry["tries"].append((rate, fields))
+            if good(fields):
+                break
+            rate *= 0.7
+        else:
+            rate = None
+        if not good(fields):
+            entry["unsustained"] = True
+            return entry
+    entry["rate"] = rate
+    for _ in range(settings.repeat):
+        entry["runs"].append(once(rate))
+    return entry
+
+
+def _udpSection(
+    add: Callable[[str], None],
+    udp: dict[tuple[str, str], dict[str, Any]],
+    multicast: dict[str, Any],
+) -> None:
+    if udp:
+        add("## UDP echo (i, j): messages per second")
+        add("")
+        add(
+            "One client (one connected UDP socket), runs of a fixed time; every echo checked, "
+            "a message not echoed within 1 s counted lost and replaced. The Twisted "
+            "`DatagramProtocol` echo sends each datagram back whole: in (j) it frames nothing. "
+            "Server CPU per message: the server process's CPU time (user and system, from "
+            "/proc) over the run divided by the messages echoed, which other work on a shared "
+            "machine disturbs far less than the rate."
+        )
+        add("")
+        add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in UDP_SCENARIOS) + " |")
+        add("|---|" + "---|" * len(UDP_SCENARIOS))
+        for spec in UDP_SERVERS:
+            cells = []
+            for scenario in UDP_SCENARIOS:
+                entry = udp.get((spec.key, scenario.key))
+                if entry is None:
+                    cells.append("-")
+                elif "skipped" in entry:
+                    cells.append(f"skipped: {entry['skipped']}")
+                else:
+                    text = (
+                        f"{_rateText(_median(entry['rates']))}, loss "
+                        f"{_median(entry['loss']) or 0:.3f} %, p50 "
+                        f"{_median(entry['p50']) or 0:.0f} us, server CPU "
+                        f"{_median(entry['cpu']) or 0:.2f} us/msg"
+                    )
+                    if entry["errors"]:
+                        text += f" **{entry['errors']} errors**"
+                    cells.append(text)
+            if any(c != "-" for c in cells):
+                add(f"| {spec.label} | " + " | ".join(cells) + " |")
+        add("")
+    if multicast:
+        add(
+            f"## UDP multicast (k): 32 B datagrams to {MULTICAST_RECEIVERS} receivers, "
+            "in a private network namespace"
+        )
+        add("")
+        if "skipped" in multicast:
+            add(f"Skipped: {multicast['skipped']}.")
+            add("")
+            return
+        add(
+            "`tcpsc bench udp-multicast`: one sending process, not waiting for the receivers, "
+            "and the receiving sockets in another, a CPU each. First as fast as the sender "
+            "goes, then lower rates until the loss is below 0.5 %: the sustainable rate, "
+            "then run again to give the figure the target is judged by (the last rows)."
+        )
+        add("")
+        add("| rate asked | sent msgs/s | delivered msgs/s (all receivers) | loss | per receiver |")
+        add("|---|---|---|---|---|")
+        for rate, fields in multicast["tries"] + [
+            (multicast.get("rate"), f) for f in multicast["runs"]
+        ]:
+            add(
+                f"| {'as fast as possible' if rate is None else f'{rate:,.0f}'} | "
+                f"{_float(fields, 'send_rate'):,.0f} | {_float(fields, 'delivered_per_s'):,.0f} "
+                f"| {fields.get('loss_percent', '?')} % | {fields.get('min_receiver', '?')} - "
+                f"{fields.get('max_receiver', '?')} |"
+            )
+        add("")
+
+
+def udpTargets(
+    udp: dict[tuple[str, str], dict[str, Any]], multicast: dict[str, Any]
+) -> list[tuple[str, str, bool | None]]:
+    def rate(server: str, scenario: str) -> float | None:
+        return _median(udp.get((server, scenario), {}).get("rates"))
+
+    def rounds(server: str, scenario: str, other: str, otherScenario: str) -> str:
+        """
+        The ratios of the two figures of each repetition (measured seconds
+        apart), as text: their spread shows the machine's noise.
+        """
+        mine = udp.get((server, scenario), {}).get("byRound", {})
+        theirs = udp.get((other, otherScenario), {}).get("byRound", {})
+        ratios = sorted(mine[r] / theirs[r] for r in mine if theirs.get(r))
+        if not ratios:
+            return ""
+        return (
+            f" (per repetition {ratios[0]:.2f}-{ratios[-1]:.2f}, median "
+            f"{statistics.median(ratios):.2f})"
+        )
+
+    out: list[tuple[str, str, bool | None]] = []
+    tcpsc, twisted = rate("udp-tcpsc", "i"), rate("udp-twisted", "i")
+    if tcpsc and twisted:
+        out.append(
+            (
+                "(i) tcpsc UDP echo >= 0.95x Twisted DatagramProtocol",
+                f"{tcpsc / twisted:.2f}x" + rounds("udp-tcpsc", "i", "udp-twisted", "i"),
+                tcpsc / twisted >= 0.95,
+            )
+        )
+    ownCpu = _median(udp.get(("udp-tcpsc", "i"), {}).get("cpu"))
+    baseCpu = _median(udp.get(("udp-twisted", "i"), {}).get("cpu"))
+    if ownCpu and baseCpu:
+        out.append(
+            (
+                "(i) beside it: server CPU per message, Twisted's over tcpsc's (>= 0.95x "
+                "is the same target in CPU)",
+                f"{baseCpu / ownCpu:.2f}x ({ownCpu:.2f} us against {baseCpu:.2f} us)",
+                None,
+            )
+        )
+    batched = rate("udp-tcpsc-delimited", "j")
+    if batched and tcpsc:
+        out.append(
+            (
+                "(j) tcpsc UDP, 40 delimited messages per datagram >= 5x one per datagram (i)",
+                f"{batched / tcpsc:.2f}x" + rounds("udp-tcpsc-delimited", "j", "udp-tcpsc", "i"),
+                batched / tcpsc >= 5,
+            )
+        )
+    batchedCpu = _median(udp.get(("udp-tcpsc-delimited", "j"), {}).get("cpu"))
+    if batchedCpu and ownCpu:
+        out.append(
+            (
+                "(j) beside it: tcpsc's server CPU per message in (i) over (j)",
+                f"{ownCpu / batchedCpu:.2f}x ({batchedCpu:.2f} us against {ownCpu:.2f} us)",
+                None,
+            )
+        )
+    if multicast and "skipped" not in multicast:
+        if multicast.get("unsustained"):
+            out.append(
+                (
+                    f"(k) multicast to {MULTICAST_RECEIVERS} receivers: loss < 1 % at the "
+                    "sustainable rate",
+                    "no rate tried kept the loss below 1 %",
+                    False,
+                )
+            )
+        else:
+            runs = multicast["runs"]
+            losses = sorted(_float(f, "loss_percent") for f in runs)
+            loss = statistics.median(losses)
+            delivered = statistics.median(_float(f, "delivered_per_s") for f in runs)
+            sent = statistics.median(_float(f, "send_rate") for f in runs)
+            out.append(
+                (
+                    f"(k) multicast to {MULTICAST_RECEIVERS} receivers: loss < 1 % at the "
+                    "sustainable rate",
+                    f"{sent:,.0f} msgs/s sent, {delivered:,.0f} delivered in all, loss "
+                    f"{loss:.3f} % (median of {len(runs)}; {losses[0]:.3f}-{losses[-1]:.3f} %)",
+                    loss < 1.0,
+                )
+            )
+    return out
+
+
 # -- the machine ---------------------------------------------------------------------------
 
 
@@ -831,6 +1227,8 @@ def report(
     connect: dict[str, dict[str, Any]],
     idle: dict[str, dict[str, Any]],
     seconds: float,
+    udp: dict[tuple[str, str], dict[str, Any]] | None = None,
+    multicast: dict[str, Any] | None = None,
 ) -> str:
     lines: list[str] = []
     add = lines.append
@@ -874,12 +1272,16 @@ def report(
         _connectSection(add, connect)
     if idle:
         _idleSection(add, idle, 1000 if settings.quick else 10_000)
+    if udp or multicast:
+        _udpSection(add, udp or {}, multicast or {})
 
     add("## Targets")
     add("")
     add("| target | measured | |")
     add("|---|---|---|")
-    for name, measured, met in targets(settings, echo, broadcast, reassembly, idle):
+    for name, measured, met in targets(settings, echo, broadcast, reassembly, idle) + udpTargets(
+        udp or {}, multicast or {}
+    ):
         verdict = "met" if met else ("**not met**" if met is False else "see the table")
         add(f"| {name} | {measured} | {verdict} |")
     add("")
@@ -1242,7 +1644,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seconds", type=float, help="length of each echo run (default 2, quick 0.5)"
     )
-    parser.add_argument("--only", default="abcdefgh", help="scenarios to run, e.g. abc")
+    parser.add_argument("--only", default="abcdefghijk", help="scenarios to run, e.g. abc")
     parser.add_argument(
         "--servers",
         help="echo servers to run, comma-separated keys: " + ",".join(s.key for s in ECHO_SERVERS),
@@ -1329,6 +1731,8 @@ def main(argv: list[str] | None = None) -> int:
         reassembly: list[dict[str, Any]] = []
         connect: dict[str, dict[str, Any]] = {}
         idle: dict[str, dict[str, Any]] = {}
+        udp: dict[tuple[str, str], dict[str, Any]] = {}
+        multicast: dict[str, Any] = {}
         if set("abcd") & set(options.only):
             say("Echo (a-d):")
             scenarios = tuple(s for s in ECHO_SCENARIOS if s.key in options.only)
@@ -1345,6 +1749,14 @@ def main(argv: list[str] | None = None) -> int:
         if "h" in options.only:
             say("Idle connections (h):")
             idle = runIdle(settings, say)
+        if set("ij") & set(options.only):
+            say("UDP echo (i, j):")
+            udp = runUdpEcho(
+                settings, tuple(s for s in UDP_SCENARIOS if s.key in options.only), say
+            )
+        if "k" in options.only:
+            say("UDP multicast (k), in a private network namespace:")
+            multicast = runUdpMulticast(settings, say)
         text = report(
             settings,
             info,
@@ -1355,6 +1767,8 @@ def main(argv: list[str] | None = None) -> int:
             connect,
             idle,
             time.monotonic() - started,
+            udp,
+            multicast,
         )
         print()
         print(text)

@@ -1,8 +1,8 @@
 """
-Smoke test of C{tcpsc bench}: a short echo run against tcpsc servers in
-this process, through the real command in a child process.  Benchmarks
-themselves are not tests; this only proves the tool counts right and
-catches a server that gets the bytes wrong.
+Smoke test of C{tcpsc bench}: short runs against servers in this process
+(tcpsc's over TCP, a plain Twisted echo over UDP), through the real command
+in a child process.  Benchmarks themselves are not tests; this only proves
+the tool counts right and catches a server that gets the bytes wrong.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
@@ -447,6 +447,8 @@ class BenchOptionTests(_BenchTestCase):
             ("multicast", ("-c", "-T", "-s")),
             ("connect", ("-n", "-c", "-s", "-T")),
             ("idle", ("-n", "-c", "--hold", "-T")),
+            ("udp-echo", ("-q", "-T", "-s", "-d", "--batch", "--loss-timeout")),
+            ("udp-multicast", ("-c", "-r", "-T", "-s", "--receive-buffer")),
         ):
             out, err, code = await self._bench(mode, "--help")
             self.assertEqual(code, 0, err)
@@ -518,3 +520,286 @@ class BenchOptionTests(_BenchTestCase):
         """
         code, number, output = await self.interrupt("TERM")
         self.assertEqual((code, number), (None, signal.SIGTERM), output)
+
+
+class _UdpEcho(DatagramProtocol):
+    """
+    A plain Twisted UDP echo (not tcpsc), with faults to order: it can drop
+    every C{dropEvery}-th datagram, change one byte of the C{corruptAt}-th,
+    send the C{duplicateAt}-th twice, or send each delimited message of a
+    datagram back in a datagram of its own (C{splitOn}).
+    """
+
+    def __init__(
+        self,
+        dropEvery: int = 0,
+        corruptAt: int = 0,
+        duplicateAt: int = 0,
+        splitOn: bytes | None = None,
+    ) -> None:
+        self.dropEvery = dropEvery
+        self.corruptAt = corruptAt
+        self.duplicateAt = duplicateAt
+        self.splitOn = splitOn
+        self.seen = 0
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.seen += 1
+        if self.dropEvery and self.seen % self.dropEvery == 0:
+            return
+        if self.seen == self.corruptAt:
+            datagram = datagram[:-2] + (b"!" if datagram[-2:-1] != b"!" else b"#") + datagram[-1:]
+        if self.seen == self.duplicateAt:
+            self.transport.write(datagram, addr)
+        if self.splitOn is None:
+            self.transport.write(datagram, addr)
+            return
+        for message in datagram.split(self.splitOn)[:-1]:
+            self.transport.write(message + self.splitOn, addr)
+
+
+class BenchUdpTests(_BenchTestCase):
+    """
+    C{tcpsc bench udp-echo} keeps messages in flight, checks every echo and
+    counts what is lost; C{udp-multicast}'s options are checked before
+    anything is sent.
+    """
+
+    def _udpServe(self, protocol: DatagramProtocol) -> int:
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return int(port.getHost().port)
+
+    async def _udpEcho(self, protocol: DatagramProtocol, *extra: str) -> tuple[str, str, int]:
+        port = self._udpServe(protocol)
+        return await self._bench("udp-echo", "127.0.0.1", str(port), *extra)
+
+    @asyncTest
+    async def test_echo(self) -> None:
+        """
+        Against a correct echo every message sent is echoed: nothing lost,
+        no error, exit status 0, the RESULT line in the TCP modes' form.
+        """
+        out, err, code = await self._udpEcho(
+            _UdpEcho(), "-q", "20", "-T", "0.5", "--loss-timeout", "20"
+        )
+        self.assertEqual(code, 0, out + err)
+        fields = _result(out)
+        self.assertEqual(fields["mode"], "udp-echo")
+        self.assertEqual(
+            (fields["errors"], fields["lost"], fields["loss_percent"]), ("0", "0", "0.000")
+        )
+        self.assertEqual(fields["messages"], fields["sent"])
+        self.assertGreater(int(fields["messages"]), 0)
+        self.assertGreater(float(fields["msgs_per_s"]), 0)
+        self.assertEqual((fields["q"], fields["size"], fields["batch"]), ("20", "32", "1"))
+        self.assertIn("Message size: 32 (one message per datagram)", out)
+
+    @asyncTest
+    async def test_ipv6(self) -> None:
+        """
+        Over IPv6 (a server on ::1) every message is echoed too.
+        """
+        port = reactor.listenUDP(0, _UdpEcho(), interface="::1")
+        self.addCleanup(port.stopListening)
+        out, err, code = await self._bench(
+            "udp-echo", "::1", str(port.getHost().port), "-T", "0.2", "--loss-timeout", "20"
+        )
+        self.assertEqual(code, 0, out + err)
+        fields = _result(out)
+        self.assertEqual((fields["errors"], fields["lost"]), ("0", "0"))
+        self.assertGreater(int(fields["messages"]), 0)
+
+    @asyncTest
+    async def test_batches(self) -> None:
+        """
+        With C{-d} and C{--batch}, a datagram holds several messages; echoes
+        are split on the delimiter, so a server that sends each message back
+        in a datagram of its own is counted right too.
+        """
+        for server in (_UdpEcho(), _UdpEcho(splitOn=b"|")):
+            out, err, code = await self._udpEcho(
+                server, "-d", "|", "--batch", "5", "-q", "20", "-T", "0.3", "--loss-timeout", "20"
+            )
+            self.assertEqual(code, 0, out + err)
+            fields = _result(out)
+            self.assertEqual((fields["errors"], fields["lost"], fields["batch"]), ("0", "0", "5"))
+            self.assertEqual(fields["messages"], fields["sent"])
+            self.assertEqual(int(fields["sent"]) % 5, 0)
+
+    @asyncTest
+    async def test_loss(self) -> None:
+        """
+        A server that drops every tenth datagram: the run does not hang on
+        the lost ones, they are counted (sent = echoed + lost), and loss
+        alone is not an error.
+        """
+        out, err, code = await self._udpEcho(
+            _UdpEcho(dropEvery=10), "-q", "10", "-T", "0.5", "--loss-timeout", "0.2"
+        )
+        self.assertEqual(code, 0, out + err)
+        fields = _result(out)
+        self.assertGreater(int(fields["lost"]), 0)
+        self.assertEqual(int(fields["sent"]), int(fields["messages"]) + int(fields["lost"]))
+        self.assertGreater(float(fields["loss_percent"]), 0)
+        self.assertEqual(fields["errors"], "0")
+
+    @asyncTest
+    async def test_corruptAndDuplicated(self) -> None:
+        """
+        An echo with one byte changed, and an echo sent twice, are errors:
+        exit status 1, each named.
+        """
+        out, err, code = await self._udpEcho(
+            _UdpEcho(corruptAt=7), "-q", "5", "-T", "0.3", "--loss-timeout", "20"
+        )
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("Errors: 1 (corrupt echoes 1, duplicated echoes 0)", out)
+        self.assertIn("First error: an echo matches no message sent", out)
+        out, err, code = await self._udpEcho(
+            _UdpEcho(duplicateAt=7), "-q", "5", "-T", "0.3", "--loss-timeout", "20"
+        )
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("Errors: 1 (corrupt echoes 0, duplicated echoes 1)", out)
+        self.assertIn("First error: message 6 was echoed twice", out)
+
+    @asyncTest
+    async def test_closedPort(self) -> None:
+        """
+        Nothing listening: every message lost, the port named closed, exit
+        status 1 with one line on standard error; no hang, no traceback.
+        """
+        port = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        closed = port.getHost().port
+        await port.stopListening()
+        out, err, code = await self._bench(
+            "udp-echo", "127.0.0.1", str(closed), "-q", "3", "-T", "0.2", "--loss-timeout", "0.2"
+        )
+        self.assertEqual(code, 1, out + err)
+        self.assertNotIn("Traceback", err)
+        self.assertEqual(_result(out)["messages"], "0")
+        self.assertEqual(_result(out)["loss_percent"], "100.000")
+        self.assertEqual(
+            err.strip().splitlines(),
+            ["tcpsc bench udp-echo: no echo in 0.2 s: the port is closed (ICMP port unreachable)"],
+        )
+
+    @asyncTest
+    async def test_usageErrors(self) -> None:
+        """
+        Options that do not fit: exit status 2, the option named, nothing
+        sent.
+        """
+        for arguments, expected in (
+            (("udp-echo", "127.0.0.1", "9", "--batch", "3"), "--batch needs -d"),
+            (
+                ("udp-echo", "127.0.0.1", "9", "-d", "|", "--batch", "30", "-q", "20"),
+                "--batch must be at most -q",
+            ),
+            (("udp-echo", "127.0.0.1", "9", "-s", "8"), "-s must be at least 10"),
+            (("udp-echo", "127.0.0.1", "70000"), "argument PORT: port outside 1-65535"),
+            (
+                ("udp-multicast", "10.0.0.1:9000"),
+                "argument GROUP:PORT: 10.0.0.1 is not a multicast group",
+            ),
+            (
+                ("udp-multicast", "ff15::1:9000"),
+                "argument GROUP:PORT: an IPv6 group goes in brackets",
+            ),
+            (
+                ("udp-multicast", "239.255.0.1:9000", "-r", "0"),
+                "argument -r/--rate: must be more than 0",
+            ),
+            (("udp-multicast", "239.255.0.1:9000", "-s", "4"), "-s must be at least 8"),
+        ):
+            out, err, code = await self._bench(*arguments)
+            self.assertEqual(code, 2, (arguments, out, err))
+            self.assertIn(expected, err)
+            self.assertEqual(out, "")
+
+    def _needNamespace(self) -> None:
+        """
+        Skip, saying why, where the private network namespace cannot be
+        made; fail instead where it must (C{TCPSC_REQUIRE_NETNS=1}, as CI
+        sets).
+        """
+        from . import _netns
+
+        why = _netns.namespaceUnavailable()
+        if why is None:
+            return
+        if _netns.required():
+            self.fail(f"{why} ({_netns.REQUIRE} is set: these tests must run)")
+        raise SkipTest(why)
+
+    def test_multicast(self) -> None:
+        """
+        In a private network namespace, one sender to an IPv4 group and to
+        an IPv6 group, three receivers: at a low rate every receiver gets
+        every datagram, and the report says so.
+        """
+        from ._netns import runInNamespace
+
+        self._needNamespace()
+        for target in ("239.255.0.1:9000", "[ff15::1]:9000"):
+            result = runInNamespace(
+                [
+                    "-m",
+                    "tcpsc",
+                    "bench",
+                    "udp-multicast",
+                    target,
+                    "-c",
+                    "3",
+                    "-r",
+                    "200",
+                    "-T",
+                    "0.5",
+                ]
+            )
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            fields = _result(result.stdout)
+            self.assertEqual((fields["mode"], fields["receivers"]), ("udp-multicast", "3"))
+            self.assertGreater(int(fields["sent"]), 0)
+            self.assertEqual(int(fields["delivered"]), 3 * int(fields["sent"]))
+            self.assertEqual(fields["min_receiver"], fields["sent"])
+            self.assertEqual((fields["lost"], fields["errors"]), ("0", "0"))
+
+    def test_multicastUnrouted(self) -> None:
+        """
+        In a namespace where multicast is not routed (its loopback down, no
+        route), the receivers cannot join: exit status 1, one line saying
+        so, no traceback.
+        """
+        self._needNamespace()
+        import shutil
+        import subprocess
+
+        unshare = shutil.which("unshare")
+        assert unshare is not None
+        result = subprocess.run(
+            [
+                unshare,
+                "-n",
+                sys.executable,
+                "-m",
+                "tcpsc",
+                "bench",
+                "udp-multicast",
+                "239.255.0.1:9000",
+                "-c",
+                "2",
+                "-T",
+                "0.2",
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("tcpsc bench: multicast to 239.255.0.1:9000: No such device", lines[0])

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_bench -*-
 """
-Load a delimiter-framed TCP or TLS server and measure it, in the manner of
-CppServer's performance clients.  Modes:
+Load a delimiter-framed TCP or TLS server, a UDP echo server or a
+multicast group, and measure it, in the manner of CppServer's performance
+clients.  Modes:
 
   echo       clients send messages, the server echoes them; every echoed
              byte is compared with what was sent (corruption, loss,
@@ -10,12 +11,19 @@ CppServer's performance clients.  Modes:
              smallest and largest count per client (fairness)
   connect    connections per second (with --tls: full handshakes per second)
   idle       hold many idle connections open, for measuring a server's memory
+  udp-echo   UDP datagrams to an echo server, IN_FLIGHT messages in flight,
+             every echo checked; a message without an echo within
+             --loss-timeout is lost (counted and replaced, not waited for)
+  udp-multicast
+             one sender to a multicast group and RECEIVERS sockets joined
+             to it in this process: what each received, loss, the rate
 
 Each mode prints a report and, last, one line for programs:
   RESULT mode=echo msgs_per_s=... mib_per_s=... errors=... messages=... ...
-The exit status is 0 without errors; 1 with errors, when multicast received
-no message at all, or on a problem such as an unreadable certificate file;
-2 for a usage error; 130 on Ctrl-C.  The server is HOST PORT, or an
+The exit status is 0 without errors; 1 with errors, when multicast (or a
+UDP mode) received no message at all, or on a problem such as an unreadable
+certificate file; 2 for a usage error; 130 on Ctrl-C.  UDP loss is counted
+and reported, not an error.  The TCP modes' server is HOST PORT, or an
 endpoint description: tcp:HOST:PORT, or unix:PATH for a UNIX socket.  A
 live progress line goes to standard error when it is a terminal and the run
 lasts more than two seconds.
@@ -27,14 +35,24 @@ Example, pinned to another core than the server:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tcpsc.tap import FILE_MARGIN, formatDelimiter, raiseOpenFileLimit
+from tcpsc import DEFAULT_MAX_DATAGRAM
+from tcpsc.tap import (
+    DELIMITER_HELP,
+    FILE_MARGIN,
+    formatDelimiter,
+    parseDelimiter,
+    parsePortNumber,
+    raiseOpenFileLimit,
+)
 
 from . import loadgen as lg
 from .common import (
@@ -50,7 +68,9 @@ from .common import (
 
 __all__ = ["SUMMARY", "configure", "run"]
 
-SUMMARY = "load a message server (echo, multicast, connect, idle) and measure it"
+SUMMARY = (
+    "load a message server (echo, multicast, connect, idle, udp-echo, udp-multicast) and measure it"
+)
 
 _PROGRESS_AFTER = 2.0
 
@@ -95,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     """
     Run the mode parsed into C{args}; the exit status.
     """
+    if args.mode in _UDP_MODES:
+        return int(args.func(args))
     target = parseTarget(args.host, args.port)
     # The load generator takes a UNIX socket as its path and no port.
     args.host, args.port = (
@@ -275,6 +297,7 @@ def _fill(modes: Any) -> None:
         "are errors (default: 300)",
     )
     idle.set_defaults(func=_idle)
+    _fillUdp(modes)
 
 
 # -- helpers ----------------------------------------------------------------
@@ -745,3 +768,368 @@ def _waitForEndOfInput(limit: float) -> None:
         if ready:
             os.read(fd, 4096)
             return
+
+
+# -- UDP modes ------------------------------------------------------------------------
+
+_UDP_MODES = ("udp-echo", "udp-multicast")
+
+
+def _udpDelimiter(text: str) -> bytes:
+    try:
+        return parseDelimiter(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _udpPort(text: str) -> int:
+    try:
+        return parsePortNumber(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"port {e}: {text!r}") from None
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of messages a second: {text!r}") from None
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 messages a second: {text!r}")
+    return rate
+
+
+def _groupAndPort(text: str) -> tuple[str, int]:
+    """
+    C{239.255.0.1:9000} or C{[ff15::1]:9000}: a multicast group and a port.
+    """
+    address, colon, number = text.rpartition(":")
+    if not colon or not address:
+        raise argparse.ArgumentTypeError(
+            f"not GROUP:PORT (such as 239.255.0.1:9000 or [ff15::1]:9000): {text!r}"
+        )
+    bracketed = address.startswith("[") and address.endswith("]")
+    if ":" in address and not bracketed:
+        raise argparse.ArgumentTypeError(
+            f"an IPv6 group goes in brackets, as in [ff15::1]:9000: {text!r}"
+        )
+    group = address[1:-1] if bracketed else address
+    try:
+        parsed = ipaddress.ip_address(group)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {group!r}") from None
+    if not parsed.is_multicast:
+        raise argparse.ArgumentTypeError(
+            f"{group} is not a multicast group (IPv4 224.0.0.0/4, IPv6 ff00::/8)"
+        )
+    return str(parsed), _udpPort(number)
+
+
+def _fillUdp(modes: Any) -> None:
+    echo = modes.add_parser(
+        "udp-echo",
+        help="UDP datagrams to an echo server; loss counted",
+        description="Keeps IN_FLIGHT messages in flight to a UDP echo server for SECONDS, "
+        "from one connected socket. Every echo is compared with what was sent (a corrupt "
+        "or duplicated echo is an error). A message not echoed within the loss timeout "
+        "(--loss-timeout) is lost: counted and replaced at once, never waited for. With a "
+        "delimiter (-d), each message ends with it and a datagram holds N of them "
+        "(--batch); echoes are split on it.",
+    )
+    echo.add_argument(
+        "host",
+        metavar="HOST",
+        help="the server's host name or address (of a name's addresses, the first IPv4 one)",
+    )
+    echo.add_argument("port", metavar="PORT", type=_udpPort, help="the server's UDP port")
+    echo.add_argument(
+        "-q",
+        "--in-flight",
+        dest="inflight",
+        type=countArgument,
+        default=100,
+        metavar="IN_FLIGHT",
+        help="messages kept in flight (default: 100)",
+    )
+    echo.add_argument(
+        "-T",
+        "--seconds",
+        type=secondsArgument,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to send; the last echoes are then awaited up to --loss-timeout (default: 5)",
+    )
+    echo.add_argument(
+        "-s",
+        "--size",
+        type=countArgument,
+        default=32,
+        metavar="SIZE",
+        help="bytes per message, delimiter included; at least "
+        f"{lg.SEQUENCE_DIGITS} more than the delimiter (default: 32)",
+    )
+    echo.add_argument(
+        "-d",
+        "--delimiter",
+        type=_udpDelimiter,
+        default=None,
+        metavar="D",
+        help=f"{DELIMITER_HELP}; ends every message, so that a datagram can hold several "
+        "(default: none, one message per datagram)",
+    )
+    echo.add_argument(
+        "--batch",
+        type=countArgument,
+        default=1,
+        metavar="N",
+        help="with -d: messages per datagram, at most IN_FLIGHT (default: 1)",
+    )
+    echo.add_argument(
+        "--loss-timeout",
+        type=secondsArgument,
+        default=1.0,
+        metavar="SECONDS",
+        help="a message not echoed within this long is lost (default: 1)",
+    )
+    echo.set_defaults(func=_udpEcho)
+
+    multicast = modes.add_parser(
+        "udp-multicast",
+        help="one sender to a multicast group, receivers in this process",
+        description="One socket, in a process of its own, sends SIZE-byte datagrams to "
+        "GROUP:PORT for SECONDS, at RATE a second or as fast as it can, not waiting for the "
+        "receivers; RECEIVERS sockets of this process, all bound to "
+        "PORT (SO_REUSEADDR, SO_REUSEPORT) and joined to GROUP, count what arrives. The "
+        "TTL (hop limit) is 1 and loopback is on. Reports the rate sent, what was delivered "
+        "in all, the loss, and the smallest and largest count of one receiver. Run it where "
+        "multicast stays on the machine (a private network namespace: see README).",
+    )
+    multicast.add_argument(
+        "target",
+        metavar="GROUP:PORT",
+        type=_groupAndPort,
+        help="the group and port: 239.255.0.1:9000, [ff15::1]:9000",
+    )
+    multicast.add_argument(
+        "-c",
+        "--receivers",
+        type=countArgument,
+        default=10,
+        metavar="RECEIVERS",
+        help="receiving sockets (default: 10)",
+    )
+    multicast.add_argument(
+        "-r",
+        "--rate",
+        type=_rate,
+        default=None,
+        metavar="RATE",
+        help="datagrams a second to send (default: as fast as possible)",
+    )
+    multicast.add_argument(
+        "-T",
+        "--seconds",
+        type=secondsArgument,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to send; receivers then drain for up to 1 s (default: 5)",
+    )
+    multicast.add_argument(
+        "-s",
+        "--size",
+        type=countArgument,
+        default=32,
+        metavar="SIZE",
+        help="bytes per datagram, at least 8 (default: 32)",
+    )
+    multicast.add_argument(
+        "--receive-buffer",
+        type=countArgument,
+        default=4 << 20,
+        metavar="BYTES",
+        help="SO_RCVBUF of each receiving socket, which the system caps at "
+        "net.core.rmem_max (default: 4194304)",
+    )
+    multicast.set_defaults(func=_udpMulticast)
+
+
+def _udpEcho(options: argparse.Namespace) -> int:
+    delimiter = options.delimiter
+    if options.batch > 1 and delimiter is None:
+        raise UsageError("--batch needs -d: several messages in one datagram need a delimiter")
+    if options.batch > options.inflight:
+        raise UsageError("--batch must be at most -q (a datagram's messages are all in flight)")
+    minimum = lg.SEQUENCE_DIGITS + len(delimiter or b"")
+    if options.size < minimum:
+        raise UsageError(
+            f"-s must be at least {minimum}: a message holds its {lg.SEQUENCE_DIGITS}-digit "
+            "sequence number" + (" and the delimiter" if delimiter else "")
+        )
+    if options.size * options.batch > lg.MAX_UDP_PAYLOAD[socket.AF_INET6]:
+        raise UsageError("-s times --batch exceeds the largest UDP datagram (65,527 bytes)")
+    print(f"Server address: {options.host}")
+    print(f"Server UDP port: {options.port}")
+    print(f"Messages in flight: {options.inflight}")
+    if delimiter is None:
+        print(f"Message size: {options.size} (one message per datagram)")
+    else:
+        print(
+            f"Message size: {options.size} (including delimiter {formatDelimiter(delimiter)}), "
+            f"{options.batch} per datagram"
+        )
+    print(f"Seconds: {options.seconds:g} (loss timeout {options.loss_timeout:g} s)")
+    print()
+    sys.stdout.flush()
+    progress = _ProgressLine(None, "echoed")
+    try:
+        stats = lg.runUdpEcho(
+            options.host,
+            options.port,
+            options.seconds,
+            size=options.size,
+            inflight=options.inflight,
+            delimiter=delimiter,
+            batch=options.batch,
+            lossTimeout=options.loss_timeout,
+            progress=progress.update,
+        )
+    except OSError as e:
+        raise CommandError(f"{options.host} port {options.port}: {e.strerror or e}") from None
+    except ValueError as e:  # a batch beyond an IPv4 datagram
+        raise UsageError(str(e)) from None
+    finally:
+        progress.finish()
+    window = max(1, stats.windowEnd - stats.start) / 1e9
+    rate = stats.windowMessages / window
+    print(
+        f"Errors: {stats.errors} (corrupt echoes {stats.corrupt}, duplicated echoes "
+        f"{stats.duplicates})"
+    )
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print()
+    print(f"Messages sent: {stats.sentMessages} in {stats.sentDatagrams} datagrams")
+    print(f"Messages echoed: {stats.messages} in {stats.receivedDatagrams} datagrams")
+    print(
+        f"Messages lost: {stats.lost} ({stats.lossPercent:.3f} %; echoes that came after "
+        f"the loss timeout: {stats.late})"
+    )
+    if stats.sendBufferFull or stats.refused:
+        print(
+            f"Send buffer full: {stats.sendBufferFull} times; port unreachable: "
+            f"{stats.refused} times"
+        )
+    print(f"Message throughput: {rate:.0f} msg/s (echoes within the {window:.3f} s of sending)")
+    histogram = stats.histogram
+    p50 = histogram.percentile(0.5)
+    p99 = histogram.percentile(0.99)
+    if histogram.total:
+        queued = " [includes queueing, q>1]" if options.inflight > 1 else ""
+        print(f"Per-message round trip{queued}:")
+        print(
+            f"  p50 {_duration(p50)}  p90 {_duration(histogram.percentile(0.9))}  "
+            f"p99 {_duration(p99)}  max {_duration(histogram.maximum)}  (n={histogram.total})"
+        )
+    print(
+        f"RESULT mode=udp-echo msgs_per_s={rate:.0f} lost={stats.lost} "
+        f"loss_percent={stats.lossPercent:.3f} errors={stats.errors} messages={stats.messages} "
+        f"sent={stats.sentMessages} late={stats.late} seconds={window:.3f} "
+        f"p50_us={p50 / 1e3:.2f} p99_us={p99 / 1e3:.2f} q={options.inflight} "
+        f"size={options.size} batch={options.batch} refused={stats.refused} "
+        f"send_buffer_full={stats.sendBufferFull}"
+    )
+    sys.stdout.flush()
+    if not stats.messages:
+        datagram = options.size * options.batch
+        why = (
+            "the port is closed (ICMP port unreachable)"
+            if stats.refused
+            else "is a UDP echo server listening there?"
+            + (
+                f" (datagrams of {datagram} bytes: a server with tcpsc's default bound of "
+                f"{DEFAULT_MAX_DATAGRAM} drops them)"
+                if datagram > DEFAULT_MAX_DATAGRAM
+                else ""
+            )
+        )
+        print(
+            f"tcpsc bench udp-echo: no echo in {options.seconds:g} s: {why}",
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if stats.errors else 0
+
+
+def _udpMulticast(options: argparse.Namespace) -> int:
+    group, port = options.target
+    if options.size > lg.MAX_UDP_PAYLOAD[socket.AF_INET6 if ":" in group else socket.AF_INET]:
+        raise UsageError("-s exceeds the largest UDP datagram")
+    if options.size < 8:
+        raise UsageError("-s must be at least 8: a datagram holds its sequence number")
+    raiseOpenFileLimit(options.receivers + FILE_MARGIN)
+    shown = f"[{group}]" if ":" in group else group
+    print(f"Group: {shown}:{port}")
+    print(f"Receivers: {options.receivers}")
+    print(f"Rate: {f'{options.rate:g} msg/s' if options.rate else 'as fast as possible'}")
+    print(f"Datagram size: {options.size}")
+    print(f"Seconds: {options.seconds:g}")
+    print()
+    sys.stdout.flush()
+    progress = _ProgressLine(None, "delivered")
+    try:
+        stats = lg.runUdpMulticast(
+            group,
+            port,
+            options.receivers,
+            options.seconds,
+            rate=options.rate,
+            size=options.size,
+            receiveBuffer=options.receive_buffer,
+            progress=progress.update,
+        )
+    except OSError as e:
+        raise CommandError(
+            f"multicast to {shown}:{port}: {e.strerror or e} (is there a multicast route, "
+            "such as ip route add 224.0.0.0/4 dev lo in a private network namespace?)"
+        ) from None
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        progress.finish()
+    sending = max(1, stats.sendEnd - stats.start) / 1e9
+    sendRate = stats.sent / sending
+    delivered = stats.delivered / sending
+    low = min(stats.perReceiver) if stats.perReceiver else 0
+    high = max(stats.perReceiver) if stats.perReceiver else 0
+    print(f"Errors: {stats.errors} (malformed datagrams {stats.malformed})")
+    if stats.firstError:
+        print(f"First error: {stats.firstError}")
+    print()
+    print(
+        f"Sent: {stats.sent} datagrams in {sending:.3f} s -> {sendRate:.0f} msg/s "
+        f"(send buffer full: {stats.sendBufferFull} times)"
+    )
+    print(
+        f"Delivered: {stats.delivered} of {stats.expected} ({stats.receivers} receivers) -> "
+        f"{delivered:.0f} msg/s in all"
+    )
+    print(f"Lost: {stats.lost} ({stats.lossPercent:.3f} %)")
+    print(f"Per-receiver datagrams: min {low} max {high}")
+    print(f"Receive buffer: {stats.receiveBuffer} bytes per socket, as the system reports it")
+    print(
+        f"RESULT mode=udp-multicast send_rate={sendRate:.0f} sent={stats.sent} "
+        f"delivered={stats.delivered} delivered_per_s={delivered:.0f} lost={stats.lost} "
+        f"loss_percent={stats.lossPercent:.3f} errors={stats.errors} "
+        f"receivers={stats.receivers} min_receiver={low} max_receiver={high} "
+        f"rate={options.rate or 0:g} size={options.size} seconds={sending:.3f} "
+        f"send_buffer_full={stats.sendBufferFull} receive_buffer={stats.receiveBuffer}"
+    )
+    sys.stdout.flush()
+    if not stats.delivered:
+        print(
+            f"tcpsc bench udp-multicast: nothing delivered in {options.seconds:g} s: is "
+            "multicast routed to this host (loopback on)?",
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if stats.errors else 0

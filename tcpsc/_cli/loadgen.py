@@ -42,12 +42,19 @@ __all__ = [
     "EchoStats",
     "IdleStats",
     "MulticastStats",
+    "UdpEchoStats",
+    "UdpMessages",
+    "UdpMulticastStats",
     "clientContext",
     "makeTemplate",
+    "multicastReceiver",
+    "multicastSender",
     "runConnect",
     "runEcho",
     "runIdle",
     "runMulticast",
+    "runUdpEcho",
+    "runUdpMulticast",
     "splitMessages",
 ]
 
@@ -1246,4 +1253,585 @@ def runIdle(
         for connection in list(engine.byFd.values()):
             engine.close(connection, _DONE)
         engine.poller.close()
+    return stats
+
+
+# -- UDP ------------------------------------------------------------------------
+
+#: The largest UDP payload of one datagram over IPv4 and over IPv6.
+MAX_UDP_PAYLOAD = {socket.AF_INET: 65_507, socket.AF_INET6: 65_527}
+#: Digits of the sequence number every UDP echo message starts with.
+SEQUENCE_DIGITS = 10
+#: Late replies remembered (to tell one from a corrupt or duplicated reply).
+_LOST_REMEMBERED = 1 << 20
+
+
+class UdpMessages:
+    """
+    The messages of a UDP echo run: message C{n} is its sequence number in
+    C{SEQUENCE_DIGITS} digits followed by filler bytes, C{size} bytes in all
+    with the delimiter.  Digits and filler are printable bytes that are none
+    of the delimiter's bytes, so that the only delimiters are the real ones;
+    every message differs, so a reply is matched to what was sent by its
+    bytes alone.
+    """
+
+    def __init__(self, size: int, delimiter: bytes | None) -> None:
+        self.delimiter = delimiter or b""
+        body = size - len(self.delimiter)
+        if body < SEQUENCE_DIGITS:
+            raise ValueError(
+                f"a message of {size} bytes has no room for its {SEQUENCE_DIGITS}-digit "
+                "sequence number"
+            )
+        alphabet = bytes(b for b in range(0x21, 0x7F) if b not in self.delimiter)
+        self.digits = alphabet[:10]
+        self.table = bytes.maketrans(b"0123456789", self.digits)
+        self.untable = bytes.maketrans(self.digits, b"0123456789")
+        filler = random.Random(size).randbytes(body - SEQUENCE_DIGITS)
+        self.filler = filler.translate(bytes(alphabet[i % len(alphabet)] for i in range(256)))
+        self.format = b"%0" + str(SEQUENCE_DIGITS).encode() + b"d"
+        self.plain = self.digits == b"0123456789"
+
+    def message(self, sequence: int) -> bytes:
+        """
+        Message C{sequence} without its delimiter.
+        """
+        digits = self.format % sequence
+        if not self.plain:
+            digits = digits.translate(self.table)
+        return digits + self.filler
+
+    def batch(self, first: int, count: int) -> list[bytes]:
+        """
+        Messages C{first} to C{first + count - 1}, without their delimiters.
+        """
+        format, filler = self.format, self.filler
+        if self.plain:
+            return [format % sequence + filler for sequence in range(first, first + count)]
+        table = self.table
+        return [
+            (format % sequence).translate(table) + filler
+            for sequence in range(first, first + count)
+        ]
+
+    def sequence(self, message: bytes) -> int | None:
+        """
+        The sequence number of a message exactly as sent; C{None} for any
+        other bytes.
+        """
+        digits = message[:SEQUENCE_DIGITS].translate(self.untable)
+        if not digits.isdigit() or len(digits) != SEQUENCE_DIGITS:
+            return None
+        sequence = int(digits)
+        return sequence if self.message(sequence) == message else None
+
+
+@dataclass
+class UdpEchoStats:
+    """
+    What a UDP echo run measured.  Every message sent is, at the end,
+    echoed or lost (no echo within the loss timeout); a late echo of a lost
+    message stays lost and is counted as late.
+    """
+
+    sentMessages: int = 0
+    sentDatagrams: int = 0
+    messages: int = 0
+    windowMessages: int = 0
+    receivedDatagrams: int = 0
+    lost: int = 0
+    late: int = 0
+    corrupt: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    sendBufferFull: int = 0
+    firstError: str | None = None
+    start: int = 0
+    windowEnd: int = 0
+    end: int = 0
+    histogram: Histogram = field(default_factory=Histogram)
+
+    @property
+    def errors(self) -> int:
+        return self.corrupt + self.duplicates
+
+    @property
+    def lossPercent(self) -> float:
+        return 100.0 * self.lost / self.sentMessages if self.sentMessages else 0.0
+
+
+def _udpSocket(host: str, port: int) -> socket.socket:
+    """
+    A non-blocking UDP socket connected to C{host} and C{port}: only the
+    server's replies reach it.  Of a name's addresses the first IPv4 one is
+    taken, else the first IPv6 one (UDP cannot try one after another as TCP
+    does, and servers listen on IPv4 unless told otherwise).
+    """
+    found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    found.sort(key=lambda entry: entry[0] != socket.AF_INET)
+    family, kind, protocol, _, address = found[0]
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setblocking(False)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def runUdpEcho(
+    host: str,
+    port: int,
+    seconds: float,
+    size: int = 32,
+    inflight: int = 100,
+    delimiter: bytes | None = None,
+    batch: int = 1,
+    lossTimeout: float = 1.0,
+    progress: Progress | None = None,
+) -> UdpEchoStats:
+    """
+    Keep C{inflight} messages in flight to a UDP echo server for
+    C{seconds}, then wait for the last echoes (at most C{lossTimeout}).
+
+    A message not echoed within C{lossTimeout} of being sent is lost: it is
+    counted and replaced at once, never waited for beyond that.  Every echo
+    is compared with what was sent; one that matches no message in flight
+    is late (its message was already counted lost), a duplicate, or corrupt.
+
+    @param delimiter: C{None}: one message per datagram, C{size} bytes;
+        otherwise every message ends with it (C{size} includes it) and a
+        datagram holds C{batch} of them.  Echoes are split on it, whatever
+        the server's grouping of them into datagrams.
+    """
+    messages = UdpMessages(size, delimiter)
+    if delimiter is None and batch != 1:
+        raise ValueError("more than one message per datagram needs a delimiter")
+    batch = max(1, batch)
+    inflight = max(inflight, batch)
+    sock = _udpSocket(host, port)
+    payloadLimit = MAX_UDP_PAYLOAD[sock.family]
+    if size * batch > payloadLimit:
+        sock.close()
+        raise ValueError(f"{batch} messages of {size} bytes exceed one datagram ({payloadLimit})")
+    stats = UdpEchoStats()
+    histogram = stats.histogram
+    counts = histogram.counts
+    log = math.log
+    outstanding: dict[bytes, int] = {}
+    lost: dict[bytes, None] = {}
+    # Datagrams in the order sent, with their deadlines: answered ones are
+    # dropped from the front lazily, so this stays about IN_FLIGHT long.
+    timeouts: deque[tuple[int, list[bytes]]] = deque()
+    lossNs = int(lossTimeout * 1e9)
+    poller = select.epoll()
+    poller.register(sock.fileno(), _EPOLLIN)
+    wantWrite = False
+    nextSequence = 0
+    join = (delimiter or b"").join
+    batchOf = messages.batch
+    pop = outstanding.pop
+    tail = delimiter or b""
+    splitOn = delimiter
+    monotonic = time.monotonic_ns
+    now = monotonic()
+    stats.start = now
+    windowEnd = now + int(seconds * 1e9)
+    stats.windowEnd = windowEnd
+    nextProgress = now + _PROGRESS_NS
+    sending = True
+
+    def error(message: str) -> None:
+        if stats.firstError is None:
+            stats.firstError = message
+
+    def unmatched(message: bytes) -> None:
+        if message in lost:
+            del lost[message]
+            stats.late += 1
+            return
+        sequence = messages.sequence(message)
+        if sequence is not None and sequence < nextSequence:
+            stats.duplicates += 1
+            error(f"message {sequence} was echoed twice")
+        else:
+            stats.corrupt += 1
+            error(f"an echo matches no message sent: {message[:40]!r}")
+
+    try:
+        while True:
+            if sending and now >= windowEnd:
+                sending = False
+            # Losses: the oldest datagrams whose deadline passed.
+            while timeouts:
+                deadline, keys = timeouts[0]
+                if deadline > now:
+                    if len(keys) == 1 and keys[0] not in outstanding:
+                        timeouts.popleft()
+                        continue
+                    break
+                timeouts.popleft()
+                for key in keys:
+                    if outstanding.pop(key, None) is not None:
+                        stats.lost += 1
+                        lost[key] = None
+                        if len(lost) > _LOST_REMEMBERED:
+                            del lost[next(iter(lost))]
+            if not sending and not outstanding:
+                break
+            # Refill the window, one datagram of BATCH messages at a time.
+            if sending and not wantWrite:
+                while len(outstanding) + batch <= inflight:
+                    keys = batchOf(nextSequence, batch)
+                    datagram = keys[0] + tail if batch == 1 else join(keys) + tail
+                    try:
+                        sock.send(datagram)
+                    except BlockingIOError:
+                        stats.sendBufferFull += 1
+                        wantWrite = True
+                        poller.modify(sock.fileno(), _EPOLLIN | _EPOLLOUT)
+                        break
+                    except ConnectionRefusedError:
+                        # ICMP port unreachable from an earlier datagram.
+                        stats.refused += 1
+                        error("the server's port is closed (ICMP port unreachable)")
+                        continue
+                    except OSError as e:
+                        if e.errno == errno.ENOBUFS:
+                            stats.sendBufferFull += 1
+                            break
+                        raise
+                    nextSequence += batch
+                    stats.sentMessages += batch
+                    stats.sentDatagrams += 1
+                    for key in keys:
+                        outstanding[key] = now
+                    timeouts.append((now + lossNs, keys))
+            # Wait for echoes, at most until the next deadline.
+            wake = timeouts[0][0] if timeouts else now + lossNs
+            if sending:
+                wake = min(wake, windowEnd)
+            events = poller.poll(max(0.0, (wake - now) / 1e9))
+            now = monotonic()
+            for _, mask in events:
+                if mask & _EPOLLOUT and wantWrite:
+                    wantWrite = False
+                    poller.modify(sock.fileno(), _EPOLLIN)
+            inWindow = now < windowEnd
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:
+                    stats.refused += 1
+                    error("the server's port is closed (ICMP port unreachable)")
+                    continue
+                stats.receivedDatagrams += 1
+                if splitOn is None:
+                    pieces = [data]
+                else:
+                    pieces = data.split(splitOn)
+                    if not pieces[-1]:
+                        pieces.pop()
+                # One round trip recorded per echoed datagram, weighted by
+                # the messages it completed (those sent together share a
+                # send time).
+                matched = 0
+                sent = 0
+                for piece in pieces:
+                    at = pop(piece, None)
+                    if at is None:
+                        unmatched(piece)
+                        continue
+                    matched += 1
+                    sent = at
+                if not matched:
+                    continue
+                stats.messages += matched
+                if inWindow:
+                    stats.windowMessages += matched
+                elapsed = now - sent
+                if elapsed < 1:
+                    elapsed = 1
+                counts[min(int(log(elapsed) * _BUCKETS_PER_E), _BUCKETS - 1)] += matched
+                if elapsed > histogram.maximum:
+                    histogram.maximum = elapsed
+            if progress is not None and now >= nextProgress:
+                nextProgress = now + _PROGRESS_NS
+                progress(stats.messages)
+    finally:
+        poller.close()
+        sock.close()
+    stats.end = now
+    if progress is not None:
+        progress(stats.messages)
+    return stats
+
+
+@dataclass
+class UdpMulticastStats:
+    """
+    What a UDP multicast run measured: datagrams sent to the group, and
+    what each receiving socket got of them.
+    """
+
+    receivers: int = 0
+    receiveBuffer: int = 0
+    sent: int = 0
+    sendBufferFull: int = 0
+    delivered: int = 0
+    malformed: int = 0
+    perReceiver: list[int] = field(default_factory=list)
+    firstError: str | None = None
+    start: int = 0
+    sendEnd: int = 0
+    end: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.malformed
+
+    @property
+    def expected(self) -> int:
+        return self.sent * self.receivers
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.delivered)
+
+    @property
+    def lossPercent(self) -> float:
+        return 100.0 * self.lost / self.expected if self.expected else 0.0
+
+
+def multicastReceiver(group: str, port: int, receiveBuffer: int | None = None) -> socket.socket:
+    """
+    A non-blocking UDP socket bound to C{group} and C{port} beside others
+    (C{SO_REUSEADDR}, C{SO_REUSEPORT}: every one of them gets a copy of
+    every datagram sent to the group), joined to the group on the
+    interface the routing table picks.
+
+    @param receiveBuffer: its C{SO_RCVBUF}, in bytes (the system caps it);
+        C{None} for the system's default.
+    """
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if receiveBuffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receiveBuffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        packed = socket.inet_pton(family, group)
+        if family == socket.AF_INET:
+            sock.bind((group, port))
+            sock.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                packed + socket.inet_aton("0.0.0.0"),
+            )
+        else:
+            sock.bind((group, port, 0, 0))
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, packed + b"\0" * 4)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def multicastSender(group: str) -> socket.socket:
+    """
+    A non-blocking UDP socket that sends to C{group} with a TTL (hop limit)
+    of 1, looped back to this host's receivers.
+    """
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+    return sock
+
+
+def _multicastSend(
+    sender: socket.socket,
+    destination: Any,
+    seconds: float,
+    rate: float | None,
+    size: int,
+    filler: bytes,
+    connection: Any,
+) -> None:
+    """
+    The sending process of L{runUdpMulticast}: send for C{seconds}, at
+    C{rate} a second or as fast as the socket takes them, then report
+    C{(sent, sendBufferFull, start, end)} through C{connection}.
+    """
+    monotonic = time.monotonic_ns
+    sendto = sender.sendto
+    pack = int.to_bytes
+    sent = full = 0
+    start = now = monotonic()
+    end = start + int(seconds * 1e9)
+    interval = 1e9 / rate if rate else 0.0
+    try:
+        while now < end:
+            due = int((now - start) / interval) + 1 - sent if rate else 64
+            for _ in range(min(due, 64)):
+                try:
+                    sendto(pack(sent, 8, "big") + filler, destination)
+                except BlockingIOError:
+                    full += 1
+                    select.select([], [sender], [], 0.001)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ENOBUFS:
+                        raise
+                    full += 1
+                    time.sleep(0.0001)
+                    break
+                sent += 1
+            now = monotonic()
+            if rate:
+                wait = (start + sent * interval - now) / 1e9
+                if wait > 0.0002:
+                    time.sleep(wait)
+                    now = monotonic()
+        connection.send(("ok", (sent, full, start, now)))
+    except BaseException as e:  # reported by the receiving process
+        connection.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        connection.close()
+
+
+def runUdpMulticast(
+    group: str,
+    port: int,
+    receivers: int,
+    seconds: float,
+    rate: float | None = None,
+    size: int = 32,
+    drain: float = 0.5,
+    receiveBuffer: int | None = None,
+    progress: Progress | None = None,
+) -> UdpMulticastStats:
+    """
+    Send C{size}-byte datagrams to C{group}:C{port} for C{seconds}, at
+    C{rate} a second (C{None}: as fast as the socket takes them), from one
+    socket in a process of its own, and count what each of C{receivers}
+    sockets of this process, joined to the group, receives; after sending,
+    wait until nothing has arrived for C{drain} seconds (at most C{drain}
+    twice over).  The sender does not wait for the receivers, as a real
+    multicast sender does not: what they cannot keep up with is lost.
+
+    Each datagram holds its 8-byte sequence number and filler; one of
+    another length or with other filler is malformed.
+
+    @param receiveBuffer: each receiving socket's C{SO_RCVBUF} (see
+        L{multicastReceiver}); what the system made of it is in the stats.
+    @raise OSError: a socket cannot be bound or joined to the group.
+    @raise RuntimeError: the sending process failed.
+    """
+    import multiprocessing
+
+    if size < 8:
+        raise ValueError("a datagram needs 8 bytes for its sequence number")
+    filler = makeTemplate(size, b"")[0][: size - 8] if size > 8 else b""
+    sockets: list[socket.socket] = []
+    poller = select.epoll()
+    stats = UdpMulticastStats(receivers=receivers)
+    process = None
+    try:
+        for _ in range(receivers):
+            sockets.append(multicastReceiver(group, port, receiveBuffer))
+        stats.receiveBuffer = sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        byFd: dict[int, int] = {}
+        for number, sock in enumerate(sockets):
+            poller.register(sock.fileno(), _EPOLLIN)
+            byFd[sock.fileno()] = number
+        counts = [0] * receivers
+        sender = multicastSender(group)
+        destination = (group, port) if sender.family == socket.AF_INET else (group, port, 0, 0)
+        context = multiprocessing.get_context("fork")
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_multicastSend,
+            args=(sender, destination, seconds, rate, size, filler, sending),
+        )
+        process.start()
+        sending.close()
+        sender.close()
+        poller.register(receiving.fileno(), _EPOLLIN)
+        monotonic = time.monotonic_ns
+        now = monotonic()
+        stats.start = now
+        limit = now + int((seconds + 30) * 1e9)
+        nextProgress = now + _PROGRESS_NS
+        drainNs = int(drain * 1e9)
+        lastArrival = now
+        report: Any = None
+        while now < limit:
+            if report is not None and (
+                now - lastArrival >= drainNs or now - stats.sendEnd >= 2 * drainNs
+            ):
+                break
+            events = poller.poll(0.05)
+            now = monotonic()
+            for fd, _ in events:
+                index = byFd.get(fd)
+                if index is None:
+                    if report is None:
+                        try:
+                            report = receiving.recv()
+                        except EOFError:
+                            report = ("error", "the sending process ended without a word")
+                        poller.unregister(receiving.fileno())
+                        if report[0] != "ok":
+                            raise RuntimeError(f"the multicast sender failed: {report[1]}")
+                        stats.sent, stats.sendBufferFull, stats.start, stats.sendEnd = report[1]
+                        lastArrival = max(lastArrival, now)
+                    continue
+                sock = sockets[index]
+                got = 0
+                while True:
+                    try:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        break
+                    if len(data) != size or data[8:] != filler:
+                        stats.malformed += 1
+                        if stats.firstError is None:
+                            stats.firstError = (
+                                f"receiver {index}: a datagram of {len(data)} bytes is not one "
+                                "this run sent"
+                            )
+                        continue
+                    got += 1
+                counts[index] += got
+                if got:
+                    lastArrival = now
+            if progress is not None and now >= nextProgress:
+                nextProgress = now + _PROGRESS_NS
+                progress(sum(counts))
+        if report is None:
+            raise RuntimeError(f"the multicast sender did not finish in {seconds + 30:g} s")
+        stats.end = now
+        stats.perReceiver = counts
+        stats.delivered = sum(counts)
+        receiving.close()
+    finally:
+        poller.close()
+        for sock in sockets:
+            sock.close()
+        if process is not None:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
     return stats
