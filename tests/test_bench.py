@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, cast
 
@@ -764,6 +765,55 @@ class BenchUdpTests(_BenchTestCase):
             self.assertEqual(int(fields["delivered"]), 3 * int(fields["sent"]))
             self.assertEqual(fields["min_receiver"], fields["sent"])
             self.assertEqual((fields["lost"], fields["errors"]), ("0", "0"))
+
+    def test_multicastSenderEndsWithTheCommand(self) -> None:
+        """
+        The sending process of C{bench udp-multicast} does not outlive the
+        command: killed by SIGTERM in the middle of a 30 s run, the command
+        leaves no sender behind (the child notices its parent is gone).
+        """
+        from ._netns import runInNamespace
+
+        self._needNamespace()
+        scenario = textwrap.dedent(
+            """
+            import os, signal, subprocess, sys, time
+
+            def alive(pid):
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+                except FileNotFoundError:
+                    return False
+
+            def children(pid):
+                try:
+                    with open(f"/proc/{pid}/task/{pid}/children") as f:
+                        return [int(c) for c in f.read().split()]
+                except FileNotFoundError:
+                    return []
+
+            bench = subprocess.Popen(
+                [sys.executable, "-m", "tcpsc", "bench", "udp-multicast",
+                 "239.255.0.1:9000", "-c", "2", "-r", "100", "-T", "30"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 20
+            senders = []
+            while not senders and time.monotonic() < deadline:
+                senders = children(bench.pid)
+                time.sleep(0.02)
+            print("sender", bool(senders))
+            bench.send_signal(signal.SIGTERM)
+            bench.wait(20)
+            deadline = time.monotonic() + 20
+            while any(alive(pid) for pid in senders) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            print("left", [pid for pid in senders if alive(pid)])
+            """
+        )
+        result = runInNamespace(["-c", scenario])
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stdout.split("\n")[:2], ["sender True", "left []"])
 
     def test_multicastUnrouted(self) -> None:
         """

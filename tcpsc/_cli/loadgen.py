@@ -1671,8 +1671,11 @@ def _multicastSend(
     """
     The sending process of L{runUdpMulticast}: send for C{seconds}, at
     C{rate} a second or as fast as the socket takes them, then report
-    C{(sent, sendBufferFull, start, end)} through C{connection}.
+    C{(sent, sendBufferFull, start, end)} through C{connection}.  It stops
+    as soon as the process that started it is gone (killed by a signal), so
+    that no sender outlives the command.
     """
+    parent = os.getppid()
     monotonic = time.monotonic_ns
     sendto = sender.sendto
     pack = int.to_bytes
@@ -1682,6 +1685,8 @@ def _multicastSend(
     interval = 1e9 / rate if rate else 0.0
     try:
         while now < end:
+            if os.getppid() != parent:
+                return
             due = int((now - start) / interval) + 1 - sent if rate else 64
             for _ in range(min(due, 64)):
                 try:
