@@ -406,77 +406,24 @@ class _BlockingConnection:
         return self.output.put(frame, self.owner.sendTimeout)
 
 
-class _BlockingBase:
+class _BlockingObject:
     """
-    What the blocking servers and clients share: their settings, the
-    reactor thread, callbacks on worker threads.
-
-    @ivar settings: the settings of the connections (see L{Settings}),
-        made from the constructor's arguments.
+    What every blocking server and client shares, over TCP and UDP: the
+    reactor thread, one start at a time, callbacks on worker threads, and
+    waiting for the last of them in C{stop()}.
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        delimiter: bytes | str | int | None,
-        messageAppend: Any,
-        maxMessageLength: Any,
-        sendTimeout: float | None,
-        maxPendingOutput: int,
-        **settings: Any,
-    ) -> None:
-        # The original's spelling TcpServer(b"|", 4096): a number in the place
-        # of messageAppend is the maximum message length.
-        if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
-            if maxMessageLength is not FROM_PROTOCOL:
-                raise TypeError("maxMessageLength given twice")
-            maxMessageLength, messageAppend = messageAppend, b""
-        self._delimiter = _delimiterBytes(delimiter)
-        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
-        if self._delimiter is None:
-            if append or maxMessageLength is not FROM_PROTOCOL:
-                raise ValueError(
-                    "messageAppend and maxMessageLength apply to fragmented mode only; "
-                    "give a delimiter, or leave them out for continuous mode"
-                )
-        else:
-            settings.update(
-                delimiter=self._delimiter, messageAppend=append, maxMessageLength=maxMessageLength
-            )
-        self.settings = Settings(**settings)
-        #: Seconds C{sendMsg} waits for a slow reader before giving up.
-        self.sendTimeout = sendTimeout
-        #: Bytes a connection may queue for sending beyond what its socket holds.
-        self.maxPendingOutput = maxPendingOutput
+    def __init__(self) -> None:
         # Set by start(): the reactor thread is started on first use.
         self._reactorThreadObject: ReactorThread = None  # type: ignore[assignment]
         self._cond = threading.Condition(threading.Lock())
-        self._live: dict[int, _BlockingConnection] = {}
+        self._live: dict[int, Any] = {}
         self._inStop: set[SerialExecutor] = set()
         self._running = False
         self._starting = False
         self._workOnMessage: Callable[..., object] | None = None
-
-    @property
-    def continuous(self) -> bool:
-        """
-        Whether this object works in continuous mode (no delimiter).
-        """
-        return self._delimiter is None
-
-    def _coreArguments(self) -> dict[str, Any]:
-        """
-        The protocol class and the L{settings} as keyword arguments of the
-        core L{Server} or L{Client}.
-        """
-        arguments: dict[str, Any] = (
-            {"protocol": _BlockingStreamProtocol, "stream": True}
-            if self._delimiter is None
-            else {"protocol": _BlockingMessageProtocol}
-        )
-        arguments["settings"] = self.settings
-        return arguments
 
     @contextmanager
     def _startingOnce(self, what: str) -> Iterator[None]:
@@ -546,11 +493,15 @@ class _BlockingBase:
                 if me is not None:
                     self._inStop.discard(me)
 
-    def _finished(self, conn: _BlockingConnection) -> None:
-        conn.finished.set()
+    def _release(self, conn: Any) -> None:
+        """
+        C{conn}'s closed worker has run: L{_waitForWorkers} no longer waits
+        for it.
+        """
+        key = conn.connectionId
         with self._cond:
-            if self._live.get(conn.connectionId) is conn:
-                del self._live[conn.connectionId]
+            if self._live.get(key) is conn:
+                del self._live[key]
             self._cond.notify_all()
 
     def __enter__(self) -> Any:
@@ -558,6 +509,74 @@ class _BlockingBase:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()  # type: ignore[attr-defined]
+
+
+class _BlockingBase(_BlockingObject):
+    """
+    What the blocking TCP and TLS servers and clients share: their settings
+    and their connections' output.
+
+    @ivar settings: the settings of the connections (see L{Settings}),
+        made from the constructor's arguments.
+    """
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None,
+        messageAppend: Any,
+        maxMessageLength: Any,
+        sendTimeout: float | None,
+        maxPendingOutput: int,
+        **settings: Any,
+    ) -> None:
+        # The original's spelling TcpServer(b"|", 4096): a number in the place
+        # of messageAppend is the maximum message length.
+        if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
+            if maxMessageLength is not FROM_PROTOCOL:
+                raise TypeError("maxMessageLength given twice")
+            maxMessageLength, messageAppend = messageAppend, b""
+        self._delimiter = _delimiterBytes(delimiter)
+        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
+        if self._delimiter is None:
+            if append or maxMessageLength is not FROM_PROTOCOL:
+                raise ValueError(
+                    "messageAppend and maxMessageLength apply to fragmented mode only; "
+                    "give a delimiter, or leave them out for continuous mode"
+                )
+        else:
+            settings.update(
+                delimiter=self._delimiter, messageAppend=append, maxMessageLength=maxMessageLength
+            )
+        self.settings = Settings(**settings)
+        #: Seconds C{sendMsg} waits for a slow reader before giving up.
+        self.sendTimeout = sendTimeout
+        #: Bytes a connection may queue for sending beyond what its socket holds.
+        self.maxPendingOutput = maxPendingOutput
+        super().__init__()
+
+    @property
+    def continuous(self) -> bool:
+        """
+        Whether this object works in continuous mode (no delimiter).
+        """
+        return self._delimiter is None
+
+    def _coreArguments(self) -> dict[str, Any]:
+        """
+        The protocol class and the L{settings} as keyword arguments of the
+        core L{Server} or L{Client}.
+        """
+        arguments: dict[str, Any] = (
+            {"protocol": _BlockingStreamProtocol, "stream": True}
+            if self._delimiter is None
+            else {"protocol": _BlockingMessageProtocol}
+        )
+        arguments["settings"] = self.settings
+        return arguments
+
+    def _finished(self, conn: _BlockingConnection) -> None:
+        conn.finished.set()
+        self._release(conn)
 
 
 def _checkCallable(worker: Callable[..., object] | None) -> Callable[..., object] | None:
