@@ -4,7 +4,8 @@ tcpsc: message-oriented TCP and TLS 1.3 servers and clients on Twisted.
 
 Fragmented mode (L{MessageProtocol}: messages separated by a delimiter) and
 continuous mode (L{StreamProtocol}: a raw byte stream), served by L{Server}
-and connected by L{Client}, with mutual certificate authentication through
+and connected by L{Client}; datagrams (UDP) with L{DatagramServer},
+L{DatagramClient} and L{DatagramPeer}; with mutual certificate authentication through
 L{TLSConfig} and limits, timeouts and bounds as one L{Settings} value;
 reactor services for C{.tac} files (L{ServerService},
 L{KeepConnectedService}); L{writeCertificateSet} makes a CA, a server and
@@ -18,6 +19,7 @@ from typing import Any
 
 from ._certgen import parseSubject, writeCertificateSet
 from ._client import Client
+from ._datagram import DEFAULT_MAX_DATAGRAM, DatagramClient, DatagramPeer, DatagramServer
 from ._errors import (
     AbortedLocally,
     CertificateLoadError,
@@ -41,6 +43,7 @@ from ._tls import TLSConfig
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_MAX_DATAGRAM",
     "FROM_PROTOCOL",
     "AbortedLocally",
     "CertificateLoadError",
@@ -49,6 +52,9 @@ __all__ = [
     "ClientError",
     "ClosedLocally",
     "ConnectError",
+    "DatagramClient",
+    "DatagramPeer",
+    "DatagramServer",
     "FromProtocol",
     "KeepConnectedService",
     "ListenError",

@@ -52,6 +52,17 @@ KINDS: dict[str, str] = {
     "last {period} s: their peers do not read fast enough",
     "memoryBudget": "Dropped {count} more partial message{s} in the last {period} s to keep "
     "within the memory budget (memoryBudget)",
+    "datagramTooLong": "Dropped {count} more datagram{s} in the last {period} s: "
+    "longer than maxMessageLength",
+    "sendBufferFull": "Dropped {count} more datagram{s} in the last {period} s: "
+    "the socket's send buffer was full",
+    "sendFailed": "Could not send {count} more datagram{s} in the last {period} s",
+    "refused": "{count} more datagram{s} refused in the last {period} s: "
+    "nothing listens at the destination (ICMP port unreachable)",
+    "peerForgotten": "Forgot {count} more peer{s} in the last {period} s: "
+    "the peer table was full (maxPeers)",
+    "peerExpired": "Forgot {count} more peer{s} in the last {period} s: "
+    "nothing heard from them within peerIdleTimeout",
 }
 
 

@@ -22,7 +22,9 @@ __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_PEER",
+    "DEFAULT_MAX_PEERS",
     "DEFAULT_MEMORY_BUDGET",
+    "DEFAULT_PEER_IDLE_TIMEOUT",
     "FROM_PROTOCOL",
     "FromProtocol",
     "SettingAttribute",
@@ -58,6 +60,14 @@ DEFAULT_MAX_CONNECTIONS_PER_PEER: Final = 256
 #: Bytes a server's connections may hold in their buffers together.
 DEFAULT_MEMORY_BUDGET: Final = 96 * 1024 * 1024
 
+#: The most peers a datagram server keeps at once: past it, the one heard
+#: from least recently is forgotten.
+DEFAULT_MAX_PEERS: Final = 65_536
+
+#: Seconds after which a datagram server forgets a peer it heard nothing
+#: from.
+DEFAULT_PEER_IDLE_TIMEOUT: Final = 300.0
+
 #: Seconds a plain TCP client has to send its first byte: a connection that
 #: sends nothing cannot hold a slot for ever.
 DEFAULT_FIRST_BYTE_TIMEOUT: Final = 10.0
@@ -88,7 +98,10 @@ class Settings:
     client's.  Frozen: derive a changed copy with L{replace}.
 
     The fields marked I{server} apply to L{tcpsc.Server} and the blocking
-    servers only; a client uses the others.
+    servers only; a client uses the others.  The fields marked I{datagram
+    server} apply to L{tcpsc.DatagramServer} (and the blocking UDP server)
+    only; it also uses C{delimiter}, C{maxMessageLength}, C{messageAppend}
+    and C{logEveryEvent}, and no other.
 
     @ivar delimiter: the bytes that end each message (fragmented mode);
         a str is encoded as UTF-8.  L{FROM_PROTOCOL} (the default): the
@@ -132,6 +145,15 @@ class Settings:
         (refusals, failed handshakes, dropped messages) are each logged, at
         debug level, besides the first of each kind in full and the
         summaries logged either way.
+    @ivar peerIdleTimeout: I{datagram server}: seconds without a datagram
+        from a peer after which it is forgotten (300 by default), or
+        C{None} to forget peers only when the table is full.
+    @ivar maxPeers: I{datagram server}: the most peers kept at once (65,536
+        by default); a datagram from a new address when the table is full
+        makes the server forget the peer heard from least recently.
+    @ivar broadcastWindow: I{datagram server}: a broadcast reaches the peers
+        heard from within this many seconds; C{None} (the default) for
+        every peer kept, the same as C{peerIdleTimeout}.
     """
 
     delimiter: bytes | FromProtocol = FROM_PROTOCOL
@@ -148,6 +170,9 @@ class Settings:
     memoryBudget: int | None = DEFAULT_MEMORY_BUDGET
     logConnections: bool = True
     logEveryEvent: bool = False
+    peerIdleTimeout: float | None = DEFAULT_PEER_IDLE_TIMEOUT
+    maxPeers: int = DEFAULT_MAX_PEERS
+    broadcastWindow: float | None = None
 
     def __post_init__(self) -> None:
         """
@@ -198,7 +223,15 @@ class Settings:
                 f"memoryBudget must be a positive number of bytes or None, not "
                 f"{self.memoryBudget!r}"
             )
-        for name in ("firstByteTimeout", "handshakeTimeout", "idleTimeout"):
+        if not _isCount(self.maxPeers, 1):
+            raise ValueError(f"maxPeers must be an int of at least 1, not {self.maxPeers!r}")
+        for name in (
+            "firstByteTimeout",
+            "handshakeTimeout",
+            "idleTimeout",
+            "peerIdleTimeout",
+            "broadcastWindow",
+        ):
             value = getattr(self, name)
             if value is not None and not _isSeconds(value):
                 raise ValueError(

@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tcpsc._metrics",
             "tcpsc._server",
             "tcpsc._client",
+            "tcpsc._datagram",
             "tcpsc._service",
             "tcpsc._systemd",
             "tcpsc._apps",
