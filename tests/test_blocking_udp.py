@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import tcpsc
 import tcpsc.blocking
 from tcpsc import DEFAULT_MAX_DATAGRAM, ServerError, StartError
+from tcpsc._reactorthread import sharedReactorThread
 from tcpsc.blocking import UDP_INBOX_PER_PEER, UdpClient, UdpServer
 from tests.test_blocking_support import TIMEOUT, Recorder, waitUntil
 
@@ -221,6 +222,50 @@ class PeerTests(UdpTestCase):
                 [b"%d" % i for i in range(count)],
             )
         self.assertEqual(server.getAllClientIds(), sorted(ids))
+
+    def test_workersOnWorkerThreads(self) -> None:
+        """
+        Every worker runs on a worker thread, never in the reactor thread.
+        """
+        server = UdpServer(peerIdleTimeout=0.2)
+        self.addCleanup(server.stop, 30.0)
+        threads = Recorder()
+
+        def record(*args: object) -> None:
+            threads((threading.current_thread(), sharedReactorThread().isReactorThread()))
+
+        server.setWorkOnEstablished(record)
+        server.setWorkOnMessage(record)
+        server.setWorkOnClosed(record)
+        port = server.start(0, interface="127.0.0.1")
+        self.peer().send(b"x", port)
+        seen = threads.waitFor(3)
+        self.assertEqual([inReactor for _, inReactor in seen], [False] * 3)
+        self.assertNotIn(threading.current_thread(), [thread for thread, _ in seen])
+
+    def test_sendFromManyThreads(self) -> None:
+        """
+        C{sendMsg} may be called from any thread: 4 threads sending 50
+        messages each to one peer, every message arrives.
+        """
+        server, recorders = self.server()
+        assert server.port is not None
+        peer = self.peer()
+        peer.send(b"hi", server.port)
+        (clientId,) = recorders["established"].waitFor(1)
+        results: list[bool] = []
+
+        def send(thread: int) -> None:
+            results.extend(server.sendMsg(clientId, b"%d-%d" % (thread, i)) for i in range(50))
+
+        senders = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(TIMEOUT)
+        self.assertEqual(results, [True] * 200)
+        received = {peer.receive()[0] for _ in range(200)}
+        self.assertEqual(received, {b"%d-%d" % (n, i) for n in range(4) for i in range(50)})
 
     def test_getClientIp(self) -> None:
         """
@@ -696,3 +741,5 @@ class ExportTests(SynchronousTestCase):
         self.assertIn("UdpClient", tcpsc.blocking.__all__)
         self.assertNotIn("UdpServer", tcpsc.__all__)
         self.assertNotIn("UdpClient", tcpsc.__all__)
+        self.assertFalse(hasattr(tcpsc, "UdpServer"))
+        self.assertFalse(hasattr(tcpsc, "UdpClient"))
