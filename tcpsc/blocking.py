@@ -1571,13 +1571,16 @@ class _UdpBase(_BlockingObject):
             summary = self._summary = EventSummary(self.log, self._reactorThreadObject.reactor)
         summary.record(
             "workerBehind",
-            "Dropped a message of {peer} ({length} bytes): its worker is "
-            "{queued} bytes behind (more than {limit})",
+            "Dropped a message of {length} bytes from {peer}: the workers are behind, "
+            "with {queued} bytes queued for this peer's (at most {limit}) and {total} for "
+            "all peers' (at most {totalLimit})",
             peer=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             peerId=peer.connectionId,
             length=len(message),
             queued=peer.queued,
             limit=UDP_INBOX_PER_PEER,
+            total=self._queued,
+            totalLimit=UDP_INBOX_TOTAL,
         )
 
     # -- worker threads ---------------------------------------------------------
@@ -1659,8 +1662,8 @@ class UdpServer(_UdpBase):
         super().__init__(delimiter, messageAppend, maxMessageLength)
         # Checked at once, by the rules of the core's settings.
         Settings(peerIdleTimeout=peerIdleTimeout, maxPeers=maxPeers)
-        self.peerIdleTimeout = peerIdleTimeout
-        self.maxPeers = maxPeers
+        self._peerIdleTimeout = peerIdleTimeout
+        self._maxPeers = maxPeers
         self._core: DatagramServer | None = None
         self._peers: dict[int, _BlockingPeer] = {}
         self._port: int | None = None
@@ -1668,6 +1671,21 @@ class UdpServer(_UdpBase):
         self._stopDone.set()
         self._workOnEstablished: Callable[[int], object] | None = None
         self._workOnClosed: Callable[[int], object] | None = None
+
+    @property
+    def peerIdleTimeout(self) -> float | None:
+        """
+        Seconds without a datagram after which a peer is forgotten, or
+        C{None}.
+        """
+        return self._peerIdleTimeout
+
+    @property
+    def maxPeers(self) -> int:
+        """
+        The most peers known at once.
+        """
+        return self._maxPeers
 
     # -- workers ----------------------------------------------------------------
 
