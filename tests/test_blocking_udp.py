@@ -366,6 +366,27 @@ class PeerTests(UdpTestCase):
         self.assertEqual(recorders["closed"].waitFor(1), [idB])
         self.assertEqual(server.getAllClientIds(), sorted([idA, idC]))
 
+    def test_manyAddressesBounded(self) -> None:
+        """
+        Datagrams from many more addresses than C{maxPeers} (as a flood of
+        spoofed sources would be) leave at most C{maxPeers} peers known:
+        each one forgotten has had its closed worker, after its established
+        worker and its message.
+        """
+        server, recorders = self.server(maxPeers=8)
+        assert server.port is not None
+        peers = [self.peer() for _ in range(40)]
+        for peer in peers:
+            peer.send(b"x", server.port)
+        established = recorders["established"].waitFor(40)
+        closed = recorders["closed"].waitFor(32)
+        recorders["message"].waitFor(40)
+        self.assertEqual(len(set(established)), 40)
+        self.assertLessEqual(set(closed), set(established))
+        known = server.getAllClientIds()
+        self.assertLessEqual(len(known), 8)
+        self.assertEqual(set(known) | set(closed), set(established))
+
 
 class SendTests(UdpTestCase):
     """
