@@ -17,13 +17,17 @@ what uses it, so that a test fails on a release that renamed one instead of
 a user finding out.  Tests set L{PRIVATE} to C{False} to run the public
 fallbacks.  The fast paths defined here (L{writeToAll},
 L{tcpEndpointArguments}, L{unsentBytes}, L{bufferedBytes},
-L{writeClosing}) each say their fallback.  Two subclasses of Twisted's
+L{writeClosing}) each say their fallback.  Three subclasses of Twisted's
 classes stay beside the code that uses them and are used only when
 L{PRIVATE}: the server's listening port, whose accept loop pauses when out
 of file descriptors (fallback: Twisted's own port, with the same listen
-queue), and tcpsc's TLS transport (C{tcpsc._tlstransport}; fallback:
+queue), tcpsc's TLS transport (C{tcpsc._tlstransport}; fallback:
 Twisted's own L{TLSMemoryBIOFactory}, which waits for the peer's
-close_notify within the connection's close timeout).
+close_notify within the connection's close timeout), and the connected UDP
+port of a datagram client (C{tcpsc._datagram._SturdyPort}), which stays
+open when the system reports a refusal (fallback: Twisted's own port, which
+the poll-like reactors then close; the client says so and is
+disconnected).
 
 Public methods are replaced on live transport I{instances} in two places;
 no release check applies to public names, but a transport class with
@@ -50,7 +54,7 @@ from typing import Any
 import OpenSSL
 from OpenSSL import SSL, _util
 from twisted import version as _twistedVersion
-from twisted.internet import abstract, tcp
+from twisted.internet import abstract, posixbase, tcp, udp
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
@@ -132,6 +136,18 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         "tcpsc._accept._GuardedPort re-implements the accept loop of Twisted's port",
         tcp.Port,
         ("_buildAddr", "sessionno", "numberAccepts", "transport", "socket"),
+    ),
+    (
+        "tcpsc._datagram._SturdyPort extends Twisted's UDP port (its module is not to be "
+        "used directly) and relies on the reactor telling a half-closeable descriptor of an "
+        "error condition through readConnectionLost",
+        udp.Port,
+        ("doRead", "startReading", "getHandle", "connectionLost", "stopListening"),
+    ),
+    (
+        "the reactor's handling of an error condition that _SturdyPort relies on",
+        posixbase.PosixReactorBase,
+        ("_disconnectSelectable",),
     ),
     (
         "the arguments of Twisted's TCP server endpoints (tcpEndpointArguments)",

@@ -16,7 +16,7 @@ up, never reused: the kind of id L{tcpsc.Server} gives its connections, from
 a counter of its own) and keeps at most C{maxPeers} peers, forgetting the
 one heard from least recently first, and those not heard from within
 C{peerIdleTimeout}: a flood of spoofed source addresses costs a bounded
-amount of memory.  The peers are kept in one L{OrderedDict} by id, in the
+amount of memory.  The peers are kept in one C{OrderedDict} by id, in the
 order they were last heard from, so that hearing from a peer, forgetting
 the oldest and finding who was heard from within a window are each O(1) per
 peer; the same structure drives expiry with a single timer, that of the
@@ -30,19 +30,27 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from twisted.internet import udp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError, MessageLengthError
-from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor,
+    IResolutionReceiver,
+    ISystemHandle,
+)
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
+from . import _compat
 from ._addresses import describeAddress
 from ._errors import ConnectError, ListenError, PortError, ServerError, StartError
 from ._events import EventSummary
@@ -51,6 +59,7 @@ from ._settings import FROM_PROTOCOL, Settings, settingsFrom
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
+    from twisted.python.failure import Failure
 
 __all__ = [
     "DEFAULT_MAX_DATAGRAM",
@@ -61,6 +70,7 @@ __all__ = [
     "DatagramPeer",
     "DatagramServer",
     "writeDatagram",
+    "writeFailed",
 ]
 
 #: The default bound of a datagram, in bytes: the payload of one Ethernet
@@ -100,9 +110,18 @@ class DatagramFraming:
     @ivar receiveSize: the buffer to receive a datagram into: one byte more
         than the bound, so that a datagram longer than the bound is seen to
         be (the system cuts a datagram to the buffer it is read into).
+    @ivar plain: whether a message is sent as it is: no delimiter, nothing
+        appended.
     """
 
-    __slots__ = ("_suffix", "delimiter", "maxMessageLength", "messageAppend", "receiveSize")
+    __slots__ = (
+        "_suffix",
+        "delimiter",
+        "maxMessageLength",
+        "messageAppend",
+        "plain",
+        "receiveSize",
+    )
 
     def __init__(
         self,
@@ -137,6 +156,7 @@ class DatagramFraming:
         self.messageAppend = append
         self.receiveSize = maxMessageLength + 1
         self._suffix = append + (delimiter or b"")
+        self.plain = not self._suffix
 
     def checkFamily(self, ipv6: bool) -> None:
         """
@@ -211,7 +231,24 @@ def writeDatagram(
     """
     try:
         transport.write(datagram, address)
-    except OSError as e:
+    except (OSError, MessageLengthError) as e:
+        return writeFailed(e, datagram, address, events)
+    return True
+
+
+def writeFailed(
+    e: OSError | MessageLengthError,
+    datagram: bytes,
+    address: tuple[str, int] | None,
+    events: EventSummary,
+) -> bool:
+    """
+    Count and log a datagram the system refused to send (see
+    L{writeDatagram}).
+
+    @return: C{False}.
+    """
+    if isinstance(e, OSError):
         where = "the connected peer" if address is None else describeAddress(_hostPort(address))
         if e.errno in _SEND_BUFFER_FULL:
             events.record(
@@ -233,17 +270,15 @@ def writeDatagram(
             error=reason,
         )
         return False
-    except MessageLengthError:
-        reason = "message too long for the path (EMSGSIZE)"
-        events.record(
-            "sendFailed",
-            "Could not send a datagram of {size} bytes: {error}",
-            detail=reason,
-            size=len(datagram),
-            error=reason,
-        )
-        return False
-    return True
+    reason = "message too long for the path (EMSGSIZE)"
+    events.record(
+        "sendFailed",
+        "Could not send a datagram of {size} bytes: {error}",
+        detail=reason,
+        size=len(datagram),
+        error=reason,
+    )
+    return False
 
 
 class _HostPort:
@@ -342,7 +377,8 @@ class DatagramPeer:
         Called once when the peer is forgotten: nothing heard from it within
         the idle timeout, the table full and the peer the one heard from
         least recently, or the server stopping (the client disconnecting).
-        L{sendMessage} still works in this call, and no more after it.
+        On a server, L{sendMessage} still works in this call (a goodbye), and
+        no more after it.
         """
 
     def connectionRefused(self) -> None:
@@ -358,15 +394,29 @@ class DatagramPeer:
         Send one message to the peer: a datagram of C{message +
         messageAppend + delimiter}.
 
+        With a delimiter, the replies sent to a peer while the messages of
+        one of its datagrams are delivered are put together and leave in as
+        few datagrams as the bound allows once they all are: C{True} then
+        means the message was taken into such a datagram, and a refusal of
+        the system to send that datagram is counted (see C{eventCounts}).
+
         @param message: bytes, or text to be encoded as UTF-8.
         @return: C{True} if it was handed to the system (which does not mean
             it will arrive); C{False}, with nothing sent, if it does not fit
             in C{maxMessageLength}, contains the delimiter, the socket's
-            send buffer is full, or the peer is forgotten.
+            send buffer is full (or, on a client, a refusal of an earlier
+            datagram was still pending), or the peer is forgotten.
         """
         owner = self._owner
         if owner is None:
             return False
+        framing = owner._framing
+        if message.__class__ is bytes and framing.plain:
+            # One message per datagram, nothing appended: the common case,
+            # kept short.
+            if len(message) > framing.maxMessageLength:
+                return False
+            return owner._write(self, message)
         return owner._sendMessage(self, message)
 
 
@@ -379,7 +429,6 @@ class _Owner:
     log: ClassVar[Logger]
     _framing: DatagramFraming
     _events: EventSummary
-    _onMessageCallback: Callable[..., object] | None
     # The peer whose datagram is being delivered, when replies to it are
     # put together (with a delimiter), and those replies.
     _replyTo: DatagramPeer | None = None
@@ -390,7 +439,14 @@ class _Owner:
         raise NotImplementedError()
 
     def _sendMessage(self, peer: DatagramPeer, message: bytes | str) -> bool:
-        datagram = self._framing.frame(message)
+        framing = self._framing
+        if message.__class__ is bytes and framing.plain:
+            # One message per datagram, nothing appended: the common case,
+            # kept short.
+            if len(message) > framing.maxMessageLength:
+                return False
+            return self._write(peer, message)
+        datagram = framing.frame(message)
         if datagram is None:
             return False
         if peer is self._replyTo:
@@ -477,6 +533,8 @@ class _Port(DatagramProtocol):
     """
 
     noisy = False
+    #: The C{sendto} of the port's socket, for a server's port that gives it.
+    sendto: Callable[[bytes, tuple[str, int]], object] | None = None
 
     def __init__(self, owner: Any) -> None:
         self._owner = owner
@@ -497,22 +555,53 @@ class _ServerPort(_Port):
     A port of a L{DatagramServer}, with its peers by address.
     """
 
+    #: Whether the server stopped: the datagrams of a read that was in
+    #: progress then are not delivered.
+    stopped = False
+
     def __init__(self, owner: DatagramServer) -> None:
         super().__init__(owner)
         self.peers: dict[tuple[str, int], DatagramPeer] = {}
+        # What each datagram needs, looked up once.
+        self._seconds = owner._reactor.seconds
+        self._heard = owner._peers.move_to_end
+        self._plain = owner._framing.delimiter is None
+
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Take the port, and its socket's C{sendto} where the port gives its
+        socket (C{ISystemHandle}): the server sends each datagram with it,
+        the addresses being those its datagrams came from (which
+        C{IUDPTransport.write} would check again, each time).
+        """
+        super().makeConnection(transport)
+        if ISystemHandle.providedBy(transport):
+            self.sendto = getattr(transport.getHandle(), "sendto", None)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        owner = self._owner
         peer = self.peers.get(addr)
+        if peer is None or len(datagram) > self._maxLength or self.stopped:
+            self._otherDatagram(datagram, addr, peer)
+            return
+        peer._lastHeard = self._seconds()
+        self._heard(peer.peerId)
+        if self._plain:
+            peer.messageReceived(datagram)
+        else:
+            self._owner._deliver(peer, datagram)
+
+    def _otherDatagram(self, datagram: bytes, addr: Any, peer: DatagramPeer | None) -> None:
+        """
+        A datagram from a new address, too long, or come after the server
+        stopped.
+        """
+        if self.stopped:
+            return
+        owner = self._owner
         if len(datagram) > self._maxLength:
             owner._tooLong(peer, len(datagram), addr)
             return
-        if peer is None:
-            peer = owner._newPeer(self, addr)
-        else:
-            peer._lastHeard = owner._reactor.seconds()
-            owner._peers.move_to_end(peer.peerId)
-        owner._deliver(peer, datagram)
+        owner._deliver(owner._newPeer(self, addr), datagram)
 
 
 def _peerClass(
@@ -524,7 +613,7 @@ def _peerClass(
     a subclass that has them.
 
     @param framing: the C{delimiter}, C{maxMessageLength} and
-        C{messageAppend} given; L{FROM_PROTOCOL} or C{None} for the
+        C{messageAppend} given; C{FROM_PROTOCOL} or C{None} for the
         protocol's own.
     @raise TypeError: not a subclass of L{DatagramPeer}.
     @raise ValueError: a framing value out of range.
@@ -692,7 +781,7 @@ class DatagramServer(_Owner):
     @property
     def settings(self) -> Settings:
         """
-        The settings in force (the framing as given, L{FROM_PROTOCOL} where
+        The settings in force (the framing as given, C{FROM_PROTOCOL} where
         it is the protocol's own).
         """
         return self._settings
@@ -782,6 +871,8 @@ class DatagramServer(_Owner):
             L{listen} again (its peer ids go on counting up).
         """
         ports, self._ports = self._ports, []
+        for protocol in self._serverPorts:
+            protocol.stopped = True
         self._serverPorts = []
         stopping = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         call, self._expiryCall = self._expiryCall, None
@@ -883,6 +974,22 @@ class DatagramServer(_Owner):
             if self._expiryCall is None:
                 self._scheduleExpiry()
 
+    def _write(self, peer: DatagramPeer, datagram: bytes) -> bool:
+        # writeDatagram, inline: this is every reply's path.
+        via = peer._via
+        if via is None:
+            return False
+        try:
+            sendto = via.sendto
+            if sendto is not None:
+                sendto(datagram, peer.address)
+            else:
+                transport: Any = via.transport
+                transport.write(datagram, peer.address)
+        except (OSError, MessageLengthError) as e:
+            return writeFailed(e, datagram, peer.address, self._events)
+        return True
+
     def _onMessage(self, peer: DatagramPeer, message: bytes) -> None:
         onMessage = self.onMessage
         if onMessage is not None:
@@ -951,15 +1058,14 @@ class DatagramServer(_Owner):
         if window is None:
             window = settings.peerIdleTimeout
         since = self._reactor.seconds() - window if window is not None else None
-        events = self._events
+        write = self._write
         sent = 0
-        for peer in reversed(list(self._peers.values())):
+        for peer in reversed(self._peers.values()):
             if since is not None and peer._lastHeard < since:
                 break
             if peer.peerId in excluded:
                 continue
-            via = peer._via
-            if via is not None and writeDatagram(via.transport, datagram, peer.address, events):
+            if write(peer, datagram):
                 sent += 1
         return sent
 
@@ -971,6 +1077,8 @@ class _ClientPort(_Port):
     """
 
     peer: DatagramPeer | None = None
+    #: Whether a refusal was reported since the last send began.
+    refusedNow = False
 
     def destination(self, peer: DatagramPeer) -> None:
         return None
@@ -986,7 +1094,81 @@ class _ClientPort(_Port):
         owner._deliver(peer, datagram)
 
     def connectionRefused(self) -> None:
+        self.refusedNow = True
         self._owner._refused()
+
+    def socketError(self, number: int) -> None:
+        """
+        The system reported another error for a datagram sent earlier (an
+        ICMP host or network unreachable).
+        """
+        self._owner._unreachable(number)
+
+    def stopProtocol(self) -> None:
+        # The port closed: by disconnect(), or by a reactor that closes a
+        # connected UDP port when the system reports a refusal (Twisted's
+        # poll-like reactors do, twisted#5377; see _SturdyPort).
+        if self.peer is not None:
+            self._owner._portLost()
+
+
+@implementer(IHalfCloseableDescriptor)
+class _SturdyPort(udp.Port):
+    """
+    A connected UDP port that stays open when the system reports an error
+    for a datagram sent before (an ICMP port unreachable), and tells its
+    protocol.
+
+    The system reports such an error on a connected socket as an error
+    condition of the socket (C{EPOLLERR}) without data to read; Twisted's
+    poll-like reactors (epoll, poll) then close the port as if a connection
+    had ended (twisted#5377), and its select reactor calls C{doRead}, which
+    calls C{connectionRefused}.  A descriptor that is half-closeable gets
+    C{readConnectionLost} instead of being closed: this one takes the
+    error from the socket (which clears it), tells its protocol, and reads
+    again.  An error other than a refusal that C{doRead} meets is told to
+    the protocol (L{_ClientPort.socketError}) instead of closing the port.
+
+    Used only while L{tcpsc._compat.PRIVATE}, with a reactor of Twisted's
+    POSIX family; otherwise the reactor's own port, which a refusal closes
+    under epoll (the client then says so and is disconnected).
+    """
+
+    _stopping = False
+
+    def doRead(self) -> None:
+        try:
+            super().doRead()
+        except OSError as e:
+            if e.errno in _READ_IGNORED:
+                return
+            self.protocol.socketError(e.errno or 0)
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        number = self.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not number or self._stopping:
+            # Not an error the system reported: the socket really ended.
+            self.connectionLost(reason)
+            return
+        if number == errno.ECONNREFUSED:
+            self.protocol.connectionRefused()
+        else:
+            self.protocol.socketError(number)
+        if not self._stopping:
+            self.startReading()
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        """
+        Never called: a UDP port does not register for writing.
+        """
+
+    def stopListening(self) -> Any:
+        self._stopping = True
+        return super().stopListening()
+
+
+#: Errors of a read that mean nothing is to be read now.
+_READ_IGNORED: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
 
 
 @implementer(IResolutionReceiver)
@@ -1143,17 +1325,27 @@ class DatagramClient(_Owner):
         ipv6 = isIPv6Address(host)
         self._framing.checkFamily(ipv6)
         clientPort = _ClientPort(self)
-        listening = self._reactor.listenUDP(
-            0,
-            clientPort,
-            interface=interface or ("::" if ipv6 else ""),
-            maxPacketSize=self._framing.receiveSize,
-        )
+        target = describeAddress(_hostPort((host, port)))
+        bind = interface or ("::" if ipv6 else "")
+        reactor = self._reactor
+        try:
+            if _compat.PRIVATE and isinstance(reactor, PosixReactorBase):
+                listening: Any = _SturdyPort(
+                    0, clientPort, bind, self._framing.receiveSize, reactor
+                )
+                listening.startListening()
+            else:
+                listening = reactor.listenUDP(
+                    0, clientPort, interface=bind, maxPacketSize=self._framing.receiveSize
+                )
+        except CannotListenError as e:
+            raise ConnectError(
+                f"cannot connect to {target} from {interface}: {e.socketError}"
+            ) from e
         try:
             listening.connect(host, port)
         except OSError as e:
             listening.stopListening()
-            target = describeAddress(_hostPort((host, port)))
             raise ConnectError(f"cannot connect to {target}: {e.strerror or e}") from e
         peerId = self._nextId
         self._nextId = peerId + 1
@@ -1176,6 +1368,17 @@ class DatagramClient(_Owner):
         peer.peerReady()
         return peer
 
+    def _write(self, peer: DatagramPeer, datagram: bytes) -> bool:
+        clientPort = self._clientPort
+        if clientPort is None or peer is not self.peer:
+            return False
+        clientPort.refusedNow = False
+        written = _Owner._write(self, peer, datagram)
+        # A refusal still pending on the socket is reported by this send,
+        # which the system then did not make: Twisted calls
+        # connectionRefused and returns as if it had written.
+        return written and not clientPort.refusedNow
+
     def _refused(self) -> None:
         peer = self.peer
         if peer is None:
@@ -1186,6 +1389,45 @@ class DatagramClient(_Owner):
             peer=describeAddress(_hostPort(peer.address)),
         )
         peer.connectionRefused()
+
+    def _unreachable(self, number: int) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        reason = os.strerror(number) if number else "unknown error"
+        self._events.record(
+            "sendFailed",
+            "A datagram to {peer} did not arrive: {error}",
+            detail=reason,
+            peer=describeAddress(_hostPort(peer.address)),
+            error=reason,
+        )
+
+    def _portLost(self) -> None:
+        """
+        The reactor closed the socket (Twisted's poll-like reactors do when
+        the system reports a refusal, where L{_SturdyPort} is not used): the
+        client is disconnected.
+        """
+        peer = self.peer
+        if peer is None:
+            return
+        self._events.record(
+            "refused",
+            "The socket connected to {peer} was closed by the reactor after the system "
+            "reported an error for a datagram sent (an ICMP port unreachable: nothing "
+            "listens there); the client is disconnected",
+            peer=describeAddress(_hostPort(peer.address)),
+        )
+        peer.connectionRefused()
+        self._port = None
+        self._clientPort = None
+        self.peer = None
+        try:
+            peer.peerExpired()
+        finally:
+            peer._owner = None
+            peer._via = None
 
     def _onMessage(self, peer: DatagramPeer, message: bytes) -> None:
         onMessage = self.onMessage

@@ -137,6 +137,7 @@ STEPS: list[Step] = [
     Step("ServerService(Server(Echo)", "module"),
     Step("twistd -ny examples/echo.tac", "server", port=8081, setup=("$ ",)),
     Step("class EchoTests(SynchronousTestCase)", "trial", expect=["PASSED (successes=1)"]),
+    Step("class Echo(DatagramPeer)", "python", expect=["b'hello' [1]"]),
     Step("# Twisted-native", "program", port=8081, expect=["ping"]),
     Step("# Blocking", "program", port=8081, expect=["ping"], typed=[""]),
     Step("TlsClient(b", "python"),

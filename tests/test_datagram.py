@@ -13,31 +13,44 @@ UDP sockets on loopback, with plain C{socket} peers that are not tcpsc.
 from __future__ import annotations
 
 import errno
+import select
 import socket
+import tracemalloc
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.task import Clock
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from tcpsc import (
     DEFAULT_MAX_DATAGRAM,
+    ConnectError,
     DatagramClient,
     DatagramPeer,
     DatagramServer,
+    ListenError,
+    PortError,
     ServerError,
     Settings,
+    StartError,
+    _compat,
 )
-from tcpsc._datagram import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, DatagramFraming
+from tcpsc._datagram import MAX_DATAGRAM_IPV4, MAX_DATAGRAM_IPV6, DatagramFraming, _SturdyPort
 
 from ._helpers import asyncTest, waitFor, within
 
 
+@implementer(ISystemHandle)
 class _FakeUDPPort:
     """
     A test transport for a UDP protocol: records each datagram written, with
     its address; C{fail} makes the next writes raise an C{OSError} with
-    that error number, as a socket does.
+    that error number, as a socket does.  It is its own handle: its
+    C{sendto} is its C{write}, as a socket's is the port's.
     """
 
     def __init__(self, protocol: Any, port: int, interface: str, maxPacketSize: int) -> None:
@@ -53,6 +66,12 @@ class _FakeUDPPort:
         if self.fail is not None:
             raise OSError(self.fail, "simulated")
         self.written.append((datagram, addr))
+
+    def sendto(self, datagram: bytes, addr: Any) -> None:
+        self.write(datagram, addr)
+
+    def getHandle(self) -> _FakeUDPPort:
+        return self
 
     def getHost(self) -> Any:
         if ":" in self.interface:
@@ -279,6 +298,61 @@ class ServerPeerTests(SynchronousTestCase):
         _receive(port, b"a\nbb\nccc", A)
         self.assertEqual(port.written, [(b"a\nbb\n", A), (b"ccc\n", A)])
 
+    def test_broadcastAfterReplies(self) -> None:
+        """
+        A broadcast made while the replies to a datagram are being put
+        together sends those replies first: nothing overtakes them.
+        """
+        server: DatagramServer
+
+        class Chat(DatagramPeer):
+            def messageReceived(self, message: bytes) -> None:
+                self.sendMessage(b"ack " + message)
+                server.broadcast(message)
+
+        server, _, port, _ = _listening(protocol=Chat, delimiter=b"\n")
+        _receive(port, b"x", B)
+        del port.written[:]
+        _receive(port, b"a\nb", A)
+        self.assertEqual(
+            port.written,
+            [
+                (b"ack a\n", A),
+                (b"a\n", A),
+                (b"a\n", B),
+                (b"ack b\n", A),
+                (b"b\n", A),
+                (b"b\n", B),
+            ],
+        )
+
+    def test_lossLogged(self) -> None:
+        """
+        Datagrams dropped for their length are logged as the TCP server's
+        refusals are: the first in full, naming the peer; the next ones
+        counted, and summarised once with their count.
+        """
+        logged: list[dict[str, Any]] = []
+        self.patch(DatagramServer, "log", Logger(observer=logged.append))
+        server, clock, port, _ = _listening(maxMessageLength=4)
+        self.assertIn("Listening for datagrams on 127.0.0.1:9000", formatEvent(logged.pop()))
+        for _ in range(3):
+            _receive(port, b"12345", A)
+        self.assertEqual(len(logged), 1)
+        self.assertEqual(
+            formatEvent(logged[0]),
+            "Dropped a datagram of more than 4 bytes from 127.0.0.1:5001: longer than "
+            "maxMessageLength",
+        )
+        clock.advance(5)
+        self.assertEqual(len(logged), 2)
+        self.assertEqual(
+            formatEvent(logged[1]),
+            "Dropped 2 more datagrams in the last 5 s: longer than maxMessageLength",
+        )
+        self.assertEqual(server.eventCounts, {"datagramTooLong": 3})
+        server.stop()
+
     def test_sendBufferFull(self) -> None:
         """
         A send that finds the socket's buffer full (ENOBUFS, EAGAIN)
@@ -333,6 +407,17 @@ class PeerTableTests(SynchronousTestCase):
         self.assertEqual(server.clientIds(), [3])
         self.assertIn(clock.seconds() + 10, [call.getTime() for call in clock.getDelayedCalls()])
 
+    def test_noIdleTimeout(self) -> None:
+        """
+        With C{peerIdleTimeout=None} peers are kept however long they are
+        quiet, and no timer runs for them.
+        """
+        server, clock, port, _ = _listening(peerIdleTimeout=None)
+        _receive(port, b"a", A)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10**6)
+        self.assertEqual(server.clientIds(), [1])
+
     def test_tableFull(self) -> None:
         """
         When the table holds C{maxPeers}, a new address makes the server
@@ -379,6 +464,47 @@ class PeerTableTests(SynchronousTestCase):
         self.assertEqual(server.clientIds(), [])
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertNotIn("peerExpired", server.eventCounts)
+
+
+class MemoryTests(SynchronousTestCase):
+    """
+    The memory a peer costs is bounded, and a flood of new source
+    addresses does not grow the table past C{maxPeers} peers' worth.
+    """
+
+    def test_perPeer(self) -> None:
+        """
+        Measured with C{tracemalloc}, with the longest IPv6 addresses (made
+        within the measure, as a socket's read makes them): at most 512
+        bytes a peer once the table is full, 640 after a flood four times
+        the table (the dictionaries keep room for what was deleted), 768 at
+        the peak of a resize (README's "UDP and multicast" gives the
+        figures measured).
+        """
+        maxPeers = 4096
+        server, _, port, _ = _listening(maxPeers=maxPeers, onMessage=lambda *a: None)
+        receive = port.protocol.datagramReceived
+
+        def address(i: int) -> tuple[str, int]:
+            return (f"2001:db8:1234:5678:9abc:def0:{i >> 16:04x}:{i & 0xFFFF:04x}", 40000 + i)
+
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(maxPeers):
+                receive(b"x", address(i))
+            full = tracemalloc.get_traced_memory()[0] - base
+            for i in range(maxPeers, 5 * maxPeers):
+                receive(b"x", address(i))
+            flooded, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(server.clientIds()), maxPeers)
+        self.assertEqual(server.eventCounts["peerForgotten"], 4 * maxPeers)
+        self.assertLessEqual(full / maxPeers, 512)
+        self.assertLessEqual((flooded - base) / maxPeers, 640)
+        self.assertLessEqual((peak - base) / maxPeers, 768)
+        server.stop()
 
 
 class SettingsTests(SynchronousTestCase):
@@ -482,3 +608,344 @@ class LoopbackTests(TestCase):
         self.assertTrue(client.send(b"b"))
         await waitFor(lambda: received == [b"a", b"b"], what="both echoes")
         self.assertEqual(server.clientAddress(1)[0], "::1")
+
+    @asyncTest
+    async def test_boundOnTheWire(self) -> None:
+        """
+        A datagram of exactly the bound arrives whole from a plain socket;
+        one byte more, or far more, is dropped whole and counted, and the
+        datagrams after it are delivered.
+        """
+        received: list[bytes] = []
+        server = DatagramServer(
+            maxMessageLength=100, onMessage=lambda peerId, message: received.append(message)
+        )
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        self.addCleanup(server.stop)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for datagram in (b"a" * 101, b"b" * 100, b"c" * 5000, b"end"):
+                peer.sendto(datagram, ("127.0.0.1", port))
+            await waitFor(lambda: b"end" in received, what="the last datagram")
+        self.assertEqual(received, [b"b" * 100, b"end"])
+        self.assertEqual(server.eventCounts["datagramTooLong"], 2)
+
+    async def _largest(self, interface: str, bound: int) -> None:
+        received: list[bytes] = []
+        server = DatagramServer(
+            maxMessageLength=bound, onMessage=lambda peerId, message: received.append(message)
+        )
+        port = (await server.listen(0, interface)).getHost().port
+        self.addCleanup(server.stop)
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"x" * bound, (interface, port))
+            with self.assertRaises(OSError) as raised:
+                peer.sendto(b"x" * (bound + 1), (interface, port))
+            self.assertEqual(raised.exception.errno, errno.EMSGSIZE)
+            await waitFor(lambda: received, what="the largest datagram")
+        self.assertEqual([len(message) for message in received], [bound])
+
+    @asyncTest
+    async def test_largestIPv4(self) -> None:
+        """
+        The largest IPv4 datagram, 65,507 bytes, arrives whole with that
+        bound (not cut to Twisted's default buffer of 8192); a larger bound
+        on an IPv4 port is refused naming it.
+        """
+        await self._largest("127.0.0.1", MAX_DATAGRAM_IPV4)
+        server = DatagramServer(maxMessageLength=MAX_DATAGRAM_IPV4 + 1)
+        with self.assertRaises(ValueError) as raised:
+            await server.listen(0, "127.0.0.1")
+        self.assertIn("maxMessageLength 65,508", str(raised.exception))
+
+    @asyncTest
+    async def test_largestIPv6(self) -> None:
+        """
+        The largest IPv6 datagram, 65,527 bytes, arrives whole.
+        """
+        if not _hasIPv6():
+            raise self.skipTest("no IPv6 loopback here")
+        await self._largest("::1", MAX_DATAGRAM_IPV6)
+
+    @asyncTest
+    async def test_floodOfSourceAddresses(self) -> None:
+        """
+        Datagrams from many distinct source addresses (sockets bound to
+        127.0.0.2, 127.0.0.3, ...: all of 127/8 is loopback) never make the
+        table hold more than C{maxPeers}: the peers heard from least
+        recently are forgotten first, and ids are never reused.
+        """
+        maxPeers = 40
+        seen: list[int] = []
+        largest = 0
+        server: DatagramServer
+
+        def onPeer(peerId: int) -> None:
+            nonlocal largest
+            seen.append(peerId)
+            largest = max(largest, len(server.clientIds()))
+
+        server = DatagramServer(maxPeers=maxPeers, onPeer=onPeer)
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        self.addCleanup(server.stop)
+        sources: list[tuple[str, int]] = []
+        count = 120
+        batch = 20
+        for start in range(0, count, batch):
+            for n in range(start, start + batch):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+                    peer.bind((f"127.0.{n // 200}.{n % 200 + 2}", 0))
+                    sources.append(peer.getsockname())
+                    peer.sendto(b"hello", ("127.0.0.1", port))
+            expected = start + batch
+            await waitFor(lambda n=expected: len(seen) == n, what="this batch's peers")  # type: ignore[misc]
+        self.assertEqual(seen, list(range(1, count + 1)))
+        self.assertEqual(largest, maxPeers)
+        kept = server.clientIds()
+        self.assertEqual(kept, list(range(count - maxPeers + 1, count + 1)))
+        self.assertEqual([server.clientAddress(i) for i in kept], sources[-maxPeers:])
+        self.assertEqual(server.eventCounts["peerForgotten"], count - maxPeers)
+
+    @asyncTest
+    async def test_dualStack(self) -> None:
+        """
+        A server on C{"::"} hears IPv4 peers too, by their IPv4-mapped
+        address, and answers them.
+        """
+        if not _hasIPv6():
+            raise self.skipTest("no IPv6 loopback here")
+        server, port = await self._echoServer("::")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.settimeout(10)
+            peer.sendto(b"v4", ("127.0.0.1", port))
+            await waitFor(lambda: server.clientIds(), what="the peer")
+            self.assertEqual(server.clientAddress(1), ("::ffff:127.0.0.1", peer.getsockname()[1]))
+            self.assertEqual(peer.recv(100), b"v4")
+
+    @asyncTest
+    async def test_hookRaises(self) -> None:
+        """
+        An exception raised by the application is logged, and the server
+        goes on with the next datagram.
+        """
+
+        class Fragile(DatagramPeer):
+            def messageReceived(self, message: bytes) -> None:
+                if message == b"boom":
+                    raise RuntimeError("boom")
+                self.sendMessage(message)
+
+        server = DatagramServer(Fragile)
+        port = (await server.listen(0, "127.0.0.1")).getHost().port
+        self.addCleanup(server.stop)
+        client, received = await self._client("127.0.0.1", port)
+        client.send(b"boom")
+        client.send(b"after")
+        await waitFor(lambda: received == [b"after"], what="the reply after the exception")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @asyncTest
+    async def test_listenErrors(self) -> None:
+        """
+        A port in use, a port out of range and an interface that is not an
+        address fail with the start errors of L{tcpsc.Server}, saying why.
+        """
+        server = DatagramServer()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            busy = taken.getsockname()[1]
+            with self.assertRaises(ListenError) as raised:
+                await server.listen(busy, "127.0.0.1")
+            self.assertEqual(raised.exception.code, 42)
+            self.assertIn(f"port {busy} on 127.0.0.1", str(raised.exception))
+            self.assertIn("in use", str(raised.exception))
+        for bad in (-1, 65536, "9000", True):
+            with self.assertRaises(PortError) as portError:
+                await server.listen(bad)  # type: ignore[arg-type]
+            self.assertEqual(portError.exception.code, 10)
+        with self.assertRaises(ListenError) as raised:
+            await server.listen(0, "localhost")
+        self.assertIn("not an IPv4 or IPv6 address", str(raised.exception))
+        self.assertEqual(server.ports, [])
+
+
+class ClientTests(TestCase):
+    """
+    L{DatagramClient}: connecting, names, refusals.
+    """
+
+    def _client(self, **kwargs: Any) -> tuple[DatagramClient, list[bytes]]:
+        received: list[bytes] = []
+        client = DatagramClient(onMessage=received.append, **kwargs)
+        self.addCleanup(client.disconnect)
+        return client, received
+
+    async def _echo(self, interface: str = "127.0.0.1") -> int:
+        server: DatagramServer
+        server = DatagramServer(onMessage=lambda peerId, message: server.send(peerId, message))
+        self.addCleanup(server.stop)
+        return (await server.listen(0, interface)).getHost().port
+
+    @asyncTest
+    async def test_connectByName(self) -> None:
+        """
+        C{localhost} resolves, to its IPv4 address first (where a server
+        listens unless told otherwise).
+        """
+        port = await self._echo()
+        client, received = self._client()
+        peer = await within(client.connect("localhost", port))
+        self.assertEqual(peer.address, ("127.0.0.1", port))
+        self.assertEqual(peer.peerId, 1)
+        self.assertTrue(client.send("hi"))
+        await waitFor(lambda: received == [b"hi"], what="the echo")
+
+    @asyncTest
+    async def test_connectByNameIPv6(self) -> None:
+        """
+        With an IPv6 interface, a name resolves to its IPv6 address.
+        """
+        if not _hasIPv6():
+            raise self.skipTest("no IPv6 loopback here")
+        if not any(info[0] == socket.AF_INET6 for info in socket.getaddrinfo("localhost", 1)):
+            raise self.skipTest("localhost has no IPv6 address here")
+        port = await self._echo("::1")
+        client, received = self._client()
+        peer = await within(client.connect("localhost", port, interface="::1"))
+        self.assertEqual(peer.address, ("::1", port))
+        self.assertTrue(client.send("hi"))
+        await waitFor(lambda: received == [b"hi"], what="the echo")
+
+    @asyncTest
+    async def test_unresolvable(self) -> None:
+        client, _ = self._client()
+        with self.assertRaises(ConnectError) as raised:
+            await within(client.connect("nonexistent.invalid", 9000), 30)
+        self.assertIn("cannot resolve the host name 'nonexistent.invalid'", str(raised.exception))
+        self.assertEqual(raised.exception.code, 50)
+        self.assertIsNone(client.peer)
+        self.assertFalse(client.send(b"x"))
+
+    @asyncTest
+    async def test_badArguments(self) -> None:
+        """
+        A port outside 1-65535 is a L{PortError} (10); an interface that is
+        not an address a L{ConnectError}; a second connect a L{StartError}
+        (-1); an IPv4 server with a bound above the IPv4 datagram a
+        C{ValueError}.
+        """
+        client, _ = self._client()
+        for bad in (0, 65536, -1, "9000", None):
+            with self.assertRaises(PortError) as raised:
+                await client.connect("127.0.0.1", bad)  # type: ignore[arg-type]
+            self.assertEqual(raised.exception.code, 10)
+        with self.assertRaises(ConnectError):
+            await client.connect("127.0.0.1", 9000, interface="eth0")
+        port = await self._echo()
+        await within(client.connect("127.0.0.1", port))
+        with self.assertRaises(StartError) as started:
+            await client.connect("127.0.0.1", port)
+        self.assertEqual(started.exception.code, -1)
+        large, _ = self._client(maxMessageLength=MAX_DATAGRAM_IPV4 + 1)
+        with self.assertRaises(ValueError):
+            await large.connect("127.0.0.1", port)
+
+    @asyncTest
+    async def test_refused(self) -> None:
+        """
+        Sending to a port where nothing listens: the system's ICMP port
+        unreachable is counted as C{"refused"} and given to the peer's
+        C{connectionRefused}; the client stays connected.  A send made
+        while such a refusal is pending is not made, and returns C{False}.
+        Once a server listens there, datagrams arrive.
+        """
+        refusals: list[int] = []
+
+        class Peer(DatagramPeer):
+            def connectionRefused(self) -> None:
+                refusals.append(self.peerId)
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        received: list[bytes] = []
+        client = DatagramClient(Peer)
+        self.addCleanup(client.disconnect)
+        await within(client.connect("127.0.0.1", port))
+        if _compat.PRIVATE:
+            self.assertIsInstance(client._port, _SturdyPort)
+        self.assertTrue(client.send(b"one"))
+        await waitFor(lambda: client.eventCounts.get("refused") == 1, what="the refusal")
+        self.assertEqual(refusals, [1])
+        # Another refusal, left pending on the socket (the reactor does not
+        # run while this waits, bounded, for the socket to report it).
+        self.assertTrue(client.send(b"two"))
+        assert client._port is not None
+        readable, _, _ = select.select([client._port.fileno()], [], [], 10)
+        self.assertTrue(readable, "the second refusal was not reported within 10 s")
+        self.assertFalse(client.send(b"three"))
+        self.assertEqual(client.eventCounts["refused"], 2)
+        self.assertEqual(refusals, [1, 1])
+        server = DatagramServer(onMessage=lambda peerId, message: received.append(message))
+        self.addCleanup(server.stop)
+        await server.listen(port, "127.0.0.1")
+        self.assertTrue(client.send(b"four"))
+        await waitFor(lambda: received == [b"four"], what="the datagram after the server started")
+
+    @asyncTest
+    async def test_refusedPublicPath(self) -> None:
+        """
+        Without the private path, Twisted's own UDP port is used, which an
+        epoll reactor closes when the system reports a refusal: the client
+        says so (counted as C{"refused"}), its peer is told and forgotten,
+        and sends return C{False}.
+        """
+        if type(reactor).__name__ != "EPollReactor":
+            raise self.skipTest("the reactor is not epoll: it does not close the port")
+        self.patch(_compat, "PRIVATE", False)
+        calls: list[str] = []
+
+        class Peer(DatagramPeer):
+            def connectionRefused(self) -> None:
+                calls.append("refused")
+
+            def peerExpired(self) -> None:
+                calls.append("expired")
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        client = DatagramClient(Peer)
+        self.addCleanup(client.disconnect)
+        await within(client.connect("127.0.0.1", port))
+        self.assertNotIsInstance(client._port, _SturdyPort)
+        self.assertTrue(client.send(b"one"))
+        await waitFor(lambda: client.peer is None, what="the client disconnected")
+        self.assertEqual(calls, ["refused", "expired"])
+        self.assertEqual(client.eventCounts["refused"], 1)
+        self.assertFalse(client.send(b"two"))
+
+    @asyncTest
+    async def test_disconnect(self) -> None:
+        """
+        C{disconnect} closes the socket and forgets the peer (its
+        C{peerExpired} is called); the client can connect again, and its
+        peer gets the next id.
+        """
+        expired: list[int] = []
+
+        class Peer(DatagramPeer):
+            def peerExpired(self) -> None:
+                expired.append(self.peerId)
+
+        port = await self._echo()
+        client = DatagramClient(Peer)
+        peer = await within(client.connect("127.0.0.1", port))
+        await within(client.disconnect())
+        self.assertEqual(expired, [1])
+        self.assertIsNone(client.peer)
+        self.assertFalse(client.send(b"x"))
+        self.assertFalse(peer.sendMessage(b"x"))
+        again = await within(client.connect("127.0.0.1", port))
+        self.assertEqual(again.peerId, 2)
+        await within(client.disconnect())

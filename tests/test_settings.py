@@ -13,7 +13,15 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpsc import FROM_PROTOCOL, Client, MessageProtocol, Server, Settings, StreamProtocol
+from tcpsc import (
+    FROM_PROTOCOL,
+    Client,
+    DatagramServer,
+    MessageProtocol,
+    Server,
+    Settings,
+    StreamProtocol,
+)
 from tcpsc._settings import SETTING_NAMES
 
 
@@ -99,6 +107,38 @@ class SettingsTests(SynchronousTestCase):
             with self.assertRaises(ValueError) as raised:
                 Settings(**changes)
             self.assertEqual(str(raised.exception), message)
+
+    def test_datagramFields(self) -> None:
+        """
+        The datagram server's fields: their defaults, C{None} where it
+        means "no such bound", and values out of range refused naming the
+        field; L{tcpsc.DatagramServer}'s signature shows the same defaults.
+        """
+        settings = Settings()
+        self.assertEqual(settings.peerIdleTimeout, 300.0)
+        self.assertEqual(settings.maxPeers, 65_536)
+        self.assertIsNone(settings.broadcastWindow)
+        Settings(peerIdleTimeout=None, broadcastWindow=1)
+        cases = [
+            ({"maxPeers": 0}, "maxPeers must be an int of at least 1, not 0"),
+            ({"maxPeers": None}, "maxPeers must be an int of at least 1, not None"),
+            ({"maxPeers": True}, "maxPeers must be an int of at least 1, not True"),
+            (
+                {"peerIdleTimeout": 0},
+                "peerIdleTimeout must be a positive number of seconds or None, not 0",
+            ),
+            (
+                {"broadcastWindow": -1.0},
+                "broadcastWindow must be a positive number of seconds or None, not -1.0",
+            ),
+        ]
+        for changes, message in cases:
+            with self.assertRaises(ValueError) as raised:
+                Settings(**changes)
+            self.assertEqual(str(raised.exception), message)
+        parameters = inspect.signature(DatagramServer).parameters
+        for name in ("peerIdleTimeout", "maxPeers", "broadcastWindow"):
+            self.assertEqual(parameters[name].default, getattr(settings, name), name)
 
     def test_strEncoded(self) -> None:
         """
