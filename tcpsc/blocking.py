@@ -56,11 +56,18 @@ from typing import IO, Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._client import Client
-from ._datagram import DEFAULT_MAX_DATAGRAM, DatagramClient, DatagramFraming, DatagramServer
+from ._datagram import (
+    DEFAULT_MAX_DATAGRAM,
+    DatagramClient,
+    DatagramFraming,
+    DatagramPeer,
+    DatagramServer,
+)
 from ._errors import (
     CertificateLoadError,
     ClientError,
@@ -1904,6 +1911,26 @@ class UdpServer(_UdpBase):
         return peer.address[0]
 
 
+class _ServerPeer(DatagramPeer):
+    """
+    The server, as a L{UdpClient}'s core sees it: tells the client when the
+    core forgets it on its own (when the reactor closed the socket), so
+    that the client stops running rather than accept messages it can no
+    longer send.
+
+    @ivar owner: the client, set once connected.
+    """
+
+    __slots__ = ("owner",)
+
+    owner: UdpClient
+
+    def peerExpired(self) -> None:
+        owner: UdpClient | None = getattr(self, "owner", None)
+        if owner is not None:
+            owner._lost()
+
+
 class UdpClient(_UdpBase):
     """
     A UDP message client in the style of L{TcpClient}, as a thin shell over
@@ -1952,6 +1979,7 @@ class UdpClient(_UdpBase):
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535")
             core = DatagramClient(
+                _ServerPeer,
                 **self._framing(),
                 onMessage=self._received,
                 reactor=reactorThread.reactor,
@@ -1961,7 +1989,7 @@ class UdpClient(_UdpBase):
             # Ready before the socket is: the server may answer at once.
             peer = self._peer = _BlockingPeer(self._connections, (host, port))
             try:
-                protocol = reactorThread.call(30.0, core.connect, host, port)
+                protocol = reactorThread.call(30.0, self._connect, core, host, port)
             except BaseException as e:
                 self._peer = None
                 if isinstance(e, TimeoutError):
@@ -2002,6 +2030,30 @@ class UdpClient(_UdpBase):
             self.log.warn(
                 "stop(): the message worker still runs after {timeout} s", timeout=timeout
             )
+
+    def _connect(self, core: DatagramClient, host: str, port: int) -> Deferred[DatagramPeer]:
+        def connected(peer: DatagramPeer) -> DatagramPeer:
+            if isinstance(peer, _ServerPeer):
+                peer.owner = self
+            return peer
+
+        return core.connect(host, port).addCallback(connected)
+
+    def _lost(self) -> None:
+        """
+        The core forgot the server on its own: stop running, after the
+        messages received before.
+        """
+        peer, self._peer = self._peer, None
+        if peer is None:
+            # stop() is disconnecting.
+            return
+        with self._cond:
+            self._running = False
+            outbox = self._outbox
+        if outbox is not None:
+            outbox.close()
+        peer.executor.submit(self._release, peer)
 
     def _disconnect(self, core: DatagramClient) -> Any:
         # In the reactor thread, so that no message is handed over after

@@ -607,6 +607,24 @@ class StartTests(UdpTestCase):
         server.sock.sendto(b"back", sender)
         self.assertEqual(messages.waitFor(1), [b"back"])
 
+    def test_clientStopsWhenItsSocketIsGone(self) -> None:
+        """
+        When the core client forgets the server on its own (as it does when
+        the reactor closed its socket), the L{UdpClient} stops running:
+        C{sendMsg} is C{False}, C{stop()} returns, and it starts again.
+        """
+        server = self.peer()
+        client, _ = self.client()
+        client.start("127.0.0.1", server.port)
+        core: Any = client._core
+        sharedReactorThread().call(TIMEOUT, core.disconnect)
+        self.assertFalse(client.isRunning())
+        self.assertFalse(client.sendMsg(b"x"))
+        client.stop(TIMEOUT)
+        client.start("127.0.0.1", server.port)
+        self.assertTrue(client.sendMsg(b"again"))
+        self.assertEqual(server.receive()[0], b"again")
+
     def test_badArguments(self) -> None:
         """
         Bounds out of range are a L{ValueError} naming them.
