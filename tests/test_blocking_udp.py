@@ -607,6 +607,30 @@ class StartTests(UdpTestCase):
         server.sock.sendto(b"back", sender)
         self.assertEqual(messages.waitFor(1), [b"back"])
 
+    def test_clientToNothingListening(self) -> None:
+        """
+        A client whose server is not there yet: its datagram is refused
+        (ICMP port unreachable), counted as C{refused}; the client keeps
+        running, and reaches the server once one listens there.
+        """
+        placeholder = Peer()
+        port = placeholder.port
+        placeholder.close()
+        client, messages = self.client()
+        client.start("127.0.0.1", port)
+        self.assertTrue(client.sendMsg(b"anyone?"))
+        waitUntil(lambda: client.eventCounts.get("refused", 0) >= 1)
+        self.assertTrue(client.isRunning())
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(server.close)
+        server.bind(("127.0.0.1", port))
+        server.settimeout(TIMEOUT)
+        self.assertTrue(client.sendMsg(b"now"))
+        data, sender = server.recvfrom(100)
+        self.assertEqual(data, b"now")
+        server.sendto(b"hello", sender)
+        self.assertEqual(messages.waitFor(1), [b"hello"])
+
     def test_clientStopsWhenItsSocketIsGone(self) -> None:
         """
         When the core client forgets the server on its own (as it does when
