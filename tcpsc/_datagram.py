@@ -1242,6 +1242,9 @@ class DatagramClient(_Owner):
         self._port: Any = None
         self._clientPort: _ClientPort | None = None
         self._connecting = False
+        # Counted up by disconnect(), so that a connect in progress then
+        # knows it was given up.
+        self._attempt = 0
         self._nextId = 1
         self.peer: DatagramPeer | None = None
 
@@ -1281,13 +1284,19 @@ class DatagramClient(_Owner):
         if interface and not (isIPAddress(interface) or isIPv6Address(interface)):
             return fail(ConnectError(f"the interface {interface!r} is not an IPv4 or IPv6 address"))
         self._connecting = True
+        attempt = self._attempt
         resolving = self._resolve(host, interface)
 
         def resolved(address: tuple[str, int]) -> DatagramPeer:
+            if self._attempt != attempt:
+                raise ConnectError(
+                    f"connecting to {host}:{port} was given up: disconnect() was called"
+                )
             return self._connectTo(address[0], port, interface)
 
         def done(result: Any) -> Any:
-            self._connecting = False
+            if self._attempt == attempt:
+                self._connecting = False
             return result
 
         return resolving.addCallback(resolved).addBoth(done)
@@ -1451,8 +1460,11 @@ class DatagramClient(_Owner):
         Close the socket; the peer's L{DatagramPeer.peerExpired} is called.
 
         @return: fires once the socket is closed; the client may then
-            L{connect} again.
+            L{connect} again.  A L{connect} still resolving its name fails
+            with L{ConnectError}.
         """
+        self._attempt += 1
+        self._connecting = False
         port, self._port = self._port, None
         peer, self.peer = self.peer, None
         clientPort, self._clientPort = self._clientPort, None

@@ -243,6 +243,29 @@ class ServerPeerTests(SynchronousTestCase):
         self.assertEqual(port.written[-1], ("é".encode(), A))
         self.assertFalse(server.send(2, b"nobody"))
 
+    def test_severalPorts(self) -> None:
+        """
+        One address heard on two ports is two peers, each answered through
+        its own port; after C{stop}, a server listening again goes on
+        counting ids.
+        """
+        server, clock, first, _ = _listening()
+        server.listen(9001, "127.0.0.1")
+        second = clock.udpPorts[-1]
+        _receive(first, b"a", A)
+        _receive(second, b"b", A)
+        self.assertEqual(server.clientIds(), [1, 2])
+        self.assertEqual(len(server.ports), 2)
+        server.send(2, b"to the second")
+        self.assertEqual((first.written, second.written), ([], [(b"to the second", A)]))
+        server.stop()
+        self.assertEqual(server.ports, [])
+        _receive(first, b"late", B)
+        self.assertEqual(server.clientIds(), [])
+        server.listen(9000, "127.0.0.1")
+        _receive(clock.udpPorts[-1], b"c", A)
+        self.assertEqual(server.clientIds(), [3])
+
     def test_sendTooLong(self) -> None:
         """
         A message whose datagram would be longer than the bound is refused
@@ -723,6 +746,24 @@ class LoopbackTests(TestCase):
             self.assertEqual(peer.recv(100), b"v4")
 
     @asyncTest
+    async def test_peerGone(self) -> None:
+        """
+        A reply to a peer whose socket is gone (the system answers it with
+        an ICMP port unreachable) does not disturb the server: it goes on
+        serving the others.
+        """
+        server, port = await self._echoServer("127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+            gone.sendto(b"bye", ("127.0.0.1", port))
+            await waitFor(lambda: server.clientIds() == [1], what="the first peer")
+        for _ in range(3):
+            self.assertTrue(server.send(1, b"anyone?"))
+        client, received = await self._client("127.0.0.1", port)
+        self.assertTrue(client.send(b"still there"))
+        await waitFor(lambda: received == [b"still there"], what="the echo to the second peer")
+        self.assertEqual(len(server.ports), 1)
+
+    @asyncTest
     async def test_hookRaises(self) -> None:
         """
         An exception raised by the application is logged, and the server
@@ -815,6 +856,24 @@ class ClientTests(TestCase):
         self.assertEqual(peer.address, ("::1", port))
         self.assertTrue(client.send("hi"))
         await waitFor(lambda: received == [b"hi"], what="the echo")
+
+    @asyncTest
+    async def test_disconnectWhileResolving(self) -> None:
+        """
+        C{disconnect} while a name is being resolved gives the attempt up:
+        it fails, saying so, and leaves no socket.
+        """
+        port = await self._echo()
+        client, _ = self._client()
+        connecting = client.connect("localhost", port)
+        await within(client.disconnect())
+        with self.assertRaises(ConnectError) as raised:
+            await within(connecting)
+        self.assertIn("given up: disconnect() was called", str(raised.exception))
+        self.assertIsNone(client.peer)
+        self.assertIsNone(client._port)
+        peer = await within(client.connect("localhost", port))
+        self.assertEqual(peer.peerId, 1)
 
     @asyncTest
     async def test_unresolvable(self) -> None:
