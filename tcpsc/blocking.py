@@ -1440,6 +1440,14 @@ class _DatagramOutbox:
             self.closed = True
             self._cond.notify_all()
 
+    def drain(self) -> None:
+        """
+        Reactor thread: send everything queued now (once closed, so that
+        nothing accepted is left behind when the socket closes).
+        """
+        while self._queue:
+            self._flush()
+
     def _flush(self) -> None:
         with self._cond:
             batch, self._queue = self._queue, deque()
@@ -1804,6 +1812,8 @@ class UdpServer(_UdpBase):
 
     def _stopListening(self) -> Any:
         assert self._core is not None
+        if self._outbox is not None:
+            self._outbox.drain()
 
         def forget(result: object) -> object:
             for peerId in list(self._peers):
@@ -2061,6 +2071,8 @@ class UdpClient(_UdpBase):
         peer, self._peer = self._peer, None
         if peer is not None:
             peer.executor.submit(self._release, peer)
+        if self._outbox is not None:
+            self._outbox.drain()
         if self._summary is not None:
             self._summary.stop()
         return core.disconnect()

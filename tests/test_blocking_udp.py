@@ -742,6 +742,18 @@ class StopTests(UdpTestCase):
         server.stop(TIMEOUT)
         self.assertEqual([peer.receive()[0] for _ in range(50)], [b"%d" % i for i in range(50)])
 
+    def test_clientQueuedSendsGoOutBeforeStop(self) -> None:
+        """
+        What the client's C{sendMsg} accepted before C{stop()} is sent.
+        """
+        server = self.peer()
+        client, _ = self.client()
+        client.start("127.0.0.1", server.port)
+        for i in range(50):
+            self.assertTrue(client.sendMsg(b"%d" % i))
+        client.stop(TIMEOUT)
+        self.assertEqual([server.receive()[0] for _ in range(50)], [b"%d" % i for i in range(50)])
+
 
 class BoundTests(UdpTestCase):
     """
