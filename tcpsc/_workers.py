@@ -16,7 +16,6 @@ that a worker blocked forever cannot keep the interpreter from exiting.
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -138,7 +137,10 @@ class SerialExecutor:
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
         self._lock = threading.Lock()
-        self._queue: deque[tuple[Callable[[Any], object], Any]] = deque()
+        # A list, swapped for a new one at each drain: an idle executor
+        # costs an empty list (a deque keeps a block of 64 slots), which
+        # matters for the UDP server's many peers.
+        self._queue: list[tuple[Callable[[Any], object], Any]] = []
         self._running = False
 
     def submit(self, f: Callable[[Any], object], argument: Any = None) -> None:
@@ -162,15 +164,14 @@ class SerialExecutor:
         previous = getattr(_local, "executor", None)
         _local.executor = self
         lock = self._lock
-        queue = self._queue
         try:
             while True:
                 with lock:
-                    if not queue:
+                    batch = self._queue
+                    if not batch:
                         self._running = False
                         return
-                    batch = list(queue)
-                    queue.clear()
+                    self._queue = []
                 for f, argument in batch:
                     try:
                         f(argument)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_blocking_general,tests.test_blocking_fragmented,tests.test_blocking_continuous,tests.test_blocking_regressions -*-
+# -*- test-case-name: tests.test_blocking_general,tests.test_blocking_fragmented,tests.test_blocking_continuous,tests.test_blocking_regressions,tests.test_blocking_udp -*-
 """
 The C++ original's classes, for programs that do not run a reactor.
 
@@ -13,6 +13,10 @@ over L{tcpsc.Server} and L{tcpsc.Client}.  This module is their one home
     ...
     server.stop()
 
+L{UdpServer} and L{UdpClient} are the same kind of shell over
+L{tcpsc.DatagramServer} and L{tcpsc.DatagramClient}, for UDP: a peer is a
+source address, known from its first datagram until it is forgotten.
+
 How it runs:
 
   - One reactor runs in a background daemon thread shared by every object
@@ -24,7 +28,9 @@ How it runs:
     connections concurrently (L{tcpsc._workers}).  All messages of one read
     are handed to the worker thread at once.  A worker slower than its peer
     pauses reading from that connection only; TCP flow control then slows
-    the peer down.
+    the peer down.  UDP has no flow control: a UDP peer's messages beyond
+    what its worker may have queued (L{UDP_INBOX_PER_PEER}) are dropped and
+    counted.
   - C{sendMsg} may be called from any thread.  It validates the message in
     the calling thread and queues it; the reactor writes queued messages in
     batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
@@ -43,17 +49,34 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._client import Client
-from ._errors import CertificateLoadError, ClientError, PortError, ServerError, StartError
+from ._datagram import (
+    DEFAULT_MAX_DATAGRAM,
+    DatagramClient,
+    DatagramFraming,
+    DatagramPeer,
+    DatagramServer,
+)
+from ._errors import (
+    CertificateLoadError,
+    ClientError,
+    ConnectError,
+    PortError,
+    ServerError,
+    StartError,
+)
+from ._events import EventSummary
 from ._framing import MessageProtocol, StreamProtocol
 from ._limits import FILE_MARGIN, raiseOpenFileLimit
 from ._output import DEFAULT_OUTPUT_LIMIT, OutputQueue
@@ -65,6 +88,8 @@ from ._settings import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_PEERS,
+    DEFAULT_PEER_IDLE_TIMEOUT,
     FROM_PROTOCOL,
     FromProtocol,
     Settings,
@@ -72,7 +97,15 @@ from ._settings import (
 from ._tls import TLSConfig, loadCertificates, nameOID, peerCertificate
 from ._workers import SerialExecutor, WorkerPool, currentExecutor
 
-__all__ = ["ReactorThreadError", "TcpClient", "TcpServer", "TlsClient", "TlsServer"]
+__all__ = [
+    "ReactorThreadError",
+    "TcpClient",
+    "TcpServer",
+    "TlsClient",
+    "TlsServer",
+    "UdpClient",
+    "UdpServer",
+]
 
 #: Default of C{sendTimeout}: how long C{sendMsg} waits for a slow reader.
 DEFAULT_SEND_TIMEOUT = 10.0
@@ -406,77 +439,24 @@ class _BlockingConnection:
         return self.output.put(frame, self.owner.sendTimeout)
 
 
-class _BlockingBase:
+class _BlockingObject:
     """
-    What the blocking servers and clients share: their settings, the
-    reactor thread, callbacks on worker threads.
-
-    @ivar settings: the settings of the connections (see L{Settings}),
-        made from the constructor's arguments.
+    What every blocking server and client shares, over TCP and UDP: the
+    reactor thread, one start at a time, callbacks on worker threads, and
+    waiting for the last of them in C{stop()}.
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        delimiter: bytes | str | int | None,
-        messageAppend: Any,
-        maxMessageLength: Any,
-        sendTimeout: float | None,
-        maxPendingOutput: int,
-        **settings: Any,
-    ) -> None:
-        # The original's spelling TcpServer(b"|", 4096): a number in the place
-        # of messageAppend is the maximum message length.
-        if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
-            if maxMessageLength is not FROM_PROTOCOL:
-                raise TypeError("maxMessageLength given twice")
-            maxMessageLength, messageAppend = messageAppend, b""
-        self._delimiter = _delimiterBytes(delimiter)
-        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
-        if self._delimiter is None:
-            if append or maxMessageLength is not FROM_PROTOCOL:
-                raise ValueError(
-                    "messageAppend and maxMessageLength apply to fragmented mode only; "
-                    "give a delimiter, or leave them out for continuous mode"
-                )
-        else:
-            settings.update(
-                delimiter=self._delimiter, messageAppend=append, maxMessageLength=maxMessageLength
-            )
-        self.settings = Settings(**settings)
-        #: Seconds C{sendMsg} waits for a slow reader before giving up.
-        self.sendTimeout = sendTimeout
-        #: Bytes a connection may queue for sending beyond what its socket holds.
-        self.maxPendingOutput = maxPendingOutput
+    def __init__(self) -> None:
         # Set by start(): the reactor thread is started on first use.
         self._reactorThreadObject: ReactorThread = None  # type: ignore[assignment]
         self._cond = threading.Condition(threading.Lock())
-        self._live: dict[int, _BlockingConnection] = {}
+        self._live: dict[int, Any] = {}
         self._inStop: set[SerialExecutor] = set()
         self._running = False
         self._starting = False
         self._workOnMessage: Callable[..., object] | None = None
-
-    @property
-    def continuous(self) -> bool:
-        """
-        Whether this object works in continuous mode (no delimiter).
-        """
-        return self._delimiter is None
-
-    def _coreArguments(self) -> dict[str, Any]:
-        """
-        The protocol class and the L{settings} as keyword arguments of the
-        core L{Server} or L{Client}.
-        """
-        arguments: dict[str, Any] = (
-            {"protocol": _BlockingStreamProtocol, "stream": True}
-            if self._delimiter is None
-            else {"protocol": _BlockingMessageProtocol}
-        )
-        arguments["settings"] = self.settings
-        return arguments
 
     @contextmanager
     def _startingOnce(self, what: str) -> Iterator[None]:
@@ -546,11 +526,15 @@ class _BlockingBase:
                 if me is not None:
                     self._inStop.discard(me)
 
-    def _finished(self, conn: _BlockingConnection) -> None:
-        conn.finished.set()
+    def _release(self, conn: Any) -> None:
+        """
+        C{conn}'s closed worker has run: L{_waitForWorkers} no longer waits
+        for it.
+        """
+        key = conn.connectionId
         with self._cond:
-            if self._live.get(conn.connectionId) is conn:
-                del self._live[conn.connectionId]
+            if self._live.get(key) is conn:
+                del self._live[key]
             self._cond.notify_all()
 
     def __enter__(self) -> Any:
@@ -558,6 +542,74 @@ class _BlockingBase:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()  # type: ignore[attr-defined]
+
+
+class _BlockingBase(_BlockingObject):
+    """
+    What the blocking TCP and TLS servers and clients share: their settings
+    and their connections' output.
+
+    @ivar settings: the settings of the connections (see L{Settings}),
+        made from the constructor's arguments.
+    """
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None,
+        messageAppend: Any,
+        maxMessageLength: Any,
+        sendTimeout: float | None,
+        maxPendingOutput: int,
+        **settings: Any,
+    ) -> None:
+        # The original's spelling TcpServer(b"|", 4096): a number in the place
+        # of messageAppend is the maximum message length.
+        if isinstance(messageAppend, int) and not isinstance(messageAppend, bool):
+            if maxMessageLength is not FROM_PROTOCOL:
+                raise TypeError("maxMessageLength given twice")
+            maxMessageLength, messageAppend = messageAppend, b""
+        self._delimiter = _delimiterBytes(delimiter)
+        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
+        if self._delimiter is None:
+            if append or maxMessageLength is not FROM_PROTOCOL:
+                raise ValueError(
+                    "messageAppend and maxMessageLength apply to fragmented mode only; "
+                    "give a delimiter, or leave them out for continuous mode"
+                )
+        else:
+            settings.update(
+                delimiter=self._delimiter, messageAppend=append, maxMessageLength=maxMessageLength
+            )
+        self.settings = Settings(**settings)
+        #: Seconds C{sendMsg} waits for a slow reader before giving up.
+        self.sendTimeout = sendTimeout
+        #: Bytes a connection may queue for sending beyond what its socket holds.
+        self.maxPendingOutput = maxPendingOutput
+        super().__init__()
+
+    @property
+    def continuous(self) -> bool:
+        """
+        Whether this object works in continuous mode (no delimiter).
+        """
+        return self._delimiter is None
+
+    def _coreArguments(self) -> dict[str, Any]:
+        """
+        The protocol class and the L{settings} as keyword arguments of the
+        core L{Server} or L{Client}.
+        """
+        arguments: dict[str, Any] = (
+            {"protocol": _BlockingStreamProtocol, "stream": True}
+            if self._delimiter is None
+            else {"protocol": _BlockingMessageProtocol}
+        )
+        arguments["settings"] = self.settings
+        return arguments
+
+    def _finished(self, conn: _BlockingConnection) -> None:
+        conn.finished.set()
+        self._release(conn)
 
 
 def _checkCallable(worker: Callable[..., object] | None) -> Callable[..., object] | None:
@@ -1301,3 +1353,761 @@ class TlsClient(_Certificates, TcpClient):
         if conn is None:
             raise ClientError("Not connected to any server to read certificate subject part from")
         return _subjectValue(conn.certificate, subjPart, ClientError, "server")
+
+
+# -- UDP ------------------------------------------------------------------------------
+
+#: Bytes of received messages queued for one UDP peer's worker beyond which
+#: that peer's next messages are dropped (and counted as C{workerBehind}):
+#: UDP has no flow control that could slow the peer down, so a worker that
+#: falls behind loses messages rather than memory.
+UDP_INBOX_PER_PEER = 1024 * 1024
+
+#: The same bound for all the peers of one L{UdpServer} together.
+UDP_INBOX_TOTAL = 16 * 1024 * 1024
+
+#: Bytes a queued message is counted for beyond its length (the bytes
+#: object, its tuple and its slot in the queue), so that a flood of empty
+#: messages is bounded too.
+_QUEUED_OVERHEAD = 160
+
+
+class _DatagramOutbox:
+    """
+    The messages the threads of a program send through one UDP server or
+    client, queued for the reactor thread, which sends them in order and in
+    batches: one wake-up of the reactor for everything queued since the last
+    one, rather than one per message.
+
+    Bounded: beyond C{limit} bytes queued, L{put} waits up to its timeout for
+    the reactor thread to catch up, then gives up.  Nothing else holds a
+    message up: a UDP send does not wait for the peer.
+
+    Thread-safety: L{put} and L{close} may be called from any thread;
+    C{send} is called in the reactor thread.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactorThread: ReactorThread,
+        send: Callable[[Any, bytes], object],
+        limit: int = DEFAULT_OUTPUT_LIMIT,
+    ) -> None:
+        self._reactorThread = reactorThread
+        self._send = send
+        self._limit = limit
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[tuple[Any, bytes]] = deque()
+        self._bytes = 0
+        self._scheduled = False
+        self.closed = False
+
+    def put(self, target: Any, message: bytes, timeout: float | None) -> bool:
+        """
+        Queue C{message} for C{send(target, message)}.
+
+        @return: C{False} (nothing queued) once closed, or when the queue
+            stayed full for C{timeout} seconds.
+        """
+        size = len(message) + _QUEUED_OVERHEAD
+        cond = self._cond
+        with cond:
+            if self.closed:
+                return False
+            if self._bytes and self._bytes + size > self._limit:
+                if threading.get_ident() == self._reactorThread._ident or not cond.wait_for(
+                    lambda: self.closed or not self._bytes or self._bytes + size <= self._limit,
+                    timeout,
+                ):
+                    return False
+                if self.closed:
+                    return False
+            self._queue.append((target, message))
+            self._bytes += size
+            if self._scheduled:
+                return True
+            self._scheduled = True
+        self._reactorThread.callFromThread(self._flush)
+        return True
+
+    def close(self) -> None:
+        """
+        Queue nothing more; what is queued is still sent.
+        """
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """
+        Reactor thread: send everything queued now (once closed, so that
+        nothing accepted is left behind when the socket closes).
+        """
+        while self._queue:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._cond:
+            batch, self._queue = self._queue, deque()
+        send = self._send
+        size = 0
+        for target, message in batch:
+            size += len(message) + _QUEUED_OVERHEAD
+            try:
+                send(target, message)
+            except Exception:
+                self.log.failure("Sending a queued datagram failed")
+        with self._cond:
+            self._bytes -= size
+            self._cond.notify_all()
+            again = bool(self._queue)
+            if not again:
+                self._scheduled = False
+        if again:
+            # What came meanwhile goes in the next turn of the reactor, after
+            # its reads: a sender cannot keep the reactor thread to itself.
+            self._reactorThread.callFromThread(self._flush)
+
+
+class _BlockingPeer:
+    """
+    One peer of a L{UdpServer} (or the server of a L{UdpClient}) as the
+    blocking API sees it: its id, its address, its worker queue, and the
+    bytes of messages that queue holds.  Small: a server keeps up to
+    C{maxPeers} of them.
+    """
+
+    __slots__ = ("address", "connectionId", "executor", "queued")
+
+    def __init__(self, connectionId: int, address: tuple[str, int]) -> None:
+        self.connectionId = connectionId
+        self.address = address
+        self.executor = SerialExecutor(_workerPool())
+        self.queued = 0
+
+
+class _UdpBase(_BlockingObject):
+    """
+    What L{UdpServer} and L{UdpClient} share: the framing arguments, sending
+    through a L{_DatagramOutbox}, receiving into bounded per-peer queues.
+    """
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None,
+        messageAppend: bytes | str,
+        maxMessageLength: int,
+    ) -> None:
+        super().__init__()
+        append = _asBytes(messageAppend if messageAppend is not None else b"", "messageAppend")
+        # The core's own rules, checked here at once and applied by sendMsg
+        # in the calling thread.
+        self._rules = DatagramFraming(_delimiterBytes(delimiter), maxMessageLength, append)
+        self._outbox: _DatagramOutbox | None = None
+        # The core whose counts eventCounts reads: the last one made.
+        self._counted: DatagramServer | DatagramClient | None = None
+        self._inboxLock = threading.Lock()
+        self._queued = 0
+        self._summary: EventSummary | None = None
+
+    @property
+    def delimiter(self) -> bytes | None:
+        """
+        The bytes ending each message within a datagram; C{None}: one
+        datagram is one message.
+        """
+        return self._rules.delimiter
+
+    @property
+    def messageAppend(self) -> bytes:
+        """
+        The bytes appended to every message sent, before the delimiter.
+        """
+        return self._rules.messageAppend
+
+    @property
+    def maxMessageLength(self) -> int:
+        """
+        The longest datagram sent or received, in bytes.
+        """
+        return self._rules.maxMessageLength
+
+    def _framing(self) -> dict[str, Any]:
+        """
+        The framing arguments of the core L{DatagramServer} or
+        L{DatagramClient}.
+        """
+        rules = self._rules
+        return {
+            "delimiter": rules.delimiter,
+            "messageAppend": rules.messageAppend,
+            "maxMessageLength": rules.maxMessageLength,
+        }
+
+    def _queue(self, target: Any, message: bytes | str) -> bool:
+        """
+        Queue C{message} for the reactor thread to send, if it can be sent:
+        C{False} when not running, or when the message holds the delimiter
+        or its datagram (with C{messageAppend} and the delimiter) would be
+        longer than C{maxMessageLength}.
+        """
+        if type(message) is not bytes:
+            message = _asBytes(message, "the message")
+        outbox = self._outbox
+        if outbox is None or not self._running or self._rules.frame(message) is None:
+            return False
+        return outbox.put(target, message, DEFAULT_SEND_TIMEOUT)
+
+    # -- the reactor thread -----------------------------------------------------
+
+    def _handOver(
+        self, peer: _BlockingPeer, message: bytes, deliver: Callable[[Any], object]
+    ) -> None:
+        """
+        Queue C{message} for C{peer}'s worker, or drop and count it when
+        that worker (or all of them together) is too far behind.
+        """
+        size = len(message) + _QUEUED_OVERHEAD
+        with self._inboxLock:
+            fits = (
+                peer.queued + size <= UDP_INBOX_PER_PEER and self._queued + size <= UDP_INBOX_TOTAL
+            )
+            if fits:
+                peer.queued += size
+                self._queued += size
+        if fits:
+            peer.executor.submit(deliver, (peer, message))
+            return
+        host, port = peer.address[:2]
+        summary = self._summary
+        if summary is None:
+            summary = self._summary = EventSummary(self.log, self._reactorThreadObject.reactor)
+        summary.record(
+            "workerBehind",
+            "Dropped a message of {length} bytes from {peer}: the workers are behind, "
+            "with {queued} bytes queued for this peer's (at most {limit}) and {total} for "
+            "all peers' (at most {totalLimit})",
+            peer=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            peerId=peer.connectionId,
+            length=len(message),
+            queued=peer.queued,
+            limit=UDP_INBOX_PER_PEER,
+            total=self._queued,
+            totalLimit=UDP_INBOX_TOTAL,
+        )
+
+    # -- worker threads ---------------------------------------------------------
+
+    def _delivered(self, peer: _BlockingPeer, message: bytes) -> None:
+        size = len(message) + _QUEUED_OVERHEAD
+        with self._inboxLock:
+            peer.queued -= size
+            self._queued -= size
+
+    # -- any thread -------------------------------------------------------------
+
+    @property
+    def eventCounts(self) -> dict[str, int]:
+        """
+        What was lost, by kind: the core's counts (C{datagramTooLong},
+        C{sendBufferFull}, ...; see L{tcpsc.DatagramServer.eventCounts}),
+        and C{workerBehind}: messages dropped because the worker of their
+        peer was too far behind (L{UDP_INBOX_PER_PEER}, L{UDP_INBOX_TOTAL}).
+        """
+        core = self._counted
+        if core is None:
+            return {}
+
+        def read() -> dict[str, int]:
+            counts = dict(core.eventCounts)
+            if self._summary is not None:
+                counts.update(self._summary.counts)
+            return counts
+
+        result: dict[str, int] = _reactorThread().call(10.0, read)
+        return result
+
+
+class UdpServer(_UdpBase):
+    """
+    A UDP message server in the style of L{TcpServer}, as a thin shell over
+    L{tcpsc.DatagramServer}.
+
+    With no delimiter (the default) each datagram is one message; with one,
+    a datagram holds one or more delimited messages and a message never
+    spans datagrams.
+
+    A peer is a source address (IP and port).  Its first datagram gives it
+    an id (positive, counted up, never reused for the life of the object;
+    a counter of its own, apart from any TCP server's) and runs the
+    established worker; it is forgotten, and the closed worker runs, after
+    C{peerIdleTimeout} seconds without a datagram from it, when the table of
+    C{maxPeers} peers is full and it is the one heard from least recently,
+    or at L{stop}.  The workers of one peer run one at a time and in order
+    (established, its messages, closed); different peers' run concurrently.
+    """
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None = None,
+        messageAppend: bytes | str = b"",
+        maxMessageLength: int = DEFAULT_MAX_DATAGRAM,
+        *,
+        peerIdleTimeout: float | None = DEFAULT_PEER_IDLE_TIMEOUT,
+        maxPeers: int = DEFAULT_MAX_PEERS,
+    ) -> None:
+        """
+        @param delimiter: one or more bytes (or a str, or a byte value such
+            as C{0}) ending each message within a datagram; C{None}: one
+            datagram is one message.
+        @param messageAppend: appended to every message sent, before the
+            delimiter.
+        @param maxMessageLength: the longest datagram sent or received
+            (message, C{messageAppend} and delimiter), at most 65,527; by
+            default 1,472, one Ethernet frame without IP fragmentation.
+            C{sendMsg} refuses a longer one; a longer one received is
+            dropped whole and counted.
+        @param peerIdleTimeout: seconds without a datagram after which a
+            peer is forgotten; C{None} never.
+        @param maxPeers: peers known at once; a new one beyond them makes
+            the server forget the one heard from least recently.
+        """
+        super().__init__(delimiter, messageAppend, maxMessageLength)
+        # Checked at once, by the rules of the core's settings.
+        Settings(peerIdleTimeout=peerIdleTimeout, maxPeers=maxPeers)
+        self._peerIdleTimeout = peerIdleTimeout
+        self._maxPeers = maxPeers
+        self._core: DatagramServer | None = None
+        self._peers: dict[int, _BlockingPeer] = {}
+        self._port: int | None = None
+        self._stopDone = threading.Event()
+        self._stopDone.set()
+        self._workOnEstablished: Callable[[int], object] | None = None
+        self._workOnClosed: Callable[[int], object] | None = None
+
+    @property
+    def peerIdleTimeout(self) -> float | None:
+        """
+        Seconds without a datagram after which a peer is forgotten, or
+        C{None}.
+        """
+        return self._peerIdleTimeout
+
+    @property
+    def maxPeers(self) -> int:
+        """
+        The most peers known at once.
+        """
+        return self._maxPeers
+
+    # -- workers ----------------------------------------------------------------
+
+    def setWorkOnMessage(self, worker: Callable[[int, bytes], object] | None) -> None:
+        """
+        Call C{worker(clientId, message)} with each message received, on a
+        worker thread; the messages of one peer in order, one at a time.
+        """
+        super().setWorkOnMessage(worker)
+
+    def setWorkOnEstablished(self, worker: Callable[[int], object] | None) -> None:
+        """
+        Call C{worker(clientId)} when a new peer's first datagram arrives,
+        before its first message.
+        """
+        self._workOnEstablished = _checkCallable(worker)
+
+    def setWorkOnClosed(self, worker: Callable[[int], object] | None) -> None:
+        """
+        Call C{worker(clientId)} when a peer is forgotten (idle, table full,
+        or L{stop}), after its last message.
+        """
+        self._workOnClosed = _checkCallable(worker)
+
+    # -- start and stop -----------------------------------------------------------
+
+    @property
+    def port(self) -> int | None:
+        """
+        The port listened on, or C{None} when not running.
+        """
+        return self._port if self._running else None
+
+    def start(self, port: int, *, interface: str = "") -> int:
+        """
+        Listen on UDP port C{port}; return once listening.
+
+        @param port: 1-65535, or 0 for a free port.
+        @param interface: the address to listen on; all IPv4 addresses by
+            default, C{"::"} for IPv6 (and IPv4, where the system allows).
+        @return: the port listened on.
+        @raise StartError: with C{.code}: -1 already running, 10 bad port,
+            42 cannot listen (port in use, address not available).
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        reactorThread = self._reactorThreadObject = _reactorThread()
+        with self._startingOnce("server"):
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
+            listening = reactorThread.call(30.0, self._listen, port, interface)
+            self._outbox = _DatagramOutbox(reactorThread, self._sendNow)
+            self._stopDone.clear()
+            self._port = listening.getHost().port
+            self._running = True
+            self.log.info("Blocking UDP server listening on port {port}", port=self._port)
+            return self._port
+
+    def _listen(self, port: int, interface: str) -> Any:
+        # One core for the life of this object, so that peer ids stay
+        # unique across restarts.
+        if self._core is None:
+            self._core = DatagramServer(
+                **self._framing(),
+                peerIdleTimeout=self.peerIdleTimeout,
+                maxPeers=self.maxPeers,
+                onMessage=self._received,
+                onPeer=self._peerReady,
+                onPeerExpired=self._peerExpired,
+                reactor=self._reactorThreadObject.reactor,
+            )
+            self._counted = self._core
+        return self._core.listen(port, interface)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """
+        Stop listening, after sending what C{sendMsg} accepted, and forget
+        every peer: the closed worker runs for each, after its messages.
+        Returns once the port is closed and the closed workers have run, or
+        after C{timeout} seconds of waiting for them (a warning is logged;
+        they run when the workers before them return).
+
+        May be called from a worker: that peer's own closed worker then
+        runs after the calling worker returns.  Does nothing when not
+        running.
+
+        @param timeout: seconds to wait for the closed workers; C{None} waits
+            as long as they take.
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        if self._core is None:
+            return
+        reactorThread = _reactorThread()
+        with self._cond:
+            wasRunning = self._running
+            self._running = False
+        if wasRunning:
+            outbox = self._outbox
+            if outbox is not None:
+                outbox.close()
+            try:
+                reactorThread.call(30.0, self._stopListening)
+            finally:
+                self._port = None
+                self._stopDone.set()
+        else:
+            self._stopDone.wait(30.0)
+        if not self._waitForWorkers(timeout):
+            self.log.warn("stop(): closed workers still running after {timeout} s", timeout=timeout)
+
+    def _stopListening(self) -> Any:
+        assert self._core is not None
+        if self._outbox is not None:
+            self._outbox.drain()
+
+        def forget(result: object) -> object:
+            for peerId in list(self._peers):
+                self._peerExpired(peerId)
+            if self._summary is not None:
+                self._summary.stop()
+            return result
+
+        return self._core.stop().addBoth(forget)
+
+    # -- the reactor thread ---------------------------------------------------------
+
+    def _peerReady(self, peerId: int) -> _BlockingPeer:
+        peer = self._peers.get(peerId)
+        if peer is not None:
+            return peer
+        assert self._core is not None
+        peer = _BlockingPeer(peerId, self._core.clientAddress(peerId))
+        with self._cond:
+            self._peers[peerId] = peer
+            self._live[peerId] = peer
+        peer.executor.submit(self._runEstablished, peer)
+        return peer
+
+    def _received(self, peerId: int, message: bytes) -> None:
+        peer = self._peers.get(peerId)
+        if peer is None:
+            peer = self._peerReady(peerId)
+        self._handOver(peer, message, self._deliver)
+
+    def _peerExpired(self, peerId: int) -> None:
+        with self._cond:
+            peer = self._peers.pop(peerId, None)
+        if peer is not None:
+            peer.executor.submit(self._runClosed, peer)
+
+    def _sendNow(self, peerId: int, message: bytes) -> None:
+        core = self._core
+        if core is not None:
+            core.send(peerId, message)
+
+    # -- worker threads -----------------------------------------------------------
+
+    def _runEstablished(self, peer: _BlockingPeer) -> None:
+        clientId = peer.connectionId
+        self._callWorker("established", clientId, self._workOnEstablished, clientId)
+
+    def _deliver(self, item: tuple[_BlockingPeer, bytes]) -> None:
+        peer, message = item
+        try:
+            worker = self._workOnMessage
+            if worker is not None:
+                try:
+                    worker(peer.connectionId, message)
+                except Exception:
+                    self.log.failure(
+                        "The message worker raised for UDP peer {peerId}",
+                        peerId=peer.connectionId,
+                    )
+        finally:
+            self._delivered(peer, message)
+
+    def _runClosed(self, peer: _BlockingPeer) -> None:
+        clientId = peer.connectionId
+        try:
+            self._callWorker("closed", clientId, self._workOnClosed, clientId)
+        finally:
+            self._release(peer)
+
+    # -- any thread -------------------------------------------------------------------
+
+    def sendMsg(self, clientId: int, msg: bytes | str) -> bool:
+        """
+        Send a message to a peer, as one datagram (with C{messageAppend} and
+        the delimiter, if any).  The reactor thread sends it soon after; a
+        datagram the system then refuses (its send buffer full) is dropped
+        and counted (L{eventCounts}), as UDP drops datagrams anywhere on the
+        way.
+
+        @return: C{False}, and nothing sent, if the id is not a known peer,
+            the message holds the delimiter, or its datagram would be longer
+            than C{maxMessageLength}; or if the reactor thread did not catch
+            up with the messages queued before within 10 s.
+        """
+        if clientId not in self._peers:
+            return False
+        return self._queue(clientId, msg)
+
+    def getAllClientIds(self) -> list[int]:
+        """
+        The ids of the known peers, ascending.
+        """
+        with self._cond:
+            return sorted(self._peers)
+
+    def getClientIp(self, clientId: int) -> str:
+        """
+        The IP address (IPv4 or IPv6) of a known peer.
+
+        @raise ServerError: no such peer.
+        """
+        peer = self._peers.get(clientId)
+        if peer is None:
+            raise ServerError(f"No known UDP peer {clientId!r} to read the IP address from")
+        return peer.address[0]
+
+
+class _ServerPeer(DatagramPeer):
+    """
+    The server, as a L{UdpClient}'s core sees it: tells the client when the
+    core forgets it on its own (when the reactor closed the socket), so
+    that the client stops running rather than accept messages it can no
+    longer send.
+
+    @ivar owner: the client, set once connected.
+    """
+
+    __slots__ = ("owner",)
+
+    owner: UdpClient
+
+    def peerExpired(self) -> None:
+        owner: UdpClient | None = getattr(self, "owner", None)
+        if owner is not None:
+            owner._lost()
+
+
+class UdpClient(_UdpBase):
+    """
+    A UDP message client in the style of L{TcpClient}, as a thin shell over
+    L{tcpsc.DatagramClient}: a connected UDP socket, so that only the
+    server's datagrams are received.
+
+    With no delimiter (the default) each datagram is one message; with one,
+    a datagram holds one or more delimited messages.
+    """
+
+    def __init__(
+        self,
+        delimiter: bytes | str | int | None = None,
+        messageAppend: bytes | str = b"",
+        maxMessageLength: int = DEFAULT_MAX_DATAGRAM,
+    ) -> None:
+        """
+        @param delimiter: as for L{UdpServer}.
+        @param messageAppend: as for L{UdpServer}.
+        @param maxMessageLength: as for L{UdpServer}.
+        """
+        super().__init__(delimiter, messageAppend, maxMessageLength)
+        self._core: DatagramClient | None = None
+        self._peer: _BlockingPeer | None = None
+        self._connections = 0
+
+    def setWorkOnMessage(self, worker: Callable[[bytes], object] | None) -> None:
+        """
+        Call C{worker(message)} with each message received, on a worker
+        thread, in order, one at a time.
+        """
+        super().setWorkOnMessage(worker)
+
+    def start(self, host: str, port: int) -> None:
+        """
+        Resolve C{host} (IPv4 or IPv6) and connect a UDP socket to
+        C{host}:C{port}; return once it is connected.  No datagram is sent:
+        whether a server listens shows only when one answers.
+
+        @raise StartError: with C{.code}: -1 already running, 10 bad port,
+            50 cannot connect (such as a host name that does not resolve).
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        reactorThread = self._reactorThreadObject = _reactorThread()
+        with self._startingOnce("client"):
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise PortError(f"port {port!r} is outside 1-65535")
+            core = DatagramClient(
+                _ServerPeer,
+                **self._framing(),
+                onMessage=self._received,
+                reactor=reactorThread.reactor,
+            )
+            self._counted = core
+            self._connections += 1
+            # Ready before the socket is: the server may answer at once.
+            peer = self._peer = _BlockingPeer(self._connections, (host, port))
+            try:
+                protocol = reactorThread.call(30.0, self._connect, core, host, port)
+            except BaseException as e:
+                self._peer = None
+                if isinstance(e, TimeoutError):
+                    reactorThread.callFromThread(core.disconnect)
+                    raise ConnectError(f"connecting to {host}:{port} did not complete", 50) from e
+                raise
+            peer.address = protocol.address
+            with self._cond:
+                self._core = core
+                self._live[peer.connectionId] = peer
+                self._outbox = _DatagramOutbox(
+                    reactorThread, lambda target, message: core.send(message)
+                )
+                self._running = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """
+        Close the socket after sending what C{sendMsg} accepted; return once
+        it is closed and the message worker has had every message received
+        before (or after C{timeout} seconds of waiting for it).  Does
+        nothing when not running.
+
+        @raise ReactorThreadError: called from the reactor thread.
+        """
+        core = self._core
+        if core is None and not self._live:
+            return
+        reactorThread = _reactorThread()
+        with self._cond:
+            self._running = False
+            self._core = None
+            outbox = self._outbox
+        if outbox is not None:
+            outbox.close()
+        if core is not None:
+            reactorThread.call(30.0, self._disconnect, core)
+        if not self._waitForWorkers(timeout):
+            self.log.warn(
+                "stop(): the message worker still runs after {timeout} s", timeout=timeout
+            )
+
+    def _connect(self, core: DatagramClient, host: str, port: int) -> Deferred[DatagramPeer]:
+        def connected(peer: DatagramPeer) -> DatagramPeer:
+            if isinstance(peer, _ServerPeer):
+                peer.owner = self
+            return peer
+
+        return core.connect(host, port).addCallback(connected)
+
+    def _lost(self) -> None:
+        """
+        The core forgot the server on its own: stop running, after the
+        messages received before.
+        """
+        peer, self._peer = self._peer, None
+        if peer is None:
+            # stop() is disconnecting.
+            return
+        with self._cond:
+            self._running = False
+            outbox = self._outbox
+        if outbox is not None:
+            outbox.close()
+        peer.executor.submit(self._release, peer)
+
+    def _disconnect(self, core: DatagramClient) -> Any:
+        # In the reactor thread, so that no message is handed over after
+        # the release, which is queued after every message received.
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            peer.executor.submit(self._release, peer)
+        if self._outbox is not None:
+            self._outbox.drain()
+        if self._summary is not None:
+            self._summary.stop()
+        return core.disconnect()
+
+    # -- the reactor thread -------------------------------------------------------
+
+    def _received(self, message: bytes) -> None:
+        peer = self._peer
+        if peer is not None:
+            self._handOver(peer, message, self._deliver)
+
+    # -- worker threads -----------------------------------------------------------
+
+    def _deliver(self, item: tuple[_BlockingPeer, bytes]) -> None:
+        peer, message = item
+        try:
+            worker = self._workOnMessage
+            if worker is not None:
+                try:
+                    worker(message)
+                except Exception:
+                    self.log.failure("The client's message worker raised")
+        finally:
+            self._delivered(peer, message)
+
+    # -- any thread -------------------------------------------------------------------
+
+    def sendMsg(self, msg: bytes | str) -> bool:
+        """
+        Send a message to the server, as one datagram (with C{messageAppend}
+        and the delimiter, if any).
+
+        @return: C{False}, and nothing sent, if not running, the message
+            holds the delimiter, or its datagram would be longer than
+            C{maxMessageLength}; or if the reactor thread did not catch up
+            with the messages queued before within 10 s.
+        """
+        return self._queue(None, msg)
