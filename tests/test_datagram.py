@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import ISystemHandle
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, ISystemHandle
 from twisted.internet.task import Clock
 from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -45,6 +45,41 @@ from ._helpers import asyncTest, waitFor, within
 
 
 @implementer(ISystemHandle)
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _NamesResolver:
+    """
+    A host name resolver with a fixed table of names, as a hosts file: it
+    answers at once, with every address of the name.
+    """
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
+        resolutionReceiver.resolutionBegan(_Resolution(hostName))
+        for address in self.names.get(hostName, []):
+            kind = IPv6Address if ":" in address else IPv4Address
+            resolutionReceiver.addressResolved(kind("UDP", address, portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolutionReceiver
+
+
 class _FakeUDPPort:
     """
     A test transport for a UDP protocol: records each datagram written, with
@@ -844,15 +879,18 @@ class ClientTests(TestCase):
     @asyncTest
     async def test_connectByNameIPv6(self) -> None:
         """
-        With an IPv6 interface, a name resolves to its IPv6 address.
+        With an IPv6 interface, a name resolves to its IPv6 address, even
+        when it has an IPv4 one too.  The name is served by a resolver that
+        knows it (installed on the reactor, as a system's hosts file would
+        be): this machine's own C{localhost} may have no IPv6 address.
         """
         if not _hasIPv6():
             raise self.skipTest("no IPv6 loopback here")
-        if not any(info[0] == socket.AF_INET6 for info in socket.getaddrinfo("localhost", 1)):
-            raise self.skipTest("localhost has no IPv6 address here")
+        previous = reactor.installNameResolver(_NamesResolver({"both.test": ["127.0.0.1", "::1"]}))
+        self.addCleanup(reactor.installNameResolver, previous)
         port = await self._echo("::1")
         client, received = self._client()
-        peer = await within(client.connect("localhost", port, interface="::1"))
+        peer = await within(client.connect("both.test", port, interface="::1"))
         self.assertEqual(peer.address, ("::1", port))
         self.assertTrue(client.send("hi"))
         await waitFor(lambda: received == [b"hi"], what="the echo")
