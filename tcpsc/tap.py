@@ -331,6 +331,19 @@ class Options(usage.Options):
             "Seconds without traffic after which a connection is closed, or 'none'.",
         ],
         [
+            "udp-peer-timeout",
+            None,
+            _shown(_DEFAULTS.peerIdleTimeout),
+            "With --udp: seconds without a datagram after which a peer is forgotten, or 'none'.",
+        ],
+        [
+            "udp-max-peers",
+            None,
+            str(_DEFAULTS.maxPeers),
+            "With --udp: the most peers kept at once; when the table is full, the peer heard "
+            "from least recently is forgotten first.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -471,6 +484,22 @@ class Options(usage.Options):
             firstByte = "none" if listenOnly else _shown(_DEFAULTS.firstByteTimeout)
         self["first-byte-timeout"] = _positive("first-byte-timeout", str(firstByte), allowNone=True)
         self["idle-timeout"] = _positive("idle-timeout", str(self["idle-timeout"]), allowNone=True)
+        for name, default in (
+            ("udp-peer-timeout", _shown(_DEFAULTS.peerIdleTimeout)),
+            ("udp-max-peers", str(_DEFAULTS.maxPeers)),
+        ):
+            if not self["udp"] and str(self[name]) != default:
+                raise usage.UsageError(f"--{name} applies to --udp only: give --udp ADDRESS")
+        self["udp-peer-timeout"] = _positive(
+            "udp-peer-timeout", str(self["udp-peer-timeout"]), allowNone=True
+        )
+        self["udp-max-peers"] = _count(
+            "udp-max-peers",
+            str(self["udp-max-peers"]),
+            noneWords=(),
+            expected="a number of 1 or more",
+            quoteNumber=False,
+        )
         self["close-timeout"] = _positive(
             "close-timeout", str(self["close-timeout"]), allowNone=False
         )
@@ -1195,6 +1224,8 @@ def _settingsOf(options: Options) -> Settings:
         closeTimeout=options["close-timeout"],
         logConnections=not options["quiet-connections"],
         logEveryEvent=options["log-every-event"],
+        peerIdleTimeout=options["udp-peer-timeout"],
+        maxPeers=options["udp-max-peers"],
     )
     if not options["stream"]:
         if options["delimiter"] is not None:
@@ -1288,7 +1319,12 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         if len(framing) > 1:
             datagram = type(datagram.__name__, (datagram,), framing)
         try:
-            datagramServer = DatagramServer(datagram, reactor=reactor)
+            datagramServer = DatagramServer(
+                datagram,
+                reactor=reactor,
+                peerIdleTimeout=settings.peerIdleTimeout,
+                maxPeers=settings.maxPeers,
+            )
         except (TypeError, ValueError) as e:
             raise SystemExit(f"tcpsc: {e}") from None
     service = TcpscService(

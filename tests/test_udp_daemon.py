@@ -166,6 +166,35 @@ class OptionsTests(SynchronousTestCase):
         # Without --udp, as before.
         self.assertEqual(parse("-m", "65508")["max-length"], 65508)
 
+    def test_peerLimits(self) -> None:
+        """
+        C{--udp-peer-timeout} and C{--udp-max-peers} set the datagram
+        server's fields of the one settings value, whose defaults they show;
+        they apply to C{--udp} only, and a value out of range is a usage
+        error naming the option.
+        """
+        from tcpsc import Settings
+        from tcpsc.tap import _settingsOf
+
+        defaults = parse("--udp", "0")
+        self.assertEqual(
+            (defaults["udp-peer-timeout"], defaults["udp-max-peers"]),
+            (Settings().peerIdleTimeout, Settings().maxPeers),
+        )
+        options = parse("--udp", "0", "--udp-peer-timeout", "none", "--udp-max-peers", "2")
+        settings = _settingsOf(options)
+        self.assertEqual((settings.peerIdleTimeout, settings.maxPeers), (None, 2))
+        self.assertUsageError("--udp-max-peers", "2", match="--udp-max-peers applies to --udp only")
+        self.assertUsageError(
+            "--udp-peer-timeout", "5", match="--udp-peer-timeout applies to --udp only"
+        )
+        self.assertUsageError(
+            "--udp", "0", "--udp-max-peers", "0", match="--udp-max-peers 0: not a number of 1"
+        )
+        self.assertUsageError(
+            "--udp", "0", "--udp-peer-timeout", "0", match="--udp-peer-timeout '0': must be more"
+        )
+
     def test_help(self) -> None:
         """
         C{--help} shows C{--udp} and the default port's rule.
@@ -242,6 +271,20 @@ class DaemonTests(SynchronousTestCase):
         self.assertEqual(second.receive(), b"")
         first.send(b"again")
         self.assertEqual(first.receive(), b"again")
+        self.assertStopsOnSigterm(daemon)
+        self.assertIn("forgetting 2 UDP peers", daemon.output)
+
+    def test_maxPeers(self) -> None:
+        """
+        C{--udp-max-peers 2}: of three peers, the daemon keeps the two heard
+        from last (each is echoed), and says so when it stops.
+        """
+        daemon = Daemon(self, "--udp", "127.0.0.1:0", "--udp-max-peers", "2")
+        port = _udpPort(daemon)
+        for index in range(3):
+            peer = _UDPPeer(self, port)
+            peer.send(b"peer %d" % index)
+            self.assertEqual(peer.receive(), b"peer %d" % index)
         self.assertStopsOnSigterm(daemon)
         self.assertIn("forgetting 2 UDP peers", daemon.output)
 
