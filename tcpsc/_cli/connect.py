@@ -28,16 +28,12 @@ messages.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from tcpsc import (
     Client,
@@ -57,6 +53,7 @@ from .common import (
     secondsArgument,
     secondsOrZeroArgument,
 )
+from .terminal import Terminal, Throttle, beginLogging, runCommand
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -116,72 +113,6 @@ def _note(message: str) -> None:
     print(f"tcpsc connect: {message}", file=sys.stderr, flush=True)
 
 
-@implementer(IPushProducer)
-class _Throttle:
-    """
-    Pauses one side while the other cannot keep up: registered as the
-    producer of a consumer it does not own, so C{stopProducing} (called when
-    that consumer goes away) only lets the producer run again.
-    """
-
-    def __init__(self, pause: Any, resume: Any) -> None:
-        self._pause = pause
-        self._resume = resume
-
-    def pauseProducing(self) -> None:
-        self._pause()
-
-    def resumeProducing(self) -> None:
-        self._resume()
-
-    def stopProducing(self) -> None:
-        self._resume()
-
-
-@implementer(IHalfCloseableProtocol)
-class _Terminal(Protocol):
-    """
-    Standard input and output: splits input into lines for the session,
-    and tells it when input ends or output is closed.
-    """
-
-    def __init__(self, session: _Session) -> None:
-        self._session = session
-        self._buffer = bytearray()
-        self._dropping = False
-        self.closed: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            at = self._buffer.find(b"\n")
-            if at < 0:
-                break
-            line = bytes(self._buffer[:at])
-            del self._buffer[: at + 1]
-            if self._dropping:
-                self._dropping = False
-                continue
-            self._session.lineReceived(line.removesuffix(b"\r"))
-        if len(self._buffer) > _MAX_LINE:
-            _note(f"input line longer than {_MAX_LINE} bytes: dropped")
-            self._buffer.clear()
-            self._dropping = True
-
-    def readConnectionLost(self) -> None:
-        if self._buffer and not self._dropping:
-            self._session.lineReceived(bytes(self._buffer).removesuffix(b"\r"))
-        self._buffer.clear()
-        self._session.inputEnded()
-
-    def writeConnectionLost(self) -> None:
-        self._session.outputClosed()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.closed.called:
-            self.closed.callback(None)
-
-
 class _Session:
     """
     One run of C{tcpsc connect}: the client, standard input and output, and
@@ -203,7 +134,7 @@ class _Session:
         self.interactive = interactive
         self.done: Deferred[int] = Deferred()
         self.client: Any = None
-        self.terminal = _Terminal(self)
+        self.terminal = Terminal(self, "connect")
         self.stdio: Any = None
         self._inputEnded = False
         self._stdoutClosed = False
@@ -233,11 +164,11 @@ class _Session:
         self._sentHere = self._receivedHere = False
         stdio = self.stdio
         protocol.transport.registerProducer(
-            _Throttle(stdio.pauseProducing, stdio.resumeProducing), True
+            Throttle(stdio.pauseProducing, stdio.resumeProducing), True
         )
         if not self._stdoutClosed:
             stdio.unregisterProducer()
-            stdio.registerProducer(_Throttle(protocol.pauseReading, protocol.resumeReading), True)
+            stdio.registerProducer(Throttle(protocol.pauseReading, protocol.resumeReading), True)
 
     def closed(self, reason: Failure) -> None:
         if self._finishing:
@@ -392,38 +323,7 @@ async def _main(
     return await session.done
 
 
-def _beginLogging(verbose: bool) -> None:
-    """
-    Show tcpsc's and Twisted's warnings and errors on standard error, one
-    line each (no tracebacks), prefixed like the command's own messages.
-    """
-    from twisted.logger import (
-        FileLogObserver,
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        formatEvent,
-        globalLogBeginner,
-    )
-
-    def format(event: dict[str, Any]) -> str:
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += f": {failure.getErrorMessage()}"
-        return f"tcpsc connect: {text}\n"
-
-    levels: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    if verbose:
-        levels.setLogLevelForNamespace("tcpsc", LogLevel.info)
-    output: Any = FileLogObserver(sys.stderr, format)
-    observer: Any = FilteringLogObserver(output, [levels])
-    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
-
-
 def run(args: argparse.Namespace) -> int:
-    import signal
-
     target = parseTarget(args.host, args.port)
     tls = None
     if args.tls:
@@ -433,52 +333,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.ca or args.cert or args.key:
         raise UsageError("--ca, --cert and --key apply only with --tls")
 
-    from twisted.internet import reactor as globalReactor
+    from twisted.internet import reactor
+    from twisted.logger import LogLevel
 
-    reactor: Any = globalReactor
-    _beginLogging(verbose=args.verbose)
+    beginLogging("connect", args.verbose, quiet=LogLevel.warn)
     session = _Session(reactor, args, interactive=sys.stdin.isatty(), target=target)
-    outcome: list[object] = []
-    signals: list[int] = []
-
-    def stopReactor(_: object = None) -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def interrupted() -> None:
-        session.interrupt()
-        stopReactor()
-
-    def onSignal(number: int, frame: object) -> None:
-        if signals:
-            # A second signal while the first one's stop is under way.
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-            return
-        signals.append(number)
-        reactor.callFromThread(interrupted)
-
-    def start() -> None:
-        d = Deferred.fromCoroutine(_main(reactor, args, session, args.delimiter, tls))
-        d.addBoth(outcome.append)
-        d.addBoth(stopReactor)
-
-    # The command's own handlers instead of the reactor's: a signal ends
-    # the run quietly, and the exit status says which signal it was.
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, onSignal)
-    reactor.callWhenRunning(start)
-    reactor.run(installSignalHandlers=False)
-    if signals:
-        if signals[0] == signal.SIGTERM:
-            # As twistd does: die of the signal, after a clean stop.
-            sys.stderr.flush()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return 130
-    if not outcome:
-        return 130
-    result = outcome[0]
-    if isinstance(result, Failure):
-        result.raiseException()
-    return int(result)  # type: ignore[call-overload]
+    return runCommand(
+        lambda reactor: _main(reactor, args, session, args.delimiter, tls), session.interrupt
+    )

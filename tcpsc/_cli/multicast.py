@@ -46,8 +46,8 @@ from tcpsc import MulticastReceiver, MulticastSender, StartError
 from tcpsc.tap import OutOfRange, parseCount, parseHostPort
 
 from .common import CommandError, UsageError
-from .connect import _Terminal
-from .udp import addDatagramOptions, beginLogging, note, runCommand, sendLine
+from .terminal import Terminal, beginLogging, runCommand
+from .udp import addDatagramOptions, note, sendLine
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -172,7 +172,7 @@ class _Send:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.sender: Any = None
-        self.terminal = _Terminal(self)  # type: ignore[arg-type]
+        self.terminal = Terminal(self, f"multicast {args.mode}")
         self.done: Deferred[int] = Deferred()
         self._finishing = False
 
@@ -263,7 +263,7 @@ class _Listen:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.receiver: Any = None
-        self.terminal = _Terminal(self)  # type: ignore[arg-type]
+        self.terminal = Terminal(self, f"multicast {args.mode}")
         self.stdio: Any = None
         self.done: Deferred[int] = Deferred()
         self.received = 0

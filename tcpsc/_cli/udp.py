@@ -29,20 +29,16 @@ messages.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from tcpsc import DEFAULT_MAX_DATAGRAM, DatagramClient, DatagramPeer, StartError
 from tcpsc.tap import DELIMITER_HELP, parseCount, parseDelimiter
 
 from .common import CommandError, UsageError, secondsOrZeroArgument
-from .connect import _Terminal, _Throttle
+from .terminal import Terminal, Throttle, beginLogging, runCommand
 
 __all__ = ["SUMMARY", "configure", "run"]
 
@@ -157,37 +153,6 @@ def sendLine(sender: Any, line: bytes, delimiter: bytes | None, maxLength: int) 
     return f"not sent ({', '.join(grown) or 'not connected'})"
 
 
-def beginLogging(command: str, verbose: bool) -> None:
-    """
-    Show Twisted's and tcpsc's errors on standard error, one line each (no
-    tracebacks), prefixed like the command's own messages; with
-    C{verbose}, tcpsc's warnings and information too.  The commands say
-    themselves what a user needs to know of the datagrams (refused, too
-    long), so that it is said once.
-    """
-    from twisted.logger import (
-        FileLogObserver,
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        formatEvent,
-        globalLogBeginner,
-    )
-
-    def format(event: dict[str, Any]) -> str:
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += f": {failure.getErrorMessage()}"
-        return f"tcpsc {command}: {text}\n"
-
-    levels: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
-    levels.setLogLevelForNamespace("tcpsc", LogLevel.info if verbose else LogLevel.error)
-    output: Any = FileLogObserver(sys.stderr, format)
-    observer: Any = FilteringLogObserver(output, [levels])
-    globalLogBeginner.beginLoggingTo([observer], discardBuffer=True, redirectStandardIO=False)
-
-
 class _ServerPeer(DatagramPeer):
     """
     The server, as the command's client sees it: what it sends goes to the
@@ -221,7 +186,7 @@ class _Session:
         self.interactive = interactive
         self.done: Deferred[int] = Deferred()
         self.client: Any = None
-        self.terminal = _Terminal(self)  # type: ignore[arg-type]
+        self.terminal = Terminal(self, "udp")
         self.stdio: Any = None
         self._inputEnded = False
         self._stdoutClosed = False
@@ -358,64 +323,9 @@ async def _main(reactor: Any, args: argparse.Namespace, session: _Session) -> in
         note("udp", f"sending to UDP {args.target}; type messages, Ctrl-D to quit")
     stdio = session.stdio
     # Output that cannot be written pauses the input: replies answer lines.
-    stdio.registerProducer(_Throttle(stdio.pauseProducing, stdio.resumeProducing), True)
+    stdio.registerProducer(Throttle(stdio.pauseProducing, stdio.resumeProducing), True)
     stdio.resumeProducing()
     return await session.done
-
-
-def runCommand(
-    start: Callable[[Any], Coroutine[Any, Any, int]], interrupt: Callable[[], None]
-) -> int:
-    """
-    Run C{start(reactor)} on the global reactor and return its exit status.
-
-    SIGINT ends the run with 130 and SIGTERM with the signal itself (after
-    the reactor stopped), as C{tcpsc connect} and twistd do; C{interrupt}
-    is called first, so that what ends on the way is not reported.
-    """
-    from twisted.internet import reactor as globalReactor
-
-    reactor: Any = globalReactor
-    outcome: list[object] = []
-    signals: list[int] = []
-
-    def stopReactor(_: object = None) -> None:
-        if reactor.running:
-            reactor.stop()
-
-    def interrupted() -> None:
-        interrupt()
-        stopReactor()
-
-    def onSignal(number: int, frame: object) -> None:
-        if signals:
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-            return
-        signals.append(number)
-        reactor.callFromThread(interrupted)
-
-    def begin() -> None:
-        d = Deferred.fromCoroutine(start(reactor))
-        d.addBoth(outcome.append)
-        d.addBoth(stopReactor)
-
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, onSignal)
-    reactor.callWhenRunning(begin)
-    reactor.run(installSignalHandlers=False)
-    if signals:
-        if signals[0] == signal.SIGTERM:
-            sys.stderr.flush()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return 130
-    if not outcome:
-        return 130
-    result = outcome[0]
-    if isinstance(result, Failure):
-        result.raiseException()
-    return int(result)  # type: ignore[call-overload]
 
 
 def run(args: argparse.Namespace) -> int:
