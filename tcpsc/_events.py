@@ -46,6 +46,8 @@ KINDS: dict[str, str] = {
     "nothing received in time (firstByteTimeout)",
     "tlsClientOnPlainPort": "Closed {count} more connection{s} in the last {period} s: "
     "a TLS client connected to a plain port",
+    "proxyHeader": "Refused {count} more connection{s} in the last {period} s on "
+    "PROXY-protocol ports: no valid PROXY header",
     "workerBehind": "Dropped {count} more message{s} in the last {period} s: "
     "their UDP peer's worker was too far behind",
     "messageTooLong": "Dropped {count} more message{s} in the last {period} s: "

@@ -68,6 +68,7 @@ REFUSAL_REASONS: dict[str, str] = {
     "maxConnectionsPerPeer": "per_peer_limit",
     "allowedClients": "allow_list",
     "tlsClientOnPlainPort": "tls_client_on_plain_port",
+    "proxyHeader": "proxy_header",
 }
 
 #: C{tcpsc_messages_dropped_total{reason}}.

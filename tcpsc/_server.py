@@ -41,6 +41,7 @@ from ._events import EventSummary, plural
 from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
 from ._memory import canReleaseMemory, releaseFreeMemory
 from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
+from ._proxy import ProxyHeaderReceiver, proxiedDescription
 from ._reactor import defaultReactor
 from ._registry import LocalRegistry
 from ._settings import (
@@ -181,6 +182,11 @@ class _ListeningFactory(Factory):
     and that in Twisted's L{TimeoutProtocol} when the server has an idle
     timeout (outermost, so that any bytes, handshake included, count as
     activity).
+
+    On a PROXY-protocol port (C{proxy}) the connection is accepted with a
+    L{ProxyHeaderReceiver} instead, counted against C{maxConnections} from
+    then on; the connection itself, with the limit per peer address, is
+    built once its header gave the client's address.
     """
 
     noisy = False
@@ -190,10 +196,12 @@ class _ListeningFactory(Factory):
         server: Server,
         tlsFactory: TLSMemoryBIOFactory | None,
         allowedClients: frozenset[str] | None = None,
+        proxy: bool = False,
     ) -> None:
         self._server = server
         self._tlsFactory = tlsFactory
         self._allowedClients = allowedClients
+        self._proxy = proxy
         self._timeoutFactory = (
             _IdleTimeoutFactory(server, server.idleTimeout)
             if server.idleTimeout is not None
@@ -204,6 +212,15 @@ class _ListeningFactory(Factory):
         return self._server.logPrefix()
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
+        if self._proxy:
+            return self._server._acceptProxied(addr, self.buildConnection)
+        return self.buildConnection(addr)
+
+    def buildConnection(self, addr: IAddress | None) -> Any:
+        """
+        The protocol of a connection from C{addr}, with its wrappers; or
+        C{None} if a limit refuses it.
+        """
         connection = self._server._buildConnection(
             addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients
         )
@@ -484,6 +501,8 @@ class Server(Factory):
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
         self._firstByteTimers: dict[int, IDelayedCall] = {}
+        # Connections of PROXY-protocol ports whose header is not read yet.
+        self._awaitingHeader: set[ProxyHeaderReceiver] = set()
         # Connections the server refused after their handshake and logged
         # then: nothing more is logged when they are gone.
         self._refusedAndLogged: set[int] = set()
@@ -577,7 +596,12 @@ class Server(Factory):
 
         @param port: a port number (0 picks a free one), a Twisted server
             endpoint description such as C{"tcp:8081:interface=::1"}, or an
-            endpoint.
+            endpoint.  A description that starts with C{haproxy:}, such as
+            C{"haproxy:tcp:8081"}, listens on the rest of it for a load
+            balancer that sends the PROXY protocol (version 1 or 2): each
+            connection must start with a PROXY header, and the client's
+            address it gives is the connection's peer address everywhere
+            (limits, log lines, L{clientAddress}); see L{tcpsc._proxy}.
         @param interface: the address to bind a port number to: all IPv4
             addresses by default; an IPv6 address (such as C{"::"}) listens on
             IPv6.
@@ -586,6 +610,9 @@ class Server(Factory):
             (10), L{CertificateLoadError} (30-35) or L{ListenError} (42).
         """
         try:
+            proxied = proxiedDescription(port)
+            if proxied is not None:
+                port = proxied
             endpoint = serverEndpoint(self._reactor, port, interface, self.log)
             factory = None
             creator = None
@@ -600,7 +627,7 @@ class Server(Factory):
         except Exception:
             return fail()
         listening = _ListeningFactory(
-            self, factory, tls.allowedClients if tls is not None else None
+            self, factory, tls.allowedClients if tls is not None else None, proxied is not None
         )
 
         def listening_(p: IListeningPort) -> IListeningPort:
@@ -613,7 +640,8 @@ class Server(Factory):
                 "Listening on {address} ({mode}{tls})",
                 address=describeAddress(address),
                 mode="continuous" if issubclass(self.protocol, StreamProtocol) else "fragmented",  # type: ignore[arg-type]
-                tls=(", TLS 1.3" if tls is not None else "")
+                tls=(", PROXY protocol" if proxied is not None else "")
+                + (", TLS 1.3" if tls is not None else "")
                 + (
                     f", clients allowed: {', '.join(sorted(allowed)) or 'none'}"
                     if allowed is not None
@@ -713,6 +741,9 @@ class Server(Factory):
         ports, self._ports = self._ports, []
         self._tlsPorts.clear()
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
+        for receiver in list(self._awaitingHeader):
+            # Nothing of theirs reached the application: closed at once.
+            receiver.close()
         self._registry.broadcaster.stop()
         if not self._registry.openCount():
             return stopped.addCallback(self._stopTimers)
@@ -772,7 +803,7 @@ class Server(Factory):
     ) -> _ConnectionBase | None:
         settings = self._settings
         registry = self._registry
-        opened = registry.openCount()
+        opened = registry.openCount() + len(self._awaitingHeader)
         if opened >= settings.maxConnections:
             self._events.record(
                 "maxConnections",
@@ -823,6 +854,45 @@ class Server(Factory):
         else:
             self._watchFirstBytes(protocol, connectionId)
         return protocol
+
+    def _acceptProxied(
+        self, addr: IAddress | None, build: Callable[[IAddress], Any]
+    ) -> ProxyHeaderReceiver | None:
+        """
+        A connection accepted on a PROXY-protocol port from C{addr} (the
+        load balancer): refused at once over C{maxConnections}, which counts
+        it from now on; otherwise read its PROXY header first, within
+        C{firstByteTimeout} (or its default, 10 s, when that is off: the
+        header comes from the load balancer, whatever the client does), and
+        then C{build} the connection with the client's address, which
+        applies the limit per peer address to the client.  The first-byte
+        and handshake timeouts of the connection start then.
+        """
+        settings = self._settings
+        opened = self._registry.openCount() + len(self._awaitingHeader)
+        if opened >= settings.maxConnections:
+            self._events.record(
+                "maxConnections",
+                "Refused a connection from {peer} (a load balancer; the client's address "
+                "comes in the PROXY header, not read yet): the connection limit is reached "
+                "({open} open, maxConnections {maxConnections})",
+                peer=describeAddress(addr),
+                reason="maxConnections",
+                open=opened,
+                maxConnections=settings.maxConnections,
+            )
+            return None
+        timeout = settings.firstByteTimeout
+        receiver = ProxyHeaderReceiver(
+            self._reactor,
+            timeout if timeout is not None else DEFAULT_FIRST_BYTE_TIMEOUT,
+            self._events,
+            lambda peer, host: build(peer),
+            self._awaitingHeader.discard,
+            self.logPrefix(),
+        )
+        self._awaitingHeader.add(receiver)
+        return receiver
 
     def _watchFirstBytes(self, protocol: _ConnectionBase, connectionId: int) -> None:
         """
@@ -1296,6 +1366,7 @@ class Server(Factory):
     def openConnections(self) -> int:
         """
         How many connections are open, including those still in the TLS
-        handshake.
+        handshake, and on PROXY-protocol ports those whose PROXY header is
+        not read yet: those L{maxConnections} counts.
         """
-        return self._registry.openCount()
+        return self._registry.openCount() + len(self._awaitingHeader)

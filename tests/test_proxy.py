@@ -1,0 +1,555 @@
+"""
+The PROXY protocol: a server's C{haproxy:} port takes the client's address
+from the header a load balancer sends first, everywhere it uses one (log
+lines, C{clientAddress}, the limit per peer address, the TLS allow-list's
+refusals), and refuses, and logs once per kind, a connection without a
+valid header.
+
+Three levels: the parser's outcomes on header bytes built by hand; the
+server's side of a connection over L{StringTransport} with a L{Clock}
+(timeouts, limits, a header split over many reads); and real sockets on
+loopback: raw peers that send headers themselves, a real C{haproxy}
+(L{tests._haproxy}) with C{send-proxy} and C{send-proxy-v2} in front of a
+server in this process and of the C{twistd} daemon, plain and TLS, and the
+configuration the README shows, run with two daemons.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import struct
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpsc import MessageProtocol, Server
+from tcpsc._events import KINDS
+from tcpsc._proxy import (
+    V1_MAX_LENGTH,
+    V2_SIGNATURE,
+    ProxyHeaderError,
+    parseProxyHeader,
+    proxiedDescription,
+)
+from tcpsc._server import _ListeningFactory
+from tests._haproxy import HAProxy, freePort, requireHAProxy
+from tests._helpers import certificates
+from tests.test_daemon import Daemon
+from tests.test_guarantees_support import (
+    SHORT,
+    Echo,
+    GuaranteeTestCase,
+    asyncTest,
+    waitFor,
+    within,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Bound of every blocking socket operation.
+TIMEOUT = 30.0
+#: The load balancer's address in the tests over StringTransport.
+BALANCER = IPv4Address("TCP", "10.1.1.1", 40000)
+
+
+def v1(source: str, destination: str, sourcePort: int, destinationPort: int) -> bytes:
+    """
+    A version 1 header, as the specification spells it.
+    """
+    protocol = "TCP6" if ":" in source else "TCP4"
+    return f"PROXY {protocol} {source} {destination} {sourcePort} {destinationPort}\r\n".encode()
+
+
+def v2(
+    source: str | None,
+    destination: str | None = None,
+    sourcePort: int = 0,
+    destinationPort: int = 0,
+    *,
+    command: int = 1,
+    family: int | None = None,
+    transport: int = 1,
+    extra: bytes = b"",
+) -> bytes:
+    """
+    A version 2 header, byte by byte: the signature, version 2 and the
+    command, the family and transport, the length, the addresses and ports
+    (packed), and C{extra} (TLVs, say).
+    """
+    block = b""
+    if source is not None:
+        assert destination is not None
+        kind = socket.AF_INET6 if ":" in source else socket.AF_INET
+        if family is None:
+            family = 2 if kind == socket.AF_INET6 else 1
+        block = (
+            socket.inet_pton(kind, source)
+            + socket.inet_pton(kind, destination)
+            + struct.pack("!HH", sourcePort, destinationPort)
+        )
+    elif family is None:
+        family = 0
+    block += extra
+    return (
+        V2_SIGNATURE
+        + bytes([0x20 | command, (family << 4) | transport])
+        + struct.pack("!H", len(block))
+        + block
+    )
+
+
+class ParserTests(SynchronousTestCase):
+    """
+    L{parseProxyHeader}: what each header gives, and every fault named.
+    """
+
+    def test_v1(self) -> None:
+        header = v1("203.0.113.5", "10.0.0.1", 4000, 8081)
+        parsed = parseProxyHeader(header + b"hello\n")
+        assert parsed is not None
+        self.assertEqual(parsed.version, 1)
+        self.assertEqual(parsed.source, IPv4Address("TCP", "203.0.113.5", 4000))
+        self.assertEqual(parsed.destination, IPv4Address("TCP", "10.0.0.1", 8081))
+        self.assertEqual(parsed.length, len(header))
+
+    def test_v1IPv6(self) -> None:
+        parsed = parseProxyHeader(v1("2001:db8:0:0::7", "::1", 65535, 0))
+        assert parsed is not None
+        # The address as Python writes it (compressed), as a socket's is.
+        self.assertEqual(parsed.source, IPv6Address("TCP", "2001:db8::7", 65535))
+        self.assertEqual(parsed.destination, IPv6Address("TCP", "::1", 0))
+
+    def test_v1Unknown(self) -> None:
+        """
+        C{UNKNOWN}: the connection's own addresses stand (a health check).
+        """
+        parsed = parseProxyHeader(b"PROXY UNKNOWN whatever follows\r\n")
+        assert parsed is not None
+        self.assertIsNone(parsed.source)
+        self.assertIsNone(parsed.destination)
+
+    def test_v2(self) -> None:
+        header = v2("198.51.100.9", "10.0.0.1", 5555, 443)
+        parsed = parseProxyHeader(header + b"\x16\x03\x01")
+        assert parsed is not None
+        self.assertEqual(parsed.version, 2)
+        self.assertEqual(parsed.source, IPv4Address("TCP", "198.51.100.9", 5555))
+        self.assertEqual(parsed.destination, IPv4Address("TCP", "10.0.0.1", 443))
+        self.assertEqual(parsed.length, len(header))
+
+    def test_v2IPv6WithTLVs(self) -> None:
+        """
+        TLVs after the addresses are skipped: the header ends where its
+        length says.
+        """
+        header = v2("2001:db8::1", "2001:db8::2", 1, 2, extra=b"\x04\x00\x03abc")
+        parsed = parseProxyHeader(header + b"x")
+        assert parsed is not None
+        self.assertEqual(parsed.source, IPv6Address("TCP", "2001:db8::1", 1))
+        self.assertEqual(parsed.length, len(header))
+
+    def test_v2LocalAndUnspec(self) -> None:
+        """
+        C{LOCAL} (the load balancer's health check), whatever its address
+        block holds, and C{UNSPEC}: the connection's own addresses stand.
+        """
+        for header in (
+            v2(None, command=0),
+            v2("192.0.2.1", "192.0.2.2", 1, 2, command=0),
+            v2(None),
+        ):
+            parsed = parseProxyHeader(header)
+            assert parsed is not None
+            self.assertIsNone(parsed.source)
+            self.assertEqual(parsed.length, len(header))
+
+    def test_incomplete(self) -> None:
+        """
+        Every proper start of a header asks for more bytes: a header split
+        over any number of reads is read whole.
+        """
+        for header in (v1("192.0.2.1", "192.0.2.2", 1, 2), v2("::1", "::2", 3, 4)):
+            for end in range(len(header)):
+                self.assertIsNone(parseProxyHeader(header[:end]), (header, end))
+
+    def assertFault(self, data: bytes, kind: str, words: str) -> None:
+        with self.assertRaises(ProxyHeaderError) as raised:
+            parseProxyHeader(data)
+        self.assertEqual(raised.exception.kind, kind)
+        self.assertIn(words, str(raised.exception))
+
+    def test_notAHeader(self) -> None:
+        self.assertFault(b"GET / HTTP/1.1\r\n", "not a PROXY header", "b'GET / HTTP/1.1\\r\\n'")
+        self.assertFault(b"PROXX TCP4", "not a PROXY header", "PROXX")
+        self.assertFault(b"\r\n\r\nX", "not a PROXY header", "first bytes")
+        self.assertFault(
+            b"\x16\x03\x01\x02\x00", "a TLS ClientHello instead of a PROXY header", "ClientHello"
+        )
+
+    def test_v1Faults(self) -> None:
+        malformed = "malformed PROXY v1 line"
+        self.assertFault(
+            b"PROXY TCP4 " + b"1" * V1_MAX_LENGTH, "PROXY v1 line too long", "107 bytes"
+        )
+        self.assertFault(b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n", malformed, "CRLF")
+        self.assertFault(b"PROXY UDP4 1.2.3.4 1.2.3.4 1 2\r\n", malformed, "TCP4, TCP6")
+        self.assertFault(b"PROXY TCP4 1.2.3.4 1.2.3.4 1\r\n", malformed, "two ports")
+        self.assertFault(b"PROXY TCP4  1.2.3.4 1.2.3.4 1 2\r\n", malformed, "single spaces")
+        self.assertFault(b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\n", malformed, "not TCP4")
+        self.assertFault(b"PROXY TCP4 ::1 ::1 1 2\r\n", malformed, "not TCP4")
+        self.assertFault(b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", malformed, "not TCP6")
+        self.assertFault(b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n", malformed, "0-65535")
+        self.assertFault(b"PROXY TCP4 1.2.3.4 1.2.3.4 -1 2\r\n", malformed, "0-65535")
+        self.assertFault(b"PROXY TCP4 1.2.3.4 1.2.3.4 1 x\r\n", malformed, "0-65535")
+        self.assertFault(b"PROXY TCP4 \xff.2.3.4 1.2.3.4 1 2\r\n", malformed, "not TCP4")
+
+    def test_v2Faults(self) -> None:
+        header = v2("192.0.2.1", "192.0.2.2", 1, 2)
+        self.assertFault(
+            header[:12] + b"\x10" + header[13:], "unsupported PROXY version", "version 1"
+        )
+        self.assertFault(
+            header[:12] + b"\x22" + header[13:], "unknown PROXY v2 command", "command 2"
+        )
+        self.assertFault(v2(None, family=3), "unsupported PROXY v2 address family", "UNIX socket")
+        self.assertFault(
+            v2("192.0.2.1", "192.0.2.2", 1, 2, transport=2), "PROXY v2 not for a stream", "datagram"
+        )
+        self.assertFault(
+            V2_SIGNATURE + b"\x21\x11\x00\x04" + b"\x00" * 4,
+            "PROXY v2 addresses missing",
+            "too short",
+        )
+        self.assertFault(
+            V2_SIGNATURE + b"\x21\x21\x00\x0c" + b"\x00" * 12,
+            "PROXY v2 addresses missing",
+            "IPv6",
+        )
+
+    def test_description(self) -> None:
+        self.assertEqual(proxiedDescription("haproxy:tcp:8081"), "tcp:8081")
+        self.assertEqual(
+            proxiedDescription("haproxy:tcp6:0:interface=\\:\\:1"), "tcp6:0:interface=\\:\\:1"
+        )
+        self.assertIsNone(proxiedDescription("tcp:8081"))
+        self.assertIsNone(proxiedDescription(8081))
+
+    def test_eventKind(self) -> None:
+        """
+        The refusals have their summary, and their metric label.
+        """
+        from tcpsc._metrics import REFUSAL_REASONS
+
+        self.assertIn("proxyHeader", KINDS)
+        self.assertEqual(REFUSAL_REASONS["proxyHeader"], "proxy_header")
+
+
+class Collect(MessageProtocol):
+    """
+    Keeps the messages it receives, and echoes them.
+    """
+
+    def messageReceived(self, message: bytes) -> None:
+        self.sendMessage(message)
+
+
+class ReceiverTests(SynchronousTestCase):
+    """
+    A server's PROXY-protocol port, one connection at a time over
+    L{StringTransport}, on a L{Clock}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def server(self, **kwargs: Any) -> tuple[Server, _ListeningFactory]:
+        server = Server(Collect, reactor=self.clock, **kwargs)
+        return server, _ListeningFactory(server, None, proxy=True)
+
+    def accept(
+        self, listening: _ListeningFactory, peer: IPv4Address = BALANCER
+    ) -> tuple[Any, StringTransport]:
+        protocol = listening.buildProtocol(peer)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "10.0.0.1", 8081), peerAddress=peer
+        )
+        if protocol is not None:
+            protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_headerOverManyReads(self) -> None:
+        """
+        A header split into single bytes, and a message in the read that
+        ends it: the connection is established with the client's address,
+        which C{clientAddress}, the log line and the transport give.
+        """
+        server, listening = self.server()
+        established: list[int] = []
+        server.onEstablished = established.append
+        protocol, transport = self.accept(listening)
+        data = v1("203.0.113.5", "10.0.0.1", 4000, 8081) + b"hello\n"
+        with capturedLogs() as events:
+            for byte in data[:-7]:
+                protocol.dataReceived(bytes([byte]))
+            self.assertEqual(established, [])
+            self.assertEqual(server.openConnections(), 1)
+            protocol.dataReceived(data[-7:])
+        self.assertEqual(established, [1])
+        self.assertEqual(server.clientAddress(1), ("203.0.113.5", 4000))
+        self.assertEqual(transport.value(), b"hello\n")
+        connection = server.connection(1)
+        self.assertEqual(connection.transport.getPeer(), IPv4Address("TCP", "203.0.113.5", 4000))
+        self.assertEqual(connection.transport.getHost(), IPv4Address("TCP", "10.0.0.1", 8081))
+        lines = [formatEvent(e) for e in events]
+        self.assertIn("Connection 1 from 203.0.113.5:4000 established", lines)
+
+    def test_v2IPv6(self) -> None:
+        server, listening = self.server()
+        protocol, transport = self.accept(listening)
+        protocol.dataReceived(v2("2001:db8::7", "2001:db8::1", 5000, 8081) + b"hi\n")
+        self.assertEqual(server.clientAddress(1), ("2001:db8::7", 5000))
+        self.assertEqual(transport.value(), b"hi\n")
+
+    def test_local(self) -> None:
+        """
+        A v2 C{LOCAL} header (the load balancer's own connection): the
+        connection is served with the load balancer's address, never one
+        the header's address block claims.
+        """
+        server, listening = self.server()
+        protocol, _ = self.accept(listening)
+        protocol.dataReceived(v2("192.0.2.66", "192.0.2.2", 1, 2, command=0))
+        self.assertEqual(server.clientAddress(1), (BALANCER.host, BALANCER.port))
+
+    def refusals(self, events: list[dict[str, Any]]) -> list[str]:
+        return [formatEvent(e) for e in events if e.get("reason") == "proxyHeader"]
+
+    def test_garbage(self) -> None:
+        """
+        Bytes that are not a header: refused at once (aborted), one line
+        naming the peer and why; the next ones of the same kind are
+        counted and summarised, not logged each.
+        """
+        server, listening = self.server()
+        with capturedLogs() as events:
+            for _ in range(3):
+                protocol, transport = self.accept(listening)
+                protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+                self.assertTrue(transport.disconnected)
+                self.assertEqual(transport.value(), b"")
+        self.assertEqual(
+            self.refusals(events),
+            [
+                "Refused the connection from 10.1.1.1:40000 on a PROXY-protocol port: its "
+                "first bytes are not a PROXY protocol header: b'GET / HTTP/1.1\\r\\n'"
+            ],
+        )
+        self.assertEqual(server.eventCounts["proxyHeader"], 3)
+        self.assertEqual(server.openConnections(), 0)
+        self.assertEqual(server.clientIds(), [])
+        with capturedLogs() as events:
+            self.clock.advance(5)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "Refused 2 more connections in the last 5 s on PROXY-protocol ports: no valid "
+                "PROXY header: not a PROXY header"
+            ],
+        )
+
+    def test_silent(self) -> None:
+        """
+        A peer that sends nothing, or part of a header, is closed when
+        C{firstByteTimeout} runs out, counted from the accept.
+        """
+        server, listening = self.server(firstByteTimeout=3)
+        silent, silentTransport = self.accept(listening)
+        partial, partialTransport = self.accept(listening)
+        partial.dataReceived(b"PROXY TCP4 192.0")
+        self.clock.advance(2.9)
+        self.assertFalse(silentTransport.disconnected)
+        with capturedLogs() as events:
+            self.clock.advance(0.1)
+        self.assertTrue(silentTransport.disconnected)
+        self.assertTrue(partialTransport.disconnected)
+        self.assertEqual(
+            self.refusals(events),
+            [
+                "Refused the connection from 10.1.1.1:40000 on a PROXY-protocol port: no "
+                "complete PROXY protocol header within 3 s (nothing received)"
+            ],
+        )
+        self.assertEqual(server.openConnections(), 0)
+
+    def test_boundWithoutFirstByteTimeout(self) -> None:
+        """
+        With C{firstByteTimeout} off, the header still has 10 s: it comes
+        from the load balancer, whatever the client does.
+        """
+        _, listening = self.server(firstByteTimeout=None)
+        _, transport = self.accept(listening)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+
+    def test_firstByteTimeoutFromTheHeader(self) -> None:
+        """
+        The connection's own first-byte timeout starts once the header is
+        read.
+        """
+        server, listening = self.server(firstByteTimeout=3)
+        protocol, transport = self.accept(listening)
+        self.clock.advance(2)
+        protocol.dataReceived(v1("192.0.2.1", "192.0.2.2", 1, 2))
+        self.clock.advance(2.9)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(server.clientIds(), [1])
+        with capturedLogs() as events:
+            self.clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(
+            "Closing connection 1 from 192.0.2.1:1: nothing received within 3 s (firstByteTimeout)",
+            [formatEvent(e) for e in events],
+        )
+
+    def test_closedBeforeTheHeader(self) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        server, listening = self.server()
+        protocol, _ = self.accept(listening)
+        protocol.dataReceived(b"PROXY TCP4")
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            self.refusals(events),
+            [
+                "Connection from 10.1.1.1:40000 on a PROXY-protocol port closed before it was "
+                "established: it closed after 10 bytes of a PROXY protocol header: "
+                "b'PROXY TCP4'"
+            ],
+        )
+        self.assertEqual(server.openConnections(), 0)
+
+    def test_maxConnectionsFromAccept(self) -> None:
+        """
+        A connection waiting for its header counts against
+        C{maxConnections}: the next one is refused at the accept.
+        """
+        server, listening = self.server(maxConnections=2)
+        first, _ = self.accept(listening)
+        self.accept(listening)
+        with capturedLogs() as events:
+            refused = listening.buildProtocol(BALANCER)
+        self.assertIsNone(refused)
+        self.assertEqual(
+            [e["reason"] for e in events if e.get("log_level") == LogLevel.warn],
+            ["maxConnections"],
+        )
+        first.dataReceived(v1("192.0.2.1", "192.0.2.2", 1, 2))
+        self.assertEqual(server.openConnections(), 2)
+        self.assertIsNone(listening.buildProtocol(BALANCER))
+
+    def test_perPeerOnTheClient(self) -> None:
+        """
+        C{maxConnectionsPerPeer} counts the clients' addresses from the
+        headers, not the load balancer's, which all connections share.
+        """
+        server, listening = self.server(maxConnectionsPerPeer=2)
+        transports = []
+        with capturedLogs() as events:
+            for port in (1, 2, 3):
+                protocol, transport = self.accept(listening)
+                protocol.dataReceived(v1("192.0.2.1", "10.0.0.1", port, 8081))
+                transports.append(transport)
+            other, otherTransport = self.accept(listening)
+            other.dataReceived(v1("192.0.2.2", "10.0.0.1", 1, 8081))
+        self.assertEqual(server.clientIds(), [1, 2, 3])
+        self.assertEqual(
+            [t.disconnected for t in transports] + [otherTransport.disconnected],
+            [False, False, True, False],
+        )
+        refused = [e for e in events if e.get("reason") == "maxConnectionsPerPeer"]
+        self.assertEqual(len(refused), 1)
+        self.assertEqual(refused[0]["host"], "192.0.2.1")
+        self.assertEqual(refused[0]["peer"], "192.0.2.1:3")
+
+    def test_stopClosesThoseWaiting(self) -> None:
+        server, listening = self.server()
+        _, transport = self.accept(listening)
+        with capturedLogs() as events:
+            server.stop()
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.refusals(events), [])
+        self.assertEqual(server.openConnections(), 0)
+
+
+class ServerTests(GuaranteeTestCase):
+    """
+    A L{Server} listening on C{haproxy:tcp:0:interface=127.0.0.1}, and raw
+    peers on loopback that send the headers themselves.
+    """
+
+    async def proxied(self, **kwargs: Any) -> tuple[Server, int]:
+        server = Server(Echo, **kwargs)
+        self.addCleanup(lambda: within(server.stop(), 30))
+        listening = await within(server.listen("haproxy:tcp:0:interface=127.0.0.1"))
+        return server, listening.getHost().port
+
+    @asyncTest
+    async def test_addresses(self) -> None:
+        events = self.captureLogs()
+        server, port = await self.proxied()
+        first = await self.connectRaw(port)
+        first.transport.write(v1("203.0.113.5", "127.0.0.1", 4000, port) + b"one\n")
+        second = await self.connectRaw(port)
+        second.transport.write(v2("2001:db8::7", "::1", 5000, port))
+        second.transport.write(b"two\n")
+        await waitFor(lambda: first.messages() == [b"one"] and second.messages() == [b"two"])
+        self.assertEqual(server.clientAddress(1), ("203.0.113.5", 4000))
+        self.assertEqual(server.clientAddress(2), ("2001:db8::7", 5000))
+        lines = [formatEvent(e) for e in events]
+        self.assertIn("Connection 1 from 203.0.113.5:4000 established", lines)
+        self.assertIn("Connection 2 from [2001:db8::7]:5000 established", lines)
+        self.assertTrue(
+            any(
+                re.fullmatch(r"Listening on 127.0.0.1:\d+ \(fragmented, PROXY protocol\)", line)
+                for line in lines
+            ),
+            lines,
+        )
+
+    @asyncTest
+    async def test_hostilePeers(self) -> None:
+        """
+        Garbage, an over-long v1 line, a silent peer: each closed, the
+        first two at once, the silent one by C{firstByteTimeout}; logged
+        with the peer's own address; nothing reaches the application.
+        """
+        events = self.captureLogs()
+        server, port = await self.proxied(firstByteTimeout=0.5)
+        garbage = await self.connectRaw(port)
+        garbage.transport.write(b"hello\n")
+        long = await self.connectRaw(port)
+        long.transport.write(b"PROXY TCP4 " + b"9" * 200 + b"\r\n")
+        silent = await self.connectRaw(port)
+        await within(garbage.lost)
+        await within(long.lost)
+        await within(silent.lost)
+        self.assertEqual(server.clientIds(), [])
+        self.assertEqual(server.eventCounts["proxyHeader"], 3)
+        warned = {
+            e["peer"]: e["why"] for e in self.warnings(events) if "proxyHeader" == e.get("reason")
+        }
+        self.assertIn("not a PROXY protocol header", warned[garbage.localAddress()])
+        # Logged in full once per kind of fault: the other kinds too.
+        self.assertIn("no line end within 107 bytes", warned[long.localAddress()])
+        self.assertIn("within 0.5 s", warned[silent.localAddress()])
+        self.assertEqual(bytes(garbage.received) + bytes(silent.received), b"")
