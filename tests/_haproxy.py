@@ -132,7 +132,7 @@ class HAProxy:
         """
         self._haproxy = requireHAProxy()
         self._test = test
-        self.directory = Path(test.mktemp())
+        self.directory = Path(test.mktemp()).resolve()
         self.directory.mkdir(parents=True)
         if config is None:
             assert backends is not None

@@ -39,11 +39,10 @@ from tcpsc._proxy import (
     proxiedDescription,
 )
 from tcpsc._server import _ListeningFactory
-from tests._haproxy import HAProxy, freePort, requireHAProxy
+from tests._haproxy import HAProxy, requireHAProxy
 from tests._helpers import certificates
 from tests.test_daemon import Daemon
 from tests.test_guarantees_support import (
-    SHORT,
     Echo,
     GuaranteeTestCase,
     asyncTest,
@@ -369,7 +368,7 @@ class ReceiverTests(SynchronousTestCase):
         C{firstByteTimeout} runs out, counted from the accept.
         """
         server, listening = self.server(firstByteTimeout=3)
-        silent, silentTransport = self.accept(listening)
+        _, silentTransport = self.accept(listening)
         partial, partialTransport = self.accept(listening)
         partial.dataReceived(b"PROXY TCP4 192.0")
         self.clock.advance(2.9)
@@ -553,3 +552,197 @@ class ServerTests(GuaranteeTestCase):
         self.assertIn("no line end within 107 bytes", warned[long.localAddress()])
         self.assertIn("within 0.5 s", warned[silent.localAddress()])
         self.assertEqual(bytes(garbage.received) + bytes(silent.received), b"")
+
+
+class HAProxyServerTests(GuaranteeTestCase):
+    """
+    A real HAProxy (C{send-proxy}: v1, C{send-proxy-v2}: v2) in front of a
+    L{Server} of this process; the clients connect to HAProxy from
+    127.0.0.2 and 127.0.0.3, HAProxy to the server from 127.0.0.1.
+    """
+
+    def setUp(self) -> None:
+        requireHAProxy()
+
+    async def proxied(self, **kwargs: Any) -> tuple[Server, int]:
+        server = Server(Echo, **kwargs)
+        self.addCleanup(lambda: within(server.stop(), 30))
+        listening = await within(server.listen("haproxy:tcp:0:interface=127.0.0.1"))
+        return server, listening.getHost().port
+
+    async def addresses(self, sendProxy: str) -> None:
+        events = self.captureLogs()
+        server, port = await self.proxied()
+        balancer = HAProxy(self, [port], sendProxy).start()
+        peers = [
+            await self.connectRaw(balancer.port, bindAddress=(host, 0))
+            for host in ("127.0.0.2", "127.0.0.3")
+        ]
+        for peer in peers:
+            peer.transport.write(b"hello\n")
+        await waitFor(lambda: all(peer.messages() == [b"hello"] for peer in peers))
+        # The real client sockets' own addresses (getsockname).
+        expected = sorted((p.transport.getHost().host, p.transport.getHost().port) for p in peers)
+        self.assertEqual(sorted(server.clientAddress(i) for i in server.clientIds()), expected)
+        lines = [formatEvent(e) for e in events]
+        for host, port_ in expected:
+            self.assertTrue(
+                any(
+                    re.fullmatch(rf"Connection \d from {host}:{port_} established", line)
+                    for line in lines
+                ),
+                lines,
+            )
+
+    @asyncTest
+    async def test_v1(self) -> None:
+        await self.addresses("send-proxy")
+
+    @asyncTest
+    async def test_v2(self) -> None:
+        await self.addresses("send-proxy-v2")
+
+    @asyncTest
+    async def test_perPeerLimit(self) -> None:
+        """
+        Every connection comes from HAProxy's address; the limit per peer
+        address counts the clients': two from 127.0.0.2 are served, the
+        third is refused, and 127.0.0.3 is served.
+        """
+        events = self.captureLogs()
+        server, port = await self.proxied(maxConnectionsPerPeer=2)
+        balancer = HAProxy(self, [port], "send-proxy-v2").start()
+        served = [
+            await self.connectRaw(balancer.port, bindAddress=("127.0.0.2", 0)) for _ in range(2)
+        ]
+        for peer in served:
+            peer.transport.write(b"in\n")
+        await waitFor(lambda: all(peer.messages() == [b"in"] for peer in served))
+        refused = await self.connectRaw(balancer.port, bindAddress=("127.0.0.2", 0))
+        refused.transport.write(b"refused\n")
+        await within(refused.lost, 30)
+        self.assertEqual(refused.messages(), [])
+        other = await self.connectRaw(balancer.port, bindAddress=("127.0.0.3", 0))
+        other.transport.write(b"other\n")
+        await waitFor(lambda: other.messages() == [b"other"])
+        self.assertEqual(len(server.clientIds()), 3)
+        limits = [e for e in events if e.get("reason") == "maxConnectionsPerPeer"]
+        self.assertTrue(limits)
+        self.assertEqual({e["host"] for e in limits}, {"127.0.0.2"})
+        self.assertEqual(
+            formatEvent(limits[0]),
+            f"Refused a connection from {limits[0]['peer']}: the limit per peer address is "
+            "reached (2 open from 127.0.0.2, maxConnectionsPerPeer 2)",
+        )
+        self.assertTrue(limits[0]["peer"].startswith("127.0.0.2:"))
+
+
+def _tlsClient(port: int, host: str) -> ssl.SSLSocket:
+    """
+    A TLS 1.3 client with the test set's client certificate, connected from
+    C{host} to 127.0.0.1:C{port}.
+    """
+    files = certificates()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_verify_locations(files.ca)
+    context.load_cert_chain(files.client, files.clientKey)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT, source_address=(host, 0))
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def _receiveLine(s: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class HAProxyDaemonTests(SynchronousTestCase):
+    """
+    The C{twistd tcpsc} daemon itself behind a real HAProxy: its log lines
+    name the client sockets' own addresses, over TLS too (TLS from the
+    client to tcpsc, through HAProxy in TCP mode).
+    """
+
+    def setUp(self) -> None:
+        requireHAProxy()
+
+    def daemon(self, *args: str) -> tuple[Daemon, int]:
+        daemon = Daemon(self, "--port", "haproxy:tcp:0:interface=127.0.0.1", *args)
+        port = int(
+            daemon.waitFor(r"Listening on 127\.0\.0\.1:(\d+) \(fragmented, PROXY protocol").group(1)
+        )
+        return daemon, port
+
+    def test_plainV1(self) -> None:
+        daemon, port = self.daemon()
+        balancer = HAProxy(self, [port], "send-proxy").start()
+        with socket.create_connection(
+            ("127.0.0.1", balancer.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)
+        ) as client:
+            host, clientPort = client.getsockname()
+            client.sendall(b"hello\n")
+            self.assertEqual(_receiveLine(client), b"hello\n")
+            daemon.waitFor(rf"Connection 1 from {re.escape(host)}:{clientPort} established")
+        daemon.waitFor(rf"Connection 1 from {re.escape(host)}:{clientPort} closed")
+        self.assertNotIn("Traceback", daemon.output)
+
+    def tlsDaemon(self, *args: str) -> tuple[Daemon, int]:
+        files = certificates()
+        return self.daemon(
+            "--tls", "--ca", files.ca, "--cert", files.server, "--key", files.serverKey, *args
+        )
+
+    def test_tlsV2(self) -> None:
+        daemon, port = self.tlsDaemon()
+        self.assertIn("PROXY protocol, TLS 1.3", daemon.output)
+        balancer = HAProxy(self, [port], "send-proxy-v2").start()
+        with _tlsClient(balancer.port, "127.0.0.3") as client:
+            host, clientPort = client.getsockname()
+            client.sendall(b"secure hello\n")
+            self.assertEqual(_receiveLine(client), b"secure hello\n")
+            daemon.waitFor(
+                rf"Connection 1 from {re.escape(host)}:{clientPort} established "
+                r"\(client certificate CN='client'\)"
+            )
+        self.assertNotIn("Traceback", daemon.output)
+
+    def test_tlsAllowListRefusal(self) -> None:
+        """
+        The allow-list's refusal names the client, not HAProxy.
+        """
+        daemon, port = self.tlsDaemon("--allow-client", "somebody-else")
+        balancer = HAProxy(self, [port], "send-proxy").start()
+        with _tlsClient(balancer.port, "127.0.0.2") as client:
+            host, clientPort = client.getsockname()
+            try:
+                client.sendall(b"let me in\n")
+                self.assertEqual(_receiveLine(client), b"")
+            except (ssl.SSLError, ConnectionError):
+                pass
+        daemon.waitFor(
+            rf"Refused the connection from {re.escape(host)}:{clientPort}: its client "
+            r"certificate \(CN='client'.*is not on the allow-list"
+        )
+
+    def test_directClientRefused(self) -> None:
+        """
+        A client that reaches the port without HAProxy is refused, and the
+        daemon logs it once, with its address and why.
+        """
+        daemon, port = self.daemon()
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as client:
+            clientPort = client.getsockname()[1]
+            client.sendall(b"hello\n")
+            try:
+                self.assertEqual(client.recv(100), b"")
+            except ConnectionResetError:
+                pass
+        daemon.waitFor(
+            rf"Refused the connection from 127\.0\.0\.1:{clientPort} on a PROXY-protocol port: "
+            r"its first bytes are not a PROXY protocol header: b'hello\\n'"
+        )
