@@ -307,7 +307,7 @@ class ProxyHeaderReceiver(ProtocolWrapper):
         clock: IReactorTime,
         timeout: float,
         events: EventSummary,
-        connect: Callable[[IAddress, IAddress], IProtocol | None],
+        connect: Callable[[IAddress, IAddress, bool], IProtocol | None],
         finished: Callable[[ProxyHeaderReceiver], object],
         logPrefix: str = "PROXY",
     ) -> None:
@@ -315,8 +315,10 @@ class ProxyHeaderReceiver(ProtocolWrapper):
         @param clock: the reactor of the timeout.
         @param timeout: seconds the header may take from the accept.
         @param events: where refusals are recorded.
-        @param connect: called with the client's address and the address it
-            connected to once the header is complete: returns the
+        @param connect: called with the client's address, the address it
+            connected to, and whether the connection is the load
+            balancer's own (L{balancerOwn}) once the header is complete:
+            returns the
             connection's protocol, or C{None} to refuse the connection (it
             is closed at once; C{connect} logs why).
         @param finished: called once, when the header was read or the
@@ -338,6 +340,23 @@ class ProxyHeaderReceiver(ProtocolWrapper):
 
     def logPrefix(self) -> str:
         return self._logPrefix
+
+    @property
+    def balancerOwn(self) -> bool:
+        """
+        Whether the header says that the connection is the load balancer's
+        own, not a client's: it names no client (version 2 C{LOCAL}, version
+        1 C{UNKNOWN}, C{UNSPEC}), or names as the client the very address
+        the connection comes from (HAProxy's version 1 health checks).
+        """
+        header = self._header
+        if header is None:
+            return False
+        source = header.source
+        if source is None:
+            return True
+        peer = self.transport.getPeer()
+        return bool(source.host == getattr(peer, "host", None) and source.port == peer.port)
 
     # -- as a transport ---------------------------------------------------
 
@@ -391,7 +410,7 @@ class ProxyHeaderReceiver(ProtocolWrapper):
         self._header = header
         self._done()
         transport = self.transport
-        protocol = self._connect(self.getPeer(), self.getHost())
+        protocol = self._connect(self.getPeer(), self.getHost(), self.balancerOwn)
         if protocol is None:
             # Refused (and logged) by connect: a limit.
             self._closed = True

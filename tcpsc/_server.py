@@ -216,13 +216,16 @@ class _ListeningFactory(Factory):
             return self._server._acceptProxied(addr, self.buildConnection)
         return self.buildConnection(addr)
 
-    def buildConnection(self, addr: IAddress | None) -> Any:
+    def buildConnection(self, addr: IAddress | None, quiet: bool = False) -> Any:
         """
         The protocol of a connection from C{addr}, with its wrappers; or
         C{None} if a limit refuses it.
+
+        @param quiet: log its established and closed lines at debug level
+            (a load balancer's health check).
         """
         connection = self._server._buildConnection(
-            addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients
+            addr, tls=self._tlsFactory is not None, allowedClients=self._allowedClients, quiet=quiet
         )
         if connection is None:
             return None
@@ -501,8 +504,11 @@ class Server(Factory):
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
         self._firstByteTimers: dict[int, IDelayedCall] = {}
-        # Connections of PROXY-protocol ports whose header is not read yet.
+        # Connections of PROXY-protocol ports whose header is not read yet,
+        # and the ids of the load balancer's own connections (its health
+        # checks), whose lines are logged at debug level.
         self._awaitingHeader: set[ProxyHeaderReceiver] = set()
+        self._quietIds: set[int] = set()
         # Connections the server refused after their handshake and logged
         # then: nothing more is logged when they are gone.
         self._refusedAndLogged: set[int] = set()
@@ -799,7 +805,11 @@ class Server(Factory):
     # -- the connections' lives -------------------------------------------
 
     def _buildConnection(
-        self, addr: IAddress | None, tls: bool, allowedClients: frozenset[str] | None = None
+        self,
+        addr: IAddress | None,
+        tls: bool,
+        allowedClients: frozenset[str] | None = None,
+        quiet: bool = False,
     ) -> _ConnectionBase | None:
         settings = self._settings
         registry = self._registry
@@ -842,6 +852,8 @@ class Server(Factory):
             protocol._reportAt = _BUDGET_STEP
         protocol._observer = self
         connectionId = registry.register(protocol, host if perPeer is not None else None)
+        if quiet:
+            self._quietIds.add(connectionId)
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
         if tls:
@@ -856,7 +868,7 @@ class Server(Factory):
         return protocol
 
     def _acceptProxied(
-        self, addr: IAddress | None, build: Callable[[IAddress], Any]
+        self, addr: IAddress | None, build: Callable[[IAddress, bool], Any]
     ) -> ProxyHeaderReceiver | None:
         """
         A connection accepted on a PROXY-protocol port from C{addr} (the
@@ -866,7 +878,9 @@ class Server(Factory):
         header comes from the load balancer, whatever the client does), and
         then C{build} the connection with the client's address, which
         applies the limit per peer address to the client.  The first-byte
-        and handshake timeouts of the connection start then.
+        and handshake timeouts of the connection start then.  A connection
+        that the header says is the load balancer's own (its health checks)
+        is served, its lines logged at debug level rather than info.
         """
         settings = self._settings
         opened = self._registry.openCount() + len(self._awaitingHeader)
@@ -887,7 +901,7 @@ class Server(Factory):
             self._reactor,
             timeout if timeout is not None else DEFAULT_FIRST_BYTE_TIMEOUT,
             self._events,
-            lambda peer, host: build(peer),
+            lambda peer, host, own: build(peer, own),
             self._awaitingHeader.discard,
             self.logPrefix(),
         )
@@ -998,7 +1012,8 @@ class Server(Factory):
             return
         self._registry.establish(connectionId)
         if self._settings.logConnections:
-            self.log.info(
+            self.log.emit(
+                LogLevel.debug if connectionId in self._quietIds else LogLevel.info,
                 "Connection {connectionId} from {peer} established{cn}",
                 connectionId=connectionId,
                 peer=describeAddress(protocol.transport.getPeer()),
@@ -1101,6 +1116,10 @@ class Server(Factory):
             stopping.dropped += protocol._closeDropped
             stopping.abortedIds.append(connectionId)
         logConnections = self._settings.logConnections
+        balancerOwn = False
+        if self._quietIds:
+            balancerOwn = connectionId in self._quietIds
+            self._quietIds.discard(connectionId)
         quiet = wasReady and not logConnections
         transport = protocol.transport
         peer = "?" if quiet or not transport else describeAddress(transport.getPeer())
@@ -1109,7 +1128,8 @@ class Server(Factory):
             if wasReady:
                 why = describeClose(reason, tls)
                 if logConnections:
-                    self.log.info(
+                    self.log.emit(
+                        LogLevel.debug if balancerOwn else LogLevel.info,
                         "Connection {connectionId} from {peer} closed: {why}",
                         connectionId=connectionId,
                         peer=peer,

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpsc import MessageProtocol, Server
@@ -326,6 +328,38 @@ class ReceiverTests(SynchronousTestCase):
         protocol.dataReceived(v2("192.0.2.66", "192.0.2.2", 1, 2, command=0))
         self.assertEqual(server.clientAddress(1), (BALANCER.host, BALANCER.port))
 
+    def test_healthChecksQuiet(self) -> None:
+        """
+        The load balancer's own connections (HAProxy's health checks: v2
+        C{LOCAL}, and v1 naming the connection's own address) are served,
+        their lines logged at debug level; a client's at info.
+        """
+        server, listening = self.server()
+        levels = {}
+        for name, header in (
+            ("v2 LOCAL", v2(None, command=0)),
+            ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
+            ("v1 own address", v1(BALANCER.host, "10.0.0.1", BALANCER.port, 8081)),
+            ("client", v1(BALANCER.host, "10.0.0.1", BALANCER.port + 1, 8081)),
+        ):
+            with capturedLogs() as events:
+                protocol, transport = self.accept(listening)
+                protocol.dataReceived(header)
+                self.assertFalse(transport.disconnected, name)
+                transport.loseConnection()
+                protocol.connectionLost(Failure(ConnectionDone()))
+            levels[name] = sorted({e["log_level"].name for e in events if "connectionId" in e})
+        self.assertEqual(
+            levels,
+            {
+                "v2 LOCAL": ["debug"],
+                "v1 UNKNOWN": ["debug"],
+                "v1 own address": ["debug"],
+                "client": ["info"],
+            },
+        )
+        self.assertEqual(server.openConnections(), 0)
+
     def refusals(self, events: list[dict[str, Any]]) -> list[str]:
         return [formatEvent(e) for e in events if e.get("reason") == "proxyHeader"]
 
@@ -419,9 +453,6 @@ class ReceiverTests(SynchronousTestCase):
         )
 
     def test_closedBeforeTheHeader(self) -> None:
-        from twisted.internet.error import ConnectionDone
-        from twisted.python.failure import Failure
-
         server, listening = self.server()
         protocol, _ = self.accept(listening)
         protocol.dataReceived(b"PROXY TCP4")
