@@ -596,6 +596,8 @@ class Server(Factory):
         port: int | str | IStreamServerEndpoint,
         interface: str = "",
         tls: TLSConfig | None = None,
+        *,
+        proxyProtocol: bool = False,
     ) -> Deferred[IListeningPort]:
         """
         Start listening.
@@ -612,6 +614,9 @@ class Server(Factory):
             addresses by default; an IPv6 address (such as C{"::"}) listens on
             IPv6.
         @param tls: serve TLS 1.3 with these certificates.
+        @param proxyProtocol: expect a PROXY header on every connection, as
+            a C{haproxy:} description does, on a port given otherwise (a
+            number, say).
         @return: fires with the listening port, or fails with L{PortError}
             (10), L{CertificateLoadError} (30-35) or L{ListenError} (42).
         """
@@ -619,6 +624,7 @@ class Server(Factory):
             proxied = proxiedDescription(port)
             if proxied is not None:
                 port = proxied
+            proxy = proxyProtocol or proxied is not None
             endpoint = serverEndpoint(self._reactor, port, interface, self.log)
             factory = None
             creator = None
@@ -633,7 +639,7 @@ class Server(Factory):
         except Exception:
             return fail()
         listening = _ListeningFactory(
-            self, factory, tls.allowedClients if tls is not None else None, proxied is not None
+            self, factory, tls.allowedClients if tls is not None else None, proxy
         )
 
         def listening_(p: IListeningPort) -> IListeningPort:
@@ -646,7 +652,7 @@ class Server(Factory):
                 "Listening on {address} ({mode}{tls})",
                 address=describeAddress(address),
                 mode="continuous" if issubclass(self.protocol, StreamProtocol) else "fragmented",  # type: ignore[arg-type]
-                tls=(", PROXY protocol" if proxied is not None else "")
+                tls=(", PROXY protocol" if proxy else "")
                 + (", TLS 1.3" if tls is not None else "")
                 + (
                     f", clients allowed: {', '.join(sorted(allowed)) or 'none'}"

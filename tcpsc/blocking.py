@@ -756,7 +756,7 @@ class TcpServer(_BlockingBase):
         """
         return self._port if self._running else None
 
-    def start(self, port: int, *, interface: str = "") -> int:
+    def start(self, port: int, *, interface: str = "", proxyProtocol: bool = False) -> int:
         """
         Listen on C{port}; return once listening.
 
@@ -767,28 +767,42 @@ class TcpServer(_BlockingBase):
         @param port: 1-65535, or 0 for a free port.
         @param interface: the address to listen on; all IPv4 addresses by
             default, C{"::"} for IPv6 (and IPv4, where the system allows).
+        @param proxyProtocol: behind a load balancer that sends the PROXY
+            protocol (v1 or v2): every connection must start with its
+            header, and L{getClientIp} is the client's address it gives
+            (see L{tcpsc.Server.listen}).
         @return: the port listened on.
         @raise StartError: with C{.code}: -1 already running, 10 bad port,
             30-35 certificate files (TLS), 42 cannot listen (port in use).
         @raise ReactorThreadError: called from the reactor thread.
         """
-        return self._start(port, interface, None)
+        return self._start(port, interface, None, proxyProtocol)
 
-    def _start(self, port: int, interface: str, tls: Callable[[], TLSConfig] | None) -> int:
+    def _start(
+        self,
+        port: int,
+        interface: str,
+        tls: Callable[[], TLSConfig] | None,
+        proxyProtocol: bool = False,
+    ) -> int:
         reactorThread = self._reactorThreadObject = _reactorThread()
         with self._startingOnce("server"):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise PortError(f"port {port!r} is outside 1-65535 (0 picks a free port)")
             raiseOpenFileLimit(self.settings.maxConnections + FILE_MARGIN)
             config = tls() if tls is not None else None
-            listening = reactorThread.call(30.0, self._listen, port, interface, config)
+            listening = reactorThread.call(
+                30.0, self._listen, port, interface, config, proxyProtocol
+            )
             self._stopDone.clear()
             self._port = listening.getHost().port
             self._running = True
             self.log.info("Blocking server listening on port {port}", port=self._port)
             return self._port
 
-    def _listen(self, port: int, interface: str, tls: TLSConfig | None) -> Any:
+    def _listen(
+        self, port: int, interface: str, tls: TLSConfig | None, proxyProtocol: bool = False
+    ) -> Any:
         if self._core is None:
             self._core = Server(
                 **self._coreArguments(),
@@ -796,7 +810,7 @@ class TcpServer(_BlockingBase):
                 onClosed=self._closed,
                 reactor=self._reactorThreadObject.reactor,
             )
-        return self._core.listen(port, interface, tls)
+        return self._core.listen(port, interface, tls, proxyProtocol=proxyProtocol)
 
     def stop(self, timeout: float | None = None) -> None:
         """
@@ -1034,6 +1048,7 @@ class TlsServer(_Certificates, TcpServer):
         key: str | os.PathLike[str] | bytes | None = None,
         *,
         interface: str = "",
+        proxyProtocol: bool = False,
     ) -> int:
         """
         Listen on C{port} with TLS 1.3; return once listening.
@@ -1048,7 +1063,7 @@ class TlsServer(_Certificates, TcpServer):
         """
         if ca is not None or cert is not None or key is not None:
             self.setCertificates(ca, cert, key)
-        return self._start(port, interface, self._tlsConfig)
+        return self._start(port, interface, self._tlsConfig, proxyProtocol)
 
     def _tlsConfig(self) -> TLSConfig:
         ca: str | bytes | None = self._ca or None

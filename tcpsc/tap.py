@@ -121,6 +121,9 @@ def _normalisePort(port: str, option: str = "--port") -> str:
             "(such as tcp:8081:interface=127.0.0.1)"
         )
     parts = re.split(r"(?<!\\):", port)
+    if parts[0].lower() == "haproxy":
+        # A PROXY-protocol port: the description it wraps follows.
+        parts = parts[1:] or [""]
     if parts[0] in _ONE_POSITIONAL and len([p for p in parts[1:] if "=" not in p]) > 1:
         raise usage.UsageError(
             f"{option} {port!r}: a colon inside a value must be escaped with a backslash, "
@@ -430,7 +433,7 @@ class Options(usage.Options):
 
     # One line: twistd's --help keeps the line breaks of this docstring.
     def opt_port(self, port: str) -> None:
-        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or 'tcp6:8081:interface=\\:\\:' (colons in a value escaped, the backslashes quoted from the shell); repeatable [default: tcp:8081, or none when --udp is given]"""
+        """Where to listen: a port number, or a Twisted server endpoint description such as tcp:8081:interface=127.0.0.1 or 'tcp6:8081:interface=\\:\\:' (colons in a value escaped, the backslashes quoted from the shell); haproxy:tcp:8081 behind a load balancer that sends the PROXY protocol (v1 or v2), whose header gives the client's address; repeatable [default: tcp:8081, or none when --udp is given]"""
         self["ports"].append(_normalisePort(port))
 
     opt_p = opt_port

@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from tcpsc._proxy import (
     proxiedDescription,
 )
 from tcpsc._server import _ListeningFactory
+from tcpsc.blocking import TcpServer
 from tests._haproxy import HAProxy, requireHAProxy
 from tests._helpers import certificates
 from tests.test_daemon import Daemon
@@ -777,3 +779,31 @@ class HAProxyDaemonTests(SynchronousTestCase):
             rf"Refused the connection from 127\.0\.0\.1:{clientPort} on a PROXY-protocol port: "
             r"its first bytes are not a PROXY protocol header: b'hello\\n'"
         )
+
+
+class BlockingTests(SynchronousTestCase):
+    """
+    The blocking API's server behind a real HAProxy: C{getClientIp} is the
+    client's.
+    """
+
+    def test_getClientIp(self) -> None:
+        requireHAProxy()
+        server = TcpServer(b"\n")
+        established: list[int] = []
+        seen = threading.Event()
+
+        def onEstablished(clientId: int) -> None:
+            established.append(clientId)
+            seen.set()
+
+        server.setWorkOnEstablished(onEstablished)
+        port = server.start(0, interface="127.0.0.1", proxyProtocol=True)
+        self.addCleanup(server.stop)
+        balancer = HAProxy(self, [port], "send-proxy").start()
+        with socket.create_connection(
+            ("127.0.0.1", balancer.port), timeout=TIMEOUT, source_address=("127.0.0.2", 0)
+        ) as client:
+            client.sendall(b"hello\n")
+            self.assertTrue(seen.wait(TIMEOUT), "no connection established")
+            self.assertEqual(server.getClientIp(established[0]), "127.0.0.2")
