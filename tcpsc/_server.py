@@ -506,7 +506,7 @@ class Server(Factory):
         self._firstByteTimers: dict[int, IDelayedCall] = {}
         # Connections of PROXY-protocol ports whose header is not read yet,
         # and the ids of the load balancer's own connections (its health
-        # checks), whose lines are logged at debug level.
+        # checks), whose lines are logged only with logEveryEvent.
         self._awaitingHeader: set[ProxyHeaderReceiver] = set()
         self._quietIds: set[int] = set()
         # Connections the server refused after their handshake and logged
@@ -886,7 +886,8 @@ class Server(Factory):
         applies the limit per peer address to the client.  The first-byte
         and handshake timeouts of the connection start then.  A connection
         that the header says is the load balancer's own (its health checks)
-        is served, its lines logged at debug level rather than info.
+        is served, its established and closed lines logged only with
+        C{logEveryEvent}, at debug level.
         """
         settings = self._settings
         opened = self._registry.openCount() + len(self._awaitingHeader)
@@ -1017,9 +1018,11 @@ class Server(Factory):
             protocol._abort("the client's certificate is not on the allow-list")
             return
         self._registry.establish(connectionId)
-        if self._settings.logConnections:
+        settings = self._settings
+        balancerOwn = connectionId in self._quietIds
+        if settings.logConnections and (not balancerOwn or settings.logEveryEvent):
             self.log.emit(
-                LogLevel.debug if connectionId in self._quietIds else LogLevel.info,
+                LogLevel.debug if balancerOwn else LogLevel.info,
                 "Connection {connectionId} from {peer} established{cn}",
                 connectionId=connectionId,
                 peer=describeAddress(protocol.transport.getPeer()),
@@ -1133,7 +1136,7 @@ class Server(Factory):
         try:
             if wasReady:
                 why = describeClose(reason, tls)
-                if logConnections:
+                if logConnections and (not balancerOwn or self._settings.logEveryEvent):
                     self.log.emit(
                         LogLevel.debug if balancerOwn else LogLevel.info,
                         "Connection {connectionId} from {peer} closed: {why}",

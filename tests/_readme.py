@@ -152,6 +152,18 @@ STEPS: list[Step] = [
     Step("# Twisted-native", "program", port=8081, expect=["ping"]),
     Step("# Blocking", "program", port=8081, expect=["ping"], typed=[""]),
     Step("TlsClient(b", "python"),
+    Step(
+        "send-proxy-v2",
+        "skip",
+        why="the nodes behind it need Redis (--cluster); tests/test_proxy.py ReadmeConfigTests "
+        "runs this configuration with a real haproxy and the next block's two daemons",
+    ),
+    Step(
+        "--port haproxy:tcp:8091",
+        "skip",
+        why="--cluster needs Redis; tests/test_proxy.py ReadmeConfigTests runs these nodes "
+        "(without --cluster) behind the configuration above",
+    ),
 ]
 
 

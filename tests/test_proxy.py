@@ -334,33 +334,37 @@ class ReceiverTests(SynchronousTestCase):
         """
         The load balancer's own connections (HAProxy's health checks: v2
         C{LOCAL}, and v1 naming the connection's own address) are served,
-        their lines logged at debug level; a client's at info.
+        their lines not logged, or with C{logEveryEvent} at debug level; a
+        client's at info.
         """
-        server, listening = self.server()
-        levels = {}
-        for name, header in (
-            ("v2 LOCAL", v2(None, command=0)),
-            ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
-            ("v1 own address", v1(BALANCER.host, "10.0.0.1", BALANCER.port, 8081)),
-            ("client", v1(BALANCER.host, "10.0.0.1", BALANCER.port + 1, 8081)),
-        ):
-            with capturedLogs() as events:
-                protocol, transport = self.accept(listening)
-                protocol.dataReceived(header)
-                self.assertFalse(transport.disconnected, name)
-                transport.loseConnection()
-                protocol.connectionLost(Failure(ConnectionDone()))
-            levels[name] = sorted({e["log_level"].name for e in events if "connectionId" in e})
-        self.assertEqual(
-            levels,
-            {
-                "v2 LOCAL": ["debug"],
-                "v1 UNKNOWN": ["debug"],
-                "v1 own address": ["debug"],
-                "client": ["info"],
-            },
-        )
-        self.assertEqual(server.openConnections(), 0)
+        for logEveryEvent in (False, True):
+            server, listening = self.server(logEveryEvent=logEveryEvent)
+            levels = {}
+            for name, header in (
+                ("v2 LOCAL", v2(None, command=0)),
+                ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
+                ("v1 own address", v1(BALANCER.host, "10.0.0.1", BALANCER.port, 8081)),
+                ("client", v1(BALANCER.host, "10.0.0.1", BALANCER.port + 1, 8081)),
+            ):
+                with capturedLogs() as events:
+                    protocol, transport = self.accept(listening)
+                    protocol.dataReceived(header)
+                    self.assertFalse(transport.disconnected, name)
+                    self.assertEqual(len(server.clientIds()), 1)
+                    transport.loseConnection()
+                    protocol.connectionLost(Failure(ConnectionDone()))
+                levels[name] = sorted({e["log_level"].name for e in events if "connectionId" in e})
+            own = ["debug"] if logEveryEvent else []
+            self.assertEqual(
+                levels,
+                {
+                    "v2 LOCAL": own,
+                    "v1 UNKNOWN": own,
+                    "v1 own address": own,
+                    "client": ["info"],
+                },
+            )
+            self.assertEqual(server.openConnections(), 0)
 
     def refusals(self, events: list[dict[str, Any]]) -> list[str]:
         return [formatEvent(e) for e in events if e.get("reason") == "proxyHeader"]
