@@ -578,7 +578,8 @@ class Server(Factory):
         The events that could flood the log, counted exactly since the
         server was made, by kind: refused connections by reason
         (C{"maxConnections"}, C{"maxConnectionsPerPeer"},
-        C{"allowedClients"}), TLS handshakes that failed
+        C{"allowedClients"}, C{"proxyHeader"}: no valid PROXY header on a
+        C{haproxy:} port), TLS handshakes that failed
         (C{"handshakeFailed"}) or ran out of time (C{"handshakeTimeout"}),
         plain connections closed by the first-byte timeout
         (C{"firstByteTimeout"}), messages dropped for their length

@@ -43,9 +43,10 @@ from tcpsc._proxy import (
 )
 from tcpsc._server import _ListeningFactory
 from tcpsc.blocking import TcpServer
-from tests._haproxy import HAProxy, requireHAProxy
+from tests._haproxy import HAProxy, freePort, requireHAProxy
 from tests._helpers import certificates
-from tests.test_daemon import Daemon
+from tests._readme import blocks
+from tests.test_daemon import Daemon, _until
 from tests.test_guarantees_support import (
     Echo,
     GuaranteeTestCase,
@@ -811,3 +812,62 @@ class BlockingTests(SynchronousTestCase):
             client.sendall(b"hello\n")
             self.assertTrue(seen.wait(TIMEOUT), "no connection established")
             self.assertEqual(server.getClientIp(established[0]), "127.0.0.2")
+
+
+class ReadmeConfigTests(SynchronousTestCase):
+    """
+    The README's C{haproxy.cfg} and its two nodes, as written but for the
+    ports (free loopback ones instead of 8081, 8091 and 8092: C{bind :8081}
+    becomes C{bind 127.0.0.1:PORT}) and without C{--cluster}, which needs
+    Redis: a client through HAProxy reaches a node, and each node's log
+    names the client socket's own address.
+    """
+
+    def readmeBlock(self, key: str) -> str:
+        found = [b.text for b in blocks() if key in b.text]
+        self.assertEqual(len(found), 1, f"README blocks with {key!r}")
+        return found[0]
+
+    def test_twoNodes(self) -> None:
+        requireHAProxy()
+        config = self.readmeBlock("send-proxy-v2")
+        commands = self.readmeBlock("--port haproxy:tcp:8091").splitlines()
+        self.assertEqual(commands[2], "haproxy -f haproxy.cfg -db")
+        front, node1, node2 = freePort(), freePort(), freePort()
+        self.assertIn("    bind :8081\n", config)
+        config = config.replace("    bind :8081\n", f"    bind 127.0.0.1:{front}\n")
+        daemons = []
+        for line, old, new in ((commands[0], 8091, node1), (commands[1], 8092, node2)):
+            self.assertIn(f"127.0.0.1:{old} send-proxy-v2 check", config)
+            config = config.replace(f"127.0.0.1:{old} ", f"127.0.0.1:{new} ")
+            words = line.split()
+            self.assertEqual(words[:3], ["twistd", "-n", f"--pidfile=node{len(daemons) + 1}.pid"])
+            arguments = words[words.index("tcpsc") + 1 :]
+            cluster = arguments.index("--cluster")
+            del arguments[cluster : cluster + 2]
+            arguments = [a.replace(f"tcp:{old}:", f"tcp:{new}:") for a in arguments]
+            daemon = Daemon(self, *arguments)
+            daemon.waitFor(rf"Listening on 127\.0\.0\.1:{new} \(fragmented, PROXY protocol\)")
+            daemons.append(daemon)
+        balancer = HAProxy(self, config=config, port=front).start()
+        clients = []
+        for host in ("127.0.0.2", "127.0.0.3"):
+            client = socket.create_connection(
+                ("127.0.0.1", balancer.port), timeout=TIMEOUT, source_address=(host, 0)
+            )
+            self.addCleanup(client.close)
+            clients.append(client)
+            address, port = client.getsockname()
+            # leastconn: the second client goes to the node without one.
+            pattern = rf"Connection \d+ from {re.escape(address)}:{port} established"
+            _until(
+                lambda pattern=pattern: any(re.search(pattern, d.output) for d in daemons),
+                what=f"a node logging {pattern!r}",
+            )
+        logged = [
+            sorted(re.findall(r"from (127\.0\.0\.[23]):\d+ established", d.output)) for d in daemons
+        ]
+        self.assertEqual(sorted(logged), [["127.0.0.2"], ["127.0.0.3"]], logged)
+        for daemon in daemons:
+            self.assertNotIn("Traceback", daemon.output)
+            self.assertNotIn("Refused", daemon.output)
