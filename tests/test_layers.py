@@ -55,6 +55,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "server and client",
         [
             "tcpsc._accept",
+            "tcpsc._proxy",
             "tcpsc._metrics",
             "tcpsc._server",
             "tcpsc._client",
