@@ -611,6 +611,10 @@ class Server(Factory):
             connection must start with a PROXY header, and the client's
             address it gives is the connection's peer address everywhere
             (limits, log lines, L{clientAddress}); see L{tcpsc._proxy}.
+            (An endpoint object made by Twisted's own C{proxyEndpoint} is
+            used as it is, with Twisted's wrapper, which knows the client's
+            address only after the limits were applied: use the
+            description, or C{proxyProtocol}.)
         @param interface: the address to bind a port number to: all IPv4
             addresses by default; an IPv6 address (such as C{"::"}) listens on
             IPv6.

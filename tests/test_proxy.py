@@ -24,7 +24,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import TCP6ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -44,7 +46,7 @@ from tcpsc._proxy import (
 from tcpsc._server import _ListeningFactory
 from tcpsc.blocking import TcpServer
 from tests._haproxy import HAProxy, freePort, requireHAProxy
-from tests._helpers import certificates
+from tests._helpers import RawPeer, certificates
 from tests._readme import blocks
 from tests.test_daemon import Daemon, _until
 from tests.test_guarantees_support import (
@@ -562,6 +564,30 @@ class ServerTests(GuaranteeTestCase):
             ),
             lines,
         )
+
+    @asyncTest
+    async def test_ipv6Port(self) -> None:
+        """
+        A PROXY-protocol port on ::1 (C{haproxy:tcp6:...}), the description
+        escaped as the daemon's C{--port} takes it; a v1 header with IPv4
+        addresses on it.
+        """
+        try:
+            probe = socket.socket(socket.AF_INET6)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError as e:
+            raise self.skipTest(f"no IPv6 loopback here: {e}") from None
+        server = Server(Echo)
+        self.addCleanup(lambda: within(server.stop(), 30))
+        listening = await within(server.listen("haproxy:tcp6:0:interface=\\:\\:1"))
+        port = listening.getHost().port
+        peer = RawPeer()
+        await within(connectProtocol(TCP6ClientEndpoint(reactor, "::1", port), peer))
+        self.addCleanup(peer.transport.abortConnection)
+        peer.transport.write(v1("192.0.2.44", "192.0.2.1", 3000, 8081) + b"six\n")
+        await waitFor(lambda: peer.messages() == [b"six"])
+        self.assertEqual(server.clientAddress(1), ("192.0.2.44", 3000))
 
     @asyncTest
     async def test_hostilePeers(self) -> None:
