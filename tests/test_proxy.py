@@ -53,6 +53,7 @@ from tests.test_guarantees_support import (
     Echo,
     GuaranteeTestCase,
     asyncTest,
+    serverTLS,
     waitFor,
     within,
 )
@@ -588,6 +589,30 @@ class ServerTests(GuaranteeTestCase):
         peer.transport.write(v1("192.0.2.44", "192.0.2.1", 3000, 8081) + b"six\n")
         await waitFor(lambda: peer.messages() == [b"six"])
         self.assertEqual(server.clientAddress(1), ("192.0.2.44", 3000))
+
+    @asyncTest
+    async def test_tlsHandshakeTimeoutAfterTheHeader(self) -> None:
+        """
+        On a TLS port the header comes first, in clear; the handshake
+        timeout starts once it is read, and its line names the client.
+        """
+        events = self.captureLogs()
+        server = Server(Echo, handshakeTimeout=0.5)
+        self.addCleanup(lambda: within(server.stop(), 30))
+        listening = await within(
+            server.listen("haproxy:tcp:0:interface=127.0.0.1", tls=serverTLS())
+        )
+        peer = await self.connectRaw(listening.getHost().port)
+        peer.transport.write(v2("198.51.100.20", "127.0.0.1", 6000, 443))
+        await within(peer.lost)
+        self.assertEqual(server.eventCounts.get("proxyHeader", 0), 0)
+        timeouts = [
+            e
+            for e in events
+            if e.get("log_namespace", "").startswith("tcpsc")
+            and "handshake timeout" in str(e.get("why", ""))
+        ]
+        self.assertEqual([e["peer"] for e in timeouts], ["198.51.100.20:6000"], timeouts)
 
     @asyncTest
     async def test_hostilePeers(self) -> None:
