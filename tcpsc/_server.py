@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from ._accept import resumeAccepting, serverEndpoint
 from ._addresses import describeAddress
+from ._cluster import ClusterRegistry, IdsExhausted
 from ._errors import AbortedLocally, CertificateLoadError, ListenError, ServerError
 from ._events import EventSummary, plural
 from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
@@ -362,6 +363,7 @@ class Server(Factory):
         memoryBudget: int | None = Settings.memoryBudget,
         metrics: CollectorRegistry | None = None,
         settings: Settings | None = None,
+        cluster: str | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -414,8 +416,15 @@ class Server(Factory):
             instead of the keyword arguments that spell its fields: a
             keyword that differs from its default given together with
             C{settings} is a C{TypeError} (see L{tcpsc.Settings}).
+        @param cluster: a C{redis://HOST[:PORT][/DB]} URL: this server is
+            a node of the cluster of every server with the same URL, whose
+            ids, L{clientIds}, L{send}, L{broadcast}, L{clientAddress} and
+            L{clientCertificate} span all of them (see the README's "A
+            cluster over Redis").  L{listen} joins the cluster first and
+            L{stop} leaves it.  Needs txredisapi (C{pip install
+            "tcpsc[cluster]"}).
         @raise ImportError: C{metrics} is given and prometheus-client is not
-            installed.
+            installed, or C{cluster} is given and txredisapi is not.
         @raise TypeError: a setting given both in C{settings} and as a
             keyword; a protocol that is not one of tcpsc's.
         @raise ValueError: a setting out of its range.
@@ -477,9 +486,16 @@ class Server(Factory):
         self._events = EventSummary(
             self.log, self._reactor, logEveryEvent=self._settings.logEveryEvent
         )
-        self._registry = LocalRegistry(
-            self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
-        )
+        self._cluster: ClusterRegistry | None = None
+        self._registry: LocalRegistry | ClusterRegistry
+        if cluster is not None:
+            self._registry = self._cluster = ClusterRegistry(
+                cluster, self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
+            )
+        else:
+            self._registry = LocalRegistry(
+                self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
+            )
         self._shareOutput()
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
@@ -583,8 +599,14 @@ class Server(Factory):
             IPv6.
         @param tls: serve TLS 1.3 with these certificates.
         @return: fires with the listening port, or fails with L{PortError}
-            (10), L{CertificateLoadError} (30-35) or L{ListenError} (42).
+            (10), L{CertificateLoadError} (30-35) or L{ListenError} (42);
+            for a server in a cluster, once the cluster is joined, or fails
+            with L{ClusterError} (50) if Redis cannot be reached within
+            5 s.
         """
+        cluster = self._cluster
+        if cluster is not None and not cluster.joined:
+            return cluster.join().addCallback(lambda _: self.listen(port, interface, tls))
         try:
             endpoint = serverEndpoint(self._reactor, port, interface, self.log)
             factory = None
@@ -715,7 +737,7 @@ class Server(Factory):
         stopped = gatherResults([maybeDeferred(p.stopListening) for p in ports])
         self._registry.broadcaster.stop()
         if not self._registry.openCount():
-            return stopped.addCallback(self._stopTimers)
+            return stopped.addCallback(self._stopTimers).addCallback(self._leaveCluster)
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._registry.connections().values())
@@ -724,7 +746,15 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(self._stopTimers)
+        return everything.addCallback(self._stopTimers).addCallback(self._leaveCluster)
+
+    def _leaveCluster(self, _: object) -> Deferred[None] | None:
+        """
+        Stopped: leave the cluster, if in one.
+        """
+        if self._cluster is None:
+            return None
+        return self._cluster.leave()
 
     def _stopTimers(self, _: object) -> None:
         """
@@ -810,7 +840,17 @@ class Server(Factory):
         if settings.memoryBudget is not None and isinstance(protocol, MessageProtocol):
             protocol._reportAt = _BUDGET_STEP
         protocol._observer = self
-        connectionId = registry.register(protocol, host if perPeer is not None else None)
+        try:
+            connectionId = registry.register(protocol, host if perPeer is not None else None)
+        except IdsExhausted as e:
+            self._events.record(
+                "clusterIds",
+                "Refused a connection from {peer}: {error}",
+                peer=describeAddress(addr),
+                error=str(e),
+                reason="clusterIds",
+            )
+            return None
         if allowedClients is not None:
             self._allowLists[connectionId] = allowedClients
         if tls:

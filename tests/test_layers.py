@@ -56,6 +56,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "tcpsc._accept",
             "tcpsc._metrics",
+            "tcpsc._cluster",
             "tcpsc._server",
             "tcpsc._client",
             "tcpsc._datagram",

@@ -1,0 +1,283 @@
+"""
+Tests for a cluster of servers over one real Redis (L{tcpsc._cluster}): two
+nodes in this process, on this reactor, each with its own Redis
+connections, and clients that are plain TCP sockets (or Python's C{ssl} for
+the TLS test), so that what a client of one node sees of the other is what
+goes over the wire.
+
+Every wait is on an event with a bound (L{waitFor}, L{within}); Redis is
+started per test (L{tests._redis.RedisServer}) and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tcpsc import Client, MessageProtocol, Server, TLSConfig
+from tcpsc._apps import Chat
+from tcpsc._cluster import ClusterError, ClusterRegistry, parseClusterURL
+from tcpsc._registry import IConnectionRegistry
+from tests._helpers import RawPeer, asyncTest, certificates, waitFor, within
+from tests._redis import RedisServer, freePort, requireRedis
+
+
+class Silent(MessageProtocol):
+    """
+    Receives and says nothing: what reaches its clients comes from the
+    server's send and broadcast.
+    """
+
+    def messageReceived(self, message: bytes) -> None:
+        pass
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    L{parseClusterURL} accepts C{redis://} URLs and refuses anything else
+    with a message naming the URL.
+    """
+
+    def test_defaults(self) -> None:
+        config = parseClusterURL("redis://127.0.0.1")
+        self.assertEqual(
+            (config.host, config.port, config.db, config.prefix, config.ttl),
+            ("127.0.0.1", 6379, 0, "tcpsc:", 15.0),
+        )
+
+    def test_everything(self) -> None:
+        config = parseClusterURL("redis://node%40a:p%3Ass@[::1]:7000/3?prefix=chat:&ttl=4")
+        self.assertEqual(
+            (config.host, config.port, config.db, config.username, config.password),
+            ("::1", 7000, 3, "node@a", "p:ss"),
+        )
+        self.assertEqual((config.prefix, config.ttl), ("chat:", 4.0))
+        self.assertEqual(config.describe(), "redis://node@a@[::1]:7000/3")
+
+    def test_refused(self) -> None:
+        for url, why in [
+            ("http://127.0.0.1:6379", "expected redis://"),
+            ("redis://127.0.0.1:99999", "port"),
+            ("redis://127.0.0.1:6379/zero", "database"),
+            ("redis:///0", "no host"),
+            ("redis://127.0.0.1/0?tll=3", "unknown parameter 'tll'"),
+            ("redis://127.0.0.1/0?ttl=0", "ttl"),
+        ]:
+            with self.assertRaises(ValueError) as raised:
+                parseClusterURL(url)
+            self.assertIn(repr(url), str(raised.exception))
+            self.assertIn(why, str(raised.exception))
+
+    def test_serverRefusesBadURL(self) -> None:
+        """
+        A bad URL is refused when the server is made, not when it listens.
+        """
+        with self.assertRaises(ValueError) as raised:
+            Server(cluster="redis//127.0.0.1")
+        self.assertIn("'redis//127.0.0.1'", str(raised.exception))
+
+
+class ClusterTestCase(TestCase):
+    """
+    Two-node set-up: a Redis, servers joined to it, raw TCP clients.
+    """
+
+    def setUp(self) -> None:
+        requireRedis()
+        self.redis = RedisServer(self)
+
+    async def node(
+        self, protocol: Any = Silent, url: str | None = None, **kwargs: Any
+    ) -> tuple[Server, int]:
+        tls = kwargs.pop("tls", None)
+        server = Server(protocol, cluster=url or self.redis.url, reactor=reactor, **kwargs)
+        self.addCleanup(lambda: within(server.stop(), 30))
+        port = await within(server.listen(0, "127.0.0.1", tls=tls), 30)
+        return server, port.getHost().port
+
+    async def client(self, port: int) -> RawPeer:
+        peer = RawPeer()
+        await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer))
+        self.addCleanup(lambda: peer.transport.loseConnection() if peer.transport else None)
+        return peer
+
+    async def clients(self, server: Server, port: int, count: int) -> list[RawPeer]:
+        """
+        Connect C{count} clients to C{server} and wait until it established
+        them all (a plain TCP client is established on its first byte: each
+        sends an empty line... no: the server establishes plain TCP at once).
+        """
+        before = len(server._registry._local.ids())  # type: ignore[union-attr]
+        peers = [await self.client(port) for _ in range(count)]
+        await waitFor(lambda: len(server._registry._local.ids()) == before + count)  # type: ignore[union-attr]
+        return peers
+
+
+class TwoNodesTests(ClusterTestCase):
+    @asyncTest
+    async def test_interface(self) -> None:
+        """
+        The cluster's registry provides the interface the server asks of a
+        registry.
+        """
+        server, _ = await self.node()
+        self.assertIsInstance(server._registry, ClusterRegistry)
+        self.assertTrue(verifyObject(IConnectionRegistry, server._registry))
+
+    @asyncTest
+    async def test_chat(self) -> None:
+        """
+        The chat app across two nodes: a client of one sees the messages of
+        a client of the other, prefixed with the sender's cluster-wide id,
+        and not its own.
+        """
+        a, portA = await self.node(Chat)
+        b, portB = await self.node(Chat)
+        alice = await self.client(portA)
+        bob = await self.client(portB)
+        carol = await self.client(portB)
+        await waitFor(lambda: len(a.clientIds()) == 3 and len(b.clientIds()) == 3)
+        self.assertEqual(a.clientIds(), b.clientIds())
+        aliceId = a._registry._local.ids()[0]  # type: ignore[union-attr]
+        bobId, carolId = b._registry._local.ids()  # type: ignore[union-attr]
+        self.assertEqual(len({aliceId, bobId, carolId}), 3)
+        alice.transport.write(b"hello from a\n")
+        bob.transport.write(b"hello from b\n")
+        await waitFor(lambda: len(alice.messages()) == 1 and len(carol.messages()) == 2)
+        self.assertEqual(alice.messages(), [b"%d: hello from b" % bobId])
+        self.assertEqual(
+            sorted(carol.messages()),
+            sorted([b"%d: hello from a" % aliceId, b"%d: hello from b" % bobId]),
+        )
+        await waitFor(lambda: len(bob.messages()) == 1)
+        self.assertEqual(bob.messages(), [b"%d: hello from a" % aliceId])
+
+    @asyncTest
+    async def test_sendRemote(self) -> None:
+        """
+        C{send} to an id of the other node returns C{True} and the client
+        gets the messages, in order; to an id known nowhere, C{False}.
+        """
+        a, _ = await self.node()
+        b, portB = await self.node()
+        (peer,) = await self.clients(b, portB, 1)
+        (remoteId,) = b.clientIds()
+        await waitFor(lambda: a.clientIds() == [remoteId])
+        for i in range(200):
+            self.assertTrue(a.send(remoteId, b"message %d" % i))
+        self.assertFalse(a.send(remoteId + 10_000, b"nobody"))
+        await waitFor(lambda: len(peer.messages()) == 200)
+        self.assertEqual(peer.messages(), [b"message %d" % i for i in range(200)])
+
+    @asyncTest
+    async def test_broadcastOnce(self) -> None:
+        """
+        A broadcast from either node reaches every client of both nodes
+        exactly once, and the excluded ids of either node are left out.
+        """
+        a, portA = await self.node()
+        b, portB = await self.node()
+        peersA = await self.clients(a, portA, 5)
+        peersB = await self.clients(b, portB, 5)
+        await waitFor(lambda: len(a.clientIds()) == 10 and len(b.clientIds()) == 10)
+        idsA = a._registry._local.ids()  # type: ignore[union-attr]
+        idsB = b._registry._local.ids()  # type: ignore[union-attr]
+        self.assertEqual(a.broadcast(b"one"), 5)
+        self.assertEqual(b.broadcast(b"two", exclude=[idsA[0], idsB[0]]), 4)
+        a.broadcast(b"three", exclude=idsB[1])
+        everyone = peersA + peersB
+        expected = {
+            id(p): [b"one"] + ([] if i in (0, 5) else [b"two"]) + ([] if i == 6 else [b"three"])
+            for i, p in enumerate(everyone)
+        }
+        await waitFor(lambda: all(len(p.messages()) >= len(expected[id(p)]) for p in everyone))
+        # Anything delivered twice would have arrived by the time the
+        # marker, sent after, does.
+        a.broadcast(b"marker")
+        await waitFor(lambda: all(p.messages()[-1:] == [b"marker"] for p in everyone))
+        for p in everyone:
+            # In order from each node; the two nodes' broadcasts interleave.
+            self.assertEqual(sorted(p.messages()), sorted(expected[id(p)] + [b"marker"]))
+            self.assertEqual(
+                [m for m in p.messages() if m != b"two"],
+                [m for m in expected[id(p)] if m != b"two"] + [b"marker"],
+            )
+
+    @asyncTest
+    async def test_idsAndDirectory(self) -> None:
+        """
+        Ids are unique across nodes; C{clientIds()} and C{clientAddress}
+        answer for the clients of both; a client that leaves leaves the
+        directory of the other node too.
+        """
+        a, portA = await self.node()
+        b, portB = await self.node()
+        peersA = await self.clients(a, portA, 3)
+        peersB = await self.clients(b, portB, 3)
+        await waitFor(lambda: len(a.clientIds()) == 6 and len(b.clientIds()) == 6)
+        self.assertEqual(len(set(a.clientIds())), 6)
+        self.assertEqual(a.clientIds(), b.clientIds())
+        for peer, node in [(peersB[0], b), (peersA[0], a)]:
+            host = peer.transport.getHost()
+            (clientId,) = [
+                i
+                for i in node._registry._local.ids()
+                if node.clientAddress(i)[1] == host.port  # type: ignore[union-attr]
+            ]
+            self.assertEqual(a.clientAddress(clientId), ("127.0.0.1", host.port))
+            self.assertEqual(b.clientAddress(clientId), ("127.0.0.1", host.port))
+        gone = b._registry._local.ids()[0]  # type: ignore[union-attr]
+        b.disconnect(gone)
+        await waitFor(lambda: gone not in a.clientIds())
+        self.assertFalse(a.send(gone, b"late"))
+
+    @asyncTest
+    async def test_unreachable(self) -> None:
+        """
+        A server whose Redis does not answer fails to listen with a clear
+        error naming the URL, within the connect timeout, and listens on
+        nothing.
+        """
+        url = f"redis://127.0.0.1:{freePort()}/0"
+        server = Server(Silent, cluster=url, reactor=reactor)
+        started = reactor.seconds()
+        with self.assertRaises(ClusterError) as raised:
+            await within(server.listen(0, "127.0.0.1"), 30)
+        self.assertLess(reactor.seconds() - started, 10)
+        self.assertIn(f"cannot join the cluster at {url}", str(raised.exception))
+        self.assertEqual(server.ports, [])
+        await within(server.stop())
+
+
+class TLSTests(ClusterTestCase):
+    @asyncTest
+    async def test_remoteCertificate(self) -> None:
+        """
+        The certificate a TLS client presented to one node, and its
+        subject, are answered by the other node too.
+        """
+        c = certificates()
+        tls = TLSConfig(ca=c.ca, cert=c.server, key=c.serverKey)
+        a, _ = await self.node()
+        b, portB = await self.node(tls=tls)
+        client = Client()
+        self.addCleanup(lambda: within(client.disconnect()))
+        await within(
+            client.connect(
+                "127.0.0.1", portB, tls=TLSConfig(ca=c.ca, cert=c.client, key=c.clientKey)
+            ),
+            30,
+        )
+        await waitFor(lambda: len(a.clientIds()) == 1)
+        (clientId,) = a.clientIds()
+        certificate = a.clientCertificate(clientId)
+        self.assertIsNotNone(certificate)
+        self.assertEqual(certificate, b.clientCertificate(clientId))
+        self.assertEqual(a.clientSubjectPart(clientId, NameOID.COMMON_NAME), "client")
+        self.assertEqual(a.clientSubjectPart(clientId, "CN"), b.clientSubjectPart(clientId, "CN"))
+        self.assertEqual(a.clientAddress(clientId), b.clientAddress(clientId))
