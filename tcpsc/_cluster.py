@@ -58,8 +58,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -75,7 +76,14 @@ if TYPE_CHECKING:
     from ._events import EventSummary
     from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
 
-__all__ = ["INSTALL_HINT", "ClusterConfig", "ClusterError", "ClusterRegistry", "parseClusterURL"]
+__all__ = [
+    "INSTALL_HINT",
+    "ClusterConfig",
+    "ClusterError",
+    "ClusterRegistry",
+    "parseClusterURL",
+    "probeCluster",
+]
 
 INSTALL_HINT = 'pip install "tcpsc[cluster]"'
 
@@ -188,6 +196,47 @@ def parseClusterURL(url: str) -> ClusterConfig:
         prefix=prefix,
         ttl=ttl,
     )
+
+
+def probeCluster(url: str | ClusterConfig, timeout: float = 5.0) -> None:
+    """
+    Ask the cluster's Redis, blocking, whether it answers: connect, AUTH
+    and SELECT as a node would, then PING; for a program that must fail at
+    once, before its reactor runs, if the cluster cannot be joined (the
+    daemon).
+
+    @raise ClusterError: no answer within C{timeout} seconds, or an error
+        reply, in words naming the URL.
+    """
+    import socket
+
+    config = url if isinstance(url, ClusterConfig) else parseClusterURL(url)
+    commands: list[list[bytes]] = []
+    if config.password is not None:
+        auth = [b"AUTH", config.password.encode()]
+        if config.username:
+            auth.insert(1, config.username.encode())
+        commands.append(auth)
+    commands.append([b"SELECT", b"%d" % config.db])
+    commands.append([b"PING"])
+    request = b"".join(
+        b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in c) for c in commands
+    )
+    try:
+        with socket.create_connection((config.host, config.port), timeout=timeout) as s:
+            s.sendall(request)
+            reader = s.makefile("rb")
+            for _ in commands:
+                line = reader.readline(4096)
+                if not line:
+                    raise OSError("Redis closed the connection")
+                if line.startswith(b"-"):
+                    raise OSError(line[1:].strip().decode(errors="replace"))
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        if isinstance(e, TimeoutError) or isinstance(e, socket.timeout):
+            why = f"no answer within {timeout:g} s"
+        raise ClusterError(f"cannot join the cluster at {config.describe()}: {why}") from None
 
 
 def _txredisapi() -> Any:
@@ -335,7 +384,7 @@ class _Link:
             if not result.called:
                 result.errback(f)
 
-        connectProtocol(endpoint, protocol).addCallback(connected).addCallback(
+        endpoint.connect(_OneProtocol(protocol)).addCallback(connected).addCallback(
             prepare
         ).addCallbacks(done, failed)
         return result
@@ -362,6 +411,21 @@ class _Link:
         self._calls = []
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abortConnection()
+
+
+class _OneProtocol(Factory):
+    """
+    Builds the one protocol given, quietly (Twisted's C{connectProtocol}
+    logs each connection's factory starting and stopping).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self._protocol
 
 
 class _FactoryStub:
