@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -281,3 +282,67 @@ class TLSTests(ClusterTestCase):
         self.assertEqual(a.clientSubjectPart(clientId, NameOID.COMMON_NAME), "client")
         self.assertEqual(a.clientSubjectPart(clientId, "CN"), b.clientSubjectPart(clientId, "CN"))
         self.assertEqual(a.clientAddress(clientId), b.clientAddress(clientId))
+
+
+class OutageTests(ClusterTestCase):
+    @asyncTest
+    async def test_connectionCutForSeconds(self) -> None:
+        """
+        Node B's Redis connections are cut (C{CLIENT KILL USER}) and its
+        reconnects refused for a few seconds (its Redis user switched off
+        with C{ACL SETUSER}, a real refusal at C{AUTH}); meanwhile node A
+        sends to a client of B and broadcasts, and B sends to a client of A.
+        Once B is back, every message has arrived, in order, once.
+        """
+        self.redis.command("ACL", "SETUSER", "nodeb", "on", ">secret", "~*", "&*", "+@all")
+        urlB = f"redis://nodeb:secret@127.0.0.1:{self.redis.port}/0"
+        a, portA = await self.node()
+        b, portB = await self.node(url=urlB)
+        (peerA,) = await self.clients(a, portA, 1)
+        (peerB,) = await self.clients(b, portB, 1)
+        await waitFor(lambda: len(a.clientIds()) == 2 and len(b.clientIds()) == 2)
+        (idA,) = a._registry._local.ids()  # type: ignore[union-attr]
+        (idB,) = b._registry._local.ids()  # type: ignore[union-attr]
+        cluster = b._cluster
+        assert cluster is not None
+        self.redis.command("ACL", "SETUSER", "nodeb", "off")
+        killed = self.redis.command("CLIENT", "KILL", "USER", "nodeb")
+        self.assertEqual(killed, 2)
+        await waitFor(lambda: not cluster._reader.ready and not cluster._writer.ready)
+        expectedB: list[bytes] = []
+        expectedA: list[bytes] = []
+        # Three seconds of traffic, ten rounds a second, while B is cut
+        # off: B's reconnects fail at AUTH all along.
+        for round in range(30):
+            for i in range(5):
+                message = b"send %d.%d" % (round, i)
+                self.assertTrue(a.send(idB, message))
+                expectedB.append(message)
+            a.broadcast(b"broadcast %d" % round)
+            expectedB.append(b"broadcast %d" % round)
+            expectedA.append(b"broadcast %d" % round)
+            self.assertTrue(b.send(idA, b"from b %d" % round))
+            expectedA.append(b"from b %d" % round)
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(cluster._reader.ready)
+        self.assertIn("WRONGPASS", cluster._reader.lastError)
+        self.assertEqual(peerB.messages(), [])
+        self.redis.command("ACL", "SETUSER", "nodeb", "on")
+        await waitFor(lambda: len(peerB.messages()) >= len(expectedB), timeout=20)
+        await waitFor(lambda: len(peerA.messages()) >= len(expectedA), timeout=20)
+        # A marker after everything: anything delivered twice shows by then.
+        a.send(idB, b"end")
+        b.send(idA, b"end")
+        await waitFor(lambda: peerB.messages()[-1:] == [b"end"] and peerA.messages()[-1:] == [b"end"])
+        self.assertEqual(peerB.messages(), expectedB + [b"end"])
+        # What A's client got: A's own broadcasts at once, B's sends after
+        # the outage, each in its order.
+        self.assertEqual(
+            [m for m in peerA.messages() if m.startswith(b"broadcast")],
+            [m for m in expectedA if m.startswith(b"broadcast")],
+        )
+        self.assertEqual(
+            [m for m in peerA.messages() if not m.startswith(b"broadcast")],
+            [m for m in expectedA if not m.startswith(b"broadcast")] + [b"end"],
+        )
+        self.assertEqual(a.clientIds(), b.clientIds())
