@@ -333,8 +333,10 @@ class OutageTests(ClusterTestCase):
         # A marker after everything: anything delivered twice shows by then.
         a.send(idB, b"end")
         b.send(idA, b"end")
-        await waitFor(lambda: peerB.messages()[-1:] == [b"end"] and peerA.messages()[-1:] == [b"end"])
-        self.assertEqual(peerB.messages(), expectedB + [b"end"])
+        await waitFor(
+            lambda: peerB.messages()[-1:] == [b"end"] and peerA.messages()[-1:] == [b"end"]
+        )
+        self.assertEqual(peerB.messages(), [*expectedB, b"end"])
         # What A's client got: A's own broadcasts at once, B's sends after
         # the outage, each in its order.
         self.assertEqual(
