@@ -266,6 +266,16 @@ return #ids
 """
 
 
+# Reserves a block of ids: the counter first raised to at least ARGV[1]
+# (the highest id the node knows of: after Redis restarted without
+# persistence the counter starts again from 0), then INCRBY ARGV[2].
+_RESERVE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('INCRBY', KEYS[1], ARGV[2])
+"""
+
+
 @dataclass
 class _Remote:
     """
@@ -500,6 +510,8 @@ class ClusterRegistry:
         self._kHeartbeat = f"{prefix}hb:{self.node.decode()}"
         # Ids reserved and not issued: [next, end] pairs.
         self._blocks: deque[list[int]] = deque()
+        # The highest id this node reserved or saw.
+        self._highest = 0
         self._refilling = False
         # The directory of the other nodes, and what this node published
         # for its own established ids.
@@ -574,8 +586,7 @@ class ClusterRegistry:
 
         def reserved(end: Any) -> None:
             self._refilling = False
-            end = int(end)
-            self._blocks.append([end - self.blockSize + 1, end])
+            self._addBlock(int(end))
 
         def failed(f: Failure) -> None:
             self._refilling = False
@@ -583,9 +594,16 @@ class ClusterRegistry:
                 "Could not reserve cluster ids from Redis: {error}", error=f.getErrorMessage()
             )
 
-        self._writer.protocol.execute_command("INCRBY", self._kNext, self.blockSize).addCallbacks(
-            reserved, failed
+        self._reserve(self._writer.protocol).addCallbacks(reserved, failed)
+
+    def _reserve(self, protocol: Any) -> Deferred[Any]:
+        return protocol.execute_command(
+            "EVAL", _RESERVE, 1, self._kNext, self._highest, self.blockSize
         )
+
+    def _addBlock(self, end: int) -> None:
+        self._blocks.append([end - self.blockSize + 1, end])
+        self._highest = max(self._highest, end)
 
     # -- connections' lives -------------------------------------------------
 
@@ -818,15 +836,14 @@ class ClusterRegistry:
                     "SET", self._kHeartbeat, self.node, "PX", int(self.config.ttl * 1000)
                 ),
                 p.execute_command("SADD", self._kNodes, self.node),
-                p.execute_command("INCRBY", self._kNext, self.blockSize),
+                self._reserve(p),
                 p.execute_command("XREVRANGE", self._kStream, "+", "-", "COUNT", 1),
                 p.execute_command("HGETALL", self._kDir),
             ]
             return DeferredList(commands, fireOnOneErrback=True, consumeErrors=True)
 
         def loaded(outcomes: list[tuple[bool, Any]]) -> Deferred[Any]:
-            end = int(outcomes[2][1])
-            self._blocks.append([end - self.blockSize + 1, end])
+            self._addBlock(int(outcomes[2][1]))
             last = outcomes[3][1]
             if last:
                 self._lastId = last[0][0]
@@ -1112,6 +1129,13 @@ class ClusterRegistry:
         if node == self.node:
             return
         self._remote[connectionId] = _Remote(node, host.decode(), int(port), pem)
+        if connectionId > self._highest:
+            self._highest = connectionId
+        for block in self._blocks:
+            # Only after Redis lost the counter can another node issue an
+            # id of this node's blocks: not this node, then.
+            if block[0] <= connectionId <= block[1]:
+                block[0] = connectionId + 1
 
     def _forgetNode(self, node: bytes) -> None:
         self._seen.pop(node, None)

@@ -74,6 +74,16 @@ class RedisServer:
         self.port = freePort()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = self.directory / "redis.log"
+        self.extra = extra
+        testCase.addCleanup(self.stop)
+        self.start()
+
+    def start(self) -> None:
+        """
+        Start it (again, after L{stop}: on the same port, empty), and wait
+        until it answers C{PING}.
+        """
+        extra = self.extra
         self.process = subprocess.Popen(
             [
                 "redis-server",
@@ -95,7 +105,6 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        testCase.addCleanup(self.stop)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:

@@ -348,3 +348,57 @@ class OutageTests(ClusterTestCase):
             [m for m in expectedA if not m.startswith(b"broadcast")] + [b"end"],
         )
         self.assertEqual(a.clientIds(), b.clientIds())
+
+    @asyncTest
+    async def test_idsRunOut(self) -> None:
+        """
+        A node cut off from Redis issues the ids of the block it has, then
+        refuses connections, with a logged reason, rather than wait or issue
+        an id twice; once Redis is back it reserves a new block and accepts
+        again.
+        """
+        self.redis.command("ACL", "SETUSER", "nodeb", "on", ">secret", "~*", "&*", "+@all")
+        server = Server(
+            Silent, cluster=f"redis://nodeb:secret@127.0.0.1:{self.redis.port}/0", reactor=reactor
+        )
+        self.addCleanup(lambda: within(server.stop(), 30))
+        cluster = server._cluster
+        assert cluster is not None
+        cluster.blockSize = 4
+        port = (await within(server.listen(0, "127.0.0.1"), 30)).getHost().port
+        self.redis.command("ACL", "SETUSER", "nodeb", "off")
+        self.redis.command("CLIENT", "KILL", "USER", "nodeb")
+        await waitFor(lambda: not cluster._writer.ready)
+        await self.clients(server, port, 4)
+        self.assertEqual(server.clientIds(), [1, 2, 3, 4])
+        refused = await self.client(port)
+        await within(refused.lost)
+        self.assertEqual(server.eventCounts.get("clusterIds"), 1)
+        self.redis.command("ACL", "SETUSER", "nodeb", "on")
+        await waitFor(lambda: cluster._writer.ready and len(cluster._blocks) > 0, timeout=20)
+        await self.clients(server, port, 1)
+        self.assertEqual(server.clientIds(), [1, 2, 3, 4, 5])
+
+    @asyncTest
+    async def test_redisRestarted(self) -> None:
+        """
+        Redis restarted without persistence: the nodes connect again and
+        announce their clients again, so that the directory is whole again,
+        and the ids reserved from then on stay above those in use.
+        """
+        a, portA = await self.node()
+        b, portB = await self.node()
+        await self.clients(a, portA, 2)
+        await self.clients(b, portB, 2)
+        await waitFor(lambda: len(a.clientIds()) == 4 and len(b.clientIds()) == 4)
+        before = a.clientIds()
+        self.redis.stop()
+        self.redis.start()
+        await waitFor(lambda: self.redis.command("HLEN", "tcpsc:dir") == 4, timeout=20)
+        self.assertEqual(sorted(int(i) for i in self.redis.command("HKEYS", "tcpsc:dir")), before)  # type: ignore[union-attr]
+        self.assertGreaterEqual(int(self.redis.command("GET", "tcpsc:next") or 0), max(before))  # type: ignore[arg-type]
+        (peer,) = await self.clients(b, portB, 1)
+        await waitFor(lambda: len(a.clientIds()) == 5)
+        self.assertEqual(len(set(a.clientIds())), 5)
+        a.broadcast(b"after the restart")
+        await waitFor(lambda: peer.messages() == [b"after the restart"])
