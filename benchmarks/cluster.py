@@ -299,7 +299,7 @@ def sendRun(ports: list[int], pings: int) -> dict[str, float]:
         deadline = time.monotonic() + TIMEOUT
         while True:
             asker.send(b"k%d\n" % other)
-            pump(selector, lambda: bool(asker.received), "an answer")
+            pump(selector, lambda asker=asker: bool(asker.received), "an answer")
             answer = asker.received.pop()[1]
             if answer == b"k1":
                 break
