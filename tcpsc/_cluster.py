@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall
@@ -822,13 +823,17 @@ class ClusterRegistry:
     def _join(self) -> Deferred[None]:
         where = self.config.describe()
 
+        bound = 2 * self.connectTimeout
+
         def unreachable(f: Failure) -> Failure:
             self._running = False
             self._writer.close()
             self._reader.close()
-            raise ClusterError(
-                f"cannot join the cluster at {where}: {f.getErrorMessage() or f.type.__name__}"
-            )
+            if f.check(defer.TimeoutError):
+                why = f"not joined within {bound:g} s"
+            else:
+                why = f.getErrorMessage() or f.type.__name__
+            raise ClusterError(f"cannot join the cluster at {where}: {why}")
 
         def start(p: Any) -> Deferred[Any]:
             commands = [
@@ -882,6 +887,7 @@ class ClusterRegistry:
             self._writer.connect()
             .addCallback(start)
             .addCallback(loaded)
+            .addTimeout(bound, self._reactor)
             .addCallbacks(joined, unreachable)
         )
 

@@ -1233,7 +1233,8 @@ class Server(Factory):
 
     def clientIds(self) -> list[int]:
         """
-        The ids of the established connections, ascending.
+        The ids of the established connections, ascending; in a cluster,
+        those of every node.
         """
         return self._registry.ids()
 
@@ -1252,10 +1253,18 @@ class Server(Factory):
         """
         Send a message (continuous mode: bytes) to one connection.
 
+        In a cluster, to a client of another node: C{True} means that the
+        message was accepted for delivery (queued for Redis, within the
+        bound of the queue), not that it was written; that node writes it,
+        or drops it if the client has gone or refuses it, with no answer.
+        Messages from one node to one client arrive in the order sent.
+
         @return: C{False} (and nothing written) for an unknown or closed
             id, a message that L{MessageProtocol.sendMessage} refuses, or a
             congested connection that already accepted C{maxPendingOutput}
-            bytes (see L{MessageProtocol.maxPendingOutput}).
+            bytes (see L{MessageProtocol.maxPendingOutput}); in a cluster,
+            for an id no node has as far as the directory knows, or a
+            message for another node past the bound of the queue.
         """
         return self._registry.send(clientId, data)
 
@@ -1284,8 +1293,13 @@ class Server(Factory):
 
         @param exclude: an id, or ids, to leave out (a chat server excludes
             the sender).
-        @return: how many connections it was written to; 0 also when the
-            message is refused (it contains the delimiter or is too long).
+        In a cluster, the clients of every other node get it too, once,
+        written by their node (the excluded ids left out wherever they
+        are), in the order of this node's sends and broadcasts.
+
+        @return: how many connections of this node it was written to; 0
+            also when the message is refused (it contains the delimiter or
+            is too long).
         """
         return self._registry.broadcast(data, exclude)
 

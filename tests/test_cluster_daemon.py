@@ -5,9 +5,13 @@ a real Redis, with plain sockets as their clients.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -136,3 +140,34 @@ def deferToThreadRecv(s: socket.socket) -> Deferred[bytes]:
     Receive from a blocking socket in a thread, bounded.
     """
     return within(deferToThread(s.recv, 4096), TIMEOUT)
+
+
+class BenchmarkSmokeTests(SynchronousTestCase):
+    def test_quickRun(self) -> None:
+        """
+        C{benchmarks/cluster.py} with tiny counts starts its Redis and
+        daemons, drives them, stops them and prints its figures (none of
+        which is asserted on).
+        """
+        requireRedis()
+        root = Path(__file__).resolve().parents[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(root / "benchmarks" / "cluster.py"),
+                "--broadcasts",
+                "20",
+                "--delays",
+                "3",
+                "--pings",
+                "3",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        figures = json.loads(result.stdout)
+        self.assertGreater(figures["broadcast_ratio"], 0)
+        self.assertIn("send_p50_extra_ms", figures)
