@@ -1228,6 +1228,9 @@ def _describe(options: Options, protocol: type[Any] | None, tls: TLSConfig | Non
             f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
             f"/s of {plural(options['message-size'], 'byte')}"
         )
+    cluster = options.get("cluster")
+    if cluster is not None:
+        extra += f", a node of the cluster at {parseClusterURL(cluster).describe()}"
     if udp:
         extra += f"; and over {udp}"
     return (

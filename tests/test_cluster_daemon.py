@@ -67,6 +67,7 @@ class ChatAcrossDaemonsTests(SynchronousTestCase):
             # twistd ends itself with the signal it got, as test_daemon says.
             self.assertEqual(daemon.exitStatus(), -signal.SIGTERM)
         self.assertIn("Left the cluster at", first.output)
+        self.assertIn(f"a node of the cluster at {self.redis.url}", first.output)
         # Both left: nothing of them remains in the directory.
         self.assertEqual(self.redis.command("HLEN", "tcpsc:dir"), 0)
         self.assertEqual(self.redis.command("SCARD", "tcpsc:nodes"), 0)
@@ -171,3 +172,71 @@ class BenchmarkSmokeTests(SynchronousTestCase):
         figures = json.loads(result.stdout)
         self.assertGreater(figures["broadcast_ratio"], 0)
         self.assertIn("send_p50_extra_ms", figures)
+
+
+#: Run before anything else in a subprocess: txredisapi cannot be imported,
+#: as when it is not installed.
+_BLOCKER = """
+import importlib.abc, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "txredisapi":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Absent())
+"""
+
+
+class WithoutTxredisapiTests(SynchronousTestCase):
+    """
+    Without txredisapi: tcpsc and the daemon work, and asking for a cluster
+    says which C{pip install} brings it.
+    """
+
+    def runBlocked(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        root = Path(__file__).resolve().parents[1]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+        return subprocess.run(
+            [sys.executable, "-c", _BLOCKER + code, *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+        )
+
+    def test_importWithout(self) -> None:
+        """
+        C{import tcpsc} and a server without a cluster do not import
+        txredisapi; C{Server(cluster=...)} raises an C{ImportError} naming
+        the install line.
+        """
+        result = self.runBlocked(
+            "import tcpsc\n"
+            "tcpsc.Server()\n"
+            "assert 'txredisapi' not in sys.modules\n"
+            "try:\n"
+            "    tcpsc.Server(cluster='redis://127.0.0.1:6379/0')\n"
+            "except ImportError as e:\n"
+            "    print(e)\n"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.strip(),
+            'a cluster needs txredisapi, which is not installed: pip install "tcpsc[cluster]"',
+        )
+
+    def test_daemonOption(self) -> None:
+        """
+        C{--cluster} is a usage error naming the install line.
+        """
+        code = "from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+        result = self.runBlocked(
+            code, "-n", "--pidfile=", "tcpsc", "--cluster", "redis://127.0.0.1:6379/0"
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        last = (result.stdout + result.stderr).strip().splitlines()[-1]
+        self.assertIn(
+            '--cluster needs txredisapi, which is not installed: pip install "tcpsc[cluster]"',
+            last,
+        )
