@@ -18,6 +18,9 @@ sockets:
     least 0.5); then, one broadcast at a time, the p50 delay from the
     request to its delivery to a client of the other node (target at most
     2 ms).
+    The delay is measured by this process, which reads the 100 sockets in
+    turn: the one-node figure is that part, and the difference is what the
+    second node and Redis add.
   - B{Send}: a client on the first node sends to a client of the other
     node, whose answer is sent back to it (two sends through Redis), and
     the same to a client of its own node; reported: the p50 round trips and
@@ -363,6 +366,7 @@ def main() -> int:
         "broadcast_ratio": round(two["rate"] / one["rate"], 3),
         "broadcast_p50_delay_one_node_ms": round(one["p50"] * 1000, 3),
         "broadcast_p50_delay_other_node_ms": round(two["p50"] * 1000, 3),
+        "broadcast_p50_delay_extra_ms": round((two["p50"] - one["p50"]) * 1000, 3),
         "send_p50_round_trip_local_ms": round(local["p50"] * 1000, 3),
         "send_p50_round_trip_remote_ms": round(remote["p50"] * 1000, 3),
         "send_p50_extra_ms": round((remote["p50"] - local["p50"]) * 1000, 3),
@@ -380,7 +384,7 @@ def main() -> int:
         print(
             f"p50 delay, one node: {figures['broadcast_p50_delay_one_node_ms']:.3f} ms;"
             f" to a client of the other node: {figures['broadcast_p50_delay_other_node_ms']:.3f} ms"
-            " (target <= 2 ms)"
+            f" (+{figures['broadcast_p50_delay_extra_ms']:.3f} ms; target <= 2 ms)"
         )
         print(
             f"send p50 round trip, local: {figures['send_p50_round_trip_local_ms']:.3f} ms;"

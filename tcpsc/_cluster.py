@@ -326,6 +326,23 @@ class _Link:
         link = self
 
         class Protocol(txredisapi.BaseRedisProtocol):  # type: ignore[name-defined]
+            _extra = b""
+
+            def setLineMode(self, extra: bytes = b"") -> None:
+                # txredisapi parses what follows a bulk string in a call of
+                # the next reactor turn, with the socket paused: a stream
+                # read of many entries would take a turn per field.  Parsed
+                # on in this call instead (see dataReceived).
+                self.line_mode = 1
+                if extra:
+                    self._extra = extra
+
+            def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+                super().dataReceived(data, unpause)
+                while self._extra:
+                    extra, self._extra = self._extra, b""
+                    super().dataReceived(extra)
+
             def connectionLost(self, why: Failure) -> None:
                 super().connectionLost(why)
                 link._lost(self, why)
@@ -355,6 +372,9 @@ class _Link:
             # ready once connected (AUTH and SELECT are sent below).
             if not p.connected:
                 raise ConnectionError("the connection was lost at once")
+            # A command is written whole at once: no need to hold small
+            # writes back (Nagle), which would delay a reply's successor.
+            p.transport.setTcpNoDelay(True)
             return p
 
         def prepare(p: Any) -> Deferred[Any]:
