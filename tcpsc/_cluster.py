@@ -1064,7 +1064,8 @@ class ClusterRegistry:
         for connectionId, value in self._published.items():
             self._dirChanges[connectionId] = value
             self._add(b"j%d" % connectionId, value, directory=True)
-        if not self._blocks or len(self._blocks) == 1:
+        blocks = self._blocks
+        if not blocks or (len(blocks) == 1 and blocks[0][1] - blocks[0][0] < self.blockSize // 2):
             self._refill()
 
     # -- reading ------------------------------------------------------------------
