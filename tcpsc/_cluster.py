@@ -1056,7 +1056,10 @@ class ClusterRegistry:
         them if the outage outlived the heartbeat).
         """
         self._beat()
-        self._writer.protocol.execute_command("SADD", self._kNodes, self.node).addErrback(
+        protocol = self._writer.protocol
+        protocol.execute_command("SADD", self._kNodes, self.node).addErrback(lambda f: None)
+        # Past this node's blocks, in case Redis restarted and forgot them.
+        protocol.execute_command("EVAL", _RESERVE, 1, self._kNext, self._highest, 0).addErrback(
             lambda f: None
         )
         for batch in list(self._unacked):
