@@ -402,3 +402,33 @@ class OutageTests(ClusterTestCase):
         self.assertEqual(len(set(a.clientIds())), 5)
         a.broadcast(b"after the restart")
         await waitFor(lambda: peer.messages() == [b"after the restart"])
+
+    @asyncTest
+    async def test_queueBound(self) -> None:
+        """
+        While a node is cut off from Redis, what it sends to other nodes
+        waits up to the bound of its queue; past it, a send to a remote id
+        returns C{False} and the refusal is counted and logged, while its
+        local clients are still served.
+        """
+        self.redis.command("ACL", "SETUSER", "nodeb", "on", ">secret", "~*", "&*", "+@all")
+        a, portA = await self.node()
+        b, portB = await self.node(url=f"redis://nodeb:secret@127.0.0.1:{self.redis.port}/0")
+        await self.clients(a, portA, 1)
+        (localPeer,) = await self.clients(b, portB, 1)
+        await waitFor(lambda: len(b.clientIds()) == 2)
+        (remoteId,) = a._registry._local.ids()  # type: ignore[union-attr]
+        cluster = b._cluster
+        assert cluster is not None
+        cluster.maxQueuedBytes = 10_000
+        self.redis.command("ACL", "SETUSER", "nodeb", "off")
+        self.redis.command("CLIENT", "KILL", "USER", "nodeb")
+        await waitFor(lambda: not cluster._writer.ready)
+        accepted = 0
+        while b.send(remoteId, b"x" * 100):
+            accepted += 1
+            self.assertLess(accepted, 1000)
+        self.assertGreater(accepted, 50)
+        self.assertEqual(b.eventCounts.get("clusterQueueFull"), 1)
+        self.assertEqual(b.broadcast(b"local only"), 1)
+        await waitFor(lambda: localPeer.messages() == [b"local only"])
