@@ -62,7 +62,7 @@ broadcast path writes to stream transports.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface, implementer
@@ -192,6 +192,7 @@ class LocalRegistry:
         events: EventSummary,
         log: Logger,
         maxBroadcastSkips: int | None = None,
+        idSource: Callable[[], int] | None = None,
     ) -> None:
         """
         @param reactor: the reactor of the broadcasts' turns.
@@ -200,8 +201,13 @@ class LocalRegistry:
         @param log: where the broadcasts log a connection closed for missing
             too many.
         @param maxBroadcastSkips: see L{Broadcaster.maxBroadcastSkips}.
+        @param idSource: called for the id of each connection registered,
+            instead of counting them here (a cluster's registry issues ids
+            unique across its nodes so); what it raises, C{register} raises.
         """
         self._nextId = 1
+        self._idSource = idSource
+        self._registered = 0
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         # Open connections by peer host, and the host of each connection
@@ -212,11 +218,15 @@ class LocalRegistry:
 
     @property
     def registered(self) -> int:
-        return self._nextId - 1
+        return self._registered
 
     def register(self, connection: _ConnectionBase, peerHost: str | None = None) -> int:
-        connectionId = self._nextId
-        self._nextId = connectionId + 1
+        if self._idSource is not None:
+            connectionId = self._idSource()
+        else:
+            connectionId = self._nextId
+            self._nextId = connectionId + 1
+        self._registered += 1
         connection.connectionId = connectionId
         self._open[connectionId] = connection
         if peerHost is not None:

@@ -36,6 +36,7 @@ from zope.interface import implementer
 
 from ._accept import resumeAccepting, serverEndpoint
 from ._addresses import describeAddress
+from ._cluster import ClusterRegistry, IdsExhausted
 from ._errors import AbortedLocally, CertificateLoadError, ListenError, ServerError
 from ._events import EventSummary, plural
 from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
@@ -382,6 +383,7 @@ class Server(Factory):
         memoryBudget: int | None = Settings.memoryBudget,
         metrics: CollectorRegistry | None = None,
         settings: Settings | None = None,
+        cluster: str | None = None,
     ) -> None:
         """
         @param protocol: a L{MessageProtocol} or L{StreamProtocol} subclass;
@@ -434,8 +436,15 @@ class Server(Factory):
             instead of the keyword arguments that spell its fields: a
             keyword that differs from its default given together with
             C{settings} is a C{TypeError} (see L{tcpsc.Settings}).
+        @param cluster: a C{redis://HOST[:PORT][/DB]} URL: this server is
+            a node of the cluster of every server with the same URL, whose
+            ids, L{clientIds}, L{send}, L{broadcast}, L{clientAddress} and
+            L{clientCertificate} span all of them (see the README's "A
+            cluster over Redis").  L{listen} joins the cluster first and
+            L{stop} leaves it.  Needs txredisapi (C{pip install
+            "tcpsc[cluster]"}).
         @raise ImportError: C{metrics} is given and prometheus-client is not
-            installed.
+            installed, or C{cluster} is given and txredisapi is not.
         @raise TypeError: a setting given both in C{settings} and as a
             keyword; a protocol that is not one of tcpsc's.
         @raise ValueError: a setting out of its range.
@@ -497,9 +506,16 @@ class Server(Factory):
         self._events = EventSummary(
             self.log, self._reactor, logEveryEvent=self._settings.logEveryEvent
         )
-        self._registry = LocalRegistry(
-            self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
-        )
+        self._cluster: ClusterRegistry | None = None
+        self._registry: LocalRegistry | ClusterRegistry
+        if cluster is not None:
+            self._registry = self._cluster = ClusterRegistry(
+                cluster, self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
+            )
+        else:
+            self._registry = LocalRegistry(
+                self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
+            )
         self._shareOutput()
         self._handshakeTimers: dict[int, IDelayedCall] = {}
         # The first-byte timers of plain TCP connections that sent nothing yet.
@@ -623,8 +639,16 @@ class Server(Factory):
             a C{haproxy:} description does, on a port given otherwise (a
             number, say).
         @return: fires with the listening port, or fails with L{PortError}
-            (10), L{CertificateLoadError} (30-35) or L{ListenError} (42).
+            (10), L{CertificateLoadError} (30-35) or L{ListenError} (42);
+            for a server in a cluster, once the cluster is joined, or fails
+            with L{ClusterError} (45) if Redis cannot be reached within
+            5 s.
         """
+        cluster = self._cluster
+        if cluster is not None and not cluster.joined:
+            return cluster.join().addCallback(
+                lambda _: self.listen(port, interface, tls, proxyProtocol=proxyProtocol)
+            )
         try:
             proxied = proxiedDescription(port)
             if proxied is not None:
@@ -763,7 +787,7 @@ class Server(Factory):
             receiver.close()
         self._registry.broadcaster.stop()
         if not self._registry.openCount():
-            return stopped.addCallback(self._stopTimers)
+            return stopped.addCallback(self._stopTimers).addCallback(self._leaveCluster)
         closed: Deferred[None] = Deferred()
         self._closeWaiters.append(closed)
         protocols = list(self._registry.connections().values())
@@ -772,7 +796,15 @@ class Server(Factory):
             protocol.closeConnection("server stopping")
         closed.addCallback(self._stopped)
         everything: Deferred[list[Any]] = gatherResults([stopped, closed])
-        return everything.addCallback(self._stopTimers)
+        return everything.addCallback(self._stopTimers).addCallback(self._leaveCluster)
+
+    def _leaveCluster(self, _: object) -> Deferred[None] | None:
+        """
+        Stopped: leave the cluster, if in one.
+        """
+        if self._cluster is None:
+            return None
+        return self._cluster.leave()
 
     def _stopTimers(self, _: object) -> None:
         """
@@ -862,7 +894,17 @@ class Server(Factory):
         if settings.memoryBudget is not None and isinstance(protocol, MessageProtocol):
             protocol._reportAt = _BUDGET_STEP
         protocol._observer = self
-        connectionId = registry.register(protocol, host if perPeer is not None else None)
+        try:
+            connectionId = registry.register(protocol, host if perPeer is not None else None)
+        except IdsExhausted as e:
+            self._events.record(
+                "clusterIds",
+                "Refused a connection from {peer}: {error}",
+                peer=describeAddress(addr),
+                error=str(e),
+                reason="clusterIds",
+            )
+            return None
         if quiet:
             self._quietIds.add(connectionId)
         if allowedClients is not None:
@@ -1297,7 +1339,8 @@ class Server(Factory):
 
     def clientIds(self) -> list[int]:
         """
-        The ids of the established connections, ascending.
+        The ids of the established connections, ascending; in a cluster,
+        those of every node.
         """
         return self._registry.ids()
 
@@ -1316,10 +1359,18 @@ class Server(Factory):
         """
         Send a message (continuous mode: bytes) to one connection.
 
+        In a cluster, to a client of another node: C{True} means that the
+        message was accepted for delivery (queued for Redis, within the
+        bound of the queue), not that it was written; that node writes it,
+        or drops it if the client has gone or refuses it, with no answer.
+        Messages from one node to one client arrive in the order sent.
+
         @return: C{False} (and nothing written) for an unknown or closed
             id, a message that L{MessageProtocol.sendMessage} refuses, or a
             congested connection that already accepted C{maxPendingOutput}
-            bytes (see L{MessageProtocol.maxPendingOutput}).
+            bytes (see L{MessageProtocol.maxPendingOutput}); in a cluster,
+            for an id no node has as far as the directory knows, or a
+            message for another node past the bound of the queue.
         """
         return self._registry.send(clientId, data)
 
@@ -1348,8 +1399,13 @@ class Server(Factory):
 
         @param exclude: an id, or ids, to leave out (a chat server excludes
             the sender).
-        @return: how many connections it was written to; 0 also when the
-            message is refused (it contains the delimiter or is too long).
+        In a cluster, the clients of every other node get it too, once,
+        written by their node (the excluded ids left out wherever they
+        are), in the order of this node's sends and broadcasts.
+
+        @return: how many connections of this node it was written to; 0
+            also when the message is refused (it contains the delimiter or
+            is too long).
         """
         return self._registry.broadcast(data, exclude)
 

@@ -44,6 +44,8 @@ from ._apps import (
     recordRunDirectory,
     recordSink,
 )
+from ._cluster import INSTALL_HINT as CLUSTER_INSTALL_HINT
+from ._cluster import ClusterError, parseClusterURL, probeCluster
 from ._datagram import DatagramPeer, DatagramServer
 from ._errors import ListenError, StartError
 from ._events import plural
@@ -355,6 +357,15 @@ class Options(usage.Options):
             f"prometheus-client: {INSTALL_HINT}.",
         ],
         [
+            "cluster",
+            None,
+            None,
+            "Be one node of a cluster of tcpsc daemons sharing this Redis: "
+            "redis://HOST[:PORT][/DB] (also redis://USER:PASSWORD@HOST..., and ?prefix=P&ttl=S); "
+            "ids, send, broadcast and the chat span every node. Needs txredisapi: "
+            f"{CLUSTER_INSTALL_HINT}.",
+        ],
+        [
             "close-timeout",
             None,
             _shown(_DEFAULTS.closeTimeout),
@@ -514,8 +525,27 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--metrics needs prometheus-client, which is not installed: {INSTALL_HINT}"
                 ) from None
+        self._checkCluster()
         self._checkAppOptions()
         self._chooseApp()
+
+    def _checkCluster(self) -> None:
+        """
+        C{--cluster}: a C{redis://} URL, and txredisapi installed.
+        """
+        url = self["cluster"]
+        if url is None:
+            return
+        try:
+            parseClusterURL(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--cluster: {e}") from None
+        try:
+            import txredisapi  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                f"--cluster needs txredisapi, which is not installed: {CLUSTER_INSTALL_HINT}"
+            ) from None
 
     def _checkAppOptions(self) -> None:
         """
@@ -1201,6 +1231,9 @@ def _describe(options: Options, protocol: type[Any] | None, tls: TLSConfig | Non
             f", {options['rate']:g} {'message' if options['rate'] == 1 else 'messages'}"
             f"/s of {plural(options['message-size'], 'byte')}"
         )
+    cluster = options.get("cluster")
+    if cluster is not None:
+        extra += f", a node of the cluster at {parseClusterURL(cluster).describe()}"
     if udp:
         extra += f"; and over {udp}"
     return (
@@ -1297,6 +1330,14 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
+    cluster = options.get("cluster")
+    if cluster is not None:
+        # Redis is asked at once, as the certificates are read: a cluster
+        # that cannot be joined stops the daemon before it starts.
+        try:
+            probeCluster(cluster)
+        except ClusterError as e:
+            raise SystemExit(f"tcpsc: {e.args[0]}") from None
     try:
         server = Server(
             protocol,
@@ -1304,6 +1345,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             reactor=reactor,
             metrics=registry,
             settings=settings,
+            cluster=cluster,
             **extra,
         )
     except (TypeError, ValueError) as e:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,10 @@ class Step:
     @ivar expect: lines the output must contain, in order.
     @ivar status: the exit status a command must end with (C{None}: any
         non-zero).
+    @ivar redis: the block needs a Redis on 127.0.0.1:6379, which is
+        started for it (once); where C{redis-server} is not installed the
+        block is not run, unless C{TCPSC_REQUIRE_ENGINES=1} makes that a
+        failure.
     @ivar setup: leading command lines that set up the environment the
         tests already run in (a virtual environment, an installation); they
         are not run.
@@ -95,6 +100,7 @@ class Step:
     status: int | None = 0
     setup: tuple[str, ...] = ()
     why: str = ""
+    redis: bool = False
 
 
 STEPS: list[Step] = [
@@ -152,6 +158,14 @@ STEPS: list[Step] = [
     Step("# Twisted-native", "program", port=8081, expect=["ping"]),
     Step("# Blocking", "program", port=8081, expect=["ping"], typed=[""]),
     Step("TlsClient(b", "python"),
+    Step("--port 8081 --app chat --cluster", "server", port=8081, redis=True),
+    Step("--port 8082 --app chat --cluster", "server", port=8082, redis=True),
+    Step(
+        "node.broadcast(",
+        "python",
+        expect=["clients in the cluster: 1", "the chat client got b'hello from another node'"],
+        redis=True,
+    ),
     Step(
         "send-proxy-v2",
         "skip",
@@ -280,6 +294,7 @@ class Scenario:
         self.servers: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         self.count = 0
+        self.redis: subprocess.Popen[bytes] | None = None
 
     # -- processes --------------------------------------------------------
 
@@ -387,8 +402,49 @@ class Scenario:
         return result
 
     def step(self, block: Block, step: Step) -> str:
+        if step.redis:
+            missing = self.startRedis()
+            if missing is not None:
+                return f"not run: {missing}"
         handler: Callable[[Block, Step], str] = getattr(self, f"do_{step.kind}")
         return handler(block, step)
+
+    def startRedis(self) -> str | None:
+        """
+        Start a Redis on 127.0.0.1:6379 for the blocks that need one (once),
+        without persistence, in this scenario's directory.
+
+        @return: why it cannot run here, or C{None}.
+        """
+        if self.redis is not None:
+            return None
+        if shutil.which("redis-server") is None:
+            why = "redis-server is not installed"
+            if os.environ.get("TCPSC_REQUIRE_ENGINES") == "1":
+                raise Failed(f"TCPSC_REQUIRE_ENGINES=1 but {why}")
+            return why
+        self.redis = self.start(
+            [
+                "redis-server",
+                "--port",
+                "6379",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            self.output("redis"),
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while not _listening(6379):
+            if self.redis.poll() is not None or time.monotonic() > deadline:
+                raise Failed("redis-server did not listen on 6379")
+            time.sleep(0.05)
+        return None
 
     def do_skip(self, block: Block, step: Step) -> str:
         return f"not run: {step.why}"

@@ -16,7 +16,14 @@ PYPROJECT = ROOT / "pyproject.toml"
 FLOORS = ROOT / ".ci" / "floors.txt"
 
 #: The packages whose floors are pinned, by normalised name.
-PINNED = ("twisted", "pyopenssl", "service-identity", "cryptography", "prometheus-client")
+PINNED = (
+    "twisted",
+    "pyopenssl",
+    "service-identity",
+    "cryptography",
+    "prometheus-client",
+    "txredisapi",
+)
 
 _REQUIREMENT = re.compile(
     r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?P<spec>[^;]*?)\s*(?:;.*)?$"
@@ -47,11 +54,12 @@ def sameVersion(a: str, b: str) -> bool:
 def pyprojectFloors() -> dict[str, str]:
     """
     The C{>=} floor of each dependency of C{pyproject.toml}'s C{[project]},
-    and of its C{metrics} extra.
+    and of its C{metrics} and C{cluster} extras.
     """
     with PYPROJECT.open("rb") as f:
         project = tomllib.load(f)["project"]
-    dependencies = [*project["dependencies"], *project["optional-dependencies"]["metrics"]]
+    extras = project["optional-dependencies"]
+    dependencies = [*project["dependencies"], *extras["metrics"], *extras["cluster"]]
     floors = {}
     for requirement in dependencies:
         match = _REQUIREMENT.match(requirement)

@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tcpsc._accept",
             "tcpsc._proxy",
             "tcpsc._metrics",
+            "tcpsc._cluster",
             "tcpsc._server",
             "tcpsc._client",
             "tcpsc._datagram",
