@@ -27,7 +27,6 @@ written to it, so once the handshake is done (its flights are several KiB)
 both BIOs are replaced with fresh, empty ones (see L{TLSTransport._releaseBIOs}),
 and again a little after a large read or write made them grow.
 
-
 Part of the TLS layer: it knows nothing of messages.
 """
 
