@@ -174,6 +174,7 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         TLSMemoryBIOProtocol,
         (
             "_write",
+            "_checkHandshakeStatus",
             "_flushSendBIO",
             "_bufferedWrite",
             "_tlsShutdownFinished",
@@ -202,6 +203,22 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         "the direct OpenSSL path of TLSTransport: pyOpenSSL's cffi binding",
         _util,
         ("lib", "ffi"),
+    ),
+    (
+        "the direct OpenSSL path of TLSTransport: the OpenSSL functions it calls, among them "
+        "those that replace a connection's memory BIOs after the handshake",
+        _util.lib,
+        (
+            "SSL_read",
+            "SSL_write",
+            "SSL_get_error",
+            "SSL_set_bio",
+            "BIO_read",
+            "BIO_write",
+            "BIO_new",
+            "BIO_free",
+            "BIO_s_mem",
+        ),
     ),
 ]
 

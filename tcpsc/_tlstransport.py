@@ -21,6 +21,12 @@ for every empty read (see L{_directOpenSSL}; C{benchmarks/RESULTS.md} says
 what that saves).  Errors still go through pyOpenSSL, so they are reported
 as they always are.
 
+The same binding lets go of memory an idle connection does not need: a
+memory BIO never gives back the buffer it grew to hold the largest piece
+written to it, so once the handshake is done (its flights are several KiB)
+both BIOs are replaced with fresh, empty ones (see L{TLSTransport._releaseBIOs}),
+and again a little after a large read or write made them grow.
+
 Part of the TLS layer: it knows nothing of messages.
 """
 
@@ -49,6 +55,14 @@ RECEIVE_SIZE = 2**16
 #: Bytes handed to OpenSSL per C{SSL_write}: bounds OpenSSL's send buffer
 #: between two reads of it.
 SEND_SLICE = 2**16
+#: A read or write larger than this grows a memory BIO's buffer by more than
+#: an idle connection should keep: the BIOs are replaced (their buffers
+#: freed) L{RELEASE_DELAY} seconds later.
+RELEASE_ABOVE = 2**14
+#: Seconds from a read or write larger than L{RELEASE_ABOVE} to the
+#: replacement of the BIOs: a connection that keeps moving large messages
+#: reallocates their buffers once per delay, not once per message.
+RELEASE_DELAY = 1.0
 
 
 def _directOpenSSL() -> tuple[Any, Any] | None:
@@ -73,6 +87,10 @@ def _directOpenSSL() -> tuple[Any, Any] | None:
         "SSL_get_error",
         "BIO_read",
         "BIO_write",
+        "BIO_new",
+        "BIO_free",
+        "BIO_s_mem",
+        "SSL_set_bio",
         "SSL_ERROR_WANT_READ",
     )
     if lib is None or ffi is None or not all(hasattr(lib, name) for name in needed):
@@ -140,6 +158,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
     _reading: bool = False
     _pendingSize: int = 0
     _scheduled: IDelayedCall | None = None
+    _release: IDelayedCall | None = None
     _direct: _Direct | None = None
 
     def __init__(
@@ -167,6 +186,74 @@ class TLSTransport(TLSMemoryBIOProtocol):
         ):
             lib, ffi = binding
             self._direct = _Direct(lib, ffi, connection, self.factory.buffer(ffi))
+
+    def _checkHandshakeStatus(self) -> None:
+        done = self._handshakeDone
+        super()._checkHandshakeStatus()
+        if self._handshakeDone and not done:
+            self._releaseBIOs()
+
+    def _releaseLater(self) -> None:
+        """
+        Replace the BIOs L{RELEASE_DELAY} seconds from now, if that is not
+        planned already: a large read or write made their buffers grow.
+        """
+        if self._release is None:
+            self._release = self._clock.callLater(RELEASE_DELAY, self._releaseGrownBIOs)
+
+    def _releaseGrownBIOs(self) -> None:
+        self._release = None
+        self._releaseBIOs()
+
+    def _releaseBIOs(self) -> None:
+        """
+        Replace the connection's two memory BIOs with new, empty ones, moving
+        over what the receiving one holds that OpenSSL has not read yet (the
+        start of a record that is not complete yet).
+
+        A memory BIO keeps the buffer it grew to hold the largest piece
+        written to it, and frees it only with the BIO: the handshake's
+        flights (certificates, signatures, session tickets) leave several
+        KiB per connection, a large message up to a read's or a write's size
+        (C{benchmarks/RESULTS.md} says how much), held for nothing while the
+        connection is idle.  So this runs once the handshake is done, and
+        after large reads or writes (L{_releaseLater}).  OpenSSL frees the
+        old BIOs when it is given the new ones.  Only on the direct path;
+        through pyOpenSSL's methods the BIOs stay.
+        """
+        direct = self._direct
+        if direct is None or self._lostTLSConnection or self._aborted:
+            return
+        # What OpenSSL has to send (the last flight, session tickets) goes
+        # first: the BIO that holds it is about to go.
+        self._flushSendBIO()
+        lib = direct.lib
+        ffi = direct.ffi
+        buffer = direct.buffer
+        left = []
+        while True:
+            result = lib.BIO_read(direct.intoSSL, buffer, direct.size)
+            if result <= 0:
+                break
+            left.append(ffi.unpack(buffer, result))
+        intoSSL = lib.BIO_new(lib.BIO_s_mem())
+        fromSSL = lib.BIO_new(lib.BIO_s_mem())
+        if intoSSL == ffi.NULL or fromSSL == ffi.NULL:  # pragma: no cover - out of memory
+            for bio in (intoSSL, fromSSL):
+                if bio != ffi.NULL:
+                    lib.BIO_free(bio)
+            # The old BIO keeps working: give back what was taken from it.
+            for data in left:
+                lib.BIO_write(direct.intoSSL, data, len(data))
+            return
+        # OpenSSL takes both and frees the ones it had.
+        lib.SSL_set_bio(direct.ssl, intoSSL, fromSSL)
+        connection = direct.connection
+        connection._into_ssl = direct.intoSSL = intoSSL
+        connection._from_ssl = direct.fromSSL = fromSSL
+        for data in left:
+            if lib.BIO_write(intoSSL, data, len(data)) != len(data):
+                raise MemoryError("OpenSSL could not buffer the bytes received")
 
     # -- writing ----------------------------------------------------------
 
@@ -297,6 +384,8 @@ class TLSTransport(TLSMemoryBIOProtocol):
         if lib.BIO_write(direct.intoSSL, data, len(data)) != len(data):
             # A memory BIO only fails to take bytes when out of memory.
             raise MemoryError("OpenSSL could not buffer the bytes received")
+        if len(data) > RELEASE_ABOVE:
+            self._releaseLater()
         deliver = self.wrappedProtocol.dataReceived
         self._reading = True
         try:
@@ -333,6 +422,8 @@ class TLSTransport(TLSMemoryBIOProtocol):
         lib = direct.lib
         ssl = direct.ssl
         total = len(data)
+        if total > RELEASE_ABOVE:
+            self._releaseLater()
         sent = 0
         while sent < total:
             piece = data[sent : sent + SEND_SLICE] if sent or total > SEND_SLICE else data
@@ -422,6 +513,9 @@ class TLSTransport(TLSMemoryBIOProtocol):
         self._dropPending()
         # Twisted let go of the pyOpenSSL Connection: so does this.
         self._direct = None
+        release, self._release = self._release, None
+        if release is not None and release.active():
+            release.cancel()
 
 
 class TLSTransportFactory(TLSMemoryBIOFactory):

@@ -75,7 +75,7 @@ class Pair:
     L{StringTransport}s, handshake done.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, early: bytes = b"") -> None:
         certs = certificates()
         self.clock = Clock()
         self.server = Uppercase()
@@ -100,8 +100,40 @@ class Pair:
         self.clientWire = StringTransport()
         self.serverTLS.makeConnection(self.serverWire)
         self.clientTLS.makeConnection(self.clientWire)
+        self.serverBIOs = self.bios()
+        if early:
+            # Held by the client until its handshake is done, then sent right
+            # after its Finished, in the same bytes.
+            self.clientTLS.write(early)
         self.pump()
         assert self.serverTLS._handshakeDone and self.clientTLS._handshakeDone
+
+    def bios(self) -> tuple[object, object]:
+        """
+        The server's memory BIOs (into and out of OpenSSL).
+        """
+        connection = self.serverTLS._tlsConnection
+        return connection._into_ssl, connection._from_ssl
+
+    def buffersHeld(self) -> list[bool]:
+        """
+        Whether each of the server's memory BIOs holds a buffer (a BIO that
+        never held bytes has none; one that did keeps it).
+        """
+        from OpenSSL._util import ffi, lib
+
+        held = []
+        for bio in self.bios():
+            data = ffi.new("char **")
+            lib.BIO_get_mem_data(bio, data)
+            held.append(data[0] != ffi.NULL)
+        return held
+
+    def flushPlanned(self) -> bool:
+        """
+        Whether a delayed flush of writes is planned.
+        """
+        return self.serverTLS._scheduled is not None
 
     def pump(self) -> None:
         """
@@ -236,7 +268,7 @@ class TLSTransportTests(SynchronousTestCase):
         data = bytes(range(256)) * (4 * 1024)  # 1 MiB
         self.assertGreater(len(data), FLUSH_AT)
         pair.serverTLS.write(data)
-        self.assertEqual(pair.clock.getDelayedCalls(), [])
+        self.assertFalse(pair.flushPlanned())
         pair.toClient()
         self.assertEqual(pair.client.received, data)
 
@@ -319,6 +351,90 @@ class TLSTransportTests(SynchronousTestCase):
         self.assertEqual(len(pair.server.reads), 5)
         pair.toClient()
         self.assertEqual(pair.client.reads, [b"".join(b"LINE %d\n" % n for n in range(5))])
+
+    def test_handshakeBuffersReleased(self) -> None:
+        """
+        Once the handshake is done, the server's memory BIOs hold no buffer:
+        the ones that held the handshake's flights were replaced (on the
+        direct path; through pyOpenSSL's methods they stay).
+        """
+        pair = self.pair
+        if self.direct:
+            self.assertNotEqual(pair.bios(), pair.serverBIOs)
+            self.assertEqual(pair.buffersHeld(), [False, False])
+        else:
+            self.assertEqual(pair.bios(), pair.serverBIOs)
+        # And the connection works on.
+        pair.clientTLS.write(b"still here\n")
+        pair.pump()
+        self.assertEqual(pair.client.received, b"STILL HERE\n")
+
+    def test_bytesAfterTheHandshakeKept(self) -> None:
+        """
+        Application data that arrives in the same read as the client's
+        Finished is delivered: replacing the BIOs keeps what OpenSSL did not
+        read yet.
+        """
+        pair = Pair(early=b"right after finished\n")
+        self.assertEqual(pair.server.reads, [b"right after finished\n"])
+        self.assertEqual(pair.client.received, b"RIGHT AFTER FINISHED\n")
+
+    def test_largeReadBuffersReleased(self) -> None:
+        """
+        A read larger than C{RELEASE_ABOVE} grows the BIOs' buffers; they are
+        released C{RELEASE_DELAY} seconds later, and a record that was only
+        partly received then is completed and delivered whole.
+        """
+        pair = self.pair
+        line = b"x" * (4 * _tlstransport.RELEASE_ABOVE) + b"\n"
+        pair.clientTLS.write(line)
+        pair.pump()
+        self.assertEqual(pair.client.received, line.upper())
+        if not self.direct:
+            self.assertEqual(pair.clock.getDelayedCalls(), [])
+            return
+        self.assertEqual(pair.buffersHeld(), [True, True])
+        pair.clock.advance(_tlstransport.RELEASE_DELAY)
+        self.assertEqual(pair.buffersHeld(), [False, False])
+        self.assertEqual(pair.clock.getDelayedCalls(), [])
+        # A release while a large record is half received.
+        pair.client.reads.clear()
+        pair.clientTLS.write(line)
+        wire = pair.clientWire.value()
+        pair.clientWire.clear()
+        half = len(wire) // 2
+        pair.serverTLS.dataReceived(wire[:half])
+        pair.clock.advance(_tlstransport.RELEASE_DELAY)
+        pair.serverTLS.dataReceived(wire[half:])
+        pair.pump()
+        self.assertEqual(pair.client.received, line.upper())
+
+    def test_largeWriteBuffersReleased(self) -> None:
+        """
+        A write larger than C{RELEASE_ABOVE} grows the outgoing BIO's
+        buffer; it is released C{RELEASE_DELAY} seconds later.
+        """
+        pair = self.pair
+        data = b"y" * (4 * _tlstransport.RELEASE_ABOVE)
+        pair.serverTLS.write(data)
+        pair.toClient()
+        self.assertEqual(pair.client.received, data)
+        if not self.direct:
+            self.assertEqual(pair.clock.getDelayedCalls(), [])
+            return
+        self.assertEqual(pair.buffersHeld(), [False, True])
+        pair.clock.advance(_tlstransport.RELEASE_DELAY)
+        self.assertEqual(pair.buffersHeld(), [False, False])
+
+    def test_connectionLostCancelsRelease(self) -> None:
+        """
+        A connection lost before its buffers are released leaves no delayed
+        call behind.
+        """
+        pair = self.pair
+        pair.serverTLS.write(b"z" * (2 * _tlstransport.RELEASE_ABOVE))
+        pair.serverTLS.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(pair.clock.getDelayedCalls(), [])
 
 
 class PyOpenSSLPathTests(TLSTransportTests):
