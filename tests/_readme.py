@@ -169,14 +169,14 @@ STEPS: list[Step] = [
     Step(
         "send-proxy-v2",
         "skip",
-        why="the nodes behind it need Redis (--cluster); tests/test_proxy.py ReadmeConfigTests "
-        "runs this configuration with a real haproxy and the next block's two daemons",
+        why="HAProxy on fixed ports; tests/test_proxy.py ReadmeConfigTests runs this "
+        "configuration with a real haproxy, the next block's two daemons and a real Redis",
     ),
     Step(
         "--port haproxy:tcp:8091",
         "skip",
-        why="--cluster needs Redis; tests/test_proxy.py ReadmeConfigTests runs these nodes "
-        "(without --cluster) behind the configuration above",
+        why="tests/test_proxy.py ReadmeConfigTests runs these nodes, with a Redis of its own "
+        "for --cluster, behind the configuration above, and a chat across them",
     ),
 ]
 

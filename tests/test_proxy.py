@@ -48,6 +48,7 @@ from tcpsc.blocking import TcpServer
 from tests._haproxy import HAProxy, freePort, requireHAProxy
 from tests._helpers import RawPeer, certificates
 from tests._readme import blocks
+from tests._redis import RedisServer
 from tests.test_daemon import Daemon, _until
 from tests.test_guarantees_support import (
     Echo,
@@ -869,9 +870,10 @@ class ReadmeConfigTests(SynchronousTestCase):
     """
     The README's C{haproxy.cfg} and its two nodes, as written but for the
     ports (free loopback ones instead of 8081, 8091 and 8092: C{bind :8081}
-    becomes C{bind 127.0.0.1:PORT}) and without C{--cluster}, which needs
-    Redis: a client through HAProxy reaches a node, and each node's log
-    names the client socket's own address.
+    becomes C{bind 127.0.0.1:PORT}) and the Redis of C{--cluster} (a real
+    one of the test's own): a client through HAProxy reaches a node, each
+    node's log names the client socket's own address, and the chat spans
+    both nodes.
     """
 
     def readmeBlock(self, key: str) -> str:
@@ -881,6 +883,7 @@ class ReadmeConfigTests(SynchronousTestCase):
 
     def test_twoNodes(self) -> None:
         requireHAProxy()
+        redis = RedisServer(self)
         config = self.readmeBlock("send-proxy-v2")
         commands = self.readmeBlock("--port haproxy:tcp:8091").splitlines()
         self.assertEqual(commands[2], "haproxy -f haproxy.cfg -db")
@@ -895,7 +898,8 @@ class ReadmeConfigTests(SynchronousTestCase):
             self.assertEqual(words[:3], ["twistd", "-n", f"--pidfile=node{len(daemons) + 1}.pid"])
             arguments = words[words.index("tcpsc") + 1 :]
             cluster = arguments.index("--cluster")
-            del arguments[cluster : cluster + 2]
+            self.assertEqual(arguments[cluster + 1], "redis://127.0.0.1:6379/0")
+            arguments[cluster + 1] = redis.url
             arguments = [a.replace(f"tcp:{old}:", f"tcp:{new}:") for a in arguments]
             daemon = Daemon(self, *arguments)
             daemon.waitFor(rf"Listening on 127\.0\.0\.1:{new} \(fragmented, PROXY protocol\)")
@@ -919,6 +923,20 @@ class ReadmeConfigTests(SynchronousTestCase):
             sorted(re.findall(r"from (127\.0\.0\.[23]):\d+ established", d.output)) for d in daemons
         ]
         self.assertEqual(sorted(logged), [["127.0.0.2"], ["127.0.0.3"]], logged)
+        # One chat over both nodes: the client of one node sees the other's
+        # message, prefixed with its sender's cluster-wide id.
+        senderId = re.search(
+            rf"Connection (\d+) from 127\.0\.0\.2:{clients[0].getsockname()[1]} established",
+            "".join(d.output for d in daemons),
+        )
+        assert senderId is not None
+        clients[0].sendall(b"hello across nodes\n")
+        received = b""
+        while not received.endswith(b"\n"):
+            chunk = clients[1].recv(4096)
+            self.assertTrue(chunk, "the chat client's node closed the connection")
+            received += chunk
+        self.assertEqual(received, b"%s: hello across nodes\n" % senderId.group(1).encode())
         for daemon in daemons:
             self.assertNotIn("Traceback", daemon.output)
             self.assertNotIn("Refused", daemon.output)
