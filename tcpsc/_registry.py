@@ -192,6 +192,9 @@ class LocalRegistry:
         events: EventSummary,
         log: Logger,
         maxBroadcastSkips: int | None = None,
+        *,
+        firstId: int = 1,
+        idStep: int = 1,
     ) -> None:
         """
         @param reactor: the reactor of the broadcasts' turns.
@@ -200,8 +203,19 @@ class LocalRegistry:
         @param log: where the broadcasts log a connection closed for missing
             too many.
         @param maxBroadcastSkips: see L{Broadcaster.maxBroadcastSkips}.
+        @param firstId: the id of the first connection.
+        @param idStep: how much each id is above the one before.  The
+            worker processes of one daemon (C{--workers N}) number their
+            connections apart this way, with no coordination: worker C{i}
+            (from 0) of C{N} issues C{i+1, i+1+N, i+1+2N, ...}, so that an
+            id in the log names one connection of the whole daemon.
+        @raise ValueError: C{firstId} or C{idStep} below 1.
         """
-        self._nextId = 1
+        if firstId < 1 or idStep < 1:
+            raise ValueError(f"firstId and idStep must be 1 or more, not {firstId} and {idStep}")
+        self._nextId = firstId
+        self._idStep = idStep
+        self._registered = 0
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
         # Open connections by peer host, and the host of each connection
@@ -212,11 +226,12 @@ class LocalRegistry:
 
     @property
     def registered(self) -> int:
-        return self._nextId - 1
+        return self._registered
 
     def register(self, connection: _ConnectionBase, peerHost: str | None = None) -> int:
         connectionId = self._nextId
-        self._nextId = connectionId + 1
+        self._nextId = connectionId + self._idStep
+        self._registered += 1
         connection.connectionId = connectionId
         self._open[connectionId] = connection
         if peerHost is not None:
