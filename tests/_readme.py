@@ -130,6 +130,9 @@ STEPS: list[Step] = [
         "checks the daemon's readiness notifications and socket activation",
     ),
     Step("twist --log-format=json tcpsc --port 8081", "server", port=8081, setup=("$ ",)),
+    Step("tcpsc --port 8081 --workers 2", "server", port=8081),
+    Step("All 2 workers are listening on 0.0.0.0:8081", "log", port=8081),
+    Step("--workers 2 --app chat", "transcript", status=1),
     Step(
         "tcpsc multicast listen 239.255.0.1:9000",
         "skip",
