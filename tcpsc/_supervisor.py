@@ -40,9 +40,11 @@ worker it is.  Between the two:
     line, which the parent logs as its own, each line prefixed with the
     worker's index and pid (its fields kept): one log for the daemon, in
     whatever twistd logs to;
-  - descriptor 3 is a pipe on which the worker writes one line once every
-    port listens; when every worker has, the parent tells systemd it is
-    ready (C{READY=1}).
+  - once every port listens, the worker logs an event that says so (field
+    C{tcpsc_workerListening}); when every worker has, the parent tells
+    systemd it is ready (C{READY=1}).  It comes in the log, after the
+    worker's own lines about its ports, so that the parent's log tells
+    things in the order they happened.
 
 Connection ids stay unique across workers without coordination: worker
 C{i} of C{N} numbers its connections C{i+1, i+1+N, ...} (see
@@ -87,10 +89,9 @@ __all__ = [
 #: The environment variable that makes a daemon a worker (internal).
 WORKER_ENVIRONMENT = "TCPSC_WORKER"
 
-#: The worker's descriptor on which it says it listens.
-_STATUS_FD = 3
-#: The worker's descriptor of the first listening socket.
-_FIRST_SOCKET_FD = 4
+#: The worker's descriptor of the first listening socket (after standard
+#: input, output and error).
+_FIRST_SOCKET_FD = 3
 
 #: Restart delays: the first, the longest (each is twice the one before),
 #: and how long a worker must have run for the next restart to wait the
@@ -99,7 +100,8 @@ FIRST_RESTART_DELAY = 0.5
 LONGEST_RESTART_DELAY = 30.0
 STEADY_RUN = 30.0
 
-_READY = b"listening\n"
+#: The field of the worker's log event that says every port listens.
+_LISTENING = "tcpsc_workerListening"
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,6 @@ class _WorkerProcess(ProcessProtocol):
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == _STATUS_FD:
-            if _READY.strip() in data and not self.ready:
-                self.ready = True
-                self.supervisor._workerReady(self)
-            return
         if childFD not in self._buffers:
             return
         lines = (self._buffers[childFD] + data).split(b"\n")
@@ -391,7 +388,7 @@ class WorkerSupervisor(Service):
         if self._stopping:
             return
         fds = [_FIRST_SOCKET_FD + n for n in range(len(self.ports))]
-        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r", _STATUS_FD: "r"}
+        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
         for fd, port in zip(fds, self.ports, strict=True):
             childFDs[fd] = port.socket.fileno()
         environ = dict(self._environ)
@@ -473,6 +470,9 @@ class WorkerSupervisor(Service):
         if not isinstance(event.get("log_level"), LogLevel):
             event["log_level"] = LogLevel.info
         globalLogPublisher(event)
+        if event.get(_LISTENING) is True and not worker.ready:
+            worker.ready = True
+            self._workerReady(worker)
 
     # -- restarting ----------------------------------------------------------
 
@@ -778,15 +778,17 @@ class WorkerRole:
 
         reactor.addReader(_ParentWatch(reactor, 0, gone))
 
-    def reportListening(self) -> None:
+    def reportListening(self, addresses: str) -> None:
         """
-        Tell the parent that every port listens.
+        Tell the parent that every port listens: a log event it knows.
         """
-        try:
-            os.write(_STATUS_FD, _READY)
-            os.close(_STATUS_FD)
-        except OSError:
-            pass
+        self.log.info(
+            "Worker {index} of {count} is listening on {addresses}",
+            index=self.index,
+            count=self.count,
+            addresses=addresses,
+            **{_LISTENING: True},
+        )
 
 
 @implementer(IStreamServerEndpoint)

@@ -1056,7 +1056,7 @@ class TcpscService(ServerService):
         """
         addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
         if self.worker is not None:
-            self.worker.reportListening()
+            self.worker.reportListening(addresses)
             return
         if notify(f"READY=1\nSTATUS=Listening on {addresses}"):
             self.log.info("Told systemd: ready")

@@ -40,6 +40,7 @@ from tcpsc.tap import Options, TcpscService, TcpscSupervisor, makeService
 
 from ._helpers import certificates
 from .test_daemon import LOCAL, TIMEOUT, Daemon, Peer, _until
+from .test_systemd import fields, notifySocket
 
 
 class Talker(MessageProtocol):
@@ -272,6 +273,35 @@ class WorkerProcessTests(SynchronousTestCase):
         daemon.waitFor("Received SIGHUP: passing it on to 2 workers")
         for index in (0, 1):
             daemon.waitFor(rf"\[worker {index}, pid \d+\] Reloaded the TLS certificates")
+
+    def test_systemdReady(self) -> None:
+        """
+        Under systemd (C{NOTIFY_SOCKET}), the parent alone says C{READY=1},
+        once both workers listen (each serves at once), and C{STOPPING=1}
+        on SIGTERM; the workers say nothing.
+        """
+        receiver, address = notifySocket(self)
+        os.environ["NOTIFY_SOCKET"] = address
+        try:
+            daemon = self.workers()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        ready = fields(receiver.recv(4096))
+        self.assertEqual(ready["READY"], "1")
+        self.assertRegex(ready["STATUS"], r"Listening on 127\.0\.0\.1:\d+ with 2 workers")
+        self.assertIn("All 2 workers are listening", daemon.output)
+        for index in (0, 1):
+            self.assertRegex(daemon.output, rf"\[worker {index}, pid \d+\] Listening on")
+        self.reachBoth(daemon, daemon.port())
+        os.kill(daemon.process.pid, signal.SIGTERM)
+        self.assertEqual(
+            fields(receiver.recv(4096)),
+            {"STOPPING": "1", "STATUS": "Stopping: stopping the workers"},
+        )
+        self.assertEqual(daemon.exitStatus(), -signal.SIGTERM)
+        receiver.settimeout(0)
+        with self.assertRaises(BlockingIOError):
+            receiver.recv(4096)
 
     def test_failingWorkerBacksOff(self) -> None:
         """
