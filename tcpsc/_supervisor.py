@@ -68,11 +68,14 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, execute, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, LogLevel, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _compat
+from ._accept import _GuardedPort
 from ._errors import ListenError
 from ._systemd import notify
 
@@ -653,9 +656,26 @@ class AdoptedEndpoint:
         probe = socket.socket(fileno=self._fd)
         family = probe.family
         probe.detach()
-        port = self._reactor.adoptStreamPort(self._fd, family, factory)
+        port: IListeningPort
+        if _compat.PRIVATE and isinstance(self._reactor, PosixReactorBase):
+            # tcpsc's accept loop: it pauses when out of descriptors, and it
+            # takes one connection per wakeup, leaving the next to another
+            # worker that is awake too.
+            guarded = _SharedPort._fromListeningDescriptor(self._reactor, self._fd, family, factory)
+            guarded.startListening()
+            port = guarded
+        else:
+            port = self._reactor.adoptStreamPort(self._fd, family, factory)
         os.close(self._fd)
         return port
+
+
+class _SharedPort(_GuardedPort):
+    """
+    The accept loop of a socket that other processes accept from too.
+    """
+
+    maxAccepts = 1
 
 
 class _ParentWatch:

@@ -17,20 +17,25 @@ import socket
 import ssl
 from pathlib import Path
 
+from twisted.internet import reactor, tcp
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpsc import MessageProtocol
+from tcpsc import MessageProtocol, _compat
+from tcpsc._accept import _GuardedPort
 from tcpsc._errors import ListenError
 from tcpsc._events import EventSummary
 from tcpsc._registry import LocalRegistry
 from tcpsc._supervisor import (
     FIRST_RESTART_DELAY,
     LONGEST_RESTART_DELAY,
+    AdoptedEndpoint,
     WorkerRole,
     WorkerSupervisor,
     bindPort,
@@ -517,6 +522,61 @@ class HandOverTests(SynchronousTestCase):
         self.assertEqual(registry.registered, 3)
         with self.assertRaises(ValueError):
             LocalRegistry(clock, EventSummary(log, clock), log, idStep=0)
+
+
+class _Counting(Factory):
+    def __init__(self) -> None:
+        self.built = 0
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        self.built += 1
+        return Protocol()
+
+
+class AdoptedEndpointTests(TestCase):
+    """
+    A worker's port: the socket its parent bound, adopted.
+    """
+
+    def adopt(self) -> tuple[IListeningPort, _Counting, list[socket.socket]]:
+        bound = bindPort("tcp:0:interface=127.0.0.1", 50)
+        self.addCleanup(bound.socket.close)
+        factory = _Counting()
+        endpoint = AdoptedEndpoint(reactor, os.dup(bound.socket.fileno()), "tcp:0")
+        ports: list[IListeningPort] = []
+        endpoint.listen(factory).addCallback(ports.append)
+        [port] = ports
+        self.addCleanup(port.stopListening)
+        clients = []
+        for _ in range(3):
+            client = socket.create_connection(bound.socket.getsockname(), timeout=TIMEOUT)
+            self.addCleanup(client.close)
+            clients.append(client)
+        return port, factory, clients
+
+    def test_oneAcceptPerWakeup(self) -> None:
+        """
+        With the private path, tcpsc's accept loop takes one connection
+        each time the socket is readable, leaving the others queued for
+        the other workers.
+        """
+        port, factory, _ = self.adopt()
+        self.assertIsInstance(port, _GuardedPort)
+        self.assertEqual(port.getHost().host, "127.0.0.1")  # type: ignore[attr-defined]
+        port.doRead()  # type: ignore[attr-defined]
+        self.assertEqual(factory.built, 1)
+        port.doRead()  # type: ignore[attr-defined]
+        self.assertEqual(factory.built, 2)
+
+    def test_publicFallback(self) -> None:
+        """
+        Without it, the reactor's own C{adoptStreamPort}.
+        """
+        self.patch(_compat, "PRIVATE", False)
+        port, factory, _ = self.adopt()
+        self.assertIs(type(port), tcp.Port)
+        port.doRead()  # type: ignore[attr-defined]
+        self.assertEqual(factory.built, 3)
 
 
 class _Ended:
