@@ -198,8 +198,11 @@ class Options(usage.Options):
     C{max-connections-per-peer}, C{memory-budget}, C{max-pending-output},
     C{handshake-timeout}, C{first-byte-timeout}, C{idle-timeout} (numbers,
     or C{None}),
-    C{close-timeout} (a number), and
-    C{allow-client} (a list of names, empty for no allow-list).
+    C{close-timeout} (a number),
+    C{allow-client} (a list of names, empty for no allow-list), and
+    C{workers} (an C{int}, 1 for the one process of a daemon without
+    C{--workers}).  C{arguments} keeps the options as given, which the
+    workers of C{--workers} are started with.
     """
 
     synopsis = "[options]"
@@ -1318,6 +1321,13 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService | TcpscSu
     so that a missing or invalid file stops it at once.  The process's
     limit of open files is raised here too, toward C{--max-connections}
     plus L{FILE_MARGIN} (a warning is logged if the hard limit is lower).
+
+    With C{--workers N} (N > 1) the service is a L{TcpscSupervisor}: this
+    process binds the ports and runs N workers, each this daemon with the
+    same options (see L{tcpsc._supervisor}).  A worker, which its parent
+    marks with the environment variable C{TCPSC_WORKER}, builds the daemon's
+    service on the sockets it inherited, numbering its connections apart
+    from the other workers'.
 
     @param reactor: the reactor to serve on; the global one by default.
     @raise SystemExit: with one line naming the problem (and the original's

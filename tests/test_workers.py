@@ -15,6 +15,8 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 from twisted.internet import reactor, tcp
@@ -44,7 +46,7 @@ from tcpsc._supervisor import (
 from tcpsc.tap import Options, TcpscService, TcpscSupervisor, makeService
 
 from ._helpers import certificates
-from .test_daemon import LOCAL, TIMEOUT, Daemon, Peer, _until
+from .test_daemon import LOCAL, ROOT, TIMEOUT, Daemon, Peer, _until
 from .test_systemd import fields, notifySocket
 
 
@@ -227,6 +229,20 @@ class WorkerProcessTests(SynchronousTestCase):
         self.assertNotIn("restarting it", output)
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+    def test_sigint(self) -> None:
+        """
+        SIGINT (Ctrl-C) stops the parent and its workers as SIGTERM does;
+        the exit status is that of the signal.
+        """
+        daemon = self.workers()
+        peer = echo(self, daemon.port())
+        pids = list(daemon.workerPids().values())
+        os.kill(daemon.process.pid, signal.SIGINT)
+        self.assertEqual(peer.receiveEnd(), b"")
+        self.assertEqual(daemon.exitStatus(), -signal.SIGINT)
+        self.assertFalse(any(alive(pid) for pid in pids))
+        self.assertIn("tcpsc stopped: every worker has ended", daemon.output)
 
     def test_parentKilled(self) -> None:
         """
@@ -620,3 +636,48 @@ class BackOffTests(SynchronousTestCase):
         self.assertEqual(started, [0] * 9)
         self.assertEqual(events[0]["signal"], signal.SIGKILL)
         self.assertEqual(events[0]["index"], 0)
+
+
+class BenchmarkSmokeTests(SynchronousTestCase):
+    def test_tinyRun(self) -> None:
+        """
+        C{benchmarks/workers.py} starts both daemons, drives them, stops
+        them and writes its section; here with C{tcpsc bench echo} (no load
+        generator given) and a tiny load.  No figure is asserted on.
+        """
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        output = directory / "RESULTS.md"
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "workers.py"),
+                "--repeat",
+                "1",
+                "--clients",
+                "4",
+                "--in-flight",
+                "2",
+                "--messages",
+                "2000",
+                "--loadgen",
+                str(directory / "none"),
+                "--output",
+                str(output),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=environment,
+            cwd=str(directory),
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("using tcpsc bench echo", result.stderr)
+        report = output.read_text()
+        self.assertIn("## Scale-out: workers", report)
+        self.assertRegex(report, r"\| --workers 2 \| [\d,]+ \|")
+        self.assertRegex(report, r"median \*\*[\d.]+x\*\*")
