@@ -518,7 +518,9 @@ class WorkerSupervisor(Service):
         delay = self._delays[index]
         self._delays[index] = min(delay * 2, LONGEST_RESTART_DELAY)
         self.log.warn(
-            "Worker {index} (pid {pid}) {how} after {ran:.1f} s; restarting it in {delay:g} s",
+            "Worker {index} (pid {pid}) {how} after {ran:.1f} s; restarting it in {delay:g} s"
+            if pid is not None
+            else "Worker {index} {how}; restarting it in {delay:g} s",
             index=index,
             pid=pid,
             how=how,
