@@ -24,7 +24,7 @@ from twisted.internet.error import ProcessTerminated
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.logger import Logger, capturedLogs
+from twisted.logger import Logger, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -40,6 +40,7 @@ from tcpsc._supervisor import (
     AdoptedEndpoint,
     WorkerRole,
     WorkerSupervisor,
+    _WorkerProcess,
     bindPort,
     tcpDescription,
 )
@@ -636,6 +637,54 @@ class BackOffTests(SynchronousTestCase):
         self.assertEqual(started, [0] * 9)
         self.assertEqual(events[0]["signal"], signal.SIGKILL)
         self.assertEqual(events[0]["index"], 0)
+
+
+class _Signals:
+    """
+    What the supervisor signals a worker's process with.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.sent.append(name)
+
+
+class StopBoundTests(SynchronousTestCase):
+    """
+    Stopping, on a clock: SIGTERM to every worker, SIGKILL to those still
+    running after the bound.
+    """
+
+    def test_killAfterBound(self) -> None:
+        clock = Clock()
+        supervisor = WorkerSupervisor(2, [], ["python"], clock, "", 15.0, 50)
+        workers = []
+        for index in range(2):
+            worker = _WorkerProcess(supervisor, index)
+            worker.pid = 100 + index
+            worker.transport = _Signals()  # type: ignore[assignment]
+            supervisor.workers[index] = worker
+            workers.append(worker)
+        stopped: list[object] = []
+        with capturedLogs() as events:
+            supervisor.stopService().addBoth(stopped.append)
+            self.assertEqual([w.transport.sent for w in workers], [["TERM"], ["TERM"]])  # type: ignore[attr-defined]
+            workers[0].processEnded(Failure(ProcessTerminated(signal=signal.SIGTERM)))
+            clock.advance(14.9)
+            self.assertEqual(workers[1].transport.sent, ["TERM"])  # type: ignore[attr-defined]
+            self.assertEqual(stopped, [])
+            clock.advance(0.1)
+            self.assertEqual(workers[1].transport.sent, ["TERM", "KILL"])  # type: ignore[attr-defined]
+            self.assertEqual(stopped, [])
+            workers[1].processEnded(Failure(ProcessTerminated(signal=signal.SIGKILL)))
+        self.assertEqual(stopped, [None])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        texts = [formatEvent(e) for e in events]
+        self.assertIn("Worker 1 (pid 101) did not stop within 15 s: killing it (SIGKILL)", texts)
+        self.assertIn("Worker 1 (pid 101) was killed by signal 9 (SIGKILL)", texts)
+        self.assertNotIn("restarting", " ".join(texts))
 
 
 class BenchmarkSmokeTests(SynchronousTestCase):
