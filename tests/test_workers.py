@@ -325,6 +325,24 @@ class WorkerProcessTests(SynchronousTestCase):
         with self.assertRaises(BlockingIOError):
             receiver.recv(4096)
 
+    def test_haproxy(self) -> None:
+        """
+        A C{haproxy:tcp:} port is bound by the parent too; its workers read
+        the PROXY header first, and the client's address it gives is the
+        connection's.
+        """
+        daemon = WorkersDaemon(
+            self, "--port", "haproxy:tcp:0:interface=127.0.0.1", "--workers", "2"
+        )
+        self.addCleanup(self.killWorkers, daemon)
+        port = daemon.port()
+        self.assertIn("(PROXY protocol)", daemon.output)
+        peer = Peer(self, port)
+        peer.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8081\r\nbehind a balancer\n")
+        self.assertEqual(peer.receive(), b"behind a balancer")
+        peer.socket.close()
+        daemon.waitFor(r"\[worker \d, pid \d+\] Connection \d+ from 203\.0\.113\.7:40000 closed")
+
     def test_failingWorkerBacksOff(self) -> None:
         """
         A worker that fails at every start is restarted ever more slowly
