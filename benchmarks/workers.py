@@ -246,9 +246,7 @@ def load(
     return float(rate.group(1)), int(errors.group(1)), wall, cpu
 
 
-def measure(
-    server: Server, loadgen: Path | None, arguments: argparse.Namespace
-) -> Run:
+def measure(server: Server, loadgen: Path | None, arguments: argparse.Namespace) -> Run:
     cpuBefore = server.cpuSeconds()
     rate, errors, wall, loadCpu = load(
         loadgen,
@@ -262,9 +260,7 @@ def measure(
     return Run(server.name, rate, serverCpu / wall, loadCpu / wall, errors)
 
 
-def report(
-    runs: list[Run], loadgenName: str, arguments: argparse.Namespace, command: str
-) -> str:
+def report(runs: list[Run], loadgenName: str, arguments: argparse.Namespace, command: str) -> str:
     single = [r for r in runs if r.server == "one process"]
     workers = [r for r in runs if r.server != "one process"]
     ratios = [w.rate / s.rate for s, w in zip(single, workers, strict=True)]
@@ -278,15 +274,16 @@ def report(
         f"each, 32 B, {arguments.messages:,} messages per run; load from {loadgenName}, "
         "not pinned; the two servers' runs interleaved, one warm-up run each first.",
         "",
-        "| server | msgs/s (median) | runs | server CPU (cores) | load generator CPU (cores) "
-        "| errors |",
-        "|---|---|---|---|---|---|",
+        "| server | msgs/s (median) | runs | server CPU (cores) | msgs per server CPU-second "
+        "| load generator CPU (cores) | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, group in (("one process", single), (f"--workers {arguments.workers}", workers)):
         lines.append(
             f"| {name} | {statistics.median(r.rate for r in group):,.0f} "
             f"| {', '.join(f'{r.rate:,.0f}' for r in group)} "
             f"| {statistics.median(r.serverCores for r in group):.2f} "
+            f"| {statistics.median(r.rate / r.serverCores for r in group if r.serverCores):,.0f} "
             f"| {statistics.median(r.loadCores for r in group):.2f} "
             f"| {sum(r.errors for r in group)} |"
         )
@@ -295,6 +292,12 @@ def report(
         f"Ratio `--workers {arguments.workers}` / one process, per pair of runs: "
         f"{', '.join(f'{r:.2f}' for r in ratios)}; median **{statistics.median(ratios):.2f}x** "
         "(target >= 1.5x).",
+        "",
+        "The ratio is only as good as the cores the servers got: the server CPU column says "
+        "how many they used (at most 1 for one process, at most 2 less the load generator's "
+        "share for the workers); on a machine that other processes keep busy both are less, "
+        "and the messages per server CPU-second say whether the workers lose anything to "
+        "being several.",
         "",
     ]
     return "\n".join(lines)
