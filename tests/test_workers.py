@@ -17,6 +17,8 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.internet import reactor, tcp
@@ -77,6 +79,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def state(pid: int) -> str:
+    """
+    The state letter of process C{pid} (C{T} stopped), or C{""}.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 def parse(*arguments: str) -> Options:
     options = Options()
     options.parseOptions(list(arguments))
@@ -135,21 +147,38 @@ class WorkerProcessTests(SynchronousTestCase):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
+    @contextmanager
+    def alone(self, daemon: WorkersDaemon, index: int) -> Iterator[None]:
+        """
+        While in this context, only worker C{index} can accept: the others
+        are stopped (SIGSTOP; SIGCONT after).  Which of two idle workers
+        takes a connection is up to the scheduler; this makes it sure.
+        """
+        others = [pid for i, pid in daemon.workerPids().items() if i != index]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            for pid in others:
+                _until(lambda pid=pid: state(pid) == "T", what=f"worker {pid} stopped")
+            yield
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+
     def reachBoth(self, daemon: WorkersDaemon, port: int) -> dict[int, list[int]]:
         """
-        Connect until connections reached both workers (bounded); the ids
-        each worker gave.
+        Connect to each worker in turn, twice, the other one stopped; the
+        ids each worker gave.
         """
         ids: dict[int, list[int]] = {}
-        for attempt in range(200):
-            peer = echo(self, port, b"attempt %d" % attempt)
-            index, pid, connectionId = daemon.served(peer)
-            self.assertEqual(daemon.workerPids()[index], pid)
+        for index in (0, 1, 0, 1):
+            with self.alone(daemon, index):
+                peer = echo(self, port, b"to worker %d" % index)
+                served, pid, connectionId = daemon.served(peer)
+            self.assertEqual((served, pid), (index, daemon.workerPids()[index]))
             ids.setdefault(index, []).append(connectionId)
             peer.socket.close()
-            if len(ids) == 2:
-                return ids
-        self.fail(f"200 connections all reached worker {list(ids)}:\n{daemon.output}")
+        return ids
 
     def test_bothWorkersServeOnePort(self) -> None:
         """
@@ -188,13 +217,9 @@ class WorkerProcessTests(SynchronousTestCase):
         new = daemon.workerPids()[0]
         daemon.waitFor(rf"Worker 0 \(pid {new}\) is listening again")
         self.assertFalse(alive(killed))
-        for attempt in range(200):
-            peer = echo(self, port, b"after %d" % attempt)
-            if daemon.served(peer)[1] == new:
-                break
-            peer.socket.close()
-        else:
-            self.fail(f"the restarted worker served none of 200 connections:\n{daemon.output}")
+        with self.alone(daemon, 0):
+            peer = echo(self, port, b"after")
+            self.assertEqual(daemon.served(peer)[:2], (0, new))
 
     def test_sigtermStopsAll(self) -> None:
         """
@@ -274,23 +299,18 @@ class WorkerProcessTests(SynchronousTestCase):
         port = daemon.port()
         context = ssl.create_default_context(cafile=files.ca)
         context.load_cert_chain(files.client, files.clientKey)
-        served = set()
-        for attempt in range(200):
-            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
-                with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                    self.assertEqual(tls.version(), "TLSv1.3")
-                    tls.sendall(b"secret %d\n" % attempt)
-                    self.assertEqual(tls.recv(100), b"secret %d\n" % attempt)
-                    local = tls.getsockname()[1]
-            served.add(
-                daemon.waitFor(
-                    rf"\[worker (\d+), pid \d+\] Connection \d+ from 127\.0\.0\.1:{local} "
-                    "established"
-                ).group(1)
+        for index in (0, 1):
+            with self.alone(daemon, index):
+                with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+                    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                        self.assertEqual(tls.version(), "TLSv1.3")
+                        tls.sendall(b"secret %d\n" % index)
+                        self.assertEqual(tls.recv(100), b"secret %d\n" % index)
+                        local = tls.getsockname()[1]
+            daemon.waitFor(
+                rf"\[worker {index}, pid \d+\] Connection \d+ from 127\.0\.0\.1:{local} "
+                "established"
             )
-            if len(served) == 2:
-                break
-        self.assertEqual(served, {"0", "1"})
         os.kill(daemon.process.pid, signal.SIGHUP)
         daemon.waitFor("Received SIGHUP: passing it on to 2 workers")
         for index in (0, 1):
