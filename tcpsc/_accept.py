@@ -99,6 +99,12 @@ class _GuardedPort(tcp.Port):
     #: L{_GuardedTCPEndpoint}.
     log = _log
 
+    #: The most connections accepted per wakeup, or C{None} for Twisted's
+    #: own rule (more while every attempt succeeds).  Processes that share
+    #: one listening socket (the workers of C{--workers N}) take 1, so that
+    #: a burst of connections is shared among them rather than taken by
+    #: the first to wake.
+    maxAccepts: int | None = None
     _retryCall: IDelayedCall | None = None
     _starvedSince: float | None = None
     _pause = _FIRST_ACCEPT_PAUSE
@@ -109,6 +115,8 @@ class _GuardedPort(tcp.Port):
         # Twisted's note: the win32 event loop breaks with more than one
         # accept() per iteration.
         attempts = 1 if platformType == "win32" else self.numberAccepts
+        if self.maxAccepts is not None:
+            attempts = min(attempts, self.maxAccepts)
         for _ in range(attempts):
             try:
                 skt, addr = self.socket.accept()

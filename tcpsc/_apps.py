@@ -108,6 +108,9 @@ class Chat(MessageProtocol):
     """
 
     log = Logger()
+    #: Its messages go to the other clients: with C{--workers}, it needs
+    #: C{--cluster} (see the daemon's C{--workers}).
+    reachesOtherClients = True
 
     def messageReceived(self, message: bytes) -> None:
         server: Server = self.factory

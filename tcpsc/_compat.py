@@ -138,6 +138,12 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         ("_buildAddr", "sessionno", "numberAccepts", "transport", "socket"),
     ),
     (
+        "a worker of --workers serves its inherited socket with _GuardedPort "
+        "(tcpsc._supervisor.AdoptedEndpoint; fallback: the reactor's adoptStreamPort)",
+        tcp.Port,
+        ("_fromListeningDescriptor",),
+    ),
+    (
         "tcpsc._datagram._SturdyPort extends Twisted's UDP port (its module is not to be "
         "used directly) and relies on the reactor telling a half-closeable descriptor of an "
         "error condition through readConnectionLost",

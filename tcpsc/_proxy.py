@@ -76,14 +76,17 @@ _V2_FIXED = 16
 EVENT_KIND = "proxyHeader"
 
 
-def proxiedDescription(port: object) -> str | None:
+def proxiedDescription(port: object) -> Any:
     """
-    The description to listen on if C{port} is a C{haproxy:} description
-    (C{"haproxy:tcp:8081"} gives C{"tcp:8081"}), else C{None}.
+    What to listen on if C{port} is a C{haproxy:} description
+    (C{"haproxy:tcp:8081"} gives C{"tcp:8081"}), or an endpoint that says
+    its connections start with a PROXY header (its C{proxiedEndpoint}
+    attribute, the endpoint to listen on: a worker's adopted socket of a
+    C{haproxy:} port); else C{None}.
     """
     if isinstance(port, str) and port[: len(PREFIX)].lower() == PREFIX:
         return port[len(PREFIX) :]
-    return None
+    return getattr(port, "proxiedEndpoint", None)
 
 
 class ProxyHeaderError(Exception):

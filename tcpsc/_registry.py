@@ -193,6 +193,9 @@ class LocalRegistry:
         log: Logger,
         maxBroadcastSkips: int | None = None,
         idSource: Callable[[], int] | None = None,
+        *,
+        firstId: int = 1,
+        idStep: int = 1,
     ) -> None:
         """
         @param reactor: the reactor of the broadcasts' turns.
@@ -204,9 +207,19 @@ class LocalRegistry:
         @param idSource: called for the id of each connection registered,
             instead of counting them here (a cluster's registry issues ids
             unique across its nodes so); what it raises, C{register} raises.
+        @param firstId: the id of the first connection.
+        @param idStep: how much each id is above the one before.  The
+            worker processes of one daemon (C{--workers N}) number their
+            connections apart this way, with no coordination: worker C{i}
+            (from 0) of C{N} issues C{i+1, i+1+N, i+1+2N, ...}, so that an
+            id in the log names one connection of the whole daemon.
+        @raise ValueError: C{firstId} or C{idStep} below 1.
         """
-        self._nextId = 1
+        if firstId < 1 or idStep < 1:
+            raise ValueError(f"firstId and idStep must be 1 or more, not {firstId} and {idStep}")
+        self._nextId = firstId
         self._idSource = idSource
+        self._idStep = idStep
         self._registered = 0
         self._open: dict[int, _ConnectionBase] = {}
         self._established: dict[int, _ConnectionBase] = {}
@@ -225,7 +238,7 @@ class LocalRegistry:
             connectionId = self._idSource()
         else:
             connectionId = self._nextId
-            self._nextId = connectionId + 1
+            self._nextId = connectionId + self._idStep
         self._registered += 1
         connection.connectionId = connectionId
         self._open[connectionId] = connection

@@ -557,6 +557,25 @@ class Server(Factory):
     def logPrefix(self) -> str:
         return "tcpsc.Server"
 
+    def _numberIds(self, firstId: int, idStep: int) -> None:
+        """
+        Number the connections C{firstId}, C{firstId + idStep}, ...: how the
+        worker processes of one daemon keep their ids apart (see
+        L{LocalRegistry}).  Before the first connection only.
+
+        @raise RuntimeError: a connection was registered already.
+        """
+        if self._registry.registered:
+            raise RuntimeError("connection ids are numbered before the first connection")
+        self._registry = LocalRegistry(
+            self._reactor,
+            self._events,
+            self.log,
+            self._settings.maxBroadcastSkips,
+            firstId=firstId,
+            idStep=idStep,
+        )
+
     @property
     def settings(self) -> Settings:
         """

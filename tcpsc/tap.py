@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._accept import BACKLOG
 from ._addresses import describeAddress
 from ._apps import (
     BUILTIN_APPS,
@@ -65,6 +66,7 @@ from ._options import (
 from ._server import Server
 from ._service import ServerService
 from ._settings import Settings
+from ._supervisor import WorkerRole, WorkerSupervisor, tcpDescription
 from ._systemd import notify
 from ._tls import TLSConfig
 
@@ -201,8 +203,11 @@ class Options(usage.Options):
     C{max-connections-per-peer}, C{memory-budget}, C{max-pending-output},
     C{handshake-timeout}, C{first-byte-timeout}, C{idle-timeout} (numbers,
     or C{None}),
-    C{close-timeout} (a number), and
-    C{allow-client} (a list of names, empty for no allow-list).
+    C{close-timeout} (a number),
+    C{allow-client} (a list of names, empty for no allow-list), and
+    C{workers} (an C{int}, 1 for the one process of a daemon without
+    C{--workers}).  C{arguments} keeps the options as given, which the
+    workers of C{--workers} are started with.
     """
 
     synopsis = "[options]"
@@ -366,6 +371,15 @@ class Options(usage.Options):
             f"{CLUSTER_INSTALL_HINT}.",
         ],
         [
+            "workers",
+            None,
+            "1",
+            "Serve with this many worker processes, each a daemon with the same options, "
+            "sharing the --port sockets that this process binds, and restarted when one "
+            "ends; not with --udp or --metrics, nor with an --app that reaches other "
+            "clients (chat) unless --cluster is given.",
+        ],
+        [
             "close-timeout",
             None,
             _shown(_DEFAULTS.closeTimeout),
@@ -426,6 +440,8 @@ class Options(usage.Options):
         successful start.  Parsed on its own (no parent command), the error
         is raised as C{usage.UsageError}.
         """
+        # The workers of --workers are given the same options.
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -528,6 +544,7 @@ class Options(usage.Options):
         self._checkCluster()
         self._checkAppOptions()
         self._chooseApp()
+        self._checkWorkers()
 
     def _checkCluster(self) -> None:
         """
@@ -574,6 +591,56 @@ class Options(usage.Options):
             self["message-size"] = int(size) if size is not None else _BROADCAST_SIZE
         except ValueError:
             raise usage.UsageError(f"--message-size {size!r}: not a number of bytes") from None
+
+    def _checkWorkers(self) -> None:
+        """
+        C{--workers N}: a number of 1 or more; with 2 or more, only what N
+        processes can serve apart: TCP ports (which this process binds and
+        hands over), no C{--udp} and no C{--metrics}, and no application
+        that reaches the clients of other connections unless C{--cluster}
+        lets the workers reach each other's.
+        """
+        workers = _count(
+            "workers",
+            str(self["workers"]),
+            noneWords=(),
+            expected="a number of worker processes (1 or more)",
+            quoteNumber=False,
+        )
+        assert workers is not None
+        self["workers"] = workers
+        if workers == 1:
+            return
+        if self["udp"]:
+            raise usage.UsageError(
+                f"--workers {workers} serves TCP only: a UDP peer's state lives in one "
+                "process, so --udp cannot be shared by workers; serve --udp from a daemon "
+                "without --workers"
+            )
+        if self["metrics"] is not None:
+            raise usage.UsageError(
+                f"--metrics with --workers {workers}: each worker counts only its own "
+                "connections, and one endpoint cannot serve them all; drop --metrics or "
+                "--workers"
+            )
+        for port in self["ports"]:
+            try:
+                tcp = tcpDescription(port)
+            except ValueError as e:
+                raise usage.UsageError(f"--port {port!r}: {e}") from None
+            if tcp is None:
+                raise usage.UsageError(
+                    f"--port {port!r}: with --workers the ports must be TCP (a port number, "
+                    "tcp:, tcp6:, or haproxy:tcp:), which this process binds and hands to "
+                    "its workers"
+                )
+        protocol = self["protocol"]
+        if getattr(protocol, "reachesOtherClients", False) and not self.get("cluster"):
+            raise usage.UsageError(
+                f"--app {self['app']} reaches clients of other connections, and each of "
+                f"--workers {workers} would reach only its own: give --cluster "
+                "redis://HOST:PORT so that they reach each other's, or drop --workers"
+            )
 
     def _checkTLS(self) -> None:
         given = [f"--{name}" for name in ("ca", "cert", "key") if self[name] is not None]
@@ -860,11 +927,15 @@ class TcpscService(ServerService):
     #: Where a start failure is also written when daemonized (see
     #: L{makeService}).
     terminal: _StartingTerminal | None = None
+    #: Which worker of C{--workers N} this daemon is, or C{None}: a worker
+    #: serves the sockets its parent bound, tells the parent (not systemd)
+    #: once it listens, and stops when the parent is gone.
+    worker: WorkerRole | None = None
 
     def __init__(
         self,
         server: Server,
-        ports: Sequence[str],
+        ports: Sequence[Any],
         tls: TLSConfig | None,
         description: str,
         reactor: Any,
@@ -1006,6 +1077,8 @@ class TcpscService(ServerService):
             C{twist} starts services before it begins logging, and until
             then Twisted prints critical events on standard error.
         """
+        if self.worker is not None:
+            self.worker.start(self._reactor)
         try:
             super().startService()
         except DaemonStartError:
@@ -1018,6 +1091,9 @@ class TcpscService(ServerService):
         Every port listens: tell systemd (C{Type=notify}), if it asked.
         """
         addresses = ", ".join(describeAddress(port.getHost()) for port in ports)
+        if self.worker is not None:
+            self.worker.reportListening(addresses)
+            return
         if notify(f"READY=1\nSTATUS=Listening on {addresses}"):
             self.log.info("Told systemd: ready")
 
@@ -1273,7 +1349,7 @@ def _settingsOf(options: Options) -> Settings:
     return Settings(**fields)
 
 
-def makeService(options: Options, reactor: Any = None) -> TcpscService:
+def makeService(options: Options, reactor: Any = None) -> TcpscService | TcpscSupervisor:
     """
     Build the daemon's service from parsed L{Options}.
 
@@ -1281,6 +1357,13 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
     so that a missing or invalid file stops it at once.  The process's
     limit of open files is raised here too, toward C{--max-connections}
     plus L{FILE_MARGIN} (a warning is logged if the hard limit is lower).
+
+    With C{--workers N} (N > 1) the service is a L{TcpscSupervisor}: this
+    process binds the ports and runs N workers, each this daemon with the
+    same options (see L{tcpsc._supervisor}).  A worker, which its parent
+    marks with the environment variable C{TCPSC_WORKER}, builds the daemon's
+    service on the sockets it inherited, numbering its connections apart
+    from the other workers'.
 
     @param reactor: the reactor to serve on; the global one by default.
     @raise SystemExit: with one line naming the problem (and the original's
@@ -1311,6 +1394,21 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
         settings = _settingsOf(options)
     except ValueError as e:
         raise SystemExit(f"tcpsc: {e}") from None
+    try:
+        worker = WorkerRole.fromEnvironment()
+    except ValueError as e:
+        raise SystemExit(f"tcpsc: {e}") from None
+    if options.get("cluster") is not None:
+        # Redis is asked at once, as the certificates are read: a cluster
+        # that cannot be joined stops the daemon before it starts (the
+        # parent of --workers included, rather than workers that fail and
+        # are restarted for ever).
+        try:
+            probeCluster(options["cluster"])
+        except ClusterError as e:
+            raise SystemExit(f"tcpsc: {e.args[0]}") from None
+    if worker is None and options.get("workers", 1) > 1:
+        return _supervisor(options, reactor, _describe(options, protocol, tls), settings)
     extra: dict[str, Any] = {}
     server: Server | None = None
     if options["app"] == "record":
@@ -1331,13 +1429,6 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
 
         registry = CollectorRegistry()
     cluster = options.get("cluster")
-    if cluster is not None:
-        # Redis is asked at once, as the certificates are read: a cluster
-        # that cannot be joined stops the daemon before it starts.
-        try:
-            probeCluster(cluster)
-        except ClusterError as e:
-            raise SystemExit(f"tcpsc: {e.args[0]}") from None
     try:
         server = Server(
             protocol,
@@ -1372,15 +1463,96 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService:
             )
         except (TypeError, ValueError) as e:
             raise SystemExit(f"tcpsc: {e}") from None
+    ports: list[Any] = list(options["ports"])
+    description = _describe(options, protocol, tls)
+    if worker is not None:
+        ports = worker.endpoints(reactor, ports)
+        description += f"; worker {worker.index} of {worker.count}"
+        if not options.get("cluster"):
+            # Ids apart from the other workers' (with a cluster, the cluster
+            # gives them).
+            server._numberIds(worker.firstId, worker.count)
     service = TcpscService(
         server,
-        options["ports"],
+        ports,
         tls,
-        _describe(options, protocol, tls),
+        description,
         reactor,
         metrics=(options["metrics"], registry) if registry else None,
         datagramServer=datagramServer,
         udpAddresses=options["udp"],
     )
+    if worker is None:
+        service.terminal = _StartingTerminal()
+    service.worker = worker
+    return service
+
+
+#: The twist reactor names of the reactors a worker can be asked to use: the
+#: parent's own, so that C{twistd -r poll tcpsc --workers 2} runs its workers
+#: on poll too.
+_REACTOR_NAMES = {
+    "twisted.internet.epollreactor": "epoll",
+    "twisted.internet.pollreactor": "poll",
+    "twisted.internet.selectreactor": "select",
+    "twisted.internet.asyncioreactor": "asyncio",
+    "twisted.internet.kqreactor": "kqueue",
+}
+
+
+def _supervisor(
+    options: Options, reactor: Any, description: str, settings: Settings
+) -> TcpscSupervisor:
+    """
+    The service of a daemon with C{--workers N}: a parent that binds the
+    ports and runs N workers, each this daemon with the same options.
+    """
+    command = [sys.executable, "-m", "twisted", "--log-format=json", "--log-file=-"]
+    name = _REACTOR_NAMES.get(type(reactor).__module__)
+    if name is not None:
+        command.append(f"--reactor={name}")
+    command += ["tcpsc", *getattr(options, "arguments", [])]
+    service = TcpscSupervisor(
+        options["workers"],
+        options["ports"],
+        command,
+        reactor,
+        description,
+        # A worker stops within its close timeout; and it is a Python
+        # process to start and end.
+        stopTimeout=settings.closeTimeout + 10.0,
+        backlog=BACKLOG,
+    )
     service.terminal = _StartingTerminal()
     return service
+
+
+class TcpscSupervisor(WorkerSupervisor):
+    """
+    The parent of C{--workers N} in the daemon: a port that cannot be
+    bound stops twistd with one line naming the cause, and a non-zero exit
+    status, as a daemon without workers does.
+    """
+
+    terminal: _StartingTerminal | None = None
+
+    def bind(self) -> None:
+        try:
+            super().bind()
+        except ListenError as e:
+            message = f"{e} (code {e.code})"
+            self.log.critical("tcpsc cannot start: {error}", error=message, code=e.code)
+            if self.terminal is not None:
+                self.terminal.report(message)
+            sys.excepthook = _quietExceptHook(sys.excepthook)
+            raise DaemonStartError(message, e.code) from None
+        finally:
+            if self.terminal is not None:
+                self.terminal.close()
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except DaemonStartError:
+            # twist, which calls no privilegedStartService.
+            raise SystemExit(1) from None

@@ -158,6 +158,9 @@ STEPS: list[Step] = [
     Step("# Twisted-native", "program", port=8081, expect=["ping"]),
     Step("# Blocking", "program", port=8081, expect=["ping"], typed=[""]),
     Step("TlsClient(b", "python"),
+    Step("tcpsc --port 8081 --workers 2", "server", port=8081),
+    Step("All 2 workers are listening on 0.0.0.0:8081", "log", port=8081),
+    Step("--workers 2 --app chat", "transcript", status=1),
     Step("--port 8081 --app chat --cluster", "server", port=8081, redis=True),
     Step("--port 8082 --app chat --cluster", "server", port=8082, redis=True),
     Step(
