@@ -1376,6 +1376,30 @@ class MessageProtocol(_ConnectionBase):
             self.transport.write(message + self._suffix)
         return True
 
+    def _sendReceived(self, messages: list[bytes]) -> None:
+        """
+        Send back C{messages} that this connection received, as
+        L{sendMessage} would each: split on the delimiter and within
+        C{maxMessageLength}, they are framable as they are when nothing is
+        appended, so while a read is handled they join its replies without
+        being looked at one by one.
+        """
+        batch = self._batch
+        if (
+            batch is None
+            or self.messageAppend
+            or self._congested
+            or not self.ready
+            or self.transport.disconnecting
+        ):
+            send = self.sendMessage
+            for message in messages:
+                send(message)
+            return
+        if max(map(len, messages)) >= _LARGE_MESSAGE:
+            self._batchLarge = True
+        batch.extend(messages)
+
     def _sendChecked(self, message: bytes | str) -> bool:
         """
         L{sendMessage} for what its short paths do not handle: refused

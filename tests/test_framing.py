@@ -891,6 +891,173 @@ class BatchingTests(FramingTestCase):
         self.assertEqual(transport.value(), b"a1\na2\nb1\nb2\n")
 
 
+class Batcher(Recorder):
+    """
+    A L{Recorder} that takes the messages of a read as a batch, recording
+    each batch in C{events}, and pausing (or closing) after the batches
+    holding a message in C{pauseOn} (or C{closeOn}).
+    """
+
+    pauseOn: frozenset[bytes] = frozenset()
+    closeOn: frozenset[bytes] = frozenset()
+
+    def messagesReceived(self, messages: list[bytes]) -> None:
+        self.messages.extend(messages)
+        self.events.append(("batch", list(messages)))
+        if self.pauseOn.intersection(messages):
+            self.pauseReading()
+        if self.closeOn.intersection(messages):
+            self.closeConnection("asked to")
+
+
+class BatchHookTests(FramingTestCase):
+    """
+    C{messagesReceived} gets the complete messages of one read at once, and
+    keeps every guarantee of C{messageReceived}.
+    """
+
+    def batches(self, protocol: Recorder) -> list[object]:
+        """
+        @return: the batches and the lengths of too-long messages, in order.
+        """
+        return [
+            event[1:] if event[0] == "tooLong" else event[1]
+            for event in protocol.events
+            if event[0] in ("batch", "tooLong")
+        ]
+
+    def test_oneCallPerRead(self) -> None:
+        """
+        The messages of a read come in one call, in order, the one completed
+        from an earlier read first; a read completing none makes no call.
+        """
+        protocol, _ = connected(Batcher(), delimiter=b"\r\n")
+        feed(protocol, [b"a\r\nb\r\nc", b"c\r", b"\nd\r\n\r\ne", b"\r\n"])
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"], [b"cc", b"d", b""], [b"e"]])
+
+    def test_defaultCallsMessageReceived(self) -> None:
+        """
+        The default hook calls C{messageReceived} for each message, so an
+        override may do something with the batch and call up.
+        """
+
+        class Counting(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                self.events.append(("batch of", len(messages)))
+                super().messagesReceived(messages)
+
+        protocol, _ = connected(Counting())
+        protocol.dataReceived(b"a\nb\n")
+        self.assertEqual(
+            protocol.events[1:], [("batch of", 2), ("message", b"a"), ("message", b"b")]
+        )
+
+    def test_tooLongBetweenBatches(self) -> None:
+        """
+        A message longer than C{maxMessageLength} is in no batch: the
+        messages before and after it come in two calls, with
+        C{messageTooLong} in between.
+        """
+        protocol, _ = connected(Batcher(), maxMessageLength=3)
+        protocol.dataReceived(b"ab\ncd\ntoo long\nef\n")
+        self.assertEqual(self.batches(protocol), [[b"ab", b"cd"], (8,), [b"ef"]])
+
+    def test_pauseHoldsFollowingReads(self) -> None:
+        """
+        Pausing in the hook takes effect after its batch: what arrives
+        next is held, then delivered on resume, in order, as one batch.
+        """
+        protocol, transport = connected(Batcher())
+        protocol.pauseOn = frozenset([b"b"])
+        protocol.dataReceived(b"a\nb\nc")
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(b"\nd\n")
+        protocol.dataReceived(b"e\n")
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"]])
+        protocol.resumeReading()
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"], [b"c", b"d", b"e"]])
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_pauseInMessageReceivedHoldsRestOfBatch(self) -> None:
+        """
+        With the default hook, a pause in C{messageReceived} holds the rest
+        of the batch; an override calling up gets the same.
+        """
+
+        class Pausing(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                self.events.append(("batch of", len(messages)))
+                super().messagesReceived(messages)
+
+            def messageReceived(self, message: bytes) -> None:
+                super().messageReceived(message)
+                if message == b"b":
+                    self.pauseReading()
+
+        protocol, _ = connected(Pausing())
+        protocol.dataReceived(b"a\nb\nc\nd\n")
+        self.assertMessages(protocol.messages, [b"a", b"b"])
+        protocol.resumeReading()
+        self.assertMessages(protocol.messages, [b"a", b"b", b"c", b"d"])
+
+    def test_closeStopsDelivery(self) -> None:
+        """
+        A close in C{messageReceived} stops the rest of the batch; a close
+        in the hook stops everything after its batch.
+        """
+
+        class Closing(Recorder):
+            def messageReceived(self, message: bytes) -> None:
+                super().messageReceived(message)
+                if message == b"close":
+                    self.closeConnection("asked to")
+
+        protocol, transport = connected(Closing())
+        protocol.dataReceived(b"a\nclose\nb\n")
+        self.assertMessages(protocol.messages, [b"a", b"close"])
+        self.assertTrue(transport.disconnecting)
+
+        protocol, transport = connected(Batcher())
+        protocol.closeOn = frozenset([b"close"])
+        protocol.dataReceived(b"a\nclose\n")
+        protocol.dataReceived(b"b\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.batches(protocol), [[b"a", b"close"]])
+
+    def test_repliesOfBatchInOneWrite(self) -> None:
+        """
+        What the hook sends leaves in one write at the end of the read.
+        """
+
+        class Echo(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                for message in messages:
+                    self.sendMessage(message.upper())
+
+        transport = WriteCountingTransport()
+        protocol, _ = connected(Echo(), transport)
+        protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(transport.writes, [b"A\nB\nC\n"])
+
+    def test_daemonEchoBatch(self) -> None:
+        """
+        The daemon's echo answers a read's messages with one write, large
+        ones included and not copied, and falls back to C{sendMessage}
+        (which validates) where something is appended.
+        """
+        from tcpsc._apps import Echo
+
+        large = randomMessage(20 * 1024, b"\n")
+        transport = WriteCountingTransport()
+        protocol, _ = connected(Echo(), transport)
+        protocol.dataReceived(b"a\nb\n" + large + b"\nc")
+        self.assertEqual(len(transport.writes), 1)
+        self.assertSameBytes(transport.value(), b"a\nb\n" + large + b"\n")
+        appended, transport = connected(Echo(), messageAppend=b"!")
+        appended.dataReceived(b"x\ny\n")
+        self.assertEqual(transport.value(), b"x!\ny!\n")
+
+
 class PauseTests(FramingTestCase):
     """
     C{pauseReading} holds delivery back; C{resumeReading} replays it.
