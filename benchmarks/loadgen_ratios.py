@@ -14,8 +14,9 @@ machine shared with other work that figure moves much less than the rate.
         --servers tcpsc,line,raw --only bcd --repeat 5
 
 C{--before TREE} runs the tcpsc echo of another tcpsc tree (say C{git
-archive} of the commit before a change, unpacked) as C{tcpsc-before}, so a
-change is measured against its parent in the same run.  Every load is
+archive} of the commit before a change, unpacked) as C{tcpsc-before} (and
+the servers C{--before-servers} names, each as C{KEY-before}), so a change
+is measured against its parent in the same run.  Every load is
 bounded in messages and time; servers listen on 127.0.0.1 and are stopped
 by their process ids.
 """
@@ -126,12 +127,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--baseline", default="line", help="server the ratios are to")
     parser.add_argument("--before", type=Path, help="another tcpsc tree, run as tcpsc-before")
+    parser.add_argument(
+        "--before-servers", default="tcpsc", help="servers of that tree, comma-separated"
+    )
     options = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     serverCore, loadCore = (cores[-1], cores[0]) if len(cores) > 1 else (cores[0], cores[0])
     keys = options.servers.split(",")
     if options.before:
-        keys.append("tcpsc-before")
+        keys += [f"{key}-before" for key in options.before_servers.split(",")]
     rates: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
     counts: dict[str, int] = {}
