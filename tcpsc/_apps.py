@@ -72,8 +72,12 @@ class _PausesWithOutput:
 class Echo(_PausesWithOutput, MessageProtocol):
     """
     Each message back to its sender.  Reading pauses while the sender does
-    not read its echoes, so none is dropped.
+    not read its echoes, so none is dropped.  The echoes of one read's
+    messages leave in one write, taken as a batch (L{messagesReceived}).
     """
+
+    def messagesReceived(self, messages: list[bytes]) -> None:
+        self._sendReceived(messages)
 
     def messageReceived(self, message: bytes) -> None:
         self.sendMessage(message)

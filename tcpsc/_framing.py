@@ -102,7 +102,119 @@ _LIGHT_READ = 8
 
 #: Messages at least this long are written with C{writeSequence} rather than
 #: copied once more to append the delimiter.
-_LARGE_MESSAGE = 64 * 1024
+_LARGE_MESSAGE = 16 * 1024
+
+#: Where the first message of a read is at least this long, the messages of
+#: the read are found one at a time with C{find} (a C{memchr} for a
+#: one-byte delimiter) rather than by C{split}, which compares every byte
+#: in a loop of its own: much cheaper per byte, dearer per message.
+_FIND_ABOVE = 512
+
+#: Pieces of a partial message at least this long are kept as they arrived;
+#: shorter ones are gathered into one C{bytearray} (see L{_Partial}).
+_PIECE = 4096
+
+
+def _frames(messages: list[bytes], suffix: bytes) -> list[bytes]:
+    """
+    C{messages}, each followed by C{suffix}, for C{writeSequence}: the large
+    ones as they are, runs of the others joined with their suffixes.
+    """
+    sequence: list[bytes] = []
+    run: list[bytes] = []
+    for message in messages:
+        if len(message) >= _LARGE_MESSAGE:
+            if run:
+                run.append(b"")
+                sequence.append(suffix.join(run))
+                run = []
+            sequence.append(message)
+            sequence.append(suffix)
+        else:
+            run.append(message)
+    if run:
+        run.append(b"")
+        sequence.append(suffix.join(run))
+    return sequence
+
+
+class _Partial:
+    """
+    The start of a message that is still arriving: the pieces received so
+    far, joined once, when the message is complete.  So a message that spans
+    reads is copied once, not into a buffer and out of it again.
+
+    Large pieces are kept as they arrived: a whole read as is, the end of a
+    read as a view of it where that is at least half of the read (so it
+    takes at most twice its size in memory, and only the first piece of a
+    message can be such a view).  Short pieces are gathered into one
+    C{bytearray}, so that a peer sending a few bytes at a time does not
+    make this hold an object for each.
+
+    Its length is the number of bytes it holds.
+    """
+
+    __slots__ = ("_pieces", "_size")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes | bytearray | memoryview] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, data: bytes, start: int = 0) -> None:
+        """
+        Keep C{data[start:]}.
+        """
+        size = len(data) - start
+        if size <= 0:
+            return
+        self._size += size
+        pieces = self._pieces
+        if size >= _PIECE and type(data) is bytes:
+            if not start:
+                pieces.append(data)
+            elif size * 2 >= len(data):
+                pieces.append(memoryview(data)[start:])
+            else:
+                pieces.append(data[start:])
+        elif pieces and type(pieces[-1]) is bytearray:
+            pieces[-1] += memoryview(data)[start:] if start else data
+        else:
+            pieces.append(bytearray(memoryview(data)[start:] if start else data))
+
+    def take(self, data: bytes = b"", end: int = 0) -> bytes:
+        """
+        Take what is kept, followed by C{data[:end]}, as one C{bytes}; keep
+        nothing.
+        """
+        pieces = self._pieces
+        if end > 0:
+            pieces.append(memoryview(data)[:end])
+        message = b"".join(pieces)
+        self._pieces = []
+        self._size = 0
+        return message
+
+    def last(self, count: int) -> bytes:
+        """
+        @return: the last C{count} bytes kept (all of them if fewer).
+        """
+        tail = b""
+        for piece in reversed(self._pieces):
+            need = count - len(tail)
+            if need <= 0:
+                break
+            tail = bytes(piece[-need:]) + tail
+        return tail
+
+    def clear(self) -> None:
+        """
+        Keep nothing.
+        """
+        self._pieces = []
+        self._size = 0
 
 
 class _ConnectionObserver(_TypingProtocol):
@@ -664,7 +776,7 @@ class MessageProtocol(_ConnectionBase):
     # of bytes of an oversized message dropped so far (-1 when not dropping)
     # and _discardTail its last len(delimiter) - 1 bytes, so that a delimiter
     # split across reads still ends the dropped message.
-    _buffer: bytearray
+    _buffer: _Partial
     _discarded: int = -1
     _discardTail: bytes = b""
     # True while messageTooLong is called for a message still arriving (its
@@ -685,6 +797,12 @@ class MessageProtocol(_ConnectionBase):
     # Replies made while one read is being handled, written at its end as one
     # write.  None outside of that.
     _batch: list[bytes] | None = None
+    # The list of messages being given to messagesReceived, and how many of
+    # them its default did not deliver because the connection was paused.
+    _delivering: list[bytes] | None = None
+    _undelivered: int = 0
+    # The batch of replies holds a message of _LARGE_MESSAGE bytes or more.
+    _batchLarge: bool = False
     # Settings read at makeConnection for the hot path of sendMessage.
     # _fastLimit is the length limit, or -1 while the connection is congested
     # (which sends every message down the checked path); _lengthLimit keeps
@@ -697,7 +815,7 @@ class MessageProtocol(_ConnectionBase):
     def makeConnection(self, transport) -> None:
         # State first, so that connectionLost after a refused connection
         # reports the loss rather than failing on missing attributes.
-        self._buffer = bytearray()
+        self._buffer = _Partial()
         self._held = []
         delimiter = self.delimiter
         if not isinstance(delimiter, bytes) or not delimiter:
@@ -711,7 +829,11 @@ class MessageProtocol(_ConnectionBase):
         append = self.messageAppend
         self._suffix = append + delimiter
         maxLength = self.maxMessageLength
-        self._fastLimit = self._lengthLimit = sys.maxsize if maxLength is None else maxLength
+        # Large messages take the checked path too: they are not copied to
+        # append the delimiter (see _flushBatch).
+        self._fastLimit = self._lengthLimit = min(
+            sys.maxsize if maxLength is None else maxLength, _LARGE_MESSAGE - 1
+        )
         self._fastByte = delimiter[0] if len(delimiter) == 1 and not append else None
         super().makeConnection(transport)
 
@@ -768,101 +890,169 @@ class MessageProtocol(_ConnectionBase):
         Write the messages sent while one read was handled as one frame
         sequence: the batch holds them without their common suffix
         (C{messageAppend + delimiter}), which one join puts back.
+
+        Where it holds a large message, the frames go as one
+        C{writeSequence} instead, each large message in it as it is: the
+        transport joins what it has to send anyway (it copies what a write
+        adds to what it still holds), so a join here would copy those
+        bytes once more.
         """
         self._messagesOut += len(batch)
+        suffix = self._suffix
+        if self._batchLarge:
+            self._batchLarge = False
+            sequence = _frames(batch, suffix)
+            self._bytesOut += sum(map(len, sequence))
+            self.transport.writeSequence(sequence)
+            batch.clear()
+            return
         batch.append(b"")
-        data = self._suffix.join(batch)
+        data = suffix.join(batch)
         self._bytesOut += len(data)
         self.transport.write(data)
         batch.clear()
 
     def _parse(self, data: bytes) -> None:
         delimiter = self.delimiter
-        overlap = len(delimiter) - 1
+        step = len(delimiter)
         if self._discarded >= 0:
             rest = self._discard(data, delimiter)
             if rest is None:
                 return
             data = rest
         buffer = self._buffer
+        start = 0
+        first: bytes | None = None
         if buffer:
             # Only the new bytes are searched, plus the overlap where a
             # delimiter may straddle the old and the new bytes.
+            overlap = step - 1
             if overlap:
                 tailLength = min(overlap, len(buffer))
-                probe = bytes(buffer[-tailLength:]) + data[:overlap]
+                probe = buffer.last(tailLength) + data[:overlap]
                 at = probe.find(delimiter)
                 if at >= 0:
                     cut = len(buffer) - tailLength + at
-                    message = bytes(buffer[:cut])
-                    data = data[at - tailLength + len(delimiter) :]
-                else:
-                    at = data.find(delimiter)
-                    if at >= 0:
-                        message = bytes(buffer) + data[:at]
-                        data = data[at + len(delimiter) :]
-            else:
+                    first = buffer.take()[:cut]
+                    start = at - tailLength + step
+            if first is None:
                 at = data.find(delimiter)
-                if at >= 0:
-                    message = bytes(buffer) + data[:at]
-                    data = data[at + 1 :]
-            if at < 0:
-                buffer += data
-                self._checkPartial(delimiter)
-                return
-            buffer.clear()
+                if at < 0:
+                    buffer.add(data)
+                    self._checkPartial(delimiter)
+                    return
+                first = buffer.take(data, at)
+                start = at + step
             if self._reported:
                 self._inputReleased()
-            maxLength = self.maxMessageLength
-            if maxLength is not None and len(message) > maxLength:
-                self.messageTooLong(len(message))
-            else:
-                self._messagesIn += 1
-                self.messageReceived(message)
-            if self._paused:
-                self._held.append(data)
-                return
-        parts = data.split(delimiter)
-        tail = parts.pop()
-        if parts:
-            self._deliver(parts, tail, delimiter)
-        elif tail:
-            buffer += tail
-            self._checkPartial(delimiter)
-
-    def _deliver(self, messages: list[bytes], tail: bytes, delimiter: bytes) -> None:
-        """
-        Deliver complete C{messages}, then keep C{tail} (the bytes after the
-        last delimiter) as the start of the next message.
-        """
-        maxLength = self.maxMessageLength
-        if maxLength is not None and max(map(len, messages)) > maxLength:
-            checkLength = True
+        at = data.find(delimiter, start)
+        if at >= 0:
+            messages, tail, tailStart = self._split(data, start, at, delimiter)
+            if first is not None:
+                messages.insert(0, first)
+        elif first is not None:
+            messages, tail, tailStart = [first], data, start
         else:
-            checkLength = False
-        received = self.messageReceived
+            buffer.add(data)
+            self._checkPartial(delimiter)
+            return
+        self._deliver(messages, tail, tailStart, delimiter)
+
+    @staticmethod
+    def _split(
+        data: bytes, start: int, at: int, delimiter: bytes
+    ) -> tuple[list[bytes], bytes, int]:
+        """
+        The complete messages of C{data} from C{start} on, the first of
+        which ends at C{at}.
+
+        @return: the messages, and where the bytes after the last of them
+            are: C{(messages, tail, tailStart)}, those bytes being
+            C{tail[tailStart:]}.
+        """
+        find = data.find
+        if len(delimiter) == 1:
+            # The last delimiter bounds the search: the bytes after it (a
+            # message still arriving, possibly most of the read) are never
+            # scanned byte by byte.
+            last = data.rfind(delimiter)
+            if last == at:
+                return [data[start:at]], data, at + 1
+            if at - start >= _FIND_ABOVE:
+                messages = [data[start:at]]
+                append = messages.append
+                begin = at + 1
+                while begin <= last:
+                    at = find(delimiter, begin)
+                    append(data[begin:at])
+                    begin = at + 1
+                return messages, data, begin
+            if not start and len(data) - last <= _FIND_ABOVE:
+                messages = data.split(delimiter)
+                return messages, messages.pop(), 0
+            return data[start:last].split(delimiter), data, last + 1
+        # A longer delimiter may overlap itself, so it is only ever searched
+        # for from the start.
+        step = len(delimiter)
+        if at - start >= _FIND_ABOVE:
+            messages = []
+            append = messages.append
+            while at >= 0:
+                append(data[start:at])
+                start = at + step
+                at = find(delimiter, start)
+            return messages, data, start
+        messages = (data[start:] if start else data).split(delimiter)
+        return messages, messages.pop(), 0
+
+    def _deliver(
+        self, messages: list[bytes], tail: bytes, tailStart: int, delimiter: bytes
+    ) -> None:
+        """
+        Deliver complete C{messages} to L{messagesReceived} (those too long
+        to L{messageTooLong}, in their place), then keep C{tail[tailStart:]}
+        (the bytes after the last delimiter) as the start of the next
+        message.  A pause holds back what was not delivered.
+        """
+        count = len(messages)
+        maxLength = self.maxMessageLength
+        checkLength = maxLength is not None and max(map(len, messages)) > maxLength
         # Counted for the whole read; what is held back or too long is
         # taken off again (rare paths).
-        self._messagesIn += len(messages)
-        for index, message in enumerate(messages, 1):
-            if checkLength and len(message) > maxLength:  # type: ignore[operator]
-                self._messagesIn -= 1
-                self.messageTooLong(len(message))
+        self._messagesIn += count
+        index = 0
+        while index < count:
+            end = count
+            if checkLength:
+                end = index
+                while end < count and len(messages[end]) <= maxLength:  # type: ignore[operator]
+                    end += 1
+            if end > index:
+                batch = messages if end - index == count else messages[index:end]
+                self._undelivered = 0
+                self._delivering = batch
+                try:
+                    self.messagesReceived(batch)
+                finally:
+                    self._delivering = None
+                index = end - min(self._undelivered, end - index)
             else:
-                received(message)
-            if self._paused and not self._lightRead(len(messages) - index):
+                self._messagesIn -= 1
+                self.messageTooLong(len(messages[index]))
+                index += 1
+            if self._paused and not self._lightRead(count - index):
                 # The rest held as one string, its messages found one at a
                 # time when resumed: a connection paused after every few
                 # messages (see Server.broadcast) is not split again each
                 # time, and does not hold a bytes object a message.
-                messages.append(tail)
-                self._holdSplit(
-                    delimiter.join(messages[index:]), 0, len(messages) - 1 - index, checkLength
-                )
-                self._messagesIn -= len(messages) - 1 - index
+                left = count - index
+                self._messagesIn -= left
+                held = messages[index:]
+                held.append(tail[tailStart:] if tailStart else tail)
+                self._holdSplit(delimiter.join(held), 0, left, checkLength)
                 return
-        if tail:
-            self._buffer += tail
+        if tailStart < len(tail):
+            self._buffer.add(tail, tailStart)
             self._checkPartial(delimiter)
 
     def _deliverSplit(self) -> None:
@@ -874,9 +1064,18 @@ class MessageProtocol(_ConnectionBase):
         if split is None:
             return
         data, start, left, checkLength = split
+        delimiter = self.delimiter
+        if left and type(self).messagesReceived is not MessageProtocol.messagesReceived:
+            # A batch hook of its own: the held messages are one batch, and
+            # a pause in it takes effect after it, so they are split once.
+            if self._heldReported:
+                self._reportHeld(0)
+            messages = (data[start:] if start else data).split(delimiter, left)
+            tail = messages.pop()
+            self._deliver(messages, tail, 0, delimiter)
+            return
         maxLength = self.maxMessageLength
         received = self.messageReceived
-        delimiter = self.delimiter
         step = len(delimiter)
         find = data.find
         # Counted for all the held messages; what is held again or too
@@ -899,7 +1098,7 @@ class MessageProtocol(_ConnectionBase):
         if self._heldReported:
             self._reportHeld(0)
         if start < len(data):
-            self._buffer += data[start:]
+            self._buffer.add(data, start)
             self._checkPartial(delimiter)
 
     def _holdSplit(self, data: bytes, start: int, left: int, checkLength: bool) -> None:
@@ -935,7 +1134,7 @@ class MessageProtocol(_ConnectionBase):
         # of a delimiter.
         overlap = len(delimiter) - 1
         self._discarded = len(buffer)
-        self._discardTail = bytes(buffer[len(buffer) - overlap :]) if overlap else b""
+        self._discardTail = buffer.last(overlap) if overlap else b""
         buffer.clear()
         # The last bytes may be the start of the delimiter: report only the
         # bytes certainly part of the message, still more than the maximum.
@@ -964,7 +1163,7 @@ class MessageProtocol(_ConnectionBase):
             return 0
         overlap = len(self.delimiter) - 1
         self._discarded = size
-        self._discardTail = bytes(buffer[size - overlap :]) if overlap else b""
+        self._discardTail = buffer.last(overlap) if overlap else b""
         buffer.clear()
         if self._reported:
             self._inputReleased()
@@ -988,11 +1187,44 @@ class MessageProtocol(_ConnectionBase):
         self._discardTail = b""
         return probe[at + len(delimiter) :]
 
+    def messagesReceived(self, messages: list[bytes]) -> None:
+        """
+        Called with the complete messages of one read, in order: each
+        message exactly once, in one call or another.  Override it to handle
+        a batch at a time (say, to answer all of them with one write, or to
+        take one lock for all of them); the default calls L{messageReceived}
+        for each.
+
+        A message longer than C{maxMessageLength} is not in any batch: the
+        messages before it and those after it come in two calls, with
+        L{messageTooLong} called in between.  L{pauseReading} (or
+        L{closeConnection}) while a batch is handled takes effect after it:
+        the following messages are held until L{resumeReading} (or dropped
+        with the connection), as in the default, which holds the rest of its
+        batch when L{messageReceived} pauses.
+
+        @param messages: the messages without their delimiters (but with
+            the sender's C{messageAppend}); the list is the hook's to keep.
+        """
+        received = self.messageReceived
+        if messages is not self._delivering:
+            # Called with a list of the application's own: nothing of it
+            # can be held back.
+            for message in messages:
+                received(message)
+            return
+        for index, message in enumerate(messages, 1):
+            received(message)
+            if self._paused and not self._lightRead(len(messages) - index):
+                # The caller (_deliver) holds the rest.
+                self._undelivered = len(messages) - index
+                return
+
     def messageReceived(self, message: bytes) -> None:
         """
-        Called with each message, in order, exactly once.  Override it; the
-        default hands the message to the owning server's or client's
-        C{onMessage} callback, if any.
+        Called with each message, in order, exactly once (by the default
+        L{messagesReceived}).  Override it; the default hands the message
+        to the owning server's or client's C{onMessage} callback, if any.
 
         @param message: the message without its delimiter (but with the
             sender's C{messageAppend}, which is part of what it sent).
@@ -1118,16 +1350,16 @@ class MessageProtocol(_ConnectionBase):
         """
         byte = self._fastByte
         if byte is not None and message.__class__ is bytes:
-            # One-byte delimiter, no append, not congested: the common case,
-            # kept short.  Anything else takes the checked path.
-            if byte in message or len(message) > self._fastLimit:
+            # One-byte delimiter, no append, not congested, not large: the
+            # common case, kept short.  Anything else takes the checked path.
+            if len(message) > self._fastLimit or byte in message:
                 return self._sendChecked(message)
         else:
             if isinstance(message, str):
                 message = message.encode("utf-8")
             elif not isinstance(message, bytes):
                 message = bytes(message)
-            if self._congested or not self._framable(message):
+            if self._congested or len(message) >= _LARGE_MESSAGE or not self._framable(message):
                 return self._sendChecked(message)
         if not self.ready or self.transport.disconnecting:
             return False
@@ -1143,6 +1375,30 @@ class MessageProtocol(_ConnectionBase):
         else:
             self.transport.write(message + self._suffix)
         return True
+
+    def _sendReceived(self, messages: list[bytes]) -> None:
+        """
+        Send back C{messages} that this connection received, as
+        L{sendMessage} would each: split on the delimiter and within
+        C{maxMessageLength}, they are framable as they are when nothing is
+        appended, so while a read is handled they join its replies without
+        being looked at one by one.
+        """
+        batch = self._batch
+        if (
+            batch is None
+            or self.messageAppend
+            or self._congested
+            or not self.ready
+            or self.transport.disconnecting
+        ):
+            send = self.sendMessage
+            for message in messages:
+                send(message)
+            return
+        if max(map(len, messages)) >= _LARGE_MESSAGE:
+            self._batchLarge = True
+        batch.extend(messages)
 
     def _sendChecked(self, message: bytes | str) -> bool:
         """
@@ -1163,6 +1419,8 @@ class MessageProtocol(_ConnectionBase):
         batch = self._batch
         if batch is not None:
             batch.append(message)
+            if len(message) >= _LARGE_MESSAGE:
+                self._batchLarge = True
             return True
         self._messagesOut += 1
         self._bytesOut += len(message) + len(suffix)

@@ -257,6 +257,15 @@ class _BlockingMessageProtocol(MessageProtocol):
         if inbox:
             self._handOver(inbox, len(data))
 
+    def messagesReceived(self, messages: list[bytes]) -> None:
+        # A read's messages at once (a pause the hand-over asks for takes
+        # effect after them, as the inbox is handed over after the read).
+        inbox = self._inbox
+        if inbox is not None:
+            inbox.extend(messages)
+        else:
+            self._handOver(messages, sum(map(len, messages)))
+
     def messageReceived(self, message: bytes) -> None:
         inbox = self._inbox
         if inbox is not None:

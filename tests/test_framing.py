@@ -203,6 +203,33 @@ def streams(draw: st.DrawFn, maxSize: int = 20):
 
 
 @st.composite
+def longStreams(draw: st.DrawFn):
+    """
+    A delimiter, messages free of it from empty to a few KiB long (around
+    the lengths where the reassembly changes how it searches and keeps
+    bytes), and their framed byte stream.
+    """
+    delimiter = draw(delimiters())
+    sizes = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from([0, 1, 511, 512, 513, 4095, 4096, 4097, 9000]),
+                st.integers(0, 10_000),
+            ),
+            max_size=6,
+        )
+    )
+    generator = random.Random(draw(st.integers(0, 2**32)))
+    messages = []
+    for size in sizes:
+        message = bytes(generator.choices(ALPHABET, k=size))
+        while delimiter in message:
+            message = message.replace(delimiter, b"")
+        messages.append(message)
+    return delimiter, messages, framed(messages, delimiter)
+
+
+@st.composite
 def cutsOf(draw: st.DrawFn, stream: bytes) -> list[int]:
     """
     Chunk boundaries for C{stream}: random ones, or every byte on its own.
@@ -216,7 +243,10 @@ def summary(messages: list[bytes]) -> list[object]:
     """
     @return: C{messages} with the long ones shortened, for failure messages.
     """
-    return [m if len(m) <= 40 else f"<{len(m)} bytes: {m[:16]!r}...>" for m in messages]
+    return [
+        m if not isinstance(m, bytes) or len(m) <= 40 else f"<{len(m)} bytes: {m[:16]!r}...>"
+        for m in messages
+    ]
 
 
 class FramingTestCase(SynchronousTestCase):
@@ -321,6 +351,43 @@ class ChunkingTests(FramingTestCase):
 
     @PROPERTY
     @given(st.data())
+    def test_anyChunkingLongMessages(self, data: st.DataObject) -> None:
+        """
+        Property: the same for messages of up to 10,000 bytes, cut into
+        reads of any size up to 64 KiB (or at random points), with or
+        without C{maxMessageLength}: the messages within it are delivered in
+        order, each once, those longer reported in their place, and the
+        partial buffer stays within the bound after every read.
+        """
+        delimiter, _, stream = data.draw(longStreams())
+        stream += data.draw(st.sampled_from([b"", b"tail", ALPHABET * 1000]))
+        if data.draw(st.booleans()):
+            size = data.draw(st.sampled_from([1, 7, 512, 4096, 5000, 65536]))
+            parts = chunks(stream, size)
+        else:
+            parts = pieces(stream, data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+        maxLength = data.draw(st.one_of(st.none(), st.integers(0, 12_000)))
+        protocol, _ = connected(delimiter=delimiter, maxMessageLength=maxLength)
+        longest = feed(protocol, parts)
+        *model, partial = stream.split(delimiter)
+        if maxLength is None:
+            self.assertMessages(protocol.messages, model)
+            self.assertEqual(protocol.tooLong, [])
+            return
+        expected: list[object] = [m if len(m) <= maxLength else "too long" for m in model]
+        if len(partial) > maxLength + len(delimiter) - 1:
+            # Found too long before its end.
+            expected.append("too long")
+        seen = [
+            event[1] if event[0] == "message" else "too long"
+            for event in protocol.events
+            if event[0] != "ready"
+        ]
+        self.assertEqual(summary(seen), summary(expected))  # type: ignore[arg-type]
+        self.assertLessEqual(longest, maxLength + len(delimiter) - 1)
+
+    @PROPERTY
+    @given(st.data())
     def test_anyChunkingWithMaximum(self, data: st.DataObject) -> None:
         """
         Property: with C{maxMessageLength} set, messages longer than it are
@@ -381,6 +448,20 @@ class LargeMessageTests(FramingTestCase):
         """
         size = 8 * 1024 * 1024 - len(b"before--END--") - 3
         self.assertLargeMessage(size, b"--END--", 1024)
+
+    def test_wholeReadNotCopied(self) -> None:
+        """
+        A large message that is a whole read, its delimiter arriving in the
+        next one, is delivered as the bytes of that read, not a copy of
+        them; one that spans reads is joined once from them.
+        """
+        message = randomMessage(64 * 1024, b"\n")
+        protocol, _ = connected()
+        feed(protocol, [message, b"\nnext\n"])
+        self.assertIs(protocol.messages[0], message)
+        self.assertEqual(protocol.messages[1], b"next")
+        feed(protocol, [message[:1000], message[1000:], b"\n"])
+        self.assertSameBytes(protocol.messages[2], message)
 
     def test_noLimit(self) -> None:
         """
@@ -740,6 +821,37 @@ class BatchingTests(FramingTestCase):
         protocol.dataReceived(b"go\n")
         self.assertMessages(transport.writes, [b"small\n" + large + b"\nframe\n"])
 
+    def test_largeRepliesNotCopied(self) -> None:
+        """
+        The replies to one read that include large messages leave in one
+        C{writeSequence} holding the large messages themselves: the
+        transport joins what it sends anyway, so they are not copied here
+        to append their delimiters.
+        """
+        large = randomMessage(100 * 1024, b"\n")
+
+        class Sequences(StringTransport):
+            def __init__(self) -> None:
+                super().__init__()
+                self.sequences: list[list[bytes]] = []
+
+            def writeSequence(self, data: list[bytes]) -> None:
+                self.sequences.append(list(data))
+                super().writeSequence(data)
+
+        class Replier(Recorder):
+            def messageReceived(self, message: bytes) -> None:
+                self.sendMessage(b"small")
+                self.sendMessage(large)
+                self.sendMessage(b"after")
+
+        transport = Sequences()
+        protocol, _ = connected(Replier(), transport)
+        protocol.dataReceived(b"go\n")
+        self.assertEqual(len(transport.sequences), 1)
+        self.assertTrue(any(part is large for part in transport.sequences[0]))
+        self.assertSameBytes(transport.value(), b"small\n" + large + b"\nafter\n")
+
     def test_outsideReadWritesAtOnce(self) -> None:
         """
         Outside of handling a read each message is written at once.
@@ -777,6 +889,173 @@ class BatchingTests(FramingTestCase):
         protocol.handshakeCompleted()
         protocol.dataReceived(b"a\nb\n")
         self.assertEqual(transport.value(), b"a1\na2\nb1\nb2\n")
+
+
+class Batcher(Recorder):
+    """
+    A L{Recorder} that takes the messages of a read as a batch, recording
+    each batch in C{events}, and pausing (or closing) after the batches
+    holding a message in C{pauseOn} (or C{closeOn}).
+    """
+
+    pauseOn: frozenset[bytes] = frozenset()
+    closeOn: frozenset[bytes] = frozenset()
+
+    def messagesReceived(self, messages: list[bytes]) -> None:
+        self.messages.extend(messages)
+        self.events.append(("batch", list(messages)))
+        if self.pauseOn.intersection(messages):
+            self.pauseReading()
+        if self.closeOn.intersection(messages):
+            self.closeConnection("asked to")
+
+
+class BatchHookTests(FramingTestCase):
+    """
+    C{messagesReceived} gets the complete messages of one read at once, and
+    keeps every guarantee of C{messageReceived}.
+    """
+
+    def batches(self, protocol: Recorder) -> list[object]:
+        """
+        @return: the batches and the lengths of too-long messages, in order.
+        """
+        return [
+            event[1:] if event[0] == "tooLong" else event[1]
+            for event in protocol.events
+            if event[0] in ("batch", "tooLong")
+        ]
+
+    def test_oneCallPerRead(self) -> None:
+        """
+        The messages of a read come in one call, in order, the one completed
+        from an earlier read first; a read completing none makes no call.
+        """
+        protocol, _ = connected(Batcher(), delimiter=b"\r\n")
+        feed(protocol, [b"a\r\nb\r\nc", b"c\r", b"\nd\r\n\r\ne", b"\r\n"])
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"], [b"cc", b"d", b""], [b"e"]])
+
+    def test_defaultCallsMessageReceived(self) -> None:
+        """
+        The default hook calls C{messageReceived} for each message, so an
+        override may do something with the batch and call up.
+        """
+
+        class Counting(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                self.events.append(("batch of", len(messages)))
+                super().messagesReceived(messages)
+
+        protocol, _ = connected(Counting())
+        protocol.dataReceived(b"a\nb\n")
+        self.assertEqual(
+            protocol.events[1:], [("batch of", 2), ("message", b"a"), ("message", b"b")]
+        )
+
+    def test_tooLongBetweenBatches(self) -> None:
+        """
+        A message longer than C{maxMessageLength} is in no batch: the
+        messages before and after it come in two calls, with
+        C{messageTooLong} in between.
+        """
+        protocol, _ = connected(Batcher(), maxMessageLength=3)
+        protocol.dataReceived(b"ab\ncd\ntoo long\nef\n")
+        self.assertEqual(self.batches(protocol), [[b"ab", b"cd"], (8,), [b"ef"]])
+
+    def test_pauseHoldsFollowingReads(self) -> None:
+        """
+        Pausing in the hook takes effect after its batch: what arrives
+        next is held, then delivered on resume, in order, as one batch.
+        """
+        protocol, transport = connected(Batcher())
+        protocol.pauseOn = frozenset([b"b"])
+        protocol.dataReceived(b"a\nb\nc")
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(b"\nd\n")
+        protocol.dataReceived(b"e\n")
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"]])
+        protocol.resumeReading()
+        self.assertEqual(self.batches(protocol), [[b"a", b"b"], [b"c", b"d", b"e"]])
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_pauseInMessageReceivedHoldsRestOfBatch(self) -> None:
+        """
+        With the default hook, a pause in C{messageReceived} holds the rest
+        of the batch; an override calling up gets the same.
+        """
+
+        class Pausing(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                self.events.append(("batch of", len(messages)))
+                super().messagesReceived(messages)
+
+            def messageReceived(self, message: bytes) -> None:
+                super().messageReceived(message)
+                if message == b"b":
+                    self.pauseReading()
+
+        protocol, _ = connected(Pausing())
+        protocol.dataReceived(b"a\nb\nc\nd\n")
+        self.assertMessages(protocol.messages, [b"a", b"b"])
+        protocol.resumeReading()
+        self.assertMessages(protocol.messages, [b"a", b"b", b"c", b"d"])
+
+    def test_closeStopsDelivery(self) -> None:
+        """
+        A close in C{messageReceived} stops the rest of the batch; a close
+        in the hook stops everything after its batch.
+        """
+
+        class Closing(Recorder):
+            def messageReceived(self, message: bytes) -> None:
+                super().messageReceived(message)
+                if message == b"close":
+                    self.closeConnection("asked to")
+
+        protocol, transport = connected(Closing())
+        protocol.dataReceived(b"a\nclose\nb\n")
+        self.assertMessages(protocol.messages, [b"a", b"close"])
+        self.assertTrue(transport.disconnecting)
+
+        protocol, transport = connected(Batcher())
+        protocol.closeOn = frozenset([b"close"])
+        protocol.dataReceived(b"a\nclose\n")
+        protocol.dataReceived(b"b\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.batches(protocol), [[b"a", b"close"]])
+
+    def test_repliesOfBatchInOneWrite(self) -> None:
+        """
+        What the hook sends leaves in one write at the end of the read.
+        """
+
+        class Echo(Recorder):
+            def messagesReceived(self, messages: list[bytes]) -> None:
+                for message in messages:
+                    self.sendMessage(message.upper())
+
+        transport = WriteCountingTransport()
+        protocol, _ = connected(Echo(), transport)
+        protocol.dataReceived(b"a\nb\nc\n")
+        self.assertEqual(transport.writes, [b"A\nB\nC\n"])
+
+    def test_daemonEchoBatch(self) -> None:
+        """
+        The daemon's echo answers a read's messages with one write, large
+        ones included and not copied, and falls back to C{sendMessage}
+        (which validates) where something is appended.
+        """
+        from tcpsc._apps import Echo
+
+        large = randomMessage(20 * 1024, b"\n")
+        transport = WriteCountingTransport()
+        protocol, _ = connected(Echo(), transport)
+        protocol.dataReceived(b"a\nb\n" + large + b"\nc")
+        self.assertEqual(len(transport.writes), 1)
+        self.assertSameBytes(transport.value(), b"a\nb\n" + large + b"\n")
+        appended, transport = connected(Echo(), messageAppend=b"!")
+        appended.dataReceived(b"x\ny\n")
+        self.assertEqual(transport.value(), b"x!\ny!\n")
 
 
 class PauseTests(FramingTestCase):

@@ -14,6 +14,12 @@ def main() -> None:
     def extra(parser: Any) -> None:
         parser.add_argument("--max-connections", type=int, default=20_000)
         parser.add_argument(
+            "--batch",
+            action="store_true",
+            help="serve the daemon's echo application, which answers the messages of "
+            "a read as one batch (messagesReceived)",
+        )
+        parser.add_argument(
             "--metrics",
             action="store_true",
             help="report Prometheus metrics (Server(metrics=...)), served "
@@ -32,6 +38,12 @@ def main() -> None:
 
         def messageReceived(self, message: bytes) -> None:
             self.sendMessage(message)
+
+    if options.batch:
+        from tcpsc._apps import Echo as BatchEcho
+
+        class Echo(BatchEcho):  # type: ignore[no-redef]
+            maxMessageLength = 64 * 1024 * 1024
 
     # The scenarios open up to 10,000 connections from one address, some
     # idle: no per-peer limit, no first-byte timeout.
