@@ -438,6 +438,8 @@ def loadgen(
 class Cell:
     rates: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
+    #: The server's CPU time (user and system) per message echoed, in us.
+    cpu: list[float] = field(default_factory=list)
     errors: int = 0
     messages: int = 0
 
@@ -448,6 +450,10 @@ class Cell:
     @property
     def latency(self) -> float | None:
         return statistics.median(self.p50) if self.p50 else None
+
+    @property
+    def serverCpu(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
 
 
 def runEcho(
@@ -483,10 +489,10 @@ def runEcho(
                         other: dict[str, str] | None = None
                         withC = settings.loadgen is not None and independent is not None
                         if withC and repetition % 2:
-                            other = _loadgenOnce(running, scenario, counts[key], settings)
-                        fields = _echoOnce(running, scenario, counts[key], settings)
+                            other = _timed(running, _loadgenOnce, scenario, counts[key], settings)
+                        fields = _timed(running, _echoOnce, scenario, counts[key], settings)
                         if withC and not repetition % 2:
-                            other = _loadgenOnce(running, scenario, counts[key], settings)
+                            other = _timed(running, _loadgenOnce, scenario, counts[key], settings)
                         _record(cell, fields)
                         if other is not None and independent is not None:
                             _record(independent.setdefault(key, Cell()), other)
@@ -500,6 +506,27 @@ def runEcho(
     return cells, skipped
 
 
+def _timed(
+    running: Running,
+    client: Callable[[Running, Scenario, int, Settings], dict[str, str]],
+    scenario: Scenario,
+    messages: int,
+    settings: Settings,
+) -> dict[str, str]:
+    """
+    One client run, with the server's CPU time per message echoed added as
+    C{server_cpu_us}: a figure that the other work of a shared machine
+    disturbs far less than the rate.
+    """
+    before = cpuSeconds(running.process.pid)
+    fields = client(running, scenario, messages, settings)
+    used = cpuSeconds(running.process.pid) - before
+    echoed = int(fields.get("messages", "0") or 0)
+    if echoed:
+        fields["server_cpu_us"] = f"{used * 1e6 / echoed:.3f}"
+    return fields
+
+
 def _pairText(scenario: Scenario, fields: dict[str, str], other: dict[str, str] | None) -> str:
     """
     One run of each client, side by side: rates (p50 for (a)), the ratio
@@ -511,6 +538,8 @@ def _pairText(scenario: Scenario, fields: dict[str, str], other: dict[str, str] 
         text = f"{_rateText(_echoRate(f))} msg/s"
         if scenario.key == "a":
             text += f", p50 {_float(f, 'p50_us'):.0f} us"
+        if "server_cpu_us" in f:
+            text += f", server {_float(f, 'server_cpu_us'):.2f} us/msg"
         if f.get("errors") != "0":
             text += f"  ERRORS {f.get('errors')}"
         return text
@@ -595,6 +624,8 @@ def _record(cell: Cell, fields: dict[str, str]) -> None:
     if errors == 0:
         cell.rates.append(_echoRate(fields))
         cell.p50.append(_float(fields, "p50_us"))
+        if "server_cpu_us" in fields:
+            cell.cpu.append(_float(fields, "server_cpu_us"))
         cell.messages = int(fields.get("messages", "0"))
 
 
@@ -1537,7 +1568,9 @@ def _crossSection(
         "other (their order alternating between repetitions); rates of the transfer phase "
         f"(connecting excluded) for both, medians of {settings.repeat}. Each cell: tcpsc bench "
         "/ C load generator, each with its ratio to LineOnlyReceiver as that client measured "
-        f"it, then bench/C; **disagree** marks a difference over {AGREEMENT:.0%}."
+        f"it, the server's CPU time per message under each (from /proc: far less disturbed by "
+        "the machine's other work than rates are), then bench/C of the rates; **disagree** "
+        f"marks a difference over {AGREEMENT:.0%}."
     )
     add("")
     add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in ECHO_SCENARIOS) + " |")
@@ -1562,6 +1595,8 @@ def _crossSection(
             )
             if scenario.key == "a" and mine.latency and theirs.latency:
                 text += f", p50 {mine.latency:.0f} / {theirs.latency:.0f} us"
+            if mine.serverCpu and theirs.serverCpu:
+                text += f", server {mine.serverCpu:.2f} / {theirs.serverCpu:.2f} us/msg"
             if mine.rate and theirs.rate:
                 ratio = mine.rate / theirs.rate
                 text += f"; {ratio:.2f}x"
@@ -1969,6 +2004,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
+    def terminated(number: int, frame: object) -> None:
+        # Stopped from outside: leave through the finally below, which stops
+        # the servers this suite started.
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, terminated)
     started = time.monotonic()
     try:
         from tcpsc import _certgen
