@@ -1998,10 +1998,9 @@ def main(argv: list[str] | None = None) -> int:
         "--loadgen",
         type=Path,
         metavar="DIR",
-        default=Path(os.environ.get("TCPSC_LOADGEN") or LOADGEN_SOURCE),
         help="source of the independent C load generator, run beside tcpsc bench on a-d "
-        "(default: $TCPSC_LOADGEN, else %(default)s); without it the suite says so and "
-        "runs tcpsc bench alone",
+        f"(default: $TCPSC_LOADGEN, else {LOADGEN_SOURCE}); without it the suite says so "
+        "and runs tcpsc bench alone",
     )
     parser.add_argument("--no-loadgen", action="store_true", help="run tcpsc bench alone on a-d")
     parser.add_argument(
@@ -2092,7 +2091,8 @@ def main(argv: list[str] | None = None) -> int:
             if options.no_loadgen:
                 settings.loadgenMissing = "not asked for (--no-loadgen)"
             else:
-                settings.loadgen, settings.loadgenMissing = buildLoadgen(options.loadgen, say)
+                source = options.loadgen or Path(os.environ.get("TCPSC_LOADGEN") or LOADGEN_SOURCE)
+                settings.loadgen, settings.loadgenMissing = buildLoadgen(source, say)
             if settings.loadgen is not None:
                 say(f"C load generator: {settings.loadgen}, beside tcpsc bench on a-d")
             else:

@@ -102,6 +102,7 @@ class IndependentClientTests(SynchronousTestCase):
         self.assertNotIn("ERRORS", result.stdout)
         report = output.read_text()
         self.assertIn("## Cross-check (a-d): tcpsc bench beside the C load generator", report)
+        self.assertIn("Server CPU time per message", report)
         for label in ("tcpsc MessageProtocol", "Twisted LineOnlyReceiver"):
             row = next(
                 line
