@@ -28,6 +28,13 @@ Scenarios:
      its loopback interface routes multicast to; skipped where that
      namespace cannot be made, so that no datagram ever leaves it
 
+Scenarios a-d also run with the independent C load generator
+(C{../shared/tools/loadgen}, or C{--loadgen DIR}, or C{TCPSC_LOADGEN}), built
+with its Makefile in a cache directory, beside C{tcpsc bench}: both clients'
+figures side by side, their ratio, and a flag where they differ by more than
+15 %.  Where it cannot be built the suite says so and carries on with
+C{tcpsc bench} alone.
+
 Absolute numbers drift on a shared machine; read the ratios.  Every load is
 bounded in messages and in time; servers listen on 127.0.0.1 only; the
 suite stops the processes it started, by their ids.
@@ -36,6 +43,7 @@ suite stops the processes it started, by their ids.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import resource
@@ -139,6 +147,18 @@ class Settings:
     certs: str
     procs: int
     log: Path
+    #: The built C load generator, or C{None} (then L{loadgenMissing} says why).
+    loadgen: Path | None = None
+    loadgenMissing: str = ""
+
+
+#: Where the independent C load generator's source is looked for, unless
+#: C{--loadgen} or C{TCPSC_LOADGEN} says otherwise.  The project does not
+#: depend on it: without it the suite runs C{tcpsc bench} alone.
+LOADGEN_SOURCE = ROOT.parent / "shared" / "tools" / "loadgen"
+
+#: The two clients disagree when their rates differ by more than this share.
+AGREEMENT = 0.15
 
 
 # -- processes ------------------------------------------------------------------
@@ -315,6 +335,102 @@ def parseResult(output: str) -> dict[str, str]:
     return {"errors": "1"}
 
 
+# -- the independent C load generator ------------------------------------------------
+
+
+def buildLoadgen(source: Path, say: Callable[[str], None]) -> tuple[Path | None, str]:
+    """
+    Build the C load generator from a copy of C{source} with its own
+    Makefile, in a cache directory named after the source's contents (a
+    second run reuses it).  The source directory itself is never written.
+
+    @return: the program, or C{None} and why it could not be built.
+    """
+    program = source / "loadgen.c"
+    if not program.is_file():
+        return None, f"no C load generator source at {source} (loadgen.c is missing)"
+    if shutil.which("make") is None:
+        return None, "make is not installed"
+    digest = hashlib.sha256()
+    for name in ("loadgen.c", "Makefile"):
+        try:
+            digest.update((source / name).read_bytes())
+        except OSError as e:
+            return None, f"cannot read {source / name}: {e.strerror}"
+    cache = Path(tempfile.gettempdir()) / f"tcpsc-loadgen-{digest.hexdigest()[:16]}"
+    built = cache / "loadgen"
+    if built.is_file() and os.access(built, os.X_OK):
+        return built, ""
+    work = Path(tempfile.mkdtemp(prefix="tcpsc-loadgen-build-"))
+    try:
+        for name in ("loadgen.c", "Makefile"):
+            shutil.copyfile(source / name, work / name)
+        say(f"Building the C load generator from {source} in {work} ...")
+        try:
+            made = subprocess.run(
+                ["make", "loadgen"],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"make failed to run: {e}"
+        if made.returncode != 0 or not (work / "loadgen").is_file():
+            lines = (made.stderr or made.stdout).strip().splitlines()
+            hint = ""
+            if "openssl" in (made.stderr or "").lower():
+                hint = " (it needs OpenSSL's headers: apt-get install libssl-dev)"
+            return None, f"make failed{hint}: {lines[-1] if lines else made.returncode}"
+        cache.mkdir(exist_ok=True)
+        shutil.copy2(work / "loadgen", built)
+        return built, ""
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def loadgen(
+    arguments: list[str], settings: Settings, timeout: float, tls: bool = False
+) -> dict[str, str]:
+    """
+    Run the C load generator (on the load core) and return the fields of
+    its RESULT line, plus C{status}.
+    """
+    assert settings.loadgen is not None
+    command = [str(settings.loadgen), *arguments]
+    if tls:
+        certs = settings.certs
+        command += [
+            "--tls",
+            "--ca",
+            f"{certs}/ca.pem",
+            "--cert",
+            f"{certs}/client.pem",
+            "--key",
+            f"{certs}/client.key",
+            "--sni",
+            "localhost",
+        ]
+    try:
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=timeout,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_pin(settings.loadCore),
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "errors": "1"}
+    with settings.log.open("ab") as log:
+        log.write(f"\n$ loadgen {' '.join(arguments)}\n".encode())
+        log.write(completed.stdout[-2000:] + completed.stderr[-2000:])
+    fields = parseResult(completed.stdout.decode(errors="replace"))
+    fields["status"] = str(completed.returncode)
+    return fields
+
+
 # -- scenarios a-d: echo ------------------------------------------------------------
 
 
@@ -322,6 +438,8 @@ def parseResult(output: str) -> dict[str, str]:
 class Cell:
     rates: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
+    #: The server's CPU time (user and system) per message echoed, in us.
+    cpu: list[float] = field(default_factory=list)
     errors: int = 0
     messages: int = 0
 
@@ -333,16 +451,26 @@ class Cell:
     def latency(self) -> float | None:
         return statistics.median(self.p50) if self.p50 else None
 
+    @property
+    def serverCpu(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
+
 
 def runEcho(
     settings: Settings,
     servers: tuple[ServerSpec, ...],
     scenarios: tuple[Scenario, ...],
     say: Callable[[str], None],
+    independent: dict[tuple[str, str], Cell] | None = None,
 ) -> tuple[dict[tuple[str, str], Cell], dict[str, str]]:
     """
     Scenarios a-d on every echo server; repetitions interleave the servers
     so that a slow moment of the machine does not fall on one server only.
+
+    With the C load generator built, each run of C{tcpsc bench} has a run
+    of it beside it (same server process, same message count, the order of
+    the two alternating from one repetition to the next), recorded in
+    C{independent}.
     """
     cells: dict[tuple[str, str], Cell] = {}
     counts: dict[tuple[str, str], int] = {}
@@ -358,26 +486,116 @@ def runEcho(
                         cell = cells.setdefault(key, Cell())
                         if key not in counts:
                             counts[key] = _calibrate(running, scenario, settings)
-                        fields = _echoOnce(running, scenario, counts[key], settings)
+                        other: dict[str, str] | None = None
+                        withC = settings.loadgen is not None and independent is not None
+                        if withC and repetition % 2:
+                            other = _timed(running, _loadgenOnce, scenario, counts[key], settings)
+                        fields = _timed(running, _echoOnce, scenario, counts[key], settings)
+                        if withC and not repetition % 2:
+                            other = _timed(running, _loadgenOnce, scenario, counts[key], settings)
                         _record(cell, fields)
+                        if other is not None and independent is not None:
+                            _record(independent.setdefault(key, Cell()), other)
                         say(
                             f"  [{repetition + 1}/{settings.repeat}] {spec.label:40} "
-                            f"{scenario.key}: {_rateText(_echoRate(fields))} msg/s"
-                            + (
-                                f", p50 {_float(fields, 'p50_us'):.0f} us"
-                                if scenario.key == "a"
-                                else ""
-                            )
-                            + (
-                                f"  ERRORS {fields.get('errors')}"
-                                if fields.get("errors") != "0"
-                                else ""
-                            )
+                            f"{scenario.key}: {_pairText(scenario, fields, other)}"
                         )
             except Skipped as e:
                 skipped[spec.key] = str(e)
                 say(f"  {spec.label}: skipped: {e}")
     return cells, skipped
+
+
+def _timed(
+    running: Running,
+    client: Callable[[Running, Scenario, int, Settings], dict[str, str]],
+    scenario: Scenario,
+    messages: int,
+    settings: Settings,
+) -> dict[str, str]:
+    """
+    One client run, with the server's CPU time per message echoed added as
+    C{server_cpu_us}: a figure that the other work of a shared machine
+    disturbs far less than the rate.
+    """
+    before = cpuSeconds(running.process.pid)
+    fields = client(running, scenario, messages, settings)
+    used = cpuSeconds(running.process.pid) - before
+    echoed = int(fields.get("messages", "0") or 0)
+    if echoed:
+        fields["server_cpu_us"] = f"{used * 1e6 / echoed:.3f}"
+    return fields
+
+
+def _pairText(scenario: Scenario, fields: dict[str, str], other: dict[str, str] | None) -> str:
+    """
+    One run of each client, side by side: rates (p50 for (a)), the ratio
+    of C{tcpsc bench}'s to the C load generator's, and a flag where they
+    disagree by more than L{AGREEMENT}.
+    """
+
+    def one(f: dict[str, str]) -> str:
+        text = f"{_rateText(_echoRate(f))} msg/s"
+        if scenario.key == "a":
+            text += f", p50 {_float(f, 'p50_us'):.0f} us"
+        if "server_cpu_us" in f:
+            text += f", server {_float(f, 'server_cpu_us'):.2f} us/msg"
+        if f.get("errors") != "0":
+            text += f"  ERRORS {f.get('errors')}"
+        return text
+
+    if other is None:
+        return one(fields)
+    text = f"tcpsc bench {one(fields)} | C loadgen {one(other)}"
+    ratio = _agreement(scenario, fields, other)
+    if ratio is not None:
+        text += f" | bench/C {ratio:.2f}x" + (" (by p50)" if scenario.key == "a" else "")
+        if abs(ratio - 1) > AGREEMENT:
+            text += f"  DISAGREE (over {AGREEMENT:.0%})"
+    return text
+
+
+def _agreement(scenario: Scenario, mine: dict[str, str], theirs: dict[str, str]) -> float | None:
+    """
+    C{tcpsc bench}'s figure over the C load generator's, as a rate: the
+    rates' ratio, but for (a) the inverse ratio of the median round trips.
+    With one message in flight the rate is one over the I{mean} round
+    trip, which a few stalls of milliseconds on a shared core (another
+    process given the CPU) decide; the median is what the two clients can
+    agree on.
+    """
+    if scenario.key == "a":
+        a, b = _float(theirs, "p50_us"), _float(mine, "p50_us")
+    else:
+        a, b = _echoRate(mine), _echoRate(theirs)
+    return a / b if a and b else None
+
+
+def _loadgenOnce(
+    running: Running, scenario: Scenario, messages: int, settings: Settings
+) -> dict[str, str]:
+    """
+    The C load generator on one scenario, with the same shape and message
+    count as L{_echoOnce}.
+    """
+    arguments = [
+        "echo",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(running.port),
+        "-c",
+        str(scenario.clients),
+        "-q",
+        str(scenario.inflight),
+        "-s",
+        str(scenario.size),
+        "-m",
+        str(messages),
+        "-T",
+        str(30 if settings.quick else 120),
+    ]
+    return loadgen(arguments, settings, 60 if settings.quick else 200, tls=running.spec.tls)
 
 
 def _calibrate(running: Running, scenario: Scenario, settings: Settings) -> int:
@@ -422,6 +640,8 @@ def _record(cell: Cell, fields: dict[str, str]) -> None:
     if errors == 0:
         cell.rates.append(_echoRate(fields))
         cell.p50.append(_float(fields, "p50_us"))
+        if "server_cpu_us" in fields:
+            cell.cpu.append(_float(fields, "server_cpu_us"))
         cell.messages = int(fields.get("messages", "0"))
 
 
@@ -1229,6 +1449,7 @@ def report(
     seconds: float,
     udp: dict[tuple[str, str], dict[str, Any]] | None = None,
     multicast: dict[str, Any] | None = None,
+    independent: dict[tuple[str, str], Cell] | None = None,
 ) -> str:
     lines: list[str] = []
     add = lines.append
@@ -1260,10 +1481,19 @@ def report(
         f"| load | `tcpsc bench`, {settings.procs} process{'es' if settings.procs > 1 else ''}, "
         f"runs of about {settings.seconds:g} s sized by a pilot run |"
     )
+    add(
+        "| independent load (a-d) | "
+        + (
+            "the C load generator (`../shared/tools/loadgen`), same runs |"
+            if settings.loadgen is not None
+            else f"none: {settings.loadgenMissing} |"
+        )
+    )
     add("")
 
     if echo or skipped:
         _echoSection(add, echo, skipped)
+        _crossSection(add, settings, echo, independent or {})
     if broadcast:
         _broadcastSection(add, broadcast)
     if reassembly:
@@ -1326,6 +1556,120 @@ def _echoSection(
         for key, why in skipped.items():
             label = next(s.label for s in ECHO_SERVERS if s.key == key)
             add(f"- {label}: skipped: {why}")
+    add("")
+
+
+def _crossSection(
+    add: Callable[[str], None],
+    settings: Settings,
+    echo: dict[tuple[str, str], Cell],
+    independent: dict[tuple[str, str], Cell],
+) -> None:
+    """
+    The two clients side by side on a-d: each one's rate (and ratio to
+    C{LineOnlyReceiver} as that client measured it), and C{tcpsc bench}'s
+    rate over the C load generator's, flagged beyond L{AGREEMENT}.
+    """
+    add("## Cross-check (a-d): tcpsc bench beside the C load generator")
+    add("")
+    if settings.loadgen is None:
+        add(
+            f"The C load generator was not run: {settings.loadgenMissing}. The figures above "
+            "are tcpsc bench's alone."
+        )
+        add("")
+        return
+    add(
+        "The same server process, the same message count, the two clients one after the "
+        "other (their order alternating between repetitions); rates of the transfer phase "
+        f"(connecting excluded) for both, medians of {settings.repeat}. Each cell: tcpsc bench "
+        "/ C load generator, each with its ratio to LineOnlyReceiver as that client measured "
+        f"it, the server's CPU time per message under each (from /proc: far less disturbed by "
+        "the machine's other work than rates are), then bench/C of the rates (for (a), of "
+        "the median round trips, C's over bench's: a one-in-flight rate is one over the mean "
+        "round trip, which a few stalls of milliseconds on a shared core decide); "
+        f"**disagree** marks a difference over {AGREEMENT:.0%}."
+    )
+    add("")
+    add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in ECHO_SCENARIOS) + " |")
+    add("|---|" + "---|" * len(ECHO_SCENARIOS))
+    for spec in ECHO_SERVERS:
+        if not any((spec.key, s.key) in independent for s in ECHO_SCENARIOS):
+            continue
+        cells = []
+        for scenario in ECHO_SCENARIOS:
+            mine, theirs = (
+                echo.get((spec.key, scenario.key)),
+                independent.get((spec.key, scenario.key)),
+            )
+            if mine is None or theirs is None:
+                cells.append("-")
+                continue
+            mineBase = echo.get((BASELINE, scenario.key), Cell()).rate
+            theirBase = independent.get((BASELINE, scenario.key), Cell()).rate
+            text = (
+                f"{_rateText(mine.rate)}{_ratio(mine.rate, mineBase)} / "
+                f"{_rateText(theirs.rate)}{_ratio(theirs.rate, theirBase)}"
+            )
+            if scenario.key == "a" and mine.latency and theirs.latency:
+                text += f", p50 {mine.latency:.0f} / {theirs.latency:.0f} us"
+            if mine.serverCpu and theirs.serverCpu:
+                text += f", server {mine.serverCpu:.2f} / {theirs.serverCpu:.2f} us/msg"
+            if scenario.key == "a":
+                ratio = theirs.latency / mine.latency if mine.latency and theirs.latency else None
+            else:
+                ratio = mine.rate / theirs.rate if mine.rate and theirs.rate else None
+            if ratio is not None:
+                text += f"; {ratio:.2f}x" + (" by p50" if scenario.key == "a" else "")
+                if abs(ratio - 1) > AGREEMENT:
+                    text += " **disagree**"
+            if theirs.errors:
+                text += f" **{theirs.errors} errors (C)**"
+            cells.append(text)
+        add(f"| {spec.label} | " + " | ".join(cells) + " |")
+    add("")
+    _cpuTable(add, echo, independent)
+
+
+def _cpuTable(
+    add: Callable[[str], None],
+    echo: dict[tuple[str, str], Cell],
+    independent: dict[tuple[str, str], Cell],
+) -> None:
+    """
+    The server's CPU time per message, median of every run under both
+    clients, and LineOnlyReceiver's over it: the same comparison as the
+    rates' ratios, from a figure that does not depend on how much of its
+    core the server was given during a run.
+    """
+
+    def cpu(server: str, scenario: str) -> float | None:
+        values = [
+            *echo.get((server, scenario), Cell()).cpu,
+            *independent.get((server, scenario), Cell()).cpu,
+        ]
+        return statistics.median(values) if values else None
+
+    add(
+        "Server CPU time per message (us, from /proc, median of the runs under both clients) "
+        "and, in brackets, LineOnlyReceiver's over it (above 1: cheaper per message than "
+        "LineOnlyReceiver). On a shared machine a run's rate says how much of its core the "
+        "server was given; its CPU time per message does not depend on that."
+    )
+    add("")
+    add("| server | " + " | ".join(f"{s.key}: {s.title}" for s in ECHO_SCENARIOS) + " |")
+    add("|---|" + "---|" * len(ECHO_SCENARIOS))
+    for spec in ECHO_SERVERS:
+        values = [cpu(spec.key, s.key) for s in ECHO_SCENARIOS]
+        if not any(values):
+            continue
+        cells = []
+        for scenario, value in zip(ECHO_SCENARIOS, values, strict=True):
+            base = cpu(BASELINE, scenario.key)
+            cells.append(
+                "-" if not value else f"{value:.2f}" + (f" ({base / value:.2f}x)" if base else "")
+            )
+        add(f"| {spec.label} | " + " | ".join(cells) + " |")
     add("")
 
 
@@ -1651,6 +1995,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--procs", type=int, default=1, help="load processes per run")
     parser.add_argument(
+        "--loadgen",
+        type=Path,
+        metavar="DIR",
+        help="source of the independent C load generator, run beside tcpsc bench on a-d "
+        f"(default: $TCPSC_LOADGEN, else {LOADGEN_SOURCE}); without it the suite says so "
+        "and runs tcpsc bench alone",
+    )
+    parser.add_argument("--no-loadgen", action="store_true", help="run tcpsc bench alone on a-d")
+    parser.add_argument(
         "--before",
         type=Path,
         metavar="TREE",
@@ -1714,6 +2067,12 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
+    def terminated(number: int, frame: object) -> None:
+        # Stopped from outside: leave through the finally below, which stops
+        # the servers this suite started.
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, terminated)
     started = time.monotonic()
     try:
         from tcpsc import _certgen
@@ -1726,7 +2085,21 @@ def main(argv: list[str] | None = None) -> int:
             f"log in {log}"
         )
         echo: dict[tuple[str, str], Cell] = {}
+        independent: dict[tuple[str, str], Cell] = {}
         skipped: dict[str, str] = {}
+        if set("abcd") & set(options.only):
+            if options.no_loadgen:
+                settings.loadgenMissing = "not asked for (--no-loadgen)"
+            else:
+                source = options.loadgen or Path(os.environ.get("TCPSC_LOADGEN") or LOADGEN_SOURCE)
+                settings.loadgen, settings.loadgenMissing = buildLoadgen(source, say)
+            if settings.loadgen is not None:
+                say(f"C load generator: {settings.loadgen}, beside tcpsc bench on a-d")
+            else:
+                say(
+                    f"C load generator unavailable: {settings.loadgenMissing}; "
+                    "a-d run with tcpsc bench alone"
+                )
         broadcast: dict[str, dict[str, Any]] = {}
         reassembly: list[dict[str, Any]] = []
         connect: dict[str, dict[str, Any]] = {}
@@ -1736,7 +2109,7 @@ def main(argv: list[str] | None = None) -> int:
         if set("abcd") & set(options.only):
             say("Echo (a-d):")
             scenarios = tuple(s for s in ECHO_SCENARIOS if s.key in options.only)
-            echo, skipped = runEcho(settings, servers, scenarios, say)
+            echo, skipped = runEcho(settings, servers, scenarios, say, independent)
         if "e" in options.only:
             say("Broadcast (e):")
             broadcast = runBroadcast(settings, say)
@@ -1769,6 +2142,7 @@ def main(argv: list[str] | None = None) -> int:
             time.monotonic() - started,
             udp,
             multicast,
+            independent,
         )
         print()
         print(text)

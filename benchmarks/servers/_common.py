@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +27,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 #: Exit status of a server that cannot run here (a module is missing).
 SKIP = 3
+
+#: The listen queue of every baseline: the same number as tcpsc's own
+#: (C{tcpsc._accept.BACKLOG}), computed the same way rather than imported, so
+#: that a baseline never loads tcpsc.  With Twisted's default of 50, a
+#: hundred clients connecting at once leave some waiting about a second for
+#: a SYN retransmission.
+BACKLOG = max(50, socket.SOMAXCONN)
 
 
 def arguments(
@@ -100,9 +108,22 @@ def tlsConfig(directory: str) -> Any:
 def serverOptions(directory: str) -> Any:
     """
     Twisted TLS options for the baselines: the same as tcpsc's (TLS 1.3,
-    client certificate required, verified against the CA).
+    client certificate required, verified against the CA), made with
+    Twisted alone so that a baseline never loads tcpsc.
     """
-    return tlsConfig(directory).serverOptions()
+    from twisted.internet import ssl
+
+    def read(name: str) -> bytes:
+        with open(os.path.join(directory, name), "rb") as f:
+            return f.read()
+
+    identity = ssl.PrivateCertificate.loadPEM(read("server.pem") + read("server.key"))
+    return ssl.CertificateOptions(
+        privateKey=identity.privateKey.original,
+        certificate=identity.original,
+        trustRoot=ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(read("ca.pem"))]),
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_3,
+    )
 
 
 def serveTwisted(reactor: Any, factory: Any, port: int, tls: str | None) -> None:
@@ -112,10 +133,10 @@ def serveTwisted(reactor: Any, factory: Any, port: int, tls: str | None) -> None
     """
     if tls:
         listening = reactor.listenSSL(
-            port, factory, serverOptions(tls), interface="127.0.0.1", backlog=4096
+            port, factory, serverOptions(tls), interface="127.0.0.1", backlog=BACKLOG
         )
     else:
-        listening = reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=4096)
+        listening = reactor.listenTCP(port, factory, interface="127.0.0.1", backlog=BACKLOG)
     ready(listening.getHost().port)
     reactor.run()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _common import SKIP, arguments, ready
+from _common import BACKLOG, SKIP, arguments, ready
 
 
 async def serve(port: int) -> None:
@@ -24,7 +24,7 @@ async def serve(port: int) -> None:
             writer.close()
 
     server = await asyncio.start_server(
-        handle, "127.0.0.1", port, limit=64 * 1024 * 1024, backlog=4096
+        handle, "127.0.0.1", port, limit=64 * 1024 * 1024, backlog=BACKLOG
     )
     ready(server.sockets[0].getsockname()[1])
     async with server:
