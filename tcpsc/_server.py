@@ -535,6 +535,9 @@ class Server(Factory):
         # The peer of each established connection as its established line
         # gave it, for its closed line.
         self._peerTexts: dict[int, str] = {}
+        # self.log, bound once for the lines of every connection (each
+        # reading of the descriptor makes a new Logger).
+        self._connectionLog: Logger = self.log
         self._ports: list[IListeningPort] = []
         # The TLS settings and connection creator of each TLS port, for
         # reloadCertificates.
@@ -1092,7 +1095,7 @@ class Server(Factory):
         if settings.logConnections and (not balancerOwn or settings.logEveryEvent):
             peer = self._peerTexts[connectionId] = describeAddress(protocol.transport.getPeer())
             commonName = None if certificate is None else subjectPart(certificate, "CN")
-            self.log.emit(
+            self._connectionLog.emit(
                 LogLevel.debug if balancerOwn else LogLevel.info,
                 "Connection {connectionId} from {peer} established{cn}",
                 connectionId=connectionId,
@@ -1208,7 +1211,7 @@ class Server(Factory):
             if wasReady:
                 why = describeClose(reason, tls)
                 if logConnections and (not balancerOwn or self._settings.logEveryEvent):
-                    self.log.emit(
+                    self._connectionLog.emit(
                         LogLevel.debug if balancerOwn else LogLevel.info,
                         "Connection {connectionId} from {peer} closed: {why}",
                         connectionId=connectionId,
