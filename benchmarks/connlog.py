@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -101,6 +102,20 @@ def twistdCommand() -> list[str]:
     if script.exists():
         return [sys.executable, str(script)]
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def switches(pid: int) -> tuple[int, int]:
+    """
+    The voluntary context switches of process C{pid} (each a sleep in
+    epoll_wait that a wakeup ended, for a reactor) and the involuntary ones
+    (preempted by another process).
+    """
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.endswith("ctxt_switches") or "ctxt_switches:" in line:
+            name, _, value = line.partition(":")
+            values[name] = int(value)
+    return values["voluntary_ctxt_switches"], values["nonvoluntary_ctxt_switches"]
 
 
 def cpuSeconds(pid: int) -> float:
@@ -183,6 +198,7 @@ def bench(port: int, count: int, concurrency: int, loadCPU: str) -> dict[str, st
     ]
     if loadCPU and shutil.which("taskset"):
         command = ["taskset", "-c", loadCPU, *command]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command,
         capture_output=True,
@@ -190,9 +206,14 @@ def bench(port: int, count: int, concurrency: int, loadCPU: str) -> dict[str, st
         timeout=180,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
-            return dict(part.split("=", 1) for part in line.split()[1:])
+            fields = dict(part.split("=", 1) for part in line.split()[1:])
+            fields["client_cpu"] = str(
+                after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            )
+            return fields
     raise RuntimeError(f"tcpsc bench connect failed:\n{done.stdout}\n{done.stderr}")
 
 
@@ -202,16 +223,23 @@ def measure(
     with serving(name, directory, serverCPU) as (pid, port):
         bench(port, min(2000, count), concurrency, loadCPU)  # warm-up
         before = cpuSeconds(pid)
+        voluntary, preempted = switches(pid)
         fields = bench(port, count, concurrency, loadCPU)
         # The last closes may still be on their way to the server.
         time.sleep(0.3)
         used = cpuSeconds(pid) - before
+        voluntaryAfter, preemptedAfter = switches(pid)
     connections = int(fields["connections"])
     return {
         "rate": float(fields["connects_per_s"]),
         "errors": int(fields["errors"]),
         "cpuPerConnection": used / connections * 1e6 if connections else 0.0,
         "cpuShare": used / float(fields["seconds"]),
+        # The load's CPU time over its run (its start-up included).
+        "clientShare": float(fields["client_cpu"]) / float(fields["seconds"]),
+        "p50": float(fields["p50_us"]),
+        "wakeups": (voluntaryAfter - voluntary) / connections if connections else 0.0,
+        "preempted": (preemptedAfter - preempted) / connections if connections else 0.0,
     }
 
 
@@ -242,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"[{round + 1}/{args.rounds}] {name:12} {r['rate']:8.0f} conn/s  "
                     f"{r['cpuPerConnection']:6.1f} us CPU/conn  server busy "
-                    f"{100 * r['cpuShare']:3.0f} %  errors {r['errors']}",
+                    f"{100 * r['cpuShare']:3.0f} %  client busy {100 * r['clientShare']:3.0f} %  "
+                    f"p50 {r['p50'] / 1000:.1f} ms  server wakeups/conn {r['wakeups']:.3f}  "
+                    f"preempted/conn {r['preempted']:.3f}  errors {r['errors']}",
                     file=sys.stderr,
                     flush=True,
                 )
