@@ -110,7 +110,9 @@ _CONVERSIONS: dict[str, Callable[[object], str]] = {"s": str, "r": repr, "a": as
 
 def _timeText(when: Any) -> str:
     global _lastSecond
-    if type(when) is float and when >= 0:
+    # Far from the ends of what datetime takes: Twisted's function says
+    # what it says about the rest (infinity, NaN, year 10000).
+    if type(when) is float and 0 <= when < 1e11:
         second = int(when)
         # Away from the end of a second, where the datetime's rounding to
         # microseconds could give the next second's text.

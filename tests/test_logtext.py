@@ -30,6 +30,17 @@ from tcpsc._logtext import classicLogText, daemonLogObserver
 _twisted = textFileLogObserver(io.StringIO()).formatEvent
 
 
+def _outcome(formatter: Any, event: dict[str, Any]) -> tuple[str, object]:
+    """
+    What C{formatter} makes of C{event}: its text, or the type of what it
+    raised (Twisted's own formatter raises for a time datetime refuses).
+    """
+    try:
+        return ("text", formatter(event))
+    except Exception as e:
+        return ("raised", type(e))
+
+
 class _Odd:
     """
     A value whose text, repr and format differ, or fail.
@@ -76,6 +87,7 @@ _fields = st.one_of(
 _formats = st.lists(_fields, max_size=6).map("".join)
 _times = st.one_of(
     st.floats(min_value=0, max_value=4e9),
+    st.sampled_from([-1.5, 2e11, float("nan"), float("inf")]),
     st.integers(min_value=0, max_value=2**31).map(lambda s: s + 0.9995),
     st.integers(min_value=0, max_value=2**31).map(lambda s: s + 0.9999999),
     st.integers(min_value=0, max_value=2**31).map(float),
@@ -117,7 +129,7 @@ class ClassicLogTextTests(SynchronousTestCase):
         where Twisted's formatter gives C{None}.
         """
         for event in batch:
-            self.assertEqual(classicLogText(event), _twisted(event))
+            self.assertEqual(_outcome(classicLogText, event), _outcome(_twisted, event))
 
     def test_connectionLines(self) -> None:
         """
@@ -251,7 +263,15 @@ class DaemonLogObserverTests(SynchronousTestCase):
 
         config = ServerOptions()
         config.parseOptions(
-            ["-n", "--pidfile=", "--logger", "io.StringIO", "tcpsc", "--port", "tcp:0:interface=127.0.0.1"]
+            [
+                "-n",
+                "--pidfile=",
+                "--logger",
+                "io.StringIO",
+                "tcpsc",
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+            ]
         )
         service = makeService(config.subOptions)
         application = Application("tcpsc")
