@@ -532,6 +532,12 @@ class Server(Factory):
         self._closedCallback: tuple[Callable[..., object] | None, bool] = (None, False)
         # The allow-list of the port of each connection in its handshake.
         self._allowLists: dict[int, frozenset[str]] = {}
+        # The peer of each established connection as its established line
+        # gave it, for its closed line.
+        self._peerTexts: dict[int, str] = {}
+        # self.log, bound once for the lines of every connection (each
+        # reading of the descriptor makes a new Logger).
+        self._connectionLog: Logger = self.log
         self._ports: list[IListeningPort] = []
         # The TLS settings and connection creator of each TLS port, for
         # reloadCertificates.
@@ -1087,15 +1093,15 @@ class Server(Factory):
         settings = self._settings
         balancerOwn = connectionId in self._quietIds
         if settings.logConnections and (not balancerOwn or settings.logEveryEvent):
-            self.log.emit(
+            peer = self._peerTexts[connectionId] = describeAddress(protocol.transport.getPeer())
+            commonName = None if certificate is None else subjectPart(certificate, "CN")
+            self._connectionLog.emit(
                 LogLevel.debug if balancerOwn else LogLevel.info,
                 "Connection {connectionId} from {peer} established{cn}",
                 connectionId=connectionId,
-                peer=describeAddress(protocol.transport.getPeer()),
-                cn=f" (client certificate CN={subjectPart(certificate, 'CN')!r})"
-                if certificate is not None
-                else "",
-                clientCommonName=subjectPart(certificate, "CN"),
+                peer=peer,
+                cn=f" (client certificate CN={commonName!r})" if certificate is not None else "",
+                clientCommonName=commonName,
             )
         if self.createSink is not None and isinstance(protocol, StreamProtocol):
             try:
@@ -1197,13 +1203,15 @@ class Server(Factory):
             self._quietIds.discard(connectionId)
         quiet = wasReady and not logConnections
         transport = protocol.transport
-        peer = "?" if quiet or not transport else describeAddress(transport.getPeer())
+        peer = self._peerTexts.pop(connectionId, None)
+        if peer is None:
+            peer = "?" if quiet or not transport else describeAddress(transport.getPeer())
         tls = ISSLTransport.providedBy(transport)
         try:
             if wasReady:
                 why = describeClose(reason, tls)
                 if logConnections and (not balancerOwn or self._settings.logEveryEvent):
-                    self.log.emit(
+                    self._connectionLog.emit(
                         LogLevel.debug if balancerOwn else LogLevel.info,
                         "Connection {connectionId} from {peer} closed: {why}",
                         connectionId=connectionId,

@@ -31,8 +31,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from ._accept import BACKLOG
@@ -52,6 +53,7 @@ from ._errors import ListenError, StartError
 from ._events import plural
 from ._framing import DEFAULT_MAX_PENDING_OUTPUT, MessageProtocol, StreamProtocol
 from ._limits import FILE_MARGIN, raiseOpenFileLimit
+from ._logtext import daemonLogObserver
 from ._metrics import INSTALL_HINT
 from ._options import (
     DELIMITER_HELP,
@@ -906,6 +908,26 @@ class _WithoutCutReport:
         return getattr(self._stream, name)
 
 
+def _setLogObserver(service: Any, parent: Any) -> None:
+    """
+    Give the application twistd made for C{service} (its C{parent}) the
+    log observer twistd would make for its options, writing the same lines
+    for less CPU (see L{tcpsc._logtext}); twistd uses an application's
+    observer instead of making its own.  Nothing changes where there are no
+    twistd options (the service was not made by twistd), where the
+    application has an observer already, or where twistd's own choice is
+    kept (see L{daemonLogObserver}).
+    """
+    config = service.twistdOptions
+    if config is None or not isinstance(parent, Componentized):
+        return
+    if parent.getComponent(ILogObserver) is not None:
+        return
+    observer = daemonLogObserver(config)
+    if observer is not None:
+        parent.setComponent(ILogObserver, observer)
+
+
 class TcpscService(ServerService):
     """
     The daemon's service: a L{ServerService} that logs what it serves, and
@@ -931,6 +953,9 @@ class TcpscService(ServerService):
     #: serves the sockets its parent bound, tells the parent (not systemd)
     #: once it listens, and stops when the parent is gone.
     worker: WorkerRole | None = None
+    #: twistd's own options, when twistd made this service: see
+    #: L{setServiceParent}.
+    twistdOptions: Any = None
 
     def __init__(
         self,
@@ -1044,6 +1069,14 @@ class TcpscService(ServerService):
         previous, self._previousHangupHandler = self._previousHangupHandler, None
         if signal.getsignal(signal.SIGHUP) is handler:
             signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; when it is the application twistd made for this
+        service, give it the daemon's log observer (see L{_setLogObserver}).
+        """
+        _setLogObserver(self, parent)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         """
@@ -1408,7 +1441,9 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService | TcpscSu
         except ClusterError as e:
             raise SystemExit(f"tcpsc: {e.args[0]}") from None
     if worker is None and options.get("workers", 1) > 1:
-        return _supervisor(options, reactor, _describe(options, protocol, tls), settings)
+        supervisor = _supervisor(options, reactor, _describe(options, protocol, tls), settings)
+        supervisor.twistdOptions = getattr(options, "parent", None)
+        return supervisor
     extra: dict[str, Any] = {}
     server: Server | None = None
     if options["app"] == "record":
@@ -1485,6 +1520,7 @@ def makeService(options: Options, reactor: Any = None) -> TcpscService | TcpscSu
     if worker is None:
         service.terminal = _StartingTerminal()
     service.worker = worker
+    service.twistdOptions = getattr(options, "parent", None)
     return service
 
 
@@ -1535,6 +1571,15 @@ class TcpscSupervisor(WorkerSupervisor):
     """
 
     terminal: _StartingTerminal | None = None
+    #: As L{TcpscService.twistdOptions}.
+    twistdOptions: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        As L{TcpscService.setServiceParent}.
+        """
+        _setLogObserver(self, parent)
+        super().setServiceParent(parent)
 
     def bind(self) -> None:
         try:

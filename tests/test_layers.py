@@ -68,7 +68,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tcpsc.testing",
         ],
     ),
-    ("daemon", ["tcpsc.tap", "tcpsc._supervisor"]),
+    ("daemon", ["tcpsc.tap", "tcpsc._supervisor", "tcpsc._logtext"]),
     ("blocking", ["tcpsc.blocking", "tcpsc._output", "tcpsc._workers", "tcpsc._reactorthread"]),
     # The package itself: the names it exports come from every layer below.
     ("public names", ["tcpsc"]),
