@@ -1016,6 +1016,9 @@ class BatchHookTests(FramingTestCase):
         protocol.dataReceived(b"a\nclose\nb\n")
         self.assertMessages(protocol.messages, [b"a", b"close"])
         self.assertTrue(transport.disconnecting)
+        # The connection ends, as its transport would end it: its close
+        # timer (on the global reactor here) is cancelled.
+        protocol.connectionLost(Failure(ConnectionDone()))
 
         protocol, transport = connected(Batcher())
         protocol.closeOn = frozenset([b"close"])
