@@ -8,7 +8,7 @@ worked out again, the format string parsed again, each field looked up
 through wrappers), then the file flushed.  For a daemon that logs each
 connection established and closed, that is most of what a connection
 costs.  L{classicLogText} returns exactly the text of Twisted's
-L{formatEventAsClassicLogText} with its RFC 3339 time, character for
+C{twisted.logger.formatEventAsClassicLogText} with its RFC 3339 time, character for
 character, but keeps what does not change from one event to the next: the
 time text of the current second, the system text of each namespace and
 level, and each format string parsed.  Any event it does not know how to
@@ -153,7 +153,7 @@ def classicLogText(event: LogEvent) -> str | None:
     """
     The line of C{event} in a twistd log file: what
     C{textFileLogObserver}'s formatter returns for it (Twisted's
-    L{formatEventAsClassicLogText} with RFC 3339 times), as fast as the
+    C{twisted.logger.formatEventAsClassicLogText} with RFC 3339 times), as fast as the
     event allows.
     """
     template = event.get("log_format")

@@ -1424,12 +1424,12 @@ class Server(Factory):
         messages of its read are left; the connections paused so are
         resumed at the next turn, each with an equal share of it.
 
-        @param exclude: an id, or ids, to leave out (a chat server excludes
-            the sender).
         In a cluster, the clients of every other node get it too, once,
         written by their node (the excluded ids left out wherever they
         are), in the order of this node's sends and broadcasts.
 
+        @param exclude: an id, or ids, to leave out (a chat server excludes
+            the sender).
         @return: how many connections of this node it was written to; 0
             also when the message is refused (it contains the delimiter or
             is too long).
