@@ -77,6 +77,7 @@ from zope.interface import implementer
 from . import _compat
 from ._accept import _GuardedPort
 from ._errors import ListenError
+from ._signals import HangupHandler
 from ._systemd import notify
 
 __all__ = [
@@ -330,8 +331,7 @@ class WorkerSupervisor(Service):
         self._stopping = False
         self._readyAnnounced = False
         self._stopped: list[Deferred[None]] = []
-        self._hangupHandler: Any = None
-        self._previousHangupHandler: Any = None
+        self._hangup = HangupHandler(reactor, self._hangupReceived)
 
     # -- starting ----------------------------------------------------------
 
@@ -535,35 +535,21 @@ class WorkerSupervisor(Service):
 
     def _handleHangup(self) -> None:
         """
-        Pass SIGHUP (certificate reload) on to every worker.  The handler
-        only hands the work to the reactor, as the daemon's own does.
+        Pass SIGHUP (certificate reload) on to every worker, from the
+        reactor's loop (see L{HangupHandler}); not where this does not run in
+        the main thread.
         """
-        hangup = getattr(signal, "SIGHUP", None)
-        if hangup is None or self._hangupHandler is not None:
+        if self._hangup.installed or not HangupHandler.available():
             return
-        reactor = self._reactor
-
-        def handler(number: int, frame: object) -> None:
-            reactor.callFromThread(self._hangupReceived)
-
         try:
-            self._previousHangupHandler = signal.signal(hangup, handler)
+            self._hangup.install()
         except ValueError:
             return
-        self._hangupHandler = handler
 
     def _hangupReceived(self) -> None:
         workers = [w for w in self.workers.values() if not w.ended]
         self.log.info("Received SIGHUP: passing it on to {count} workers", count=len(workers))
         self._signal(workers, "HUP")
-
-    def _restoreHangup(self) -> None:
-        handler, self._hangupHandler = self._hangupHandler, None
-        if handler is None:
-            return
-        previous, self._previousHangupHandler = self._previousHangupHandler, None
-        if signal.getsignal(signal.SIGHUP) is handler:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
     def _signal(self, workers: Sequence[_WorkerProcess], name: str) -> None:
         for worker in workers:
@@ -605,7 +591,7 @@ class WorkerSupervisor(Service):
             for port in self.ports:
                 port.socket.close()
             self.ports = []
-            self._restoreHangup()
+            self._hangup.restore()
             self.log.info("tcpsc stopped: every worker has ended")
             return result
 

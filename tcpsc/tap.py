@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +67,7 @@ from ._options import (
 from ._server import Server
 from ._service import ServerService
 from ._settings import Settings
+from ._signals import HangupHandler
 from ._supervisor import WorkerRole, WorkerSupervisor, tcpDescription
 from ._systemd import notify
 from ._tls import TLSConfig
@@ -992,8 +992,7 @@ class TcpscService(ServerService):
         self.metrics = metrics
         self._metricsPort: Any = None
         self._startError: DaemonStartError | None = None
-        self._hangupHandler: Any = None
-        self._previousHangupHandler: Any = None
+        self._hangup = HangupHandler(reactor, self._hangupReceived)
 
     def reloadCertificates(self) -> int:
         """
@@ -1028,47 +1027,24 @@ class TcpscService(ServerService):
 
     def _handleHangup(self) -> None:
         """
-        Make SIGHUP call L{reloadCertificates} instead of ending the process.
-
-        Installed the way twistd handles SIGUSR1 and Twisted's reactor
-        SIGTERM: the Python signal handler only hands the work to the
-        reactor (C{callFromThread}, which wakes it up), so the reload runs
-        in the reactor's loop, never in the middle of other code.  The
-        reactor's own handlers (SIGINT, SIGTERM, SIGCHLD) are not touched.
-        Only the main thread can set signal handlers: elsewhere (a service
-        run by other code) SIGHUP is left as it is.
+        Make SIGHUP call L{reloadCertificates} instead of ending the
+        process (see L{HangupHandler}).  Only the main thread can set signal
+        handlers: elsewhere (a service run by other code) SIGHUP is left as
+        it is.
         """
-        hangup = getattr(signal, "SIGHUP", None)
-        if hangup is None or self._hangupHandler is not None:
+        if self._hangup.installed or not HangupHandler.available():
             return
-        reactor = self._reactor
-
-        def handler(number: int, frame: object) -> None:
-            reactor.callFromThread(self._hangupReceived)
-
         try:
-            self._previousHangupHandler = signal.signal(hangup, handler)
+            self._hangup.install()
         except ValueError:
             self.log.info("SIGHUP is not handled: the service does not run in the main thread")
             return
-        self._hangupHandler = handler
         if self.tls is not None:
             self.log.info("SIGHUP reads --ca, --cert and --key again (certificate rotation)")
 
     def _hangupReceived(self) -> None:
         self.log.info("Received SIGHUP")
         self.reloadCertificates()
-
-    def _restoreHangup(self) -> None:
-        """
-        Give SIGHUP back the handler it had before L{_handleHangup}.
-        """
-        handler, self._hangupHandler = self._hangupHandler, None
-        if handler is None:
-            return
-        previous, self._previousHangupHandler = self._previousHangupHandler, None
-        if signal.getsignal(signal.SIGHUP) is handler:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
     def setServiceParent(self, parent: Any) -> None:
         """
@@ -1281,7 +1257,7 @@ class TcpscService(ServerService):
 
         def restore(result: object) -> object:
             # Only now: a SIGHUP while connections close is still a reload.
-            self._restoreHangup()
+            self._hangup.restore()
             return result
 
         stopping: list[Deferred[Any]] = [super().stopService()]

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "tcpsc._memory",
             "tcpsc._reactor",
             "tcpsc._transports",
+            "tcpsc._signals",
         ],
     ),
     ("framing", ["tcpsc._framing", "tcpsc._settings"]),
