@@ -16,7 +16,7 @@ L{PRIVATE_NAMES} lists every private attribute used, by its owner and with
 what uses it, so that a test fails on a release that renamed one instead of
 a user finding out.  Tests set L{PRIVATE} to C{False} to run the public
 fallbacks.  The fast paths defined here (L{writeToAll},
-L{tcpEndpointArguments}, L{unsentBytes}, L{bufferedBytes},
+L{writeNow}, L{tcpEndpointArguments}, L{unsentBytes}, L{bufferedBytes},
 L{writeClosing}) each say their fallback.  Three subclasses of Twisted's
 classes stay beside the code that uses them and are used only when
 L{PRIVATE}: the server's listening port, whose accept loop pauses when out
@@ -69,6 +69,7 @@ __all__ = [
     "tcpEndpointArguments",
     "unsentBytes",
     "writeClosing",
+    "writeNow",
     "writeToAll",
 ]
 
@@ -121,6 +122,11 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
         "Server.broadcast appends to a socket transport's buffer (writeToAll)",
         tcp.Server,
         ("_tempDataBuffer", "_tempDataLen", "_maybePauseProducer", "dataBuffer", "TLS"),
+    ),
+    (
+        "a read's replies sent in the turn that read them (writeNow)",
+        tcp.Server,
+        ("_tempDataLen", "dataBuffer", "_writeDisconnecting", "_aborting", "writeSomeData", "TLS"),
     ),
     (
         "the socket transport whose write writeToAll stands for (appendableTransport)",
@@ -311,6 +317,52 @@ def writeToAll(transports: list[Any], frame: bytes) -> None:
                 transport._maybePauseProducer()
         else:
             transport.write(frame)
+
+
+def writeNow(transport: Any, data: bytes) -> None:
+    """
+    C{transport.write(data)}, sending C{data} to the socket at once when
+    C{transport} is an L{appendableTransport} that holds nothing unsent.
+
+    Twisted's C{write} never sends: it buffers, asks the reactor to watch
+    the socket for writability, and the next reactor turn sends and stops
+    watching.  For a reply to a read that is a reactor turn, an
+    C{epoll_wait} and two C{epoll_ctl} calls per read, and on the round
+    trip of one message in flight it is much of the server's time.  A
+    transport whose buffer is empty has nothing that must go first, so
+    what its socket takes now is sent now, through the transport's own
+    C{writeSomeData} (which stops at C{SEND_LIMIT} and turns a full socket
+    into 0 and a lost connection into an exception); whatever is left, or
+    all of it when the socket is full or the connection lost, goes to
+    C{write} as before, which buffers it, pauses the producer when over
+    C{bufferSize} and lets the reactor find the error.  Not while the
+    transport is closing (C{loseConnection} or C{loseWriteConnection}):
+    Twisted's close path then decides when the socket is done; and never
+    after C{abortConnection}, whose transport drops what it holds.
+
+    Fallback (the private path off, another transport, or not C{bytes}):
+    C{write}.
+    """
+    base: Any = transport
+    appendable: Any = _APPENDABLE
+    if (
+        base.__class__ is appendable
+        and PRIVATE
+        and data.__class__ is bytes
+        and not base._tempDataLen
+        and not base.dataBuffer
+        and base.connected
+        and not base.disconnecting
+        and not base._writeDisconnecting
+        and not base._aborting
+        and not base.TLS
+    ):
+        sent = base.writeSomeData(data)
+        if sent.__class__ is int and sent > 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    base.write(data)
 
 
 # -- listening: Twisted's TCP server endpoints -------------------------------

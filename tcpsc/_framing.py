@@ -891,11 +891,12 @@ class MessageProtocol(_ConnectionBase):
         sequence: the batch holds them without their common suffix
         (C{messageAppend + delimiter}), which one join puts back.
 
-        Where it holds a large message, the frames go as one
-        C{writeSequence} instead, each large message in it as it is: the
-        transport joins what it has to send anyway (it copies what a write
-        adds to what it still holds), so a join here would copy those
-        bytes once more.
+        What the socket takes goes out at once, in the turn that read
+        (L{_compat.writeNow}).  Where the batch holds a large message, the
+        frames are joined only once: by the transport, given them as one
+        C{writeSequence} (it copies what a write adds to what it still
+        holds), or here for a socket transport of Twisted's, to be sent at
+        once; never by both.
         """
         self._messagesOut += len(batch)
         suffix = self._suffix
@@ -903,13 +904,19 @@ class MessageProtocol(_ConnectionBase):
             self._batchLarge = False
             sequence = _frames(batch, suffix)
             self._bytesOut += sum(map(len, sequence))
-            self.transport.writeSequence(sequence)
+            transport = self.transport
+            if transport.__class__ is _compat.appendableTransport():
+                # Sent in this turn (writeNow): joined here rather than by
+                # the transport's next turn, still one copy.
+                _compat.writeNow(transport, b"".join(sequence))
+            else:
+                transport.writeSequence(sequence)
             batch.clear()
             return
         batch.append(b"")
         data = suffix.join(batch)
         self._bytesOut += len(data)
-        self.transport.write(data)
+        _compat.writeNow(self.transport, data)
         batch.clear()
 
     def _parse(self, data: bytes) -> None:

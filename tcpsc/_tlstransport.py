@@ -225,7 +225,9 @@ class TLSTransport(TLSMemoryBIOProtocol):
         if direct is None or self._lostTLSConnection or self._aborted:
             return
         # What OpenSSL has to send (the last flight, session tickets) goes
-        # first: the BIO that holds it is about to go.
+        # first: the BIO that holds it is about to go.  (A server that
+        # refuses the client has aborted by now, before its session
+        # tickets were sent: see _flushSendBIO.)
         self._flushSendBIO()
         lib = direct.lib
         ffi = direct.ffi
@@ -441,9 +443,16 @@ class TLSTransport(TLSMemoryBIOProtocol):
                 self._tlsShutdownFinished(Failure())
             break
 
-    def _flushSendBIO(self) -> None:
+    def _flushSendBIO(self, now: bool = True) -> None:
         """
         Send everything OpenSSL has to send (Twisted's reads at most 32 KiB).
+
+        @param now: send what the socket takes at once
+            (L{_compat.writeNow}); C{False} leaves it to the transport's
+            next turn, as C{write} does.  Never at once once aborted: the
+            close_notify Twisted's C{abortConnection} makes, and anything
+            OpenSSL still held (a refused client's session tickets), are
+            written to a transport about to drop them, as they always were.
         """
         direct = self._direct
         if direct is None:
@@ -457,7 +466,10 @@ class TLSTransport(TLSMemoryBIOProtocol):
             result = lib.BIO_read(fromSSL, buffer, size)
             if result <= 0:
                 return
-            self.transport.write(direct.ffi.unpack(buffer, result))
+            if now and not self._aborted:
+                _compat.writeNow(self.transport, direct.ffi.unpack(buffer, result))
+            else:
+                self.transport.write(direct.ffi.unpack(buffer, result))
             if result < size:
                 return
 

@@ -513,6 +513,75 @@ class _PathTests:
         await within(peer.readEnded)
         self.assertEqual(len(peer.messages()), sent)
 
+    @asyncTest
+    async def test_replySentInTheTurnThatRead(self) -> None:
+        """
+        The replies to a read go to the socket before the read's handling
+        returns (L{_compat.writeNow}), on the private path: the transport
+        is not left waiting for the reactor to find its socket writable. On
+        the public path Twisted's C{write} leaves them for the next turn.
+        """
+        self.assertEqual(await self.echoOnce(), [not self.private])
+
+    @asyncTest
+    async def test_replySentInTheTurnThatReadTLS(self) -> None:
+        """
+        The same over TLS: the records of a read's replies go to the socket
+        in the turn that read them, on the private path (tcpsc's TLS
+        transport).  Twisted's TLS protocol, the public path, writes them
+        from a delayed call of its own, after the read.
+        """
+        writing = await self.echoOnce(tls=True)
+        if self.private:
+            self.assertEqual(writing, [False])
+
+    async def echoOnce(self, tls: bool = False) -> list[bool]:
+        """
+        Echo one message from a client and say, for each read of the
+        socket that carried it, whether the socket transport was left
+        registered for writing once the read was handled.
+        """
+        writing: list[bool] = []
+
+        class Watched(Echo):
+            def connectionReady(self) -> None:
+                base = socketTransport(self.transport)
+                handler = base.protocol
+                handle = handler.dataReceived
+
+                def dataReceived(data: bytes) -> None:
+                    handle(data)
+                    writing.append(base in reactor.getWriters())
+
+                handler.dataReceived = dataReceived
+
+        _, port = await self.startServer(Watched, tls=serverTLS() if tls else None)
+        arrived: Deferred[bytes] = Deferred()
+        client = await self.connectClient(
+            port, tls=clientTLS() if tls else None, onMessage=arrived.callback
+        )
+        client.send(b"ping")
+        self.assertEqual(await within(arrived), b"ping")
+        return writing
+
+    @asyncTest
+    async def test_replyLargerThanTheSocketTakes(self) -> None:
+        """
+        A reply larger than the socket takes at once: what it takes goes
+        now, the rest through the transport's buffer, and the peer gets
+        every byte, in order, followed by the next reply.
+        """
+
+        class Large(Echo):
+            maxMessageLength = 32 * 1024 * 1024
+
+        server, _, [peer] = await self.establishedServer(1, protocol=Large)
+        [clientId] = server.clientIds()
+        shrinkBuffers(server.connection(clientId).transport)
+        large = bytes(range(256)).replace(b"\n", b"m") * (8 * 4096)
+        peer.transport.write(large + b"\nafter\n")
+        self.assertEqual(await peer.arrived(2), [large, b"after"])  # type: ignore[attr-defined]
+
 
 class PrivatePathTests(_PathTests, GuaranteeTestCase):
     """
