@@ -35,6 +35,12 @@ How it runs:
     the calling thread and queues it; the reactor writes queued messages in
     batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
     waits up to C{sendTimeout} seconds for room, then returns C{False}.
+    What a message worker sends to its own connection while it works
+    through the messages of one read is held back and queued at once when
+    it is done with them, or sooner once L{HOLD_TIME} has passed or
+    L{HOLD_BYTES} are held (checked between messages), so that a batch
+    costs one queueing and one wake-up of the reactor rather than one per
+    reply; held messages count against the output bound.
   - The limits and timeouts given to a constructor make one
     L{tcpsc.Settings} value (its C{settings}), with which the core server or
     client is made.
@@ -1013,7 +1019,10 @@ class TcpServer(_BlockingBase):
         Send a message (continuous mode: bytes as they are) to a client.
 
         Waits up to C{sendTimeout} seconds while the client reads too
-        slowly to make room.
+        slowly to make room.  Called by the client's own message worker,
+        the message is held back until the worker is done with the
+        messages of one read (or L{HOLD_TIME} has passed; see the module's
+        description), then written with the other replies.
 
         @return: C{False} if the id is not connected, the message contains
             the delimiter or is longer than C{maxMessageLength} (together with
@@ -1383,6 +1392,8 @@ class TcpClient(_BlockingBase):
     def sendMsg(self, msg: bytes | str) -> bool:
         """
         Send a message (continuous mode: bytes as they are) to the server.
+        Called by the client's message worker, the message is held back as
+        L{TcpServer.sendMsg} describes.
 
         @return: C{False} if not connected, the message contains the
             delimiter or is too long, or the server did not make room within
