@@ -122,8 +122,9 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
-#: Bytes a message worker's replies to its own connection are held back, at
-#: most, to be queued for writing at once (see L{_BlockingConnection.send}).
+#: A message worker's replies to its own connection are held back, to be
+#: queued for writing at once, while they come to less than this many bytes
+#: (see L{_BlockingConnection.send}); a longer reply is queued as it is.
 HOLD_BYTES = 64 * 1024
 
 #: Seconds of message workers after which replies held back are queued even
@@ -508,7 +509,7 @@ class _BlockingConnection:
             # fit goes the usual way, after those held.
             output = self.output
             held = self._heldBytes + len(frame)
-            if held <= HOLD_BYTES and output._queued + held <= output.limit and not output._closed:
+            if held < HOLD_BYTES and output._queued + held <= output.limit and not output._closed:
                 self._held.append(frame)
                 self._heldBytes = held
                 return True
