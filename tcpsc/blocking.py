@@ -127,8 +127,9 @@ INBOX_LOW_WATER = 256 * 1024
 #: (see L{_BlockingConnection.send}); a longer reply is queued as it is.
 HOLD_BYTES = 64 * 1024
 
-#: Seconds of message workers after which replies held back are queued even
-#: though the worker's batch of messages is not done.
+#: Seconds after the start of a batch of messages (or the last queueing of
+#: held replies) after which the replies held back are queued when the
+#: message worker's current call returns, though the batch is not done.
 HOLD_TIME = 0.001
 
 _getIdent = threading.get_ident
@@ -381,13 +382,11 @@ class _BlockingConnection:
         # Sending validates in the caller's thread.  With a one-byte
         # delimiter (which messageAppend cannot contain) the rule is short
         # enough to inline; longer delimiters use the protocol's own check.
-        self._delimiter: bytes = b""
         self._delimiterByte = -1
         self._suffix: bytes | None = None
         self._appendLength = 0
         self._maxLength: int | None = None
         if self._fragmented and len(protocol.delimiter) == 1:
-            self._delimiter = protocol.delimiter
             # A byte value: "in" with an int is a memchr, with bytes a
             # substring search that costs several times as much.
             self._delimiterByte = protocol.delimiter[0]
