@@ -139,6 +139,26 @@ class OutputQueue:
         self._callFromThread(self._flush)
         return True
 
+    def putAccepted(self, frame: bytes) -> bool:
+        """
+        Queue C{frame} without waiting for room: for frames a sender held
+        back after checking that they fit (see
+        L{tcpsc.blocking._BlockingConnection.send}), which may exceed
+        C{limit} by what other threads queued meanwhile.
+
+        @return: C{True} once queued; C{False} if the queue is closed.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            self._frames.append(frame)
+            self._queued += len(frame)
+            if self._scheduled or self._paused:
+                return True
+            self._scheduled = True
+        self._callFromThread(self._flush)
+        return True
+
     # -- the reactor thread -------------------------------------------------
 
     def attach(self, transport: Any) -> None:

@@ -35,6 +35,12 @@ How it runs:
     the calling thread and queues it; the reactor writes queued messages in
     batches (L{tcpsc._output}).  When the peer reads too slowly, C{sendMsg}
     waits up to C{sendTimeout} seconds for room, then returns C{False}.
+    What a message worker sends to its own connection while it works
+    through the messages of one read is held back and queued at once when
+    it is done with them, or sooner once L{HOLD_TIME} has passed or
+    L{HOLD_BYTES} are held (checked between messages), so that a batch
+    costs one queueing and one wake-up of the reactor rather than one per
+    reply; held messages count against the output bound.
   - The limits and timeouts given to a constructor make one
     L{tcpsc.Settings} value (its C{settings}), with which the core server or
     client is made.
@@ -49,6 +55,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -115,6 +122,20 @@ DEFAULT_SEND_TIMEOUT = 10.0
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_LOW_WATER = 256 * 1024
 
+#: A message worker's replies to its own connection are held back, to be
+#: queued for writing at once, while they come to less than this many bytes
+#: (see L{_BlockingConnection.send}); a longer reply is queued as it is.
+HOLD_BYTES = 64 * 1024
+
+#: Seconds after the start of a batch of messages (or the last queueing of
+#: held replies) after which the replies held back are queued when the
+#: message worker's current call returns, though the batch is not done.
+HOLD_TIME = 0.001
+
+_getIdent = threading.get_ident
+_monotonic = time.monotonic
+_holding = threading.local()
+
 
 #: The original names subject parts by OpenSSL NID; these are the common ones.
 _NIDS = {
@@ -152,6 +173,17 @@ def _reactorThread() -> ReactorThread:
             "tcpsc.Server and tcpsc.Client, instead of tcpsc.blocking"
         )
     return thread
+
+
+def _releaseHeld() -> None:
+    """
+    Called in a message worker: queue the frames it held back for its
+    connection (see L{_BlockingConnection.send}), so that what it sent
+    before is written before whatever it does next (such as C{stop()}).
+    """
+    conn = getattr(_holding, "conn", None)
+    if conn is not None:
+        conn.release()
 
 
 def _asBytes(value: bytes | bytearray | memoryview | str, what: str) -> bytes:
@@ -341,15 +373,23 @@ class _BlockingConnection:
         self._readPaused = False
         self._resumeScheduled = False
         self._fragmented = isinstance(protocol, MessageProtocol)
+        # Frames the connection's own message worker sent while it works
+        # through a batch of messages, queued at once (see send()); only
+        # that worker's thread, named by _holder, touches them.
+        self._holder: int | None = None
+        self._held: list[bytes] = []
+        self._heldBytes = 0
         # Sending validates in the caller's thread.  With a one-byte
         # delimiter (which messageAppend cannot contain) the rule is short
         # enough to inline; longer delimiters use the protocol's own check.
-        self._delimiter: bytes = b""
+        self._delimiterByte = -1
         self._suffix: bytes | None = None
         self._appendLength = 0
         self._maxLength: int | None = None
         if self._fragmented and len(protocol.delimiter) == 1:
-            self._delimiter = protocol.delimiter
+            # A byte value: "in" with an int is a memchr, with bytes a
+            # substring search that costs several times as much.
+            self._delimiterByte = protocol.delimiter[0]
             self._suffix = protocol.messageAppend + protocol.delimiter
             self._appendLength = len(protocol.messageAppend)
             self._maxLength = protocol.maxMessageLength
@@ -406,9 +446,14 @@ class _BlockingConnection:
 
     def _run(self, work: tuple[list[bytes], int]) -> None:
         batch, size = work
+        self._holder = _getIdent()
+        _holding.conn = self
         try:
             self._consume(self, batch)
         finally:
+            self._holder = None
+            _holding.conn = None
+            self.release()
             with self._lock:
                 self._inbox -= size
                 resume = (
@@ -421,6 +466,17 @@ class _BlockingConnection:
             if resume:
                 self._reactorThread.callFromThread(self._resume)
 
+    def release(self) -> None:
+        """
+        Queue for writing, as one frame, the frames the connection's own
+        message worker held back; called in that worker's thread.
+        """
+        held = self._held
+        if held:
+            self._held = []
+            self._heldBytes = 0
+            self.output.putAccepted(held[0] if len(held) == 1 else b"".join(held))
+
     # -- any thread -----------------------------------------------------------
 
     def send(self, message: bytes | str) -> bool:
@@ -428,7 +484,7 @@ class _BlockingConnection:
             message = _asBytes(message, "the message")
         suffix = self._suffix
         if suffix is not None:
-            if self._delimiter in message:
+            if self._delimiterByte in message:
                 return False
             maxLength = self._maxLength
             if maxLength is not None and len(message) + self._appendLength > maxLength:
@@ -443,7 +499,22 @@ class _BlockingConnection:
             return not self.output.closed
         else:
             frame = message
-        if threading.get_ident() == self._reactorThread._ident:
+        if self._holder == _getIdent():
+            # The connection's own message worker, in a batch of messages:
+            # its frames are held and queued at once when the batch is
+            # done (or HOLD_TIME has passed, or HOLD_BYTES are held), one
+            # lock and at most one reactor wake-up for the lot.  They count
+            # against the output bound as if queued; a frame that would not
+            # fit goes the usual way, after those held.
+            output = self.output
+            held = self._heldBytes + len(frame)
+            if held < HOLD_BYTES and output._queued + held <= output.limit and not output._closed:
+                self._held.append(frame)
+                self._heldBytes = held
+                return True
+            self.release()
+            return output.put(frame, self.owner.sendTimeout)
+        if _getIdent() == self._reactorThread._ident:
             return self.output.put(frame, 0)
         return self.output.put(frame, self.owner.sendTimeout)
 
@@ -840,6 +911,7 @@ class TcpServer(_BlockingBase):
         if self._core is None:
             return
         reactorThread = _reactorThread()
+        _releaseHeld()
         with self._cond:
             wasRunning = self._running
             self._running = False
@@ -911,6 +983,7 @@ class TcpServer(_BlockingBase):
         worker = self._workOnMessage
         if worker is None:
             return
+        deadline = _monotonic() + HOLD_TIME
         for message in batch:
             try:
                 worker(clientId, message)
@@ -918,6 +991,9 @@ class TcpServer(_BlockingBase):
                 self.log.failure(
                     "The message worker raised for connection {connectionId}", connectionId=clientId
                 )
+            if conn._held and _monotonic() >= deadline:
+                conn.release()
+                deadline = _monotonic() + HOLD_TIME
 
     def _runClosed(self, conn: _BlockingConnection) -> None:
         clientId = conn.connectionId
@@ -943,7 +1019,10 @@ class TcpServer(_BlockingBase):
         Send a message (continuous mode: bytes as they are) to a client.
 
         Waits up to C{sendTimeout} seconds while the client reads too
-        slowly to make room.
+        slowly to make room.  Called by the client's own message worker,
+        the message is held back until the worker is done with the
+        messages of one read (or L{HOLD_TIME} has passed; see the module's
+        description), then written with the other replies.
 
         @return: C{False} if the id is not connected, the message contains
             the delimiter or is longer than C{maxMessageLength} (together with
@@ -1242,6 +1321,7 @@ class TcpClient(_BlockingBase):
         if core is None and not self._live:
             return
         reactorThread = _reactorThread()
+        _releaseHeld()
         if core is not None:
             reactorThread.call(self.connectTimeout + 10.0, self._disconnect, core)
         if not self._waitForWorkers(timeout):
@@ -1290,11 +1370,15 @@ class TcpClient(_BlockingBase):
         worker = self._workOnMessage
         if worker is None:
             return
+        deadline = _monotonic() + HOLD_TIME
         for message in batch:
             try:
                 worker(message)
             except Exception:
                 self.log.failure("The client's message worker raised")
+            if conn._held and _monotonic() >= deadline:
+                conn.release()
+                deadline = _monotonic() + HOLD_TIME
 
     def _runClosed(self, conn: _BlockingConnection) -> None:
         try:
@@ -1308,6 +1392,8 @@ class TcpClient(_BlockingBase):
     def sendMsg(self, msg: bytes | str) -> bool:
         """
         Send a message (continuous mode: bytes as they are) to the server.
+        Called by the client's message worker, the message is held back as
+        L{TcpServer.sendMsg} describes.
 
         @return: C{False} if not connected, the message contains the
             delimiter or is too long, or the server did not make room within
