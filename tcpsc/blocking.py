@@ -67,6 +67,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import _compat
 from ._client import Client
 from ._datagram import (
     DEFAULT_MAX_DATAGRAM,
@@ -440,7 +441,9 @@ class _BlockingConnection:
         protocol = self.protocol
         transport = protocol.transport
         if protocol.connected and transport is not None and not transport.disconnecting:
-            transport.write(data)
+            # In a reactor turn of its own (the output queue's flush): sent
+            # now when the socket takes it, not one more turn later.
+            _compat.writeNow(transport, data)
 
     # -- worker threads -------------------------------------------------------
 

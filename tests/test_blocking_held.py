@@ -11,7 +11,10 @@ import socket
 import threading
 from typing import Any
 
-from tcpsc import blocking
+from twisted.internet import tcp
+from twisted.trial.unittest import SkipTest
+
+from tcpsc import _compat, blocking
 from tests.test_blocking_support import TIMEOUT, BlockingTestCase, waitUntil
 
 
@@ -80,6 +83,38 @@ class HeldRepliesTests(BlockingTestCase):
         self.assertEqual(counts["put"], 0)
         self.assertGreaterEqual(counts["batches"], 1)
         self.assertLessEqual(counts["accepted"], counts["batches"])
+
+    def test_flushSendsAtOnce(self) -> None:
+        """
+        On the private path the reactor thread hands what the output queue
+        gathered to the socket in the turn that flushes it
+        (L{_compat.writeNow}): the transport holds nothing afterwards and is
+        not left registered for writing.
+        """
+        if not _compat.PRIVATE:
+            raise SkipTest("the installed releases were not checked: no private path")
+        side = self.makeServer(b"\n")
+        server = side.server
+        server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
+        self.startServer(side)
+        peer = self.connectRaw(side.port)
+        clientId = side.established.waitFor(1)[0]
+        conn = server._conns[clientId]
+        flushed: list[tuple[int | None, bool]] = []
+        write = conn.output._write
+
+        def watchedWrite(data: bytes) -> None:
+            write(data)
+            transport = conn.protocol.transport
+            flushed.append(
+                (_compat.unsentBytes(transport), transport in transport.reactor.getWriters())
+            )
+
+        conn.output._write = watchedWrite
+        peer.sendall(b"ping\n")
+        self.assertEqual(readExactly(peer, 5), b"ping\n")
+        self.assertIs(type(conn.protocol.transport), tcp.Server)
+        self.assertEqual(flushed, [(0, False)])
 
     def test_heldNoLongerThanHoldTime(self) -> None:
         """
