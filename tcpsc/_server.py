@@ -185,9 +185,11 @@ class _Deadlines:
     discarded (a dictionary deletion; the timer is left alone).  When the
     timer fires, every connection whose deadline has come is handed to
     C{expired} (at its deadline, as with a timer of its own), and the timer
-    is set again for the earliest deadline left.  It runs only while
-    connections are waiting: it is cancelled when the last one is
-    discarded.
+    is set again for the earliest deadline left, if any.  It runs only
+    while connections wait: it is cancelled when the last one waiting is
+    discarded.  (Under a steady flow of connections some are nearly always
+    waiting, so the timer is set once in many connections rather than for
+    each.)
 
     @ivar timeout: the seconds each connection has.
     """
@@ -229,7 +231,7 @@ class _Deadlines:
 
     def stop(self) -> None:
         """
-        Cancel the timer (there is nothing to wait for).
+        Cancel the timer (no connection waits).
         """
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
@@ -1271,16 +1273,20 @@ class Server(Factory):
     ) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._registry.unregister(connectionId)
-        held = self._inputHeld.pop(connectionId, None)
-        if held is not None:
-            self._inputTotal -= held
-        held = self._splitHeld.pop(connectionId, None)
-        if held is not None:
-            self._splitTotal -= held
+        # (Each of these is empty for most connections: looked at first.)
+        if self._inputHeld:
+            held = self._inputHeld.pop(connectionId, None)
+            if held is not None:
+                self._inputTotal -= held
+        if self._splitHeld:
+            held = self._splitHeld.pop(connectionId, None)
+            if held is not None:
+                self._splitTotal -= held
         if self._congestedIds:
             self._congestedIds.discard(connectionId)
             self._shareOutput()
-        self._allowLists.pop(connectionId, None)
+        if self._allowLists:
+            self._allowLists.pop(connectionId, None)
         for deadlines in self._deadlines.values():
             deadlines.discard(connectionId)
         closes = self._closesSinceRelease = self._closesSinceRelease + 1
@@ -1297,8 +1303,10 @@ class Server(Factory):
         totals[3] += protocol._messagesOut
         totals[4] += protocol._outputDropped
         self._closeReasons[closeReason(reason)] += 1
-        loggedAlready = connectionId in self._refusedAndLogged
-        self._refusedAndLogged.discard(connectionId)
+        loggedAlready = False
+        if self._refusedAndLogged:
+            loggedAlready = connectionId in self._refusedAndLogged
+            self._refusedAndLogged.discard(connectionId)
         aborted = isinstance(reason.value, AbortedLocally)
         stopping = self._stopping
         if stopping is not None and aborted:

@@ -105,23 +105,54 @@ class DeadlineTests(SynchronousTestCase):
             self.clock.advance(0.1)
         self.assertEqual(self.timers(), 1)
 
+    def test_timerSetRarely(self) -> None:
+        """
+        Under a steady flow of connections that each send their first bytes
+        soon, with a few always waiting, the timer is set once, not once per
+        connection.
+        """
+        made: list[float] = []
+        callLater = self.clock.callLater
+
+        def counting(delay: float, f: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(getattr(f, "__self__", None), _Deadlines):
+                made.append(delay)
+            return callLater(delay, f, *args, **kwargs)
+
+        self.clock.callLater = counting  # type: ignore[method-assign]
+        waiting = [self.connect() for _ in range(3)]
+        for _ in range(400):
+            waiting.append(self.connect())
+            protocol, transport = waiting.pop(0)
+            protocol.dataReceived(b"hi\n")
+            self.assertFalse(transport.disconnecting)
+            self.assertEqual(self.timers(), 1)
+            transport.finish()
+            self.clock.advance(0.05)
+        # 400 connections over 20 s, a timeout of 10 s: set once, then
+        # once more when it fired for a connection gone.
+        self.assertLessEqual(len(made), 3, made)
+
     def test_timerOnlyWhileWaiting(self) -> None:
         """
         Once no connection waits any more (each sent its first bytes, or
         closed), the timer is gone: a server at rest has none.
         """
-        talker, _ = self.connect()
+        talker, talkerTransport = self.connect()
         _, leaverTransport = self.connect()
         self.assertEqual(self.timers(), 1)
         talker.dataReceived(b"hi\n")
         self.assertEqual(self.timers(), 1)
         leaverTransport.finish()
         self.assertEqual(self.timers(), 0)
-        # And it starts again for the next one.
+        # It starts again for the next one.
         _, laterTransport = self.connect()
         self.assertEqual(self.timers(), 1)
         self.clock.advance(10)
         self.assertTrue(laterTransport.disconnecting)
+        laterTransport.finish()
+        talkerTransport.finish()
+        self.assertEqual(self.timers(), 0)
 
     def test_newTimeoutForNewConnections(self) -> None:
         """
