@@ -249,14 +249,18 @@ class _Deadlines:
         # the clock's arithmetic did.
         now = max(self._clock.seconds(), self._timerAt)
         waiting = self._waiting
-        while waiting:
-            connectionId, (deadline, protocol) = next(iter(waiting.items()))
-            if deadline > now:
-                if self._timer is None:
-                    self._setTimer(deadline)
-                return
-            del waiting[connectionId]
-            self._expired(protocol, self.timeout)
+        try:
+            while waiting:
+                connectionId, (deadline, protocol) = next(iter(waiting.items()))
+                if deadline > now:
+                    break
+                del waiting[connectionId]
+                self._expired(protocol, self.timeout)
+        finally:
+            # Set again for those left, even if closing one failed (the
+            # reactor logs that): the others keep their deadlines.
+            if waiting and self._timer is None:
+                self._setTimer(next(iter(waiting.values()))[0])
 
 
 #: How a TLS client's first bytes start: a handshake record (0x16) of TLS

@@ -190,3 +190,25 @@ class DeadlineTests(SynchronousTestCase):
         # Not established: no onClosed; the reason is the timeout.
         self.assertEqual(self.closed, [])
         self.assertEqual(slow._closing, "handshake timeout (4 s)")
+
+    def test_failureDoesNotStopTheOthers(self) -> None:
+        """
+        If closing one connection at its deadline fails, the error reaches
+        the reactor (which logs it) and the connections after it are still
+        closed at their own deadlines.
+        """
+        first, firstTransport = self.connect()
+        self.clock.advance(1)
+        _, secondTransport = self.connect()
+
+        def failing(why: str = "") -> None:
+            raise RuntimeError("close failed")
+
+        first.closeConnection = failing
+        self.assertRaises(RuntimeError, self.clock.advance, 9)
+        self.assertFalse(firstTransport.disconnecting)
+        self.assertEqual(self.timers(), 1)
+        self.clock.advance(0.999)
+        self.assertFalse(secondTransport.disconnecting)
+        self.clock.advance(0.001)
+        self.assertTrue(secondTransport.disconnecting)
