@@ -182,7 +182,8 @@ class _Deadlines:
     They are kept in the order they were added, which, with one timeout for
     all, is the order of their deadlines: the timer is set for the
     earliest deadline, and a connection that did what it had to is
-    discarded (a dictionary deletion; the timer is left alone).  When the
+    discarded (a dictionary deletion; the timer is left as it is unless no
+    connection is left waiting).  When the
     timer fires, every connection whose deadline has come is handed to
     C{expired} (at its deadline, as with a timer of its own), and the timer
     is set again for the earliest deadline left, if any.  It runs only
