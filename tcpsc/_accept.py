@@ -106,6 +106,9 @@ class _GuardedPort(tcp.Port):
     #: the first to wake.
     maxAccepts: int | None = None
     _retryCall: IDelayedCall | None = None
+    # The listening socket, with its family, type and protocol for the
+    # sockets it accepts (see _compat.acceptOne).
+    _socketKind: tuple[Any, tuple[int, int, int] | None] | None = None
     _starvedSince: float | None = None
     _pause = _FIRST_ACCEPT_PAUSE
     _refusals = 0
@@ -117,9 +120,18 @@ class _GuardedPort(tcp.Port):
         attempts = 1 if platformType == "win32" else self.numberAccepts
         if self.maxAccepts is not None:
             attempts = min(attempts, self.maxAccepts)
+        listening = self.socket
+        kind = self._socketKind
+        if kind is None or kind[0] is not listening:
+            kind = self._socketKind = (
+                listening,
+                (listening.family, listening.type, listening.proto)
+                if isinstance(listening, socket.socket)
+                else None,
+            )
         for _ in range(attempts):
             try:
-                skt, addr = self.socket.accept()
+                skt, addr = _compat.acceptOne(listening, kind[1])
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break

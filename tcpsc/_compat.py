@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_compat -*-
 """
 The one place that knows which private names of Twisted and pyOpenSSL tcpsc
-relies on, and whether it may rely on them.
+relies on (and the one of the standard library's sockets, see
+L{acceptOne}), and whether it may rely on them.
 
 A few of tcpsc's fast paths reach into other libraries' private attributes
 (a socket transport's buffer, a port's accept loop, pyOpenSSL's cffi
@@ -17,7 +18,7 @@ what uses it, so that a test fails on a release that renamed one instead of
 a user finding out.  Tests set L{PRIVATE} to C{False} to run the public
 fallbacks.  The fast paths defined here (L{writeToAll},
 L{writeNow}, L{tcpEndpointArguments}, L{unsentBytes}, L{bufferedBytes},
-L{writeClosing}) each say their fallback.  Three subclasses of Twisted's
+L{writeClosing}, L{acceptOne}) each say their fallback.  Three subclasses of Twisted's
 classes stay beside the code that uses them and are used only when
 L{PRIVATE}: the server's listening port, whose accept loop pauses when out
 of file descriptors (fallback: Twisted's own port, with the same listen
@@ -49,6 +50,7 @@ would defeat them:
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import OpenSSL
@@ -63,6 +65,7 @@ __all__ = [
     "PRIVATE_NAMES",
     "PYOPENSSL_CHECKED",
     "TWISTED_CHECKED",
+    "acceptOne",
     "appendableTransport",
     "bufferedBytes",
     "checkedRelease",
@@ -200,6 +203,13 @@ PRIVATE_NAMES: list[tuple[str, Any, tuple[str, ...]]] = [
             "_tlsConnection",
             "_appSendBuffer",
         ),
+    ),
+    (
+        "tcpsc._accept._GuardedPort accepts with the socket method behind the standard "
+        "library's socket.accept, which converts the listening socket's family and type to "
+        "enums for every connection (acceptOne; fallback: socket.accept)",
+        socket.socket,
+        ("_accept",),
     ),
     (
         "tcpsc._tlstransport.TLSTransportFactory reads the clock of Twisted's TLS factory",
@@ -383,6 +393,28 @@ def tcpEndpointArguments(endpoint: object) -> tuple[int, int, str] | None:
 
 
 # -- the buffer of a socket transport ----------------------------------------
+
+
+def acceptOne(listening: Any, kind: tuple[int, int, int] | None) -> tuple[socket.socket, Any]:
+    """
+    C{listening.accept()}, without what it costs beyond the system call for
+    every connection: the standard library's converts the family and type
+    of C{listening} to enums each time to make the new socket; here the
+    socket is made from C{kind}, the family, type and protocol numbers of
+    C{listening}, taken once.  Otherwise the same socket, made the same
+    way (blocking as C{socket.accept} makes it).  With C{kind} C{None}
+    (C{listening} is not a C{socket.socket}), its own C{accept()}.
+
+    @raise OSError: as C{accept} does (C{EAGAIN} when none is waiting).
+    """
+    if not PRIVATE or kind is None:
+        return listening.accept()
+    fd, address = listening._accept()
+    family, type_, proto = kind
+    accepted = socket.socket(family, type_, proto, fileno=fd)
+    if socket.getdefaulttimeout() is None and listening.gettimeout():
+        accepted.setblocking(True)
+    return accepted, address
 
 
 def unsentBytes(transport: object) -> int | None:

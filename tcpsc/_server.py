@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from bisect import bisect_left
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,7 +38,7 @@ from ._accept import resumeAccepting, serverEndpoint
 from ._addresses import describeAddress
 from ._cluster import ClusterRegistry, IdsExhausted
 from ._errors import AbortedLocally, CertificateLoadError, ListenError, ServerError
-from ._events import EventSummary, plural
+from ._events import EventSummary, FastLogger, plural
 from ._framing import MessageProtocol, StreamProtocol, _ConnectionBase
 from ._memory import canReleaseMemory, releaseFreeMemory
 from ._metrics import HANDSHAKE_BUCKETS, ServerCollector, closeReason, handshakeFailureReason
@@ -164,6 +164,104 @@ class _HalfCloseableTimeoutProtocol(_IdleTimeoutProtocol):
 
     def writeConnectionLost(self) -> None:
         cast(IHalfCloseableProtocol, self.wrappedProtocol).writeConnectionLost()
+
+
+def _noDeadline(connectionId: int) -> None:
+    """
+    A connection's first bytes arrived on a server without a first-byte
+    timeout: nothing to stop.
+    """
+
+
+class _Deadlines:
+    """
+    The connections that each have C{timeout} seconds, from the moment they
+    are added, to do something (send their first bytes, complete their TLS
+    handshake), watched with one timer for all of them instead of one each.
+
+    They are kept in the order they were added, which, with one timeout for
+    all, is the order of their deadlines: the timer is set for the
+    earliest deadline, and a connection that did what it had to is
+    discarded (a dictionary deletion; the timer is left as it is unless no
+    connection is left waiting).  When the
+    timer fires, every connection whose deadline has come is handed to
+    C{expired} (at its deadline, as with a timer of its own), and the timer
+    is set again for the earliest deadline left, if any.  It runs only
+    while connections wait: it is cancelled when the last one waiting is
+    discarded.  (Under a steady flow of connections some are nearly always
+    waiting, so the timer is set once in many connections rather than for
+    each.)
+
+    @ivar timeout: the seconds each connection has.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        timeout: float,
+        expired: Callable[[_ConnectionBase, float], object],
+    ) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._expired = expired
+        # connection id -> (deadline, protocol), in the order added.
+        self._waiting: OrderedDict[int, tuple[float, _ConnectionBase]] = OrderedDict()
+        self._timer: IDelayedCall | None = None
+        # The time the timer is set for.
+        self._timerAt = 0.0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, connectionId: int, protocol: _ConnectionBase) -> None:
+        """
+        Start the time of connection C{connectionId}.
+        """
+        deadline = self._clock.seconds() + self.timeout
+        self._waiting[connectionId] = (deadline, protocol)
+        if self._timer is None:
+            self._setTimer(deadline)
+
+    def discard(self, connectionId: int) -> None:
+        """
+        Connection C{connectionId} did what it had to, or is gone.
+        """
+        waiting = self._waiting
+        if waiting.pop(connectionId, None) is not None and not waiting:
+            self.stop()
+
+    def stop(self) -> None:
+        """
+        Cancel the timer (no connection waits).
+        """
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _setTimer(self, deadline: float) -> None:
+        self._timerAt = deadline
+        self._timer = self._clock.callLater(
+            max(0.0, deadline - self._clock.seconds()), self._timedOut
+        )
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        # The deadline the timer was set for has come, whatever rounding
+        # the clock's arithmetic did.
+        now = max(self._clock.seconds(), self._timerAt)
+        waiting = self._waiting
+        try:
+            while waiting:
+                connectionId, (deadline, protocol) = next(iter(waiting.items()))
+                if deadline > now:
+                    break
+                del waiting[connectionId]
+                self._expired(protocol, self.timeout)
+        finally:
+            # Set again for those left, even if closing one failed (the
+            # reactor logs that): the others keep their deadlines.
+            if waiting and self._timer is None:
+                self._setTimer(next(iter(waiting.values()))[0])
 
 
 #: How a TLS client's first bytes start: a handshake record (0x16) of TLS
@@ -344,7 +442,7 @@ class Server(Factory):
     """
 
     noisy = False
-    log = Logger()
+    log = FastLogger()
 
     maxConnections: SettingAttribute[int] = SettingAttribute()
     maxConnectionsPerPeer: SettingAttribute[int | None] = SettingAttribute()
@@ -517,9 +615,10 @@ class Server(Factory):
                 self._reactor, self._events, self.log, self._settings.maxBroadcastSkips
             )
         self._shareOutput()
-        self._handshakeTimers: dict[int, IDelayedCall] = {}
-        # The first-byte timers of plain TCP connections that sent nothing yet.
-        self._firstByteTimers: dict[int, IDelayedCall] = {}
+        # The TLS connections in their handshake and the plain ones that
+        # sent nothing yet, watched for their timeouts: by kind
+        # ("handshake", "firstByte") and timeout (the settings may change).
+        self._deadlines: dict[tuple[str, float], _Deadlines] = {}
         # Connections of PROXY-protocol ports whose header is not read yet,
         # and the ids of the load balancer's own connections (its health
         # checks), whose lines are logged only with logEveryEvent.
@@ -938,9 +1037,7 @@ class Server(Factory):
             protocol._handshakeStarted = self._reactor.seconds()
             handshakeTimeout = settings.handshakeTimeout
             if handshakeTimeout is not None:
-                self._handshakeTimers[connectionId] = self._reactor.callLater(
-                    handshakeTimeout, self._handshakeTimedOut, protocol, handshakeTimeout
-                )
+                self._deadlinesFor("handshake", handshakeTimeout).add(connectionId, protocol)
         else:
             self._watchFirstBytes(protocol, connectionId)
         return protocol
@@ -987,6 +1084,31 @@ class Server(Factory):
         self._awaitingHeader.add(receiver)
         return receiver
 
+    def _deadlinesFor(self, kind: str, timeout: float) -> _Deadlines:
+        """
+        The connections of C{kind} (C{"handshake"}, C{"firstByte"}) watched
+        for C{timeout}.
+        """
+        deadlines = self._deadlines.get((kind, timeout))
+        if deadlines is None:
+            # The timeout changed (or this is the first): those waiting
+            # with another timeout keep theirs until none is left.
+            for key, other in list(self._deadlines.items()):
+                if not other:
+                    other.stop()
+                    del self._deadlines[key]
+            expired = self._handshakeTimedOut if kind == "handshake" else self._firstByteTimedOut
+            deadlines = self._deadlines[kind, timeout] = _Deadlines(self._reactor, timeout, expired)
+        return deadlines
+
+    def _stopDeadlines(self, connectionId: int) -> None:
+        """
+        Connection C{connectionId} has no more handshake or first byte to
+        wait for.
+        """
+        for deadlines in self._deadlines.values():
+            deadlines.discard(connectionId)
+
     def _watchFirstBytes(self, protocol: _ConnectionBase, connectionId: int) -> None:
         """
         Watch the first bytes of a plain connection: close it if nothing
@@ -998,18 +1120,17 @@ class Server(Factory):
         instance, which removes itself: the class's own C{dataReceived}, the
         hot path, runs unchanged for everything after them.
         """
-        timers = self._firstByteTimers
         timeout = self._settings.firstByteTimeout
         if timeout is not None:
-            timers[connectionId] = self._reactor.callLater(
-                timeout, self._firstByteTimedOut, protocol, timeout
-            )
+            deadlines = self._deadlinesFor("firstByte", timeout)
+            deadlines.add(connectionId, protocol)
+            discard = deadlines.discard
+        else:
+            discard = _noDeadline
 
         def firstBytes(data: bytes) -> None:
             del protocol.dataReceived
-            timer = timers.pop(connectionId, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+            discard(connectionId)
             if data.startswith(_TLS_CLIENT_HELLO):
                 self._refuseTLSClient(protocol)
             else:
@@ -1034,7 +1155,6 @@ class Server(Factory):
         protocol.closeConnection("a TLS client connected to a plain port")
 
     def _firstByteTimedOut(self, protocol: _ConnectionBase, timeout: float) -> None:
-        self._firstByteTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if not protocol.connected:
             return
         why = f"nothing received within {timeout:g} s (firstByteTimeout)"
@@ -1049,7 +1169,6 @@ class Server(Factory):
         protocol.closeConnection(why)
 
     def _handshakeTimedOut(self, protocol: _ConnectionBase, timeout: float) -> None:
-        self._handshakeTimers.pop(protocol.connectionId, None)  # type: ignore[arg-type]
         if protocol.ready or protocol.transport is None:
             return
         # Mid-handshake there is no close_notify to send: abort.
@@ -1057,11 +1176,9 @@ class Server(Factory):
 
     def connectionReady(self, protocol: MessageProtocol | StreamProtocol) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
-        timer = self._handshakeTimers.pop(connectionId, None)
-        if timer is not None and timer.active():
-            timer.cancel()
         started = protocol._handshakeStarted
         if started is not None:
+            self._stopDeadlines(connectionId)
             took = self._reactor.seconds() - started
             self._handshakeBuckets[bisect_left(HANDSHAKE_BUCKETS, took)] += 1
             self._handshakeSum += took
@@ -1161,20 +1278,22 @@ class Server(Factory):
     ) -> None:
         connectionId: int = protocol.connectionId  # type: ignore[assignment]
         self._registry.unregister(connectionId)
-        held = self._inputHeld.pop(connectionId, None)
-        if held is not None:
-            self._inputTotal -= held
-        held = self._splitHeld.pop(connectionId, None)
-        if held is not None:
-            self._splitTotal -= held
+        # (Each of these is empty for most connections: looked at first.)
+        if self._inputHeld:
+            held = self._inputHeld.pop(connectionId, None)
+            if held is not None:
+                self._inputTotal -= held
+        if self._splitHeld:
+            held = self._splitHeld.pop(connectionId, None)
+            if held is not None:
+                self._splitTotal -= held
         if self._congestedIds:
             self._congestedIds.discard(connectionId)
             self._shareOutput()
-        self._allowLists.pop(connectionId, None)
-        for timers in (self._handshakeTimers, self._firstByteTimers):
-            timer = timers.pop(connectionId, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._allowLists:
+            self._allowLists.pop(connectionId, None)
+        for deadlines in self._deadlines.values():
+            deadlines.discard(connectionId)
         closes = self._closesSinceRelease = self._closesSinceRelease + 1
         if closes >= _RELEASE_AFTER_CLOSES and self._releaseCall is None and canReleaseMemory():
             # What the connections freed is given back later, with that of
@@ -1189,8 +1308,10 @@ class Server(Factory):
         totals[3] += protocol._messagesOut
         totals[4] += protocol._outputDropped
         self._closeReasons[closeReason(reason)] += 1
-        loggedAlready = connectionId in self._refusedAndLogged
-        self._refusedAndLogged.discard(connectionId)
+        loggedAlready = False
+        if self._refusedAndLogged:
+            loggedAlready = connectionId in self._refusedAndLogged
+            self._refusedAndLogged.discard(connectionId)
         aborted = isinstance(reason.value, AbortedLocally)
         stopping = self._stopping
         if stopping is not None and aborted:

@@ -11,6 +11,7 @@ L{PrivateNamesTests.test_everyNameExists} here instead of a user's server.
 from __future__ import annotations
 
 import ast
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -628,3 +629,67 @@ class EndpointArgumentsTests(SynchronousTestCase):
         self.assertIsNone(
             _compat.tcpEndpointArguments(TCP4ServerEndpoint(reactor, 8081, 11, "127.0.0.1"))
         )
+
+
+class AcceptOneTests(SynchronousTestCase):
+    """
+    L{_compat.acceptOne}: the socket C{socket.accept} makes, on either path,
+    for IPv4 and IPv6 listening sockets on loopback.
+    """
+
+    def accepted(self, family: int, host: str, private: bool) -> tuple[Any, Any, Any]:
+        self.patch(_compat, "PRIVATE", private)
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        self.addCleanup(listening.close)
+        listening.bind((host, 0))
+        listening.listen(4)
+        listening.setblocking(False)
+        client = socket.socket(family, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.connect(listening.getsockname()[:2])
+        kind = (listening.family, listening.type, listening.proto)
+        accepted, address = _compat.acceptOne(listening, kind)
+        self.addCleanup(accepted.close)
+        return accepted, address, client
+
+    def check(self, family: int, host: str) -> None:
+        for private in (True, False):
+            accepted, address, client = self.accepted(family, host, private)
+            self.assertIs(type(accepted), socket.socket)
+            self.assertEqual(accepted.family, family)
+            self.assertIsInstance(accepted.family, socket.AddressFamily)
+            self.assertEqual(accepted.type, socket.SOCK_STREAM)
+            self.assertEqual(accepted.proto, client.proto)
+            self.assertEqual(address[:2], client.getsockname()[:2])
+            self.assertEqual(accepted.getpeername(), client.getsockname())
+            # As socket.accept leaves it: blocking, no timeout.
+            self.assertIsNone(accepted.gettimeout())
+            self.assertFalse(accepted.get_inheritable())
+            client.sendall(b"x")
+            self.assertEqual(accepted.recv(1), b"x")
+
+    def test_ipv4(self) -> None:
+        self.check(socket.AF_INET, "127.0.0.1")
+
+    def test_ipv6(self) -> None:
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6")
+        try:
+            self.check(socket.AF_INET6, "::1")
+        except OSError as e:
+            raise SkipTest(f"no IPv6 loopback: {e}") from e
+
+    def test_nothingWaiting(self) -> None:
+        """
+        With no connection waiting, the error of C{accept}.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        listening.setblocking(False)
+        for private in (True, False):
+            self.patch(_compat, "PRIVATE", private)
+            self.assertRaises(
+                BlockingIOError, _compat.acceptOne, listening, (listening.family, listening.type, 0)
+            )

@@ -15,7 +15,8 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpsc._events import KINDS, MAX_DETAILS, EventSummary, plural
+from tcpsc import Server
+from tcpsc._events import KINDS, MAX_DETAILS, EventSummary, FastLogger, plural
 from tests.test_guarantees_support import (
     SHORT,
     Echo,
@@ -146,6 +147,67 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual(plural(78_519, "connection"), "78519 connections")
         for text in KINDS.values():
             self.assertIn("{s}", text)
+
+
+class FastLoggerTests(SynchronousTestCase):
+    """
+    L{FastLogger}, which logs each connection of a server: the events of
+    Twisted's L{Logger}, field for field.
+    """
+
+    def emitBoth(self, level: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for logger in (
+            Logger("tcpsc.test", self, observer=events.append),
+            FastLogger("tcpsc.test", self, observer=events.append),
+        ):
+            logger.emit(level, *args, **dict(kwargs))
+        return events
+
+    def assertSameEvents(self, twisted: dict[str, Any], fast: dict[str, Any]) -> None:
+        self.assertIsInstance(fast["log_logger"], FastLogger)
+        for event in (twisted, fast):
+            del event["log_logger"]
+        self.assertLessEqual(fast.pop("log_time") - twisted.pop("log_time"), 60)
+        self.assertEqual(list(fast.items()), list(twisted.items()))
+
+    def test_sameEvent(self) -> None:
+        """
+        The same fields, in the same order, for every level.
+        """
+        for level in LogLevel.iterconstants():
+            twisted, fast = self.emitBoth(
+                level, "Connection {connectionId} from {peer}", connectionId=3, peer="a:1"
+            )
+            self.assertEqual(fast["log_level"], level)
+            self.assertEqual(fast["log_source"], self)
+            self.assertEqual(formatEvent(fast), "Connection 3 from a:1")
+            self.assertSameEvents(twisted, fast)
+
+    def test_trace(self) -> None:
+        """
+        A traced event records the logger and its observer, as Twisted's does.
+        """
+        events: list[dict[str, Any]] = []
+        logger = FastLogger("tcpsc.test", self, observer=events.append)
+        logger.emit(LogLevel.info, "x", log_trace=[])
+        self.assertEqual(events[0]["log_trace"], [(logger, events.append)])
+
+    def test_invalidLevel(self) -> None:
+        """
+        An invalid level is reported as Twisted reports it: a critical event
+        naming it, and no event at the invalid level.
+        """
+        twisted, fast = self.emitBoth("bogus", "x")  # type: ignore[arg-type]
+        self.assertEqual(fast["log_level"], LogLevel.critical)
+        self.assertEqual(fast["invalidLevel"], "bogus")
+        self.assertEqual(twisted["log_format"], fast["log_format"])
+
+    def test_server(self) -> None:
+        """
+        The server's lines go through it.
+        """
+        self.assertIsInstance(Server(reactor=Clock()).log, FastLogger)
 
 
 class ServerTests(GuaranteeTestCase):
