@@ -66,6 +66,7 @@ _BUCKETS = int(math.log(1e15) * _BUCKETS_PER_E) + 1
 _TEMPLATE_TARGET = 1 << 20
 #: Largest single read.
 _READ_SIZE = 256 * 1024
+_monotonic = time.monotonic_ns
 #: How often the engine reports progress, in nanoseconds.
 _PROGRESS_NS = 250_000_000
 
@@ -455,7 +456,7 @@ class _EchoEngine(_Engine):
                 remaining -= piece
             data = b"".join(pieces)
         connection.sent += count
-        connection.batches.append([connection.sent, now])
+        connection.batches.append([connection.sent, _monotonic()])
         if connection.out:
             connection.out = bytes(connection.out[connection.outOffset :]) + bytes(data)
             connection.outOffset = 0
@@ -526,6 +527,11 @@ class _EchoEngine(_Engine):
         if not length:
             self.lost(connection, "connection closed by the server before all echoes arrived")
             return
+        # Round trips run from just before the send to just after the read
+        # that completed them, as the C load generator times them: not from
+        # when the poller woke, which would count this client's own work
+        # between waking and sending in every round trip.
+        now = _monotonic()
         position = connection.received
         offset = (connection.base + position) % setup.period
         if (
@@ -577,8 +583,8 @@ class _EchoEngine(_Engine):
             return
         offset = (connection.base + sent * size) % setup.period
         connection.sent = sent + number
-        batches.append([sent + number, now])
         data = self.templateView[offset : offset + length]
+        batches.append([sent + number, _monotonic()])
         try:
             written = sock.send(data)
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
