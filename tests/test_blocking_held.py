@@ -101,6 +101,7 @@ class HeldRepliesTests(BlockingTestCase):
         clientId = side.established.waitFor(1)[0]
         conn = server._conns[clientId]
         flushed: list[tuple[int | None, bool]] = []
+        looked = threading.Event()
         write = conn.output._write
 
         def watchedWrite(data: bytes) -> None:
@@ -109,10 +110,13 @@ class HeldRepliesTests(BlockingTestCase):
             flushed.append(
                 (_compat.unsentBytes(transport), transport in transport.reactor.getWriters())
             )
+            looked.set()
 
         conn.output._write = watchedWrite
         peer.sendall(b"ping\n")
         self.assertEqual(readExactly(peer, 5), b"ping\n")
+        # The peer may have the reply before the reactor thread looked.
+        self.assertTrue(looked.wait(TIMEOUT))
         self.assertIs(type(conn.protocol.transport), tcp.Server)
         self.assertEqual(flushed, [(0, False)])
 
