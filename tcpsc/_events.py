@@ -77,7 +77,7 @@ _LEVELS = frozenset(LogLevel.iterconstants())
 
 class FastLogger(Logger):
     """
-    A L{Logger} whose C{emit} makes the same event for less: Twisted's
+    A C{twisted.logger.Logger} whose C{emit} makes the same event for less: Twisted's
     checks the level against a list of the levels made anew for every
     event, which costs more than the rest of C{emit}; this one checks it
     against a set made once (an invalid level goes to Twisted's C{emit},
