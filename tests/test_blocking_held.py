@@ -46,19 +46,27 @@ class HeldRepliesTests(BlockingTestCase):
         self.addCleanup(peer.close)
         return peer
 
-    def test_oneQueueingPerBatch(self) -> None:
+    def echoConnection(self) -> tuple[socket.socket, Any]:
         """
-        The echoes of a batch of messages are queued for writing once per
-        batch, not once per message, and arrive complete and in order.
+        A server whose message worker echoes each message with C{sendMsg},
+        a raw peer connected to it, and the server's side of that
+        connection.
         """
-        self.patch(blocking, "HOLD_TIME", 60.0)
         side = self.makeServer(b"\n")
         server = side.server
         server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
         self.startServer(side)
         peer = self.connectRaw(side.port)
         clientId = side.established.waitFor(1)[0]
-        conn = server._conns[clientId]
+        return peer, server._conns[clientId]
+
+    def test_oneQueueingPerBatch(self) -> None:
+        """
+        The echoes of a batch of messages are queued for writing once per
+        batch, not once per message, and arrive complete and in order.
+        """
+        self.patch(blocking, "HOLD_TIME", 60.0)
+        peer, conn = self.echoConnection()
         counts = {"batches": 0, "accepted": 0, "put": 0}
         run, putAccepted, put = conn._run, conn.output.putAccepted, conn.output.put
 
@@ -93,13 +101,7 @@ class HeldRepliesTests(BlockingTestCase):
         """
         if not _compat.PRIVATE:
             raise SkipTest("the installed releases were not checked: no private path")
-        side = self.makeServer(b"\n")
-        server = side.server
-        server.setWorkOnMessage(lambda clientId, message: server.sendMsg(clientId, message))
-        self.startServer(side)
-        peer = self.connectRaw(side.port)
-        clientId = side.established.waitFor(1)[0]
-        conn = server._conns[clientId]
+        peer, conn = self.echoConnection()
         flushed: list[tuple[int | None, bool]] = []
         looked = threading.Event()
         write = conn.output._write
