@@ -443,16 +443,14 @@ class TLSTransport(TLSMemoryBIOProtocol):
                 self._tlsShutdownFinished(Failure())
             break
 
-    def _flushSendBIO(self, now: bool = True) -> None:
+    def _flushSendBIO(self) -> None:
         """
-        Send everything OpenSSL has to send (Twisted's reads at most 32 KiB).
-
-        @param now: send what the socket takes at once
-            (L{_compat.writeNow}); C{False} leaves it to the transport's
-            next turn, as C{write} does.  Never at once once aborted: the
-            close_notify Twisted's C{abortConnection} makes, and anything
-            OpenSSL still held (a refused client's session tickets), are
-            written to a transport about to drop them, as they always were.
+        Send everything OpenSSL has to send (Twisted's reads at most 32 KiB),
+        what the socket takes at once (L{_compat.writeNow}).  Never at once
+        once aborted: the close_notify Twisted's C{abortConnection} makes,
+        and anything OpenSSL still held (a refused client's session
+        tickets), are written to a transport about to drop them, as they
+        always were.
         """
         direct = self._direct
         if direct is None:
@@ -466,7 +464,7 @@ class TLSTransport(TLSMemoryBIOProtocol):
             result = lib.BIO_read(fromSSL, buffer, size)
             if result <= 0:
                 return
-            if now and not self._aborted:
+            if not self._aborted:
                 _compat.writeNow(self.transport, direct.ffi.unpack(buffer, result))
             else:
                 self.transport.write(direct.ffi.unpack(buffer, result))
