@@ -278,12 +278,19 @@ def report(runs: list[Run], loadgenName: str, arguments: argparse.Namespace, com
         "| load generator CPU (cores) | errors |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    def perCpuSecond(group: list[Run]) -> str:
+        # A run too short for the server's CPU time to reach one clock
+        # tick has none to divide by.
+        rates = [r.rate / r.serverCores for r in group if r.serverCores]
+        return f"{statistics.median(rates):,.0f}" if rates else "-"
+
     for name, group in (("one process", single), (f"--workers {arguments.workers}", workers)):
         lines.append(
             f"| {name} | {statistics.median(r.rate for r in group):,.0f} "
             f"| {', '.join(f'{r.rate:,.0f}' for r in group)} "
             f"| {statistics.median(r.serverCores for r in group):.2f} "
-            f"| {statistics.median(r.rate / r.serverCores for r in group if r.serverCores):,.0f} "
+            f"| {perCpuSecond(group)} "
             f"| {statistics.median(r.loadCores for r in group):.2f} "
             f"| {sum(r.errors for r in group)} |"
         )
